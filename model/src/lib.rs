@@ -1,0 +1,276 @@
+//! The reference model of livecache: SPEC.md (and `docs/semantics.md`) stated as obviously as
+//! possible. Plain enums, `BTreeMap`s, linear scans, time as a `u64` of milliseconds, no
+//! performance concerns. It shares nothing with the implementation but the public vocabulary:
+//! trace events, statuses, patch sets and refetch policies from `livecache::core`.
+//!
+//! The same [`Op`] alphabet drives this model, the sans-IO core and the runtime; the tests in
+//! the `livecache` package compare their observations after every op.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+// The types below are the contract the test harness relies on. MODEL-HELPER: implement the
+// logic in `model.rs` (and invariant checks in `invariants.rs`); keep these signatures.
+
+mod invariants;
+mod model;
+
+pub use invariants::check_invariants;
+pub use model::{Deadline, Entry, Model, Snapshot};
+
+use livecache::core::{PatchSet, Phase, Refetch, Status};
+use serde::{Deserialize, Serialize};
+
+/// The data type the model caches: a small list of bytes.
+pub type Data = Vec<u8>;
+
+/// One endpoint of the model's universe.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointSpec {
+    /// Its name: keys are `name(arg)`.
+    pub name: String,
+    /// Keep time in milliseconds (already clamped); `None` = never removed automatically.
+    pub keep_ms: Option<u64>,
+    /// Whether it has an `on_cache_entry_added` handler.
+    pub lifecycle: bool,
+}
+
+/// The model's configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// The endpoints; [`KeyRef::endpoint`] indexes this list.
+    pub endpoints: Vec<EndpointSpec>,
+    /// Whether `updated` events carry their patches (recording mode "events with patches").
+    pub record_patches: bool,
+}
+
+impl Config {
+    /// The standard test universe: `a` (keep 60 s, lifecycle), `b` (keep 0, no lifecycle),
+    /// `c` (keep never, lifecycle).
+    pub fn standard(record_patches: bool) -> Config {
+        let ep = |name: &str, keep_ms, lifecycle| EndpointSpec {
+            name: name.to_string(),
+            keep_ms,
+            lifecycle,
+        };
+        Config {
+            endpoints: vec![
+                ep("a", Some(60_000), true),
+                ep("b", Some(0), false),
+                ep("c", None, true),
+            ],
+            record_patches,
+        }
+    }
+
+    /// The cache key of a [`KeyRef`]: `name(arg)`.
+    pub fn key(&self, key: KeyRef) -> String {
+        let name = self
+            .endpoints
+            .get(key.endpoint)
+            .map_or("?", |e| e.name.as_str());
+        format!("{name}({})", key.arg)
+    }
+}
+
+/// A cache key in the model's universe: an endpoint index and a small integer argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct KeyRef {
+    /// Index into [`Config::endpoints`].
+    pub endpoint: usize,
+    /// The argument; the key is `name(arg)`.
+    pub arg: u8,
+}
+
+/// An update recipe, described as data so that model and implementation run the same one.
+///
+/// "Touching" means taking mutable access to the draft: every recipe but `Noop` touches, even
+/// when the resulting value is equal (e.g. `Pop` on an empty list).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Recipe {
+    /// Reads the data, changes nothing, never takes mutable access.
+    Noop,
+    /// Appends a byte.
+    Push(u8),
+    /// Removes the last byte, if any.
+    Pop,
+    /// Sets the first byte, if any.
+    SetFirst(u8),
+}
+
+impl Recipe {
+    /// Whether the recipe takes mutable access (and so counts as an applied update).
+    pub fn touches(self) -> bool {
+        !matches!(self, Recipe::Noop)
+    }
+
+    /// Apply the recipe to plain data.
+    pub fn apply(self, data: &mut Data) {
+        match self {
+            Recipe::Noop => {}
+            Recipe::Push(b) => data.push(b),
+            Recipe::Pop => {
+                data.pop();
+            }
+            Recipe::SetFirst(b) => {
+                if let Some(first) = data.first_mut() {
+                    *first = b;
+                }
+            }
+        }
+    }
+}
+
+/// One operation of the shared alphabet (see `docs/semantics.md` for each one's meaning).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Subscribe to a key.
+    Subscribe {
+        /// The key.
+        key: KeyRef,
+        /// Whether a cache hit refetches.
+        refetch: Refetch,
+    },
+    /// Drop a subscription (possibly stale, possibly twice).
+    Unsubscribe {
+        /// The subscription id.
+        subscription: u64,
+    },
+    /// Refetch through a subscription.
+    Refetch {
+        /// The subscription id.
+        subscription: u64,
+    },
+    /// Prefetch a key (no subscription).
+    Prefetch {
+        /// The key.
+        key: KeyRef,
+        /// Whether a cache hit refetches.
+        refetch: Refetch,
+    },
+    /// Advance the clock by `ms` and run a timer tick.
+    Advance {
+        /// Milliseconds.
+        ms: u64,
+    },
+    /// Advance the clock exactly to the next removal deadline (if any) and run a timer tick.
+    AdvanceToDeadline,
+    /// A request result with data.
+    Fulfil {
+        /// The key the result is for.
+        key: KeyRef,
+        /// The request id (current or stale).
+        request: u64,
+        /// The data.
+        data: Data,
+    },
+    /// A request failure.
+    Reject {
+        /// The key the result is for.
+        key: KeyRef,
+        /// The request id (current or stale).
+        request: u64,
+        /// The error text.
+        error: String,
+    },
+    /// `update_cached_data` through the lifecycle handle of a lifetime.
+    UpdateCached {
+        /// The lifetime of the handle.
+        lifetime: u64,
+        /// The recipe.
+        recipe: Recipe,
+        /// Whether the caller asks for the patch set.
+        patches: bool,
+    },
+    /// `update_query_data` from outside.
+    UpdateQueryData {
+        /// The key.
+        key: KeyRef,
+        /// The recipe.
+        recipe: Recipe,
+    },
+    /// `patch_query_data` with RFC 6902 patches.
+    PatchQueryData {
+        /// The key.
+        key: KeyRef,
+        /// The patches (often invalid on purpose).
+        patch: json_patch::Patch,
+    },
+    /// `upsert_query_data`.
+    Upsert {
+        /// The key.
+        key: KeyRef,
+        /// The data.
+        data: Data,
+    },
+    /// `remove(key)`.
+    Remove {
+        /// The key.
+        key: KeyRef,
+    },
+    /// `reset()`.
+    Reset,
+}
+
+/// Why an update through a lifecycle handle was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum UpdateError {
+    /// No live entry has that lifetime (removed, or never existed).
+    NotLive,
+    /// The entry has no data yet.
+    NotLoaded,
+}
+
+/// Why `patch_query_data` failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum PatchError {
+    /// No entry for the key.
+    NoEntry,
+    /// The entry has no data yet.
+    NoData,
+    /// An operation of the patch did not apply (bad path, failed `test`, …).
+    Apply,
+    /// The patched JSON is not a value of the data type.
+    Schema,
+}
+
+/// What an op returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpResult {
+    /// The op returns nothing.
+    Unit,
+    /// Subscribe: the new subscription id.
+    Subscribed(u64),
+    /// Unsubscribe, Refetch, Remove: whether it did anything.
+    Done(bool),
+    /// UpdateCached.
+    Updated(Result<Option<PatchSet>, UpdateError>),
+    /// UpdateQueryData.
+    QueryDataUpdated(PatchSet),
+    /// PatchQueryData.
+    Patched(Result<(), PatchError>),
+}
+
+/// What an observer sees of one live entry.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Observation {
+    /// The cache key.
+    pub key: String,
+    /// The lifetime id.
+    pub lifetime: u64,
+    /// The phase (never `Added` at rest).
+    pub phase: Phase,
+    /// The status (never `Uninitialized` for a live entry).
+    pub status: Status,
+    /// The data, if any.
+    pub data: Option<Data>,
+    /// The last error, if not cleared.
+    pub error: Option<String>,
+    /// The request in flight, if any.
+    pub in_flight: Option<u64>,
+    /// The time of the last fulfil or upsert.
+    pub fulfilled_at: Option<u64>,
+    /// The live subscription ids, ascending.
+    pub subscriptions: Vec<u64>,
+    /// The armed removal deadline, if any.
+    pub removal_deadline: Option<u64>,
+}

@@ -1,0 +1,1384 @@
+//! The reference model: `docs/semantics.md` executed op by op, as plainly as possible.
+//!
+//! Every live entry is a plain [`Entry`] in a `BTreeMap` keyed by its cache key string; every
+//! lookup is a linear scan; time is a `u64` of milliseconds that only moves in
+//! [`Op::Advance`] and [`Op::AdvanceToDeadline`]. Comments cite the SPEC rule ids (R1…R23) and
+//! the helper names of `docs/semantics.md` ("start request", "maybe request", "arm", "re-arm if
+//! unused", "remove").
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use livecache::core::trace::{AddCause, RemoveCause, TraceEvent, TraceKind, UpdateSource};
+use livecache::core::{MAX_KEEP_MS, PatchSet, Phase, Refetch, Status};
+
+use crate::{Config, Data, KeyRef, Observation, Op, OpResult, PatchError, Recipe, UpdateError};
+
+/// The keep time of an endpoint the configuration does not list (the api default, 60 s).
+const DEFAULT_KEEP_MS: u64 = 60_000;
+
+/// An armed removal deadline: when it fires, and the arming sequence number that orders
+/// deadlines falling on the same millisecond.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Deadline {
+    /// The time the entry is removed, in milliseconds.
+    pub at_ms: u64,
+    /// The arming sequence number (deadlines fire in `(at_ms, seq)` order).
+    pub seq: u64,
+}
+
+/// The whole state of one live entry (one lifetime of one key).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Entry {
+    /// Which endpoint and argument the entry is for.
+    pub key_ref: KeyRef,
+    /// The lifetime id.
+    pub lifetime: u64,
+    /// `Loading`, `Loaded` or `Streaming` (`Added` is transient and never stored).
+    pub phase: Phase,
+    /// `Pending`, `Fulfilled` or `Rejected`.
+    pub status: Status,
+    /// The data; present iff the phase is `Loaded` or `Streaming`.
+    pub data: Option<Data>,
+    /// The last rejection's text, cleared by a fulfil or an upsert.
+    pub error: Option<String>,
+    /// The time of the last fulfil or upsert.
+    pub fulfilled_at: Option<u64>,
+    /// The running request's id, if any.
+    pub in_flight: Option<u64>,
+    /// The live subscription ids.
+    pub subscriptions: BTreeSet<u64>,
+    /// The armed removal deadline, if any.
+    pub deadline: Option<Deadline>,
+}
+
+/// The whole model state except the trace; two models with equal snapshots behave the same.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Snapshot {
+    /// The model's clock, in milliseconds.
+    pub now: u64,
+    /// How many lifetime ids have been issued.
+    pub lifetimes_issued: u64,
+    /// How many request ids have been issued.
+    pub requests_issued: u64,
+    /// How many subscription ids have been issued.
+    pub subscriptions_issued: u64,
+    /// How many removal deadlines have been armed (the arming sequence counter).
+    pub armings: u64,
+    /// Every live entry, by cache key.
+    pub entries: BTreeMap<String, Entry>,
+}
+
+/// The reference model of one api instance.
+#[derive(Clone, Debug)]
+pub struct Model {
+    config: Config,
+    /// The clock, in milliseconds; never goes backwards.
+    now: u64,
+    /// How many lifetime ids have been issued (ids start at 1, never reset).
+    lifetimes_issued: u64,
+    /// How many request ids have been issued (ids start at 1, never reset).
+    requests_issued: u64,
+    /// How many subscription ids have been issued (ids start at 1, never reset).
+    subscriptions_issued: u64,
+    /// How many deadlines have been armed: the next arming takes `armings + 1`.
+    armings: u64,
+    /// Every live entry, by cache key (ascending byte order).
+    entries: BTreeMap<String, Entry>,
+    /// Every event recorded so far.
+    trace: Vec<TraceEvent>,
+}
+
+/// The JSON form of the data: exactly what `serde_json::to_value(&Vec<u8>)` produces (an array
+/// of integers), built directly so that it cannot fail.
+fn to_json(data: &Data) -> serde_json::Value {
+    serde_json::Value::Array(data.iter().map(|b| serde_json::Value::from(*b)).collect())
+}
+
+impl Model {
+    /// A fresh model: no entries, clock at 0, every counter at 0 (the first id issued is 1).
+    pub fn new(config: Config) -> Model {
+        Model {
+            config,
+            now: 0,
+            lifetimes_issued: 0,
+            requests_issued: 0,
+            subscriptions_issued: 0,
+            armings: 0,
+            entries: BTreeMap::new(),
+            trace: Vec::new(),
+        }
+    }
+
+    /// The configuration the model was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The model's clock, in milliseconds.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Every event recorded so far (SPEC R23).
+    pub fn trace(&self) -> &[TraceEvent] {
+        &self.trace
+    }
+
+    /// The earliest armed removal deadline, if any.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.entries
+            .values()
+            .filter_map(|e| e.deadline)
+            .map(|d| d.at_ms)
+            .min()
+    }
+
+    /// Every live entry as an observer sees it, sorted by key string.
+    pub fn observe(&self) -> Vec<Observation> {
+        // A BTreeMap iterates in ascending key order already.
+        self.entries
+            .iter()
+            .map(|(key, e)| Observation {
+                key: key.clone(),
+                lifetime: e.lifetime,
+                phase: e.phase,
+                status: e.status,
+                data: e.data.clone(),
+                error: e.error.clone(),
+                in_flight: e.in_flight,
+                fulfilled_at: e.fulfilled_at,
+                subscriptions: e.subscriptions.iter().copied().collect(),
+                removal_deadline: e.deadline.map(|d| d.at_ms),
+            })
+            .collect()
+    }
+
+    /// Every request in flight: (key, request id), in key order.
+    pub fn in_flight(&self) -> Vec<(KeyRef, u64)> {
+        self.entries
+            .values()
+            .filter_map(|e| e.in_flight.map(|r| (e.key_ref, r)))
+            .collect()
+    }
+
+    /// Every live subscription id, ascending.
+    pub fn live_subscriptions(&self) -> Vec<u64> {
+        let mut all: Vec<u64> = self
+            .entries
+            .values()
+            .flat_map(|e| e.subscriptions.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// Every live lifetime id, ascending.
+    pub fn live_lifetimes(&self) -> Vec<u64> {
+        let mut all: Vec<u64> = self.entries.values().map(|e| e.lifetime).collect();
+        all.sort_unstable();
+        all
+    }
+
+    /// How many (lifetimes, requests, subscriptions) have been issued so far.
+    pub fn issued(&self) -> (u64, u64, u64) {
+        (
+            self.lifetimes_issued,
+            self.requests_issued,
+            self.subscriptions_issued,
+        )
+    }
+
+    /// The whole state except the trace.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            now: self.now,
+            lifetimes_issued: self.lifetimes_issued,
+            requests_issued: self.requests_issued,
+            subscriptions_issued: self.subscriptions_issued,
+            armings: self.armings,
+            entries: self.entries.clone(),
+        }
+    }
+
+    /// Execute one op (see `docs/semantics.md`), recording its trace events.
+    pub fn apply(&mut self, op: &Op) -> OpResult {
+        match op {
+            // Timer ticks: the only ops that move the clock.
+            Op::Advance { ms } => {
+                let to = self.now.saturating_add(*ms);
+                self.tick(to);
+                OpResult::Unit
+            }
+            Op::AdvanceToDeadline => {
+                // No deadline armed: nothing at all happens.
+                if let Some(at) = self.next_deadline() {
+                    self.tick(at);
+                }
+                OpResult::Unit
+            }
+            // Every other op happens at `now`: first remove entries whose deadline is strictly
+            // before `now` (in the model that never finds anything, since a tick already removed
+            // every deadline `<= now` and a new deadline is never before `now`).
+            other => {
+                self.expire_before_now();
+                self.apply_at_now(other)
+            }
+        }
+    }
+
+    // ===== Ops at `now` =====
+
+    fn apply_at_now(&mut self, op: &Op) -> OpResult {
+        match op {
+            Op::Advance { .. } | Op::AdvanceToDeadline => OpResult::Unit,
+            Op::Subscribe { key, refetch } => OpResult::Subscribed(self.subscribe(*key, *refetch)),
+            Op::Unsubscribe { subscription } => OpResult::Done(self.unsubscribe(*subscription)),
+            Op::Refetch { subscription } => OpResult::Done(self.refetch(*subscription)),
+            Op::Prefetch { key, refetch } => {
+                self.prefetch(*key, *refetch);
+                OpResult::Unit
+            }
+            Op::Fulfil { key, request, data } => {
+                self.fulfil(*key, *request, data);
+                OpResult::Unit
+            }
+            Op::Reject {
+                key,
+                request,
+                error,
+            } => {
+                self.reject(*key, *request, error);
+                OpResult::Unit
+            }
+            Op::UpdateCached {
+                lifetime,
+                recipe,
+                patches,
+            } => OpResult::Updated(self.update_cached(*lifetime, *recipe, *patches)),
+            Op::UpdateQueryData { key, recipe } => {
+                OpResult::QueryDataUpdated(self.update_query_data(*key, *recipe))
+            }
+            Op::PatchQueryData { key, patch } => {
+                OpResult::Patched(self.patch_query_data(*key, patch))
+            }
+            Op::Upsert { key, data } => {
+                self.upsert(*key, data);
+                OpResult::Unit
+            }
+            Op::Remove { key } => OpResult::Done(self.remove_key(*key)),
+            Op::Reset => {
+                self.reset();
+                OpResult::Unit
+            }
+        }
+    }
+
+    /// Subscribe (R1, R2): returns the new subscription id.
+    fn subscribe(&mut self, key_ref: KeyRef, refetch: Refetch) -> u64 {
+        // A subscription id is taken on every subscribe call.
+        self.subscriptions_issued += 1;
+        let s = self.subscriptions_issued;
+        let key = self.config.key(key_ref);
+        if self.entries.contains_key(&key) {
+            // R2: present key: add the subscriber, cancel a pending removal, maybe request.
+            let n = match self.entries.get_mut(&key) {
+                Some(entry) => {
+                    entry.subscriptions.insert(s);
+                    entry.subscriptions.len()
+                }
+                None => return s,
+            };
+            self.record(
+                &key,
+                TraceKind::Subscribed {
+                    subscription: s,
+                    subscribers: n,
+                },
+            );
+            let had_deadline = match self.entries.get_mut(&key) {
+                Some(entry) => entry.deadline.take().is_some(),
+                None => false,
+            };
+            if had_deadline {
+                self.record(&key, TraceKind::RemovalCancelled);
+            }
+            self.maybe_request(&key, refetch);
+        } else {
+            // R1: absent key: create, subscribe, start the handler, then the request.
+            let lifetime = self.create_entry(key_ref, &key, AddCause::Subscribe);
+            if let Some(entry) = self.entries.get_mut(&key) {
+                entry.subscriptions.insert(s);
+            }
+            self.record(
+                &key,
+                TraceKind::Subscribed {
+                    subscription: s,
+                    subscribers: 1,
+                },
+            );
+            self.start_lifecycle_if_any(key_ref, &key, lifetime);
+            self.start_request(&key);
+        }
+        s
+    }
+
+    /// Prefetch (R6): no subscription.
+    fn prefetch(&mut self, key_ref: KeyRef, refetch: Refetch) {
+        let key = self.config.key(key_ref);
+        if self.entries.contains_key(&key) {
+            // R6: a cache hit without a subscription does not touch the deadline.
+            self.maybe_request(&key, refetch);
+        } else {
+            let lifetime = self.create_entry(key_ref, &key, AddCause::Prefetch);
+            self.start_lifecycle_if_any(key_ref, &key, lifetime);
+            self.start_request(&key);
+            // R4, R6: zero subscribers, so a removal deadline is armed (if keep is finite).
+            self.arm_if_finite(&key);
+        }
+    }
+
+    /// Unsubscribe (R4, R7a): whether it did anything.
+    fn unsubscribe(&mut self, s: u64) -> bool {
+        // R7a: a subscription no live entry holds (never issued, already dropped, or its
+        // lifetime ended) does nothing.
+        let Some(key) = self.key_holding(s) else {
+            return false;
+        };
+        let n = match self.entries.get_mut(&key) {
+            Some(entry) => {
+                entry.subscriptions.remove(&s);
+                entry.subscriptions.len()
+            }
+            None => return false,
+        };
+        self.record(
+            &key,
+            TraceKind::Unsubscribed {
+                subscription: s,
+                subscribers: n,
+            },
+        );
+        if n == 0 {
+            // R4: the last subscriber left: schedule removal (never removal right here).
+            self.arm_if_finite(&key);
+        }
+        true
+    }
+
+    /// Refetch through a subscription (R3, R11): whether it did anything.
+    fn refetch(&mut self, s: u64) -> bool {
+        let Some(key) = self.key_holding(s) else {
+            return false; // R7a
+        };
+        let in_flight = self.entries.get(&key).and_then(|e| e.in_flight);
+        match in_flight {
+            // R3: join the running request.
+            Some(request) => self.record(&key, TraceKind::RequestJoined { request }),
+            // R11: status pending, data kept.
+            None => self.start_request(&key),
+        }
+        true
+    }
+
+    /// A request result with data (R8, R10).
+    fn fulfil(&mut self, key_ref: KeyRef, request: u64, data: &Data) {
+        let key = self.config.key(key_ref);
+        let now = self.now;
+        let Some(entry) = self.entries.get_mut(&key) else {
+            // R10: absent entry: ignored, never re-created.
+            self.record(&key, TraceKind::ResultIgnored { request });
+            return;
+        };
+        if entry.in_flight != Some(request) {
+            // R10: stale request id.
+            self.record(&key, TraceKind::ResultIgnored { request });
+            return;
+        }
+        entry.in_flight = None;
+        // R8: changed iff there was no data or the new data differs (PartialEq).
+        let data_changed = entry.data.as_ref() != Some(data);
+        if data_changed {
+            entry.data = Some(data.clone());
+        }
+        entry.status = Status::Fulfilled;
+        entry.error = None;
+        entry.fulfilled_at = Some(now);
+        let was_loading = entry.phase == Phase::Loading;
+        if was_loading {
+            entry.phase = Phase::Loaded;
+        }
+        let lifetime = entry.lifetime;
+        self.record(
+            &key,
+            TraceKind::RequestFulfilled {
+                request,
+                data_changed,
+            },
+        );
+        if was_loading {
+            // R8, R13: the first data of this lifetime resolves data_loaded.
+            self.record(
+                &key,
+                TraceKind::DataLoaded {
+                    lifetime,
+                    request: Some(request),
+                },
+            );
+        }
+        // R4: a request settling with zero subscribers re-arms from the settle time.
+        self.rearm_if_unused(&key);
+    }
+
+    /// A request failure (R9, R10).
+    fn reject(&mut self, key_ref: KeyRef, request: u64, error: &str) {
+        let key = self.config.key(key_ref);
+        let Some(entry) = self.entries.get_mut(&key) else {
+            self.record(&key, TraceKind::ResultIgnored { request }); // R10
+            return;
+        };
+        if entry.in_flight != Some(request) {
+            self.record(&key, TraceKind::ResultIgnored { request }); // R10
+            return;
+        }
+        // R9: status rejected, error stored, data and phase kept (data_loaded stays pending).
+        entry.in_flight = None;
+        entry.status = Status::Rejected;
+        entry.error = Some(error.to_string());
+        self.record(
+            &key,
+            TraceKind::RequestRejected {
+                request,
+                error: error.to_string(),
+            },
+        );
+        self.rearm_if_unused(&key); // R4
+    }
+
+    /// `update_cached_data` through the lifecycle handle of `lifetime` (R15, R7a).
+    fn update_cached(
+        &mut self,
+        lifetime: u64,
+        recipe: Recipe,
+        want_patches: bool,
+    ) -> Result<Option<PatchSet>, UpdateError> {
+        // R7a: a handle of an ended lifetime touches nothing.
+        let Some(key) = self.key_of_lifetime(lifetime) else {
+            return Err(UpdateError::NotLive);
+        };
+        let has_data = self.entries.get(&key).is_some_and(|e| e.phase.has_data());
+        if !has_data {
+            return Err(UpdateError::NotLoaded);
+        }
+        let set = self.run_recipe(&key, recipe, UpdateSource::Lifecycle);
+        if want_patches {
+            Ok(Some(set))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// `update_query_data` from outside the lifecycle (R18).
+    fn update_query_data(&mut self, key_ref: KeyRef, recipe: Recipe) -> PatchSet {
+        let key = self.config.key(key_ref);
+        let has_data = self.entries.get(&key).is_some_and(|e| e.phase.has_data());
+        if !has_data {
+            // R18: absent or no data: the recipe is not called, empty patches, no event.
+            return PatchSet::default();
+        }
+        self.run_recipe(&key, recipe, UpdateSource::UpdateQueryData)
+    }
+
+    /// Run a recipe on an entry that has data (R15): returns the patch set of the change.
+    ///
+    /// A recipe that never takes mutable access changed nothing: empty patches, no event. A
+    /// recipe that does is an applied update even when the value ends up equal.
+    fn run_recipe(&mut self, key: &str, recipe: Recipe, source: UpdateSource) -> PatchSet {
+        if !recipe.touches() {
+            return PatchSet::default();
+        }
+        let record_patches = self.config.record_patches;
+        let Some(entry) = self.entries.get_mut(key) else {
+            return PatchSet::default();
+        };
+        let Some(data) = entry.data.as_mut() else {
+            return PatchSet::default();
+        };
+        let before = to_json(data);
+        recipe.apply(data);
+        let after = to_json(data);
+        let set = PatchSet::between(&before, &after);
+        // The first applied update moves loaded → streaming.
+        entry.phase = Phase::Streaming;
+        let patches = if record_patches {
+            Some(set.clone())
+        } else {
+            None
+        };
+        self.record(key, TraceKind::Updated { source, patches });
+        set
+    }
+
+    /// `patch_query_data` with RFC 6902 patches (R19).
+    fn patch_query_data(
+        &mut self,
+        key_ref: KeyRef,
+        patch: &json_patch::Patch,
+    ) -> Result<(), PatchError> {
+        let key = self.config.key(key_ref);
+        let record_patches = self.config.record_patches;
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return Err(PatchError::NoEntry);
+        };
+        let Some(old) = entry.data.as_ref() else {
+            return Err(PatchError::NoData);
+        };
+        let before = to_json(old);
+        // Patch a copy: on any failure nothing changes and nothing is recorded.
+        let mut doc = before.clone();
+        if json_patch::patch(&mut doc, patch).is_err() {
+            return Err(PatchError::Apply);
+        }
+        let new: Data = match serde_json::from_value(doc) {
+            Ok(new) => new,
+            Err(_) => return Err(PatchError::Schema),
+        };
+        if &new == old {
+            // Equal data: Ok, no event, no phase change.
+            return Ok(());
+        }
+        let after = to_json(&new);
+        entry.data = Some(new);
+        entry.phase = Phase::Streaming;
+        let patches = if record_patches {
+            Some(PatchSet::between(&before, &after))
+        } else {
+            None
+        };
+        self.record(
+            &key,
+            TraceKind::Updated {
+                source: UpdateSource::PatchQueryData,
+                patches,
+            },
+        );
+        Ok(())
+    }
+
+    /// `upsert_query_data` (R20).
+    fn upsert(&mut self, key_ref: KeyRef, data: &Data) {
+        let key = self.config.key(key_ref);
+        let now = self.now;
+        if !self.entries.contains_key(&key) {
+            // Absent: Added → Loaded, lifecycle started, data_loaded with no request.
+            let lifetime = self.create_entry(key_ref, &key, AddCause::Upsert);
+            self.start_lifecycle_if_any(key_ref, &key, lifetime);
+            if let Some(entry) = self.entries.get_mut(&key) {
+                entry.data = Some(data.clone());
+                entry.status = Status::Fulfilled;
+                entry.fulfilled_at = Some(now);
+                entry.phase = Phase::Loaded;
+            }
+            self.record(&key, TraceKind::Upserted { data_changed: true });
+            self.record(
+                &key,
+                TraceKind::DataLoaded {
+                    lifetime,
+                    request: None,
+                },
+            );
+            // R20: zero subscribers → removal scheduled.
+            self.arm_if_finite(&key);
+            return;
+        }
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        let data_changed = entry.data.as_ref() != Some(data);
+        if data_changed {
+            entry.data = Some(data.clone());
+        }
+        entry.status = Status::Fulfilled;
+        entry.error = None;
+        entry.fulfilled_at = Some(now);
+        // `in_flight` is untouched: the running request's result still applies (last wins).
+        let was_loading = entry.phase == Phase::Loading;
+        if was_loading {
+            entry.phase = Phase::Loaded;
+        }
+        let lifetime = entry.lifetime;
+        self.record(&key, TraceKind::Upserted { data_changed });
+        if was_loading {
+            self.record(
+                &key,
+                TraceKind::DataLoaded {
+                    lifetime,
+                    request: None,
+                },
+            );
+        }
+        self.rearm_if_unused(&key);
+    }
+
+    /// `remove(key)` (R7): whether it did anything.
+    fn remove_key(&mut self, key_ref: KeyRef) -> bool {
+        let key = self.config.key(key_ref);
+        if !self.entries.contains_key(&key) {
+            return false;
+        }
+        self.remove(&key, RemoveCause::Removed);
+        true
+    }
+
+    /// `reset()` (R7): remove every entry, in ascending byte order of the keys.
+    fn reset(&mut self) {
+        // BTreeMap<String, _> keys are in ascending byte order.
+        let keys: Vec<String> = self.entries.keys().cloned().collect();
+        for key in keys {
+            self.remove(&key, RemoveCause::Reset);
+        }
+    }
+
+    // ===== Timers =====
+
+    /// A timer tick at `to` (R4, R5): every entry whose deadline is `<= to` is removed with cause
+    /// `expired`, in `(deadline, sequence)` order, each stamped at its deadline; then the clock
+    /// is `to` (never backwards).
+    fn tick(&mut self, to: u64) {
+        while let Some((key, deadline)) = self.earliest_deadline() {
+            if deadline.at_ms > to {
+                break;
+            }
+            self.expire(&key, deadline);
+        }
+        self.now = self.now.max(to);
+    }
+
+    /// Before any non-tick event at `now`: remove the entries whose deadline is strictly before
+    /// `now`, stamped at their deadlines (a no-op in the model, kept to mirror the semantics).
+    fn expire_before_now(&mut self) {
+        let now = self.now;
+        while let Some((key, deadline)) = self.earliest_deadline() {
+            if deadline.at_ms >= now {
+                break;
+            }
+            self.expire(&key, deadline);
+        }
+        self.now = now;
+    }
+
+    /// Remove one entry whose deadline fired, stamping its events at the deadline.
+    fn expire(&mut self, key: &str, deadline: Deadline) {
+        // R5: only an entry with zero subscribers has a deadline (R4 invariant), and the
+        // deadline belongs to the entry now under that key (it is dropped on removal), so a
+        // stale timer can never remove a re-created entry.
+        self.now = self.now.max(deadline.at_ms);
+        self.remove(key, RemoveCause::Expired);
+    }
+
+    /// The entry with the earliest `(deadline, sequence)`, if any.
+    fn earliest_deadline(&self) -> Option<(String, Deadline)> {
+        let mut best: Option<(String, Deadline)> = None;
+        for (key, entry) in &self.entries {
+            if let Some(d) = entry.deadline {
+                let better = match &best {
+                    None => true,
+                    Some((_, b)) => d < *b,
+                };
+                if better {
+                    best = Some((key.clone(), d));
+                }
+            }
+        }
+        best
+    }
+
+    /// *arm*: if the entry's keep time is finite, replace any armed deadline (silently) with
+    /// `now + keep`, taking the next sequence number, and record `removal_scheduled`.
+    fn arm_if_finite(&mut self, key: &str) {
+        let Some(key_ref) = self.entries.get(key).map(|e| e.key_ref) else {
+            return;
+        };
+        // R4: keep None = never removed automatically.
+        let Some(keep) = self.keep_ms(key_ref) else {
+            return;
+        };
+        let at_ms = self.now.saturating_add(keep);
+        self.armings += 1;
+        let seq = self.armings;
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.deadline = Some(Deadline { at_ms, seq });
+        }
+        self.record(key, TraceKind::RemovalScheduled { at_ms });
+    }
+
+    /// *re-arm if unused*: with zero subscribers (and a finite keep), *arm* again (R4).
+    fn rearm_if_unused(&mut self, key: &str) {
+        let unused = self
+            .entries
+            .get(key)
+            .is_some_and(|e| e.subscriptions.is_empty());
+        if unused {
+            self.arm_if_finite(key);
+        }
+    }
+
+    // ===== Entry helpers =====
+
+    /// Create an entry for an absent key: take the next lifetime id and record `entry_added`.
+    /// The entry starts in `Loading`/`Pending` with nothing else set; callers fill it in.
+    fn create_entry(&mut self, key_ref: KeyRef, key: &str, cause: AddCause) -> u64 {
+        self.lifetimes_issued += 1;
+        let lifetime = self.lifetimes_issued;
+        self.entries.insert(
+            key.to_string(),
+            Entry {
+                key_ref,
+                lifetime,
+                phase: Phase::Loading,
+                status: Status::Pending,
+                data: None,
+                error: None,
+                fulfilled_at: None,
+                in_flight: None,
+                subscriptions: BTreeSet::new(),
+                deadline: None,
+            },
+        );
+        self.record(key, TraceKind::EntryAdded { lifetime, cause });
+        lifetime
+    }
+
+    /// R1, R12: start the endpoint's lifecycle handler, if it has one.
+    fn start_lifecycle_if_any(&mut self, key_ref: KeyRef, key: &str, lifetime: u64) {
+        if self.has_lifecycle(key_ref) {
+            self.record(key, TraceKind::LifecycleStarted { lifetime });
+        }
+    }
+
+    /// *start request*: next request id, `in_flight`, status pending, `request_started`.
+    fn start_request(&mut self, key: &str) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        self.requests_issued += 1;
+        let request = self.requests_issued;
+        entry.in_flight = Some(request);
+        entry.status = Status::Pending;
+        self.record(key, TraceKind::RequestStarted { request });
+    }
+
+    /// *maybe request* for an existing entry with a refetch policy (R2, R3).
+    fn maybe_request(&mut self, key: &str, refetch: Refetch) {
+        let Some(entry) = self.entries.get(key) else {
+            return;
+        };
+        let want = refetch.wants(entry.fulfilled_at, self.now);
+        if let Some(request) = entry.in_flight {
+            // R3: no second request while one is in flight; a wanted refetch joins it.
+            if want {
+                self.record(key, TraceKind::RequestJoined { request });
+            }
+        } else if entry.data.is_none() {
+            // Never loaded (e.g. its request was rejected): always request.
+            self.start_request(key);
+        } else if want {
+            self.start_request(key);
+        }
+    }
+
+    /// *remove* (R5, R7): abort the in-flight request, drop the deadline (no event), record
+    /// `entry_removed`; the entry and its subscriptions are gone.
+    fn remove(&mut self, key: &str, cause: RemoveCause) {
+        let Some(entry) = self.entries.remove(key) else {
+            return;
+        };
+        if let Some(request) = entry.in_flight {
+            self.record(key, TraceKind::RequestAborted { request });
+        }
+        let loaded = entry.phase.has_data();
+        self.record(
+            key,
+            TraceKind::EntryRemoved {
+                lifetime: entry.lifetime,
+                cause,
+                loaded,
+            },
+        );
+    }
+
+    /// The key of the live entry holding subscription `s`, if any.
+    fn key_holding(&self, s: u64) -> Option<String> {
+        self.entries
+            .iter()
+            .find(|(_, e)| e.subscriptions.contains(&s))
+            .map(|(k, _)| k.clone())
+    }
+
+    /// The key of the live entry with lifetime `lifetime`, if any.
+    fn key_of_lifetime(&self, lifetime: u64) -> Option<String> {
+        self.entries
+            .iter()
+            .find(|(_, e)| e.lifetime == lifetime)
+            .map(|(k, _)| k.clone())
+    }
+
+    /// The keep time of the endpoint in milliseconds, clamped to `MAX_KEEP_MS`; `None` = never.
+    /// An endpoint the configuration does not list keeps for the default 60 s.
+    fn keep_ms(&self, key_ref: KeyRef) -> Option<u64> {
+        match self.config.endpoints.get(key_ref.endpoint) {
+            Some(spec) => spec.keep_ms.map(|ms| ms.min(MAX_KEEP_MS)),
+            None => Some(DEFAULT_KEEP_MS),
+        }
+    }
+
+    /// Whether the endpoint has an `on_cache_entry_added` handler (unknown endpoint: no).
+    fn has_lifecycle(&self, key_ref: KeyRef) -> bool {
+        self.config
+            .endpoints
+            .get(key_ref.endpoint)
+            .is_some_and(|spec| spec.lifecycle)
+    }
+
+    /// Append one event at the current time (R23).
+    fn record(&mut self, key: &str, kind: TraceKind) {
+        self.trace.push(TraceEvent {
+            at_ms: self.now,
+            key: key.to_string(),
+            kind,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check_invariants;
+
+    const A: KeyRef = KeyRef {
+        endpoint: 0,
+        arg: 1,
+    };
+    const B: KeyRef = KeyRef {
+        endpoint: 1,
+        arg: 1,
+    };
+    const C: KeyRef = KeyRef {
+        endpoint: 2,
+        arg: 1,
+    };
+
+    fn model() -> Model {
+        Model::new(Config::standard(true))
+    }
+
+    fn lines(m: &Model) -> Vec<String> {
+        m.trace().iter().map(|e| e.to_string()).collect()
+    }
+
+    fn sub(m: &mut Model, key: KeyRef) -> u64 {
+        match m.apply(&Op::Subscribe {
+            key,
+            refetch: Refetch::IfMissing,
+        }) {
+            OpResult::Subscribed(s) => s,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn assert_ok(m: &Model) {
+        if let Err(e) = check_invariants(m.config(), m.trace()) {
+            panic!("invariants: {e}\n{:#?}", lines(m));
+        }
+    }
+
+    #[test]
+    fn json_form_matches_serde() {
+        let data: Data = vec![0, 7, 255];
+        assert_eq!(to_json(&data), serde_json::to_value(&data).unwrap());
+    }
+
+    #[test]
+    fn r05_subscribe_fulfil_unsubscribe_advance_removes() {
+        let mut m = model();
+        let s = sub(&mut m, A);
+        assert_eq!(s, 1);
+        m.apply(&Op::Fulfil {
+            key: A,
+            request: 1,
+            data: vec![1],
+        });
+        assert_eq!(
+            m.apply(&Op::Unsubscribe { subscription: s }),
+            OpResult::Done(true)
+        );
+        assert_eq!(m.next_deadline(), Some(60_000));
+        m.apply(&Op::Advance { ms: 59_999 });
+        assert_eq!(m.observe().len(), 1);
+        m.apply(&Op::Advance { ms: 1 });
+        assert!(m.observe().is_empty());
+        assert_eq!(m.now(), 60_000);
+        assert_eq!(
+            lines(&m),
+            [
+                "0ms a(1) entry_added lifetime=1 cause=subscribe",
+                "0ms a(1) subscribed subscription=1 subscribers=1",
+                "0ms a(1) lifecycle_started lifetime=1",
+                "0ms a(1) request_started request=1",
+                "0ms a(1) request_fulfilled request=1 data_changed=true",
+                "0ms a(1) data_loaded lifetime=1 request=1",
+                "0ms a(1) unsubscribed subscription=1 subscribers=0",
+                "0ms a(1) removal_scheduled at=60000ms",
+                "60000ms a(1) entry_removed lifetime=1 cause=expired loaded=true",
+            ]
+        );
+        // R7a: a second unsubscribe does nothing.
+        assert_eq!(
+            m.apply(&Op::Unsubscribe { subscription: s }),
+            OpResult::Done(false)
+        );
+        assert_eq!(m.issued(), (1, 1, 1));
+        assert_ok(&m);
+    }
+
+    #[test]
+    fn r02_resubscribe_cancels_removal() {
+        let mut m = model();
+        let s1 = sub(&mut m, A);
+        m.apply(&Op::Fulfil {
+            key: A,
+            request: 1,
+            data: vec![1],
+        });
+        m.apply(&Op::Unsubscribe { subscription: s1 });
+        m.apply(&Op::Advance { ms: 30_000 });
+        let s2 = sub(&mut m, A);
+        assert_eq!(s2, 2);
+        assert_eq!(m.next_deadline(), None);
+        m.apply(&Op::Advance { ms: 60_000 });
+        assert_eq!(m.live_lifetimes(), vec![1]);
+        assert_eq!(m.live_subscriptions(), vec![2]);
+        let tail: Vec<String> = lines(&m).into_iter().skip(8).collect();
+        assert_eq!(
+            tail,
+            [
+                "30000ms a(1) subscribed subscription=2 subscribers=1",
+                "30000ms a(1) removal_cancelled"
+            ]
+        );
+        // IfMissing on a loaded entry: no request.
+        assert!(m.in_flight().is_empty());
+        assert_ok(&m);
+    }
+
+    #[test]
+    fn r04_keep_zero_removed_only_on_a_tick() {
+        let mut m = model();
+        let s = sub(&mut m, B);
+        m.apply(&Op::Unsubscribe { subscription: s });
+        assert_eq!(m.next_deadline(), Some(0));
+        // Not removed inside the unsubscribe, nor by another event at the same instant.
+        assert_eq!(m.observe().len(), 1);
+        m.apply(&Op::Fulfil {
+            key: B,
+            request: 1,
+            data: vec![2],
+        });
+        assert_eq!(m.observe().len(), 1);
+        assert_eq!(m.next_deadline(), Some(0));
+        m.apply(&Op::AdvanceToDeadline);
+        assert!(m.observe().is_empty());
+        assert_eq!(m.now(), 0);
+        assert_eq!(
+            lines(&m),
+            [
+                "0ms b(1) entry_added lifetime=1 cause=subscribe",
+                "0ms b(1) subscribed subscription=1 subscribers=1",
+                "0ms b(1) request_started request=1",
+                "0ms b(1) unsubscribed subscription=1 subscribers=0",
+                "0ms b(1) removal_scheduled at=0ms",
+                "0ms b(1) request_fulfilled request=1 data_changed=true",
+                "0ms b(1) data_loaded lifetime=1 request=1",
+                "0ms b(1) removal_scheduled at=0ms",
+                "0ms b(1) entry_removed lifetime=1 cause=expired loaded=true",
+            ]
+        );
+        // No deadline: AdvanceToDeadline does nothing.
+        m.apply(&Op::AdvanceToDeadline);
+        assert_eq!(m.trace().len(), 9);
+        assert_ok(&m);
+    }
+
+    #[test]
+    fn r06_prefetch_arms_a_deadline() {
+        let mut m = model();
+        m.apply(&Op::Prefetch {
+            key: A,
+            refetch: Refetch::IfMissing,
+        });
+        assert_eq!(m.next_deadline(), Some(60_000));
+        assert_eq!(m.in_flight(), vec![(A, 1)]);
+        m.apply(&Op::Advance { ms: 10_000 });
+        // A cache hit without a subscription does not extend the lifetime; in flight: no join.
+        m.apply(&Op::Prefetch {
+            key: A,
+            refetch: Refetch::IfMissing,
+        });
+        assert_eq!(m.next_deadline(), Some(60_000));
+        // A forced prefetch joins the running request.
+        m.apply(&Op::Prefetch {
+            key: A,
+            refetch: Refetch::Always,
+        });
+        // Settling re-arms from the settle time.
+        m.apply(&Op::Reject {
+            key: A,
+            request: 1,
+            error: "boom".into(),
+        });
+        assert_eq!(m.next_deadline(), Some(70_000));
+        let obs = m.observe();
+        assert_eq!(obs[0].status, Status::Rejected);
+        assert_eq!(obs[0].phase, Phase::Loading);
+        assert_eq!(obs[0].error.as_deref(), Some("boom"));
+        m.apply(&Op::AdvanceToDeadline);
+        assert_eq!(
+            lines(&m),
+            [
+                "0ms a(1) entry_added lifetime=1 cause=prefetch",
+                "0ms a(1) lifecycle_started lifetime=1",
+                "0ms a(1) request_started request=1",
+                "0ms a(1) removal_scheduled at=60000ms",
+                "10000ms a(1) request_joined request=1",
+                "10000ms a(1) request_rejected request=1 error=\"boom\"",
+                "10000ms a(1) removal_scheduled at=70000ms",
+                "70000ms a(1) entry_removed lifetime=1 cause=expired loaded=false",
+            ]
+        );
+        assert_ok(&m);
+    }
+
+    #[test]
+    fn r10_stale_results_ignored() {
+        let mut m = model();
+        let s = sub(&mut m, A);
+        m.apply(&Op::Fulfil {
+            key: A,
+            request: 1,
+            data: vec![1],
+        });
+        m.apply(&Op::Refetch { subscription: s }); // request 2
+        m.apply(&Op::Fulfil {
+            key: A,
+            request: 1,
+            data: vec![9],
+        }); // stale
+        m.apply(&Op::Remove { key: A });
+        m.apply(&Op::Fulfil {
+            key: A,
+            request: 2,
+            data: vec![9],
+        }); // absent
+        m.apply(&Op::Reject {
+            key: A,
+            request: 2,
+            error: "x".into(),
+        }); // absent
+        assert!(m.observe().is_empty());
+        assert_eq!(
+            m.apply(&Op::Refetch { subscription: s }),
+            OpResult::Done(false)
+        );
+        let tail: Vec<String> = lines(&m).into_iter().skip(6).collect();
+        assert_eq!(
+            tail,
+            [
+                "0ms a(1) request_started request=2",
+                "0ms a(1) result_ignored request=1",
+                "0ms a(1) request_aborted request=2",
+                "0ms a(1) entry_removed lifetime=1 cause=removed loaded=true",
+                "0ms a(1) result_ignored request=2",
+                "0ms a(1) result_ignored request=2",
+            ]
+        );
+        assert_ok(&m);
+    }
+
+    #[test]
+    fn r20_upsert_creates_and_loads() {
+        let mut m = model();
+        m.apply(&Op::Upsert {
+            key: C,
+            data: vec![3],
+        });
+        m.apply(&Op::Upsert {
+            key: C,
+            data: vec![3],
+        });
+        let obs = m.observe();
+        assert_eq!(obs.len(), 1);
+        assert_eq!(obs[0].phase, Phase::Loaded);
+        assert_eq!(obs[0].status, Status::Fulfilled);
+        assert_eq!(obs[0].data, Some(vec![3]));
+        assert_eq!(obs[0].removal_deadline, None); // keep never
+        assert_eq!(
+            lines(&m),
+            [
+                "0ms c(1) entry_added lifetime=1 cause=upsert",
+                "0ms c(1) lifecycle_started lifetime=1",
+                "0ms c(1) upserted data_changed=true",
+                "0ms c(1) data_loaded lifetime=1 by=upsert",
+                "0ms c(1) upserted data_changed=false",
+            ]
+        );
+        // Updates through the lifecycle handle now apply.
+        let r = m.apply(&Op::UpdateCached {
+            lifetime: 1,
+            recipe: Recipe::Push(4),
+            patches: true,
+        });
+        match r {
+            OpResult::Updated(Ok(Some(set))) => assert_eq!(set.patches.0.len(), 1),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(m.observe()[0].phase, Phase::Streaming);
+        assert_eq!(m.observe()[0].data, Some(vec![3, 4]));
+        let r = m.apply(&Op::UpdateCached {
+            lifetime: 1,
+            recipe: Recipe::Noop,
+            patches: true,
+        });
+        assert_eq!(r, OpResult::Updated(Ok(Some(PatchSet::default()))));
+        let r = m.apply(&Op::UpdateCached {
+            lifetime: 1,
+            recipe: Recipe::Noop,
+            patches: false,
+        });
+        assert_eq!(r, OpResult::Updated(Ok(None)));
+        let r = m.apply(&Op::UpdateCached {
+            lifetime: 2,
+            recipe: Recipe::Pop,
+            patches: false,
+        });
+        assert_eq!(r, OpResult::Updated(Err(UpdateError::NotLive)));
+        assert_ok(&m);
+    }
+
+    #[test]
+    fn r15_update_before_load_and_patch_errors() {
+        let mut m = model();
+        sub(&mut m, A);
+        let r = m.apply(&Op::UpdateCached {
+            lifetime: 1,
+            recipe: Recipe::Pop,
+            patches: false,
+        });
+        assert_eq!(r, OpResult::Updated(Err(UpdateError::NotLoaded)));
+        let r = m.apply(&Op::UpdateQueryData {
+            key: A,
+            recipe: Recipe::Push(1),
+        });
+        assert_eq!(r, OpResult::QueryDataUpdated(PatchSet::default()));
+        let empty = json_patch::Patch(vec![]);
+        let r = m.apply(&Op::PatchQueryData {
+            key: A,
+            patch: empty.clone(),
+        });
+        assert_eq!(r, OpResult::Patched(Err(PatchError::NoData)));
+        let r = m.apply(&Op::PatchQueryData {
+            key: B,
+            patch: empty,
+        });
+        assert_eq!(r, OpResult::Patched(Err(PatchError::NoEntry)));
+        m.apply(&Op::Fulfil {
+            key: A,
+            request: 1,
+            data: vec![1],
+        });
+        let bad: json_patch::Patch =
+            serde_json::from_value(serde_json::json!([{"op": "remove", "path": "/5"}])).unwrap();
+        let r = m.apply(&Op::PatchQueryData { key: A, patch: bad });
+        assert_eq!(r, OpResult::Patched(Err(PatchError::Apply)));
+        let schema: json_patch::Patch =
+            serde_json::from_value(serde_json::json!([{"op": "add", "path": "/-", "value": 300}]))
+                .unwrap();
+        let r = m.apply(&Op::PatchQueryData {
+            key: A,
+            patch: schema,
+        });
+        assert_eq!(r, OpResult::Patched(Err(PatchError::Schema)));
+        let good: json_patch::Patch =
+            serde_json::from_value(serde_json::json!([{"op": "add", "path": "/-", "value": 2}]))
+                .unwrap();
+        let r = m.apply(&Op::PatchQueryData {
+            key: A,
+            patch: good,
+        });
+        assert_eq!(r, OpResult::Patched(Ok(())));
+        assert_eq!(m.observe()[0].data, Some(vec![1, 2]));
+        let r = m.apply(&Op::UpdateQueryData {
+            key: A,
+            recipe: Recipe::Pop,
+        });
+        match r {
+            OpResult::QueryDataUpdated(set) => assert!(!set.is_empty()),
+            other => panic!("unexpected {other:?}"),
+        }
+        let tail: Vec<String> = lines(&m).into_iter().skip(6).collect();
+        assert_eq!(
+            tail,
+            [
+                r#"0ms a(1) updated source=patch_query_data patches=[{"op":"add","path":"/1","value":2}]"#,
+                r#"0ms a(1) updated source=update_query_data patches=[{"op":"remove","path":"/1"}]"#,
+            ]
+        );
+        assert_ok(&m);
+    }
+
+    #[test]
+    fn r07_reset_order() {
+        let mut m = model();
+        sub(&mut m, C);
+        m.apply(&Op::Upsert {
+            key: B,
+            data: vec![],
+        });
+        sub(&mut m, A);
+        let before = m.trace().len();
+        m.apply(&Op::Reset);
+        assert!(m.observe().is_empty());
+        let tail: Vec<String> = lines(&m).into_iter().skip(before).collect();
+        assert_eq!(
+            tail,
+            [
+                "0ms a(1) request_aborted request=2",
+                "0ms a(1) entry_removed lifetime=3 cause=reset loaded=false",
+                "0ms b(1) entry_removed lifetime=2 cause=reset loaded=true",
+                "0ms c(1) request_aborted request=1",
+                "0ms c(1) entry_removed lifetime=1 cause=reset loaded=false",
+            ]
+        );
+        // Counters are never reset; the api is usable again.
+        assert_eq!(sub(&mut m, A), 3);
+        assert_eq!(m.live_lifetimes(), vec![4]);
+        assert_ok(&m);
+    }
+
+    #[test]
+    fn r05_deadlines_fire_in_order_at_their_own_time() {
+        let mut m = model();
+        let s1 = sub(&mut m, A);
+        m.apply(&Op::Advance { ms: 5 });
+        m.apply(&Op::Prefetch {
+            key: KeyRef {
+                endpoint: 0,
+                arg: 2,
+            },
+            refetch: Refetch::IfMissing,
+        });
+        m.apply(&Op::Unsubscribe { subscription: s1 });
+        // a(2) armed at 60005 first (seq 1), a(1) at 60005 second (seq 2).
+        m.apply(&Op::Advance { ms: u64::MAX });
+        assert_eq!(m.now(), u64::MAX);
+        let removed: Vec<(u64, String)> = m
+            .trace()
+            .iter()
+            .filter(|e| matches!(e.kind, TraceKind::EntryRemoved { .. }))
+            .map(|e| (e.at_ms, e.key.clone()))
+            .collect();
+        assert_eq!(
+            removed,
+            [(60_005, "a(2)".to_string()), (60_005, "a(1)".to_string())]
+        );
+        // Saturating time arithmetic: arming at u64::MAX does not overflow.
+        m.apply(&Op::Prefetch {
+            key: A,
+            refetch: Refetch::IfMissing,
+        });
+        assert_eq!(m.next_deadline(), Some(u64::MAX));
+        assert_ok(&m);
+    }
+
+    /// A deterministic pseudo-random walk over the op alphabet: every model trace satisfies the
+    /// trace invariants, and `observe` keeps the R4 invariant (zero subscribers ⇔ deadline armed,
+    /// for a finite keep).
+    #[test]
+    fn random_walks_satisfy_invariants() {
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        for record_patches in [false, true] {
+            for _ in 0..200 {
+                let mut m = Model::new(Config::standard(record_patches));
+                for _ in 0..60 {
+                    let key = KeyRef {
+                        endpoint: next(3) as usize,
+                        arg: next(2) as u8,
+                    };
+                    let refetch = match next(3) {
+                        0 => Refetch::IfMissing,
+                        1 => Refetch::Always,
+                        _ => Refetch::IfOlderThan(next(3) * 20_000),
+                    };
+                    let (_, requests, subs) = m.issued();
+                    let request = next(requests + 1) + 1;
+                    let subscription = next(subs + 1) + 1;
+                    let recipe = match next(4) {
+                        0 => Recipe::Noop,
+                        1 => Recipe::Push(next(3) as u8),
+                        2 => Recipe::Pop,
+                        _ => Recipe::SetFirst(next(3) as u8),
+                    };
+                    let data = vec![next(2) as u8; next(3) as usize];
+                    let op = match next(13) {
+                        0 => Op::Subscribe { key, refetch },
+                        1 => Op::Unsubscribe { subscription },
+                        2 => Op::Refetch { subscription },
+                        3 => Op::Prefetch { key, refetch },
+                        4 => Op::Advance {
+                            ms: next(4) * 20_000,
+                        },
+                        5 => Op::AdvanceToDeadline,
+                        6 => Op::Fulfil { key, request, data },
+                        7 => Op::Reject {
+                            key,
+                            request,
+                            error: "e".into(),
+                        },
+                        8 => Op::UpdateCached {
+                            lifetime: next(m.issued().0 + 1) + 1,
+                            recipe,
+                            patches: next(2) == 0,
+                        },
+                        9 => Op::UpdateQueryData { key, recipe },
+                        10 => Op::Upsert { key, data },
+                        11 => Op::Remove { key },
+                        _ => Op::Reset,
+                    };
+                    m.apply(&op);
+                    for o in m.observe() {
+                        let finite = !o.key.starts_with("c(");
+                        let unused = o.subscriptions.is_empty();
+                        assert_eq!(unused && finite, o.removal_deadline.is_some(), "{o:?}");
+                        assert_eq!(o.phase.has_data(), o.data.is_some(), "{o:?}");
+                    }
+                }
+                assert_ok(&m);
+            }
+        }
+    }
+
+    #[test]
+    fn snapshot_excludes_trace() {
+        let mut m = model();
+        let s = sub(&mut m, A);
+        let snap = m.snapshot();
+        m.apply(&Op::Unsubscribe { subscription: 99 });
+        assert_eq!(m.snapshot(), snap);
+        m.apply(&Op::Unsubscribe { subscription: s });
+        assert_ne!(m.snapshot(), snap);
+    }
+}

@@ -1,0 +1,1490 @@
+//! The cache state machine: entries of mixed states, subscriptions, removal deadlines, request
+//! matching, updates and the trace. Every SPEC rule is decided here; `docs/semantics.md` states
+//! each operation's exact behaviour and event order.
+//!
+//! The shape is quinn-proto's: feed it events with the current time, drain the [`Effect`]s it
+//! queues with [`Cache::poll_effect`], ask [`Cache::poll_timeout`] when to call
+//! [`Cache::handle_timeout`]. It never blocks, spawns, sleeps or reads a clock.
+//!
+//! ```
+//! use livecache::core::{Cache, CacheConfig, EndpointConfig, Effect, Refetch, Status};
+//! use livecache::core::key::CacheKey;
+//!
+//! let mut cache: Cache<Vec<String>> = Cache::new(CacheConfig::default());
+//! let messages = cache.add_endpoint("getMessages", EndpointConfig::default());
+//! let key = CacheKey::verbatim("getMessages(\"redux\")");
+//!
+//! let sub = cache.subscribe(0, messages, &key, Refetch::IfMissing);
+//! let Some(Effect::StartRequest { request, .. }) =
+//!     std::iter::from_fn(|| cache.poll_effect()).find(|e| matches!(e, Effect::StartRequest { .. }))
+//! else { unreachable!() };
+//! cache.fulfil(120, &key, request, vec!["hello".into()]);
+//! assert_eq!(cache.entry(&key).map(|e| e.status), Some(Status::Fulfilled));
+//!
+//! cache.unsubscribe(1_000, sub);                    // removal scheduled at 61 s (R4)
+//! assert_eq!(cache.poll_timeout(), Some(61_000));
+//! cache.handle_timeout(61_000);
+//! assert!(cache.entry(&key).is_none());
+//! for event in cache.trace() {
+//!     println!("{event}");
+//! }
+//! ```
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::core::config::{EndpointConfig, Keep, Refetch};
+use crate::core::entry::{Added, Draft, Entry, Loaded, Loading, Removed, Streaming, Updated};
+use crate::core::key::CacheKey;
+use crate::core::patch::{Patch, PatchSet};
+use crate::core::status::{Phase, Status};
+use crate::core::trace::{
+    AddCause, HandlerOutcome, Recording, RemoveCause, TraceEvent, TraceKind, UpdateSource,
+};
+
+/// Identifies an endpoint registered with [`Cache::add_endpoint`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointId(pub usize);
+
+/// Identifies a subscription; unique for the cache, never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(pub u64);
+
+/// Api-wide settings of the core.
+///
+/// ```
+/// use livecache::core::{CacheConfig, Keep, trace::Recording};
+/// let cfg = CacheConfig::default();
+/// assert_eq!((cfg.keep, cfg.recording), (Keep::For(60_000), Recording::Events));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// The api's keep time for unused entries (endpoints may override it).
+    pub keep: Keep,
+    /// What the trace records.
+    pub recording: Recording,
+}
+
+/// Something the driver of the core must do. Drained with [`Cache::poll_effect`], in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect<D> {
+    /// Start the endpoint's `on_cache_entry_added` handler for a new lifetime (R1, R12).
+    StartLifecycle {
+        /// The key.
+        key: CacheKey,
+        /// The new lifetime.
+        lifetime: u64,
+    },
+    /// Run the endpoint's query function and report back with `fulfil` or `reject`.
+    StartRequest {
+        /// The key.
+        key: CacheKey,
+        /// The request id to report the result under.
+        request: u64,
+    },
+    /// Drop the running request: its entry is being removed (R5, R7).
+    AbortRequest {
+        /// The key.
+        key: CacheKey,
+        /// The request.
+        request: u64,
+    },
+    /// Resolve the lifetime's data-loaded with this data (R8, R13, R20). Only for endpoints with
+    /// a lifecycle handler.
+    ResolveDataLoaded {
+        /// The lifetime.
+        lifetime: u64,
+        /// The request that brought the data (`None`: an upsert, so no meta).
+        request: Option<u64>,
+        /// The first data.
+        data: D,
+    },
+    /// The lifetime ended: resolve `entry_removed`; if `loaded` is false, data-loaded yields
+    /// "removed before loaded" (R13, R14).
+    EntryRemoved {
+        /// The key.
+        key: CacheKey,
+        /// The lifetime.
+        lifetime: u64,
+        /// Whether data had loaded.
+        loaded: bool,
+    },
+    /// Something subscribers of this key can see changed.
+    Notify {
+        /// The key.
+        key: CacheKey,
+    },
+}
+
+/// Why an update through a lifecycle handle (or `update_query_data`) failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    /// The lifetime has ended (or never existed): the entry was removed (R7a, R14).
+    #[error("the cache entry was removed")]
+    NotLive,
+    /// The entry has no data yet; wait for data-loaded (R15).
+    #[error("the cache entry has no data yet")]
+    NotLoaded,
+    /// The data could not be serialised to compute patches; nothing changed.
+    #[error("the cache entry's data could not be serialised for patches: {0}")]
+    Serialize(String),
+}
+
+/// Why `patch_query_data` failed. In every case the data is unchanged (R19).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PatchError {
+    /// No entry for the key.
+    #[error("no cache entry for the key")]
+    NoEntry,
+    /// The entry has no data yet.
+    #[error("the cache entry has no data yet")]
+    NoData,
+    /// An operation did not apply (bad path, failed `test`, …).
+    #[error("the patch does not apply: {0}")]
+    Apply(String),
+    /// The patched JSON is not a value of the entry's data type.
+    #[error("the patched data does not fit the data type: {0}")]
+    Schema(String),
+}
+
+/// A read-only view of one live entry.
+#[derive(Debug, PartialEq)]
+pub struct EntryView<'a, D, E> {
+    /// The key.
+    pub key: &'a CacheKey,
+    /// The endpoint.
+    pub endpoint: EndpointId,
+    /// The lifetime id.
+    pub lifetime: u64,
+    /// The lifecycle phase.
+    pub phase: Phase,
+    /// The query status.
+    pub status: Status,
+    /// The data, if any.
+    pub data: Option<&'a D>,
+    /// The last error, if not cleared.
+    pub error: Option<&'a E>,
+    /// The request in flight, if any (`is_fetching`).
+    pub in_flight: Option<u64>,
+    /// When the data was last fulfilled or upserted.
+    pub fulfilled_at: Option<u64>,
+    /// How many subscriptions hold the entry.
+    pub subscribers: usize,
+    /// The armed removal deadline, if any.
+    pub removal_deadline: Option<u64>,
+}
+
+/// An entry in one of its live typed states: how the map holds entries of mixed states. Only
+/// the typed transitions move between variants.
+#[derive(Clone, Debug)]
+enum AnyEntry<D, E> {
+    Loading(Entry<Loading, E>),
+    Loaded(Entry<Loaded<D>, E>),
+    Streaming(Entry<Streaming<D>, E>),
+}
+
+macro_rules! each_state {
+    ($any:expr, $e:ident => $body:expr) => {
+        match $any {
+            AnyEntry::Loading($e) => $body,
+            AnyEntry::Loaded($e) => $body,
+            AnyEntry::Streaming($e) => $body,
+        }
+    };
+}
+
+impl<D: PartialEq, E> AnyEntry<D, E> {
+    fn lifetime(&self) -> u64 {
+        each_state!(self, e => e.lifetime())
+    }
+    fn in_flight(&self) -> Option<u64> {
+        each_state!(self, e => e.in_flight())
+    }
+    fn fulfilled_at(&self) -> Option<u64> {
+        each_state!(self, e => e.fulfilled_at())
+    }
+    fn status(&self) -> Status {
+        each_state!(self, e => e.status())
+    }
+    fn error(&self) -> Option<&E> {
+        each_state!(self, e => e.error())
+    }
+    fn phase(&self) -> Phase {
+        match self {
+            AnyEntry::Loading(_) => Phase::Loading,
+            AnyEntry::Loaded(_) => Phase::Loaded,
+            AnyEntry::Streaming(_) => Phase::Streaming,
+        }
+    }
+    fn data(&self) -> Option<&D> {
+        match self {
+            AnyEntry::Loading(_) => None,
+            AnyEntry::Loaded(e) => Some(e.data()),
+            AnyEntry::Streaming(e) => Some(e.data()),
+        }
+    }
+    fn settle(&mut self) {
+        each_state!(self, e => e.settle())
+    }
+    fn reject(&mut self, error: E) {
+        each_state!(self, e => e.reject(error))
+    }
+    fn begin_request(&mut self, request: u64) {
+        each_state!(self, e => e.begin_request(request))
+    }
+    fn remove(self) -> Entry<Removed, E> {
+        each_state!(self, e => e.remove())
+    }
+    /// New data from a request or an upsert. Returns (data changed, first data of the lifetime).
+    fn receive(self, data: D, now: u64) -> (AnyEntry<D, E>, bool, bool) {
+        match self {
+            AnyEntry::Loading(e) => (AnyEntry::Loaded(e.load(data, now)), true, true),
+            AnyEntry::Loaded(mut e) => {
+                let changed = e.replace(data, now);
+                (AnyEntry::Loaded(e), changed, false)
+            }
+            AnyEntry::Streaming(mut e) => {
+                let changed = e.replace(data, now);
+                (AnyEntry::Streaming(e), changed, false)
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Slot<D, E> {
+    endpoint: EndpointId,
+    subscribers: usize,
+    /// `(deadline, arming sequence)`, mirrored in `Cache::deadlines`.
+    deadline: Option<(u64, u64)>,
+    entry: AnyEntry<D, E>,
+}
+
+/// What [`Cache::handle`] returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The event returns nothing.
+    Unit,
+    /// A subscription was created.
+    Subscribed(SubscriptionId),
+    /// Whether an unsubscribe, refetch or remove did anything.
+    Done(bool),
+    /// The result of an update through a lifecycle handle.
+    Updated(Result<Option<PatchSet>, UpdateError>),
+    /// The result of `update_query_data`.
+    QueryDataUpdated(Result<PatchSet, UpdateError>),
+    /// The result of `patch_query_data`.
+    Patched(Result<(), PatchError>),
+}
+
+/// A boxed update recipe, for [`Event::UpdateCached`] and [`Event::UpdateQueryData`].
+pub type Recipe<D> = Box<dyn FnOnce(&mut Draft<'_, D>) + Send>;
+
+/// One input to the core, for drivers that prefer a single entry point ([`Cache::handle`]).
+/// Each variant has a typed method of the same name that avoids boxing the recipe.
+#[allow(missing_docs)]
+pub enum Event<D, E> {
+    Subscribe {
+        endpoint: EndpointId,
+        key: CacheKey,
+        refetch: Refetch,
+    },
+    Unsubscribe {
+        subscription: SubscriptionId,
+    },
+    Refetch {
+        subscription: SubscriptionId,
+    },
+    Prefetch {
+        endpoint: EndpointId,
+        key: CacheKey,
+        refetch: Refetch,
+    },
+    Fulfil {
+        key: CacheKey,
+        request: u64,
+        data: D,
+    },
+    Reject {
+        key: CacheKey,
+        request: u64,
+        error: E,
+    },
+    UpdateCached {
+        lifetime: u64,
+        want_patches: bool,
+        recipe: Recipe<D>,
+    },
+    UpdateQueryData {
+        key: CacheKey,
+        recipe: Recipe<D>,
+    },
+    PatchQueryData {
+        key: CacheKey,
+        patch: Patch,
+    },
+    Upsert {
+        endpoint: EndpointId,
+        key: CacheKey,
+        data: D,
+    },
+    Remove {
+        key: CacheKey,
+    },
+    Reset,
+    LifecycleEnded {
+        key: CacheKey,
+        lifetime: u64,
+        outcome: HandlerOutcome,
+    },
+}
+
+/// The sans-IO cache: entries keyed by [`CacheKey`], with data `D` and errors `E`.
+#[derive(Clone, Debug)]
+pub struct Cache<D, E = String> {
+    config: CacheConfig,
+    now: u64,
+    endpoints: Vec<(String, EndpointConfig)>,
+    entries: HashMap<CacheKey, Slot<D, E>>,
+    by_lifetime: HashMap<u64, CacheKey>,
+    /// Subscription → (key, lifetime). Entries of ended lifetimes stay until unsubscribed and are
+    /// then recognised as stale (R7a).
+    subscriptions: HashMap<u64, (CacheKey, u64)>,
+    deadlines: BTreeSet<(u64, u64, CacheKey)>,
+    next_lifetime: u64,
+    next_request: u64,
+    next_subscription: u64,
+    next_arming: u64,
+    effects: VecDeque<Effect<D>>,
+    trace: Vec<TraceEvent>,
+}
+
+// ===== impl Cache: construction and observation =====
+
+impl<D, E> Cache<D, E>
+where
+    D: Clone + PartialEq + Serialize + DeserializeOwned,
+    E: fmt::Display,
+{
+    /// An empty cache at time 0.
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert_eq!(cache.len(), 0);
+    /// ```
+    pub fn new(config: CacheConfig) -> Self {
+        Cache {
+            config,
+            now: 0,
+            endpoints: Vec::new(),
+            entries: HashMap::new(),
+            by_lifetime: HashMap::new(),
+            subscriptions: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            next_lifetime: 1,
+            next_request: 1,
+            next_subscription: 1,
+            next_arming: 1,
+            effects: VecDeque::new(),
+            trace: Vec::new(),
+        }
+    }
+
+    /// Register an endpoint.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let id = cache.add_endpoint("getUser", EndpointConfig::default());
+    /// assert_eq!(cache.endpoint_name(id), Some("getUser"));
+    /// ```
+    pub fn add_endpoint(&mut self, name: impl Into<String>, config: EndpointConfig) -> EndpointId {
+        self.endpoints.push((name.into(), config));
+        EndpointId(self.endpoints.len() - 1)
+    }
+
+    /// The name of an endpoint.
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert_eq!(cache.endpoint_name(livecache::core::EndpointId(0)), None);
+    /// ```
+    pub fn endpoint_name(&self, endpoint: EndpointId) -> Option<&str> {
+        self.endpoints
+            .get(endpoint.0)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// The core's current time (milliseconds).
+    ///
+    /// ```
+    /// let mut cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// cache.handle_timeout(5);
+    /// assert_eq!(cache.now(), 5);
+    /// ```
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// How many live entries there are.
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert!(cache.is_empty());
+    /// ```
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache has no entries.
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert_eq!(cache.is_empty(), cache.len() == 0);
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// A view of the entry for `key`, if there is one.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, key::CacheKey};
+    /// let cache: Cache<u32> = Cache::new(Default::default());
+    /// assert!(cache.entry(&CacheKey::verbatim("a(1)")).is_none());
+    /// ```
+    pub fn entry(&self, key: &CacheKey) -> Option<EntryView<'_, D, E>> {
+        let (key, slot) = self.entries.get_key_value(key)?;
+        Some(EntryView {
+            key,
+            endpoint: slot.endpoint,
+            lifetime: slot.entry.lifetime(),
+            phase: slot.entry.phase(),
+            status: slot.entry.status(),
+            data: slot.entry.data(),
+            error: slot.entry.error(),
+            in_flight: slot.entry.in_flight(),
+            fulfilled_at: slot.entry.fulfilled_at(),
+            subscribers: slot.subscribers,
+            removal_deadline: slot.deadline.map(|(at, _)| at),
+        })
+    }
+
+    /// The keys of all live entries, in ascending order.
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert!(cache.keys().is_empty());
+    /// ```
+    pub fn keys(&self) -> Vec<&CacheKey> {
+        let mut keys: Vec<&CacheKey> = self.entries.keys().collect();
+        keys.sort();
+        keys
+    }
+
+    /// The key of a live lifetime.
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert_eq!(cache.key_of_lifetime(1), None);
+    /// ```
+    pub fn key_of_lifetime(&self, lifetime: u64) -> Option<&CacheKey> {
+        self.by_lifetime.get(&lifetime)
+    }
+
+    /// The live subscriptions holding `key`, ascending (a linear scan; for tests and tools).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, key::CacheKey};
+    /// let cache: Cache<u32> = Cache::new(Default::default());
+    /// assert!(cache.subscriptions_of(&CacheKey::verbatim("a(1)")).is_empty());
+    /// ```
+    pub fn subscriptions_of(&self, key: &CacheKey) -> Vec<SubscriptionId> {
+        let Some(slot) = self.entries.get(key) else {
+            return Vec::new();
+        };
+        let lifetime = slot.entry.lifetime();
+        let mut subs: Vec<SubscriptionId> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, (k, l))| k == key && *l == lifetime)
+            .map(|(s, _)| SubscriptionId(*s))
+            .collect();
+        subs.sort();
+        subs
+    }
+
+    /// The earliest armed removal deadline: when to call [`Cache::handle_timeout`].
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert_eq!(cache.poll_timeout(), None);
+    /// ```
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.deadlines.first().map(|(at, _, _)| *at)
+    }
+
+    /// The next queued effect.
+    ///
+    /// ```
+    /// let mut cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert!(cache.poll_effect().is_none());
+    /// ```
+    pub fn poll_effect(&mut self) -> Option<Effect<D>> {
+        self.effects.pop_front()
+    }
+
+    /// The events recorded so far.
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert!(cache.trace().is_empty());
+    /// ```
+    pub fn trace(&self) -> &[TraceEvent] {
+        &self.trace
+    }
+
+    /// Take the events recorded so far, leaving the trace empty.
+    ///
+    /// ```
+    /// let mut cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert!(cache.take_trace().is_empty());
+    /// ```
+    pub fn take_trace(&mut self) -> Vec<TraceEvent> {
+        std::mem::take(&mut self.trace)
+    }
+}
+
+// ===== impl Cache: time =====
+
+impl<D, E> Cache<D, E>
+where
+    D: Clone + PartialEq + Serialize + DeserializeOwned,
+    E: fmt::Display,
+{
+    /// A timer tick: remove every entry whose deadline is `<= now`, in deadline order, each
+    /// stamped at its deadline (R4, R5).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Keep, Refetch, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("b", EndpointConfig { keep: Some(Keep::For(0)), has_lifecycle: false });
+    /// let key = CacheKey::verbatim("b(1)");
+    /// let sub = cache.subscribe(0, ep, &key, Refetch::IfMissing);
+    /// cache.unsubscribe(0, sub);
+    /// assert!(cache.entry(&key).is_some());      // keep 0: never inside the unsubscribe
+    /// cache.handle_timeout(0);
+    /// assert!(cache.entry(&key).is_none());      // removed at the next tick
+    /// ```
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.expire(now, true);
+        self.now = self.now.max(now);
+    }
+
+    /// Move the clock to `now` before an event: entries whose deadline is strictly before `now`
+    /// expired while nobody told the core.
+    fn advance(&mut self, now: u64) {
+        self.expire(now, false);
+        self.now = self.now.max(now);
+    }
+
+    fn expire(&mut self, now: u64, inclusive: bool) {
+        while let Some((at, _, _)) = self.deadlines.first() {
+            let due = *at < now || (inclusive && *at == now);
+            if !due {
+                break;
+            }
+            let Some((at, _, key)) = self.deadlines.pop_first() else {
+                break;
+            };
+            if let Some(slot) = self.entries.get_mut(&key) {
+                slot.deadline = None;
+            }
+            self.remove_entry(&key, RemoveCause::Expired, at.max(self.now));
+        }
+    }
+}
+
+// ===== impl Cache: subscriptions and requests =====
+
+impl<D, E> Cache<D, E>
+where
+    D: Clone + PartialEq + Serialize + DeserializeOwned,
+    E: fmt::Display,
+{
+    /// Subscribe to `key` of `endpoint` (R1, R2, R3).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.subscribe(0, ep, &key, Refetch::IfMissing);
+    /// cache.subscribe(0, ep, &key, Refetch::Always); // joins the request in flight (R3)
+    /// let entry = cache.entry(&key).unwrap();
+    /// assert_eq!((entry.status, entry.subscribers), (Status::Pending, 2));
+    /// ```
+    pub fn subscribe(
+        &mut self,
+        now: u64,
+        endpoint: EndpointId,
+        key: &CacheKey,
+        refetch: Refetch,
+    ) -> SubscriptionId {
+        self.advance(now);
+        let subscription = self.next_subscription;
+        self.next_subscription += 1;
+        let now = self.now;
+        if let Some(slot) = self.entries.get_mut(key) {
+            slot.subscribers += 1;
+            let subscribers = slot.subscribers;
+            let lifetime = slot.entry.lifetime();
+            let cancelled = slot.deadline.take();
+            self.subscriptions
+                .insert(subscription, (key.clone(), lifetime));
+            self.record(
+                now,
+                key,
+                TraceKind::Subscribed {
+                    subscription,
+                    subscribers,
+                },
+            );
+            if let Some((at, seq)) = cancelled {
+                self.deadlines.remove(&(at, seq, key.clone()));
+                self.record(now, key, TraceKind::RemovalCancelled);
+            }
+            self.maybe_request(key, refetch);
+        } else {
+            let lifetime = self.create(key, AddCause::Subscribe);
+            self.subscriptions
+                .insert(subscription, (key.clone(), lifetime));
+            self.record(
+                now,
+                key,
+                TraceKind::Subscribed {
+                    subscription,
+                    subscribers: 1,
+                },
+            );
+            self.start_lifecycle(key, endpoint, lifetime);
+            self.first_request(key, endpoint, Entry::new(lifetime));
+            if let Some(slot) = self.entries.get_mut(key) {
+                slot.subscribers = 1;
+            }
+        }
+        self.notify(key);
+        SubscriptionId(subscription)
+    }
+
+    /// Prefetch `key` without subscribing (R6): creates the entry with its removal scheduled, or
+    /// refetches per `refetch`, never extending an existing entry's lifetime.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.prefetch(0, ep, &key, Refetch::IfMissing);
+    /// assert_eq!(cache.entry(&key).unwrap().removal_deadline, Some(60_000));
+    /// ```
+    pub fn prefetch(&mut self, now: u64, endpoint: EndpointId, key: &CacheKey, refetch: Refetch) {
+        self.advance(now);
+        if self.entries.contains_key(key) {
+            self.maybe_request(key, refetch);
+        } else {
+            let lifetime = self.create(key, AddCause::Prefetch);
+            self.start_lifecycle(key, endpoint, lifetime);
+            self.first_request(key, endpoint, Entry::new(lifetime));
+            self.arm(key);
+        }
+        self.notify(key);
+    }
+
+    /// Drop a subscription. Returns false, doing nothing, for a subscription that is not live:
+    /// already dropped, or of a lifetime that ended (R7a). The last one arms removal (R4).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let sub = cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
+    /// assert!(cache.unsubscribe(10, sub));
+    /// assert!(!cache.unsubscribe(20, sub)); // twice: no effect, the deadline stays at 60 010
+    /// assert_eq!(cache.poll_timeout(), Some(60_010));
+    /// ```
+    pub fn unsubscribe(&mut self, now: u64, subscription: SubscriptionId) -> bool {
+        self.advance(now);
+        let Some(key) = self.live_subscription(subscription) else {
+            self.subscriptions.remove(&subscription.0);
+            return false;
+        };
+        self.subscriptions.remove(&subscription.0);
+        let Some(slot) = self.entries.get_mut(&key) else {
+            return false;
+        };
+        slot.subscribers = slot.subscribers.saturating_sub(1);
+        let subscribers = slot.subscribers;
+        self.record(
+            self.now,
+            &key,
+            TraceKind::Unsubscribed {
+                subscription: subscription.0,
+                subscribers,
+            },
+        );
+        if subscribers == 0 {
+            self.arm(&key);
+        }
+        self.notify(&key);
+        true
+    }
+
+    /// Refetch through a subscription (R11): joins a request in flight (R3), else starts one.
+    /// Returns false, doing nothing, for a subscription that is not live (R7a).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// let sub = cache.subscribe(0, ep, &key, Refetch::IfMissing);
+    /// cache.fulfil(1, &key, 1, 5);
+    /// assert!(cache.refetch(2, sub));
+    /// assert_eq!(cache.entry(&key).unwrap().in_flight, Some(2));
+    /// ```
+    pub fn refetch(&mut self, now: u64, subscription: SubscriptionId) -> bool {
+        self.advance(now);
+        let Some(key) = self.live_subscription(subscription) else {
+            return false;
+        };
+        if let Some(request) = self.entries.get(&key).and_then(|s| s.entry.in_flight()) {
+            self.record(self.now, &key, TraceKind::RequestJoined { request });
+        } else {
+            self.start_request(&key);
+        }
+        self.notify(&key);
+        true
+    }
+
+    /// A request fulfilled. Ignored (and traced) unless it is the key's request in flight
+    /// (R8, R10).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.subscribe(0, ep, &key, Refetch::IfMissing);
+    /// cache.fulfil(1, &key, 99, 5);                 // stale id: ignored
+    /// assert_eq!(cache.entry(&key).unwrap().status, Status::Pending);
+    /// cache.fulfil(1, &key, 1, 5);
+    /// assert_eq!(cache.entry(&key).unwrap().data, Some(&5));
+    /// ```
+    pub fn fulfil(&mut self, now: u64, key: &CacheKey, request: u64, data: D) {
+        self.advance(now);
+        if !self.is_current(key, request) {
+            self.record(self.now, key, TraceKind::ResultIgnored { request });
+            return;
+        }
+        self.receive(key, Some(request), data);
+    }
+
+    /// A request was rejected. Ignored (and traced) unless it is the key's request in flight
+    /// (R9, R10). Data is kept; data-loaded stays pending.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.subscribe(0, ep, &key, Refetch::IfMissing);
+    /// cache.reject(1, &key, 1, "offline".to_string());
+    /// assert_eq!(cache.entry(&key).unwrap().status, Status::Rejected);
+    /// ```
+    pub fn reject(&mut self, now: u64, key: &CacheKey, request: u64, error: E) {
+        self.advance(now);
+        if !self.is_current(key, request) {
+            self.record(self.now, key, TraceKind::ResultIgnored { request });
+            return;
+        }
+        let recording = self.config.recording != Recording::Off;
+        let text = if recording {
+            error.to_string()
+        } else {
+            String::new()
+        };
+        let Some(slot) = self.entries.get_mut(key) else {
+            return;
+        };
+        slot.entry.reject(error);
+        self.record(
+            self.now,
+            key,
+            TraceKind::RequestRejected {
+                request,
+                error: text,
+            },
+        );
+        self.rearm_if_unused(key);
+        self.notify(key);
+    }
+
+    /// Upsert data (R20): creates the entry (lifecycle started, data-loaded resolved without
+    /// meta) or replaces its data. A request in flight keeps running and its result still applies.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Phase, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.upsert(0, ep, &key, 7);
+    /// let entry = cache.entry(&key).unwrap();
+    /// assert_eq!((entry.phase, entry.data, entry.removal_deadline), (Phase::Loaded, Some(&7), Some(60_000)));
+    /// ```
+    pub fn upsert(&mut self, now: u64, endpoint: EndpointId, key: &CacheKey, data: D) {
+        self.advance(now);
+        if self.entries.contains_key(key) {
+            self.receive(key, None, data);
+            return;
+        }
+        let lifetime = self.create(key, AddCause::Upsert);
+        self.start_lifecycle(key, endpoint, lifetime);
+        let entry: Entry<Added, E> = Entry::new(lifetime);
+        let loaded = entry.load(data, self.now);
+        let first = self
+            .wants_data_loaded(endpoint)
+            .then(|| loaded.data().clone());
+        self.insert(key, endpoint, AnyEntry::Loaded(loaded));
+        self.record(self.now, key, TraceKind::Upserted { data_changed: true });
+        self.data_loaded(key, lifetime, None, first);
+        self.arm(key);
+        self.notify(key);
+    }
+
+    /// Remove the entry for `key` now (R7). Returns whether there was one.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.subscribe(0, ep, &key, Refetch::IfMissing);
+    /// assert!(cache.remove(1, &key));
+    /// assert!(!cache.remove(2, &key));
+    /// ```
+    pub fn remove(&mut self, now: u64, key: &CacheKey) -> bool {
+        self.advance(now);
+        if !self.entries.contains_key(key) {
+            return false;
+        }
+        self.remove_entry(key, RemoveCause::Removed, self.now);
+        true
+    }
+
+    /// Remove every entry now, in ascending key order (R7). The cache stays usable; ids are
+    /// never reused.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
+    /// cache.reset(1);
+    /// assert!(cache.is_empty());
+    /// ```
+    pub fn reset(&mut self, now: u64) {
+        self.advance(now);
+        let mut keys: Vec<CacheKey> = self.entries.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            self.remove_entry(&key, RemoveCause::Reset, self.now);
+        }
+    }
+
+    /// A lifecycle handler ended (R16): recorded under its key, whether or not the entry lives.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, key::CacheKey, trace::HandlerOutcome};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// cache.lifecycle_ended(0, &CacheKey::verbatim("a(1)"), 1, HandlerOutcome::Finished);
+    /// assert_eq!(cache.trace().len(), 1);
+    /// ```
+    pub fn lifecycle_ended(
+        &mut self,
+        now: u64,
+        key: &CacheKey,
+        lifetime: u64,
+        outcome: HandlerOutcome,
+    ) {
+        self.advance(now);
+        self.record(
+            self.now,
+            key,
+            TraceKind::LifecycleEnded { lifetime, outcome },
+        );
+    }
+}
+
+// ===== impl Cache: updates =====
+
+impl<D, E> Cache<D, E>
+where
+    D: Clone + PartialEq + Serialize + DeserializeOwned,
+    E: fmt::Display,
+{
+    /// `update_cached_data` through the lifecycle handle of `lifetime` (R15). The recipe gets a
+    /// [`Draft`]; if it takes mutable access the update is applied and subscribers notified once.
+    /// Patches are computed only when `want_patches` or the trace records them, so by default an
+    /// update costs what the recipe costs.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Phase, key::CacheKey};
+    /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.upsert(0, ep, &key, vec![1]);
+    /// let lifetime = cache.entry(&key).unwrap().lifetime;
+    /// let patches = cache.update_cached(1, lifetime, true, |d| d.push(2)).unwrap().unwrap();
+    /// assert_eq!(patches.patches.0.len(), 1);
+    /// assert_eq!(cache.entry(&key).unwrap().phase, Phase::Streaming);
+    /// ```
+    pub fn update_cached(
+        &mut self,
+        now: u64,
+        lifetime: u64,
+        want_patches: bool,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) -> Result<Option<PatchSet>, UpdateError> {
+        self.advance(now);
+        let Some(key) = self.by_lifetime.get(&lifetime).cloned() else {
+            return Err(UpdateError::NotLive);
+        };
+        self.apply_update(&key, UpdateSource::Lifecycle, want_patches, recipe)
+            .map(|set| {
+                if want_patches {
+                    Some(set.unwrap_or_default())
+                } else {
+                    None
+                }
+            })
+    }
+
+    /// `update_query_data` (R18): on an absent entry or one without data the recipe is not
+    /// called and the patch set is empty; otherwise as [`Cache::update_cached`], and the patch
+    /// set (for undo) is always computed.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, key::CacheKey};
+    /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    /// let set = cache.update_query_data(0, &CacheKey::verbatim("a(1)"), |_| unreachable!()).unwrap();
+    /// assert!(set.is_empty());
+    /// ```
+    pub fn update_query_data(
+        &mut self,
+        now: u64,
+        key: &CacheKey,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) -> Result<PatchSet, UpdateError> {
+        self.advance(now);
+        match self.apply_update(key, UpdateSource::UpdateQueryData, true, recipe) {
+            Ok(set) => Ok(set.unwrap_or_default()),
+            Err(UpdateError::NotLive | UpdateError::NotLoaded) => Ok(PatchSet::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `patch_query_data` (R19): apply RFC 6902 patches atomically. A patch that does not apply,
+    /// or whose result is not a value of `D`, is an error and leaves the data unchanged.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, PatchError, key::CacheKey};
+    /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.upsert(0, ep, &key, vec![1]);
+    /// let bad: json_patch::Patch = serde_json::from_str(r#"[{"op":"remove","path":"/5"}]"#).unwrap();
+    /// assert!(matches!(cache.patch_query_data(1, &key, &bad), Err(PatchError::Apply(_))));
+    /// let good: json_patch::Patch = serde_json::from_str(r#"[{"op":"add","path":"/-","value":2}]"#).unwrap();
+    /// cache.patch_query_data(1, &key, &good).unwrap();
+    /// assert_eq!(cache.entry(&key).unwrap().data, Some(&vec![1, 2]));
+    /// ```
+    pub fn patch_query_data(
+        &mut self,
+        now: u64,
+        key: &CacheKey,
+        patch: &Patch,
+    ) -> Result<(), PatchError> {
+        self.advance(now);
+        let Some(slot) = self.entries.get(key) else {
+            return Err(PatchError::NoEntry);
+        };
+        let Some(old) = slot.entry.data() else {
+            return Err(PatchError::NoData);
+        };
+        let before = serde_json::to_value(old).map_err(|e| PatchError::Schema(e.to_string()))?;
+        let mut after = before.clone();
+        json_patch::patch(&mut after, patch).map_err(|e| PatchError::Apply(e.to_string()))?;
+        let new: D =
+            serde_json::from_value(after.clone()).map_err(|e| PatchError::Schema(e.to_string()))?;
+        if &new == old {
+            return Ok(());
+        }
+        let patches = (self.config.recording == Recording::EventsWithPatches)
+            .then(|| PatchSet::between(&before, &after));
+        self.with_streaming(key, |entry| entry.overwrite(new));
+        self.record(
+            self.now,
+            key,
+            TraceKind::Updated {
+                source: UpdateSource::PatchQueryData,
+                patches,
+            },
+        );
+        self.notify(key);
+        Ok(())
+    }
+
+    /// Run a recipe on the entry's data. `Ok(None)` when no patches were computed.
+    fn apply_update(
+        &mut self,
+        key: &CacheKey,
+        source: UpdateSource,
+        want_patches: bool,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) -> Result<Option<PatchSet>, UpdateError> {
+        let Some(slot) = self.entries.get(key) else {
+            return Err(UpdateError::NotLive);
+        };
+        if slot.entry.data().is_none() {
+            return Err(UpdateError::NotLoaded);
+        }
+        let record_patches = self.config.recording == Recording::EventsWithPatches;
+        let need_patches = want_patches || record_patches;
+        let mut patch_result: Result<Option<PatchSet>, UpdateError> = Ok(None);
+        let mut touched = false;
+        let wrapped = |draft: &mut Draft<'_, D>| {
+            if !need_patches {
+                recipe(draft);
+                touched = draft.touched();
+                return;
+            }
+            let backup: D = (**draft).clone();
+            let before = match serde_json::to_value(&backup) {
+                Ok(v) => v,
+                Err(e) => {
+                    patch_result = Err(UpdateError::Serialize(e.to_string()));
+                    return;
+                }
+            };
+            recipe(draft);
+            touched = draft.touched();
+            if !touched {
+                return;
+            }
+            match serde_json::to_value(&**draft) {
+                Ok(after) => patch_result = Ok(Some(PatchSet::between(&before, &after))),
+                Err(e) => {
+                    **draft = backup;
+                    touched = false;
+                    patch_result = Err(UpdateError::Serialize(e.to_string()));
+                }
+            }
+        };
+        self.update_in_place(key, wrapped);
+        let patches = patch_result?;
+        if touched {
+            let traced = if record_patches {
+                patches.clone()
+            } else {
+                None
+            };
+            self.record(
+                self.now,
+                key,
+                TraceKind::Updated {
+                    source,
+                    patches: traced,
+                },
+            );
+            self.notify(key);
+        }
+        Ok(patches)
+    }
+
+    /// Run `recipe` on a Loaded or Streaming entry, moving Loaded to Streaming if it touched.
+    fn update_in_place(&mut self, key: &CacheKey, recipe: impl FnOnce(&mut Draft<'_, D>)) {
+        let Some((key, mut slot)) = self.entries.remove_entry(key) else {
+            return;
+        };
+        slot.entry = match slot.entry {
+            AnyEntry::Loaded(e) => match e.update(recipe) {
+                Updated::Unchanged(e) => AnyEntry::Loaded(e),
+                Updated::Changed(e) => AnyEntry::Streaming(e),
+            },
+            AnyEntry::Streaming(mut e) => {
+                e.update(recipe);
+                AnyEntry::Streaming(e)
+            }
+            loading @ AnyEntry::Loading(_) => loading,
+        };
+        self.entries.insert(key, slot);
+    }
+
+    /// Overwrite the data of a Loaded or Streaming entry, which is then Streaming.
+    fn with_streaming(&mut self, key: &CacheKey, f: impl FnOnce(&mut Entry<Streaming<D>, E>)) {
+        let Some((key, mut slot)) = self.entries.remove_entry(key) else {
+            return;
+        };
+        slot.entry = match slot.entry {
+            AnyEntry::Loaded(e) => {
+                let data = e.data().clone();
+                let mut s = e.overwrite(data);
+                f(&mut s);
+                AnyEntry::Streaming(s)
+            }
+            AnyEntry::Streaming(mut e) => {
+                f(&mut e);
+                AnyEntry::Streaming(e)
+            }
+            loading @ AnyEntry::Loading(_) => loading,
+        };
+        self.entries.insert(key, slot);
+    }
+}
+
+// ===== impl Cache: the single entry point =====
+
+impl<D, E> Cache<D, E>
+where
+    D: Clone + PartialEq + Serialize + DeserializeOwned,
+    E: fmt::Display,
+{
+    /// Handle one [`Event`] at `now`; effects are queued for [`Cache::poll_effect`].
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Event, Outcome, Refetch, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let endpoint = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// let out = cache.handle(0, Event::Subscribe { endpoint, key, refetch: Refetch::IfMissing });
+    /// assert!(matches!(out, Outcome::Subscribed(_)));
+    /// ```
+    pub fn handle(&mut self, now: u64, event: Event<D, E>) -> Outcome {
+        match event {
+            Event::Subscribe {
+                endpoint,
+                key,
+                refetch,
+            } => Outcome::Subscribed(self.subscribe(now, endpoint, &key, refetch)),
+            Event::Unsubscribe { subscription } => {
+                Outcome::Done(self.unsubscribe(now, subscription))
+            }
+            Event::Refetch { subscription } => Outcome::Done(self.refetch(now, subscription)),
+            Event::Prefetch {
+                endpoint,
+                key,
+                refetch,
+            } => {
+                self.prefetch(now, endpoint, &key, refetch);
+                Outcome::Unit
+            }
+            Event::Fulfil { key, request, data } => {
+                self.fulfil(now, &key, request, data);
+                Outcome::Unit
+            }
+            Event::Reject {
+                key,
+                request,
+                error,
+            } => {
+                self.reject(now, &key, request, error);
+                Outcome::Unit
+            }
+            Event::UpdateCached {
+                lifetime,
+                want_patches,
+                recipe,
+            } => Outcome::Updated(self.update_cached(now, lifetime, want_patches, recipe)),
+            Event::UpdateQueryData { key, recipe } => {
+                Outcome::QueryDataUpdated(self.update_query_data(now, &key, recipe))
+            }
+            Event::PatchQueryData { key, patch } => {
+                Outcome::Patched(self.patch_query_data(now, &key, &patch))
+            }
+            Event::Upsert {
+                endpoint,
+                key,
+                data,
+            } => {
+                self.upsert(now, endpoint, &key, data);
+                Outcome::Unit
+            }
+            Event::Remove { key } => Outcome::Done(self.remove(now, &key)),
+            Event::Reset => {
+                self.reset(now);
+                Outcome::Unit
+            }
+            Event::LifecycleEnded {
+                key,
+                lifetime,
+                outcome,
+            } => {
+                self.lifecycle_ended(now, &key, lifetime, outcome);
+                Outcome::Unit
+            }
+        }
+    }
+}
+
+// ===== impl Cache: helpers =====
+
+impl<D, E> Cache<D, E>
+where
+    D: Clone + PartialEq + Serialize + DeserializeOwned,
+    E: fmt::Display,
+{
+    fn record(&mut self, at_ms: u64, key: &CacheKey, kind: TraceKind) {
+        if self.config.recording != Recording::Off {
+            self.trace.push(TraceEvent {
+                at_ms,
+                key: key.as_str().to_owned(),
+                kind,
+            });
+        }
+    }
+
+    fn notify(&mut self, key: &CacheKey) {
+        if let Some(Effect::Notify { key: last }) = self.effects.back()
+            && last == key
+        {
+            return;
+        }
+        self.effects.push_back(Effect::Notify { key: key.clone() });
+    }
+
+    fn endpoint_config(&self, endpoint: EndpointId) -> EndpointConfig {
+        self.endpoints
+            .get(endpoint.0)
+            .map(|(_, c)| *c)
+            .unwrap_or_default()
+    }
+
+    fn wants_data_loaded(&self, endpoint: EndpointId) -> bool {
+        self.endpoint_config(endpoint).has_lifecycle
+    }
+
+    fn keep(&self, endpoint: EndpointId) -> Keep {
+        self.endpoint_config(endpoint).keep_or(self.config.keep)
+    }
+
+    /// The key of a subscription that belongs to a live lifetime.
+    fn live_subscription(&self, subscription: SubscriptionId) -> Option<CacheKey> {
+        let (key, lifetime) = self.subscriptions.get(&subscription.0)?;
+        let slot = self.entries.get(key)?;
+        (slot.entry.lifetime() == *lifetime).then(|| key.clone())
+    }
+
+    fn is_current(&self, key: &CacheKey, request: u64) -> bool {
+        self.entries
+            .get(key)
+            .is_some_and(|slot| slot.entry.in_flight() == Some(request))
+    }
+
+    /// Take a lifetime id and record the new entry's creation (the caller inserts the entry).
+    fn create(&mut self, key: &CacheKey, cause: AddCause) -> u64 {
+        let lifetime = self.next_lifetime;
+        self.next_lifetime += 1;
+        self.by_lifetime.insert(lifetime, key.clone());
+        self.record(self.now, key, TraceKind::EntryAdded { lifetime, cause });
+        lifetime
+    }
+
+    /// Put a new entry (no subscribers, no deadline) in the map.
+    fn insert(&mut self, key: &CacheKey, endpoint: EndpointId, entry: AnyEntry<D, E>) {
+        let slot = Slot {
+            endpoint,
+            subscribers: 0,
+            deadline: None,
+            entry,
+        };
+        self.entries.insert(key.clone(), slot);
+    }
+
+    fn start_lifecycle(&mut self, key: &CacheKey, endpoint: EndpointId, lifetime: u64) {
+        if self.wants_data_loaded(endpoint) {
+            self.record(self.now, key, TraceKind::LifecycleStarted { lifetime });
+            self.effects.push_back(Effect::StartLifecycle {
+                key: key.clone(),
+                lifetime,
+            });
+        }
+    }
+
+    fn next_request(&mut self) -> u64 {
+        let request = self.next_request;
+        self.next_request += 1;
+        request
+    }
+
+    /// Added → Loading.
+    fn first_request(&mut self, key: &CacheKey, endpoint: EndpointId, entry: Entry<Added, E>) {
+        let request = self.next_request();
+        let loading = entry.start_request(request);
+        self.insert(key, endpoint, AnyEntry::Loading(loading));
+        self.record(self.now, key, TraceKind::RequestStarted { request });
+        self.effects.push_back(Effect::StartRequest {
+            key: key.clone(),
+            request,
+        });
+    }
+
+    /// Another request on an existing entry.
+    fn start_request(&mut self, key: &CacheKey) {
+        let request = self.next_request();
+        let Some(slot) = self.entries.get_mut(key) else {
+            return;
+        };
+        slot.entry.begin_request(request);
+        self.record(self.now, key, TraceKind::RequestStarted { request });
+        self.effects.push_back(Effect::StartRequest {
+            key: key.clone(),
+            request,
+        });
+    }
+
+    fn maybe_request(&mut self, key: &CacheKey, refetch: Refetch) {
+        let Some(slot) = self.entries.get(key) else {
+            return;
+        };
+        let wants = refetch.wants(slot.entry.fulfilled_at(), self.now);
+        if let Some(request) = slot.entry.in_flight() {
+            if wants {
+                self.record(self.now, key, TraceKind::RequestJoined { request });
+            }
+        } else if slot.entry.data().is_none() || wants {
+            self.start_request(key);
+        }
+    }
+
+    /// Data from a request (`Some(request)`) or an upsert (`None`) for a live entry.
+    fn receive(&mut self, key: &CacheKey, request: Option<u64>, data: D) {
+        let Some((owned_key, mut slot)) = self.entries.remove_entry(key) else {
+            return;
+        };
+        if request.is_some() {
+            slot.entry.settle();
+        }
+        let endpoint = slot.endpoint;
+        let lifetime = slot.entry.lifetime();
+        let (entry, data_changed, first) = slot.entry.receive(data, self.now);
+        let first_data = (first && self.wants_data_loaded(endpoint))
+            .then(|| entry.data().cloned())
+            .flatten();
+        slot.entry = entry;
+        self.entries.insert(owned_key, slot);
+        let kind = match request {
+            Some(request) => TraceKind::RequestFulfilled {
+                request,
+                data_changed,
+            },
+            None => TraceKind::Upserted { data_changed },
+        };
+        self.record(self.now, key, kind);
+        if first {
+            self.data_loaded(key, lifetime, request, first_data);
+        }
+        self.rearm_if_unused(key);
+        self.notify(key);
+    }
+
+    fn data_loaded(
+        &mut self,
+        key: &CacheKey,
+        lifetime: u64,
+        request: Option<u64>,
+        data: Option<D>,
+    ) {
+        self.record(self.now, key, TraceKind::DataLoaded { lifetime, request });
+        if let Some(data) = data {
+            self.effects.push_back(Effect::ResolveDataLoaded {
+                lifetime,
+                request,
+                data,
+            });
+        }
+    }
+
+    /// Arm the removal deadline of a zero-subscriber entry (finite keep time only).
+    fn arm(&mut self, key: &CacheKey) {
+        let Some(slot) = self.entries.get_mut(key) else {
+            return;
+        };
+        let endpoint = slot.endpoint;
+        let old = slot.deadline.take();
+        if let Some((at, seq)) = old {
+            self.deadlines.remove(&(at, seq, key.clone()));
+        }
+        let Some(keep) = self.keep(endpoint).as_millis() else {
+            return;
+        };
+        let at = self.now.saturating_add(keep);
+        let seq = self.next_arming;
+        self.next_arming += 1;
+        if let Some(slot) = self.entries.get_mut(key) {
+            slot.deadline = Some((at, seq));
+        }
+        self.deadlines.insert((at, seq, key.clone()));
+        self.record(self.now, key, TraceKind::RemovalScheduled { at_ms: at });
+    }
+
+    fn rearm_if_unused(&mut self, key: &CacheKey) {
+        if self
+            .entries
+            .get(key)
+            .is_some_and(|slot| slot.subscribers == 0)
+        {
+            self.arm(key);
+        }
+    }
+
+    /// Remove a live entry: abort its request, drop its deadline, record and report the end of
+    /// its lifetime (R5, R7, R13, R14).
+    fn remove_entry(&mut self, key: &CacheKey, cause: RemoveCause, at: u64) {
+        let Some(slot) = self.entries.remove(key) else {
+            return;
+        };
+        if let Some((deadline, seq)) = slot.deadline {
+            self.deadlines.remove(&(deadline, seq, key.clone()));
+        }
+        let lifetime = slot.entry.lifetime();
+        self.by_lifetime.remove(&lifetime);
+        if let Some(request) = slot.entry.in_flight() {
+            self.record(at, key, TraceKind::RequestAborted { request });
+            self.effects.push_back(Effect::AbortRequest {
+                key: key.clone(),
+                request,
+            });
+        }
+        let removed = slot.entry.remove();
+        let loaded = removed.loaded();
+        self.record(
+            at,
+            key,
+            TraceKind::EntryRemoved {
+                lifetime,
+                cause,
+                loaded,
+            },
+        );
+        self.effects.push_back(Effect::EntryRemoved {
+            key: key.clone(),
+            lifetime,
+            loaded,
+        });
+        self.notify(key);
+    }
+}

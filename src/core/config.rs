@@ -1,0 +1,154 @@
+//! Settings the core decides with: how long unused data is kept, and when a subscriber refetches.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The largest keep time, in milliseconds: RTK's 32-bit timer clamp (2 147 482.647 s, SPEC R4).
+pub const MAX_KEEP_MS: u64 = 2_147_482_647;
+
+/// How long an entry with zero subscribers is kept before removal (`keepUnusedDataFor`, SPEC R4).
+///
+/// ```
+/// use livecache::core::Keep;
+/// use std::time::Duration;
+///
+/// assert_eq!(Keep::default(), Keep::For(60_000));
+/// assert_eq!(Keep::from(Duration::from_secs(30)), Keep::For(30_000));
+/// // huge values are clamped like RTK's timers, never overflowing
+/// assert_eq!(Keep::from(Duration::MAX), Keep::For(livecache::core::MAX_KEEP_MS));
+/// assert_eq!(Keep::Never.as_millis(), None);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Keep {
+    /// Remove this many milliseconds after the entry became unused (clamped to [`MAX_KEEP_MS`]).
+    For(u64),
+    /// Never remove it automatically (RTK's `Infinity`); only `remove` and `reset` do.
+    Never,
+}
+
+impl Default for Keep {
+    fn default() -> Self {
+        Keep::For(60_000)
+    }
+}
+
+impl Keep {
+    /// Keep for `ms` milliseconds, clamped to [`MAX_KEEP_MS`].
+    ///
+    /// ```
+    /// assert_eq!(livecache::core::Keep::millis(u64::MAX).as_millis(), Some(livecache::core::MAX_KEEP_MS));
+    /// ```
+    pub fn millis(ms: u64) -> Keep {
+        Keep::For(ms.min(MAX_KEEP_MS))
+    }
+
+    /// Keep for RTK-style seconds: negative or NaN becomes 0, infinite becomes [`Keep::Never`],
+    /// large values are clamped.
+    ///
+    /// ```
+    /// use livecache::core::Keep;
+    /// assert_eq!(Keep::seconds(-5.0), Keep::For(0));
+    /// assert_eq!(Keep::seconds(f64::INFINITY), Keep::Never);
+    /// assert_eq!(Keep::seconds(2.5), Keep::For(2_500));
+    /// ```
+    pub fn seconds(secs: f64) -> Keep {
+        if secs == f64::INFINITY {
+            Keep::Never
+        } else if secs.is_nan() || secs <= 0.0 {
+            Keep::For(0)
+        } else {
+            let ms = (secs * 1000.0).min(MAX_KEEP_MS as f64);
+            Keep::For(ms as u64)
+        }
+    }
+
+    /// The clamped keep time in milliseconds, or `None` for [`Keep::Never`].
+    ///
+    /// ```
+    /// assert_eq!(livecache::core::Keep::For(5).as_millis(), Some(5));
+    /// ```
+    pub fn as_millis(self) -> Option<u64> {
+        match self {
+            Keep::For(ms) => Some(ms.min(MAX_KEEP_MS)),
+            Keep::Never => None,
+        }
+    }
+}
+
+impl From<Duration> for Keep {
+    fn from(d: Duration) -> Keep {
+        Keep::millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// Whether subscribing to (or prefetching) an entry that already has data starts a request
+/// (RTK's `forceRefetch` / `refetchOnMountOrArgChange`, SPEC R2).
+///
+/// An entry without data always gets a request if none is in flight; a request in flight is
+/// always joined, never duplicated (R3).
+///
+/// ```
+/// use livecache::core::Refetch;
+/// assert_eq!(Refetch::default(), Refetch::IfMissing);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Refetch {
+    /// Only when the entry has no data yet (a cache hit starts nothing).
+    #[default]
+    IfMissing,
+    /// Always (`forceRefetch: true`, `refetchOnMountOrArgChange: true`).
+    Always,
+    /// When the data was fulfilled at least this many milliseconds ago
+    /// (`refetchOnMountOrArgChange: N`).
+    IfOlderThan(u64),
+}
+
+impl Refetch {
+    /// Whether this policy asks for a request, given when the data was last fulfilled.
+    ///
+    /// ```
+    /// use livecache::core::Refetch;
+    /// assert!(Refetch::IfOlderThan(1_000).wants(Some(0), 1_000));
+    /// assert!(!Refetch::IfOlderThan(1_000).wants(Some(1), 1_000));
+    /// assert!(!Refetch::IfMissing.wants(None, 0));
+    /// ```
+    pub fn wants(self, fulfilled_at: Option<u64>, now: u64) -> bool {
+        match self {
+            Refetch::IfMissing => false,
+            Refetch::Always => true,
+            Refetch::IfOlderThan(ms) => fulfilled_at.is_none_or(|t| now.saturating_sub(t) >= ms),
+        }
+    }
+}
+
+/// What the core needs to know about an endpoint.
+///
+/// ```
+/// use livecache::core::{EndpointConfig, Keep};
+/// let cfg = EndpointConfig { keep: Some(Keep::Never), has_lifecycle: true };
+/// assert_eq!(cfg.keep_or(Keep::default()), Keep::Never);
+/// assert_eq!(EndpointConfig::default().keep_or(Keep::For(29_000)), Keep::For(29_000));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EndpointConfig {
+    /// The endpoint's own keep time; `None` uses the api's.
+    pub keep: Option<Keep>,
+    /// Whether the endpoint has an `on_cache_entry_added` handler.
+    pub has_lifecycle: bool,
+}
+
+impl EndpointConfig {
+    /// The keep time in force: the endpoint's, else the api's.
+    ///
+    /// ```
+    /// use livecache::core::{EndpointConfig, Keep};
+    /// let cfg = EndpointConfig { keep: Some(Keep::For(35_000)), has_lifecycle: false };
+    /// assert_eq!(cfg.keep_or(Keep::For(29_000)), Keep::For(35_000));
+    /// ```
+    pub fn keep_or(&self, api: Keep) -> Keep {
+        self.keep.unwrap_or(api)
+    }
+}

@@ -1,0 +1,885 @@
+//! Cache keys: RTK Query-compatible `endpointName(<canonical JSON of the argument>)` (SPEC §1).
+//!
+//! Every entry of the cache is addressed by a [`CacheKey`]. By default the key is computed by
+//! [`default_key`], which mirrors RTK Query's `defaultSerializeQueryArgs`:
+//!
+//! 1. The argument is turned into a [`serde_json::Value`] with [`serde_json::to_value`].
+//! 2. A top-level `null` (Rust `()`, `None`, a unit struct, `Value::Null`) is written as the text
+//!    `undefined`, so `()` gives `name(undefined)`. Nested nulls stay `null`.
+//! 3. Anything else is written by [`canonical_json`]: JSON with the keys of every object
+//!    sorted, at every nesting level, in JavaScript's default string order (UTF-16 code units, not
+//!    Rust's byte order); arrays keep their order; numbers and strings are written exactly as
+//!    JavaScript's `JSON.stringify` writes them.
+//! 4. The key is `endpoint(` + that text + `)`.
+//!
+//! So two arguments that differ only in the order of their object keys are the same entry.
+//!
+//! An endpoint may override the serialisation, like RTK's per-endpoint `serializeQueryArgs`, by
+//! returning a [`KeyOverride`]: a string is the key verbatim (no endpoint prefix), any other value
+//! is serialised the default way with the endpoint prefix ([`key_from_override`]).
+//!
+//! JavaScript `bigint`s become `{"$bigint":"<decimal>"}` in RTK; [`BigInt`] serialises the same way.
+//!
+//! # Exact JavaScript rules that are reproduced
+//!
+//! * **Object key order.** RTK sorts the keys with `Array.prototype.sort` (UTF-16 code-unit order)
+//!   and re-inserts them into a fresh object, which `JSON.stringify` then enumerates in JavaScript
+//!   property order: keys that are *array indices* (canonical decimal integers from `0` to
+//!   `4294967294`, such as `"0"`, `"7"`, `"10"`, but not `"01"` or `"-1"`) come first in ascending
+//!   numeric order, then all other keys in sorted order. This crate does the same, so
+//!   `{"b":1,"10":2,"9":3}` is written `{"9":3,"10":2,"b":1}`, exactly as RTK writes it. Two
+//!   arguments that differ only in key order still get the same key.
+//! * **UTF-16 order.** For characters at or above U+10000 (written as surrogate pairs in UTF-16)
+//!   and characters from U+E000 to U+FFFF, UTF-16 order differs from byte (code point) order:
+//!   `"\u{10000}"` sorts before `"\u{E000}"`. The UTF-16 order is used.
+//! * **Numbers.** Integers are written in decimal. Floating-point numbers follow ECMAScript's
+//!   `Number::toString`: the shortest digits that round-trip, plain decimal notation when the
+//!   decimal exponent is in `[-7, 21)` and exponent notation otherwise, so `5.0` → `5`,
+//!   `0.1` → `0.1`, `1e20` → `100000000000000000000`, `1e21` → `1e+21`, `1e-7` → `1e-7`, and
+//!   `-0.0` → `0`. Non-finite floats become `null` (serde_json already maps them so).
+//! * **Strings.** Escaped as `JSON.stringify` escapes them: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`,
+//!   `\t`, other control characters below U+0020 as `\u00XX` with lowercase hex; nothing else is
+//!   escaped (not `/`, not U+2028/U+2029, not non-ASCII).
+//!
+//! # Known differences from JavaScript
+//!
+//! * **Top-level `null`.** In JavaScript only `undefined` gives `name(undefined)`; an explicit
+//!   `null` argument gives `name(null)`. Rust has no `undefined`, so every top-level null
+//!   (`()`, `None`, `Value::Null`, and a non-finite float, which serde_json turns into null)
+//!   gives `name(undefined)`.
+//! * **Missing versus null fields.** JavaScript drops object properties whose value is
+//!   `undefined`; serde writes an `Option` field that is `None` as `null`. To get the JavaScript
+//!   key of an object without that property, mark the field
+//!   `#[serde(skip_serializing_if = "Option::is_none")]`.
+//! * **Large integers.** JavaScript numbers are doubles, so an integer beyond ±2^53 would have been
+//!   rounded there (and printed as, e.g., `18446744073709552000`). Here `i64`/`u64` values are
+//!   written exactly, so distinct integers always give distinct keys. Integers that do not fit in
+//!   `i64`/`u64` (e.g. a large `u128`) cannot be turned into JSON numbers at all and give
+//!   [`KeyError::Unserializable`]; use [`BigInt`] for them.
+//! * **Lone surrogates.** `JSON.stringify` escapes unpaired UTF-16 surrogates as `\udXXX`. A Rust
+//!   string cannot hold one, so this case never arises.
+//! * **Non-plain objects.** JavaScript writes `Date` as an ISO string and `Map`/`Set` as `{}`;
+//!   in Rust the argument's [`Serialize`] implementation decides (a `HashMap` with string keys is an
+//!   object with its entries, a `HashSet` is an array).
+//! * **`__proto__` keys.** RTK rebuilds each object by assignment, so an own `"__proto__"` key
+//!   (possible in parsed JSON) is lost there; here it is kept like any other key.
+//! * **Floats parsed from JSON text.** Keys reproduce the exact `f64` they are given. serde_json
+//!   without its `float_roundtrip` feature can parse a decimal literal to a neighbouring `f64`,
+//!   whereas `JSON.parse` rounds correctly, so an argument parsed from the same text may then be
+//!   written with different last digits.
+//! * **Memoisation.** RTK caches the serialisation per object identity, so mutating an argument
+//!   object after first use gives a stale key there. Keys here are always computed afresh.
+//!
+//! ```
+//! use livecache::core::key::{CacheKey, default_key};
+//! use serde::Serialize;
+//!
+//! #[derive(Serialize)]
+//! struct Query {
+//!     name: &'static str,
+//!     age: u32,
+//! }
+//!
+//! let key = default_key("test", &Query { name: "arg", age: 5 })?;
+//! assert_eq!(key.as_str(), r#"test({"age":5,"name":"arg"})"#);
+//! assert_eq!(default_key("a", &())?, CacheKey::verbatim("a(undefined)"));
+//! # Ok::<(), livecache::core::key::KeyError>(())
+//! ```
+
+use std::borrow::Borrow;
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::de::{Deserializer, Error as _};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Number, Value};
+
+/// The text written for a top-level null argument, as RTK writes a top-level `undefined`.
+const UNDEFINED: &str = "undefined";
+
+/// The largest array index in JavaScript (`2^32 - 2`); such keys are enumerated first.
+const MAX_ARRAY_INDEX: u64 = 4_294_967_294;
+
+/// The cache key of one entry, such as `getUser(1)` or `list({"page":2})`.
+///
+/// Build it with [`default_key`], [`key_from_override`] or [`CacheKey::verbatim`]. It serialises
+/// as a plain JSON string.
+///
+/// ```
+/// use livecache::core::key::{CacheKey, default_key};
+///
+/// let key = default_key("getUser", &1)?;
+/// assert_eq!(key.as_str(), "getUser(1)");
+/// assert_eq!(key.to_string(), "getUser(1)");
+/// assert_eq!(serde_json::to_string(&key).unwrap(), r#""getUser(1)""#);
+/// assert_eq!(String::from(key.clone()), "getUser(1)");
+/// assert_eq!(key, CacheKey::verbatim("getUser(1)"));
+/// # Ok::<(), livecache::core::key::KeyError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CacheKey(String);
+
+impl CacheKey {
+    /// A key that is exactly the given text, with no endpoint prefix and no serialisation.
+    ///
+    /// This is what an override returning a string produces ([`KeyOverride::Verbatim`]).
+    ///
+    /// ```
+    /// use livecache::core::key::CacheKey;
+    ///
+    /// let key = CacheKey::verbatim("queryWithCustomSerializer-42");
+    /// assert_eq!(key.as_str(), "queryWithCustomSerializer-42");
+    /// ```
+    pub fn verbatim(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The key's text.
+    ///
+    /// ```
+    /// use livecache::core::key::CacheKey;
+    ///
+    /// assert_eq!(CacheKey::verbatim("a(undefined)").as_str(), "a(undefined)");
+    /// ```
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CacheKey {
+    /// Writes the key's text unchanged.
+    ///
+    /// ```
+    /// use livecache::core::key::CacheKey;
+    ///
+    /// assert_eq!(format!("{}", CacheKey::verbatim("x(1)")), "x(1)");
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<CacheKey> for String {
+    /// The key's text.
+    ///
+    /// ```
+    /// use livecache::core::key::CacheKey;
+    ///
+    /// let text: String = CacheKey::verbatim("x(1)").into();
+    /// assert_eq!(text, "x(1)");
+    /// ```
+    fn from(key: CacheKey) -> Self {
+        key.0
+    }
+}
+
+impl AsRef<str> for CacheKey {
+    /// The key's text.
+    ///
+    /// ```
+    /// use livecache::core::key::CacheKey;
+    ///
+    /// let key = CacheKey::verbatim("x(1)");
+    /// let text: &str = key.as_ref();
+    /// assert_eq!(text, "x(1)");
+    /// ```
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Borrow<str> for CacheKey {
+    /// The key's text; lets maps keyed by [`CacheKey`] be searched with a `&str`.
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    /// use livecache::core::key::CacheKey;
+    ///
+    /// let mut map = HashMap::new();
+    /// map.insert(CacheKey::verbatim("x(1)"), 7);
+    /// assert_eq!(map.get("x(1)"), Some(&7));
+    /// ```
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Why a cache key could not be computed.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use livecache::core::key::{KeyError, default_key};
+///
+/// let arg: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
+/// let err = default_key("grid", &arg).unwrap_err();
+/// assert!(matches!(err, KeyError::Unserializable { ref endpoint, .. } if endpoint == "grid"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The argument cannot be turned into JSON: its [`Serialize`] implementation failed, or it
+    /// produced something JSON cannot hold (a map whose keys are not strings or numbers, an
+    /// integer beyond the `i64`/`u64` range, …).
+    #[error("cannot serialise the argument of endpoint `{endpoint}` into a cache key: {message}")]
+    Unserializable {
+        /// The endpoint whose key was being computed.
+        endpoint: String,
+        /// serde_json's description of the failure.
+        message: String,
+    },
+}
+
+/// What an endpoint's key override returns, mirroring RTK's per-endpoint `serializeQueryArgs`.
+///
+/// ```
+/// use livecache::core::key::{KeyOverride, key_from_override};
+/// use serde_json::json;
+///
+/// let verbatim = KeyOverride::Verbatim("queryWithCustomSerializer-42".into());
+/// assert_eq!(key_from_override("ignored", verbatim).as_str(), "queryWithCustomSerializer-42");
+///
+/// let value = KeyOverride::Value(json!({ "id": 42 }));
+/// assert_eq!(
+///     key_from_override("queryWithCustomObjectSerializer", value).as_str(),
+///     r#"queryWithCustomObjectSerializer({"id":42})"#,
+/// );
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub enum KeyOverride {
+    /// The key itself, used verbatim: no endpoint prefix, no serialisation.
+    Verbatim(String),
+    /// A value to serialise the default way, with the endpoint prefix. A `Value::String` here is
+    /// serialised (quoted) like any other value; use [`KeyOverride::Verbatim`] for a raw key.
+    Value(Value),
+}
+
+/// The key an endpoint override produces (see [`KeyOverride`]).
+///
+/// ```
+/// use livecache::core::key::{KeyOverride, key_from_override};
+/// use serde_json::json;
+///
+/// let key = key_from_override("queryWithCustomNumberSerializer", KeyOverride::Value(json!(42)));
+/// assert_eq!(key.as_str(), "queryWithCustomNumberSerializer(42)");
+/// let key = key_from_override("none", KeyOverride::Value(json!(null)));
+/// assert_eq!(key.as_str(), "none(undefined)");
+/// ```
+pub fn key_from_override(endpoint: &str, o: KeyOverride) -> CacheKey {
+    match o {
+        KeyOverride::Verbatim(text) => CacheKey(text),
+        KeyOverride::Value(value) => key_from_value(endpoint, &value),
+    }
+}
+
+/// The default cache key of `arg` for `endpoint`: `endpoint(<canonical JSON>)`, or
+/// `endpoint(undefined)` when the argument serialises to a top-level null.
+///
+/// # Errors
+///
+/// [`KeyError::Unserializable`] when `arg` cannot be turned into a [`serde_json::Value`].
+///
+/// ```
+/// use livecache::core::key::{BigInt, default_key};
+///
+/// assert_eq!(default_key("test", "arg")?.as_str(), r#"test("arg")"#);
+/// assert_eq!(default_key("test", &5)?.as_str(), "test(5)");
+/// assert_eq!(default_key("test", &5.0)?.as_str(), "test(5)");
+/// assert_eq!(default_key("test", &BigInt(10))?.as_str(), r#"test({"$bigint":"10"})"#);
+/// assert_eq!(default_key("a", &None::<u8>)?.as_str(), "a(undefined)");
+/// assert_eq!(default_key("a", &[Some(1), None])?.as_str(), "a([1,null])");
+/// # Ok::<(), livecache::core::key::KeyError>(())
+/// ```
+pub fn default_key<A>(endpoint: &str, arg: &A) -> Result<CacheKey, KeyError>
+where
+    A: Serialize + ?Sized,
+{
+    let value = serde_json::to_value(arg).map_err(|err| KeyError::Unserializable {
+        endpoint: endpoint.to_owned(),
+        message: err.to_string(),
+    })?;
+    Ok(key_from_value(endpoint, &value))
+}
+
+/// `endpoint(<canonical JSON>)`, with `undefined` for a top-level null.
+fn key_from_value(endpoint: &str, value: &Value) -> CacheKey {
+    let mut text = String::with_capacity(endpoint.len() + 2);
+    text.push_str(endpoint);
+    text.push('(');
+    if value.is_null() {
+        text.push_str(UNDEFINED);
+    } else {
+        write_canonical(value, &mut text);
+    }
+    text.push(')');
+    CacheKey(text)
+}
+
+/// A JavaScript `bigint` argument: serialises as `{"$bigint":"<decimal>"}`, like RTK's replacer.
+///
+/// It may appear anywhere in an argument; it also deserialises from that form.
+///
+/// ```
+/// use livecache::core::key::{BigInt, default_key};
+///
+/// assert_eq!(default_key("test", &BigInt(10))?.as_str(), r#"test({"$bigint":"10"})"#);
+/// assert_eq!(serde_json::to_string(&BigInt(-7)).unwrap(), r#"{"$bigint":"-7"}"#);
+/// let back: BigInt = serde_json::from_str(r#"{"$bigint":"-7"}"#).unwrap();
+/// assert_eq!(back, BigInt(-7));
+/// # Ok::<(), livecache::core::key::KeyError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BigInt(pub i128);
+
+/// The field name RTK's replacer uses for a `bigint`.
+const BIGINT_FIELD: &str = "$bigint";
+
+impl Serialize for BigInt {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(BIGINT_FIELD, &self.0.to_string())?;
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for BigInt {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Repr {
+            #[serde(rename = "$bigint")]
+            digits: String,
+        }
+        let repr = Repr::deserialize(deserializer)?;
+        repr.digits.parse::<i128>().map(BigInt).map_err(|err| {
+            D::Error::custom(format_args!("invalid $bigint {:?}: {err}", repr.digits))
+        })
+    }
+}
+
+impl From<i128> for BigInt {
+    /// Wraps the integer.
+    ///
+    /// ```
+    /// use livecache::core::key::BigInt;
+    ///
+    /// assert_eq!(BigInt::from(10_i128), BigInt(10));
+    /// ```
+    fn from(value: i128) -> Self {
+        Self(value)
+    }
+}
+
+/// The canonical JSON text of `value`: object keys sorted as RTK sorts them (see the
+/// [module docs](self)), arrays in order, numbers and strings as JavaScript's `JSON.stringify`
+/// writes them. A top-level null is written `null` here; only the key functions turn it into
+/// `undefined`.
+///
+/// ```
+/// use livecache::core::key::canonical_json;
+/// use serde_json::json;
+///
+/// let value = json!({ "b": [3, 1, 2], "a": { "y": 1.0, "x": null } });
+/// assert_eq!(canonical_json(&value), r#"{"a":{"x":null,"y":1},"b":[3,1,2]}"#);
+/// // UTF-16 order: the astral character (a surrogate pair) sorts before U+E000.
+/// let value = json!({ "\u{E000}": 1, "\u{10000}": 2 });
+/// assert_eq!(canonical_json(&value), "{\"\u{10000}\":2,\"\u{E000}\":1}");
+/// ```
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+/// One piece of pending output for the iterative writer.
+enum Work<'a> {
+    /// A JSON value still to be written.
+    Value(&'a Value),
+    /// An object key still to be written (quoted and escaped).
+    Key(&'a str),
+    /// Literal punctuation.
+    Text(&'static str),
+}
+
+/// Appends the canonical JSON of `value` to `out`.
+///
+/// Uses an explicit stack rather than recursion, so deeply nested values cannot overflow the
+/// call stack.
+fn write_canonical(value: &Value, out: &mut String) {
+    let mut stack = vec![Work::Value(value)];
+    while let Some(work) = stack.pop() {
+        match work {
+            Work::Text(text) => out.push_str(text),
+            Work::Key(key) => write_string(key, out),
+            Work::Value(Value::Null) => out.push_str("null"),
+            Work::Value(Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
+            Work::Value(Value::Number(n)) => write_number(n, out),
+            Work::Value(Value::String(s)) => write_string(s, out),
+            Work::Value(Value::Array(items)) => {
+                out.push('[');
+                stack.push(Work::Text("]"));
+                for (i, item) in items.iter().enumerate().rev() {
+                    stack.push(Work::Value(item));
+                    if i > 0 {
+                        stack.push(Work::Text(","));
+                    }
+                }
+            }
+            Work::Value(Value::Object(map)) => {
+                out.push('{');
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_by(|a, b| js_key_order(a.0, b.0));
+                stack.push(Work::Text("}"));
+                for (i, (key, item)) in entries.into_iter().enumerate().rev() {
+                    stack.push(Work::Value(item));
+                    stack.push(Work::Text(":"));
+                    stack.push(Work::Key(key));
+                    if i > 0 {
+                        stack.push(Work::Text(","));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The order in which RTK's sorted object is enumerated by `JSON.stringify`: array-index keys
+/// first in numeric order, then the others in UTF-16 code-unit order.
+fn js_key_order(a: &str, b: &str) -> Ordering {
+    match (array_index(a), array_index(b)) {
+        (Some(x), Some(y)) => x.cmp(&y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => a.encode_utf16().cmp(b.encode_utf16()),
+    }
+}
+
+/// The numeric value of `key` if it is a JavaScript array index: a canonical decimal integer
+/// (no sign, no leading zero unless it is `0`) not above `2^32 - 2`.
+fn array_index(key: &str) -> Option<u64> {
+    let bytes = key.as_bytes();
+    if bytes.is_empty() || bytes.len() > 10 || !bytes.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if bytes.len() > 1 && bytes[0] == b'0' {
+        return None;
+    }
+    key.parse::<u64>().ok().filter(|n| *n <= MAX_ARRAY_INDEX)
+}
+
+/// Appends `s` as a JSON string literal, escaped as `JSON.stringify` escapes it.
+fn write_string(s: &str, out: &mut String) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => {
+                let code = u32::from(c) as usize;
+                out.push_str("\\u00");
+                out.push(char::from(HEX[code >> 4]));
+                out.push(char::from(HEX[code & 0xf]));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Appends a JSON number as JavaScript writes it.
+fn write_number(n: &Number, out: &mut String) {
+    if let Some(u) = n.as_u64() {
+        out.push_str(&u.to_string());
+    } else if let Some(i) = n.as_i64() {
+        out.push_str(&i.to_string());
+    } else if let Some(f) = n.as_f64() {
+        write_f64(f, out);
+    } else {
+        out.push_str(&n.to_string());
+    }
+}
+
+/// Appends `f` as ECMAScript's `Number::toString(f)` (radix 10) writes it; non-finite → `null`.
+fn write_f64(f: f64, out: &mut String) {
+    if !f.is_finite() {
+        out.push_str("null");
+        return;
+    }
+    if f == 0.0 {
+        // Both +0 and -0 are written "0".
+        out.push('0');
+        return;
+    }
+    if f < 0.0 {
+        out.push('-');
+    }
+    // Rust's `{:e}` gives the shortest digits that round-trip, e.g. "1.2345e-7" or "5e0".
+    let sci = format!("{:e}", f.abs());
+    let Some((mantissa, exponent)) = sci.split_once('e') else {
+        out.push_str(&sci);
+        return;
+    };
+    let Ok(exponent) = exponent.parse::<i64>() else {
+        out.push_str(&sci);
+        return;
+    };
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    // ECMAScript's names: k digits, value = digits × 10^(n − k).
+    let k = i64::try_from(digits.len()).unwrap_or(i64::MAX);
+    let n = exponent + 1;
+    if k <= n && n <= 21 {
+        // Integer: the digits followed by n − k zeros.
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n(
+            '0',
+            usize::try_from(n - k).unwrap_or(0),
+        ));
+    } else if 0 < n && n <= 21 {
+        // Decimal point inside the digits.
+        let split = usize::try_from(n).unwrap_or(0);
+        out.push_str(&digits[..split]);
+        out.push('.');
+        out.push_str(&digits[split..]);
+    } else if -6 < n && n <= 0 {
+        // Leading "0." and −n zeros.
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', usize::try_from(-n).unwrap_or(0)));
+        out.push_str(&digits);
+    } else {
+        // Exponent notation: d[.ddd]e±x.
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if n - 1 < 0 { '-' } else { '+' });
+        out.push_str(&(n - 1).unsigned_abs().to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use serde::Serialize;
+    use serde_json::json;
+
+    use super::*;
+
+    fn key(endpoint: &str, arg: &(impl Serialize + ?Sized)) -> String {
+        default_key(endpoint, arg).unwrap().as_str().to_owned()
+    }
+
+    // Pinned examples from rtk-reference.md §5 (RTK tests #94, #95 and others).
+
+    #[test]
+    fn string_arg() {
+        assert_eq!(key("test", "arg"), r#"test("arg")"#);
+        assert_eq!(key("test", &String::from("arg")), r#"test("arg")"#);
+    }
+
+    #[test]
+    fn number_arg() {
+        assert_eq!(key("test", &5), "test(5)");
+        assert_eq!(key("test", &5_u64), "test(5)");
+    }
+
+    #[test]
+    fn bigint_arg() {
+        assert_eq!(key("test", &BigInt(10)), r#"test({"$bigint":"10"})"#);
+        assert_eq!(
+            key(
+                "test",
+                &json!({ "n": BigInt(-3), "a": [BigInt(i128::MAX)] })
+            ),
+            format!(
+                r#"test({{"a":[{{"$bigint":"{}"}}],"n":{{"$bigint":"-3"}}}})"#,
+                i128::MAX
+            )
+        );
+    }
+
+    #[derive(Serialize)]
+    struct Simple {
+        name: &'static str,
+        age: u32,
+    }
+
+    #[test]
+    fn simple_object_arg_is_sorted() {
+        assert_eq!(
+            key(
+                "test",
+                &Simple {
+                    name: "arg",
+                    age: 5
+                }
+            ),
+            r#"test({"age":5,"name":"arg"})"#
+        );
+    }
+
+    #[derive(Serialize)]
+    struct FullName {
+        last: &'static str,
+        first: &'static str,
+    }
+
+    #[derive(Serialize)]
+    struct Nested {
+        name: FullName,
+        age: u32,
+    }
+
+    #[test]
+    fn nested_object_arg_is_sorted_recursively() {
+        let arg = Nested {
+            name: FullName {
+                last: "Split",
+                first: "Banana",
+            },
+            age: 5,
+        };
+        assert_eq!(
+            key("test", &arg),
+            r#"test({"age":5,"name":{"first":"Banana","last":"Split"}})"#
+        );
+    }
+
+    #[test]
+    fn deeply_nested_object_is_fully_sorted() {
+        let arg = json!({
+            "a": { "a1": { "a11": { "a111": 1 } } },
+            "b": { "b2": { "b21": 3 }, "b1": { "b11": 2 } },
+        });
+        assert_eq!(
+            key("test", &arg),
+            r#"test({"a":{"a1":{"a11":{"a111":1}}},"b":{"b1":{"b11":2},"b2":{"b21":3}}})"#
+        );
+    }
+
+    #[test]
+    fn endpoint_string_serializer_is_verbatim() {
+        let o = KeyOverride::Verbatim(format!("queryWithCustomSerializer-{}", 42));
+        assert_eq!(
+            key_from_override("queryWithCustomSerializer", o).as_str(),
+            "queryWithCustomSerializer-42"
+        );
+        // A global serializer's result is also used verbatim.
+        let o = KeyOverride::Verbatim("base-queryWithNoSerializer-99".into());
+        assert_eq!(
+            key_from_override("queryWithNoSerializer", o).as_str(),
+            "base-queryWithNoSerializer-99"
+        );
+    }
+
+    #[test]
+    fn endpoint_object_serializer_gets_prefix() {
+        let o = KeyOverride::Value(json!({ "id": 42 }));
+        assert_eq!(
+            key_from_override("queryWithCustomObjectSerializer", o).as_str(),
+            r#"queryWithCustomObjectSerializer({"id":42})"#
+        );
+    }
+
+    #[test]
+    fn endpoint_number_serializer_gets_prefix() {
+        let o = KeyOverride::Value(json!(42));
+        assert_eq!(
+            key_from_override("queryWithCustomNumberSerializer", o).as_str(),
+            "queryWithCustomNumberSerializer(42)"
+        );
+    }
+
+    #[test]
+    fn value_override_string_is_quoted() {
+        let o = KeyOverride::Value(json!("x"));
+        assert_eq!(key_from_override("e", o).as_str(), r#"e("x")"#);
+    }
+
+    #[test]
+    fn other_keys_seen_in_rtk_tests() {
+        assert_eq!(key("getUser", &1), "getUser(1)");
+        assert_eq!(key("a", &()), "a(undefined)");
+        assert_eq!(key("a", &None::<u8>), "a(undefined)");
+        assert_eq!(key("increment", &()), "increment(undefined)");
+        assert_eq!(key("postWithSideEffect", "1"), r#"postWithSideEffect("1")"#);
+    }
+
+    // Further rules.
+
+    #[test]
+    fn nested_nulls_stay_null() {
+        assert_eq!(key("a", &Some(None::<u8>)), "a(undefined)");
+        assert_eq!(key("a", &[None::<u8>]), "a([null])");
+        assert_eq!(key("a", &json!({ "x": null })), r#"a({"x":null})"#);
+        assert_eq!(
+            key_from_override("a", KeyOverride::Value(Value::Null)).as_str(),
+            "a(undefined)"
+        );
+    }
+
+    #[test]
+    fn key_order_permutation_gives_same_key() {
+        let one = json!({ "b": 1, "a": { "d": [1, 2], "c": true }, "c": "x" });
+        let mut other = serde_json::Map::new();
+        other.insert("c".into(), json!("x"));
+        other.insert("a".into(), json!({ "c": true, "d": [1, 2] }));
+        other.insert("b".into(), json!(1));
+        let mut hashed = HashMap::new();
+        hashed.insert("c", json!("x"));
+        hashed.insert("b", json!(1));
+        hashed.insert("a", json!({ "d": [1, 2], "c": true }));
+        let expected = r#"e({"a":{"c":true,"d":[1,2]},"b":1,"c":"x"})"#;
+        assert_eq!(key("e", &one), expected);
+        assert_eq!(key("e", &Value::Object(other)), expected);
+        assert_eq!(key("e", &hashed), expected);
+    }
+
+    #[test]
+    fn keys_sort_by_utf16_not_bytes() {
+        // In bytes (and code points) U+E000 < U+10000; in UTF-16 0xD800 (lead surrogate) < 0xE000.
+        let arg = BTreeMap::from([("\u{E000}", 1), ("\u{10000}", 2)]);
+        assert_eq!(key("e", &arg), "e({\"\u{10000}\":2,\"\u{E000}\":1})");
+        assert_eq!(
+            canonical_json(&json!({ "\u{FFFF}": 0, "\u{1F600}": 1, "z": 2 })),
+            "{\"z\":2,\"\u{1F600}\":1,\"\u{FFFF}\":0}"
+        );
+    }
+
+    #[test]
+    fn array_index_keys_come_first_numerically() {
+        let arg = json!({ "b": 1, "10": 2, "9": 3, "01": 4, "-1": 5, "4294967295": 6,
+                          "4294967294": 7, "": 8, "0": 9 });
+        assert_eq!(
+            canonical_json(&arg),
+            r#"{"0":9,"9":3,"10":2,"4294967294":7,"":8,"-1":5,"01":4,"4294967295":6,"b":1}"#
+        );
+        // Integer map keys become strings and are ordered like JavaScript's.
+        let arg = BTreeMap::from([(10_u32, "a"), (9, "b"), (100, "c")]);
+        assert_eq!(key("m", &arg), r#"m({"9":"b","10":"a","100":"c"})"#);
+    }
+
+    #[test]
+    fn arrays_keep_order() {
+        assert_eq!(key("e", &[3, 1, 2]), "e([3,1,2])");
+        assert_eq!(
+            key("e", &json!([{ "b": 1, "a": 2 }, "z", "a"])),
+            r#"e([{"a":2,"b":1},"z","a"])"#
+        );
+        assert_eq!(key("e", &Vec::<u8>::new()), "e([])");
+        assert_eq!(key("e", &json!({})), "e({})");
+    }
+
+    #[test]
+    fn integral_floats_print_without_fraction() {
+        assert_eq!(key("e", &5.0), "e(5)");
+        assert_eq!(key("e", &-5.0_f32), "e(-5)");
+        assert_eq!(key("e", &-0.0), "e(0)");
+        assert_eq!(
+            key("e", &json!([1.0, 2.5, 1e20])),
+            "e([1,2.5,100000000000000000000])"
+        );
+    }
+
+    #[test]
+    fn floats_follow_number_to_string() {
+        let cases: &[(f64, &str)] = &[
+            (0.1, "0.1"),
+            (1.5, "1.5"),
+            (123.456, "123.456"),
+            (1e21, "1e+21"),
+            (1.5e21, "1.5e+21"),
+            (1e-6, "0.000001"),
+            (1.25e-6, "0.00000125"),
+            (1e-7, "1e-7"),
+            (1.23e-18, "1.23e-18"),
+            (-2.5e-7, "-2.5e-7"),
+            (5e-324, "5e-324"),
+            (f64::MAX, "1.7976931348623157e+308"),
+            (9007199254740993.0, "9007199254740992"),
+            (0.1 + 0.2, "0.30000000000000004"),
+        ];
+        for (f, expected) in cases {
+            let mut out = String::new();
+            write_f64(*f, &mut out);
+            assert_eq!(&out, expected, "{f:e}");
+        }
+        let mut out = String::new();
+        write_f64(f64::NAN, &mut out);
+        assert_eq!(out, "null");
+        assert_eq!(key("e", &[f64::INFINITY]), "e([null])");
+    }
+
+    #[test]
+    fn large_integers_are_exact() {
+        assert_eq!(key("e", &u64::MAX), "e(18446744073709551615)");
+        assert_eq!(key("e", &i64::MIN), "e(-9223372036854775808)");
+    }
+
+    #[test]
+    fn strings_escape_like_json_stringify() {
+        assert_eq!(
+            canonical_json(&json!(
+                "a\"b\\c/d\u{8}\u{c}\n\r\t\u{1}\u{1f}\u{7f}\u{2028}é😀"
+            )),
+            "\"a\\\"b\\\\c/d\\b\\f\\n\\r\\t\\u0001\\u001f\u{7f}\u{2028}é😀\""
+        );
+        assert_eq!(canonical_json(&json!({ "k\"\n": 1 })), r#"{"k\"\n":1}"#);
+    }
+
+    #[test]
+    fn unserialisable_arg_is_an_error() {
+        let arg: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
+        let err = default_key("grid", &arg).unwrap_err();
+        let KeyError::Unserializable { endpoint, message } = &err;
+        assert_eq!(endpoint, "grid");
+        assert!(!message.is_empty());
+        assert!(err.to_string().contains("grid"));
+        assert!(default_key("big", &u128::MAX).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow() {
+        let depth = 100_000;
+        let mut value = Value::Null;
+        for _ in 0..depth {
+            value = Value::Array(vec![value]);
+        }
+        let text = canonical_json(&value);
+        assert_eq!(text.len(), 2 * depth + 4);
+        // Dismantle iteratively: dropping a deeply nested Value recursively could overflow.
+        let mut current = value;
+        while let Value::Array(mut items) = current {
+            current = items.pop().unwrap_or(Value::Null);
+        }
+    }
+
+    #[test]
+    fn bigint_round_trips_and_rejects_junk() {
+        let text = serde_json::to_string(&BigInt(i128::MIN)).unwrap();
+        assert_eq!(
+            serde_json::from_str::<BigInt>(&text).unwrap(),
+            BigInt(i128::MIN)
+        );
+        assert!(serde_json::from_str::<BigInt>(r#"{"$bigint":"1.5"}"#).is_err());
+        assert!(serde_json::from_str::<BigInt>(r#"{"$bigint":"1","x":2}"#).is_err());
+    }
+
+    #[test]
+    fn cache_key_traits() {
+        let k = CacheKey::verbatim("x(1)");
+        assert_eq!(serde_json::to_string(&k).unwrap(), r#""x(1)""#);
+        assert_eq!(serde_json::from_str::<CacheKey>(r#""x(1)""#).unwrap(), k);
+        assert!(CacheKey::verbatim("a") < CacheKey::verbatim("b"));
+        assert_eq!(String::from(k.clone()), "x(1)");
+        assert_eq!(k.to_string(), "x(1)");
+    }
+}
