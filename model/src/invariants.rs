@@ -182,7 +182,7 @@ pub fn check_invariants(config: &Config, trace: &[TraceEvent]) -> Result<(), Str
                     ));
                 }
             }
-            TraceKind::RemovalScheduled { at_ms } => {
+            TraceKind::RemovalScheduled { deadline_ms: at_ms } => {
                 let Some(endpoint) = endpoint_of(config, &event.key) else {
                     return fail("(4) key of no configured endpoint".to_string());
                 };
@@ -333,7 +333,13 @@ mod tests {
                     subscribers: 0,
                 },
             ),
-            ev(7, "a(1)", TraceKind::RemovalScheduled { at_ms: 60_007 }),
+            ev(
+                7,
+                "a(1)",
+                TraceKind::RemovalScheduled {
+                    deadline_ms: 60_007,
+                },
+            ),
             ev(
                 60_007,
                 "a(1)",
@@ -473,7 +479,9 @@ mod tests {
         t.insert(9, ev(8, "a(1)", TraceKind::RemovalCancelled));
         rejects(&t, "(4) expired without an uncancelled");
         let mut t = good();
-        t[8].kind = TraceKind::RemovalScheduled { at_ms: 60_000 };
+        t[8].kind = TraceKind::RemovalScheduled {
+            deadline_ms: 60_000,
+        };
         rejects(&t, "(4) removal_scheduled at 60000ms");
         let mut t = good();
         t[9].at_ms = 60_006;
@@ -498,7 +506,7 @@ mod tests {
                     cause: AddCause::Prefetch,
                 },
             ),
-            ev(0, "c(1)", TraceKind::RemovalScheduled { at_ms: 0 }),
+            ev(0, "c(1)", TraceKind::RemovalScheduled { deadline_ms: 0 }),
         ];
         rejects(&t, "keep is None");
     }
@@ -527,7 +535,9 @@ mod tests {
         t.push(ev(
             10,
             "a(1)",
-            TraceKind::RemovalScheduled { at_ms: 60_010 },
+            TraceKind::RemovalScheduled {
+                deadline_ms: 60_010,
+            },
         ));
         // The first lifetime's timer (60 007) fires on the re-created entry.
         t.push(ev(

@@ -708,7 +708,7 @@ impl Model {
         if let Some(entry) = self.entries.get_mut(key) {
             entry.deadline = Some(Deadline { at_ms, seq });
         }
-        self.record(key, TraceKind::RemovalScheduled { at_ms });
+        self.record(key, TraceKind::RemovalScheduled { deadline_ms: at_ms });
     }
 
     /// *re-arm if unused*: with zero subscribers (and a finite keep), *arm* again (R4).
@@ -927,7 +927,7 @@ mod tests {
                 "0ms a(1) request_fulfilled request=1 data_changed=true",
                 "0ms a(1) data_loaded lifetime=1 request=1",
                 "0ms a(1) unsubscribed subscription=1 subscribers=0",
-                "0ms a(1) removal_scheduled at=60000ms",
+                "0ms a(1) removal_scheduled deadline=60000ms",
                 "60000ms a(1) entry_removed lifetime=1 cause=expired loaded=true",
             ]
         );
@@ -995,10 +995,10 @@ mod tests {
                 "0ms b(1) subscribed subscription=1 subscribers=1",
                 "0ms b(1) request_started request=1",
                 "0ms b(1) unsubscribed subscription=1 subscribers=0",
-                "0ms b(1) removal_scheduled at=0ms",
+                "0ms b(1) removal_scheduled deadline=0ms",
                 "0ms b(1) request_fulfilled request=1 data_changed=true",
                 "0ms b(1) data_loaded lifetime=1 request=1",
-                "0ms b(1) removal_scheduled at=0ms",
+                "0ms b(1) removal_scheduled deadline=0ms",
                 "0ms b(1) entry_removed lifetime=1 cause=expired loaded=true",
             ]
         );
@@ -1047,10 +1047,10 @@ mod tests {
                 "0ms a(1) entry_added lifetime=1 cause=prefetch",
                 "0ms a(1) lifecycle_started lifetime=1",
                 "0ms a(1) request_started request=1",
-                "0ms a(1) removal_scheduled at=60000ms",
+                "0ms a(1) removal_scheduled deadline=60000ms",
                 "10000ms a(1) request_joined request=1",
                 "10000ms a(1) request_rejected request=1 error=\"boom\"",
-                "10000ms a(1) removal_scheduled at=70000ms",
+                "10000ms a(1) removal_scheduled deadline=70000ms",
                 "70000ms a(1) entry_removed lifetime=1 cause=expired loaded=false",
             ]
         );

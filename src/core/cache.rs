@@ -179,11 +179,22 @@ pub struct EntryView<'a, D, E> {
 
 /// An entry in one of its live typed states: how the map holds entries of mixed states. Only
 /// the typed transitions move between variants.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 enum AnyEntry<D, E> {
     Loading(Entry<Loading, E>),
     Loaded(Entry<Loaded<D>, E>),
     Streaming(Entry<Streaming<D>, E>),
+}
+
+/// Cloning a whole cache (for exhaustive exploration, say) makes a separate universe.
+impl<D: Clone, E: Clone> Clone for AnyEntry<D, E> {
+    fn clone(&self) -> Self {
+        match self {
+            AnyEntry::Loading(e) => AnyEntry::Loading(e.duplicate()),
+            AnyEntry::Loaded(e) => AnyEntry::Loaded(e.duplicate()),
+            AnyEntry::Streaming(e) => AnyEntry::Streaming(e.duplicate()),
+        }
+    }
 }
 
 macro_rules! each_state {
@@ -260,7 +271,29 @@ struct Slot<D, E> {
     subscribers: usize,
     /// `(deadline, arming sequence)`, mirrored in `Cache::deadlines`.
     deadline: Option<(u64, u64)>,
+    /// Incremented whenever the data changes.
+    version: u64,
+    /// What subscribers were last told about ([`Visible`]); `None` before the first notification.
+    notified: Option<Visible>,
     entry: AnyEntry<D, E>,
+}
+
+/// What a subscriber can see of an entry: a change to any of these is worth a notification.
+/// `fulfilled_at` alone is not: equal data from a request or an upsert notifies no one unless
+/// the status, the request in flight or the error changed too (R8).
+type Visible = (Status, Phase, Option<u64>, bool, u64);
+
+impl<D: PartialEq, E> Slot<D, E> {
+    fn visible(&self) -> Visible {
+        let e = &self.entry;
+        (
+            e.status(),
+            e.phase(),
+            e.in_flight(),
+            e.error().is_some(),
+            self.version,
+        )
+    }
 }
 
 /// What [`Cache::handle`] returned.
@@ -1035,7 +1068,7 @@ where
         }
         let patches = (self.config.recording == Recording::EventsWithPatches)
             .then(|| PatchSet::between(&before, &after));
-        self.with_streaming(key, |entry| entry.overwrite(new));
+        self.overwrite_data(key, new);
         self.record(
             self.now,
             key,
@@ -1116,42 +1149,46 @@ where
     }
 
     /// Run `recipe` on a Loaded or Streaming entry, moving Loaded to Streaming if it touched.
+    /// A Streaming entry is updated in place (the streaming hot path: one map lookup).
     fn update_in_place(&mut self, key: &CacheKey, recipe: impl FnOnce(&mut Draft<'_, D>)) {
+        if let Some(slot) = self.entries.get_mut(key)
+            && let AnyEntry::Streaming(entry) = &mut slot.entry
+        {
+            if entry.update(recipe) {
+                slot.version += 1;
+            }
+            return;
+        }
         let Some((key, mut slot)) = self.entries.remove_entry(key) else {
             return;
         };
         slot.entry = match slot.entry {
             AnyEntry::Loaded(e) => match e.update(recipe) {
                 Updated::Unchanged(e) => AnyEntry::Loaded(e),
-                Updated::Changed(e) => AnyEntry::Streaming(e),
+                Updated::Changed(e) => {
+                    slot.version += 1;
+                    AnyEntry::Streaming(e)
+                }
             },
-            AnyEntry::Streaming(mut e) => {
-                e.update(recipe);
-                AnyEntry::Streaming(e)
-            }
-            loading @ AnyEntry::Loading(_) => loading,
+            other => other,
         };
         self.entries.insert(key, slot);
     }
 
-    /// Overwrite the data of a Loaded or Streaming entry, which is then Streaming.
-    fn with_streaming(&mut self, key: &CacheKey, f: impl FnOnce(&mut Entry<Streaming<D>, E>)) {
+    /// Replace the data of a Loaded or Streaming entry as an update; it is then Streaming.
+    fn overwrite_data(&mut self, key: &CacheKey, data: D) {
         let Some((key, mut slot)) = self.entries.remove_entry(key) else {
             return;
         };
         slot.entry = match slot.entry {
-            AnyEntry::Loaded(e) => {
-                let data = e.data().clone();
-                let mut s = e.overwrite(data);
-                f(&mut s);
-                AnyEntry::Streaming(s)
-            }
+            AnyEntry::Loaded(e) => AnyEntry::Streaming(e.overwrite(data)),
             AnyEntry::Streaming(mut e) => {
-                f(&mut e);
+                e.overwrite(data);
                 AnyEntry::Streaming(e)
             }
             loading @ AnyEntry::Loading(_) => loading,
         };
+        slot.version += 1;
         self.entries.insert(key, slot);
     }
 }
@@ -1257,7 +1294,16 @@ where
         }
     }
 
+    /// Queue a notification for `key` if what its subscribers can see changed since the last
+    /// one (always, once the entry is gone).
     fn notify(&mut self, key: &CacheKey) {
+        if let Some(slot) = self.entries.get_mut(key) {
+            let visible = slot.visible();
+            if slot.notified == Some(visible) {
+                return;
+            }
+            slot.notified = Some(visible);
+        }
         if let Some(Effect::Notify { key: last }) = self.effects.back()
             && last == key
         {
@@ -1309,6 +1355,8 @@ where
             endpoint,
             subscribers: 0,
             deadline: None,
+            version: 0,
+            notified: None,
             entry,
         };
         self.entries.insert(key.clone(), slot);
@@ -1385,6 +1433,9 @@ where
             .then(|| entry.data().cloned())
             .flatten();
         slot.entry = entry;
+        if data_changed {
+            slot.version += 1;
+        }
         self.entries.insert(owned_key, slot);
         let kind = match request {
             Some(request) => TraceKind::RequestFulfilled {
@@ -1438,7 +1489,11 @@ where
             slot.deadline = Some((at, seq));
         }
         self.deadlines.insert((at, seq, key.clone()));
-        self.record(self.now, key, TraceKind::RemovalScheduled { at_ms: at });
+        self.record(
+            self.now,
+            key,
+            TraceKind::RemovalScheduled { deadline_ms: at },
+        );
     }
 
     fn rearm_if_unused(&mut self, key: &CacheKey) {

@@ -45,6 +45,12 @@ mod sealed {
     pub trait Awaiting {
         fn into_promise(self) -> DataLoadedPromise;
     }
+
+    /// States the crate can duplicate when it duplicates a whole cache (a separate universe, so
+    /// no promise is resolved twice in one).
+    pub trait Duplicate {
+        fn duplicate(&self) -> Self;
+    }
 }
 
 use sealed::DataLoadedPromise;
@@ -88,19 +94,19 @@ pub struct Loading {
 }
 
 /// Holds data; not updated since it loaded (type state).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Loaded<D> {
     data: D,
 }
 
 /// Holds data and has been updated at least once (type state).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Streaming<D> {
     data: D,
 }
 
 /// Left the cache (type state). There is no transition out of it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Debug)]
 pub struct Removed {
     loaded: bool,
 }
@@ -250,7 +256,10 @@ impl<D> DerefMut for Draft<'_, D> {
 ///
 /// Fields common to every state (lifetime, status, error, request in flight) live here; the
 /// data lives inside the states that have it.
-#[derive(Clone, Debug)]
+///
+/// An entry is deliberately not `Clone`: a copy of an entry still waiting for data would hold a
+/// second data-loaded promise, and a copy of a removed entry's live twin could outlive it.
+#[derive(Debug)]
 pub struct Entry<S: State, E = String> {
     lifetime: u64,
     status: Status,
@@ -300,6 +309,43 @@ impl<S: State, E> Entry<S, E> {
             fulfilled_at: self.fulfilled_at,
             in_flight: self.in_flight,
             state,
+        }
+    }
+}
+
+// ===== impl Entry: duplication inside the crate =====
+
+impl sealed::Duplicate for Loading {
+    fn duplicate(&self) -> Self {
+        Loading {
+            promise: DataLoadedPromise(()),
+        }
+    }
+}
+impl<D: Clone> sealed::Duplicate for Loaded<D> {
+    fn duplicate(&self) -> Self {
+        Loaded {
+            data: self.data.clone(),
+        }
+    }
+}
+impl<D: Clone> sealed::Duplicate for Streaming<D> {
+    fn duplicate(&self) -> Self {
+        Streaming {
+            data: self.data.clone(),
+        }
+    }
+}
+
+impl<S: State + sealed::Duplicate, E: Clone> Entry<S, E> {
+    pub(crate) fn duplicate(&self) -> Self {
+        Entry {
+            lifetime: self.lifetime,
+            status: self.status,
+            error: self.error.clone(),
+            fulfilled_at: self.fulfilled_at,
+            in_flight: self.in_flight,
+            state: self.state.duplicate(),
         }
     }
 }

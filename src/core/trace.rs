@@ -226,7 +226,7 @@ pub enum TraceKind {
     /// A removal deadline was armed (R4, R6).
     RemovalScheduled {
         /// The deadline, in milliseconds on the api's clock.
-        at_ms: u64,
+        deadline_ms: u64,
     },
     /// A subscription arrived before the deadline and cancelled it (R2).
     RemovalCancelled,
@@ -354,7 +354,9 @@ impl fmt::Display for TraceKind {
                 }
                 Ok(())
             }
-            TraceKind::RemovalScheduled { at_ms } => write!(f, "removal_scheduled at={at_ms}ms"),
+            TraceKind::RemovalScheduled { deadline_ms } => {
+                write!(f, "removal_scheduled deadline={deadline_ms}ms")
+            }
             TraceKind::RemovalCancelled => f.write_str("removal_cancelled"),
             TraceKind::RequestAborted { request } => write!(f, "request_aborted request={request}"),
             TraceKind::EntryRemoved {
