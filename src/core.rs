@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod data;
 pub mod entry;
 pub mod key;
 pub mod patch;
@@ -17,5 +18,6 @@ pub use cache::{
     SubscriptionId, UpdateError,
 };
 pub use config::{EndpointConfig, Keep, MAX_KEEP_MS, Refetch};
+pub use data::CacheData;
 pub use patch::PatchSet;
 pub use status::{Phase, Status};

@@ -33,10 +33,8 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use crate::core::config::{EndpointConfig, Keep, Refetch};
+use crate::core::data::CacheData;
 use crate::core::entry::{Added, Draft, Entry, Loaded, Loading, Removed, Streaming, Updated};
 use crate::core::key::CacheKey;
 use crate::core::patch::{Patch, PatchSet};
@@ -399,7 +397,7 @@ pub struct Cache<D, E = String> {
 
 impl<D, E> Cache<D, E>
 where
-    D: Clone + PartialEq + Serialize + DeserializeOwned,
+    D: CacheData,
     E: fmt::Display,
 {
     /// An empty cache at time 0.
@@ -595,7 +593,7 @@ where
 
 impl<D, E> Cache<D, E>
 where
-    D: Clone + PartialEq + Serialize + DeserializeOwned,
+    D: CacheData,
     E: fmt::Display,
 {
     /// A timer tick: remove every entry whose deadline is `<= now`, in deadline order, each
@@ -645,7 +643,7 @@ where
 
 impl<D, E> Cache<D, E>
 where
-    D: Clone + PartialEq + Serialize + DeserializeOwned,
+    D: CacheData,
     E: fmt::Display,
 {
     /// Subscribe to `key` of `endpoint` (R1, R2, R3).
@@ -966,7 +964,7 @@ where
 
 impl<D, E> Cache<D, E>
 where
-    D: Clone + PartialEq + Serialize + DeserializeOwned,
+    D: CacheData,
     E: fmt::Display,
 {
     /// `update_cached_data` through the lifecycle handle of `lifetime` (R15). The recipe gets a
@@ -1058,11 +1056,14 @@ where
         let Some(old) = slot.entry.data() else {
             return Err(PatchError::NoData);
         };
-        let before = serde_json::to_value(old).map_err(|e| PatchError::Schema(e.to_string()))?;
+        let before = old
+            .to_json()
+            .map_err(|e| PatchError::Schema(e.to_string()))?;
         let mut after = before.clone();
         json_patch::patch(&mut after, patch).map_err(|e| PatchError::Apply(e.to_string()))?;
-        let new: D =
-            serde_json::from_value(after.clone()).map_err(|e| PatchError::Schema(e.to_string()))?;
+        let new: D = old
+            .from_json_like(after.clone())
+            .map_err(|e| PatchError::Schema(e.to_string()))?;
         if &new == old {
             return Ok(());
         }
@@ -1106,7 +1107,7 @@ where
                 return;
             }
             let backup: D = (**draft).clone();
-            let before = match serde_json::to_value(&backup) {
+            let before = match backup.to_json() {
                 Ok(v) => v,
                 Err(e) => {
                     patch_result = Err(UpdateError::Serialize(e.to_string()));
@@ -1118,7 +1119,7 @@ where
             if !touched {
                 return;
             }
-            match serde_json::to_value(&**draft) {
+            match (**draft).to_json() {
                 Ok(after) => patch_result = Ok(Some(PatchSet::between(&before, &after))),
                 Err(e) => {
                     **draft = backup;
@@ -1197,7 +1198,7 @@ where
 
 impl<D, E> Cache<D, E>
 where
-    D: Clone + PartialEq + Serialize + DeserializeOwned,
+    D: CacheData,
     E: fmt::Display,
 {
     /// Handle one [`Event`] at `now`; effects are queued for [`Cache::poll_effect`].
@@ -1281,7 +1282,7 @@ where
 
 impl<D, E> Cache<D, E>
 where
-    D: Clone + PartialEq + Serialize + DeserializeOwned,
+    D: CacheData,
     E: fmt::Display,
 {
     fn record(&mut self, at_ms: u64, key: &CacheKey, kind: TraceKind) {

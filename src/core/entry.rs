@@ -196,6 +196,10 @@ impl Clone for Loading {
 /// notifies no one and yields empty patches (SPEC R15), at O(1) cost — no copy of the data is
 /// made to find out.
 ///
+/// A draft over shared data ([`Draft::shared`], an `Arc<D>` that readers may hold snapshots of)
+/// is copy-on-write: reading never copies; the first mutable access copies the data only if a
+/// snapshot is still held elsewhere (`Arc::make_mut`).
+///
 /// ```
 /// use livecache::core::entry::Draft;
 /// let mut data = vec![1, 2];
@@ -207,8 +211,14 @@ impl Clone for Loading {
 /// ```
 #[derive(Debug)]
 pub struct Draft<'a, D> {
-    data: &'a mut D,
+    target: Target<'a, D>,
     touched: bool,
+}
+
+#[derive(Debug)]
+enum Target<'a, D> {
+    Owned(&'a mut D),
+    Shared(&'a mut std::sync::Arc<D>),
 }
 
 impl<'a, D> Draft<'a, D> {
@@ -220,7 +230,26 @@ impl<'a, D> Draft<'a, D> {
     /// ```
     pub fn new(data: &'a mut D) -> Self {
         Draft {
-            data,
+            target: Target::Owned(data),
+            touched: false,
+        }
+    }
+
+    /// A copy-on-write draft of shared data.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use livecache::core::entry::Draft;
+    /// let mut data = Arc::new(vec![1]);
+    /// let snapshot = Arc::clone(&data);
+    /// let mut draft = Draft::shared(&mut data);
+    /// assert_eq!(draft[0], 1);          // no copy to read
+    /// draft.push(2);                    // copied once: a snapshot is held
+    /// assert_eq!((&*snapshot, &*data), (&vec![1], &vec![1, 2]));
+    /// ```
+    pub fn shared(data: &'a mut std::sync::Arc<D>) -> Self {
+        Draft {
+            target: Target::Shared(data),
             touched: false,
         }
     }
@@ -236,19 +265,60 @@ impl<'a, D> Draft<'a, D> {
     pub fn touched(&self) -> bool {
         self.touched
     }
+
+    /// Mutable access that does *not* count as touching: for a layer that wraps the data in its
+    /// own draft and reports with [`Draft::mark_touched`] whether its recipe touched. Writing
+    /// through it without marking breaks change detection.
+    ///
+    /// ```
+    /// use livecache::core::entry::Draft;
+    /// let mut outer = vec![1];
+    /// let mut draft = Draft::new(&mut outer);
+    /// let inner_touched = {
+    ///     let mut inner = Draft::new(draft.as_mut_untracked());
+    ///     inner.push(2);
+    ///     inner.touched()
+    /// };
+    /// if inner_touched { draft.mark_touched(); }
+    /// assert!(draft.touched());
+    /// ```
+    pub fn as_mut_untracked(&mut self) -> &mut D
+    where
+        D: Clone,
+    {
+        match &mut self.target {
+            Target::Owned(d) => d,
+            Target::Shared(a) => std::sync::Arc::make_mut(a),
+        }
+    }
+
+    /// Record that the data was changed through [`Draft::as_mut_untracked`].
+    ///
+    /// ```
+    /// let mut n = 1;
+    /// let mut d = livecache::core::entry::Draft::new(&mut n);
+    /// d.mark_touched();
+    /// assert!(d.touched());
+    /// ```
+    pub fn mark_touched(&mut self) {
+        self.touched = true;
+    }
 }
 
 impl<D> Deref for Draft<'_, D> {
     type Target = D;
     fn deref(&self) -> &D {
-        self.data
+        match &self.target {
+            Target::Owned(d) => d,
+            Target::Shared(a) => a,
+        }
     }
 }
 
-impl<D> DerefMut for Draft<'_, D> {
+impl<D: Clone> DerefMut for Draft<'_, D> {
     fn deref_mut(&mut self) -> &mut D {
         self.touched = true;
-        self.data
+        self.as_mut_untracked()
     }
 }
 
@@ -567,7 +637,7 @@ impl<D, E> Entry<Loaded<D>, E> {
     pub fn update(mut self, recipe: impl FnOnce(&mut Draft<'_, D>)) -> Updated<D, E> {
         let mut draft = Draft::new(&mut self.state.data);
         recipe(&mut draft);
-        if draft.touched {
+        if draft.touched() {
             let Loaded { data } = self.state;
             let entry = Entry {
                 lifetime: self.lifetime,
@@ -605,7 +675,7 @@ impl<D, E> Entry<Streaming<D>, E> {
     pub fn update(&mut self, recipe: impl FnOnce(&mut Draft<'_, D>)) -> bool {
         let mut draft = Draft::new(&mut self.state.data);
         recipe(&mut draft);
-        draft.touched
+        draft.touched()
     }
 
     /// Replace the data wholesale as an update (a patch or an undo).

@@ -1,0 +1,40 @@
+//! What the core needs of cached data: cloning, equality, and a JSON form for patches.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Data a cache entry can hold.
+///
+/// Every `Clone + PartialEq + Serialize + DeserializeOwned` type is `CacheData`. The JSON form is
+/// used only for RFC 6902 patches (when asked for) and `patch_query_data`; equality decides
+/// whether new data from a request or an upsert changed anything (SPEC R8).
+///
+/// `from_json_like` takes `&self` so that a type-erased wrapper (the runtime keeps entries of
+/// every endpoint in one cache) can deserialise into the concrete type it wraps.
+///
+/// ```
+/// use livecache::core::CacheData;
+/// let data = vec![1u8, 2];
+/// let json = data.to_json()?;
+/// assert_eq!(json, serde_json::json!([1, 2]));
+/// assert_eq!(data.from_json_like(serde_json::json!([3]))?, vec![3u8]);
+/// assert!(data.from_json_like(serde_json::json!("x")).is_err());
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+pub trait CacheData: Clone + PartialEq {
+    /// The data as JSON.
+    fn to_json(&self) -> Result<Value, serde_json::Error>;
+    /// A value of the same type as `self` from JSON.
+    fn from_json_like(&self, value: Value) -> Result<Self, serde_json::Error>;
+}
+
+impl<T: Clone + PartialEq + Serialize + DeserializeOwned> CacheData for T {
+    fn to_json(&self) -> Result<Value, serde_json::Error> {
+        serde_json::to_value(self)
+    }
+
+    fn from_json_like(&self, value: Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(value)
+    }
+}
