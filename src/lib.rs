@@ -68,3 +68,14 @@
 #![deny(missing_docs)]
 
 pub mod core;
+#[cfg(feature = "runtime")]
+pub mod runtime;
+
+pub use core::entry::Draft;
+pub use core::key::{CacheKey, KeyOverride};
+pub use core::{Keep, Refetch};
+#[cfg(feature = "runtime")]
+pub use runtime::{
+    Added, Api, ApiBuilder, Arg, BoxError, Data, DataLoaded, Endpoint, EntryHandle, EntryRemoved,
+    Error, Loaded, QueryError, QueryState, RemovedBeforeLoaded, Subscription, UpdateError,
+};

@@ -1062,7 +1062,7 @@ where
         let mut after = before.clone();
         json_patch::patch(&mut after, patch).map_err(|e| PatchError::Apply(e.to_string()))?;
         let new: D = old
-            .from_json_like(after.clone())
+            .same_type_from_json(after.clone())
             .map_err(|e| PatchError::Schema(e.to_string()))?;
         if &new == old {
             return Ok(());

@@ -124,6 +124,34 @@ impl Refetch {
     }
 }
 
+impl From<bool> for Refetch {
+    /// `true` is [`Refetch::Always`], `false` [`Refetch::IfMissing`] (RTK's
+    /// `refetchOnMountOrArgChange: boolean`).
+    ///
+    /// ```
+    /// assert_eq!(livecache::core::Refetch::from(true), livecache::core::Refetch::Always);
+    /// ```
+    fn from(always: bool) -> Refetch {
+        if always {
+            Refetch::Always
+        } else {
+            Refetch::IfMissing
+        }
+    }
+}
+
+impl From<Duration> for Refetch {
+    /// Refetch data at least this old (RTK's `refetchOnMountOrArgChange: seconds`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(livecache::core::Refetch::from(Duration::from_secs(5)), livecache::core::Refetch::IfOlderThan(5_000));
+    /// ```
+    fn from(age: Duration) -> Refetch {
+        Refetch::IfOlderThan(u64::try_from(age.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
 /// What the core needs to know about an endpoint.
 ///
 /// ```

@@ -10,7 +10,7 @@ use serde_json::Value;
 /// used only for RFC 6902 patches (when asked for) and `patch_query_data`; equality decides
 /// whether new data from a request or an upsert changed anything (SPEC R8).
 ///
-/// `from_json_like` takes `&self` so that a type-erased wrapper (the runtime keeps entries of
+/// `same_type_from_json` takes `&self` so that a type-erased wrapper (the runtime keeps entries of
 /// every endpoint in one cache) can deserialise into the concrete type it wraps.
 ///
 /// ```
@@ -18,15 +18,15 @@ use serde_json::Value;
 /// let data = vec![1u8, 2];
 /// let json = data.to_json()?;
 /// assert_eq!(json, serde_json::json!([1, 2]));
-/// assert_eq!(data.from_json_like(serde_json::json!([3]))?, vec![3u8]);
-/// assert!(data.from_json_like(serde_json::json!("x")).is_err());
+/// assert_eq!(data.same_type_from_json(serde_json::json!([3]))?, vec![3u8]);
+/// assert!(data.same_type_from_json(serde_json::json!("x")).is_err());
 /// # Ok::<(), serde_json::Error>(())
 /// ```
 pub trait CacheData: Clone + PartialEq {
     /// The data as JSON.
     fn to_json(&self) -> Result<Value, serde_json::Error>;
     /// A value of the same type as `self` from JSON.
-    fn from_json_like(&self, value: Value) -> Result<Self, serde_json::Error>;
+    fn same_type_from_json(&self, value: Value) -> Result<Self, serde_json::Error>;
 }
 
 impl<T: Clone + PartialEq + Serialize + DeserializeOwned> CacheData for T {
@@ -34,7 +34,7 @@ impl<T: Clone + PartialEq + Serialize + DeserializeOwned> CacheData for T {
         serde_json::to_value(self)
     }
 
-    fn from_json_like(&self, value: Value) -> Result<Self, serde_json::Error> {
+    fn same_type_from_json(&self, value: Value) -> Result<Self, serde_json::Error> {
         serde_json::from_value(value)
     }
 }

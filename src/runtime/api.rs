@@ -1,0 +1,157 @@
+//! The `Api`: one cache with its endpoints and configuration.
+
+use std::sync::Arc;
+
+use tokio::runtime::Handle;
+
+use crate::core::trace::{Recording, TraceEvent};
+use crate::core::{CacheConfig, Keep, Refetch};
+use crate::runtime::endpoint::{Arg, EndpointBuilder};
+use crate::runtime::erased::Data;
+use crate::runtime::error::Error;
+use crate::runtime::shared::Shared;
+
+/// One cache instance: its endpoints, entries, timers and trace. Cheap to clone, `Send + Sync`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), livecache::Error> {
+/// use livecache::Api;
+/// use std::time::Duration;
+///
+/// let api = Api::builder().keep_unused_data_for(Duration::from_secs(30)).build();
+/// let user = api
+///     .query::<u32, String>("getUser")
+///     .query_fn(|id: u32| async move { Ok(format!("user #{id}")) })
+///     .build()?;
+/// let sub = user.subscribe(1)?;
+/// assert_eq!(sub.loaded().await.ok().as_deref().map(String::as_str), Some("user #1"));
+/// drop(sub);
+/// tokio::time::sleep(Duration::from_secs(31)).await;
+/// assert!(api.is_empty());
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Api {
+    shared: Arc<Shared>,
+}
+
+/// Builds an [`Api`].
+#[derive(Clone, Debug, Default)]
+pub struct ApiBuilder {
+    keep: Keep,
+    refetch_on_mount: Refetch,
+    recording: Recording,
+}
+
+impl ApiBuilder {
+    /// How long unused entries are kept (RTK's `keepUnusedDataFor`; 60 s by default). A
+    /// `Duration` (clamped like RTK's timers) or [`Keep::Never`].
+    pub fn keep_unused_data_for(mut self, keep: impl Into<Keep>) -> Self {
+        self.keep = keep.into();
+        self
+    }
+
+    /// Whether subscribing to a cached entry refetches it (RTK's
+    /// `refetchOnMountOrArgChange`): `true`, `false` (default), or a `Duration` — refetch when
+    /// the data is at least that old.
+    pub fn refetch_on_mount_or_arg_change(mut self, refetch: impl Into<Refetch>) -> Self {
+        self.refetch_on_mount = refetch.into();
+        self
+    }
+
+    /// What the trace records (default: events without patches).
+    pub fn recording(mut self, recording: Recording) -> Self {
+        self.recording = recording;
+        self
+    }
+
+    /// Build the api. It spawns its timer task on the current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, like `tokio::spawn`. [`ApiBuilder::try_build`] returns an error
+    /// instead.
+    pub fn build(self) -> Api {
+        self.build_on(Handle::current())
+    }
+
+    /// Build the api, or [`Error::NoRuntime`] outside a tokio runtime.
+    ///
+    /// ```
+    /// assert!(livecache::Api::builder().try_build().is_err()); // no runtime here
+    /// ```
+    pub fn try_build(self) -> Result<Api, Error> {
+        let handle = Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        Ok(self.build_on(handle))
+    }
+
+    fn build_on(self, handle: Handle) -> Api {
+        let config = CacheConfig {
+            keep: self.keep,
+            recording: self.recording,
+        };
+        Api {
+            shared: Shared::new(config, self.refetch_on_mount, handle),
+        }
+    }
+}
+
+impl Api {
+    /// An [`ApiBuilder`] with RTK's defaults.
+    pub fn builder() -> ApiBuilder {
+        ApiBuilder::default()
+    }
+
+    /// Start defining a query endpoint named `name`, with argument type `A` and data type `T`.
+    pub fn query<A: Arg, T: Data>(&self, name: impl Into<String>) -> EndpointBuilder<A, T> {
+        EndpointBuilder::new(Arc::clone(&self.shared), name.into())
+    }
+
+    /// Remove every entry now (RTK's `resetApiState`, R7): lifecycles see their entries
+    /// removed, requests are aborted, timers cancelled. The api stays usable.
+    pub fn reset(&self) {
+        self.shared.with(|state, now| state.cache.reset(now));
+    }
+
+    /// The events recorded so far (R23), with times in milliseconds since the api was built on
+    /// tokio's clock — deterministic under `start_paused`, so they can be snapshot-tested.
+    pub fn trace(&self) -> Vec<TraceEvent> {
+        self.shared.lock().cache.trace().to_vec()
+    }
+
+    /// Take the events recorded so far, leaving the trace empty.
+    pub fn take_trace(&self) -> Vec<TraceEvent> {
+        self.shared.lock().cache.take_trace()
+    }
+
+    /// The api's clock: milliseconds since it was built.
+    pub fn now_ms(&self) -> u64 {
+        self.shared.now_ms()
+    }
+
+    /// How many entries the cache holds.
+    pub fn len(&self) -> usize {
+        self.shared.lock().cache.len()
+    }
+
+    /// Whether the cache holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runtime bookkeeping, for tests and diagnostics: requests running and entry lifetimes
+    /// tracked. Both are zero when the cache is empty.
+    pub fn in_flight(&self) -> (usize, usize) {
+        (
+            self.shared.running_requests(),
+            self.shared.tracked_lifetimes(),
+        )
+    }
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").field("entries", &self.len()).finish()
+    }
+}

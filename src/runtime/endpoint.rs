@@ -1,0 +1,398 @@
+//! Typed endpoints: a name, an argument type `A`, a data type `T`, a query function, an
+//! optional lifecycle handler and per-endpoint settings.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+use crate::core::entry::Draft;
+use crate::core::key::{CacheKey, KeyOverride, default_key, key_from_override};
+use crate::core::patch::{Patch, PatchSet};
+use crate::core::{EndpointConfig, EndpointId, Keep, Refetch};
+use crate::runtime::erased::{Data, ErasedData, ErasedMeta};
+use crate::runtime::error::UpdateError;
+use crate::runtime::error::{BoxError, Error, QueryError};
+use crate::runtime::lifecycle::{Added, EntryHandle, from_core, run_typed_recipe};
+use crate::runtime::shared::{Fetch, LifecycleStart, Shared, StartLifecycle, State};
+use crate::runtime::state::{QueryState, read_state};
+use crate::runtime::subscription::Subscription;
+
+/// What an endpoint's argument type must be: cloneable (kept as the entry's original argument)
+/// and serialisable (the cache key). Blanket-implemented.
+///
+/// ```
+/// fn assert_arg<A: livecache::Arg>() {}
+/// assert_arg::<(String, u32)>();
+/// ```
+pub trait Arg: Clone + Serialize + Send + Sync + 'static {}
+impl<A: Clone + Serialize + Send + Sync + 'static> Arg for A {}
+
+type QueryFn<A, T, M> =
+    Arc<dyn Fn(A) -> BoxFuture<'static, Result<(T, Option<M>), BoxError>> + Send + Sync>;
+type Handler<A, T, M> = Arc<
+    dyn Fn(A, EntryHandle<Added, T, M>) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync,
+>;
+type Serializer<A> = Arc<dyn Fn(&A) -> KeyOverride + Send + Sync>;
+
+/// The builder's state before a query function is given (type state): `build` does not exist.
+#[derive(Debug)]
+pub struct NoQueryFn;
+
+/// The builder's state once a query function is given (type state).
+pub struct WithQueryFn<A, T, M>(QueryFn<A, T, M>);
+
+/// Builds an [`Endpoint`]; made by [`Api::query`](crate::Api::query).
+///
+/// The query function comes first (it fixes the meta type), then the lifecycle handler.
+pub struct EndpointBuilder<A, T, M = (), Q = NoQueryFn> {
+    shared: Arc<Shared>,
+    name: String,
+    keep: Option<Keep>,
+    serialize: Option<Serializer<A>>,
+    lifecycle: Option<Handler<A, T, M>>,
+    query: Q,
+    _types: PhantomData<fn(A) -> (T, M)>,
+}
+
+impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
+    pub(crate) fn new(shared: Arc<Shared>, name: String) -> Self {
+        EndpointBuilder {
+            shared,
+            name,
+            keep: None,
+            serialize: None,
+            lifecycle: None,
+            query: NoQueryFn,
+            _types: PhantomData,
+        }
+    }
+
+    /// The query function: how the data is fetched (RTK's `queryFn`). Return `Ok(data)`, or
+    /// any error (`?` converts it).
+    pub fn query_fn<F, Fut>(self, query: F) -> EndpointBuilder<A, T, (), WithQueryFn<A, T, ()>>
+    where
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, BoxError>> + Send + 'static,
+    {
+        let query: QueryFn<A, T, ()> =
+            Arc::new(move |arg| query(arg).map(|r| r.map(|data| (data, None))).boxed());
+        self.with_query(query)
+    }
+
+    /// A query function that also returns meta (RTK's `meta`, e.g. the HTTP response's status
+    /// and headers), handed to the lifecycle with the first data.
+    pub fn query_fn_with_meta<M, F, Fut>(
+        self,
+        query: F,
+    ) -> EndpointBuilder<A, T, M, WithQueryFn<A, T, M>>
+    where
+        M: Send + Sync + 'static,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(T, M), BoxError>> + Send + 'static,
+    {
+        let query: QueryFn<A, T, M> = Arc::new(move |arg| {
+            query(arg)
+                .map(|r| r.map(|(data, meta)| (data, Some(meta))))
+                .boxed()
+        });
+        EndpointBuilder {
+            shared: self.shared,
+            name: self.name,
+            keep: self.keep,
+            serialize: self.serialize,
+            lifecycle: None,
+            query: WithQueryFn(query),
+            _types: PhantomData,
+        }
+    }
+
+    fn with_query(
+        self,
+        query: QueryFn<A, T, ()>,
+    ) -> EndpointBuilder<A, T, (), WithQueryFn<A, T, ()>> {
+        EndpointBuilder {
+            shared: self.shared,
+            name: self.name,
+            keep: self.keep,
+            serialize: self.serialize,
+            lifecycle: None,
+            query: WithQueryFn(query),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<A: Arg, T: Data, M, Q> EndpointBuilder<A, T, M, Q> {
+    /// How long this endpoint's unused entries are kept (RTK's `keepUnusedDataFor`), overriding
+    /// the api's. A `Duration` (clamped like RTK's timers) or [`Keep::Never`].
+    pub fn keep_unused_data_for(mut self, keep: impl Into<Keep>) -> Self {
+        self.keep = Some(keep.into());
+        self
+    }
+
+    /// Compute the cache key yourself (RTK's `serializeQueryArgs`): a
+    /// [`KeyOverride::Verbatim`] string is the key as it is; a [`KeyOverride::Value`] is keyed
+    /// the default way under the endpoint's name.
+    pub fn serialize_query_args(
+        mut self,
+        serialize: impl Fn(&A) -> KeyOverride + Send + Sync + 'static,
+    ) -> Self {
+        self.serialize = Some(Arc::new(serialize));
+        self
+    }
+}
+
+impl<A: Arg, T: Data, M: Send + Sync + 'static> EndpointBuilder<A, T, M, WithQueryFn<A, T, M>> {
+    /// The lifecycle handler (RTK's `onCacheEntryAdded`): called once per entry lifetime with
+    /// the entry's original argument and a handle in state [`Added`] (R12). Return `Ok(())`, or
+    /// an error; either way, and even if it panics, the cache carries on and the outcome is
+    /// traced (R16).
+    pub fn on_cache_entry_added<F, Fut>(mut self, handler: F) -> Self
+    where
+        F: Fn(A, EntryHandle<Added, T, M>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
+    {
+        self.lifecycle = Some(Arc::new(move |arg, entry| handler(arg, entry).boxed()));
+        self
+    }
+
+    /// Register the endpoint. Fails if the api already has an endpoint of this name.
+    pub fn build(self) -> Result<Endpoint<A, T, M>, Error> {
+        let config = EndpointConfig {
+            keep: self.keep,
+            has_lifecycle: self.lifecycle.is_some(),
+        };
+        let name = self.name;
+        let id = self.shared.with(|state, _| {
+            if state.endpoint_names.contains(&name) {
+                return Err(Error::DuplicateEndpoint { name: name.clone() });
+            }
+            state.endpoint_names.push(name.clone());
+            Ok(state.cache.add_endpoint(name.clone(), config))
+        })?;
+        Ok(Endpoint {
+            shared: self.shared,
+            inner: Arc::new(EndpointInner {
+                id,
+                name,
+                query: self.query.0,
+                lifecycle: self.lifecycle,
+                serialize: self.serialize,
+            }),
+        })
+    }
+}
+
+struct EndpointInner<A, T, M> {
+    id: EndpointId,
+    name: String,
+    query: QueryFn<A, T, M>,
+    lifecycle: Option<Handler<A, T, M>>,
+    serialize: Option<Serializer<A>>,
+}
+
+/// A typed endpoint: subscribe to it, prefetch it, update its entries from outside.
+///
+/// Cloning is cheap (the endpoint is shared).
+pub struct Endpoint<A, T, M = ()> {
+    shared: Arc<Shared>,
+    inner: Arc<EndpointInner<A, T, M>>,
+}
+
+impl<A, T, M> Clone for Endpoint<A, T, M> {
+    fn clone(&self) -> Self {
+        Endpoint {
+            shared: Arc::clone(&self.shared),
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
+    /// The endpoint's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The cache key of `arg` (RTK-compatible, or the endpoint's own serialiser).
+    pub fn key(&self, arg: &A) -> Result<CacheKey, Error> {
+        match &self.inner.serialize {
+            Some(serialize) => Ok(key_from_override(&self.inner.name, serialize(arg))),
+            None => Ok(default_key(&self.inner.name, arg)?),
+        }
+    }
+
+    /// Subscribe to the entry for `arg` (R1, R2): creates it (starting its lifecycle handler,
+    /// then its request) or joins it. Refetches a cached entry only if the api's
+    /// `refetch_on_mount_or_arg_change` says so.
+    pub fn subscribe(&self, arg: A) -> Result<Subscription<T>, Error> {
+        self.subscribe_with(arg, self.shared.refetch_on_mount)
+    }
+
+    /// Subscribe with an explicit refetch policy (RTK's `forceRefetch`: [`Refetch::Always`]).
+    pub fn subscribe_with(&self, arg: A, refetch: Refetch) -> Result<Subscription<T>, Error> {
+        let key = self.key(&arg)?;
+        let id = self.inner.id;
+        let (subscription, lifetime, changed) = self.shared.with(|state, now| {
+            self.check_owner(state, &key)?;
+            let subscription = state.cache.subscribe(now, id, &key, refetch);
+            let (lifetime, changed) = state
+                .ensure_lifetime(&key, || self.lifetime_parts(arg))
+                .ok_or(Error::Update(UpdateError::EntryRemoved))?;
+            Ok::<_, Error>((subscription, lifetime, changed))
+        })?;
+        Ok(Subscription::new(
+            Arc::clone(&self.shared),
+            subscription,
+            key,
+            lifetime,
+            changed,
+        ))
+    }
+
+    /// Fetch `arg` into the cache without subscribing (R6): a new entry is removed after the
+    /// keep time unless someone subscribes; a cached entry is left alone (its lifetime is not
+    /// extended) unless `refetch` asks for a request.
+    pub fn prefetch(&self, arg: A, refetch: Refetch) -> Result<(), Error> {
+        let key = self.key(&arg)?;
+        let id = self.inner.id;
+        self.shared.with(|state, now| {
+            self.check_owner(state, &key)?;
+            state.cache.prefetch(now, id, &key, refetch);
+            state.ensure_lifetime(&key, || self.lifetime_parts(arg));
+            Ok(())
+        })
+    }
+
+    /// The state of the entry for `arg` (RTK's `select`); `Uninitialized` if there is none.
+    pub fn state(&self, arg: &A) -> Result<QueryState<T>, Error> {
+        let key = self.key(arg)?;
+        Ok(read_state(&self.shared.lock(), &key, None))
+    }
+
+    /// Update the data of the entry for `arg` from outside its lifecycle (RTK's
+    /// `updateQueryData`, R18), e.g. an optimistic update. If there is no entry, or it has no
+    /// data yet, the recipe is not called and the patches are empty. The returned
+    /// [`PatchCollection`] can undo the change.
+    pub fn update_query_data(
+        &self,
+        arg: &A,
+        recipe: impl FnOnce(&mut Draft<'_, T>),
+    ) -> Result<PatchCollection<A, T, M>, Error> {
+        let key = self.key(arg)?;
+        let (result, panicked) = self.shared.with(|state, now| {
+            let mut panicked = None;
+            let result = state.cache.update_query_data(now, &key, |outer| {
+                panicked = run_typed_recipe(outer, recipe);
+            });
+            (result, panicked)
+        });
+        if let Some(message) = panicked {
+            return Err(Error::Update(UpdateError::RecipePanicked { message }));
+        }
+        let patches = result.map_err(from_core)?;
+        Ok(PatchCollection {
+            endpoint: self.clone(),
+            arg: arg.clone(),
+            patches,
+        })
+    }
+
+    /// Apply RFC 6902 patches to the data of the entry for `arg` (RTK's `patchQueryData`, R19).
+    /// A patch that does not apply, or gives data that is not a `T`, is an error and changes
+    /// nothing.
+    pub fn patch_query_data(&self, arg: &A, patches: &Patch) -> Result<(), Error> {
+        let key = self.key(arg)?;
+        self.shared
+            .with(|state, now| state.cache.patch_query_data(now, &key, patches))
+            .map_err(Error::Patch)
+    }
+
+    /// Put data in the cache for `arg` (RTK's `upsertQueryData`, R20): creates a loaded entry
+    /// (its lifecycle starts and data-loaded resolves without meta) or replaces the data.
+    pub fn upsert_query_data(&self, arg: A, data: T) -> Result<(), Error> {
+        let key = self.key(&arg)?;
+        let id = self.inner.id;
+        self.shared.with(|state, now| {
+            self.check_owner(state, &key)?;
+            state.cache.upsert(now, id, &key, ErasedData::new(data));
+            // A new lifetime's runtime side is registered before the core's effects run.
+            state.ensure_lifetime(&key, || self.lifetime_parts(arg));
+            Ok(())
+        })
+    }
+
+    /// Remove the entry for `arg` now (R7). Returns whether there was one.
+    pub fn remove(&self, arg: &A) -> Result<bool, Error> {
+        let key = self.key(arg)?;
+        Ok(self.shared.with(|state, now| state.cache.remove(now, &key)))
+    }
+
+    fn check_owner(&self, state: &State, key: &CacheKey) -> Result<(), Error> {
+        match state.owner_of(key) {
+            Some((owner, name)) if owner != self.inner.id => Err(Error::KeyInUse {
+                key: key.clone(),
+                owner: name.to_owned(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The typed pieces a new lifetime needs: how to fetch, how to start its handler.
+    fn lifetime_parts(&self, arg: A) -> (Fetch, Option<StartLifecycle>) {
+        let query = Arc::clone(&self.inner.query);
+        let fetch_arg = arg.clone();
+        let fetch: Fetch = Arc::new(move || {
+            query(fetch_arg.clone())
+                .map(|result| {
+                    result
+                        .map(|(data, meta)| {
+                            (
+                                ErasedData::new(data),
+                                meta.map(|m| Arc::new(m) as ErasedMeta),
+                            )
+                        })
+                        .map_err(QueryError::new)
+                })
+                .boxed()
+        });
+        let start = self.inner.lifecycle.clone().map(|handler| {
+            let start: StartLifecycle =
+                Box::new(move |start: LifecycleStart| handler(arg, EntryHandle::added(start)));
+            start
+        });
+        (fetch, start)
+    }
+}
+
+/// The change an outside update made, which can be undone (RTK's patch collection).
+pub struct PatchCollection<A, T, M = ()> {
+    endpoint: Endpoint<A, T, M>,
+    arg: A,
+    /// The patches and their inverse (empty if nothing changed).
+    pub patches: PatchSet,
+}
+
+impl<A: Arg, T: Data, M: Send + Sync + 'static> PatchCollection<A, T, M> {
+    /// Apply the inverse patches to the data as it is now (R18). Like RTK, there is no conflict
+    /// detection: a later change to the same paths is overwritten or makes the undo fail.
+    pub fn undo(&self) -> Result<(), Error> {
+        if self.patches.inverse_patches.0.is_empty() {
+            return Ok(());
+        }
+        self.endpoint
+            .patch_query_data(&self.arg, &self.patches.inverse_patches)
+    }
+}
+
+impl<A, T, M> std::fmt::Debug for Endpoint<A, T, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("name", &self.inner.name)
+            .finish()
+    }
+}

@@ -1,0 +1,244 @@
+//! The typed lifecycle handle given to `on_cache_entry_added` (SPEC R12–R17).
+//!
+//! The handle is a typestate too: an [`EntryHandle<Added, T>`] can only wait for the first data
+//! ([`EntryHandle::data_loaded`], which consumes it); only the [`EntryHandle<Loaded, T>`] it
+//! yields can update the entry. Updating before data, or waiting for data twice, does not
+//! compile. After removal every update returns [`UpdateError::EntryRemoved`] (R14).
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use tokio::sync::{oneshot, watch};
+
+use crate::core::UpdateError as CoreUpdateError;
+use crate::core::entry::Draft;
+use crate::core::key::CacheKey;
+use crate::core::patch::PatchSet;
+use crate::runtime::erased::{Data, ErasedData};
+use crate::runtime::error::{RemovedBeforeLoaded, UpdateError, panic_message};
+use crate::runtime::shared::{LifecycleStart, LoadedMsg, Shared};
+use crate::runtime::state::{QueryState, read_state};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A lifecycle handle state (type state). Sealed.
+pub trait HandleState: sealed::Sealed {}
+
+/// The entry was just added; its first data has not arrived (type state).
+pub struct Added {
+    loaded: oneshot::Receiver<LoadedMsg>,
+}
+
+impl std::fmt::Debug for Added {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Added")
+    }
+}
+
+/// The entry has data: the handle can update it (type state).
+#[derive(Debug)]
+pub struct Loaded(());
+
+impl sealed::Sealed for Added {}
+impl sealed::Sealed for Loaded {}
+impl HandleState for Added {}
+impl HandleState for Loaded {}
+
+/// The first data of a lifetime and the meta its query function returned (`None` when the data
+/// came from an upsert), as `data_loaded` yields them (R8, R13, R20).
+#[derive(Debug)]
+pub struct DataLoaded<T, M = ()> {
+    /// The first data (shared with the cache).
+    pub data: Arc<T>,
+    /// The query function's meta.
+    pub meta: Option<Arc<M>>,
+}
+
+/// The handle an `on_cache_entry_added` handler receives for one entry lifetime.
+///
+/// See the module docs and `docs/api.md` for a full handler.
+pub struct EntryHandle<S: HandleState, T, M = ()> {
+    shared: Arc<Shared>,
+    key: CacheKey,
+    lifetime: u64,
+    changed: watch::Receiver<u64>,
+    state: S,
+    _data: PhantomData<fn() -> (T, M)>,
+}
+
+impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
+    pub(crate) fn added(start: LifecycleStart) -> Self {
+        EntryHandle {
+            shared: start.shared,
+            key: start.key,
+            lifetime: start.lifetime,
+            changed: start.changed,
+            state: Added {
+                loaded: start.loaded,
+            },
+            _data: PhantomData,
+        }
+    }
+
+    /// Wait for the entry's first data (RTK's `cacheDataLoaded`). Yields the [`Loaded`] handle
+    /// and the data with its meta, or [`RemovedBeforeLoaded`] if the entry was removed first —
+    /// a value, never a panic. A rejected request leaves it waiting (R9, R13).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// use livecache::Api;
+    /// let api = Api::builder().build();
+    /// let (tx, rx) = tokio::sync::oneshot::channel();
+    /// let tx = std::sync::Mutex::new(Some(tx));
+    /// let ep = api
+    ///     .query::<u32, u32>("double")
+    ///     .query_fn(|n: u32| async move { Ok(n * 2) })
+    ///     .on_cache_entry_added(move |_n, entry| {
+    ///         let tx = tx.lock().unwrap().take();
+    ///         async move {
+    ///             if let Ok((_entry, first)) = entry.data_loaded().await {
+    ///                 tx.map(|tx| tx.send(*first.data));
+    ///             }
+    ///             Ok(())
+    ///         }
+    ///     })
+    ///     .build()?;
+    /// let _sub = ep.subscribe(21)?;
+    /// assert_eq!(rx.await.ok(), Some(42));
+    /// # Ok(()) }
+    /// ```
+    pub async fn data_loaded(
+        self,
+    ) -> Result<(EntryHandle<Loaded, T, M>, DataLoaded<T, M>), RemovedBeforeLoaded> {
+        let EntryHandle {
+            shared,
+            key,
+            lifetime,
+            changed,
+            state,
+            ..
+        } = self;
+        let msg = state.loaded.await.map_err(|_| RemovedBeforeLoaded)?;
+        let data = msg.data.get::<T>().ok_or(RemovedBeforeLoaded)?;
+        let meta = msg.meta.and_then(|m| m.downcast::<M>().ok());
+        let handle = EntryHandle {
+            shared,
+            key,
+            lifetime,
+            changed,
+            state: Loaded(()),
+            _data: PhantomData,
+        };
+        Ok((handle, DataLoaded { data, meta }))
+    }
+}
+
+impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
+    /// The cache key.
+    pub fn key(&self) -> &CacheKey {
+        &self.key
+    }
+
+    /// The lifetime this handle belongs to.
+    pub fn lifetime(&self) -> u64 {
+        self.lifetime
+    }
+
+    /// The entry's current state (RTK's `getCacheEntry()`); `Uninitialized` once removed.
+    pub fn cache_entry(&self) -> QueryState<T> {
+        read_state(&self.shared.lock(), &self.key, Some(self.lifetime))
+    }
+
+    /// Resolves once the entry has left the cache (RTK's `cacheEntryRemoved`, R14). Borrows the
+    /// handle, so it can be awaited in a `select!` beside a stream that updates the entry;
+    /// after it resolves the handle can do nothing more.
+    pub fn removed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut changed = self.changed.clone();
+        async move { while changed.changed().await.is_ok() {} }
+    }
+
+    /// Whether the entry has left the cache.
+    pub fn is_removed(&self) -> bool {
+        self.changed.has_changed().is_err()
+    }
+}
+
+impl<T: Data, M> EntryHandle<Loaded, T, M> {
+    /// Update the cached data (RTK's `updateCachedData`, R15). The recipe gets a [`Draft`]:
+    /// reading costs nothing; the first mutable access copies the data only if a reader still
+    /// holds a snapshot. A recipe that only reads notifies no one. No patches are computed.
+    pub fn update_cached_data(
+        &self,
+        recipe: impl FnOnce(&mut Draft<'_, T>),
+    ) -> Result<(), UpdateError> {
+        self.update(false, recipe).map(|_| ())
+    }
+
+    /// Like [`EntryHandle::update_cached_data`], and return the change as RFC 6902 patches with
+    /// their inverse (costs a serialisation of the data before and after).
+    pub fn update_cached_data_with_patches(
+        &self,
+        recipe: impl FnOnce(&mut Draft<'_, T>),
+    ) -> Result<PatchSet, UpdateError> {
+        self.update(true, recipe).map(Option::unwrap_or_default)
+    }
+
+    fn update(
+        &self,
+        want_patches: bool,
+        recipe: impl FnOnce(&mut Draft<'_, T>),
+    ) -> Result<Option<PatchSet>, UpdateError> {
+        let lifetime = self.lifetime;
+        let (result, panicked) = self.shared.with(|state, now| {
+            let mut panicked = None;
+            let result = state
+                .cache
+                .update_cached(now, lifetime, want_patches, |outer| {
+                    panicked = run_typed_recipe(outer, recipe);
+                });
+            (result, panicked)
+        });
+        if let Some(message) = panicked {
+            return Err(UpdateError::RecipePanicked { message });
+        }
+        result.map_err(from_core)
+    }
+}
+
+/// Run a typed recipe on erased data through a copy-on-write draft, containing a panic.
+/// Returns the panic message, if the recipe panicked.
+pub(crate) fn run_typed_recipe<T: Data>(
+    outer: &mut Draft<'_, ErasedData>,
+    recipe: impl FnOnce(&mut Draft<'_, T>),
+) -> Option<String> {
+    let data = outer.as_mut_untracked().get_mut::<T>()?;
+    let mut draft = Draft::shared(data);
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| recipe(&mut draft)));
+    let touched = draft.touched();
+    if touched {
+        outer.mark_touched();
+    }
+    outcome.err().map(|payload| panic_message(&*payload))
+}
+
+pub(crate) fn from_core(error: CoreUpdateError) -> UpdateError {
+    match error {
+        CoreUpdateError::NotLive | CoreUpdateError::NotLoaded => UpdateError::EntryRemoved,
+        CoreUpdateError::Serialize(message) => UpdateError::Serialize(message),
+    }
+}
+
+impl<S: HandleState + std::fmt::Debug, T, M> std::fmt::Debug for EntryHandle<S, T, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryHandle")
+            .field("key", &self.key)
+            .field("lifetime", &self.lifetime)
+            .field("state", &self.state)
+            .finish()
+    }
+}

@@ -1,0 +1,328 @@
+//! The driver: owns the sans-IO core behind a lock, the clock, and the tasks. It turns the
+//! core's effects into tasks started, futures resolved and subscribers woken — and decides no
+//! rule of its own.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, oneshot, watch};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::core::key::CacheKey;
+use crate::core::trace::HandlerOutcome;
+use crate::core::{Cache, CacheConfig, Effect, EndpointId, Refetch};
+use crate::runtime::erased::{ErasedData, ErasedMeta};
+use crate::runtime::error::{BoxError, QueryError, panic_message};
+
+/// Runs an entry's query function once.
+pub(crate) type Fetch = Arc<
+    dyn Fn() -> BoxFuture<'static, Result<(ErasedData, Option<ErasedMeta>), QueryError>>
+        + Send
+        + Sync,
+>;
+
+/// What a lifecycle handler is started with.
+pub(crate) struct LifecycleStart {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) key: CacheKey,
+    pub(crate) lifetime: u64,
+    pub(crate) loaded: oneshot::Receiver<LoadedMsg>,
+    pub(crate) changed: watch::Receiver<u64>,
+}
+
+/// Starts an entry's lifecycle handler (typed by the endpoint that created the entry).
+pub(crate) type StartLifecycle =
+    Box<dyn FnOnce(LifecycleStart) -> BoxFuture<'static, Result<(), BoxError>> + Send>;
+
+/// The first data of a lifetime, for its lifecycle handler.
+pub(crate) struct LoadedMsg {
+    pub(crate) data: ErasedData,
+    pub(crate) meta: Option<ErasedMeta>,
+}
+
+/// The runtime side of one entry lifetime.
+struct LifetimeRt {
+    /// Bumped on every visible change; dropped at removal, which ends change streams and
+    /// resolves `removed()` (R14).
+    changed: watch::Sender<u64>,
+    /// Resolves data-loaded; dropped unsent at removal before loading (R13).
+    loaded_tx: Option<oneshot::Sender<LoadedMsg>>,
+    loaded_rx: Option<oneshot::Receiver<LoadedMsg>>,
+    fetch: Fetch,
+    start: Option<StartLifecycle>,
+}
+
+/// Everything behind the lock.
+pub(crate) struct State {
+    pub(crate) cache: Cache<ErasedData, QueryError>,
+    lifetimes: HashMap<u64, LifetimeRt>,
+    requests: HashMap<u64, AbortHandle>,
+    pub(crate) endpoint_names: Vec<String>,
+}
+
+impl State {
+    /// Register the runtime side of the lifetime `key` now has, if it is new. Returns a
+    /// receiver of its changes (`None` if the key has no entry).
+    pub(crate) fn ensure_lifetime(
+        &mut self,
+        key: &CacheKey,
+        make: impl FnOnce() -> (Fetch, Option<StartLifecycle>),
+    ) -> Option<(u64, watch::Receiver<u64>)> {
+        let lifetime = self.cache.entry(key)?.lifetime;
+        let rt = self.lifetimes.entry(lifetime).or_insert_with(|| {
+            let (fetch, start) = make();
+            let (loaded_tx, loaded_rx) = oneshot::channel();
+            LifetimeRt {
+                changed: watch::channel(0).0,
+                loaded_tx: Some(loaded_tx),
+                loaded_rx: Some(loaded_rx),
+                fetch,
+                start,
+            }
+        });
+        Some((lifetime, rt.changed.subscribe()))
+    }
+
+    /// The name of the endpoint whose entry has `key`.
+    pub(crate) fn owner_of(&self, key: &CacheKey) -> Option<(EndpointId, &str)> {
+        let endpoint = self.cache.entry(key)?.endpoint;
+        Some((endpoint, self.cache.endpoint_name(endpoint)?))
+    }
+}
+
+/// The api's shared state.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    timer: Arc<Notify>,
+    start: Instant,
+    handle: Handle,
+    pub(crate) refetch_on_mount: Refetch,
+}
+
+impl Shared {
+    pub(crate) fn new(config: CacheConfig, refetch_on_mount: Refetch, handle: Handle) -> Arc<Self> {
+        let timer = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                cache: Cache::new(config),
+                lifetimes: HashMap::new(),
+                requests: HashMap::new(),
+                endpoint_names: Vec::new(),
+            }),
+            timer: Arc::clone(&timer),
+            start: Instant::now(),
+            handle,
+            refetch_on_mount,
+        });
+        let weak = Arc::downgrade(&shared);
+        shared.handle.spawn(run_timer(weak, timer));
+        shared
+    }
+
+    /// Milliseconds on the api's clock (tokio's, so paused time is honoured).
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The lock. A poisoned lock is recovered: the core never panics while holding it, and user
+    /// code run under it (update recipes) is caught.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Run one operation on the core at the current time, then carry out its effects.
+    pub(crate) fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut State, u64) -> R) -> R {
+        self.with_meta(None, f)
+    }
+
+    fn with_meta<R>(
+        self: &Arc<Self>,
+        meta: Option<(u64, ErasedMeta)>,
+        f: impl FnOnce(&mut State, u64) -> R,
+    ) -> R {
+        let mut state = self.lock();
+        let before = state.cache.poll_timeout();
+        let result = f(&mut state, self.now_ms());
+        self.run_effects(&mut state, meta);
+        let after = state.cache.poll_timeout();
+        drop(state);
+        if before != after {
+            self.timer.notify_one();
+        }
+        result
+    }
+
+    fn run_effects(self: &Arc<Self>, state: &mut State, mut meta: Option<(u64, ErasedMeta)>) {
+        while let Some(effect) = state.cache.poll_effect() {
+            match effect {
+                Effect::StartLifecycle { key, lifetime } => {
+                    let Some(rt) = state.lifetimes.get_mut(&lifetime) else {
+                        continue;
+                    };
+                    let (Some(start), Some(loaded)) = (rt.start.take(), rt.loaded_rx.take()) else {
+                        continue;
+                    };
+                    let changed = rt.changed.subscribe();
+                    let handler = start(LifecycleStart {
+                        shared: Arc::clone(self),
+                        key: key.clone(),
+                        lifetime,
+                        loaded,
+                        changed,
+                    });
+                    let shared = Arc::clone(self);
+                    self.handle.spawn(async move {
+                        let outcome = match AssertUnwindSafe(handler).catch_unwind().await {
+                            Ok(Ok(())) => HandlerOutcome::Finished,
+                            Ok(Err(error)) => HandlerOutcome::Failed {
+                                error: error.to_string(),
+                            },
+                            Err(payload) => HandlerOutcome::Panicked {
+                                message: panic_message(&*payload),
+                            },
+                        };
+                        shared.with(|state, now| {
+                            state.cache.lifecycle_ended(now, &key, lifetime, outcome)
+                        });
+                    });
+                }
+                Effect::StartRequest { key, request } => {
+                    let Some(lifetime) = state.cache.entry(&key).map(|e| e.lifetime) else {
+                        continue;
+                    };
+                    let Some(rt) = state.lifetimes.get(&lifetime) else {
+                        continue;
+                    };
+                    let fetch = Arc::clone(&rt.fetch);
+                    let weak = Arc::downgrade(self);
+                    let task = self.handle.spawn(async move {
+                        let result = fetch().await;
+                        if let Some(shared) = weak.upgrade() {
+                            shared.complete(&key, request, result);
+                        }
+                    });
+                    state.requests.insert(request, task.abort_handle());
+                }
+                Effect::AbortRequest { request, .. } => {
+                    if let Some(task) = state.requests.remove(&request) {
+                        task.abort();
+                    }
+                }
+                Effect::ResolveDataLoaded {
+                    lifetime,
+                    request,
+                    data,
+                } => {
+                    let meta = match (&meta, request) {
+                        (Some((r, _)), Some(req)) if *r == req => meta.take().map(|(_, m)| m),
+                        _ => None,
+                    };
+                    if let Some(tx) = state
+                        .lifetimes
+                        .get_mut(&lifetime)
+                        .and_then(|rt| rt.loaded_tx.take())
+                    {
+                        // The handler may have returned already; then nobody is waiting.
+                        let _ = tx.send(LoadedMsg { data, meta });
+                    }
+                }
+                Effect::EntryRemoved { lifetime, .. } => {
+                    // Dropping the senders resolves `removed()`, ends change streams, and makes
+                    // data-loaded yield "removed before loaded" if it never resolved.
+                    state.lifetimes.remove(&lifetime);
+                }
+                Effect::Notify { key } => {
+                    let Some(lifetime) = state.cache.entry(&key).map(|e| e.lifetime) else {
+                        continue;
+                    };
+                    if let Some(rt) = state.lifetimes.get(&lifetime) {
+                        rt.changed.send_modify(|v| *v = v.wrapping_add(1));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A request's query function finished.
+    fn complete(
+        self: &Arc<Self>,
+        key: &CacheKey,
+        request: u64,
+        result: Result<(ErasedData, Option<ErasedMeta>), QueryError>,
+    ) {
+        match result {
+            Ok((data, meta)) => {
+                let meta = meta.map(|m| (request, m));
+                self.with_meta(meta, |state, now| {
+                    state.requests.remove(&request);
+                    state.cache.fulfil(now, key, request, data);
+                });
+            }
+            Err(error) => self.with(|state, now| {
+                state.requests.remove(&request);
+                state.cache.reject(now, key, request, error);
+            }),
+        }
+    }
+
+    /// When the timer must next fire.
+    fn next_deadline(&self) -> Option<Instant> {
+        let at = self.lock().cache.poll_timeout()?;
+        Some(self.start + std::time::Duration::from_millis(at))
+    }
+
+    /// A timer tick.
+    fn tick(self: &Arc<Self>) {
+        self.with(|state, now| state.cache.handle_timeout(now));
+    }
+
+    /// How many requests are running (for tests and diagnostics).
+    pub(crate) fn running_requests(&self) -> usize {
+        self.lock().requests.len()
+    }
+
+    /// How many lifetimes the runtime tracks (for tests and diagnostics).
+    pub(crate) fn tracked_lifetimes(&self) -> usize {
+        self.lock().lifetimes.len()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // Wake the timer task so it sees the api is gone and ends.
+        self.timer.notify_one();
+    }
+}
+
+/// The timer task: sleeps until the core's next deadline (or until told the deadline moved),
+/// then ticks. Holds the api weakly: when the api is gone, it ends.
+async fn run_timer(shared: Weak<Shared>, timer: Arc<Notify>) {
+    loop {
+        let Some(next) = shared.upgrade().map(|s| s.next_deadline()) else {
+            return;
+        };
+        match next {
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = timer.notified() => continue,
+                }
+            }
+            None => {
+                timer.notified().await;
+                continue;
+            }
+        }
+        match shared.upgrade() {
+            Some(shared) => shared.tick(),
+            None => return,
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Subscriptions: RAII handles that keep an entry alive and watch it.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio::sync::watch;
+
+use crate::core::SubscriptionId;
+use crate::core::key::CacheKey;
+use crate::runtime::erased::Data;
+use crate::runtime::error::EntryRemoved;
+use crate::runtime::shared::Shared;
+use crate::runtime::state::{QueryState, read_state};
+
+/// A subscription to one entry lifetime. Dropping it unsubscribes, synchronously; the last one
+/// to go schedules the entry's removal (R4).
+///
+/// A subscription belongs to the lifetime it subscribed to: if that entry is removed
+/// (`remove`, `reset`), the subscription reports `Uninitialized` and its change stream ends.
+/// Subscribe again to see the key again (R7a).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), livecache::Error> {
+/// use livecache::Api;
+/// let api = Api::builder().build();
+/// let greeting = api
+///     .query::<String, String>("greeting")
+///     .query_fn(|name: String| async move { Ok(format!("hello, {name}")) })
+///     .build()?;
+/// let sub = greeting.subscribe("ada".to_string())?;
+/// assert_eq!(sub.loaded().await.as_deref().map(String::as_str), Ok("hello, ada"));
+/// drop(sub); // unsubscribes; the entry is removed 60 s later
+/// # Ok(()) }
+/// ```
+pub struct Subscription<T> {
+    shared: Arc<Shared>,
+    id: SubscriptionId,
+    key: CacheKey,
+    lifetime: u64,
+    changed: watch::Receiver<u64>,
+    _data: PhantomData<fn() -> T>,
+}
+
+impl<T: Data> Subscription<T> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        id: SubscriptionId,
+        key: CacheKey,
+        lifetime: u64,
+        changed: watch::Receiver<u64>,
+    ) -> Self {
+        Subscription {
+            shared,
+            id,
+            key,
+            lifetime,
+            changed,
+            _data: PhantomData,
+        }
+    }
+
+    /// The cache key.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let ep = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// let sub = ep.subscribe(21)?;
+    /// assert_eq!(sub.key().as_str(), "double(21)");
+    /// # Ok(()) }
+    /// ```
+    pub fn key(&self) -> &CacheKey {
+        &self.key
+    }
+
+    /// The entry's current state. The data is shared, not copied.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let ep = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// let sub = ep.subscribe(21)?;
+    /// assert!(sub.state().is_loading());
+    /// sub.loaded().await.ok();
+    /// assert_eq!(sub.state().data(), Some(&42));
+    /// # Ok(()) }
+    /// ```
+    pub fn state(&self) -> QueryState<T> {
+        read_state(&self.shared.lock(), &self.key, Some(self.lifetime))
+    }
+
+    /// The entry's states as a stream: the current state first, then the latest state after
+    /// each change. A slow reader skips intermediate states (memory never grows). The stream
+    /// ends, after one last `Uninitialized` state, when the entry is removed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// use futures::StreamExt;
+    /// # let api = livecache::Api::builder().build();
+    /// # let ep = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// let sub = ep.subscribe(21)?;
+    /// let mut changes = Box::pin(sub.changes());
+    /// while let Some(state) = changes.next().await {
+    ///     if let Some(n) = state.data() {
+    ///         assert_eq!(*n, 42);
+    ///         break;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn changes(&self) -> impl Stream<Item = QueryState<T>> + Send + 'static {
+        let shared = Arc::downgrade(&self.shared);
+        let key = self.key.clone();
+        let lifetime = self.lifetime;
+        let mut changed = self.changed.clone();
+        changed.mark_changed();
+        futures::stream::unfold((changed, false), move |(mut changed, ended)| {
+            let shared = shared.clone();
+            let key = key.clone();
+            async move {
+                if ended {
+                    return None;
+                }
+                let ended = changed.changed().await.is_err();
+                let state = match shared.upgrade() {
+                    Some(shared) if !ended => read_state(&shared.lock(), &key, Some(lifetime)),
+                    _ => QueryState::uninitialized(),
+                };
+                Some((state, (changed, ended)))
+            }
+        })
+    }
+
+    /// Wait for the entry's data: the first data, or the data it already has. A rejected request
+    /// keeps waiting (the next request may succeed); removal ends the wait with [`EntryRemoved`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let ep = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// let sub = ep.subscribe(21)?;
+    /// assert_eq!(*sub.loaded().await.expect("not removed"), 42);
+    /// # Ok(()) }
+    /// ```
+    pub async fn loaded(&self) -> Result<Arc<T>, EntryRemoved> {
+        let mut changed = self.changed.clone();
+        loop {
+            if let Some(data) = self.state().data {
+                return Ok(data);
+            }
+            if changed.changed().await.is_err() {
+                return self.state().data.ok_or(EntryRemoved);
+            }
+        }
+    }
+
+    /// Refetch (R11): starts a request, or joins the one in flight (R3).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let ep = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// let sub = ep.subscribe(21)?;
+    /// sub.loaded().await.ok();
+    /// sub.refetch().expect("live");
+    /// assert!(sub.state().is_fetching);
+    /// # Ok(()) }
+    /// ```
+    pub fn refetch(&self) -> Result<(), EntryRemoved> {
+        let id = self.id;
+        let done = self.shared.with(|state, now| state.cache.refetch(now, id));
+        if done { Ok(()) } else { Err(EntryRemoved) }
+    }
+}
+
+impl<T> Drop for Subscription<T> {
+    fn drop(&mut self) {
+        let id = self.id;
+        self.shared
+            .with(|state, now| state.cache.unsubscribe(now, id));
+    }
+}
+
+impl<T> std::fmt::Debug for Subscription<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("key", &self.key)
+            .field("id", &self.id)
+            .field("lifetime", &self.lifetime)
+            .finish()
+    }
+}
