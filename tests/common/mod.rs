@@ -1,6 +1,8 @@
 //! Drives the sans-IO core with the model's [`Op`] alphabet, so tests can compare the two.
 #![allow(dead_code)]
 
+pub mod strategies;
+
 use livecache::core::key::{CacheKey, default_key};
 use livecache::core::trace::{Recording, TraceEvent};
 use livecache::core::{
