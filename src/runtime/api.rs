@@ -37,6 +37,16 @@ pub struct Api {
 }
 
 /// Builds an [`Api`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let api = livecache::Api::builder()
+///     .keep_unused_data_for(std::time::Duration::from_secs(30))
+///     .refetch_on_mount_or_arg_change(true)
+///     .build();
+/// # }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct ApiBuilder {
     keep: Keep,
@@ -47,6 +57,10 @@ pub struct ApiBuilder {
 impl ApiBuilder {
     /// How long unused entries are kept (RTK's `keepUnusedDataFor`; 60 s by default). A
     /// `Duration` (clamped like RTK's timers) or [`Keep::Never`].
+    ///
+    /// ```
+    /// let builder = livecache::Api::builder().keep_unused_data_for(std::time::Duration::from_secs(30));
+    /// ```
     pub fn keep_unused_data_for(mut self, keep: impl Into<Keep>) -> Self {
         self.keep = keep.into();
         self
@@ -55,12 +69,21 @@ impl ApiBuilder {
     /// Whether subscribing to a cached entry refetches it (RTK's
     /// `refetchOnMountOrArgChange`): `true`, `false` (default), or a `Duration` — refetch when
     /// the data is at least that old.
+    ///
+    /// ```
+    /// let builder = livecache::Api::builder().refetch_on_mount_or_arg_change(std::time::Duration::from_secs(10));
+    /// ```
     pub fn refetch_on_mount_or_arg_change(mut self, refetch: impl Into<Refetch>) -> Self {
         self.refetch_on_mount = refetch.into();
         self
     }
 
     /// What the trace records (default: events without patches).
+    ///
+    /// ```
+    /// use livecache::core::trace::Recording;
+    /// let builder = livecache::Api::builder().recording(Recording::EventsWithPatches);
+    /// ```
     pub fn recording(mut self, recording: Recording) -> Self {
         self.recording = recording;
         self
@@ -72,6 +95,14 @@ impl ApiBuilder {
     ///
     /// Outside a tokio runtime, like `tokio::spawn`. [`ApiBuilder::try_build`] returns an error
     /// instead.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let api = livecache::Api::builder().build();
+    /// assert!(api.is_empty());
+    /// # }
+    /// ```
     pub fn build(self) -> Api {
         self.build_on(Handle::current())
     }
@@ -99,49 +130,129 @@ impl ApiBuilder {
 
 impl Api {
     /// An [`ApiBuilder`] with RTK's defaults.
+    ///
+    /// ```
+    /// let builder = livecache::Api::builder(); // keep 60 s, no refetch on mount
+    /// ```
     pub fn builder() -> ApiBuilder {
         ApiBuilder::default()
     }
 
     /// Start defining a query endpoint named `name`, with argument type `A` and data type `T`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// let api = livecache::Api::builder().build();
+    /// let hello = api.query::<String, String>("hello")
+    ///     .query_fn(|name: String| async move { Ok(format!("hello {name}")) })
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn query<A: Arg, T: Data>(&self, name: impl Into<String>) -> EndpointBuilder<A, T> {
         EndpointBuilder::new(Arc::clone(&self.shared), name.into())
     }
 
     /// Remove every entry now (RTK's `resetApiState`, R7): lifecycles see their entries
     /// removed, requests are aborted, timers cancelled. The api stays usable.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// let api = livecache::Api::builder().build();
+    /// # let n = api.query::<u32, u32>("n").query_fn(|n: u32| async move { Ok(n) }).build()?;
+    /// n.upsert_query_data(1, 1)?;
+    /// api.reset();
+    /// assert!(api.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn reset(&self) {
         self.shared.with(|state, now| state.cache.reset(now));
     }
 
     /// The events recorded so far (R23), with times in milliseconds since the api was built on
     /// tokio's clock — deterministic under `start_paused`, so they can be snapshot-tested.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// let api = livecache::Api::builder().build();
+    /// # let n = api.query::<u32, u32>("n").query_fn(|n: u32| async move { Ok(n) }).build()?;
+    /// n.upsert_query_data(1, 1)?;
+    /// let lines: Vec<String> = api.trace().iter().map(ToString::to_string).collect();
+    /// assert_eq!(lines[0], "0ms n(1) entry_added lifetime=1 cause=upsert");
+    /// # Ok(()) }
+    /// ```
     pub fn trace(&self) -> Vec<TraceEvent> {
         self.shared.lock().cache.trace().to_vec()
     }
 
     /// Take the events recorded so far, leaving the trace empty.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// let api = livecache::Api::builder().build();
+    /// # let n = api.query::<u32, u32>("n").query_fn(|n: u32| async move { Ok(n) }).build()?;
+    /// n.upsert_query_data(1, 1)?;
+    /// assert!(!api.take_trace().is_empty());
+    /// assert!(api.trace().is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn take_trace(&self) -> Vec<TraceEvent> {
         self.shared.lock().cache.take_trace()
     }
 
     /// The api's clock: milliseconds since it was built.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// let api = livecache::Api::builder().build();
+    /// tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    /// assert_eq!(api.now_ms(), 2_000);
+    /// # Ok(()) }
+    /// ```
     pub fn now_ms(&self) -> u64 {
         self.shared.now_ms()
     }
 
     /// How many entries the cache holds.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// let api = livecache::Api::builder().build();
+    /// assert_eq!(api.len(), 0);
+    /// # Ok(()) }
+    /// ```
     pub fn len(&self) -> usize {
         self.shared.lock().cache.len()
     }
 
     /// Whether the cache holds no entry.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// let api = livecache::Api::builder().build();
+    /// assert!(api.is_empty());
+    /// # Ok(()) }
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Runtime bookkeeping, for tests and diagnostics: requests running and entry lifetimes
     /// tracked. Both are zero when the cache is empty.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// let api = livecache::Api::builder().build();
+    /// assert_eq!(api.in_flight(), (0, 0));
+    /// # Ok(()) }
+    /// ```
     pub fn in_flight(&self) -> (usize, usize) {
         (
             self.shared.running_requests(),

@@ -39,15 +39,45 @@ type Handler<A, T, M> = Arc<
 type Serializer<A> = Arc<dyn Fn(&A) -> KeyOverride + Send + Sync>;
 
 /// The builder's state before a query function is given (type state): `build` does not exist.
+///
+/// ```compile_fail
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let api = livecache::Api::builder().build();
+/// let endpoint = api.query::<u32, u32>("n").build(); // no query function: no `build`
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct NoQueryFn;
 
 /// The builder's state once a query function is given (type state).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), livecache::Error> {
+/// # let api = livecache::Api::builder().build();
+/// let builder = api.query::<u32, u32>("n").query_fn(|n: u32| async move { Ok(n) });
+/// let _endpoint = builder.build()?;
+/// # Ok(()) }
+/// ```
 pub struct WithQueryFn<A, T, M>(QueryFn<A, T, M>);
 
 /// Builds an [`Endpoint`]; made by [`Api::query`](crate::Api::query).
 ///
 /// The query function comes first (it fixes the meta type), then the lifecycle handler.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), livecache::Error> {
+/// # let api = livecache::Api::builder().build();
+/// let endpoint = api
+///     .query::<u32, u32>("square")
+///     .keep_unused_data_for(std::time::Duration::from_secs(5))
+///     .query_fn(|n: u32| async move { Ok(n * n) })
+///     .on_cache_entry_added(|_n, _entry| async { Ok(()) })
+///     .build()?;
+/// # Ok(()) }
+/// ```
 pub struct EndpointBuilder<A, T, M = (), Q = NoQueryFn> {
     shared: Arc<Shared>,
     name: String,
@@ -73,6 +103,18 @@ impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
 
     /// The query function: how the data is fetched (RTK's `queryFn`). Return `Ok(data)`, or
     /// any error (`?` converts it).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let double = api
+    ///     .query::<u32, u32>("double")
+    ///     .query_fn(|n: u32| async move { Ok(n * 2) })
+    ///     .build()?;
+    /// assert_eq!(*double.subscribe(21)?.loaded().await.expect("live"), 42);
+    /// # Ok(()) }
+    /// ```
     pub fn query_fn<F, Fut>(self, query: F) -> EndpointBuilder<A, T, (), WithQueryFn<A, T, ()>>
     where
         F: Fn(A) -> Fut + Send + Sync + 'static,
@@ -85,6 +127,34 @@ impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
 
     /// A query function that also returns meta (RTK's `meta`, e.g. the HTTP response's status
     /// and headers), handed to the lifecycle with the first data.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// #[derive(Debug, PartialEq)]
+    /// struct Meta { status: u16 }
+    /// let user = api
+    ///     .query::<u32, String>("getUser")
+    ///     .query_fn_with_meta(|id: u32| async move { Ok((format!("user {id}"), Meta { status: 200 })) })
+    ///     .on_cache_entry_added(|_id, entry| async move {
+    ///         if let Ok((_entry, first)) = entry.data_loaded().await {
+    ///             assert_eq!(first.meta.as_deref(), Some(&Meta { status: 200 }));
+    ///         }
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = user.subscribe(1)?;
+    /// sub.loaded().await.ok();
+    /// # drop(sub);
+    /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+    /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
+    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     _ => None,
+    /// # }).collect();
+    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # Ok(()) }
+    /// ```
     pub fn query_fn_with_meta<M, F, Fut>(
         self,
         query: F,
@@ -129,6 +199,22 @@ impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
 impl<A: Arg, T: Data, M, Q> EndpointBuilder<A, T, M, Q> {
     /// How long this endpoint's unused entries are kept (RTK's `keepUnusedDataFor`), overriding
     /// the api's. A `Duration` (clamped like RTK's timers) or [`Keep::Never`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// use livecache::Keep;
+    /// let config = api
+    ///     .query::<(), String>("config")
+    ///     .keep_unused_data_for(Keep::Never)
+    ///     .query_fn(|()| async { Ok("dark mode".to_string()) })
+    ///     .build()?;
+    /// drop(config.subscribe(())?);
+    /// tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    /// assert_eq!(api.len(), 1); // never removed automatically
+    /// # Ok(()) }
+    /// ```
     pub fn keep_unused_data_for(mut self, keep: impl Into<Keep>) -> Self {
         self.keep = Some(keep.into());
         self
@@ -137,6 +223,20 @@ impl<A: Arg, T: Data, M, Q> EndpointBuilder<A, T, M, Q> {
     /// Compute the cache key yourself (RTK's `serializeQueryArgs`): a
     /// [`KeyOverride::Verbatim`] string is the key as it is; a [`KeyOverride::Value`] is keyed
     /// the default way under the endpoint's name.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// use livecache::KeyOverride;
+    /// let page = api
+    ///     .query::<(String, u32), Vec<String>>("page")
+    ///     .serialize_query_args(|(list, _page): &(String, u32)| KeyOverride::Verbatim(format!("list-{list}")))
+    ///     .query_fn(|(_list, page): (String, u32)| async move { Ok(vec![format!("page {page}")]) })
+    ///     .build()?;
+    /// assert_eq!(page.key(&("todo".into(), 3))?.as_str(), "list-todo");
+    /// # Ok(()) }
+    /// ```
     pub fn serialize_query_args(
         mut self,
         serialize: impl Fn(&A) -> KeyOverride + Send + Sync + 'static,
@@ -151,6 +251,27 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> EndpointBuilder<A, T, M, WithQue
     /// the entry's original argument and a handle in state [`Added`] (R12). Return `Ok(())`, or
     /// an error; either way, and even if it panics, the cache carries on and the outcome is
     /// traced (R16).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let ticker = api
+    ///     .query::<String, Vec<f64>>("ticker")
+    ///     .query_fn(|_symbol: String| async move { Ok(vec![1.0]) })
+    ///     .on_cache_entry_added(|_symbol, entry| async move {
+    ///         let Ok((entry, _first)) = entry.data_loaded().await else { return Ok(()) };
+    ///         entry.update_cached_data(|prices| prices.push(1.5))?;
+    ///         entry.removed().await;
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = ticker.subscribe("ACME".into())?;
+    /// sub.loaded().await.ok();
+    /// tokio::task::yield_now().await;
+    /// assert_eq!(sub.state().data().map(Vec::len), Some(2));
+    /// # Ok(()) }
+    /// ```
     pub fn on_cache_entry_added<F, Fut>(mut self, handler: F) -> Self
     where
         F: Fn(A, EntryHandle<Added, T, M>) -> Fut + Send + Sync + 'static,
@@ -161,6 +282,17 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> EndpointBuilder<A, T, M, WithQue
     }
 
     /// Register the endpoint. Fails if the api already has an endpoint of this name.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let first = api.query::<u32, u32>("n").query_fn(|n: u32| async move { Ok(n) }).build();
+    /// let second = api.query::<u32, u32>("n").query_fn(|n: u32| async move { Ok(n) }).build();
+    /// assert!(first.is_ok());
+    /// assert!(matches!(second, Err(livecache::Error::DuplicateEndpoint { .. })));
+    /// # Ok(()) }
+    /// ```
     pub fn build(self) -> Result<Endpoint<A, T, M>, Error> {
         let config = EndpointConfig {
             keep: self.keep,
@@ -198,6 +330,17 @@ struct EndpointInner<A, T, M> {
 /// A typed endpoint: subscribe to it, prefetch it, update its entries from outside.
 ///
 /// Cloning is cheap (the endpoint is shared).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), livecache::Error> {
+/// # let api = livecache::Api::builder().build();
+/// let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+/// let same = double.clone();
+/// let sub = same.subscribe(2)?;
+/// assert_eq!(*sub.loaded().await.expect("live"), 4);
+/// # Ok(()) }
+/// ```
 pub struct Endpoint<A, T, M = ()> {
     shared: Arc<Shared>,
     inner: Arc<EndpointInner<A, T, M>>,
@@ -214,11 +357,29 @@ impl<A, T, M> Clone for Endpoint<A, T, M> {
 
 impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// The endpoint's name.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// assert_eq!(double.name(), "double");
+    /// # Ok(()) }
+    /// ```
     pub fn name(&self) -> &str {
         &self.inner.name
     }
 
     /// The cache key of `arg` (RTK-compatible, or the endpoint's own serialiser).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// assert_eq!(double.key(&21)?.as_str(), "double(21)");
+    /// # Ok(()) }
+    /// ```
     pub fn key(&self, arg: &A) -> Result<CacheKey, Error> {
         match &self.inner.serialize {
             Some(serialize) => Ok(key_from_override(&self.inner.name, serialize(arg))),
@@ -229,11 +390,36 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// Subscribe to the entry for `arg` (R1, R2): creates it (starting its lifecycle handler,
     /// then its request) or joins it. Refetches a cached entry only if the api's
     /// `refetch_on_mount_or_arg_change` says so.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// let a = double.subscribe(21)?;
+    /// let b = double.subscribe(21)?; // the same entry, no second request
+    /// assert_eq!(*b.loaded().await.expect("live"), 42);
+    /// # drop(a);
+    /// # Ok(()) }
+    /// ```
     pub fn subscribe(&self, arg: A) -> Result<Subscription<T>, Error> {
         self.subscribe_with(arg, self.shared.refetch_on_mount)
     }
 
     /// Subscribe with an explicit refetch policy (RTK's `forceRefetch`: [`Refetch::Always`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// use livecache::Refetch;
+    /// let a = double.subscribe(21)?;
+    /// a.loaded().await.ok();
+    /// let b = double.subscribe_with(21, Refetch::Always)?;
+    /// assert!(b.state().is_fetching);
+    /// # Ok(()) }
+    /// ```
     pub fn subscribe_with(&self, arg: A, refetch: Refetch) -> Result<Subscription<T>, Error> {
         let key = self.key(&arg)?;
         let id = self.inner.id;
@@ -257,6 +443,17 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// Fetch `arg` into the cache without subscribing (R6): a new entry is removed after the
     /// keep time unless someone subscribes; a cached entry is left alone (its lifetime is not
     /// extended) unless `refetch` asks for a request.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// use livecache::Refetch;
+    /// double.prefetch(21, Refetch::IfMissing)?;
+    /// assert_eq!(api.len(), 1);
+    /// # Ok(()) }
+    /// ```
     pub fn prefetch(&self, arg: A, refetch: Refetch) -> Result<(), Error> {
         let key = self.key(&arg)?;
         let id = self.inner.id;
@@ -269,6 +466,15 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     }
 
     /// The state of the entry for `arg` (RTK's `select`); `Uninitialized` if there is none.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// assert!(double.state(&21)?.is_uninitialized());
+    /// # Ok(()) }
+    /// ```
     pub fn state(&self, arg: &A) -> Result<QueryState<T>, Error> {
         let key = self.key(arg)?;
         Ok(read_state(&self.shared.lock(), &key, None))
@@ -278,6 +484,19 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// `updateQueryData`, R18), e.g. an optimistic update. If there is no entry, or it has no
     /// data yet, the recipe is not called and the patches are empty. The returned
     /// [`PatchCollection`] can undo the change.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// double.upsert_query_data(21, 42)?;
+    /// let change = double.update_query_data(&21, |n| **n += 1)?;
+    /// assert_eq!(double.state(&21)?.data(), Some(&43));
+    /// change.undo()?;
+    /// assert_eq!(double.state(&21)?.data(), Some(&42));
+    /// # Ok(()) }
+    /// ```
     pub fn update_query_data(
         &self,
         arg: &A,
@@ -305,6 +524,19 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// Apply RFC 6902 patches to the data of the entry for `arg` (RTK's `patchQueryData`, R19).
     /// A patch that does not apply, or gives data that is not a `T`, is an error and changes
     /// nothing.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// let patch: livecache::core::patch::Patch =
+    ///     serde_json::from_str(r#"[{"op": "replace", "path": "", "value": 7}]"#).expect("json");
+    /// double.upsert_query_data(21, 42)?;
+    /// double.patch_query_data(&21, &patch)?;
+    /// assert_eq!(double.state(&21)?.data(), Some(&7));
+    /// # Ok(()) }
+    /// ```
     pub fn patch_query_data(&self, arg: &A, patches: &Patch) -> Result<(), Error> {
         let key = self.key(arg)?;
         self.shared
@@ -314,6 +546,16 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
 
     /// Put data in the cache for `arg` (RTK's `upsertQueryData`, R20): creates a loaded entry
     /// (its lifecycle starts and data-loaded resolves without meta) or replaces the data.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// double.upsert_query_data(1, 2)?;
+    /// assert_eq!(double.state(&1)?.data(), Some(&2));
+    /// # Ok(()) }
+    /// ```
     pub fn upsert_query_data(&self, arg: A, data: T) -> Result<(), Error> {
         let key = self.key(&arg)?;
         let id = self.inner.id;
@@ -327,6 +569,17 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     }
 
     /// Remove the entry for `arg` now (R7). Returns whether there was one.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// double.upsert_query_data(1, 2)?;
+    /// assert!(double.remove(&1)?);
+    /// assert!(!double.remove(&1)?);
+    /// # Ok(()) }
+    /// ```
     pub fn remove(&self, arg: &A) -> Result<bool, Error> {
         let key = self.key(arg)?;
         Ok(self.shared.with(|state, now| state.cache.remove(now, &key)))
@@ -370,6 +623,17 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
 }
 
 /// The change an outside update made, which can be undone (RTK's patch collection).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), livecache::Error> {
+/// # let api = livecache::Api::builder().build();
+/// # let list = api.query::<(), Vec<u32>>("list").query_fn(|()| async { Ok(vec![]) }).build()?;
+/// list.upsert_query_data((), vec![1])?;
+/// let change = list.update_query_data(&(), |l| l.push(2))?;
+/// assert_eq!(change.patches.patches.0.len(), 1);
+/// # Ok(()) }
+/// ```
 pub struct PatchCollection<A, T, M = ()> {
     endpoint: Endpoint<A, T, M>,
     arg: A,
@@ -380,6 +644,18 @@ pub struct PatchCollection<A, T, M = ()> {
 impl<A: Arg, T: Data, M: Send + Sync + 'static> PatchCollection<A, T, M> {
     /// Apply the inverse patches to the data as it is now (R18). Like RTK, there is no conflict
     /// detection: a later change to the same paths is overwritten or makes the undo fail.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// double.upsert_query_data(1, 2)?;
+    /// let change = double.update_query_data(&1, |n| **n = 3)?;
+    /// change.undo()?;
+    /// assert_eq!(double.state(&1)?.data(), Some(&2));
+    /// # Ok(()) }
+    /// ```
     pub fn undo(&self) -> Result<(), Error> {
         if self.patches.inverse_patches.0.is_empty() {
             return Ok(());

@@ -25,10 +25,23 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// A lifecycle handle state (type state). Sealed.
+/// A lifecycle handle state (type state). Sealed: [`Added`] and [`Loaded`] only.
+///
+/// ```
+/// fn is_state<S: livecache::runtime::HandleState>() {}
+/// is_state::<livecache::Added>();
+/// is_state::<livecache::Loaded>();
+/// ```
 pub trait HandleState: sealed::Sealed {}
 
-/// The entry was just added; its first data has not arrived (type state).
+/// The entry was just added; its first data has not arrived (type state). Such a handle can
+/// only wait for the data:
+///
+/// ```compile_fail
+/// fn update(entry: livecache::EntryHandle<livecache::Added, Vec<u32>>) {
+///     entry.update_cached_data(|list| list.push(1)); // no such method before the data loaded
+/// }
+/// ```
 pub struct Added {
     loaded: oneshot::Receiver<LoadedMsg>,
 }
@@ -40,6 +53,12 @@ impl std::fmt::Debug for Added {
 }
 
 /// The entry has data: the handle can update it (type state).
+///
+/// ```
+/// fn update(entry: &livecache::EntryHandle<livecache::Loaded, Vec<u32>>) {
+///     let _ = entry.update_cached_data(|list| list.push(1));
+/// }
+/// ```
 #[derive(Debug)]
 pub struct Loaded(());
 
@@ -50,6 +69,11 @@ impl HandleState for Loaded {}
 
 /// The first data of a lifetime and the meta its query function returned (`None` when the data
 /// came from an upsert), as `data_loaded` yields them (R8, R13, R20).
+///
+/// ```
+/// let first = livecache::DataLoaded::<u32> { data: std::sync::Arc::new(1), meta: None };
+/// assert_eq!(*first.data, 1);
+/// ```
 #[derive(Debug)]
 pub struct DataLoaded<T, M = ()> {
     /// The first data (shared with the cache).
@@ -60,7 +84,28 @@ pub struct DataLoaded<T, M = ()> {
 
 /// The handle an `on_cache_entry_added` handler receives for one entry lifetime.
 ///
-/// See the module docs and `docs/api.md` for a full handler.
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), livecache::Error> {
+/// # let api = livecache::Api::builder().build();
+/// use livecache::{Added, EntryHandle};
+/// async fn handler(entry: EntryHandle<Added, Vec<u32>>) -> Result<(), livecache::BoxError> {
+///     let Ok((entry, _first)) = entry.data_loaded().await else { return Ok(()) };
+///     entry.update_cached_data(|list| list.push(1))?;
+///     entry.removed().await;
+///     Ok(())
+/// }
+/// let list = api
+///     .query::<(), Vec<u32>>("list")
+///     .query_fn(|()| async { Ok(vec![0]) })
+///     .on_cache_entry_added(|(), entry| handler(entry))
+///     .build()?;
+/// let sub = list.subscribe(())?;
+/// sub.loaded().await.ok();
+/// tokio::task::yield_now().await;
+/// assert_eq!(sub.state().data(), Some(&vec![0, 1]));
+/// # Ok(()) }
+/// ```
 pub struct EntryHandle<S: HandleState, T, M = ()> {
     shared: Arc<Shared>,
     key: CacheKey,
@@ -140,16 +185,88 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
 
 impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// The cache key.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let prices = api
+    ///     .query::<String, Vec<f64>>("prices")
+    ///     .query_fn(|_symbol: String| async move { Ok(vec![1.0]) })
+    ///     .on_cache_entry_added(|symbol, entry| async move {
+    ///         assert_eq!(entry.key().as_str(), format!("prices({symbol:?})"));
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = prices.subscribe("ACME".into())?;
+    /// sub.loaded().await.ok();
+    /// # drop(sub);
+    /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+    /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
+    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     _ => None,
+    /// # }).collect();
+    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # Ok(()) }
+    /// ```
     pub fn key(&self) -> &CacheKey {
         &self.key
     }
 
     /// The lifetime this handle belongs to.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let prices = api
+    ///     .query::<String, Vec<f64>>("prices")
+    ///     .query_fn(|_symbol: String| async move { Ok(vec![1.0]) })
+    ///     .on_cache_entry_added(|symbol, entry| async move {
+    ///         assert_eq!(entry.lifetime(), 1); // the first entry of this api
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = prices.subscribe("ACME".into())?;
+    /// sub.loaded().await.ok();
+    /// # drop(sub);
+    /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+    /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
+    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     _ => None,
+    /// # }).collect();
+    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # Ok(()) }
+    /// ```
     pub fn lifetime(&self) -> u64 {
         self.lifetime
     }
 
     /// The entry's current state (RTK's `getCacheEntry()`); `Uninitialized` once removed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let prices = api
+    ///     .query::<String, Vec<f64>>("prices")
+    ///     .query_fn(|_symbol: String| async move { Ok(vec![1.0]) })
+    ///     .on_cache_entry_added(|symbol, entry| async move {
+    ///         assert!(entry.cache_entry().is_fetching); // the request started right after
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = prices.subscribe("ACME".into())?;
+    /// sub.loaded().await.ok();
+    /// # drop(sub);
+    /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+    /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
+    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     _ => None,
+    /// # }).collect();
+    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # Ok(()) }
+    /// ```
     pub fn cache_entry(&self) -> QueryState<T> {
         read_state(&self.shared.lock(), &self.key, Some(self.lifetime))
     }
@@ -157,12 +274,63 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// Resolves once the entry has left the cache (RTK's `cacheEntryRemoved`, R14). Borrows the
     /// handle, so it can be awaited in a `select!` beside a stream that updates the entry;
     /// after it resolves the handle can do nothing more.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let prices = api
+    ///     .query::<String, Vec<f64>>("prices")
+    ///     .query_fn(|_symbol: String| async move { Ok(vec![1.0]) })
+    ///     .on_cache_entry_added(|symbol, entry| async move {
+    ///         let Ok((entry, _)) = entry.data_loaded().await else { return Ok(()) };
+    ///         entry.removed().await;            // e.g. in a select! beside a socket
+    ///         assert!(entry.is_removed());
+    ///         assert!(entry.update_cached_data(|p| p.clear()).is_err());
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = prices.subscribe("ACME".into())?;
+    /// sub.loaded().await.ok();
+    /// # drop(sub);
+    /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+    /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
+    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     _ => None,
+    /// # }).collect();
+    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # Ok(()) }
+    /// ```
     pub fn removed(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut changed = self.changed.clone();
         async move { while changed.changed().await.is_ok() {} }
     }
 
     /// Whether the entry has left the cache.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let prices = api
+    ///     .query::<String, Vec<f64>>("prices")
+    ///     .query_fn(|_symbol: String| async move { Ok(vec![1.0]) })
+    ///     .on_cache_entry_added(|symbol, entry| async move {
+    ///         assert!(!entry.is_removed());
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = prices.subscribe("ACME".into())?;
+    /// sub.loaded().await.ok();
+    /// # drop(sub);
+    /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+    /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
+    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     _ => None,
+    /// # }).collect();
+    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # Ok(()) }
+    /// ```
     pub fn is_removed(&self) -> bool {
         self.changed.has_changed().is_err()
     }
@@ -172,6 +340,32 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
     /// Update the cached data (RTK's `updateCachedData`, R15). The recipe gets a [`Draft`]:
     /// reading costs nothing; the first mutable access copies the data only if a reader still
     /// holds a snapshot. A recipe that only reads notifies no one. No patches are computed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let prices = api
+    ///     .query::<String, Vec<f64>>("prices")
+    ///     .query_fn(|_symbol: String| async move { Ok(vec![1.0]) })
+    ///     .on_cache_entry_added(|symbol, entry| async move {
+    ///         let Ok((entry, _)) = entry.data_loaded().await else { return Ok(()) };
+    ///         entry.update_cached_data(|prices| prices.push(1.5))?;
+    ///         assert_eq!(entry.cache_entry().data(), Some(&vec![1.0, 1.5]));
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = prices.subscribe("ACME".into())?;
+    /// sub.loaded().await.ok();
+    /// # drop(sub);
+    /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+    /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
+    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     _ => None,
+    /// # }).collect();
+    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # Ok(()) }
+    /// ```
     pub fn update_cached_data(
         &self,
         recipe: impl FnOnce(&mut Draft<'_, T>),
@@ -181,6 +375,35 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
 
     /// Like [`EntryHandle::update_cached_data`], and return the change as RFC 6902 patches with
     /// their inverse (costs a serialisation of the data before and after).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let prices = api
+    ///     .query::<String, Vec<f64>>("prices")
+    ///     .query_fn(|_symbol: String| async move { Ok(vec![1.0]) })
+    ///     .on_cache_entry_added(|symbol, entry| async move {
+    ///         let Ok((entry, _)) = entry.data_loaded().await else { return Ok(()) };
+    ///         let change = entry.update_cached_data_with_patches(|prices| prices.push(1.5))?;
+    ///         assert_eq!(
+    ///             serde_json::to_value(&change.patches).ok(),
+    ///             Some(serde_json::json!([{"op": "add", "path": "/1", "value": 1.5}]))
+    ///         );
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = prices.subscribe("ACME".into())?;
+    /// sub.loaded().await.ok();
+    /// # drop(sub);
+    /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
+    /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
+    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     _ => None,
+    /// # }).collect();
+    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # Ok(()) }
+    /// ```
     pub fn update_cached_data_with_patches(
         &self,
         recipe: impl FnOnce(&mut Draft<'_, T>),
