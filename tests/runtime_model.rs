@@ -317,16 +317,7 @@ impl System {
     }
 
     /// What the runtime shows of every key of the universe.
-    fn observe(
-        &self,
-    ) -> Vec<(
-        String,
-        Status,
-        Option<Phase>,
-        Option<Data>,
-        Option<String>,
-        bool,
-    )> {
+    fn observe(&self) -> Vec<KeyState> {
         let mut seen = Vec::new();
         for (index, endpoint) in self.endpoints.iter().enumerate() {
             for arg in 1..=2u8 {
@@ -349,16 +340,7 @@ impl System {
         seen
     }
 
-    fn expected(
-        &self,
-    ) -> Vec<(
-        String,
-        Status,
-        Option<Phase>,
-        Option<Data>,
-        Option<String>,
-        bool,
-    )> {
+    fn expected(&self) -> Vec<KeyState> {
         let live = self.model.observe();
         let mut seen = Vec::new();
         for index in 0..self.endpoints.len() {
@@ -384,6 +366,16 @@ impl System {
         seen
     }
 }
+
+/// What is compared per key: key, status, phase, data, error text, is_fetching.
+type KeyState = (
+    String,
+    Status,
+    Option<Phase>,
+    Option<Data>,
+    Option<String>,
+    bool,
+);
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
