@@ -77,5 +77,6 @@ pub use core::{Keep, Refetch};
 #[cfg(feature = "runtime")]
 pub use runtime::{
     Added, Api, ApiBuilder, Arg, BoxError, Data, DataLoaded, Endpoint, EntryHandle, EntryRemoved,
-    Error, Loaded, QueryError, QueryState, RemovedBeforeLoaded, Subscription, UpdateError,
+    Error, Loaded, PatchCollection, QueryError, QueryState, RemovedBeforeLoaded, Subscription,
+    UpdateError,
 };

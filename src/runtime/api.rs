@@ -9,7 +9,7 @@ use crate::core::{CacheConfig, Keep, Refetch};
 use crate::runtime::endpoint::{Arg, EndpointBuilder};
 use crate::runtime::erased::Data;
 use crate::runtime::error::Error;
-use crate::runtime::shared::Shared;
+use crate::runtime::shared::{Owner, Shared};
 
 /// One cache instance: its endpoints, entries, timers and trace. Cheap to clone, `Send + Sync`.
 ///
@@ -33,7 +33,7 @@ use crate::runtime::shared::Shared;
 /// ```
 #[derive(Clone)]
 pub struct Api {
-    shared: Arc<Shared>,
+    owner: Arc<Owner>,
 }
 
 /// Builds an [`Api`].
@@ -123,7 +123,9 @@ impl ApiBuilder {
             recording: self.recording,
         };
         Api {
-            shared: Shared::new(config, self.refetch_on_mount, handle),
+            owner: Arc::new(Owner {
+                shared: Shared::new(config, self.refetch_on_mount, handle),
+            }),
         }
     }
 }
@@ -150,7 +152,7 @@ impl Api {
     /// # Ok(()) }
     /// ```
     pub fn query<A: Arg, T: Data>(&self, name: impl Into<String>) -> EndpointBuilder<A, T> {
-        EndpointBuilder::new(Arc::clone(&self.shared), name.into())
+        EndpointBuilder::new(Arc::clone(&self.owner), name.into())
     }
 
     /// Remove every entry now (RTK's `resetApiState`, R7): lifecycles see their entries
@@ -167,7 +169,7 @@ impl Api {
     /// # Ok(()) }
     /// ```
     pub fn reset(&self) {
-        self.shared.with(|state, now| state.cache.reset(now));
+        self.owner.shared.with(|state, now| state.cache.reset(now));
     }
 
     /// The events recorded so far (R23), with times in milliseconds since the api was built on
@@ -184,7 +186,7 @@ impl Api {
     /// # Ok(()) }
     /// ```
     pub fn trace(&self) -> Vec<TraceEvent> {
-        self.shared.lock().cache.trace().to_vec()
+        self.owner.shared.lock().cache.trace().to_vec()
     }
 
     /// Take the events recorded so far, leaving the trace empty.
@@ -200,7 +202,7 @@ impl Api {
     /// # Ok(()) }
     /// ```
     pub fn take_trace(&self) -> Vec<TraceEvent> {
-        self.shared.lock().cache.take_trace()
+        self.owner.shared.lock().cache.take_trace()
     }
 
     /// The api's clock: milliseconds since it was built.
@@ -214,7 +216,7 @@ impl Api {
     /// # Ok(()) }
     /// ```
     pub fn now_ms(&self) -> u64 {
-        self.shared.now_ms()
+        self.owner.shared.now_ms()
     }
 
     /// How many entries the cache holds.
@@ -227,7 +229,7 @@ impl Api {
     /// # Ok(()) }
     /// ```
     pub fn len(&self) -> usize {
-        self.shared.lock().cache.len()
+        self.owner.shared.lock().cache.len()
     }
 
     /// Whether the cache holds no entry.
@@ -255,8 +257,8 @@ impl Api {
     /// ```
     pub fn in_flight(&self) -> (usize, usize) {
         (
-            self.shared.running_requests(),
-            self.shared.tracked_lifetimes(),
+            self.owner.shared.running_requests(),
+            self.owner.shared.tracked_lifetimes(),
         )
     }
 }

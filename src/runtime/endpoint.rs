@@ -17,7 +17,7 @@ use crate::runtime::erased::{Data, ErasedData, ErasedMeta};
 use crate::runtime::error::UpdateError;
 use crate::runtime::error::{BoxError, Error, QueryError};
 use crate::runtime::lifecycle::{Added, EntryHandle, from_core, run_typed_recipe};
-use crate::runtime::shared::{Fetch, LifecycleStart, Shared, StartLifecycle, State};
+use crate::runtime::shared::{Fetch, LifecycleStart, Owner, StartLifecycle, State};
 use crate::runtime::state::{QueryState, read_state};
 use crate::runtime::subscription::Subscription;
 
@@ -79,7 +79,7 @@ pub struct WithQueryFn<A, T, M>(QueryFn<A, T, M>);
 /// # Ok(()) }
 /// ```
 pub struct EndpointBuilder<A, T, M = (), Q = NoQueryFn> {
-    shared: Arc<Shared>,
+    owner: Arc<Owner>,
     name: String,
     keep: Option<Keep>,
     serialize: Option<Serializer<A>>,
@@ -89,9 +89,9 @@ pub struct EndpointBuilder<A, T, M = (), Q = NoQueryFn> {
 }
 
 impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
-    pub(crate) fn new(shared: Arc<Shared>, name: String) -> Self {
+    pub(crate) fn new(owner: Arc<Owner>, name: String) -> Self {
         EndpointBuilder {
-            shared,
+            owner,
             name,
             keep: None,
             serialize: None,
@@ -170,7 +170,7 @@ impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
                 .boxed()
         });
         EndpointBuilder {
-            shared: self.shared,
+            owner: self.owner,
             name: self.name,
             keep: self.keep,
             serialize: self.serialize,
@@ -185,7 +185,7 @@ impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
         query: QueryFn<A, T, ()>,
     ) -> EndpointBuilder<A, T, (), WithQueryFn<A, T, ()>> {
         EndpointBuilder {
-            shared: self.shared,
+            owner: self.owner,
             name: self.name,
             keep: self.keep,
             serialize: self.serialize,
@@ -299,7 +299,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> EndpointBuilder<A, T, M, WithQue
             has_lifecycle: self.lifecycle.is_some(),
         };
         let name = self.name;
-        let id = self.shared.with(|state, _| {
+        let id = self.owner.shared.with(|state, _| {
             if state.endpoint_names.contains(&name) {
                 return Err(Error::DuplicateEndpoint { name: name.clone() });
             }
@@ -307,7 +307,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> EndpointBuilder<A, T, M, WithQue
             Ok(state.cache.add_endpoint(name.clone(), config))
         })?;
         Ok(Endpoint {
-            shared: self.shared,
+            owner: self.owner,
             inner: Arc::new(EndpointInner {
                 id,
                 name,
@@ -342,14 +342,14 @@ struct EndpointInner<A, T, M> {
 /// # Ok(()) }
 /// ```
 pub struct Endpoint<A, T, M = ()> {
-    shared: Arc<Shared>,
+    owner: Arc<Owner>,
     inner: Arc<EndpointInner<A, T, M>>,
 }
 
 impl<A, T, M> Clone for Endpoint<A, T, M> {
     fn clone(&self) -> Self {
         Endpoint {
-            shared: Arc::clone(&self.shared),
+            owner: Arc::clone(&self.owner),
             inner: Arc::clone(&self.inner),
         }
     }
@@ -403,7 +403,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// # Ok(()) }
     /// ```
     pub fn subscribe(&self, arg: A) -> Result<Subscription<T>, Error> {
-        self.subscribe_with(arg, self.shared.refetch_on_mount)
+        self.subscribe_with(arg, self.owner.shared.refetch_on_mount)
     }
 
     /// Subscribe with an explicit refetch policy (RTK's `forceRefetch`: [`Refetch::Always`]).
@@ -423,7 +423,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     pub fn subscribe_with(&self, arg: A, refetch: Refetch) -> Result<Subscription<T>, Error> {
         let key = self.key(&arg)?;
         let id = self.inner.id;
-        let (subscription, lifetime, changed) = self.shared.with(|state, now| {
+        let (subscription, lifetime, changed) = self.owner.shared.with(|state, now| {
             self.check_owner(state, &key)?;
             let subscription = state.cache.subscribe(now, id, &key, refetch);
             let (lifetime, changed) = state
@@ -432,7 +432,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
             Ok::<_, Error>((subscription, lifetime, changed))
         })?;
         Ok(Subscription::new(
-            Arc::clone(&self.shared),
+            Arc::clone(&self.owner),
             subscription,
             key,
             lifetime,
@@ -457,7 +457,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     pub fn prefetch(&self, arg: A, refetch: Refetch) -> Result<(), Error> {
         let key = self.key(&arg)?;
         let id = self.inner.id;
-        self.shared.with(|state, now| {
+        self.owner.shared.with(|state, now| {
             self.check_owner(state, &key)?;
             state.cache.prefetch(now, id, &key, refetch);
             state.ensure_lifetime(&key, || self.lifetime_parts(arg));
@@ -477,7 +477,9 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// ```
     pub fn state(&self, arg: &A) -> Result<QueryState<T>, Error> {
         let key = self.key(arg)?;
-        Ok(read_state(&self.shared.lock(), &key, None))
+        let state = self.owner.shared.lock();
+        self.check_owner(&state, &key)?;
+        Ok(read_state(&state, &key, None))
     }
 
     /// Update the data of the entry for `arg` from outside its lifecycle (RTK's
@@ -503,13 +505,14 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
         recipe: impl FnOnce(&mut Draft<'_, T>),
     ) -> Result<PatchCollection<A, T, M>, Error> {
         let key = self.key(arg)?;
-        let (result, panicked) = self.shared.with(|state, now| {
+        let (result, panicked) = self.owner.shared.with(|state, now| {
+            self.check_owner(state, &key)?;
             let mut panicked = None;
             let result = state.cache.update_query_data(now, &key, |outer| {
                 panicked = run_typed_recipe(outer, recipe);
             });
-            (result, panicked)
-        });
+            Ok::<_, Error>((result, panicked))
+        })?;
         if let Some(message) = panicked {
             return Err(Error::Update(UpdateError::RecipePanicked { message }));
         }
@@ -539,9 +542,10 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// ```
     pub fn patch_query_data(&self, arg: &A, patches: &Patch) -> Result<(), Error> {
         let key = self.key(arg)?;
-        self.shared
-            .with(|state, now| state.cache.patch_query_data(now, &key, patches))
-            .map_err(Error::Patch)
+        self.owner.shared.with(|state, now| {
+            self.check_owner(state, &key)?;
+            Ok(state.cache.patch_query_data(now, &key, patches)?)
+        })
     }
 
     /// Put data in the cache for `arg` (RTK's `upsertQueryData`, R20): creates a loaded entry
@@ -559,7 +563,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     pub fn upsert_query_data(&self, arg: A, data: T) -> Result<(), Error> {
         let key = self.key(&arg)?;
         let id = self.inner.id;
-        self.shared.with(|state, now| {
+        self.owner.shared.with(|state, now| {
             self.check_owner(state, &key)?;
             state.cache.upsert(now, id, &key, ErasedData::new(data));
             // A new lifetime's runtime side is registered before the core's effects run.
@@ -582,9 +586,14 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// ```
     pub fn remove(&self, arg: &A) -> Result<bool, Error> {
         let key = self.key(arg)?;
-        Ok(self.shared.with(|state, now| state.cache.remove(now, &key)))
+        self.owner.shared.with(|state, now| {
+            self.check_owner(state, &key)?;
+            Ok(state.cache.remove(now, &key))
+        })
     }
 
+    /// An entry of another endpoint under the same key (custom serialisers can collide) is not
+    /// this endpoint's to read or touch.
     fn check_owner(&self, state: &State, key: &CacheKey) -> Result<(), Error> {
         match state.owner_of(key) {
             Some((owner, name)) if owner != self.inner.id => Err(Error::KeyInUse {

@@ -95,6 +95,20 @@ impl State {
     }
 }
 
+/// What the user-facing handles (`Api`, `Endpoint`, `Subscription`) hold. When the last one is
+/// dropped the api resets: every lifecycle sees its entry removed and every request is aborted,
+/// so nothing is left waiting on an api nobody can reach (lifecycle handles hold the shared
+/// state, not this).
+pub(crate) struct Owner {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.shared.with(|state, now| state.cache.reset(now));
+    }
+}
+
 /// The api's shared state.
 pub(crate) struct Shared {
     state: Mutex<State>,
@@ -170,15 +184,19 @@ impl Shared {
                         continue;
                     };
                     let changed = rt.changed.subscribe();
-                    let handler = start(LifecycleStart {
+                    let start_with = LifecycleStart {
                         shared: Arc::clone(self),
                         key: key.clone(),
                         lifetime,
                         loaded,
                         changed,
-                    });
+                    };
                     let shared = Arc::clone(self);
                     self.handle.spawn(async move {
+                        // The user's handler is called here, in its own task: never under the
+                        // cache's lock, and a panic in its synchronous part is contained like
+                        // one in its future (R16).
+                        let handler = async move { start(start_with).await };
                         let outcome = match AssertUnwindSafe(handler).catch_unwind().await {
                             Ok(Ok(())) => HandlerOutcome::Finished,
                             Ok(Err(error)) => HandlerOutcome::Failed {
@@ -203,7 +221,16 @@ impl Shared {
                     let fetch = Arc::clone(&rt.fetch);
                     let weak = Arc::downgrade(self);
                     let task = self.handle.spawn(async move {
-                        let result = fetch().await;
+                        // The query function runs in this task, never under the cache's lock;
+                        // if it panics, the request is rejected with the panic's message.
+                        let query = async move { fetch().await };
+                        let result = match AssertUnwindSafe(query).catch_unwind().await {
+                            Ok(result) => result,
+                            Err(payload) => Err(QueryError::new(format!(
+                                "the query function panicked: {}",
+                                panic_message(&*payload)
+                            ))),
+                        };
                         if let Some(shared) = weak.upgrade() {
                             shared.complete(&key, request, result);
                         }

@@ -10,7 +10,7 @@ use crate::core::SubscriptionId;
 use crate::core::key::CacheKey;
 use crate::runtime::erased::Data;
 use crate::runtime::error::EntryRemoved;
-use crate::runtime::shared::Shared;
+use crate::runtime::shared::Owner;
 use crate::runtime::state::{QueryState, read_state};
 
 /// A subscription to one entry lifetime. Dropping it unsubscribes, synchronously; the last one
@@ -35,7 +35,7 @@ use crate::runtime::state::{QueryState, read_state};
 /// # Ok(()) }
 /// ```
 pub struct Subscription<T> {
-    shared: Arc<Shared>,
+    owner: Arc<Owner>,
     id: SubscriptionId,
     key: CacheKey,
     lifetime: u64,
@@ -45,14 +45,14 @@ pub struct Subscription<T> {
 
 impl<T: Data> Subscription<T> {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        owner: Arc<Owner>,
         id: SubscriptionId,
         key: CacheKey,
         lifetime: u64,
         changed: watch::Receiver<u64>,
     ) -> Self {
         Subscription {
-            shared,
+            owner,
             id,
             key,
             lifetime,
@@ -90,7 +90,7 @@ impl<T: Data> Subscription<T> {
     /// # Ok(()) }
     /// ```
     pub fn state(&self) -> QueryState<T> {
-        read_state(&self.shared.lock(), &self.key, Some(self.lifetime))
+        read_state(&self.owner.shared.lock(), &self.key, Some(self.lifetime))
     }
 
     /// The entry's states as a stream: the current state first, then the latest state after
@@ -114,7 +114,7 @@ impl<T: Data> Subscription<T> {
     /// # Ok(()) }
     /// ```
     pub fn changes(&self) -> impl Stream<Item = QueryState<T>> + Send + 'static {
-        let shared = Arc::downgrade(&self.shared);
+        let shared = Arc::downgrade(&self.owner.shared);
         let key = self.key.clone();
         let lifetime = self.lifetime;
         let mut changed = self.changed.clone();
@@ -175,7 +175,10 @@ impl<T: Data> Subscription<T> {
     /// ```
     pub fn refetch(&self) -> Result<(), EntryRemoved> {
         let id = self.id;
-        let done = self.shared.with(|state, now| state.cache.refetch(now, id));
+        let done = self
+            .owner
+            .shared
+            .with(|state, now| state.cache.refetch(now, id));
         if done { Ok(()) } else { Err(EntryRemoved) }
     }
 }
@@ -183,7 +186,8 @@ impl<T: Data> Subscription<T> {
 impl<T> Drop for Subscription<T> {
     fn drop(&mut self) {
         let id = self.id;
-        self.shared
+        self.owner
+            .shared
             .with(|state, now| state.cache.unsubscribe(now, id));
     }
 }
