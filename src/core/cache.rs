@@ -44,10 +44,26 @@ use crate::core::trace::{
 };
 
 /// Identifies an endpoint registered with [`Cache::add_endpoint`].
+///
+/// ```
+/// use livecache::core::{Cache, EndpointConfig};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let id = cache.add_endpoint("a", EndpointConfig::default());
+/// assert_eq!(id, livecache::core::EndpointId(0));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EndpointId(pub usize);
 
 /// Identifies a subscription; unique for the cache, never reused.
+///
+/// ```
+/// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let ep = cache.add_endpoint("a", EndpointConfig::default());
+/// let first = cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
+/// let second = cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
+/// assert_ne!(first, second);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubscriptionId(pub u64);
 
@@ -67,6 +83,16 @@ pub struct CacheConfig {
 }
 
 /// Something the driver of the core must do. Drained with [`Cache::poll_effect`], in order.
+///
+/// ```
+/// use livecache::core::{Cache, Effect, EndpointConfig, Refetch, key::CacheKey};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let ep = cache.add_endpoint("a", EndpointConfig::default());
+/// let key = CacheKey::verbatim("a(1)");
+/// cache.subscribe(0, ep, &key, Refetch::IfMissing);
+/// assert_eq!(cache.poll_effect(), Some(Effect::StartRequest { key: key.clone(), request: 1 }));
+/// assert_eq!(cache.poll_effect(), Some(Effect::Notify { key }));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect<D> {
     /// Start the endpoint's `on_cache_entry_added` handler for a new lifetime (R1, R12).
@@ -118,6 +144,12 @@ pub enum Effect<D> {
 }
 
 /// Why an update through a lifecycle handle (or `update_query_data`) failed.
+///
+/// ```
+/// use livecache::core::{Cache, UpdateError};
+/// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+/// assert_eq!(cache.update_cached(0, 7, false, |d| d.push(1)), Err(UpdateError::NotLive));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UpdateError {
     /// The lifetime has ended (or never existed): the entry was removed (R7a, R14).
@@ -132,6 +164,13 @@ pub enum UpdateError {
 }
 
 /// Why `patch_query_data` failed. In every case the data is unchanged (R19).
+///
+/// ```
+/// use livecache::core::{Cache, PatchError, key::CacheKey};
+/// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+/// let patch = json_patch::Patch(vec![]);
+/// assert_eq!(cache.patch_query_data(0, &CacheKey::verbatim("a(1)"), &patch), Err(PatchError::NoEntry));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PatchError {
     /// No entry for the key.
@@ -149,6 +188,15 @@ pub enum PatchError {
 }
 
 /// A read-only view of one live entry.
+///
+/// ```
+/// use livecache::core::{Cache, EndpointConfig, Phase, key::CacheKey};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let ep = cache.add_endpoint("a", EndpointConfig::default());
+/// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), 5);
+/// let view = cache.entry(&CacheKey::verbatim("a(1)")).expect("upserted");
+/// assert_eq!((view.phase, view.data, view.subscribers), (Phase::Loaded, Some(&5), 0));
+/// ```
 #[derive(Debug, PartialEq)]
 pub struct EntryView<'a, D, E> {
     /// The key.
@@ -295,6 +343,13 @@ impl<D: PartialEq, E> Slot<D, E> {
 }
 
 /// What [`Cache::handle`] returned.
+///
+/// ```
+/// use livecache::core::{Cache, Event, Outcome, SubscriptionId};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let out = cache.handle(0, Event::Unsubscribe { subscription: SubscriptionId(9) });
+/// assert_eq!(out, Outcome::Done(false));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The event returns nothing.
@@ -312,10 +367,22 @@ pub enum Outcome {
 }
 
 /// A boxed update recipe, for [`Event::UpdateCached`] and [`Event::UpdateQueryData`].
+///
+/// ```
+/// use livecache::core::Recipe;
+/// let recipe: Recipe<Vec<u32>> = Box::new(|draft| draft.push(1));
+/// ```
 pub type Recipe<D> = Box<dyn FnOnce(&mut Draft<'_, D>) + Send>;
 
 /// One input to the core, for drivers that prefer a single entry point ([`Cache::handle`]).
 /// Each variant has a typed method of the same name that avoids boxing the recipe.
+///
+/// ```
+/// use livecache::core::{Cache, Event};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// cache.handle(0, Event::Reset);
+/// assert!(cache.is_empty());
+/// ```
 #[allow(missing_docs)]
 pub enum Event<D, E> {
     Subscribe {
@@ -374,6 +441,14 @@ pub enum Event<D, E> {
 }
 
 /// The sans-IO cache: entries keyed by [`CacheKey`], with data `D` and errors `E`.
+///
+/// ```
+/// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let ep = cache.add_endpoint("a", EndpointConfig::default());
+/// cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
+/// assert_eq!(cache.len(), 1);
+/// ```
 #[derive(Clone, Debug)]
 pub struct Cache<D, E = String> {
     config: CacheConfig,

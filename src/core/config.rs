@@ -5,6 +5,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// The largest keep time, in milliseconds: RTK's 32-bit timer clamp (2 147 482.647 s, SPEC R4).
+///
+/// ```
+/// assert_eq!(livecache::core::MAX_KEEP_MS, 2_147_483_647 - 1_000);
+/// ```
 pub const MAX_KEEP_MS: u64 = 2_147_482_647;
 
 /// How long an entry with zero subscribers is kept before removal (`keepUnusedDataFor`, SPEC R4).

@@ -56,22 +56,51 @@ mod sealed {
 use sealed::DataLoadedPromise;
 
 /// A lifecycle state (type state). Sealed: only the five states of this module implement it.
+///
+/// ```
+/// use livecache::core::{Phase, entry::{Loading, State}};
+/// assert_eq!(<Loading as State>::PHASE, Some(Phase::Loading));
+/// ```
 pub trait State: sealed::Sealed {
     /// The phase an observer sees for this state.
     const PHASE: Option<Phase>;
 }
 
 /// A state an entry can be removed from: every state but [`Removed`].
+///
+/// ```
+/// use livecache::core::entry::{Entry, Live};
+/// fn drop_it<S: Live>(entry: Entry<S>) { let _removed = entry.remove(); }
+/// drop_it(Entry::<_>::new(1));
+/// ```
 pub trait Live: State {}
 
 /// A state still waiting for its first data: [`Added`] and [`Loading`]. Only these hold the
 /// data-loaded promise, and [`Entry::load`] consumes it, so data-loaded resolves once.
+///
+/// ```
+/// use livecache::core::entry::{AwaitingData, Entry};
+/// fn first_data<S: AwaitingData>(entry: Entry<S>) { let _loaded = entry.load(1u8, 0); }
+/// first_data(Entry::<_>::new(1));
+/// ```
 pub trait AwaitingData: Live + sealed::Awaiting {}
 
 /// A state past [`Added`]: a request has been started at least once, so another one can be.
+///
+/// ```
+/// use livecache::core::entry::{Entry, Started};
+/// fn retry<S: Started>(entry: &mut Entry<S>, request: u64) { entry.begin_request(request); }
+/// retry(&mut Entry::<_>::new(1).start_request(1), 2);
+/// ```
 pub trait Started: Live {}
 
 /// A state that holds data: [`Loaded`] and [`Streaming`]. Only these can be read or updated.
+///
+/// ```
+/// use livecache::core::entry::{Entry, HasData};
+/// fn read<S: HasData<Data = u8>>(entry: &Entry<S>) -> u8 { *entry.data() }
+/// assert_eq!(read(&Entry::<_>::new(1).load(7u8, 0)), 7);
+/// ```
 pub trait HasData: Started {
     /// The data type.
     type Data;
@@ -82,30 +111,54 @@ pub trait HasData: Started {
 }
 
 /// Just created; no request yet (type state).
+///
+/// ```
+/// let entry: livecache::core::entry::Entry<livecache::core::entry::Added> = livecache::core::entry::Entry::new(1);
+/// ```
 #[derive(Debug)]
 pub struct Added {
     promise: DataLoadedPromise,
 }
 
 /// Waiting for its first data; a request may be in flight or may have been rejected (type state).
+///
+/// ```
+/// let entry = livecache::core::entry::Entry::<_>::new(1).start_request(1);
+/// assert_eq!(entry.in_flight(), Some(1));
+/// ```
 #[derive(Debug)]
 pub struct Loading {
     promise: DataLoadedPromise,
 }
 
 /// Holds data; not updated since it loaded (type state).
+///
+/// ```
+/// let entry = livecache::core::entry::Entry::<_>::new(1).load("data", 0);
+/// assert_eq!(*entry.data(), "data");
+/// ```
 #[derive(Debug)]
 pub struct Loaded<D> {
     data: D,
 }
 
 /// Holds data and has been updated at least once (type state).
+///
+/// ```
+/// let entry = livecache::core::entry::Entry::<_>::new(1).load(1, 0).overwrite(2);
+/// assert_eq!(*entry.data(), 2);
+/// ```
 #[derive(Debug)]
 pub struct Streaming<D> {
     data: D,
 }
 
 /// Left the cache (type state). There is no transition out of it.
+///
+/// ```
+/// let removed = livecache::core::entry::Entry::<_>::new(1).remove();
+/// assert!(!removed.loaded());
+/// ```
 #[derive(Debug)]
 pub struct Removed {
     loaded: bool,
@@ -329,6 +382,12 @@ impl<D: Clone> DerefMut for Draft<'_, D> {
 ///
 /// An entry is deliberately not `Clone`: a copy of an entry still waiting for data would hold a
 /// second data-loaded promise, and a copy of a removed entry's live twin could outlive it.
+///
+/// ```
+/// use livecache::core::entry::Entry;
+/// let entry = Entry::<_, String>::new(1).start_request(1);
+/// assert_eq!(entry.lifetime(), 1);
+/// ```
 #[derive(Debug)]
 pub struct Entry<S: State, E = String> {
     lifetime: u64,
@@ -341,6 +400,12 @@ pub struct Entry<S: State, E = String> {
 
 /// The result of updating a [`Loaded`] entry: it moves to [`Streaming`] only when the recipe
 /// took mutable access.
+///
+/// ```
+/// use livecache::core::entry::{Entry, Updated};
+/// let loaded = Entry::<_>::new(1).load(vec![1], 0);
+/// assert!(matches!(loaded.update(|d| d.push(2)), Updated::Changed(_)));
+/// ```
 #[derive(Debug)]
 pub enum Updated<D, E> {
     /// The recipe only read; still loaded.

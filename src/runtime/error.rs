@@ -8,6 +8,11 @@ use crate::core::key::{CacheKey, KeyError};
 
 /// A boxed error: what query functions and lifecycle handlers return, so that `?` converts any
 /// error and `Ok(..)` needs no annotation.
+///
+/// ```
+/// fn parse(s: &str) -> Result<u32, livecache::BoxError> { Ok(s.parse()?) }
+/// assert!(parse("x").is_err());
+/// ```
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// The error a query function returned, shared (cheap to clone) with every reader of the entry.
