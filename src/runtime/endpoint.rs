@@ -485,7 +485,8 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// Update the data of the entry for `arg` from outside its lifecycle (RTK's
     /// `updateQueryData`, R18), e.g. an optimistic update. If there is no entry, or it has no
     /// data yet, the recipe is not called and the patches are empty. The returned
-    /// [`PatchCollection`] can undo the change.
+    /// [`PatchCollection`] can undo the change. The recipe runs while the cache is locked: it
+    /// must not call the api.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]

@@ -341,6 +341,9 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
     /// reading costs nothing; the first mutable access copies the data only if a reader still
     /// holds a snapshot. A recipe that only reads notifies no one. No patches are computed.
     ///
+    /// The recipe runs while the cache is locked, so that the change is atomic: it must not call
+    /// the api (that would wait for the lock forever). Compute what you need first.
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> Result<(), livecache::Error> {
