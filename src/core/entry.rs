@@ -703,18 +703,28 @@ impl<D, E> Entry<Loaded<D>, E> {
         let mut draft = Draft::new(&mut self.state.data);
         recipe(&mut draft);
         if draft.touched() {
-            let Loaded { data } = self.state;
-            let entry = Entry {
-                lifetime: self.lifetime,
-                status: self.status,
-                error: self.error,
-                fulfilled_at: self.fulfilled_at,
-                in_flight: self.in_flight,
-                state: Streaming { data },
-            };
-            Updated::Changed(entry)
+            Updated::Changed(self.start_streaming())
         } else {
             Updated::Unchanged(self)
+        }
+    }
+
+    /// A message stream was attached: the entry is Streaming from now on (R21).
+    ///
+    /// ```
+    /// use livecache::core::{Phase, entry::Entry};
+    /// let s = Entry::<_>::new(1).load(1, 0).start_streaming();
+    /// assert_eq!(s.phase(), Some(Phase::Streaming));
+    /// ```
+    pub fn start_streaming(self) -> Entry<Streaming<D>, E> {
+        let Loaded { data } = self.state;
+        Entry {
+            lifetime: self.lifetime,
+            status: self.status,
+            error: self.error,
+            fulfilled_at: self.fulfilled_at,
+            in_flight: self.in_flight,
+            state: Streaming { data },
         }
     }
 

@@ -245,6 +245,32 @@ pub enum TraceKind {
         /// Whether data had loaded in this lifetime.
         loaded: bool,
     },
+    /// A message stream was attached to a lifetime's entry and starts applying messages: the
+    /// entry is Streaming (R21).
+    StreamAttached {
+        /// The lifetime.
+        lifetime: u64,
+        /// Messages that arrived before the first data and are applied now, in order.
+        buffered: usize,
+    },
+    /// A stream item was skipped — a bad frame, say — and the stream goes on (R22).
+    StreamSkipped {
+        /// The lifetime.
+        lifetime: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A message stream's attachment ended (R21).
+    StreamEnded {
+        /// The lifetime.
+        lifetime: u64,
+        /// Why: the entry was removed, the stream ended, or it failed.
+        reason: String,
+        /// Messages applied.
+        applied: u64,
+        /// Items skipped.
+        skipped: u64,
+    },
     /// The lifecycle handler of a lifetime ended (R16).
     LifecycleEnded {
         /// The lifetime.
@@ -369,6 +395,16 @@ impl fmt::Display for TraceKind {
                     "entry_removed lifetime={lifetime} cause={cause} loaded={loaded}"
                 )
             }
+            TraceKind::StreamAttached { lifetime, buffered } => {
+                write!(f, "stream_attached lifetime={lifetime} buffered={buffered}")
+            }
+            TraceKind::StreamSkipped { lifetime, reason } => {
+                write!(f, "stream_skipped lifetime={lifetime} reason={reason:?}")
+            }
+            TraceKind::StreamEnded { lifetime, reason, applied, skipped } => write!(
+                f,
+                "stream_ended lifetime={lifetime} reason={reason:?} applied={applied} skipped={skipped}"
+            ),
             TraceKind::LifecycleEnded { lifetime, outcome } => {
                 write!(f, "lifecycle_ended lifetime={lifetime} {outcome}")
             }
