@@ -8,6 +8,7 @@ mod error;
 mod lifecycle;
 mod shared;
 mod state;
+mod stream;
 mod subscription;
 
 pub use api::{Api, ApiBuilder};
@@ -16,4 +17,5 @@ pub use erased::Data;
 pub use error::{BoxError, EntryRemoved, Error, QueryError, RemovedBeforeLoaded, UpdateError};
 pub use lifecycle::{Added, DataLoaded, EntryHandle, HandleState, Loaded};
 pub use state::QueryState;
+pub use stream::{StreamEnd, StreamEndReason, StreamError};
 pub use subscription::Subscription;

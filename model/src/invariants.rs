@@ -116,10 +116,15 @@ pub fn check_invariants(config: &Config, trace: &[TraceEvent]) -> Result<(), Str
                 continue;
             }
             TraceKind::ResultIgnored { .. } => continue,
-            TraceKind::LifecycleEnded { lifetime, .. } => {
+            // Runtime events about a lifetime may come after its removal (a handler or a
+            // stream attachment ends once the entry is gone).
+            TraceKind::LifecycleEnded { lifetime, .. }
+            | TraceKind::StreamSkipped { lifetime, .. }
+            | TraceKind::StreamEnded { lifetime, .. } => {
                 if !state.lifetimes.contains(lifetime) {
                     return fail(format!(
-                        "(6) lifecycle_ended of unknown lifetime {lifetime}"
+                        "(6) {} of unknown lifetime {lifetime}",
+                        event.kind
                     ));
                 }
                 continue;
@@ -255,7 +260,14 @@ pub fn check_invariants(config: &Config, trace: &[TraceEvent]) -> Result<(), Str
             | TraceKind::Upserted { .. }
             | TraceKind::EntryAdded { .. }
             | TraceKind::ResultIgnored { .. }
-            | TraceKind::LifecycleEnded { .. } => {}
+            | TraceKind::LifecycleEnded { .. }
+            | TraceKind::StreamSkipped { .. }
+            | TraceKind::StreamEnded { .. } => {}
+            TraceKind::StreamAttached { .. } => {
+                if !live.loaded {
+                    return fail("(2) stream_attached before data_loaded".to_string());
+                }
+            }
         }
     }
     Ok(())

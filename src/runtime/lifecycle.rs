@@ -107,9 +107,9 @@ pub struct DataLoaded<T, M = ()> {
 /// # Ok(()) }
 /// ```
 pub struct EntryHandle<S: HandleState, T, M = ()> {
-    shared: Arc<Shared>,
-    key: CacheKey,
-    lifetime: u64,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) key: CacheKey,
+    pub(crate) lifetime: u64,
     changed: watch::Receiver<u64>,
     state: S,
     _data: PhantomData<fn() -> (T, M)>,

@@ -1,0 +1,366 @@
+//! Attaching a message stream to an entry (SPEC R21): messages are applied in arrival order,
+//! each exactly once; messages that arrive before the first data are buffered and applied right
+//! after it lands; when the entry is removed the stream is dropped.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::fmt;
+use std::pin::pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+
+use crate::core::entry::Draft;
+use crate::core::key::CacheKey;
+use crate::runtime::erased::Data;
+use crate::runtime::error::UpdateError;
+use crate::runtime::lifecycle::{Added, EntryHandle, Loaded};
+use crate::runtime::shared::Shared;
+
+/// An error a message stream can yield: either it only skipped an item (a bad frame) and goes
+/// on, or the stream has failed and the attachment ends.
+///
+/// ```
+/// use livecache::runtime::StreamError;
+/// #[derive(Debug)]
+/// enum FeedError { BadLine(String), Disconnected }
+/// impl std::fmt::Display for FeedError {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         match self { FeedError::BadLine(l) => write!(f, "bad line {l:?}"), FeedError::Disconnected => f.write_str("disconnected") }
+///     }
+/// }
+/// impl StreamError for FeedError {
+///     fn is_fatal(&self) -> bool { matches!(self, FeedError::Disconnected) }
+/// }
+/// assert!(!FeedError::BadLine("x".into()).is_fatal());
+/// ```
+pub trait StreamError: fmt::Display {
+    /// `true`: the stream failed and the attachment ends. `false`: the item was skipped and the
+    /// stream goes on (counted and traced with this error as the reason).
+    fn is_fatal(&self) -> bool;
+}
+
+impl StreamError for Infallible {
+    fn is_fatal(&self) -> bool {
+        match *self {}
+    }
+}
+
+/// Why a stream attachment ended.
+///
+/// ```
+/// use livecache::runtime::StreamEndReason;
+/// assert_eq!(StreamEndReason::EntryRemoved.to_string(), "entry removed");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamEndReason {
+    /// The entry was removed: the stream was dropped (its connection closed).
+    EntryRemoved,
+    /// The entry was removed before its first data; buffered messages were dropped with it.
+    RemovedBeforeLoaded,
+    /// The stream ended by itself (e.g. the server closed the connection cleanly).
+    StreamEnded,
+    /// The stream failed with a fatal error.
+    StreamFailed(String),
+    /// The apply function panicked; the entry keeps what it had changed.
+    ApplyPanicked(String),
+}
+
+impl fmt::Display for StreamEndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamEndReason::EntryRemoved => f.write_str("entry removed"),
+            StreamEndReason::RemovedBeforeLoaded => f.write_str("entry removed before its data loaded"),
+            StreamEndReason::StreamEnded => f.write_str("stream ended"),
+            StreamEndReason::StreamFailed(e) => write!(f, "stream failed: {e}"),
+            StreamEndReason::ApplyPanicked(m) => write!(f, "apply panicked: {m}"),
+        }
+    }
+}
+
+/// How a stream attachment ended, with its counts. Also recorded as `stream_ended` in the trace.
+///
+/// ```
+/// use livecache::runtime::{StreamEnd, StreamEndReason};
+/// let end = StreamEnd { reason: StreamEndReason::StreamEnded, applied: 3, skipped: 1 };
+/// assert_eq!(end.applied + end.skipped, 4);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamEnd {
+    /// Why it ended.
+    pub reason: StreamEndReason,
+    /// Messages applied to the entry.
+    pub applied: u64,
+    /// Items skipped (non-fatal stream errors).
+    pub skipped: u64,
+}
+
+/// What an attachment needs to record its events.
+struct Recorder {
+    shared: Arc<Shared>,
+    key: CacheKey,
+    lifetime: u64,
+    applied: u64,
+    skipped: u64,
+}
+
+impl Recorder {
+    fn skip(&mut self, reason: String) {
+        self.skipped += 1;
+        let (key, lifetime) = (&self.key, self.lifetime);
+        self.shared.with(|state, now| state.cache.stream_skipped(now, key, lifetime, reason));
+    }
+
+    fn end(self, reason: StreamEndReason) -> StreamEnd {
+        let Recorder { shared, key, lifetime, applied, skipped } = self;
+        let text = reason.to_string();
+        shared.with(|state, now| {
+            state.cache.stream_ended(now, &key, lifetime, text, applied, skipped)
+        });
+        StreamEnd { reason, applied, skipped }
+    }
+}
+
+impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
+    /// Attach a stream of messages before the first data (R21): messages that arrive while the
+    /// entry is loading are buffered and applied, in order, right after the first data lands, so
+    /// none sent between connecting and loading is lost. Runs until the entry is removed (the
+    /// stream is then dropped) or the stream ends.
+    ///
+    /// The buffer is not bounded: a stream that floods an entry whose data never loads grows it
+    /// until the entry is removed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let ticks = api
+    ///     .query::<(), Vec<u32>>("ticks")
+    ///     .query_fn(|()| async {
+    ///         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    ///         Ok(vec![0])
+    ///     })
+    ///     .on_cache_entry_added(|(), entry| async move {
+    ///         // these arrive before the first data: buffered, then applied in order
+    ///         let messages = futures::stream::iter([1, 2, 3]);
+    ///         entry.stream(messages, |ticks, n| ticks.push(n)).await;
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = ticks.subscribe(())?;
+    /// sub.loaded().await.ok();
+    /// tokio::task::yield_now().await;
+    /// assert_eq!(sub.state().data(), Some(&vec![0, 1, 2, 3]));
+    /// # Ok(()) }
+    /// ```
+    pub async fn stream<S, F>(self, stream: S, apply: F) -> StreamEnd
+    where
+        S: Stream + Send,
+        S::Item: Send,
+        F: FnMut(&mut Draft<'_, T>, S::Item) + Send,
+    {
+        self.try_stream(stream.map(Ok::<_, Infallible>), apply).await
+    }
+
+    /// [`EntryHandle::stream`] for a stream of `Result`s: a non-fatal error skips the item
+    /// (counted and traced with its reason), a fatal one ends the attachment.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// use livecache::runtime::{StreamEndReason, StreamError};
+    /// #[derive(Debug)]
+    /// struct BadLine;
+    /// impl std::fmt::Display for BadLine {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { f.write_str("bad line") }
+    /// }
+    /// impl StreamError for BadLine { fn is_fatal(&self) -> bool { false } }
+    /// let (tx, rx) = tokio::sync::oneshot::channel();
+    /// let tx = std::sync::Mutex::new(Some(tx));
+    /// let feed = api
+    ///     .query::<(), Vec<u32>>("feed")
+    ///     .query_fn(|()| async { Ok(vec![]) })
+    ///     .on_cache_entry_added(move |(), entry| {
+    ///         let tx = tx.lock().ok().and_then(|mut t| t.take());
+    ///         async move {
+    ///             let items = futures::stream::iter([Ok(1), Err(BadLine), Ok(2)]);
+    ///             let end = entry.try_stream(items, |list, n| list.push(n)).await;
+    ///             tx.map(|tx| tx.send(end));
+    ///             Ok(())
+    ///         }
+    ///     })
+    ///     .build()?;
+    /// let _sub = feed.subscribe(())?;
+    /// let end = rx.await.expect("the handler reports");
+    /// assert_eq!((end.reason, end.applied, end.skipped), (StreamEndReason::StreamEnded, 2, 1));
+    /// # Ok(()) }
+    /// ```
+    pub async fn try_stream<S, Msg, E, F>(self, stream: S, apply: F) -> StreamEnd
+    where
+        S: Stream<Item = Result<Msg, E>> + Send,
+        Msg: Send,
+        E: StreamError + Send,
+        F: FnMut(&mut Draft<'_, T>, Msg) + Send,
+    {
+        let mut recorder = Recorder {
+            shared: Arc::clone(&self.shared),
+            key: self.key.clone(),
+            lifetime: self.lifetime,
+            applied: 0,
+            skipped: 0,
+        };
+        let mut stream = pin!(stream);
+        let mut buffered = VecDeque::new();
+        // Set when the stream ends or fails before the first data: what it delivered until then
+        // is still applied once the data lands, then the attachment ends with this reason.
+        let mut finished: Option<StreamEndReason> = None;
+        let mut loaded = pin!(self.data_loaded());
+        let handle = loop {
+            tokio::select! {
+                biased;
+                result = &mut loaded => match result {
+                    Ok((handle, _first)) => break handle,
+                    Err(_) => return recorder.end(StreamEndReason::RemovedBeforeLoaded),
+                },
+                item = stream.next(), if finished.is_none() => match item {
+                    None => finished = Some(StreamEndReason::StreamEnded),
+                    Some(Ok(message)) => buffered.push_back(message),
+                    Some(Err(error)) if error.is_fatal() => {
+                        finished = Some(StreamEndReason::StreamFailed(error.to_string()));
+                    }
+                    Some(Err(error)) => recorder.skip(error.to_string()),
+                },
+            }
+        };
+        handle.run(stream, apply, buffered, finished, recorder).await
+    }
+}
+
+impl<T: Data, M> EntryHandle<Loaded, T, M> {
+    /// Attach a stream of messages to the loaded entry (R21): each message is applied with
+    /// `apply`, in arrival order, exactly once; the entry is Streaming. Runs until the entry is
+    /// removed — the stream is then dropped, closing its connection — or the stream ends.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let log = api
+    ///     .query::<(), Vec<String>>("log")
+    ///     .query_fn(|()| async { Ok(vec!["start".to_string()]) })
+    ///     .on_cache_entry_added(|(), entry| async move {
+    ///         let Ok((entry, _)) = entry.data_loaded().await else { return Ok(()) };
+    ///         let lines = futures::stream::iter(["a", "b"]);
+    ///         entry.stream(lines, |log, line| log.push(line.to_string())).await;
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = log.subscribe(())?;
+    /// sub.loaded().await.ok();
+    /// for _ in 0..4 { tokio::task::yield_now().await; }
+    /// assert_eq!(sub.state().data().map(Vec::len), Some(3));
+    /// # Ok(()) }
+    /// ```
+    pub async fn stream<S, F>(&self, stream: S, apply: F) -> StreamEnd
+    where
+        S: Stream + Send,
+        S::Item: Send,
+        F: FnMut(&mut Draft<'_, T>, S::Item) + Send,
+    {
+        self.try_stream(stream.map(Ok::<_, Infallible>), apply).await
+    }
+
+    /// [`EntryHandle::stream`] for a stream of `Result`s: a non-fatal error skips the item
+    /// (counted and traced with its reason), a fatal one ends the attachment.
+    ///
+    /// ```
+    /// fn attach(entry: &livecache::EntryHandle<livecache::Loaded, Vec<u8>>) -> impl std::future::Future + '_ {
+    ///     let items = futures::stream::iter([Ok::<u8, std::convert::Infallible>(1)]);
+    ///     entry.try_stream(items, |list, b| list.push(b))
+    /// }
+    /// ```
+    pub async fn try_stream<S, Msg, E, F>(&self, stream: S, apply: F) -> StreamEnd
+    where
+        S: Stream<Item = Result<Msg, E>> + Send,
+        Msg: Send,
+        E: StreamError + Send,
+        F: FnMut(&mut Draft<'_, T>, Msg) + Send,
+    {
+        let recorder = Recorder {
+            shared: Arc::clone(&self.shared),
+            key: self.key.clone(),
+            lifetime: self.lifetime,
+            applied: 0,
+            skipped: 0,
+        };
+        self.run(pin!(stream), apply, VecDeque::new(), None, recorder).await
+    }
+
+    async fn run<S, Msg, E, F>(
+        &self,
+        mut stream: std::pin::Pin<&mut S>,
+        mut apply: F,
+        buffered: VecDeque<Msg>,
+        finished: Option<StreamEndReason>,
+        mut recorder: Recorder,
+    ) -> StreamEnd
+    where
+        S: Stream<Item = Result<Msg, E>> + Send,
+        E: StreamError,
+        F: FnMut(&mut Draft<'_, T>, Msg),
+    {
+        let lifetime = self.lifetime;
+        let count = buffered.len();
+        let attached =
+            self.shared.with(|state, now| state.cache.stream_attached(now, lifetime, count));
+        if attached.is_err() {
+            return recorder.end(StreamEndReason::EntryRemoved);
+        }
+        for message in buffered {
+            if let Err(reason) = self.apply_one(&mut apply, message, &mut recorder) {
+                return recorder.end(reason);
+            }
+        }
+        if let Some(reason) = finished {
+            return recorder.end(reason);
+        }
+        let mut removed = pin!(self.removed());
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut removed => return recorder.end(StreamEndReason::EntryRemoved),
+                item = stream.next() => match item {
+                    None => return recorder.end(StreamEndReason::StreamEnded),
+                    Some(Ok(message)) => {
+                        if let Err(reason) = self.apply_one(&mut apply, message, &mut recorder) {
+                            return recorder.end(reason);
+                        }
+                    }
+                    Some(Err(error)) if error.is_fatal() => {
+                        return recorder.end(StreamEndReason::StreamFailed(error.to_string()));
+                    }
+                    Some(Err(error)) => recorder.skip(error.to_string()),
+                },
+            }
+        }
+    }
+
+    fn apply_one<Msg>(
+        &self,
+        apply: &mut impl FnMut(&mut Draft<'_, T>, Msg),
+        message: Msg,
+        recorder: &mut Recorder,
+    ) -> Result<(), StreamEndReason> {
+        match self.update_cached_data(|draft| apply(draft, message)) {
+            Ok(()) => {
+                recorder.applied += 1;
+                Ok(())
+            }
+            Err(UpdateError::RecipePanicked { message }) => {
+                Err(StreamEndReason::ApplyPanicked(message))
+            }
+            Err(_) => Err(StreamEndReason::EntryRemoved),
+        }
+    }
+}
