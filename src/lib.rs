@@ -68,8 +68,12 @@
 #![deny(missing_docs)]
 
 pub mod core;
+#[cfg(feature = "http")]
+pub mod http;
 #[cfg(feature = "runtime")]
 pub mod runtime;
+#[cfg(feature = "ws")]
+pub mod ws;
 
 pub use core::entry::Draft;
 pub use core::key::{CacheKey, KeyOverride};

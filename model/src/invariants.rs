@@ -122,10 +122,7 @@ pub fn check_invariants(config: &Config, trace: &[TraceEvent]) -> Result<(), Str
             | TraceKind::StreamSkipped { lifetime, .. }
             | TraceKind::StreamEnded { lifetime, .. } => {
                 if !state.lifetimes.contains(lifetime) {
-                    return fail(format!(
-                        "(6) {} of unknown lifetime {lifetime}",
-                        event.kind
-                    ));
+                    return fail(format!("(6) {} of unknown lifetime {lifetime}", event.kind));
                 }
                 continue;
             }

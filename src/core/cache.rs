@@ -1051,7 +1051,11 @@ where
             Some(_) => return Err(UpdateError::NotLoaded),
             None => return Err(UpdateError::NotLive),
         }
-        self.record(self.now, &key, TraceKind::StreamAttached { lifetime, buffered });
+        self.record(
+            self.now,
+            &key,
+            TraceKind::StreamAttached { lifetime, buffered },
+        );
         self.notify(&key);
         Ok(())
     }
@@ -1091,7 +1095,12 @@ where
         self.record(
             self.now,
             key,
-            TraceKind::StreamEnded { lifetime, reason, applied, skipped },
+            TraceKind::StreamEnded {
+                lifetime,
+                reason,
+                applied,
+                skipped,
+            },
         );
     }
 

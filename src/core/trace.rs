@@ -401,7 +401,12 @@ impl fmt::Display for TraceKind {
             TraceKind::StreamSkipped { lifetime, reason } => {
                 write!(f, "stream_skipped lifetime={lifetime} reason={reason:?}")
             }
-            TraceKind::StreamEnded { lifetime, reason, applied, skipped } => write!(
+            TraceKind::StreamEnded {
+                lifetime,
+                reason,
+                applied,
+                skipped,
+            } => write!(
                 f,
                 "stream_ended lifetime={lifetime} reason={reason:?} applied={applied} skipped={skipped}"
             ),

@@ -70,7 +70,9 @@ impl fmt::Display for StreamEndReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StreamEndReason::EntryRemoved => f.write_str("entry removed"),
-            StreamEndReason::RemovedBeforeLoaded => f.write_str("entry removed before its data loaded"),
+            StreamEndReason::RemovedBeforeLoaded => {
+                f.write_str("entry removed before its data loaded")
+            }
             StreamEndReason::StreamEnded => f.write_str("stream ended"),
             StreamEndReason::StreamFailed(e) => write!(f, "stream failed: {e}"),
             StreamEndReason::ApplyPanicked(m) => write!(f, "apply panicked: {m}"),
@@ -108,16 +110,29 @@ impl Recorder {
     fn skip(&mut self, reason: String) {
         self.skipped += 1;
         let (key, lifetime) = (&self.key, self.lifetime);
-        self.shared.with(|state, now| state.cache.stream_skipped(now, key, lifetime, reason));
+        self.shared
+            .with(|state, now| state.cache.stream_skipped(now, key, lifetime, reason));
     }
 
     fn end(self, reason: StreamEndReason) -> StreamEnd {
-        let Recorder { shared, key, lifetime, applied, skipped } = self;
+        let Recorder {
+            shared,
+            key,
+            lifetime,
+            applied,
+            skipped,
+        } = self;
         let text = reason.to_string();
         shared.with(|state, now| {
-            state.cache.stream_ended(now, &key, lifetime, text, applied, skipped)
+            state
+                .cache
+                .stream_ended(now, &key, lifetime, text, applied, skipped)
         });
-        StreamEnd { reason, applied, skipped }
+        StreamEnd {
+            reason,
+            applied,
+            skipped,
+        }
     }
 }
 
@@ -159,7 +174,8 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
         S::Item: Send,
         F: FnMut(&mut Draft<'_, T>, S::Item) + Send,
     {
-        self.try_stream(stream.map(Ok::<_, Infallible>), apply).await
+        self.try_stream(stream.map(Ok::<_, Infallible>), apply)
+            .await
     }
 
     /// [`EntryHandle::stream`] for a stream of `Result`s: a non-fatal error skips the item
@@ -233,7 +249,9 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
                 },
             }
         };
-        handle.run(stream, apply, buffered, finished, recorder).await
+        handle
+            .run(stream, apply, buffered, finished, recorder)
+            .await
     }
 }
 
@@ -268,7 +286,8 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         S::Item: Send,
         F: FnMut(&mut Draft<'_, T>, S::Item) + Send,
     {
-        self.try_stream(stream.map(Ok::<_, Infallible>), apply).await
+        self.try_stream(stream.map(Ok::<_, Infallible>), apply)
+            .await
     }
 
     /// [`EntryHandle::stream`] for a stream of `Result`s: a non-fatal error skips the item
@@ -294,7 +313,8 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
             applied: 0,
             skipped: 0,
         };
-        self.run(pin!(stream), apply, VecDeque::new(), None, recorder).await
+        self.run(pin!(stream), apply, VecDeque::new(), None, recorder)
+            .await
     }
 
     async fn run<S, Msg, E, F>(
@@ -312,8 +332,9 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
     {
         let lifetime = self.lifetime;
         let count = buffered.len();
-        let attached =
-            self.shared.with(|state, now| state.cache.stream_attached(now, lifetime, count));
+        let attached = self
+            .shared
+            .with(|state, now| state.cache.stream_attached(now, lifetime, count));
         if attached.is_err() {
             return recorder.end(StreamEndReason::EntryRemoved);
         }

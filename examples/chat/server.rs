@@ -1,0 +1,286 @@
+//! The chat server of the streaming example, on axum: `GET /messages/{channel}` serves a
+//! channel's history as JSON, `GET /ws` is a WebSocket that broadcasts every new message (of
+//! every channel) to every client. Tests drive it too: they send malformed frames, pings and
+//! closes through it and read what it observed (close frames, dropped connections).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast};
+
+/// A chat channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Redux,
+    General,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Redux => "redux",
+            Channel::General => "general",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Channel> {
+        match s {
+            "redux" => Some(Channel::Redux),
+            "general" => Some(Channel::General),
+            _ => None,
+        }
+    }
+}
+
+/// A chat message, as the streaming guide has it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    pub id: u64,
+    pub channel: Channel,
+    pub user_name: String,
+    pub text: String,
+}
+
+/// What the server sends its WebSocket clients.
+#[derive(Clone, Debug)]
+pub enum Outgoing {
+    /// A text frame.
+    Text(String),
+    /// A binary frame.
+    Binary(Vec<u8>),
+    /// A ping.
+    Ping,
+    /// A close frame, then the connection ends.
+    Close,
+    /// Drop the connection without a close frame.
+    Drop,
+}
+
+/// What the server saw of its WebSocket clients.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub connected: AtomicUsize,
+    pub open: AtomicUsize,
+    pub close_frames: AtomicUsize,
+    pub dropped_without_close: AtomicUsize,
+    pub pongs: AtomicUsize,
+}
+
+struct Shared {
+    history: Mutex<HashMap<Channel, Vec<Message>>>,
+    next_id: AtomicU64,
+    outgoing: broadcast::Sender<Outgoing>,
+    observed: Arc<Observed>,
+    /// When set, a history request takes its snapshot, then waits for this before answering.
+    history_gate: Mutex<Option<Arc<Notify>>>,
+    /// Channels whose history requests fail with 503.
+    failing: Mutex<Vec<Channel>>,
+    connection_changed: Notify,
+}
+
+/// A running chat server.
+#[derive(Clone)]
+pub struct ChatServer {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl ChatServer {
+    /// Start a server on 127.0.0.1, on an ephemeral port, with some history.
+    pub async fn start() -> std::io::Result<ChatServer> {
+        let (outgoing, _) = broadcast::channel(4096);
+        let shared = Arc::new(Shared {
+            history: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            outgoing,
+            observed: Arc::default(),
+            history_gate: Mutex::new(None),
+            failing: Mutex::new(Vec::new()),
+            connection_changed: Notify::new(),
+        });
+        let server = ChatServer {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shared,
+        };
+        server.seed(Channel::Redux, "mark", "Welcome to #redux!");
+        server.seed(Channel::General, "lenz", "Welcome to #general!");
+        let app = Router::new()
+            .route("/messages/{channel}", get(history))
+            .route("/ws", get(upgrade))
+            .with_state(Arc::clone(&server.shared));
+        let listener = tokio::net::TcpListener::bind(server.addr).await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(ChatServer { addr, ..server })
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    fn seed(&self, channel: Channel, user: &str, text: &str) {
+        let message = self.message(channel, user, text);
+        if let Ok(mut history) = self.shared.history.lock() {
+            history.entry(channel).or_default().push(message);
+        }
+    }
+
+    fn message(&self, channel: Channel, user: &str, text: &str) -> Message {
+        Message {
+            id: self.shared.next_id.fetch_add(1, Ordering::SeqCst),
+            channel,
+            user_name: user.to_string(),
+            text: text.to_string(),
+        }
+    }
+
+    /// Post a message: stored in the history and broadcast to every WebSocket client.
+    pub fn post(&self, channel: Channel, user: &str, text: &str) -> Message {
+        let message = self.message(channel, user, text);
+        if let Ok(mut history) = self.shared.history.lock() {
+            history.entry(channel).or_default().push(message.clone());
+        }
+        let json = serde_json::to_string(&message).unwrap_or_default();
+        let _ = self.shared.outgoing.send(Outgoing::Text(json));
+        message
+    }
+
+    /// Send anything to every WebSocket client (malformed frames, pings, closes).
+    pub fn send(&self, frame: Outgoing) {
+        let _ = self.shared.outgoing.send(frame);
+    }
+
+    /// What the server saw of its clients.
+    pub fn observed(&self) -> &Observed {
+        &self.shared.observed
+    }
+
+    /// From now on, history requests snapshot the history, then wait for the returned gate.
+    pub fn hold_history(&self) -> Arc<Notify> {
+        let gate = Arc::new(Notify::new());
+        if let Ok(mut slot) = self.shared.history_gate.lock() {
+            *slot = Some(Arc::clone(&gate));
+        }
+        gate
+    }
+
+    /// History requests for `channel` fail with 503 from now on.
+    pub fn fail_history(&self, channel: Channel) {
+        if let Ok(mut failing) = self.shared.failing.lock() {
+            failing.push(channel);
+        }
+    }
+
+    /// Wait until `open` WebSocket connections are open (at most `timeout`).
+    pub async fn wait_open(&self, open: usize, timeout: std::time::Duration) -> bool {
+        tokio::time::timeout(timeout, async {
+            loop {
+                let notified = self.shared.connection_changed.notified();
+                if self.shared.observed.open.load(Ordering::SeqCst) == open {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+}
+
+async fn history(State(shared): State<Arc<Shared>>, Path(channel): Path<String>) -> Response {
+    let Some(channel) = Channel::parse(&channel) else {
+        return (StatusCode::NOT_FOUND, "no such channel").into_response();
+    };
+    if shared
+        .failing
+        .lock()
+        .map(|f| f.contains(&channel))
+        .unwrap_or(false)
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "history unavailable").into_response();
+    }
+    let snapshot = shared
+        .history
+        .lock()
+        .map(|h| h.get(&channel).cloned().unwrap_or_default())
+        .unwrap_or_default();
+    let gate = shared.history_gate.lock().ok().and_then(|g| g.clone());
+    if let Some(gate) = gate {
+        gate.notified().await;
+    }
+    axum::Json(snapshot).into_response()
+}
+
+async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| client(socket, shared))
+}
+
+async fn client(mut socket: WebSocket, shared: Arc<Shared>) {
+    let observed = Arc::clone(&shared.observed);
+    let mut outgoing = shared.outgoing.subscribe();
+    observed.connected.fetch_add(1, Ordering::SeqCst);
+    observed.open.fetch_add(1, Ordering::SeqCst);
+    shared.connection_changed.notify_waiters();
+    loop {
+        tokio::select! {
+            frame = outgoing.recv() => {
+                let sent = match frame {
+                    Ok(Outgoing::Text(text)) => socket.send(Frame::Text(text.into())).await,
+                    Ok(Outgoing::Binary(bytes)) => socket.send(Frame::Binary(bytes.into())).await,
+                    Ok(Outgoing::Ping) => socket.send(Frame::Ping(Vec::new().into())).await,
+                    Ok(Outgoing::Close) => {
+                        let _ = socket.send(Frame::Close(None)).await;
+                        // wait for the client's answer, then end
+                        while let Some(Ok(frame)) = socket.recv().await {
+                            if matches!(frame, Frame::Close(_)) {
+                                break;
+                            }
+                        }
+                        break;
+                    }
+                    Ok(Outgoing::Drop) => break,
+                    Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if sent.is_err() {
+                    observed.dropped_without_close.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Frame::Close(_))) => {
+                    observed.close_frames.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                Some(Ok(Frame::Pong(_))) => {
+                    observed.pongs.fetch_add(1, Ordering::SeqCst);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    observed.dropped_without_close.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+            },
+        }
+    }
+    observed.open.fetch_sub(1, Ordering::SeqCst);
+    shared.connection_changed.notify_waiters();
+}

@@ -1,0 +1,255 @@
+//! An HTTP query function on reqwest: RTK's `fetchBaseQuery`. Feature `http`, on by default
+//! (plain HTTP; feature `http-tls` adds HTTPS through rustls).
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use livecache::{Api, http::HttpQuery};
+//!
+//! #[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+//! struct Message { id: u64, text: String }
+//!
+//! let http = HttpQuery::new("http://127.0.0.1:3000/")?;
+//! let api = Api::builder().build();
+//! let get_messages = api
+//!     .query::<String, Vec<Message>>("getMessages")
+//!     .query_fn(http.get_json(|channel: &String| format!("messages/{channel}")))
+//!     .build()?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use reqwest::{Client, Url};
+use serde::de::DeserializeOwned;
+
+use crate::runtime::BoxError;
+
+/// The default request timeout (30 s).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why an HTTP query failed.
+///
+/// ```
+/// let e = livecache::http::HttpError::Status { status: 404, body: "no such channel".into() };
+/// assert_eq!(e.to_string(), "HTTP 404: no such channel");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// The base URL or a path built from an argument is not a URL.
+    #[error("bad URL: {0}")]
+    Url(String),
+    /// The client could not be built.
+    #[error("HTTP client: {0}")]
+    Client(String),
+    /// The request failed before a response arrived (connection refused, reset, …).
+    #[error("HTTP request failed: {0}")]
+    Request(String),
+    /// No response within the timeout.
+    #[error("HTTP request timed out")]
+    Timeout,
+    /// The server answered with an error status; the body is kept.
+    #[error("HTTP {status}: {body}")]
+    Status {
+        /// The status code.
+        status: u16,
+        /// The response body, as text.
+        body: String,
+    },
+    /// The body is not JSON of the expected type.
+    #[error("HTTP response is not the expected JSON: {0}")]
+    Decode(String),
+}
+
+/// What a response said besides its body: RTK's `meta` (status and headers).
+///
+/// ```
+/// let meta = livecache::http::HttpMeta { status: 200, headers: vec![("etag".into(), "\"1\"".into())] };
+/// assert_eq!(meta.header("ETag"), Some("\"1\""));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpMeta {
+    /// The status code.
+    pub status: u16,
+    /// The headers (names lowercase), in the order received.
+    pub headers: Vec<(String, String)>,
+}
+
+impl HttpMeta {
+    /// The first header named `name` (case-insensitive).
+    ///
+    /// ```
+    /// let meta = livecache::http::HttpMeta { status: 200, headers: vec![] };
+    /// assert_eq!(meta.header("content-type"), None);
+    /// ```
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A base URL and a client: builds query functions that GET JSON.
+///
+/// ```
+/// let http = livecache::http::HttpQuery::new("http://127.0.0.1:3000/api")?;
+/// assert_eq!(http.base_url().as_str(), "http://127.0.0.1:3000/api/");
+/// # Ok::<(), livecache::http::HttpError>(())
+/// ```
+#[derive(Clone)]
+pub struct HttpQuery {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    base: Url,
+}
+
+impl HttpQuery {
+    /// A query for `base_url` (a trailing `/` is added if missing, so paths join under it) with
+    /// the default timeout.
+    ///
+    /// ```
+    /// assert!(livecache::http::HttpQuery::new("not a url").is_err());
+    /// ```
+    pub fn new(base_url: &str) -> Result<HttpQuery, HttpError> {
+        HttpQuery::with_timeout(base_url, DEFAULT_TIMEOUT)
+    }
+
+    /// A query for `base_url` whose requests time out after `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let http = livecache::http::HttpQuery::with_timeout("http://127.0.0.1:3000/", Duration::from_secs(2))?;
+    /// # Ok::<(), livecache::http::HttpError>(())
+    /// ```
+    pub fn with_timeout(base_url: &str, timeout: Duration) -> Result<HttpQuery, HttpError> {
+        let with_slash = if base_url.ends_with('/') {
+            base_url.to_owned()
+        } else {
+            format!("{base_url}/")
+        };
+        let base = Url::parse(&with_slash).map_err(|e| HttpError::Url(e.to_string()))?;
+        let client = Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| HttpError::Client(e.to_string()))?;
+        Ok(HttpQuery {
+            inner: Arc::new(Inner { client, base }),
+        })
+    }
+
+    /// The base URL.
+    ///
+    /// ```
+    /// let http = livecache::http::HttpQuery::new("http://127.0.0.1:3000")?;
+    /// assert_eq!(http.base_url().path(), "/");
+    /// # Ok::<(), livecache::http::HttpError>(())
+    /// ```
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base
+    }
+
+    /// GET `path(arg)` (relative to the base URL) and decode the JSON body as `T`: a query
+    /// function for [`EndpointBuilder::query_fn`](crate::EndpointBuilder::query_fn). An error
+    /// status is an [`HttpError::Status`] with the body.
+    ///
+    /// ```
+    /// let http = livecache::http::HttpQuery::new("http://127.0.0.1:3000/")?;
+    /// let query = http.get_json::<u32, Vec<String>>(|id: &u32| format!("users/{id}/posts"));
+    /// # Ok::<(), livecache::http::HttpError>(())
+    /// ```
+    pub fn get_json<A, T>(
+        &self,
+        path: impl Fn(&A) -> String + Send + Sync + 'static,
+    ) -> impl Fn(A) -> BoxFuture<'static, Result<T, BoxError>> + Send + Sync + 'static
+    where
+        A: Send + 'static,
+        T: DeserializeOwned + Send + 'static,
+    {
+        let get = self.get_json_with_meta::<A, T>(path);
+        move |arg| get(arg).map(|r| r.map(|(data, _meta)| data)).boxed()
+    }
+
+    /// Like [`HttpQuery::get_json`], also returning the response's [`HttpMeta`]: a query
+    /// function for [`EndpointBuilder::query_fn_with_meta`](crate::EndpointBuilder::query_fn_with_meta),
+    /// so the lifecycle's `data_loaded` gets the status and headers.
+    ///
+    /// ```
+    /// let http = livecache::http::HttpQuery::new("http://127.0.0.1:3000/")?;
+    /// let query = http.get_json_with_meta::<String, Vec<String>>(|c: &String| format!("messages/{c}"));
+    /// # Ok::<(), livecache::http::HttpError>(())
+    /// ```
+    pub fn get_json_with_meta<A, T>(
+        &self,
+        path: impl Fn(&A) -> String + Send + Sync + 'static,
+    ) -> impl Fn(A) -> BoxFuture<'static, Result<(T, HttpMeta), BoxError>> + Send + Sync + 'static
+    where
+        A: Send + 'static,
+        T: DeserializeOwned + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        move |arg| {
+            let url = inner.base.join(&path(&arg));
+            let client = inner.client.clone();
+            async move {
+                let url = url.map_err(|e| HttpError::Url(e.to_string()))?;
+                Ok(fetch_json(&client, url).await?)
+            }
+            .boxed()
+        }
+    }
+}
+
+async fn fetch_json<T: DeserializeOwned>(
+    client: &Client,
+    url: Url,
+) -> Result<(T, HttpMeta), HttpError> {
+    let response = client.get(url).send().await.map_err(request_error)?;
+    let status = response.status();
+    let meta = HttpMeta {
+        status: status.as_u16(),
+        headers: response
+            .headers()
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+    };
+    let body = response.bytes().await.map_err(request_error)?;
+    if !status.is_success() {
+        return Err(HttpError::Status {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+    }
+    let data = serde_json::from_slice(&body).map_err(|e| HttpError::Decode(e.to_string()))?;
+    Ok((data, meta))
+}
+
+fn request_error(error: reqwest::Error) -> HttpError {
+    if error.is_timeout() {
+        HttpError::Timeout
+    } else {
+        HttpError::Request(error.to_string())
+    }
+}
+
+impl fmt::Debug for HttpQuery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpQuery")
+            .field("base", &self.inner.base.as_str())
+            .finish()
+    }
+}

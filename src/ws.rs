@@ -1,0 +1,418 @@
+//! WebSocket message streams (SPEC R22), on async-tungstenite's tokio runtime. Feature `ws`, on
+//! by default.
+//!
+//! [`connect`] opens a socket whose text and binary frames are decoded from JSON into a message
+//! type `M`, optionally validated (the streaming guide's `isMessage`) and filtered (its channel
+//! check). The result is a [`WsStream`]: a `Stream` of `Result<M, WsError>` to attach to a cache
+//! entry with [`EntryHandle::try_stream`](crate::EntryHandle::try_stream).
+//!
+//! A frame that is not UTF-8, not JSON, not a value of `M`, fails validation or exceeds the size
+//! limit is **skipped**: counted in [`WsStats`], yielded as a non-fatal [`WsError`] (which the
+//! attachment traces as `stream_skipped` with the reason), never a panic, never applied. Pings
+//! are answered (by tungstenite). A close frame from the server ends the stream with a fatal
+//! [`WsError::Closed`]. Dropping the stream — which the attachment does when the entry is
+//! removed — closes the socket with a close frame (a short task finishes the handshake).
+//!
+//! Only `ws://` URLs: no TLS backend is enabled.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), livecache::ws::WsError> {
+//! #[derive(serde::Deserialize)]
+//! struct Message { channel: String, text: String }
+//!
+//! let socket = livecache::ws::connect::<Message>("ws://127.0.0.1:8080/ws")
+//!     .validate(|m| !m.text.is_empty())
+//!     .filter(|m| m.channel == "redux")
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tokio::{ConnectStream, connect_async_with_config};
+use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use futures::{Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use serde_json::error::Category;
+
+use crate::runtime::StreamError;
+
+/// The default largest frame payload decoded, in bytes (1 MiB). Larger frames are skipped.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+
+/// How long a dropped stream waits for the server to answer its close frame.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+type Check<M> = Arc<dyn Fn(&M) -> bool + Send + Sync>;
+
+/// Start connecting to a WebSocket; await it (or call [`Connect::open`]) to connect.
+///
+/// ```
+/// let connect = livecache::ws::connect::<serde_json::Value>("ws://127.0.0.1:9/")
+///     .max_message_bytes(64 * 1024);
+/// ```
+pub fn connect<M: DeserializeOwned>(url: impl Into<String>) -> Connect<M> {
+    Connect {
+        url: url.into(),
+        validate: None,
+        filter: None,
+        max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+    }
+}
+
+/// A WebSocket connection being set up: validation, filter and size limit, then `.await`.
+pub struct Connect<M> {
+    url: String,
+    validate: Option<Check<M>>,
+    filter: Option<Check<M>>,
+    max_message_bytes: usize,
+}
+
+impl<M: DeserializeOwned + Send + 'static> Connect<M> {
+    /// Reject decoded messages for which `valid` is false: they are skipped and counted as
+    /// invalid (the streaming guide's `isMessage`).
+    ///
+    /// ```
+    /// let c = livecache::ws::connect::<String>("ws://127.0.0.1:9/").validate(|m| !m.is_empty());
+    /// ```
+    pub fn validate(mut self, valid: impl Fn(&M) -> bool + Send + Sync + 'static) -> Self {
+        self.validate = Some(Arc::new(valid));
+        self
+    }
+
+    /// Keep only the messages for which `keep` is true (the guide's channel check). Filtered
+    /// messages are counted, not skipped: they are not errors.
+    ///
+    /// ```
+    /// let c = livecache::ws::connect::<String>("ws://127.0.0.1:9/").filter(|m| m.starts_with('#'));
+    /// ```
+    pub fn filter(mut self, keep: impl Fn(&M) -> bool + Send + Sync + 'static) -> Self {
+        self.filter = Some(Arc::new(keep));
+        self
+    }
+
+    /// The largest frame payload decoded, in bytes; larger frames are skipped (default 1 MiB).
+    ///
+    /// ```
+    /// let c = livecache::ws::connect::<String>("ws://127.0.0.1:9/").max_message_bytes(4096);
+    /// ```
+    pub fn max_message_bytes(mut self, bytes: usize) -> Self {
+        self.max_message_bytes = bytes;
+        self
+    }
+
+    /// Connect.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // nothing listens on port 9 here
+    /// let refused = livecache::ws::connect::<String>("ws://127.0.0.1:9/").open().await;
+    /// assert!(matches!(refused, Err(livecache::ws::WsError::Connect(_))));
+    /// # }
+    /// ```
+    pub async fn open(self) -> Result<WsStream<M>, WsError> {
+        // tungstenite's own limit (a fatal error) stays well above ours (a skipped frame).
+        let hard_limit = self.max_message_bytes.saturating_mul(4).max(64 << 20);
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(hard_limit))
+            .max_frame_size(Some(hard_limit));
+        let (socket, _response) = connect_async_with_config(self.url.as_str(), Some(config))
+            .await
+            .map_err(|e| WsError::Connect(e.to_string()))?;
+        Ok(WsStream {
+            socket: Some(socket),
+            validate: self.validate,
+            filter: self.filter,
+            max_message_bytes: self.max_message_bytes,
+            stats: Arc::default(),
+        })
+    }
+}
+
+impl<M: DeserializeOwned + Send + 'static> IntoFuture for Connect<M> {
+    type Output = Result<WsStream<M>, WsError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.open())
+    }
+}
+
+/// Why a frame was skipped, or why the stream ended.
+///
+/// ```
+/// use livecache::runtime::StreamError;
+/// use livecache::ws::WsError;
+/// assert!(!WsError::NotJson("expected value".into()).is_fatal());
+/// assert!(WsError::Closed { code: 1000, reason: "bye".into() }.is_fatal());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WsError {
+    /// Connecting failed (fatal).
+    #[error("websocket connect failed: {0}")]
+    Connect(String),
+    /// A binary frame is not UTF-8 (skipped).
+    #[error("frame is not UTF-8")]
+    NotUtf8,
+    /// A frame is not JSON (skipped).
+    #[error("frame is not JSON: {0}")]
+    NotJson(String),
+    /// A frame is JSON but not a message (skipped).
+    #[error("frame does not match the message schema: {0}")]
+    Schema(String),
+    /// A message failed validation (skipped).
+    #[error("message failed validation")]
+    Invalid,
+    /// A frame exceeds the size limit (skipped).
+    #[error("frame of {size} bytes exceeds the {limit}-byte limit")]
+    TooLarge {
+        /// The frame's payload size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The server closed the connection (fatal).
+    #[error("server closed the connection ({code}{}{reason})", if reason.is_empty() { "" } else { ": " })]
+    Closed {
+        /// The close code (1005 when the server sent none).
+        code: u16,
+        /// The close reason.
+        reason: String,
+    },
+    /// The connection failed (fatal): a protocol error, a reset, a frame over tungstenite's own
+    /// limit.
+    #[error("websocket failed: {0}")]
+    Failed(String),
+}
+
+impl StreamError for WsError {
+    fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            WsError::Connect(_) | WsError::Closed { .. } | WsError::Failed(_)
+        )
+    }
+}
+
+/// Counters of what a [`WsStream`] received, shared with the stream (read them while it runs).
+///
+/// ```
+/// let stats = livecache::ws::WsStats::default();
+/// assert_eq!(stats.snapshot().skipped(), 0);
+/// ```
+#[derive(Debug, Default)]
+pub struct WsStats {
+    messages: AtomicU64,
+    filtered: AtomicU64,
+    not_utf8: AtomicU64,
+    not_json: AtomicU64,
+    schema: AtomicU64,
+    invalid: AtomicU64,
+    too_large: AtomicU64,
+    control: AtomicU64,
+}
+
+/// A snapshot of [`WsStats`].
+///
+/// ```
+/// let counts = livecache::ws::WsCounts { not_json: 2, schema: 1, ..Default::default() };
+/// assert_eq!(counts.skipped(), 3);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WsCounts {
+    /// Messages yielded.
+    pub messages: u64,
+    /// Messages dropped by the filter.
+    pub filtered: u64,
+    /// Binary frames that are not UTF-8.
+    pub not_utf8: u64,
+    /// Frames that are not JSON.
+    pub not_json: u64,
+    /// Frames that are JSON but not a message.
+    pub schema: u64,
+    /// Messages that failed validation.
+    pub invalid: u64,
+    /// Frames over the size limit.
+    pub too_large: u64,
+    /// Ping, pong and raw frames (answered or ignored).
+    pub control: u64,
+}
+
+impl WsCounts {
+    /// Frames skipped, for any reason.
+    ///
+    /// ```
+    /// assert_eq!(livecache::ws::WsCounts { too_large: 1, ..Default::default() }.skipped(), 1);
+    /// ```
+    pub fn skipped(&self) -> u64 {
+        self.not_utf8 + self.not_json + self.schema + self.invalid + self.too_large
+    }
+}
+
+impl WsStats {
+    /// The counters now.
+    ///
+    /// ```
+    /// assert_eq!(livecache::ws::WsStats::default().snapshot(), Default::default());
+    /// ```
+    pub fn snapshot(&self) -> WsCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        WsCounts {
+            messages: get(&self.messages),
+            filtered: get(&self.filtered),
+            not_utf8: get(&self.not_utf8),
+            not_json: get(&self.not_json),
+            schema: get(&self.schema),
+            invalid: get(&self.invalid),
+            too_large: get(&self.too_large),
+            control: get(&self.control),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A connected WebSocket decoding messages of type `M`. See the module docs.
+pub struct WsStream<M> {
+    socket: Option<WebSocketStream<ConnectStream>>,
+    validate: Option<Check<M>>,
+    filter: Option<Check<M>>,
+    max_message_bytes: usize,
+    stats: Arc<WsStats>,
+}
+
+impl<M: DeserializeOwned> WsStream<M> {
+    /// The stream's counters, shared: read them while it runs or after it is gone.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), livecache::ws::WsError> {
+    /// let socket = livecache::ws::connect::<String>("ws://127.0.0.1:8080/").await?;
+    /// let stats = socket.stats();
+    /// drop(socket);
+    /// println!("{:?}", stats.snapshot());
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> Arc<WsStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Decode one data frame. `None`: the message was filtered out.
+    fn decode(&self, payload: &[u8], binary: bool) -> Option<Result<M, WsError>> {
+        let stats = &self.stats;
+        if payload.len() > self.max_message_bytes {
+            bump(&stats.too_large);
+            return Some(Err(WsError::TooLarge {
+                size: payload.len(),
+                limit: self.max_message_bytes,
+            }));
+        }
+        if binary && std::str::from_utf8(payload).is_err() {
+            bump(&stats.not_utf8);
+            return Some(Err(WsError::NotUtf8));
+        }
+        let message: M = match serde_json::from_slice(payload) {
+            Ok(message) => message,
+            Err(e) if e.classify() == Category::Data => {
+                bump(&stats.schema);
+                return Some(Err(WsError::Schema(e.to_string())));
+            }
+            Err(e) => {
+                bump(&stats.not_json);
+                return Some(Err(WsError::NotJson(e.to_string())));
+            }
+        };
+        if self.validate.as_ref().is_some_and(|valid| !valid(&message)) {
+            bump(&stats.invalid);
+            return Some(Err(WsError::Invalid));
+        }
+        if self.filter.as_ref().is_some_and(|keep| !keep(&message)) {
+            bump(&stats.filtered);
+            return None;
+        }
+        bump(&stats.messages);
+        Some(Ok(message))
+    }
+}
+
+impl<M: DeserializeOwned> Stream for WsStream<M> {
+    type Item = Result<M, WsError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            let Some(socket) = self.socket.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let frame = match ready!(socket.poll_next_unpin(cx)) {
+                None => {
+                    self.socket = None;
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => {
+                    self.socket = None;
+                    return Poll::Ready(Some(Err(WsError::Failed(e.to_string()))));
+                }
+                Some(Ok(frame)) => frame,
+            };
+            let decoded = match frame {
+                Message::Text(text) => self.decode(text.as_bytes(), false),
+                Message::Binary(bytes) => self.decode(&bytes, true),
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
+                    bump(&self.stats.control);
+                    None
+                }
+                Message::Close(frame) => {
+                    let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.as_str().to_owned())
+                    });
+                    // Keep the socket: dropping the stream completes the close handshake.
+                    return Poll::Ready(Some(Err(WsError::Closed { code, reason })));
+                }
+            };
+            if let Some(item) = decoded {
+                return Poll::Ready(Some(item));
+            }
+        }
+    }
+}
+
+impl<M> Drop for WsStream<M> {
+    /// Close the socket with a close frame. Drop cannot wait, so a short task sends the frame and
+    /// waits (at most a second) for the server's answer; outside a tokio runtime the socket is
+    /// only dropped.
+    fn drop(&mut self) {
+        let Some(mut socket) = self.socket.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let handshake = async {
+                let _ = socket.close(None).await;
+                while let Some(Ok(_)) = socket.next().await {}
+            };
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, handshake).await;
+        });
+    }
+}
+
+impl<M> fmt::Debug for WsStream<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WsStream")
+            .field("open", &self.socket.is_some())
+            .field("stats", &self.stats.snapshot())
+            .finish()
+    }
+}
