@@ -128,12 +128,15 @@ impl<M: DeserializeOwned + Send + 'static> Connect<M> {
         let (socket, _response) = connect_async_with_config(self.url.as_str(), Some(config))
             .await
             .map_err(|e| WsError::Connect(e.to_string()))?;
-        Ok(WsStream {
-            socket: Some(socket),
+        let decoder = Decoder {
             validate: self.validate,
             filter: self.filter,
             max_message_bytes: self.max_message_bytes,
             stats: Arc::default(),
+        };
+        Ok(WsStream {
+            socket: Some(socket),
+            decoder,
         })
     }
 }
@@ -284,32 +287,81 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A connected WebSocket decoding messages of type `M`. See the module docs.
-pub struct WsStream<M> {
-    socket: Option<WebSocketStream<ConnectStream>>,
+/// Turns frame payloads into messages: size limit, UTF-8, JSON, schema, validation, filter —
+/// counting every outcome. [`WsStream`] uses one; it is public so that frames from another
+/// transport (or a fuzzer) go through exactly the same checks.
+///
+/// ```
+/// use livecache::ws::{Decoder, WsError};
+/// let decoder = Decoder::<Vec<u8>>::new(16);
+/// assert_eq!(decoder.decode(b"[1, 2]", false), Some(Ok(vec![1, 2])));
+/// assert!(matches!(decoder.decode(b"[1,", false), Some(Err(WsError::NotJson(_)))));
+/// assert!(matches!(decoder.decode(&[0xff], true), Some(Err(WsError::NotUtf8))));
+/// assert_eq!(decoder.stats().snapshot().skipped(), 2);
+/// ```
+pub struct Decoder<M> {
     validate: Option<Check<M>>,
     filter: Option<Check<M>>,
     max_message_bytes: usize,
     stats: Arc<WsStats>,
 }
 
-impl<M: DeserializeOwned> WsStream<M> {
-    /// The stream's counters, shared: read them while it runs or after it is gone.
+impl<M: DeserializeOwned> Decoder<M> {
+    /// A decoder with a size limit and no validation or filter.
     ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), livecache::ws::WsError> {
-    /// let socket = livecache::ws::connect::<String>("ws://127.0.0.1:8080/").await?;
-    /// let stats = socket.stats();
-    /// drop(socket);
-    /// println!("{:?}", stats.snapshot());
-    /// # Ok(()) }
+    /// ```
+    /// let decoder = livecache::ws::Decoder::<String>::new(1024);
+    /// ```
+    pub fn new(max_message_bytes: usize) -> Self {
+        Decoder {
+            validate: None,
+            filter: None,
+            max_message_bytes,
+            stats: Arc::default(),
+        }
+    }
+
+    /// Skip messages for which `valid` is false (counted as invalid).
+    ///
+    /// ```
+    /// let d = livecache::ws::Decoder::<u8>::new(8).with_validation(|n| *n < 10);
+    /// assert!(d.decode(b"12", false).is_some_and(|r| r.is_err()));
+    /// ```
+    pub fn with_validation(mut self, valid: impl Fn(&M) -> bool + Send + Sync + 'static) -> Self {
+        self.validate = Some(Arc::new(valid));
+        self
+    }
+
+    /// Drop messages for which `keep` is false (counted as filtered, not an error).
+    ///
+    /// ```
+    /// let d = livecache::ws::Decoder::<u8>::new(8).with_filter(|n| n % 2 == 0);
+    /// assert_eq!(d.decode(b"3", false), None);
+    /// ```
+    pub fn with_filter(mut self, keep: impl Fn(&M) -> bool + Send + Sync + 'static) -> Self {
+        self.filter = Some(Arc::new(keep));
+        self
+    }
+
+    /// The decoder's counters.
+    ///
+    /// ```
+    /// let d = livecache::ws::Decoder::<u8>::new(8);
+    /// d.decode(b"1", false);
+    /// assert_eq!(d.stats().snapshot().messages, 1);
     /// ```
     pub fn stats(&self) -> Arc<WsStats> {
         Arc::clone(&self.stats)
     }
 
-    /// Decode one data frame. `None`: the message was filtered out.
-    fn decode(&self, payload: &[u8], binary: bool) -> Option<Result<M, WsError>> {
+    /// Decode one data frame's payload (`binary`: a binary frame, which must be UTF-8 too).
+    /// `None`: the message was filtered out. Never panics.
+    ///
+    /// ```
+    /// let d = livecache::ws::Decoder::<u8>::new(2);
+    /// assert!(matches!(d.decode(b"100", false), Some(Err(livecache::ws::WsError::TooLarge { .. }))));
+    /// ```
+    pub fn decode(&self, payload: &[u8], binary: bool) -> Option<Result<M, WsError>> {
         let stats = &self.stats;
         if payload.len() > self.max_message_bytes {
             bump(&stats.too_large);
@@ -346,6 +398,28 @@ impl<M: DeserializeOwned> WsStream<M> {
     }
 }
 
+/// A connected WebSocket decoding messages of type `M`. See the module docs.
+pub struct WsStream<M> {
+    socket: Option<WebSocketStream<ConnectStream>>,
+    decoder: Decoder<M>,
+}
+
+impl<M: DeserializeOwned> WsStream<M> {
+    /// The stream's counters, shared: read them while it runs or after it is gone.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), livecache::ws::WsError> {
+    /// let socket = livecache::ws::connect::<String>("ws://127.0.0.1:8080/").await?;
+    /// let stats = socket.stats();
+    /// drop(socket);
+    /// println!("{:?}", stats.snapshot());
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> Arc<WsStats> {
+        self.decoder.stats()
+    }
+}
+
 impl<M: DeserializeOwned> Stream for WsStream<M> {
     type Item = Result<M, WsError>;
 
@@ -366,10 +440,10 @@ impl<M: DeserializeOwned> Stream for WsStream<M> {
                 Some(Ok(frame)) => frame,
             };
             let decoded = match frame {
-                Message::Text(text) => self.decode(text.as_bytes(), false),
-                Message::Binary(bytes) => self.decode(&bytes, true),
+                Message::Text(text) => self.decoder.decode(text.as_bytes(), false),
+                Message::Binary(bytes) => self.decoder.decode(&bytes, true),
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {
-                    bump(&self.stats.control);
+                    bump(&self.decoder.stats.control);
                     None
                 }
                 Message::Close(frame) => {
@@ -412,7 +486,7 @@ impl<M> fmt::Debug for WsStream<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WsStream")
             .field("open", &self.socket.is_some())
-            .field("stats", &self.stats.snapshot())
+            .field("stats", &self.decoder.stats.snapshot())
             .finish()
     }
 }
