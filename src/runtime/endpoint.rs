@@ -169,21 +169,13 @@ impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
                 .map(|r| r.map(|(data, meta)| (data, Some(meta))))
                 .boxed()
         });
-        EndpointBuilder {
-            owner: self.owner,
-            name: self.name,
-            keep: self.keep,
-            serialize: self.serialize,
-            lifecycle: None,
-            query: WithQueryFn(query),
-            _types: PhantomData,
-        }
+        self.with_query(query)
     }
 
-    fn with_query(
+    fn with_query<M>(
         self,
-        query: QueryFn<A, T, ()>,
-    ) -> EndpointBuilder<A, T, (), WithQueryFn<A, T, ()>> {
+        query: QueryFn<A, T, M>,
+    ) -> EndpointBuilder<A, T, M, WithQueryFn<A, T, M>> {
         EndpointBuilder {
             owner: self.owner,
             name: self.name,

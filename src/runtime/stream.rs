@@ -14,7 +14,7 @@ use crate::core::entry::Draft;
 use crate::core::key::CacheKey;
 use crate::runtime::erased::Data;
 use crate::runtime::error::UpdateError;
-use crate::runtime::lifecycle::{Added, EntryHandle, Loaded};
+use crate::runtime::lifecycle::{Added, EntryHandle, HandleState, Loaded};
 use crate::runtime::shared::Shared;
 
 /// An error a message stream can yield: either it only skipped an item (a bad frame) and goes
@@ -107,6 +107,16 @@ struct Recorder {
 }
 
 impl Recorder {
+    fn new<S: HandleState, T, M>(handle: &EntryHandle<S, T, M>) -> Recorder {
+        Recorder {
+            shared: Arc::clone(&handle.shared),
+            key: handle.key.clone(),
+            lifetime: handle.lifetime,
+            applied: 0,
+            skipped: 0,
+        }
+    }
+
     fn skip(&mut self, reason: String) {
         self.skipped += 1;
         let (key, lifetime) = (&self.key, self.lifetime);
@@ -219,13 +229,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
         E: StreamError + Send,
         F: FnMut(&mut Draft<'_, T>, Msg) + Send,
     {
-        let mut recorder = Recorder {
-            shared: Arc::clone(&self.shared),
-            key: self.key.clone(),
-            lifetime: self.lifetime,
-            applied: 0,
-            skipped: 0,
-        };
+        let mut recorder = Recorder::new(&self);
         let mut stream = pin!(stream);
         let mut buffered = VecDeque::new();
         // Set when the stream ends or fails before the first data: what it delivered until then
@@ -306,13 +310,7 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         E: StreamError + Send,
         F: FnMut(&mut Draft<'_, T>, Msg) + Send,
     {
-        let recorder = Recorder {
-            shared: Arc::clone(&self.shared),
-            key: self.key.clone(),
-            lifetime: self.lifetime,
-            applied: 0,
-            skipped: 0,
-        };
+        let recorder = Recorder::new(self);
         self.run(pin!(stream), apply, VecDeque::new(), None, recorder)
             .await
     }
