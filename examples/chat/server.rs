@@ -88,6 +88,9 @@ struct Shared {
     /// Channels whose history requests fail with 503.
     failing: Mutex<Vec<Channel>>,
     connection_changed: Notify,
+    /// History requests that took their snapshot and reached the gate (for tests).
+    history_held: AtomicUsize,
+    history_held_changed: Notify,
 }
 
 /// A running chat server.
@@ -109,6 +112,8 @@ impl ChatServer {
             history_gate: Mutex::new(None),
             failing: Mutex::new(Vec::new()),
             connection_changed: Notify::new(),
+            history_held: AtomicUsize::new(0),
+            history_held_changed: Notify::new(),
         });
         let server = ChatServer {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -203,6 +208,22 @@ impl ChatServer {
         .await
         .is_ok()
     }
+
+    /// Wait until `held` history requests have taken their snapshot and are waiting at the
+    /// [`ChatServer::hold_history`] gate (at most `timeout`).
+    pub async fn wait_history_held(&self, held: usize, timeout: std::time::Duration) -> bool {
+        tokio::time::timeout(timeout, async {
+            loop {
+                let notified = self.shared.history_held_changed.notified();
+                if self.shared.history_held.load(Ordering::SeqCst) >= held {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .is_ok()
+    }
 }
 
 async fn history(State(shared): State<Arc<Shared>>, Path(channel): Path<String>) -> Response {
@@ -224,6 +245,8 @@ async fn history(State(shared): State<Arc<Shared>>, Path(channel): Path<String>)
         .unwrap_or_default();
     let gate = shared.history_gate.lock().ok().and_then(|g| g.clone());
     if let Some(gate) = gate {
+        shared.history_held.fetch_add(1, Ordering::SeqCst);
+        shared.history_held_changed.notify_waiters();
         gate.notified().await;
     }
     axum::Json(snapshot).into_response()
