@@ -250,7 +250,7 @@ pub enum TraceKind {
     StreamAttached {
         /// The lifetime.
         lifetime: u64,
-        /// Messages that arrived before the first data and are applied now, in order.
+        /// Messages received before the attachment saw the first data, applied now, in order.
         buffered: usize,
     },
     /// A stream item was skipped — a bad frame, say — and the stream goes on (R22).
