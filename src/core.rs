@@ -8,6 +8,7 @@ pub mod cache;
 pub mod config;
 pub mod data;
 pub mod entry;
+pub(crate) mod ids;
 pub mod key;
 pub mod patch;
 pub mod status;

@@ -7,6 +7,7 @@ mod erased;
 mod error;
 mod lifecycle;
 mod shared;
+mod signal;
 mod state;
 mod stream;
 mod subscription;

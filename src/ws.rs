@@ -40,8 +40,7 @@ use async_tungstenite::tokio::{ConnectStream, connect_async_with_config};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures::{Stream, StreamExt};
-use serde::de::DeserializeOwned;
-use serde_json::error::Category;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::runtime::StreamError;
 
@@ -376,14 +375,19 @@ impl<M: DeserializeOwned> Decoder<M> {
         }
         let message: M = match serde_json::from_slice(payload) {
             Ok(message) => message,
-            Err(e) if e.classify() == Category::Data => {
-                bump(&stats.schema);
-                return Some(Err(WsError::Schema(e.to_string())));
-            }
-            Err(e) => {
-                bump(&stats.not_json);
-                return Some(Err(WsError::NotJson(e.to_string())));
-            }
+            // serde stops at the first error, a type error before a syntax error or the other
+            // way round, so its category does not tell the two apart; on this (rare) path, a
+            // second parse that only checks the syntax does.
+            Err(e) => match serde_json::from_slice::<IgnoredAny>(payload) {
+                Ok(_) => {
+                    bump(&stats.schema);
+                    return Some(Err(WsError::Schema(e.to_string())));
+                }
+                Err(syntax) => {
+                    bump(&stats.not_json);
+                    return Some(Err(WsError::NotJson(syntax.to_string())));
+                }
+            },
         };
         if self.validate.as_ref().is_some_and(|valid| !valid(&message)) {
             bump(&stats.invalid);

@@ -5,12 +5,20 @@
 //!
 //! The same [`Op`] alphabet drives this model, the sans-IO core and the runtime; the tests in
 //! the `livecache` package compare their observations after every op.
+//!
+//! - [`harness`] drives the core with the same ops and compares it with the model (used by the
+//!   tests and the fuzz targets).
+//! - `fuzz` (feature `fuzz`) holds the bodies of the cargo-fuzz targets in `fuzz/`, each a
+//!   `pub fn(&[u8])` that panics on a violation, so libFuzzer and `cargo test` both run them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 // The types below are the contract the test harness relies on. MODEL-HELPER: implement the
 // logic in `model.rs` (and invariant checks in `invariants.rs`); keep these signatures.
 
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
+pub mod harness;
 mod invariants;
 mod model;
 
@@ -73,6 +81,7 @@ impl Config {
 }
 
 /// A cache key in the model's universe: an endpoint index and a small integer argument.
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct KeyRef {
     /// Index into [`Config::endpoints`].
@@ -85,6 +94,7 @@ pub struct KeyRef {
 ///
 /// "Touching" means taking mutable access to the draft: every recipe but `Noop` touches, even
 /// when the resulting value is equal (e.g. `Pop` on an empty list).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Recipe {
     /// Reads the data, changes nothing, never takes mutable access.

@@ -533,9 +533,11 @@ impl Model {
             return Err(PatchError::NoData);
         };
         let before = to_json(old);
-        // Patch a copy: on any failure nothing changes and nothing is recorded.
+        // Patch a copy: on any failure nothing changes and nothing is recorded. The copy is
+        // thrown away on failure, so no rollback is needed (`json_patch::patch`'s rollback
+        // panics when undoing a move to an ancestor fails).
         let mut doc = before.clone();
-        if json_patch::patch(&mut doc, patch).is_err() {
+        if json_patch::patch_unsafe(&mut doc, patch).is_err() {
             return Err(PatchError::Apply);
         }
         let new: Data = match serde_json::from_value(doc) {

@@ -89,6 +89,7 @@
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{Deserializer, Error as _};
 use serde::ser::{SerializeMap, Serializer};
@@ -117,9 +118,25 @@ const MAX_ARRAY_INDEX: u64 = 4_294_967_294;
 /// assert_eq!(key, CacheKey::verbatim("getUser(1)"));
 /// # Ok::<(), livecache::core::key::KeyError>(())
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct CacheKey(String);
+///
+/// The text is shared (`Arc<str>`): the cache clones keys into its indexes, effects and timers,
+/// and a clone is a reference-count increment, not a copy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey(Arc<str>);
+
+impl Serialize for CacheKey {
+    /// A plain JSON string.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for CacheKey {
+    /// From a plain JSON string.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(|text| CacheKey(text.into()))
+    }
+}
 
 impl CacheKey {
     /// A key that is exactly the given text, with no endpoint prefix and no serialisation.
@@ -133,7 +150,7 @@ impl CacheKey {
     /// assert_eq!(key.as_str(), "queryWithCustomSerializer-42");
     /// ```
     pub fn verbatim(text: impl Into<String>) -> Self {
-        Self(text.into())
+        Self(text.into().into())
     }
 
     /// The key's text.
@@ -171,7 +188,7 @@ impl From<CacheKey> for String {
     /// assert_eq!(text, "x(1)");
     /// ```
     fn from(key: CacheKey) -> Self {
-        key.0
+        key.0.as_ref().to_owned()
     }
 }
 
@@ -267,7 +284,7 @@ pub enum KeyOverride {
 /// ```
 pub fn key_from_override(endpoint: &str, o: KeyOverride) -> CacheKey {
     match o {
-        KeyOverride::Verbatim(text) => CacheKey(text),
+        KeyOverride::Verbatim(text) => CacheKey(text.into()),
         KeyOverride::Value(value) => key_from_value(endpoint, &value),
     }
 }
@@ -312,7 +329,7 @@ fn key_from_value(endpoint: &str, value: &Value) -> CacheKey {
         write_canonical(value, &mut text);
     }
     text.push(')');
-    CacheKey(text)
+    CacheKey(text.into())
 }
 
 /// A JavaScript `bigint` argument: serialises as `{"$bigint":"<decimal>"}`, like RTK's replacer.

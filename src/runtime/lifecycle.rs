@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::core::UpdateError as CoreUpdateError;
 use crate::core::entry::Draft;
@@ -110,7 +110,9 @@ pub struct EntryHandle<S: HandleState, T, M = ()> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) key: CacheKey,
     pub(crate) lifetime: u64,
-    changed: watch::Receiver<u64>,
+    /// Closed when the lifetime ends (it never has permits): resolves `removed` (R14). Updates
+    /// do not touch it, so a task waiting for removal is not woken by them.
+    changed: Arc<Semaphore>,
     state: S,
     _data: PhantomData<fn() -> (T, M)>,
 }
@@ -121,7 +123,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
             shared: start.shared,
             key: start.key,
             lifetime: start.lifetime,
-            changed: start.changed,
+            changed: start.removal,
             state: Added {
                 loaded: start.loaded,
             },
@@ -302,8 +304,11 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # Ok(()) }
     /// ```
     pub fn removed(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut changed = self.changed.clone();
-        async move { while changed.changed().await.is_ok() {} }
+        let removal = Arc::clone(&self.changed);
+        // No permit is ever added: the acquisition ends only with the close.
+        async move {
+            let _ = removal.acquire().await;
+        }
     }
 
     /// Whether the entry has left the cache.
@@ -332,7 +337,7 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # Ok(()) }
     /// ```
     pub fn is_removed(&self) -> bool {
-        self.changed.has_changed().is_err()
+        self.changed.is_closed()
     }
 }
 
@@ -420,7 +425,7 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         recipe: impl FnOnce(&mut Draft<'_, T>),
     ) -> Result<Option<PatchSet>, UpdateError> {
         let lifetime = self.lifetime;
-        let (result, panicked) = self.shared.with(|state, now| {
+        let (result, panicked) = self.shared.with_lifetime(lifetime, |state, now| {
             let mut panicked = None;
             let result = state
                 .cache

@@ -2,22 +2,23 @@
 //! core's effects into tasks started, futures resolved and subscribers woken — and decides no
 //! rule of its own.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, oneshot, watch};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::core::ids::IdMap;
 use crate::core::key::CacheKey;
 use crate::core::trace::HandlerOutcome;
 use crate::core::{Cache, CacheConfig, Effect, EndpointId, Refetch};
 use crate::runtime::erased::{ErasedData, ErasedMeta};
 use crate::runtime::error::{BoxError, QueryError, panic_message};
+use crate::runtime::signal;
 
 /// Runs an entry's query function once.
 pub(crate) type Fetch = Arc<
@@ -32,7 +33,8 @@ pub(crate) struct LifecycleStart {
     pub(crate) key: CacheKey,
     pub(crate) lifetime: u64,
     pub(crate) loaded: oneshot::Receiver<LoadedMsg>,
-    pub(crate) changed: watch::Receiver<u64>,
+    /// Closed when the lifetime ends.
+    pub(crate) removal: Arc<Semaphore>,
 }
 
 /// Starts an entry's lifecycle handler (typed by the endpoint that created the entry).
@@ -47,9 +49,11 @@ pub(crate) struct LoadedMsg {
 
 /// The runtime side of one entry lifetime.
 struct LifetimeRt {
-    /// Bumped on every visible change; dropped at removal, which ends change streams and
-    /// resolves `removed()` (R14).
-    changed: watch::Sender<u64>,
+    /// Bumped on every visible change; dropped at removal, which ends change streams.
+    changed: signal::Sender,
+    /// The lifecycle handle's removal signal, made when the handler starts; closed when this is
+    /// dropped at removal, which resolves `removed()` (R14).
+    removal: Option<Arc<Semaphore>>,
     /// Resolves data-loaded; dropped unsent at removal before loading (R13).
     loaded_tx: Option<oneshot::Sender<LoadedMsg>>,
     loaded_rx: Option<oneshot::Receiver<LoadedMsg>>,
@@ -57,11 +61,19 @@ struct LifetimeRt {
     start: Option<StartLifecycle>,
 }
 
+impl Drop for LifetimeRt {
+    fn drop(&mut self) {
+        if let Some(removal) = &self.removal {
+            removal.close();
+        }
+    }
+}
+
 /// Everything behind the lock.
 pub(crate) struct State {
     pub(crate) cache: Cache<ErasedData, QueryError>,
-    lifetimes: HashMap<u64, LifetimeRt>,
-    requests: HashMap<u64, AbortHandle>,
+    lifetimes: IdMap<u64, LifetimeRt>,
+    requests: IdMap<u64, AbortHandle>,
     pub(crate) endpoint_names: Vec<String>,
 }
 
@@ -72,13 +84,14 @@ impl State {
         &mut self,
         key: &CacheKey,
         make: impl FnOnce() -> (Fetch, Option<StartLifecycle>),
-    ) -> Option<(u64, watch::Receiver<u64>)> {
+    ) -> Option<(u64, signal::Receiver)> {
         let lifetime = self.cache.entry(key)?.lifetime;
         let rt = self.lifetimes.entry(lifetime).or_insert_with(|| {
             let (fetch, start) = make();
             let (loaded_tx, loaded_rx) = oneshot::channel();
             LifetimeRt {
-                changed: watch::channel(0).0,
+                changed: signal::Sender::new(),
+                removal: None,
                 loaded_tx: Some(loaded_tx),
                 loaded_rx: Some(loaded_rx),
                 fetch,
@@ -124,8 +137,8 @@ impl Shared {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 cache: Cache::new(config),
-                lifetimes: HashMap::new(),
-                requests: HashMap::new(),
+                lifetimes: IdMap::default(),
+                requests: IdMap::default(),
                 endpoint_names: Vec::new(),
             }),
             timer: Arc::clone(&timer),
@@ -153,18 +166,30 @@ impl Shared {
 
     /// Run one operation on the core at the current time, then carry out its effects.
     pub(crate) fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut State, u64) -> R) -> R {
-        self.with_meta(None, f)
+        self.with_meta(None, None, f)
+    }
+
+    /// [`Shared::with`] for an operation on one lifetime (an update through its handle): its
+    /// notification finds the lifetime through the core's lifetime index instead of hashing
+    /// the key again.
+    pub(crate) fn with_lifetime<R>(
+        self: &Arc<Self>,
+        lifetime: u64,
+        f: impl FnOnce(&mut State, u64) -> R,
+    ) -> R {
+        self.with_meta(None, Some(lifetime), f)
     }
 
     fn with_meta<R>(
         self: &Arc<Self>,
         meta: Option<(u64, ErasedMeta)>,
+        hint: Option<u64>,
         f: impl FnOnce(&mut State, u64) -> R,
     ) -> R {
         let mut state = self.lock();
         let before = state.cache.poll_timeout();
         let result = f(&mut state, self.now_ms());
-        self.run_effects(&mut state, meta);
+        self.run_effects(&mut state, meta, hint);
         let after = state.cache.poll_timeout();
         drop(state);
         if before != after {
@@ -173,7 +198,13 @@ impl Shared {
         result
     }
 
-    fn run_effects(self: &Arc<Self>, state: &mut State, mut meta: Option<(u64, ErasedMeta)>) {
+    /// `hint`: a lifetime the operation concerned, if any (see [`Shared::with_lifetime`]).
+    fn run_effects(
+        self: &Arc<Self>,
+        state: &mut State,
+        mut meta: Option<(u64, ErasedMeta)>,
+        hint: Option<u64>,
+    ) {
         while let Some(effect) = state.cache.poll_effect() {
             match effect {
                 Effect::StartLifecycle { key, lifetime } => {
@@ -183,13 +214,16 @@ impl Shared {
                     let (Some(start), Some(loaded)) = (rt.start.take(), rt.loaded_rx.take()) else {
                         continue;
                     };
-                    let changed = rt.changed.subscribe();
+                    let removal = Arc::clone(
+                        rt.removal
+                            .get_or_insert_with(|| Arc::new(Semaphore::new(0))),
+                    );
                     let start_with = LifecycleStart {
                         shared: Arc::clone(self),
                         key: key.clone(),
                         lifetime,
                         loaded,
-                        changed,
+                        removal,
                     };
                     let shared = Arc::clone(self);
                     self.handle.spawn(async move {
@@ -266,11 +300,18 @@ impl Shared {
                     state.lifetimes.remove(&lifetime);
                 }
                 Effect::Notify { key } => {
-                    let Some(lifetime) = state.cache.entry(&key).map(|e| e.lifetime) else {
+                    // The live lifetime of `key`: the hinted one if the core's lifetime index
+                    // maps it to this key (the same shared text, so the comparison is a pointer
+                    // check), else through the key.
+                    let hinted =
+                        hint.filter(|l| state.cache.key_of_lifetime(*l).is_some_and(|k| *k == key));
+                    let Some(lifetime) =
+                        hinted.or_else(|| state.cache.entry(&key).map(|e| e.lifetime))
+                    else {
                         continue;
                     };
                     if let Some(rt) = state.lifetimes.get(&lifetime) {
-                        rt.changed.send_modify(|v| *v = v.wrapping_add(1));
+                        rt.changed.send();
                     }
                 }
             }
@@ -287,7 +328,7 @@ impl Shared {
         match result {
             Ok((data, meta)) => {
                 let meta = meta.map(|m| (request, m));
-                self.with_meta(meta, |state, now| {
+                self.with_meta(meta, None, |state, now| {
                     state.requests.remove(&request);
                     state.cache.fulfil(now, key, request, data);
                 });
@@ -330,12 +371,18 @@ impl Drop for Shared {
 
 /// The timer task: sleeps until the core's next deadline (or until told the deadline moved),
 /// then ticks. Holds the api weakly: when the api is gone, it ends.
+///
+/// A deadline that has already passed (a keep time of 0, say) is not slept on: tokio's timer
+/// rounds a deadline up to its next millisecond tick, which would hold every such removal for up
+/// to a millisecond. The task yields once instead (a yielded task runs after the tasks already
+/// woken and the driver's turn, as a fired sleep would) and ticks.
 async fn run_timer(shared: Weak<Shared>, timer: Arc<Notify>) {
     loop {
         let Some(next) = shared.upgrade().map(|s| s.next_deadline()) else {
             return;
         };
         match next {
+            Some(at) if at <= Instant::now() => tokio::task::yield_now().await,
             Some(at) => {
                 tokio::select! {
                     () = tokio::time::sleep_until(at) => {}

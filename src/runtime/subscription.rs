@@ -4,13 +4,13 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use futures::Stream;
-use tokio::sync::watch;
 
 use crate::core::SubscriptionId;
 use crate::core::key::CacheKey;
 use crate::runtime::erased::Data;
 use crate::runtime::error::EntryRemoved;
 use crate::runtime::shared::Owner;
+use crate::runtime::signal;
 use crate::runtime::state::{QueryState, read_state};
 
 /// A subscription to one entry lifetime. Dropping it unsubscribes, synchronously; the last one
@@ -39,7 +39,7 @@ pub struct Subscription<T> {
     id: SubscriptionId,
     key: CacheKey,
     lifetime: u64,
-    changed: watch::Receiver<u64>,
+    changed: signal::Receiver,
     _data: PhantomData<fn() -> T>,
 }
 
@@ -49,7 +49,7 @@ impl<T: Data> Subscription<T> {
         id: SubscriptionId,
         key: CacheKey,
         lifetime: u64,
-        changed: watch::Receiver<u64>,
+        changed: signal::Receiver,
     ) -> Self {
         Subscription {
             owner,

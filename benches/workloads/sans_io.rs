@@ -1,0 +1,259 @@
+//! W1–W4 on the sans-IO core (`livecache::core::Cache`) driven directly: no runtime, no lock, no
+//! tasks. The driver does what the runtime does with the effects, minus spawning: it answers
+//! `StartRequest` with `fulfil`, counts `Notify` effects as notifications, and calls
+//! `handle_timeout` for removals. The clock is read every 64 updates (milliseconds since the
+//! start), as a driver batching its clock reads would.
+
+use std::time::Instant;
+
+use livecache::core::key::{CacheKey, default_key};
+use livecache::core::{Cache, CacheConfig, Effect, EndpointConfig, EndpointId, Keep, Refetch};
+use serde_json::{Map, Value, json};
+
+use crate::data::{Message, WARMUP_SEED_OFFSET, churn_name};
+use crate::runtime::recording;
+use crate::shared::{CHECK_EVERY, apply, prepare, verify, warmup_cfg};
+use crate::{Cfg, heap_bytes, mb, peak_rss_mb};
+
+type Core = Cache<Vec<Message>>;
+
+#[derive(Default)]
+struct Drained {
+    notifies: u64,
+    request: Option<u64>,
+    loaded: u64,
+    removed: u64,
+}
+
+/// Drain the effect queue as a driver would.
+fn drain(cache: &mut Core, out: &mut Drained) {
+    while let Some(effect) = cache.poll_effect() {
+        match effect {
+            Effect::Notify { .. } => out.notifies += 1,
+            Effect::StartRequest { request, .. } => out.request = Some(request),
+            Effect::ResolveDataLoaded { .. } => out.loaded += 1,
+            Effect::EntryRemoved { .. } => out.removed += 1,
+            Effect::StartLifecycle { .. } | Effect::AbortRequest { .. } => {}
+        }
+    }
+}
+
+fn key(arg: &str) -> Result<CacheKey, String> {
+    default_key("messages", &arg).map_err(|e| e.to_string())
+}
+
+fn ms_since(t0: Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// W1, W2, W3.
+fn push(
+    cache: &mut Core,
+    ep: EndpointId,
+    cfg: &Cfg,
+    prefix: &str,
+    seed_offset: u32,
+    clock: Instant,
+) -> Result<Map<String, Value>, String> {
+    let mut prep = prepare(cfg, prefix, seed_offset);
+    let keys: Vec<CacheKey> = prep
+        .channels
+        .iter()
+        .map(|c| key(c))
+        .collect::<Result<_, _>>()?;
+    let t_setup = Instant::now();
+    let mut now = ms_since(clock);
+    let mut subs = Vec::with_capacity(keys.len());
+    let mut lifetimes = Vec::with_capacity(keys.len());
+    let mut initial = prep.initial.take();
+    for k in &keys {
+        subs.push(cache.subscribe(now, ep, k, Refetch::IfMissing));
+        let mut d = Drained::default();
+        drain(cache, &mut d);
+        let request = d.request.ok_or("no request started")?;
+        cache.fulfil(now, k, request, initial.take().unwrap_or_default());
+        drain(cache, &mut Drained::default());
+        lifetimes.push(cache.entry(k).ok_or("no entry")?.lifetime);
+    }
+    let setup_seconds = t_setup.elapsed().as_secs_f64();
+
+    let patches = cfg.patches;
+    let mut stream = std::mem::take(&mut prep.stream).into_iter();
+    let mut done = 0usize;
+    let mut dropped = 0usize;
+    let mut effects = Drained::default();
+    let t0 = Instant::now();
+    for (e, payload) in stream.by_ref() {
+        if cache
+            .update_cached(now, lifetimes[e], patches, |draft| apply(draft, payload))
+            .is_err()
+        {
+            dropped += 1;
+        }
+        drain(cache, &mut effects);
+        done += 1;
+        if (done & CHECK_EVERY) == 0 {
+            if t0.elapsed() > cfg.budget {
+                break;
+            }
+            now = ms_since(clock);
+        }
+    }
+    let t1 = Instant::now();
+    let heap = heap_bytes();
+    let peak = peak_rss_mb();
+    drop(stream);
+
+    let (ok, final_length) = verify(cfg, prefix, seed_offset, done, |e| {
+        cache.entry(&keys[e]).and_then(|v| v.data)
+    });
+
+    now = ms_since(clock);
+    for sub in subs {
+        cache.unsubscribe(now, sub);
+    }
+    cache.handle_timeout(now);
+    let mut teardown = Drained::default();
+    drain(cache, &mut teardown);
+    let left = keys.iter().filter(|k| cache.entry(k).is_some()).count();
+
+    let seconds = (t1 - t0).as_secs_f64();
+    let mut m = Map::new();
+    m.insert("payload".into(), json!(prep.payload));
+    m.insert("payload_bytes".into(), json!(prep.payload_bytes));
+    m.insert("seconds".into(), json!(seconds));
+    m.insert("seconds_notified".into(), json!(seconds));
+    m.insert("setup_seconds".into(), json!(setup_seconds));
+    m.insert("updates_done".into(), json!(done));
+    m.insert("completed".into(), json!(done == prep.total));
+    m.insert("final_length".into(), json!(final_length));
+    m.insert("expected_length".into(), json!(prep.expected_length));
+    m.insert("verified".into(), json!(ok && dropped == 0 && left == 0));
+    m.insert("notifications".into(), json!(effects.notifies));
+    m.insert("heap_used_mb".into(), json!(mb(heap as f64)));
+    m.insert("peak_rss_mb".into(), json!(peak));
+    m.insert(
+        "ns_per_update".into(),
+        json!((seconds * 1e9 / done.max(1) as f64).round()),
+    );
+    m.insert("workload_hash".into(), json!(prep.hash));
+    if cfg.workload == "patch" {
+        m.insert("array_size".into(), json!(cfg.size));
+    }
+    Ok(m)
+}
+
+/// W4: C lifecycles at a time: subscribe (→ start request), fulfil (→ data loaded),
+/// unsubscribe (→ removal armed, keep 0), timer tick (→ removed).
+fn churn(
+    cache: &mut Core,
+    ep: EndpointId,
+    cfg: &Cfg,
+    prefix: &str,
+    clock: Instant,
+) -> Result<Map<String, Value>, String> {
+    let n = cfg.entries;
+    let c = cfg.concurrency.max(1);
+    let before = cache.len();
+    let mut d = Drained::default();
+    // The keys are computed before the clock starts, as the peers generate their data: the core
+    // takes a `CacheKey`; computing it from the argument is the endpoint's job (the runtime path
+    // includes it).
+    let keys: Vec<CacheKey> = (0..n)
+        .map(|j| key(&churn_name(prefix, j)))
+        .collect::<Result<_, _>>()?;
+    let mut batch: Vec<(CacheKey, livecache::core::SubscriptionId, u64)> = Vec::with_capacity(c);
+    let mut done = 0usize;
+    let t0 = Instant::now();
+    let mut i = 0usize;
+    while i < n {
+        if t0.elapsed() > cfg.budget {
+            break;
+        }
+        let now = ms_since(clock);
+        batch.clear();
+        for k in &keys[i..(i + c).min(n)] {
+            let k = k.clone();
+            let sub = cache.subscribe(now, ep, &k, Refetch::IfMissing);
+            d.request = None;
+            drain(cache, &mut d);
+            let request = d.request.ok_or("no request started")?;
+            batch.push((k, sub, request));
+        }
+        for (k, _, request) in &batch {
+            cache.fulfil(now, k, *request, Vec::new());
+        }
+        drain(cache, &mut d);
+        for (_, sub, _) in &batch {
+            cache.unsubscribe(now, *sub);
+        }
+        cache.handle_timeout(now);
+        drain(cache, &mut d);
+        i += batch.len();
+        done += batch.len();
+    }
+    let t1 = Instant::now();
+    let heap = heap_bytes();
+    let peak = peak_rss_mb();
+    let left = cache.len().saturating_sub(before);
+    let verified = left == 0 && d.loaded as usize == done && d.removed as usize == done;
+    let seconds = (t1 - t0).as_secs_f64();
+    let mut m = Map::new();
+    m.insert(
+        "payload".into(),
+        json!("subscribe -> fulfil (data loaded) -> unsubscribe -> handle_timeout (removed); data []; keys built before the clock"),
+    );
+    m.insert("payload_bytes".into(), json!(2));
+    m.insert("concurrency".into(), json!(c));
+    m.insert("seconds".into(), json!(seconds));
+    m.insert("seconds_notified".into(), Value::Null);
+    m.insert("setup_seconds".into(), json!(0));
+    m.insert("entries_done".into(), json!(done));
+    m.insert("updates_done".into(), json!(0));
+    m.insert("completed".into(), json!(done == n));
+    m.insert("final_length".into(), json!(left));
+    m.insert("expected_length".into(), json!(0));
+    m.insert("verified".into(), json!(verified));
+    m.insert("notifications".into(), json!(d.notifies));
+    m.insert("heap_used_mb".into(), json!(mb(heap as f64)));
+    m.insert("peak_rss_mb".into(), json!(peak));
+    m.insert(
+        "ns_per_lifecycle".into(),
+        json!((seconds * 1e9 / done.max(1) as f64).round()),
+    );
+    m.insert("workload_hash".into(), Value::Null);
+    Ok(m)
+}
+
+pub fn run(cfg: &Cfg) -> Result<Map<String, Value>, String> {
+    let mut cache: Core = Cache::new(CacheConfig {
+        keep: Keep::For(0),
+        recording: recording(&cfg.recording),
+    });
+    let ep = cache.add_endpoint(
+        "messages",
+        EndpointConfig {
+            keep: None,
+            has_lifecycle: true,
+        },
+    );
+    let clock = Instant::now();
+    let warm = warmup_cfg(cfg);
+    let churn_workload = cfg.workload == "churn";
+    let warm_result = if churn_workload {
+        churn(&mut cache, ep, &warm, "warm-", clock)?
+    } else {
+        push(&mut cache, ep, &warm, "warm-", WARMUP_SEED_OFFSET, clock)?
+    };
+    let mut m = if churn_workload {
+        churn(&mut cache, ep, cfg, "", clock)?
+    } else {
+        push(&mut cache, ep, cfg, "", 0, clock)?
+    };
+    m.insert(
+        "warmup_ok".into(),
+        warm_result.get("verified").cloned().unwrap_or(Value::Null),
+    );
+    m.insert("trace_events".into(), json!(cache.take_trace().len()));
+    Ok(m)
+}

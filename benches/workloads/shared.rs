@@ -1,0 +1,275 @@
+//! What the runtime, core and floor drivers share: the update payloads, the recipe that applies
+//! them, the workload data prepared before the clock starts, the verification after it stops, and
+//! the probes subscribers use to tell when they have seen the final state.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::Cfg;
+use crate::data::{
+    self, FNV_OFFSET, Message, Mulberry32, PatchUpdate, SEED_APPEND, SEED_FANOUT, channel_name,
+};
+
+/// One update as the feed delivers it.
+pub enum Payload {
+    /// `draft.push(msg)` (W1, W2).
+    Push(Message),
+    /// `draft[index].text = text` (W3).
+    Patch(PatchUpdate),
+}
+
+/// The update recipe: what the peers' `updateCachedData` recipes do.
+pub fn apply<D: DerefMut<Target = Vec<Message>>>(draft: &mut D, payload: Payload) {
+    match payload {
+        Payload::Push(m) => draft.push(m),
+        Payload::Patch(u) => draft[u.index].text = u.text,
+    }
+}
+
+/// Per entry: how many updates the feed applied, how many the driver emitted (set once the emit
+/// loop ends), and what a subscriber saw.
+pub struct Probe {
+    applied: AtomicU64,
+    target: AtomicU64,
+    final_seen: AtomicBool,
+    pub notifications: AtomicU64,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe {
+            applied: AtomicU64::new(0),
+            target: AtomicU64::new(u64::MAX),
+            final_seen: AtomicBool::new(false),
+            notifications: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Probe {
+    /// One more update applied. One writer per entry, so no read-modify-write is needed.
+    pub fn bump(&self) {
+        let n = self.applied.load(Ordering::Relaxed);
+        self.applied.store(n + 1, Ordering::Release);
+    }
+
+    pub fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Acquire)
+    }
+
+    pub fn set_target(&self, n: u64) {
+        self.target.store(n, Ordering::Release);
+    }
+
+    /// A subscriber was notified. It must call this *before* it reads the state: if every
+    /// update had been applied by then, the state it then reads is the final one.
+    pub fn notified(&self) -> bool {
+        self.notifications.fetch_add(1, Ordering::Relaxed);
+        self.applied() >= self.target.load(Ordering::Acquire)
+    }
+
+    pub fn saw_final(&self) {
+        self.final_seen.store(true, Ordering::Release);
+    }
+
+    pub fn final_seen(&self) -> bool {
+        self.final_seen.load(Ordering::Acquire)
+    }
+}
+
+/// Yield to the runtime until `cond` holds or `timeout` passes.
+pub async fn until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    while !cond() {
+        if t0.elapsed() > timeout {
+            return false;
+        }
+        tokio::task::yield_now().await;
+    }
+    true
+}
+
+/// The workload's data, generated before the clock starts.
+pub struct Prepared {
+    pub channels: Vec<String>,
+    /// W3's initial array (handed to the cache by the query function).
+    pub initial: Option<Vec<Message>>,
+    /// Every update with the index of its entry, in delivery order.
+    pub stream: Vec<(usize, Payload)>,
+    pub hash: Option<String>,
+    pub payload: String,
+    pub payload_bytes: usize,
+    pub expected_length: usize,
+    /// How many updates the workload has.
+    pub total: usize,
+}
+
+/// Generate workload `cfg.workload` (`append`, `fanout`, `patch`) with the given key prefix and
+/// seed offset; the hash is computed for measured runs only (no prefix), as the peers do.
+pub fn prepare(cfg: &Cfg, prefix: &str, seed_offset: u32) -> Prepared {
+    let measured = prefix.is_empty();
+    match cfg.workload.as_str() {
+        "append" => {
+            let msgs = data::gen_append(cfg.updates, prefix, seed_offset);
+            let bytes = data::avg_json_bytes(&msgs);
+            Prepared {
+                channels: vec![channel_name(prefix, 0)],
+                initial: None,
+                hash: measured.then(|| data::hex(data::hash_json_lines(&msgs, FNV_OFFSET))),
+                stream: msgs.into_iter().map(|m| (0, Payload::Push(m))).collect(),
+                payload: format!("push message{{id,channel,userName,text}} ~{bytes} B JSON"),
+                payload_bytes: bytes,
+                expected_length: cfg.updates,
+                total: cfg.updates,
+            }
+        }
+        "fanout" => {
+            let e = cfg.entries;
+            let msgs = data::gen_fanout(e, cfg.updates, prefix, seed_offset);
+            let bytes = data::avg_json_bytes(&msgs);
+            Prepared {
+                channels: (0..e).map(|i| channel_name(prefix, i)).collect(),
+                initial: None,
+                hash: measured.then(|| data::hex(data::hash_json_lines(&msgs, FNV_OFFSET))),
+                expected_length: msgs.len(),
+                total: msgs.len(),
+                stream: msgs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, m)| (i % e, Payload::Push(m)))
+                    .collect(),
+                payload: format!(
+                    "push message{{id,channel,userName,text}} ~{bytes} B JSON, round-robin over {e} entries"
+                ),
+                payload_bytes: bytes,
+            }
+        }
+        _ => {
+            let initial = data::gen_patch_initial(cfg.size, prefix, seed_offset);
+            let ups = data::gen_patch_updates(cfg.size, cfg.updates, seed_offset);
+            let bytes = data::avg_json_bytes(&ups);
+            let hash = measured.then(|| {
+                data::hex(data::hash_json_lines(
+                    &ups,
+                    data::hash_json_lines(&initial, FNV_OFFSET),
+                ))
+            });
+            Prepared {
+                channels: vec![channel_name(prefix, 0)],
+                initial: Some(initial),
+                hash,
+                stream: ups.into_iter().map(|u| (0, Payload::Patch(u))).collect(),
+                payload: format!(
+                    "set draft[i].text (~{bytes} B update) in an array of {} messages",
+                    cfg.size
+                ),
+                payload_bytes: bytes,
+                expected_length: cfg.size,
+                total: cfg.updates,
+            }
+        }
+    }
+}
+
+/// How many of the first `done` round-robin updates went to entry `e` of `entries`.
+pub fn emitted_to(e: usize, entries: usize, done: usize) -> u64 {
+    (done / entries + usize::from(e < done % entries)) as u64
+}
+
+/// Check the cached data against a fresh generation of the first `done` updates (streamed, so
+/// no second copy of the data is held). Returns (verified, final length).
+pub fn verify<R: Deref<Target = Vec<Message>>>(
+    cfg: &Cfg,
+    prefix: &str,
+    seed_offset: u32,
+    done: usize,
+    mut read: impl FnMut(usize) -> Option<R>,
+) -> (bool, usize) {
+    match cfg.workload.as_str() {
+        "append" => {
+            let Some(data) = read(0) else {
+                return (false, 0);
+            };
+            let mut rng = Mulberry32::new(SEED_APPEND + seed_offset);
+            let ch = channel_name(prefix, 0);
+            let mut ok = data.len() == done;
+            for (j, got) in data.iter().enumerate().take(done) {
+                let want = data::make_message(&mut rng, j as u64, &ch);
+                ok &= got.id == j as u64 && got.text == want.text;
+            }
+            (ok, data.len())
+        }
+        "fanout" => {
+            let e_count = cfg.entries;
+            let readers: Vec<Option<R>> = (0..e_count).map(&mut read).collect();
+            let mut ok = readers.iter().all(Option::is_some);
+            let lens: Vec<usize> = readers
+                .iter()
+                .map(|r| r.as_ref().map_or(0, |d| d.len()))
+                .collect();
+            let sum: usize = lens.iter().sum();
+            ok &= sum == done;
+            for (e, len) in lens.iter().enumerate() {
+                ok &= *len as u64 == emitted_to(e, e_count, done);
+            }
+            let mut rng = Mulberry32::new(SEED_FANOUT + seed_offset);
+            let channels: Vec<String> = (0..e_count).map(|i| channel_name(prefix, i)).collect();
+            'outer: for k in 0..cfg.updates {
+                for (e, ch) in channels.iter().enumerate() {
+                    let id = k * e_count + e;
+                    if id >= done {
+                        break 'outer;
+                    }
+                    let want = data::make_message(&mut rng, id as u64, ch);
+                    let got = readers[e].as_ref().and_then(|d| d.get(k));
+                    ok &= got.is_some_and(|g| g.id == id as u64 && g.text == want.text);
+                }
+            }
+            (ok, sum)
+        }
+        _ => {
+            let Some(data) = read(0) else {
+                return (false, 0);
+            };
+            let mut expected: Vec<String> = data::gen_patch_initial(cfg.size, prefix, seed_offset)
+                .into_iter()
+                .map(|m| m.text)
+                .collect();
+            for u in data::gen_patch_updates(cfg.size, cfg.updates, seed_offset)
+                .into_iter()
+                .take(done)
+            {
+                expected[u.index] = u.text;
+            }
+            let mut ok = data.len() == cfg.size;
+            for (j, (got, want)) in data.iter().zip(&expected).enumerate() {
+                ok &= got.id == j as u64 && got.text == *want;
+            }
+            (ok, data.len())
+        }
+    }
+}
+
+/// The warm-up: the same workload at a smaller size (the peers' `warmupConfig`).
+pub fn warmup_cfg(cfg: &Cfg) -> Cfg {
+    let mut w = cfg.clone();
+    match cfg.workload.as_str() {
+        "append" => w.updates = cfg.updates.min(2000),
+        "fanout" => {
+            w.entries = cfg.entries.min(100);
+            w.updates = cfg.updates.min(20);
+        }
+        "patch" => {
+            w.size = cfg.size.min(2000);
+            w.updates = cfg.updates.min(1000);
+        }
+        "churn" => w.entries = cfg.entries.min(300),
+        _ => {}
+    }
+    w.budget = Duration::from_secs(30);
+    w
+}
+
+/// How often the emit loops look at the clock (the peers' `CHECK_EVERY`).
+pub const CHECK_EVERY: usize = 63;

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# Benchmarks side by side: RTK Query, TanStack Query and livecache on the same workloads (W1–W4
+# of ../shared/peers-bench, plus livecache's W5 and floor), printed as one Markdown table.
+#
+#   scripts/compare.sh                      # BUDGET=10 s per workload, RUNS=1: about 6–8 min
+#   BUDGET=60 RUNS=3 scripts/compare.sh     # the peers' reference settings: well over an hour
+#
+# What it does: copies ../shared/peers-bench (relative to the repository root) to a temporary
+# folder, runs `npm ci` there (the pinned @reduxjs/toolkit and @tanstack/query-core), then runs
+# in turn, one process per measured run, with identical parameters:
+#   * RTK Query, production mode (NODE_ENV=production; the peers' comparison column);
+#   * TanStack Query, production mode with --delivery=task (the peers' comparison column);
+#   * livecache: `cargo bench --bench workloads` (release build), through the tokio runtime with
+#     the library defaults, plus the sans-IO core, the floor, patches on and recording off.
+# A run that reaches the budget stops and reports the rate over the updates it did (completed
+# false), exactly as the peers do; every W1 size is attempted (--stop-after is lifted), so a cut
+# RTK rate for a large U is optimistic for RTK.
+#
+# Environment (all optional):
+#   BUDGET     seconds per measured run before it is cut (default 10)
+#   RUNS       runs per configuration, median reported (default 1)
+#   WORKLOADS  comma list of append,fanout,patch,churn (default all four)
+#   TASKSET    a CPU pinning prefix for the benchmark processes, e.g. "taskset -c 1"
+#   OUT        a folder to keep the raw JSON lines and logs in (default: discarded)
+#   SKIP_PEERS=1  reuse $OUT/rtk.jsonl and $OUT/tanstack.jsonl from an earlier run
+#
+# Needs node and npm (the peers pin Node 20; newer works), cargo, and network access for npm ci.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+peers_src="$root/../shared/peers-bench"
+BUDGET="${BUDGET:-10}"
+RUNS="${RUNS:-1}"
+WORKLOADS="${WORKLOADS:-append,fanout,patch,churn}"
+TASKSET="${TASKSET:-}"
+
+if [ ! -d "$peers_src" ]; then
+  echo "compare.sh: no peers at ../shared/peers-bench (relative to the repository root)" >&2
+  exit 1
+fi
+for tool in node npm cargo; do
+  command -v "$tool" >/dev/null || { echo "compare.sh: $tool not found" >&2; exit 1; }
+done
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+out="${OUT:-$work/out}"
+mkdir -p "$out"
+started=$(date +%s)
+log() { printf '[compare %4ds] %s\n' "$(( $(date +%s) - started ))" "$*" >&2; }
+
+common=(--mode=prod --runs="$RUNS" --budget="$BUDGET" --stop-after=1000000 --workload="$WORKLOADS")
+
+if [ "${SKIP_PEERS:-0}" != 1 ]; then
+  log "copying the peers to $work/peers and running npm ci"
+  mkdir -p "$work/peers"
+  (cd "$peers_src" && tar --exclude=./node_modules --exclude=./results -cf - .) | (cd "$work/peers" && tar -xf -)
+  (cd "$work/peers" && npm ci --no-audit --no-fund --loglevel=error >"$out/npm.log" 2>&1)
+  log "RTK Query (prod)"
+  (cd "$work/peers" && $TASKSET node rtk-bench.mjs "${common[@]}") >"$out/rtk.jsonl" 2>"$out/rtk.log"
+  log "TanStack Query (prod, task delivery)"
+  (cd "$work/peers" && $TASKSET node tanstack-bench.mjs "${common[@]}" --delivery=task) \
+    >"$out/tanstack.jsonl" 2>"$out/tanstack.log"
+fi
+
+log "livecache: building the bench (release)"
+(cd "$root" && cargo bench --bench workloads --no-run >"$out/cargo.log" 2>&1)
+bench() {
+  (cd "$root" && $TASKSET cargo bench --quiet --bench workloads -- \
+    --runs="$RUNS" --budget="$BUDGET" --stop-after=1000000 "$@") 2>>"$out/livecache.log"
+}
+log "livecache: runtime (library defaults), core, floor"
+bench --workload="$WORKLOADS" --path=runtime,core,floor >"$out/livecache.jsonl"
+log "livecache: W5 end to end (cache, bare socket loop)"
+# W5 runs unpinned: the server has its own thread.
+(cd "$root" && cargo bench --quiet --bench workloads -- --runs="$RUNS" --workload=e2e \
+  --path=runtime,floor,socket) >>"$out/livecache.jsonl" 2>>"$out/livecache.log"
+log "livecache: patches on, recording off"
+bench --workload="$WORKLOADS" --path=runtime --patches=true >>"$out/livecache.jsonl"
+bench --workload="$WORKLOADS" --path=runtime,core --recording=off >>"$out/livecache.jsonl"
+
+log "done; the table follows"
+versions="$(node --version), $(cd "$root" && cargo --version | cut -d' ' -f1-2), $(rustc --version | cut -d' ' -f1-2)"
+node - "$out" "$BUDGET" "$RUNS" "$versions" <<'EOF'
+const fs = require('fs');
+const [dir, budget, runs, versions] = process.argv.slice(2);
+const read = (f) => {
+  const p = `${dir}/${f}`;
+  if (!fs.existsSync(p)) return [];
+  return fs.readFileSync(p, 'utf8').split('\n').filter((l) => l.trim().startsWith('{'))
+    .map((l) => { try { return JSON.parse(l); } catch { return null; } }).filter(Boolean);
+};
+const rtk = read('rtk.jsonl');
+const tan = read('tanstack.jsonl');
+const lc = read('livecache.jsonl');
+const key = (r) => `${r.workload}|${r.entries}|${r.updates_per_entry}|${r.concurrency ?? ''}`;
+const find = (rows, r, pred = () => true) => rows.find((x) => key(x) === key(r) && pred(x));
+const isDefault = (x) => x.path === 'runtime' && !x.patches && x.recording === 'events' && x.delivery === 'sync';
+const rate = (x) => (x == null || x.skipped ? null : x.workload === 'churn' ? x.entries_per_sec : x.updates_per_sec);
+const n0 = (v) => (v == null ? '–' : Math.round(v).toLocaleString('en-US'));
+const cell = (x) => {
+  if (!x) return '–';
+  if (x.skipped) return 'not run';
+  const r = rate(x);
+  if (r == null) return x.errors ? 'error' : '–';
+  return `${n0(r)}${x.completed === false ? ' (cut)' : ''}${x.verified === false ? ' (NOT verified)' : ''}`;
+};
+const ratio = (a, b) => (a && b ? `${n0(a / b)}×` : '–');
+const mbCell = (x) => (x && x.peak_rss_mb != null ? `${Math.round(x.peak_rss_mb)}` : '–');
+const name = (r) => {
+  const n = (v) => Number(v).toLocaleString('en-US');
+  switch (r.workload) {
+    case 'append': return `W1 append U=${n(r.updates_per_entry)}`;
+    case 'fanout': return `W2 fanout E=${n(r.entries)} × K=${n(r.updates_per_entry)}`;
+    case 'patch': return `W3 patch ${n(r.array_size ?? 10000)} × ${n(r.updates_per_entry)}`;
+    case 'churn': return `W4 churn N=${n(r.entries)}, concurrency ${r.concurrency} (entries/s)`;
+    default: return r.workload;
+  }
+};
+const order = { append: 1, fanout: 2, patch: 3, churn: 4 };
+const base = lc.filter(isDefault).filter((r) => r.workload in order)
+  .sort((a, b) => order[a.workload] - order[b.workload] || a.entries - b.entries
+    || a.updates_per_entry - b.updates_per_entry || (a.concurrency ?? 0) - (b.concurrency ?? 0));
+const out = [];
+out.push(`Run of ${new Date().toISOString().slice(0, 10)}: budget ${budget} s per run, ${runs} run(s) per configuration (median); ${versions}.`);
+out.push('Updates per second (W4: lifecycles per second); "(cut)" = stopped at the budget, rate over the updates done.');
+out.push('livecache = the tokio runtime with the library defaults (`update_cached_data`, no patches; `Recording::Events`).');
+out.push('');
+out.push('| workload | RTK Query (prod) | TanStack Query (prod, task) | livecache | livecache / RTK | livecache / TanStack | peak RSS MB RTK / TanStack / livecache |');
+out.push('|---|---:|---:|---:|---:|---:|---:|');
+for (const r of base) {
+  const a = find(rtk, r);
+  const t = find(tan, r);
+  out.push(`| ${name(r)} | ${cell(a)} | ${cell(t)} | ${cell(r)} | ${ratio(rate(r), rate(a))} | ${ratio(rate(r), rate(t))} | ${mbCell(a)} / ${mbCell(t)} / ${mbCell(r)} |`);
+}
+const e2e = (p) => lc.find((x) => x.workload === 'e2e' && x.path === p);
+const [ec, ef, es] = [e2e('runtime'), e2e('floor'), e2e('socket')];
+if (ec && ef) {
+  out.push('');
+  out.push(`W5 end to end, ${n0(ec.updates_per_entry)} messages over a loopback WebSocket: livecache ${n0(rate(ec))} msg/s; `
+    + `bare async-tungstenite loop (decode + push) ${n0(rate(ef))} msg/s${es ? `, frames only ${n0(rate(es))} msg/s` : ''}; `
+    + `time ratio livecache / bare = ${(rate(ef) / rate(ec)).toFixed(2)}.`);
+}
+const variants = lc.filter((x) => x.workload in order);
+if (variants.length) {
+  out.push('');
+  out.push('livecache variants, nanoseconds per update (W4: per lifecycle):');
+  out.push('');
+  out.push('| workload | runtime | runtime, recording off | runtime, with patches | core | core, recording off | floor |');
+  out.push('|---|---:|---:|---:|---:|---:|---:|');
+  const ns = (pred, r) => {
+    const x = variants.find((v) => key(v) === key(r) && pred(v));
+    if (!x || x.skipped) return '–';
+    const v = x.ns_per_update ?? x.ns_per_lifecycle;
+    return v == null ? '–' : `${n0(v)}${x.completed === false ? ' (cut)' : ''}`;
+  };
+  for (const r of base) {
+    out.push(`| ${name(r)} | ${ns(isDefault, r)} `
+      + `| ${ns((v) => v.path === 'runtime' && !v.patches && v.recording === 'off', r)} `
+      + `| ${ns((v) => v.path === 'runtime' && v.patches, r)} `
+      + `| ${ns((v) => v.path === 'core' && v.recording === 'events', r)} `
+      + `| ${ns((v) => v.path === 'core' && v.recording === 'off', r)} `
+      + `| ${ns((v) => v.path === 'floor', r)} |`);
+  }
+}
+const bad = [...rtk, ...tan, ...lc].filter((x) => x.verified === false || x.errors);
+if (bad.length) out.push('', `Warning: ${bad.length} configuration(s) not verified or with errors; see the JSON lines.`);
+const hashes = lc.filter(isDefault).map((x) => {
+  const p = find(rtk, x) ?? find(tan, x);
+  return p && p.workload_hash && x.workload_hash && p.workload_hash !== x.workload_hash ? name(x) : null;
+}).filter(Boolean);
+if (hashes.length) out.push('', `Warning: workload_hash differs from the peers' for ${hashes.join(', ')}.`);
+console.log(out.join('\n'));
+EOF
+log "finished in $(( $(date +%s) - started )) s"
