@@ -85,4 +85,4 @@ if [[ ${#failed[@]} -gt 0 ]]; then
     echo "fuzz: failed: ${failed[*]}"
     exit 1
 fi
-echo "fuzz: ${#selected[@]} target(s) ran ${seconds} s each without a finding"
+echo "fuzz: ${#selected[@]} target(s) ran without a finding"

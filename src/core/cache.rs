@@ -68,6 +68,10 @@ pub struct EndpointId(pub usize);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubscriptionId(pub u64);
 
+/// How many trace events a cache keeps at least by default (at most twice as many): about 6 MB
+/// at most. See [`Cache::set_trace_limit`].
+pub const DEFAULT_TRACE_LIMIT: usize = 25_000;
+
 /// Api-wide settings of the core.
 ///
 /// ```
@@ -548,6 +552,7 @@ pub struct Cache<D, E = String> {
     next_arming: u64,
     effects: VecDeque<Effect<D>>,
     trace: Vec<TraceEvent>,
+    trace_limit: usize,
 }
 
 // ===== impl Cache: construction and observation =====
@@ -577,6 +582,7 @@ where
             next_arming: 1,
             effects: VecDeque::new(),
             trace: Vec::new(),
+            trace_limit: DEFAULT_TRACE_LIMIT,
         }
     }
 
@@ -724,7 +730,10 @@ where
         self.effects.pop_front()
     }
 
-    /// The events recorded so far.
+    /// The events recorded so far — the most recent ones: the trace is bounded, so that a
+    /// long-running cache does not grow forever. It keeps at least the last
+    /// [`Cache::set_trace_limit`] events ([`DEFAULT_TRACE_LIMIT`] by default) and at most twice
+    /// that; older events are dropped in batches.
     ///
     /// ```
     /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
@@ -732,6 +741,24 @@ where
     /// ```
     pub fn trace(&self) -> &[TraceEvent] {
         &self.trace
+    }
+
+    /// Keep at least the last `limit` events in the trace (at least 1). Recording nothing at
+    /// all is [`Recording::Off`].
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// cache.set_trace_limit(2);
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// for n in 0..10 {
+    ///     cache.upsert(n, ep, &CacheKey::verbatim("a(1)"), n as u32);
+    /// }
+    /// assert!((2..=4).contains(&cache.trace().len()));
+    /// assert_eq!(cache.trace().last().map(|e| e.at_ms), Some(9));
+    /// ```
+    pub fn set_trace_limit(&mut self, limit: usize) {
+        self.trace_limit = limit.max(1);
     }
 
     /// Take the events recorded so far, leaving the trace empty.
@@ -1574,6 +1601,10 @@ where
 {
     fn record(&mut self, at_ms: u64, key: &CacheKey, kind: TraceKind) {
         if self.config.recording != Recording::Off {
+            if self.trace.len() >= self.trace_limit.saturating_mul(2) {
+                let excess = self.trace.len() - self.trace_limit;
+                self.trace.drain(..excess);
+            }
             self.trace.push(TraceEvent {
                 at_ms,
                 key: key.as_str().to_owned(),

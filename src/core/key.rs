@@ -89,6 +89,7 @@
 use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use serde::de::{Deserializer, Error as _};
@@ -121,8 +122,22 @@ const MAX_ARRAY_INDEX: u64 = 4_294_967_294;
 ///
 /// The text is shared (`Arc<str>`): the cache clones keys into its indexes, effects and timers,
 /// and a clone is a reference-count increment, not a copy.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, Eq, PartialOrd, Ord)]
 pub struct CacheKey(Arc<str>);
+
+impl Hash for CacheKey {
+    /// Hashes the text as `str` does (so maps keyed by `CacheKey` can be searched with a `&str`).
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+impl PartialEq for CacheKey {
+    /// Equal texts. Clones of one key share their text, which is checked first.
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+    }
+}
 
 impl Serialize for CacheKey {
     /// A plain JSON string.

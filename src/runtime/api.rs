@@ -52,6 +52,7 @@ pub struct ApiBuilder {
     keep: Keep,
     refetch_on_mount: Refetch,
     recording: Recording,
+    trace_limit: Option<usize>,
 }
 
 impl ApiBuilder {
@@ -117,15 +118,29 @@ impl ApiBuilder {
         Ok(self.build_on(handle))
     }
 
+    /// Keep at least the last `events` trace events (default
+    /// [`DEFAULT_TRACE_LIMIT`](crate::core::DEFAULT_TRACE_LIMIT); at most twice as many are
+    /// held). The trace is bounded so that a long-running api does not grow forever.
+    ///
+    /// ```
+    /// let builder = livecache::Api::builder().trace_limit(1_000);
+    /// ```
+    pub fn trace_limit(mut self, events: usize) -> Self {
+        self.trace_limit = Some(events);
+        self
+    }
+
     fn build_on(self, handle: Handle) -> Api {
         let config = CacheConfig {
             keep: self.keep,
             recording: self.recording,
         };
+        let shared = Shared::new(config, self.refetch_on_mount, handle);
+        if let Some(limit) = self.trace_limit {
+            shared.lock().cache.set_trace_limit(limit);
+        }
         Api {
-            owner: Arc::new(Owner {
-                shared: Shared::new(config, self.refetch_on_mount, handle),
-            }),
+            owner: Arc::new(Owner { shared }),
         }
     }
 }

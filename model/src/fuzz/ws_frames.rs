@@ -161,20 +161,6 @@ impl Outcome {
     }
 }
 
-/// A known deviation of `ws::Decoder` from its documented kinds, pending a fix in `src/ws.rs`
-/// (inputs: `fuzz/pending/ws_frames/`).
-///
-/// The decoder deserialises a payload straight into the message type and takes "not JSON" vs
-/// "schema" from serde_json's error category, which does not follow the documented meaning
-/// either way: a frame that is not JSON but whose first token already has the wrong type (the
-/// text frame `6\u{1f}`) counts as a schema error, and a JSON array with more elements than the
-/// struct has fields (`[10,0,null,null]`) counts as "not JSON" (serde_json reports the extra
-/// elements as "trailing characters", a syntax error). While this is `true`, the two kinds are
-/// compared as one ("malformed": frame by frame, and `not_json + schema` in the counters);
-/// everything else stays exact. Set it to `false` once the decoder checks JSON syntax first,
-/// then the schema (and move the pending inputs to `fuzz/regressions/ws_frames/`).
-const TOLERATE_NOT_JSON_VS_SCHEMA: bool = true;
-
 /// The oracle: what a data frame must become, from the documented rules alone, in their order.
 fn classify(payload: &[u8], binary: bool) -> Outcome {
     if payload.len() > LIMIT {
@@ -183,9 +169,9 @@ fn classify(payload: &[u8], binary: bool) -> Outcome {
     if binary && std::str::from_utf8(payload).is_err() {
         return Outcome::NotUtf8;
     }
-    // "JSON" is what serde_json reads as a `Value`: RFC 8259 syntax, numbers that fit an `f64`
-    // (`5e555` does not), at most 128 levels of nesting.
-    if serde_json::from_slice::<Value>(payload).is_err() {
+    // "JSON" is the syntax alone (RFC 8259, as serde_json checks it: at most 128 levels of
+    // nesting); whether the numbers fit the message's fields is the schema's business.
+    if serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_err() {
         return Outcome::NotJson;
     }
     match serde_json::from_slice::<Msg>(payload) {
@@ -472,15 +458,10 @@ fn check(
     let log = lock(log).clone();
 
     // The decoder, frame by frame.
-    let merge = |o: &Outcome| match o {
-        Outcome::Schema if TOLERATE_NOT_JSON_VS_SCHEMA => Outcome::NotJson,
-        other => other.clone(),
-    };
-    let decoded: Vec<Outcome> = log.iter().map(|(o, _)| merge(o)).collect();
-    let merged: Vec<Outcome> = expected.iter().map(merge).collect();
+    let decoded: Vec<Outcome> = log.iter().map(|(o, _)| o.clone()).collect();
     assert_eq!(
         decoded,
-        merged,
+        expected,
         "decoder outcomes differ from the oracle\n{}",
         context()
     );
@@ -497,23 +478,7 @@ fn check(
         too_large: count(|o| matches!(o, Outcome::TooLarge)),
         control: 0,
     };
-    let merge_counts = |c: WsCounts| {
-        if TOLERATE_NOT_JSON_VS_SCHEMA {
-            WsCounts {
-                not_json: c.not_json + c.schema,
-                schema: 0,
-                ..c
-            }
-        } else {
-            c
-        }
-    };
-    assert_eq!(
-        merge_counts(counts),
-        merge_counts(want),
-        "decoder counters\n{}",
-        context()
-    );
+    assert_eq!(counts, want, "decoder counters\n{}", context());
     let rejected = count(Outcome::rejected);
 
     // The entry's data: the initial data and exactly the valid messages, in order.
