@@ -13,9 +13,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-// The types below are the contract the test harness relies on. MODEL-HELPER: implement the
-// logic in `model.rs` (and invariant checks in `invariants.rs`); keep these signatures.
-
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
 pub mod harness;
@@ -27,6 +24,24 @@ pub use model::{Deadline, Entry, Model, Snapshot};
 
 use livecache::core::{PatchSet, Phase, Refetch, Status};
 use serde::{Deserialize, Serialize};
+
+/// RFC 6902 patches for a `Vec<u8>`: some apply, some fail an operation, some break the schema.
+/// The vocabulary of `PatchQueryData` ops for the property tests and the fuzzer alike.
+pub const PATCH_TEMPLATES: &[&str] = &[
+    r#"[{"op":"add","path":"/-","value":1}]"#,
+    r#"[{"op":"replace","path":"/0","value":3}]"#,
+    r#"[{"op":"test","path":"/0","value":0},{"op":"remove","path":"/0"}]"#,
+    r#"[{"op":"remove","path":"/5"}]"#,
+    r#"[{"op":"add","path":"/-","value":2},{"op":"remove","path":"/9"}]"#,
+    r#"[{"op":"add","path":"/0","value":"x"}]"#,
+    r#"[{"op":"add","path":"/-","value":300}]"#,
+    r#"[{"op":"replace","path":"","value":[]}]"#,
+    r#"[{"op":"replace","path":"","value":{"not":"a list"}}]"#,
+    r#"[{"op":"move","from":"/0","path":"/-"}]"#,
+    r#"[{"op":"copy","from":"/0","path":"/0"}]"#,
+    r#"[{"op":"replace","path":"/0","value":0}]"#,
+    r#"[]"#,
+];
 
 /// The data type the model caches: a small list of bytes.
 pub type Data = Vec<u8>;

@@ -33,19 +33,8 @@ pub fn recipe() -> impl Strategy<Value = Recipe> {
 
 /// RFC 6902 patches for a `Vec<u8>`: some apply, some fail an operation, some break the schema.
 pub fn patch() -> impl Strategy<Value = json_patch::Patch> {
-    let docs = vec![
-        r#"[{"op":"add","path":"/-","value":1}]"#,
-        r#"[{"op":"replace","path":"/0","value":3}]"#,
-        r#"[{"op":"test","path":"/0","value":0},{"op":"remove","path":"/0"}]"#,
-        r#"[{"op":"remove","path":"/5"}]"#,
-        r#"[{"op":"add","path":"/-","value":2},{"op":"remove","path":"/9"}]"#,
-        r#"[{"op":"add","path":"/0","value":"x"}]"#,
-        r#"[{"op":"add","path":"/-","value":300}]"#,
-        r#"[{"op":"replace","path":"","value":[]}]"#,
-        r#"[{"op":"replace","path":"","value":{"not":"a list"}}]"#,
-        r#"[]"#,
-    ];
-    select(docs).prop_map(|d| serde_json::from_str(d).expect("the patch templates are valid JSON"))
+    select(livecache_model::PATCH_TEMPLATES)
+        .prop_map(|d| serde_json::from_str(d).expect("the patch templates are valid JSON"))
 }
 
 /// Time steps: small, large, exactly the default grace, just around it, and the clamp maximum.

@@ -27,23 +27,6 @@ const STEPS: &[u64] = &[
     u64::MAX,
 ];
 
-/// RFC 6902 patches for a `Vec<u8>`: some apply, some fail an operation, some break the schema.
-const PATCHES: &[&str] = &[
-    r#"[{"op":"add","path":"/-","value":1}]"#,
-    r#"[{"op":"replace","path":"/0","value":3}]"#,
-    r#"[{"op":"test","path":"/0","value":0},{"op":"remove","path":"/0"}]"#,
-    r#"[{"op":"remove","path":"/5"}]"#,
-    r#"[{"op":"add","path":"/-","value":2},{"op":"remove","path":"/9"}]"#,
-    r#"[{"op":"add","path":"/0","value":"x"}]"#,
-    r#"[{"op":"add","path":"/-","value":300}]"#,
-    r#"[{"op":"replace","path":"","value":[]}]"#,
-    r#"[{"op":"replace","path":"","value":{"not":"a list"}}]"#,
-    r#"[{"op":"move","from":"/0","path":"/-"}]"#,
-    r#"[{"op":"copy","from":"/0","path":"/0"}]"#,
-    r#"[{"op":"replace","path":"/0","value":0}]"#,
-    r#"[]"#,
-];
-
 /// An endpoint's keep time, as the fuzzer picks it.
 #[derive(Arbitrary, Debug, Clone, Copy)]
 enum KeepSel {
@@ -169,7 +152,7 @@ fn refetch(r: RefetchSel) -> Refetch {
 fn patch(i: u8) -> json_patch::Patch {
     static PARSED: OnceLock<Vec<json_patch::Patch>> = OnceLock::new();
     let all = PARSED.get_or_init(|| {
-        PATCHES
+        crate::PATCH_TEMPLATES
             .iter()
             .map(|text| serde_json::from_str(text).expect("the patch vocabulary is valid"))
             .collect()
