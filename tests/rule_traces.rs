@@ -1140,7 +1140,7 @@ fn r16_failed_or_panicked_handler_is_traced_under_its_key_and_disturbs_nothing()
         last_event(&cache),
         TraceEvent {
             at_ms: 500,
-            key: a.as_str().to_owned(),
+            key: a.clone(),
             kind: TraceKind::LifecycleEnded {
                 lifetime: 1,
                 outcome: failed

@@ -556,7 +556,7 @@ fn check_trace(trace: &[livecache::core::trace::TraceEvent], starts: usize, load
         match &event.kind {
             TraceKind::EntryAdded { lifetime, .. } => {
                 let l = lifetimes.entry(*lifetime).or_default();
-                l.key.clone_from(&event.key);
+                l.key = event.key.to_string();
                 l.added += 1;
                 l.added_at = i;
                 let previous = live.insert(event.key.as_str(), *lifetime);
@@ -591,7 +591,7 @@ fn check_trace(trace: &[livecache::core::trace::TraceEvent], starts: usize, load
                 let l = lifetimes.entry(*lifetime).or_default();
                 l.removed += 1;
                 l.removed_at = i;
-                assert_eq!(l.key, event.key, "#{i} {event}: removed under another key");
+                assert_eq!(event.key, l.key, "#{i} {event}: removed under another key");
                 assert_eq!(
                     live.remove(event.key.as_str()),
                     Some(*lifetime),

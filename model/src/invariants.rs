@@ -91,7 +91,7 @@ pub fn check_invariants(config: &Config, trace: &[TraceEvent]) -> Result<(), Str
             }
         }
 
-        let state = keys.entry(event.key.clone()).or_default();
+        let state = keys.entry(event.key.as_str().to_owned()).or_default();
 
         // Events that may occur without a live lifetime.
         match &event.kind {
@@ -280,7 +280,7 @@ mod tests {
     fn ev(at_ms: u64, key: &str, kind: TraceKind) -> TraceEvent {
         TraceEvent {
             at_ms,
-            key: key.to_string(),
+            key: key.into(),
             kind,
         }
     }

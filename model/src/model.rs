@@ -845,7 +845,7 @@ impl Model {
     fn record(&mut self, key: &str, kind: TraceKind) {
         self.trace.push(TraceEvent {
             at_ms: self.now,
-            key: key.to_string(),
+            key: key.into(),
             kind,
         });
     }
@@ -1285,7 +1285,7 @@ mod tests {
             .trace()
             .iter()
             .filter(|e| matches!(e.kind, TraceKind::EntryRemoved { .. }))
-            .map(|e| (e.at_ms, e.key.clone()))
+            .map(|e| (e.at_ms, e.key.to_string()))
             .collect();
         assert_eq!(
             removed,

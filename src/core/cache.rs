@@ -1607,7 +1607,7 @@ where
             }
             self.trace.push(TraceEvent {
                 at_ms,
-                key: key.as_str().to_owned(),
+                key: key.clone(),
                 kind,
             });
         }

@@ -222,6 +222,80 @@ impl AsRef<str> for CacheKey {
     }
 }
 
+impl From<&str> for CacheKey {
+    /// A verbatim key ([`CacheKey::verbatim`]).
+    ///
+    /// ```
+    /// use livecache::core::key::CacheKey;
+    /// assert_eq!(CacheKey::from("x(1)"), CacheKey::verbatim("x(1)"));
+    /// ```
+    fn from(text: &str) -> Self {
+        Self(text.into())
+    }
+}
+
+impl From<String> for CacheKey {
+    /// A verbatim key ([`CacheKey::verbatim`]).
+    ///
+    /// ```
+    /// use livecache::core::key::CacheKey;
+    /// assert_eq!(CacheKey::from(String::from("x(1)")), "x(1)");
+    /// ```
+    fn from(text: String) -> Self {
+        Self(text.into())
+    }
+}
+
+impl std::ops::Deref for CacheKey {
+    type Target = str;
+
+    /// The key's text, so `str`'s methods apply.
+    ///
+    /// ```
+    /// use livecache::core::key::CacheKey;
+    /// assert!(CacheKey::verbatim("getUser(1)").starts_with("getUser("));
+    /// ```
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for CacheKey {
+    /// The key's text equals `other`.
+    ///
+    /// ```
+    /// use livecache::core::key::CacheKey;
+    /// assert!(*CacheKey::verbatim("x(1)") == *"x(1)");
+    /// ```
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for CacheKey {
+    /// The key's text equals `other`.
+    ///
+    /// ```
+    /// use livecache::core::key::CacheKey;
+    /// assert_eq!(CacheKey::verbatim("x(1)"), "x(1)");
+    /// ```
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl PartialEq<String> for CacheKey {
+    /// The key's text equals `other`.
+    ///
+    /// ```
+    /// use livecache::core::key::CacheKey;
+    /// assert_eq!(CacheKey::verbatim("x(1)"), String::from("x(1)"));
+    /// ```
+    fn eq(&self, other: &String) -> bool {
+        *self.0 == **other
+    }
+}
+
 impl Borrow<str> for CacheKey {
     /// The key's text; lets maps keyed by [`CacheKey`] be searched with a `&str`.
     ///

@@ -22,6 +22,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::key::CacheKey;
 use crate::core::patch::PatchSet;
 
 /// How much the core records (SPEC R23).
@@ -56,8 +57,8 @@ pub enum Recording {
 pub struct TraceEvent {
     /// Logical time in milliseconds on the api's clock.
     pub at_ms: u64,
-    /// The cache key of the entry concerned.
-    pub key: String,
+    /// The cache key of the entry concerned (shared text: recording an event copies no string).
+    pub key: CacheKey,
     /// What happened.
     #[serde(flatten)]
     pub kind: TraceKind,
