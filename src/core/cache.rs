@@ -364,8 +364,9 @@ impl<D: PartialEq, E> Slot<D, E> {
 /// hashed with std's randomly seeded SipHash: it is derived from arguments.
 #[derive(Clone, Debug)]
 struct Entries<D, E> {
-    /// Key → the lifetime of its live entry.
-    by_key: HashMap<CacheKey, u64>,
+    /// Key → the lifetime of its live entry. Keys are text derived from arguments, which may come
+    /// from outside, so the hasher is randomly seeded (foldhash: a fraction of SipHash's cost).
+    by_key: HashMap<CacheKey, u64, foldhash::fast::RandomState>,
     /// Lifetime → its key and entry.
     by_lifetime: IdMap<u64, (CacheKey, Slot<D, E>)>,
 }
@@ -373,7 +374,7 @@ struct Entries<D, E> {
 impl<D: PartialEq, E> Entries<D, E> {
     fn new() -> Self {
         Entries {
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
             by_lifetime: IdMap::default(),
         }
     }

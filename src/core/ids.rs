@@ -3,7 +3,7 @@
 //! Those ids are sequential counters the cache hands out, never chosen by a caller, so they need
 //! no protection against collision attacks; std's SipHash costs more than the rest of a lookup.
 //! This is FxHash's multiply for one integer. Maps keyed by [`CacheKey`](crate::core::key::CacheKey)
-//! (text derived from arguments) keep std's randomly seeded SipHash.
+//! (text derived from arguments) use a randomly seeded hasher (foldhash) instead.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};

@@ -5,8 +5,11 @@
 //! receiver; `changed` returns `Ok` for an unseen version before it reports the close; a receiver
 //! made by `subscribe` has seen the current version; `mark_changed` as in watch; the same
 //! cooperative budgeting), at a fraction of the cost per change: one `Notify`
-//! where watch has eight, and no value behind a lock (nobody reads one).
+//! where watch has eight, and no value behind a lock (nobody reads one). A change wakes the
+//! `Notify` only when a receiver has said it is waiting (the `WAITING` bit), so a burst of
+//! changes to an entry whose subscribers are already woken costs one atomic add each.
 
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,7 +18,8 @@ use tokio::sync::Notify;
 /// The lowest bit of the state: the sender is gone. The version is in the other bits.
 const CLOSED: u64 = 1;
 /// One version step.
-const STEP: u64 = 2;
+const WAITING: u64 = 2;
+const STEP: u64 = 4;
 
 #[derive(Debug, Default)]
 struct Shared {
@@ -44,14 +48,19 @@ impl Sender {
 
     /// A visible change: wakes every receiver waiting in `changed`.
     pub(crate) fn send(&self) {
-        self.0.state.fetch_add(STEP, Ordering::Release);
-        self.0.changed.notify_waiters();
+        // Wake only if a receiver said it is waiting: with nobody waiting (every subscriber
+        // already woken, not yet run) a change costs one atomic add.
+        let before = self.0.state.fetch_add(STEP, Ordering::AcqRel);
+        if before & WAITING != 0 {
+            self.0.state.fetch_and(!WAITING, Ordering::AcqRel);
+            self.0.changed.notify_waiters();
+        }
     }
 
     /// A receiver that has seen the current version.
     pub(crate) fn subscribe(&self) -> Receiver {
         Receiver {
-            version: self.0.load() & !CLOSED,
+            version: self.0.load() & !(CLOSED | WAITING),
             shared: Arc::clone(&self.0),
         }
     }
@@ -86,18 +95,30 @@ impl Receiver {
 
 async fn changed(shared: &Shared, version: &mut u64) -> Result<(), Closed> {
     loop {
-        // Ask for the wake-up first, then look: a change in between is not missed.
-        let notified = shared.changed.notified();
-        let state = shared.load();
-        let current = state & !CLOSED;
-        if *version != current {
-            *version = current;
-            return Ok(());
+        if let Some(result) = seen(shared.load(), version) {
+            return result;
         }
-        if state & CLOSED != 0 {
-            return Err(Closed);
+        // Register for the wake-up, then say so (`WAITING`) and look again: a sender either
+        // changed the state before that `fetch_or` (seen here) or sees the flag and wakes us.
+        let mut notified = pin!(shared.changed.notified());
+        notified.as_mut().enable();
+        if let Some(result) = seen(shared.state.fetch_or(WAITING, Ordering::AcqRel), version) {
+            return result;
         }
         notified.await;
+    }
+}
+
+/// `Some` when `state` has a version unseen by `version` (then seen) or is closed.
+fn seen(state: u64, version: &mut u64) -> Option<Result<(), Closed>> {
+    let current = state & !(CLOSED | WAITING);
+    if *version != current {
+        *version = current;
+        Some(Ok(()))
+    } else if state & CLOSED != 0 {
+        Some(Err(Closed))
+    } else {
+        None
     }
 }
 
@@ -161,5 +182,40 @@ mod tests {
         drop(tx);
         let woken = timeout(Duration::from_secs(5), waiting).await;
         assert_eq!(woken.ok().and_then(Result::ok), Some((Ok(()), Err(Closed))));
+    }
+
+    /// No lost wake-up when a send races a receiver going to sleep: on two threads, receivers
+    /// that keep waiting all see the last version (a lost one would leave a receiver asleep).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn racing_sends_never_leave_a_receiver_asleep() {
+        const SENDS: u64 = 20_000;
+        let tx = Sender::new();
+        let receivers: Vec<_> = (0..4)
+            .map(|_| {
+                let mut rx = tx.subscribe();
+                tokio::spawn(async move {
+                    while rx.version != SENDS * STEP {
+                        if rx.changed().await.is_err() {
+                            return false;
+                        }
+                    }
+                    true
+                })
+            })
+            .collect();
+        for i in 0..SENDS {
+            tx.send();
+            if i % 64 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        for receiver in receivers {
+            let saw_last = timeout(Duration::from_secs(10), receiver).await;
+            assert!(
+                matches!(saw_last, Ok(Ok(true))),
+                "a receiver missed the last version"
+            );
+        }
+        drop(tx);
     }
 }
