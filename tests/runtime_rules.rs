@@ -1769,3 +1769,69 @@ async fn keys_another_endpoint_cannot_touch_the_owners_entry_through_a_shared_ke
     assert_eq!(sub.state().status, Status::Fulfilled);
     Ok(())
 }
+
+// ===== R21: a stream whose messages are all ready at once =====
+
+/// R21: a stream that is always ready (a burst, like a socket buffer full of frames) has every
+/// message applied exactly once, in order, one `updated` event each — and while it lasts the
+/// other tasks of the runtime still run (the attachment does not monopolise its thread).
+#[tokio::test(start_paused = true)]
+async fn r21_always_ready_stream_applied_in_order_once_and_other_tasks_still_run() -> TestResult {
+    const N: u32 = 100_000;
+    let api = Api::builder().trace_limit(2 * N as usize).build();
+    let (end_tx, end_rx) = oneshot::channel();
+    let end_tx = Arc::new(Mutex::new(Some(end_tx)));
+    let ep = api
+        .query::<u32, Vec<u32>>("burst")
+        .query_fn(|_: u32| async move { Ok(Vec::new()) })
+        .on_cache_entry_added(move |_, entry| {
+            let end_tx = Arc::clone(&end_tx);
+            async move {
+                let Ok((entry, _)) = entry.data_loaded().await else {
+                    return Ok(());
+                };
+                let end = entry
+                    .stream(futures::stream::iter(0..N), |list, m| list.push(m))
+                    .await;
+                if let Some(tx) = end_tx.lock().map_err(|e| e.to_string())?.take() {
+                    let _ = tx.send(end);
+                }
+                Ok(())
+            }
+        })
+        .build()?;
+    let key = ep.key(&1)?;
+    let sub = ep.subscribe(1)?;
+    // Another task: what it sees of the entry each time it gets to run.
+    let seen = {
+        let ep = ep.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..1_000_000 {
+                let len = ep.state(&1).ok().and_then(|s| s.data.map(|d| d.len()));
+                seen.push(len.unwrap_or(0));
+                if len == Some(N as usize) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            seen
+        })
+    };
+    let end = within(end_rx).await?;
+    assert_eq!(end.reason, livecache::runtime::StreamEndReason::StreamEnded);
+    assert_eq!((end.applied, end.skipped), (u64::from(N), 0));
+    let data = sub.state().data.ok_or("no data")?;
+    assert!(
+        data.iter().copied().eq(0..N),
+        "every message once, in order"
+    );
+    assert_eq!(count(&api, &key, is_updated), N as usize, "one event each");
+    let seen = within(seen).await?;
+    assert!(
+        seen.iter().any(|&len| len > 0 && len < N as usize),
+        "no other task ran while the stream was being applied: {:?}",
+        &seen[..seen.len().min(8)]
+    );
+    Ok(())
+}

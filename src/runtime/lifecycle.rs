@@ -441,6 +441,36 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
     }
 }
 
+impl<T: Data, M> EntryHandle<Loaded, T, M> {
+    /// Apply `messages` in order, each as one update (one `updated` event each), under one
+    /// acquisition of the cache's lock; subscribers are woken once. Stops at the first failure,
+    /// dropping the rest. Returns how many were applied.
+    pub(crate) fn update_each<Msg>(
+        &self,
+        messages: impl IntoIterator<Item = Msg>,
+        apply: &mut impl FnMut(&mut Draft<'_, T>, Msg),
+    ) -> (u64, Result<(), UpdateError>) {
+        let lifetime = self.lifetime;
+        self.shared.with_lifetime(lifetime, |state, now| {
+            let mut applied = 0;
+            for message in messages {
+                let mut panicked = None;
+                let result = state.cache.update_cached(now, lifetime, false, |outer| {
+                    panicked = run_typed_recipe(outer, |draft| apply(draft, message));
+                });
+                if let Some(message) = panicked {
+                    return (applied, Err(UpdateError::RecipePanicked { message }));
+                }
+                if let Err(error) = result {
+                    return (applied, Err(from_core(error)));
+                }
+                applied += 1;
+            }
+            (applied, Ok(()))
+        })
+    }
+}
+
 /// Run a typed recipe on erased data through a copy-on-write draft, containing a panic.
 /// Returns the panic message, if the recipe panicked.
 pub(crate) fn run_typed_recipe<T: Data>(

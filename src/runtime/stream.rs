@@ -5,8 +5,10 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt;
+use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use futures::{Stream, StreamExt};
 
@@ -96,6 +98,9 @@ pub struct StreamEnd {
     /// Items skipped (non-fatal stream errors).
     pub skipped: u64,
 }
+
+/// The most messages applied under one lock acquisition.
+const BURST: usize = 256;
 
 /// What an attachment needs to record its events.
 struct Recorder {
@@ -252,6 +257,8 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
                     Some(Err(error)) => recorder.skip(error.to_string()),
                 },
             }
+            // A stream that is always ready must still let the query (and others) run.
+            tokio::task::coop::consume_budget().await;
         };
         handle
             .run(stream, apply, buffered, finished, recorder)
@@ -336,46 +343,68 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         if attached.is_err() {
             return recorder.end(StreamEndReason::EntryRemoved);
         }
-        for message in buffered {
-            if let Err(reason) = self.apply_one(&mut apply, message, &mut recorder) {
-                return recorder.end(reason);
-            }
+        let mut burst: Vec<Msg> = buffered.into();
+        if let Err(reason) = self.apply_burst(&mut burst, &mut apply, &mut recorder) {
+            return recorder.end(reason);
         }
         if let Some(reason) = finished {
             return recorder.end(reason);
         }
         let mut removed = pin!(self.removed());
         loop {
-            tokio::select! {
+            let first = tokio::select! {
                 biased;
                 () = &mut removed => return recorder.end(StreamEndReason::EntryRemoved),
-                item = stream.next() => match item {
-                    None => return recorder.end(StreamEndReason::StreamEnded),
-                    Some(Ok(message)) => {
-                        if let Err(reason) = self.apply_one(&mut apply, message, &mut recorder) {
-                            return recorder.end(reason);
-                        }
-                    }
-                    Some(Err(error)) if error.is_fatal() => {
-                        return recorder.end(StreamEndReason::StreamFailed(error.to_string()));
-                    }
-                    Some(Err(error)) => recorder.skip(error.to_string()),
-                },
+                item = stream.next() => item,
+            };
+            // What ended the burst, if not a pending stream: `Some(None)` the end of the
+            // stream, `Some(Some(error))` an error item.
+            let mut tail: Option<Option<E>> = None;
+            match first {
+                Some(Ok(message)) => burst.push(message),
+                Some(Err(error)) => tail = Some(Some(error)),
+                None => tail = Some(None),
             }
+            // Take every message that is already there (a burst read from one socket buffer):
+            // they are applied under one lock acquisition and wake subscribers once.
+            while tail.is_none() && burst.len() < BURST {
+                match poll_fn(|cx| Poll::Ready(stream.as_mut().poll_next(cx))).await {
+                    Poll::Ready(Some(Ok(message))) => burst.push(message),
+                    Poll::Ready(Some(Err(error))) => tail = Some(Some(error)),
+                    Poll::Ready(None) => tail = Some(None),
+                    Poll::Pending => break,
+                }
+            }
+            if let Err(reason) = self.apply_burst(&mut burst, &mut apply, &mut recorder) {
+                return recorder.end(reason);
+            }
+            match tail {
+                None => {}
+                Some(None) => return recorder.end(StreamEndReason::StreamEnded),
+                Some(Some(error)) if error.is_fatal() => {
+                    return recorder.end(StreamEndReason::StreamFailed(error.to_string()));
+                }
+                Some(Some(error)) => recorder.skip(error.to_string()),
+            }
+            // A stream that is always ready must still let other tasks run.
+            tokio::task::coop::consume_budget().await;
         }
     }
 
-    fn apply_one<Msg>(
+    /// Apply the messages of `burst` in order (emptying it) under one lock acquisition.
+    fn apply_burst<Msg>(
         &self,
+        burst: &mut Vec<Msg>,
         apply: &mut impl FnMut(&mut Draft<'_, T>, Msg),
-        message: Msg,
         recorder: &mut Recorder,
     ) -> Result<(), StreamEndReason> {
-        match self.update_cached_data(|draft| apply(draft, message)) {
-            Ok(()) => {
-                recorder.applied += 1;
-                Ok(())
-            }
+        if burst.is_empty() {
+            return Ok(());
+        }
+        let (applied, result) = self.update_each(burst.drain(..), apply);
+        recorder.applied += applied;
+        match result {
+            Ok(()) => Ok(()),
             Err(UpdateError::RecipePanicked { message }) => {
                 Err(StreamEndReason::ApplyPanicked(message))
             }
