@@ -18,7 +18,8 @@ use crate::core::key::CacheKey;
 use crate::core::patch::PatchSet;
 use crate::runtime::erased::{Data, ErasedData};
 use crate::runtime::error::{RemovedBeforeLoaded, UpdateError, panic_message};
-use crate::runtime::shared::{LifecycleStart, LoadedMsg, Shared};
+use crate::runtime::shared::{Hint, LifecycleStart, LoadedMsg, Shared};
+use crate::runtime::signal;
 use crate::runtime::state::{QueryState, read_state};
 
 mod sealed {
@@ -112,7 +113,9 @@ pub struct EntryHandle<S: HandleState, T, M = ()> {
     pub(crate) lifetime: u64,
     /// Closed when the lifetime ends (it never has permits): resolves `removed` (R14). Updates
     /// do not touch it, so a task waiting for removal is not woken by them.
-    changed: Arc<Semaphore>,
+    removal: Arc<Semaphore>,
+    /// Announces this lifetime's visible changes to its subscribers.
+    changed: signal::Notifier,
     state: S,
     _data: PhantomData<fn() -> (T, M)>,
 }
@@ -123,7 +126,8 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
             shared: start.shared,
             key: start.key,
             lifetime: start.lifetime,
-            changed: start.removal,
+            removal: start.removal,
+            changed: start.changed,
             state: Added {
                 loaded: start.loaded,
             },
@@ -166,6 +170,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
             shared,
             key,
             lifetime,
+            removal,
             changed,
             state,
             ..
@@ -177,6 +182,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
             shared,
             key,
             lifetime,
+            removal,
             changed,
             state: Loaded(()),
             _data: PhantomData,
@@ -304,7 +310,7 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # Ok(()) }
     /// ```
     pub fn removed(&self) -> impl Future<Output = ()> + Send + 'static {
-        let removal = Arc::clone(&self.changed);
+        let removal = Arc::clone(&self.removal);
         // No permit is ever added: the acquisition ends only with the close.
         async move {
             let _ = removal.acquire().await;
@@ -337,7 +343,7 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # Ok(()) }
     /// ```
     pub fn is_removed(&self) -> bool {
-        self.changed.is_closed()
+        self.removal.is_closed()
     }
 }
 
@@ -425,7 +431,7 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         recipe: impl FnOnce(&mut Draft<'_, T>),
     ) -> Result<Option<PatchSet>, UpdateError> {
         let lifetime = self.lifetime;
-        let (result, panicked) = self.shared.with_lifetime(lifetime, |state, now| {
+        let (result, panicked) = self.shared.with_lifetime(&self.hint(), |state, now| {
             let mut panicked = None;
             let result = state
                 .cache
@@ -441,6 +447,15 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
     }
 }
 
+impl<S: HandleState, T, M> EntryHandle<S, T, M> {
+    fn hint(&self) -> Hint<'_> {
+        Hint {
+            lifetime: self.lifetime,
+            changed: &self.changed,
+        }
+    }
+}
+
 impl<T: Data, M> EntryHandle<Loaded, T, M> {
     /// Apply `messages` in order, each as one update (one `updated` event each), under one
     /// acquisition of the cache's lock; subscribers are woken once. Stops at the first failure,
@@ -451,7 +466,7 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         apply: &mut impl FnMut(&mut Draft<'_, T>, Msg),
     ) -> (u64, Result<(), UpdateError>) {
         let lifetime = self.lifetime;
-        self.shared.with_lifetime(lifetime, |state, now| {
+        self.shared.with_lifetime(&self.hint(), |state, now| {
             let mut applied = 0;
             for message in messages {
                 let mut panicked = None;

@@ -35,6 +35,15 @@ pub(crate) struct LifecycleStart {
     pub(crate) loaded: oneshot::Receiver<LoadedMsg>,
     /// Closed when the lifetime ends.
     pub(crate) removal: Arc<Semaphore>,
+    /// Announces the lifetime's visible changes (see [`Shared::with_lifetime`]).
+    pub(crate) changed: signal::Notifier,
+}
+
+/// The lifetime an operation concerns and its change signal, so that its notification needs no
+/// lookup in the runtime's own map.
+pub(crate) struct Hint<'a> {
+    pub(crate) lifetime: u64,
+    pub(crate) changed: &'a signal::Notifier,
 }
 
 /// Starts an entry's lifecycle handler (typed by the endpoint that created the entry).
@@ -171,19 +180,19 @@ impl Shared {
 
     /// [`Shared::with`] for an operation on one lifetime (an update through its handle): its
     /// notification finds the lifetime through the core's lifetime index instead of hashing
-    /// the key again.
+    /// the key again, and is sent through the handle's own notifier.
     pub(crate) fn with_lifetime<R>(
         self: &Arc<Self>,
-        lifetime: u64,
+        hint: &Hint<'_>,
         f: impl FnOnce(&mut State, u64) -> R,
     ) -> R {
-        self.with_meta(None, Some(lifetime), f)
+        self.with_meta(None, Some(hint), f)
     }
 
     fn with_meta<R>(
         self: &Arc<Self>,
         meta: Option<(u64, ErasedMeta)>,
-        hint: Option<u64>,
+        hint: Option<&Hint<'_>>,
         f: impl FnOnce(&mut State, u64) -> R,
     ) -> R {
         let mut state = self.lock();
@@ -203,7 +212,7 @@ impl Shared {
         self: &Arc<Self>,
         state: &mut State,
         mut meta: Option<(u64, ErasedMeta)>,
-        hint: Option<u64>,
+        hint: Option<&Hint<'_>>,
     ) {
         while let Some(effect) = state.cache.poll_effect() {
             match effect {
@@ -224,6 +233,7 @@ impl Shared {
                         lifetime,
                         loaded,
                         removal,
+                        changed: rt.changed.notifier(),
                     };
                     let shared = Arc::clone(self);
                     self.handle.spawn(async move {
@@ -300,14 +310,19 @@ impl Shared {
                     state.lifetimes.remove(&lifetime);
                 }
                 Effect::Notify { key } => {
-                    // The live lifetime of `key`: the hinted one if the core's lifetime index
-                    // maps it to this key (the same shared text, so the comparison is a pointer
-                    // check), else through the key.
-                    let hinted =
-                        hint.filter(|l| state.cache.key_of_lifetime(*l).is_some_and(|k| *k == key));
-                    let Some(lifetime) =
-                        hinted.or_else(|| state.cache.entry(&key).map(|e| e.lifetime))
-                    else {
+                    // The hinted lifetime, if the core's lifetime index maps it to this key (the
+                    // same shared text, so the comparison is a pointer check): it is live, and
+                    // the hint carries its notifier. Otherwise the key's live lifetime, if any.
+                    if let Some(hint) = hint.filter(|h| {
+                        state
+                            .cache
+                            .key_of_lifetime(h.lifetime)
+                            .is_some_and(|k| *k == key)
+                    }) {
+                        hint.changed.send();
+                        continue;
+                    }
+                    let Some(lifetime) = state.cache.entry(&key).map(|e| e.lifetime) else {
                         continue;
                     };
                     if let Some(rt) = state.lifetimes.get(&lifetime) {

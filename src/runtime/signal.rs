@@ -15,10 +15,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
-/// The lowest bit of the state: the sender is gone. The version is in the other bits.
+/// The lowest bit of the state: the sender is gone. The version is in the bits above `WAITING`.
 const CLOSED: u64 = 1;
-/// One version step.
+/// Set by a receiver about to sleep; the next change clears it and wakes the `Notify`.
 const WAITING: u64 = 2;
+/// One version step.
 const STEP: u64 = 4;
 
 #[derive(Debug, Default)]
@@ -31,11 +32,33 @@ impl Shared {
     fn load(&self) -> u64 {
         self.state.load(Ordering::Acquire)
     }
+
+    fn send(&self) {
+        // Wake only if a receiver said it is waiting: with nobody waiting (every subscriber
+        // already woken, not yet run) a change costs one atomic add.
+        let before = self.state.fetch_add(STEP, Ordering::AcqRel);
+        if before & WAITING != 0 {
+            self.state.fetch_and(!WAITING, Ordering::AcqRel);
+            self.changed.notify_waiters();
+        }
+    }
 }
 
 /// The lifetime's side: bumps the version; dropping it closes the signal.
 #[derive(Debug)]
 pub(crate) struct Sender(Arc<Shared>);
+
+/// Announces changes like the [`Sender`] it came from, for a holder that should not have to look
+/// the sender up; dropping it closes nothing.
+#[derive(Clone, Debug)]
+pub(crate) struct Notifier(Arc<Shared>);
+
+impl Notifier {
+    /// As [`Sender::send`].
+    pub(crate) fn send(&self) {
+        self.0.send();
+    }
+}
 
 /// The receivers were closed: the sender is gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,13 +71,12 @@ impl Sender {
 
     /// A visible change: wakes every receiver waiting in `changed`.
     pub(crate) fn send(&self) {
-        // Wake only if a receiver said it is waiting: with nobody waiting (every subscriber
-        // already woken, not yet run) a change costs one atomic add.
-        let before = self.0.state.fetch_add(STEP, Ordering::AcqRel);
-        if before & WAITING != 0 {
-            self.0.state.fetch_and(!WAITING, Ordering::AcqRel);
-            self.0.changed.notify_waiters();
-        }
+        self.0.send();
+    }
+
+    /// A handle that announces changes too but cannot close the signal.
+    pub(crate) fn notifier(&self) -> Notifier {
+        Notifier(Arc::clone(&self.0))
     }
 
     /// A receiver that has seen the current version.
