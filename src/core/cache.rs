@@ -30,7 +30,7 @@
 //! }
 //! ```
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 
 use crate::core::config::{EndpointConfig, Keep, Refetch};
@@ -364,9 +364,9 @@ impl<D: PartialEq, E> Slot<D, E> {
 /// hashed with std's randomly seeded SipHash: it is derived from arguments.
 #[derive(Clone, Debug)]
 struct Entries<D, E> {
-    /// Key → the lifetime of its live entry. Keys are text derived from arguments, which may come
-    /// from outside, so the hasher is randomly seeded (foldhash: a fraction of SipHash's cost).
-    by_key: HashMap<CacheKey, u64, foldhash::fast::RandomState>,
+    /// Key → the lifetime of its live entry. A key carries its own seeded hash (computed once,
+    /// when the key is made), so a lookup only mixes that number.
+    by_key: IdMap<CacheKey, u64>,
     /// Lifetime → its key and entry.
     by_lifetime: IdMap<u64, (CacheKey, Slot<D, E>)>,
 }
@@ -374,7 +374,7 @@ struct Entries<D, E> {
 impl<D: PartialEq, E> Entries<D, E> {
     fn new() -> Self {
         Entries {
-            by_key: HashMap::default(),
+            by_key: IdMap::default(),
             by_lifetime: IdMap::default(),
         }
     }

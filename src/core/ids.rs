@@ -1,9 +1,11 @@
-//! A hasher for the maps keyed by the cache's own ids (lifetimes, subscriptions, requests).
+//! A hasher for the maps keyed by the cache's own ids (lifetimes, subscriptions, requests) and by
+//! cache keys.
 //!
 //! Those ids are sequential counters the cache hands out, never chosen by a caller, so they need
 //! no protection against collision attacks; std's SipHash costs more than the rest of a lookup.
-//! This is FxHash's multiply for one integer. Maps keyed by [`CacheKey`](crate::core::key::CacheKey)
-//! (text derived from arguments) use a randomly seeded hasher (foldhash) instead.
+//! This is FxHash's multiply for one integer. A [`CacheKey`](crate::core::key::CacheKey) (text
+//! derived from arguments, which may come from outside) hashes as the one integer it computed
+//! from its text with a per-process random seed when it was made, so the seeding protects it.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -36,7 +38,7 @@ impl Hasher for IdHasher {
     }
 }
 
-/// A `HashMap` keyed by the cache's ids.
+/// A `HashMap` keyed by the cache's ids, or by cache keys.
 pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 #[cfg(test)]

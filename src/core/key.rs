@@ -86,11 +86,10 @@
 //! # Ok::<(), livecache::core::key::KeyError>(())
 //! ```
 
-use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::fmt;
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, OnceLock};
 
 use serde::de::{Deserializer, Error as _};
 use serde::ser::{SerializeMap, Serializer};
@@ -120,36 +119,97 @@ const MAX_ARRAY_INDEX: u64 = 4_294_967_294;
 /// # Ok::<(), livecache::core::key::KeyError>(())
 /// ```
 ///
-/// The text is shared (`Arc<str>`): the cache clones keys into its indexes, effects and timers,
-/// and a clone is a reference-count increment, not a copy.
-#[derive(Clone, Debug, Eq, PartialOrd, Ord)]
-pub struct CacheKey(Arc<str>);
+/// The text is shared (`Arc<str>`): the cache clones keys into its indexes, effects, timers and
+/// trace, and a clone is a reference-count increment, not a copy. The key's hash is computed once,
+/// when it is made (with a per-process random seed, so keys chosen by an attacker cannot be made
+/// to collide), and every map lookup reuses it.
+#[derive(Clone)]
+pub struct CacheKey {
+    text: Arc<str>,
+    hash: u64,
+}
 
 impl Hash for CacheKey {
-    /// Hashes the text as `str` does (so maps keyed by `CacheKey` can be searched with a `&str`).
+    /// Writes the precomputed hash of the text.
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
+        state.write_u64(self.hash);
     }
 }
 
 impl PartialEq for CacheKey {
-    /// Equal texts. Clones of one key share their text, which is checked first.
+    /// Equal texts. Different hashes mean different texts; clones of one key share their text,
+    /// which is checked next.
     fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
+        self.hash == other.hash && (Arc::ptr_eq(&self.text, &other.text) || self.text == other.text)
+    }
+}
+
+impl Eq for CacheKey {}
+
+impl PartialOrd for CacheKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for CacheKey {
+    /// By text.
+    ///
+    /// ```
+    /// use livecache::core::key::CacheKey;
+    /// assert!(CacheKey::verbatim("a(1)") < CacheKey::verbatim("a(2)"));
+    /// ```
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    /// As a tuple of its text: `CacheKey("a(1)")`.
+    ///
+    /// ```
+    /// use livecache::core::key::CacheKey;
+    /// assert_eq!(format!("{:?}", CacheKey::verbatim("a(1)")), r#"CacheKey("a(1)")"#);
+    /// ```
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CacheKey").field(&&*self.text).finish()
+    }
+}
+
+/// The hash of a key's text, seeded once per process.
+fn text_hash(text: &str) -> u64 {
+    static SEED: OnceLock<std::hash::RandomState> = OnceLock::new();
+    SEED.get_or_init(std::hash::RandomState::new).hash_one(text)
+}
+
+impl From<Arc<str>> for CacheKey {
+    /// A verbatim key sharing `text`.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use livecache::core::key::CacheKey;
+    /// let text: Arc<str> = Arc::from("x(1)");
+    /// assert_eq!(CacheKey::from(text), "x(1)");
+    /// ```
+    fn from(text: Arc<str>) -> Self {
+        CacheKey {
+            hash: text_hash(&text),
+            text,
+        }
     }
 }
 
 impl Serialize for CacheKey {
     /// A plain JSON string.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.0)
+        serializer.serialize_str(&self.text)
     }
 }
 
 impl<'de> Deserialize<'de> for CacheKey {
     /// From a plain JSON string.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(|text| CacheKey(text.into()))
+        String::deserialize(deserializer).map(CacheKey::from)
     }
 }
 
@@ -165,7 +225,7 @@ impl CacheKey {
     /// assert_eq!(key.as_str(), "queryWithCustomSerializer-42");
     /// ```
     pub fn verbatim(text: impl Into<String>) -> Self {
-        Self(text.into().into())
+        Self::from(Arc::<str>::from(text.into()))
     }
 
     /// The key's text.
@@ -176,7 +236,7 @@ impl CacheKey {
     /// assert_eq!(CacheKey::verbatim("a(undefined)").as_str(), "a(undefined)");
     /// ```
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
@@ -189,7 +249,7 @@ impl fmt::Display for CacheKey {
     /// assert_eq!(format!("{}", CacheKey::verbatim("x(1)")), "x(1)");
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -203,7 +263,7 @@ impl From<CacheKey> for String {
     /// assert_eq!(text, "x(1)");
     /// ```
     fn from(key: CacheKey) -> Self {
-        key.0.as_ref().to_owned()
+        key.text.as_ref().to_owned()
     }
 }
 
@@ -218,7 +278,7 @@ impl AsRef<str> for CacheKey {
     /// assert_eq!(text, "x(1)");
     /// ```
     fn as_ref(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
@@ -230,7 +290,7 @@ impl From<&str> for CacheKey {
     /// assert_eq!(CacheKey::from("x(1)"), CacheKey::verbatim("x(1)"));
     /// ```
     fn from(text: &str) -> Self {
-        Self(text.into())
+        Self::from(Arc::<str>::from(text))
     }
 }
 
@@ -242,7 +302,7 @@ impl From<String> for CacheKey {
     /// assert_eq!(CacheKey::from(String::from("x(1)")), "x(1)");
     /// ```
     fn from(text: String) -> Self {
-        Self(text.into())
+        Self::from(Arc::<str>::from(text))
     }
 }
 
@@ -256,7 +316,7 @@ impl std::ops::Deref for CacheKey {
     /// assert!(CacheKey::verbatim("getUser(1)").starts_with("getUser("));
     /// ```
     fn deref(&self) -> &str {
-        &self.0
+        &self.text
     }
 }
 
@@ -268,7 +328,7 @@ impl PartialEq<str> for CacheKey {
     /// assert!(*CacheKey::verbatim("x(1)") == *"x(1)");
     /// ```
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        &*self.text == other
     }
 }
 
@@ -280,7 +340,7 @@ impl PartialEq<&str> for CacheKey {
     /// assert_eq!(CacheKey::verbatim("x(1)"), "x(1)");
     /// ```
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        &*self.text == *other
     }
 }
 
@@ -292,23 +352,7 @@ impl PartialEq<String> for CacheKey {
     /// assert_eq!(CacheKey::verbatim("x(1)"), String::from("x(1)"));
     /// ```
     fn eq(&self, other: &String) -> bool {
-        *self.0 == **other
-    }
-}
-
-impl Borrow<str> for CacheKey {
-    /// The key's text; lets maps keyed by [`CacheKey`] be searched with a `&str`.
-    ///
-    /// ```
-    /// use std::collections::HashMap;
-    /// use livecache::core::key::CacheKey;
-    ///
-    /// let mut map = HashMap::new();
-    /// map.insert(CacheKey::verbatim("x(1)"), 7);
-    /// assert_eq!(map.get("x(1)"), Some(&7));
-    /// ```
-    fn borrow(&self) -> &str {
-        &self.0
+        *self.text == **other
     }
 }
 
@@ -373,7 +417,7 @@ pub enum KeyOverride {
 /// ```
 pub fn key_from_override(endpoint: &str, o: KeyOverride) -> CacheKey {
     match o {
-        KeyOverride::Verbatim(text) => CacheKey(text.into()),
+        KeyOverride::Verbatim(text) => CacheKey::from(text),
         KeyOverride::Value(value) => key_from_value(endpoint, &value),
     }
 }
@@ -418,7 +462,7 @@ fn key_from_value(endpoint: &str, value: &Value) -> CacheKey {
         write_canonical(value, &mut text);
     }
     text.push(')');
-    CacheKey(text.into())
+    CacheKey::from(text)
 }
 
 /// A JavaScript `bigint` argument: serialises as `{"$bigint":"<decimal>"}`, like RTK's replacer.

@@ -22,6 +22,7 @@ fn forge_handle(entry: &EntryHandle<Added, Messages>) -> EntryHandle<Loaded, Mes
         shared: anything(),
         key: entry.key().clone(),
         lifetime: entry.lifetime(),
+        removal: anything(),
         changed: anything(),
         state: anything(),
         _data: std::marker::PhantomData,
