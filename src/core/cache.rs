@@ -1267,6 +1267,33 @@ where
         want_patches: bool,
         recipe: impl FnOnce(&mut Draft<'_, D>),
     ) -> Result<Option<PatchSet>, UpdateError> {
+        self.update_lifetime(now, lifetime, want_patches, recipe, true)
+            .map(|(patches, _)| patches)
+    }
+
+    /// [`Cache::update_cached`] without patches, for a driver that wakes the lifetime's
+    /// subscribers itself: when the update takes the streaming path, the notification the core
+    /// decides on is returned (`true`: notify) instead of queued as [`Effect::Notify`]; on any
+    /// other path it is queued as usual and `false` is returned.
+    pub(crate) fn update_cached_returning_notify(
+        &mut self,
+        now: u64,
+        lifetime: u64,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) -> Result<bool, UpdateError> {
+        self.update_lifetime(now, lifetime, false, recipe, false)
+            .map(|(_, notify)| notify)
+    }
+
+    /// Both of the above: `queue` says whether the streaming path queues its notification.
+    fn update_lifetime(
+        &mut self,
+        now: u64,
+        lifetime: u64,
+        want_patches: bool,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+        queue: bool,
+    ) -> Result<(Option<PatchSet>, bool), UpdateError> {
         self.advance(now);
         let need_patches = want_patches || self.config.recording == Recording::EventsWithPatches;
         if !need_patches
@@ -1276,25 +1303,26 @@ where
             // The streaming hot path: the entry found by its lifetime, updated in place; the
             // same steps, in the same order, as `apply_update` takes for it.
             if !entry.update(recipe) {
-                return Ok(None);
+                return Ok((None, false));
             }
             slot.version += 1;
             let notify = slot.mark_notified();
-            let key = key.clone();
-            if self.config.recording != Recording::Off {
-                self.record(
+            let queued = notify && queue;
+            if self.config.recording != Recording::Off || queued {
+                let key = key.clone();
+                if queued {
+                    self.queue_notify(&key);
+                }
+                self.record_owned(
                     self.now,
-                    &key,
+                    key,
                     TraceKind::Updated {
                         source: UpdateSource::Lifecycle,
                         patches: None,
                     },
                 );
             }
-            if notify {
-                self.queue_notify(&key);
-            }
-            return Ok(None);
+            return Ok((None, notify && !queue));
         }
         let Some(key) = self.entries.key_of(lifetime).cloned() else {
             return Err(UpdateError::NotLive);
@@ -1302,9 +1330,9 @@ where
         self.apply_update(&key, UpdateSource::Lifecycle, want_patches, recipe)
             .map(|set| {
                 if want_patches {
-                    Some(set.unwrap_or_default())
+                    (Some(set.unwrap_or_default()), false)
                 } else {
-                    None
+                    (None, false)
                 }
             })
     }
@@ -1602,15 +1630,18 @@ where
 {
     fn record(&mut self, at_ms: u64, key: &CacheKey, kind: TraceKind) {
         if self.config.recording != Recording::Off {
+            self.record_owned(at_ms, key.clone(), kind);
+        }
+    }
+
+    /// [`Cache::record`] with a key the caller already cloned.
+    fn record_owned(&mut self, at_ms: u64, key: CacheKey, kind: TraceKind) {
+        if self.config.recording != Recording::Off {
             if self.trace.len() >= self.trace_limit.saturating_mul(2) {
                 let excess = self.trace.len() - self.trace_limit;
                 self.trace.drain(..excess);
             }
-            self.trace.push(TraceEvent {
-                at_ms,
-                key: key.clone(),
-                kind,
-            });
+            self.trace.push(TraceEvent { at_ms, key, kind });
         }
     }
 

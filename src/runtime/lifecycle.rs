@@ -433,12 +433,22 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         let lifetime = self.lifetime;
         let (result, panicked) = self.shared.with_lifetime(&self.hint(), |state, now| {
             let mut panicked = None;
-            let result = state
-                .cache
-                .update_cached(now, lifetime, want_patches, |outer| {
-                    panicked = run_typed_recipe(outer, recipe);
-                });
-            (result, panicked)
+            let erased = |outer: &mut Draft<'_, ErasedData>| {
+                panicked = run_typed_recipe(outer, recipe);
+            };
+            let (result, notify) = if want_patches {
+                (
+                    state.cache.update_cached(now, lifetime, true, erased),
+                    false,
+                )
+            } else {
+                let result = state
+                    .cache
+                    .update_cached_returning_notify(now, lifetime, erased);
+                let notify = result.as_ref().is_ok_and(|notify| *notify);
+                (result.map(|_| None), notify)
+            };
+            ((result, panicked), notify)
         });
         if let Some(message) = panicked {
             return Err(UpdateError::RecipePanicked { message });
@@ -468,20 +478,27 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         let lifetime = self.lifetime;
         self.shared.with_lifetime(&self.hint(), |state, now| {
             let mut applied = 0;
+            let mut notify = false;
             for message in messages {
                 let mut panicked = None;
-                let result = state.cache.update_cached(now, lifetime, false, |outer| {
-                    panicked = run_typed_recipe(outer, |draft| apply(draft, message));
-                });
+                let result = state
+                    .cache
+                    .update_cached_returning_notify(now, lifetime, |outer| {
+                        panicked = run_typed_recipe(outer, |draft| apply(draft, message));
+                    });
+                notify |= result.as_ref().is_ok_and(|notify| *notify);
                 if let Some(message) = panicked {
-                    return (applied, Err(UpdateError::RecipePanicked { message }));
+                    return (
+                        (applied, Err(UpdateError::RecipePanicked { message })),
+                        notify,
+                    );
                 }
                 if let Err(error) = result {
-                    return (applied, Err(from_core(error)));
+                    return ((applied, Err(from_core(error))), notify);
                 }
                 applied += 1;
             }
-            (applied, Ok(()))
+            ((applied, Ok(())), notify)
         })
     }
 }

@@ -175,16 +175,18 @@ impl Shared {
 
     /// Run one operation on the core at the current time, then carry out its effects.
     pub(crate) fn with<R>(self: &Arc<Self>, f: impl FnOnce(&mut State, u64) -> R) -> R {
-        self.with_meta(None, None, f)
+        self.with_meta(None, None, |state, now| (f(state, now), false))
     }
 
-    /// [`Shared::with`] for an operation on one lifetime (an update through its handle): its
-    /// notification finds the lifetime through the core's lifetime index instead of hashing
-    /// the key again, and is sent through the handle's own notifier.
+    /// [`Shared::with`] for an operation on one lifetime (an update through its handle). `f`
+    /// also says whether the core handed back the lifetime's notification instead of queueing it
+    /// ([`Cache::update_cached_returning_notify`]); it is then sent through the handle's own
+    /// notifier. A queued notification for the lifetime finds it through the core's lifetime
+    /// index instead of hashing the key again.
     pub(crate) fn with_lifetime<R>(
         self: &Arc<Self>,
         hint: &Hint<'_>,
-        f: impl FnOnce(&mut State, u64) -> R,
+        f: impl FnOnce(&mut State, u64) -> (R, bool),
     ) -> R {
         self.with_meta(None, Some(hint), f)
     }
@@ -193,12 +195,15 @@ impl Shared {
         self: &Arc<Self>,
         meta: Option<(u64, ErasedMeta)>,
         hint: Option<&Hint<'_>>,
-        f: impl FnOnce(&mut State, u64) -> R,
+        f: impl FnOnce(&mut State, u64) -> (R, bool),
     ) -> R {
         let mut state = self.lock();
         let before = state.cache.poll_timeout();
-        let result = f(&mut state, self.now_ms());
+        let (result, notify) = f(&mut state, self.now_ms());
         self.run_effects(&mut state, meta, hint);
+        if notify && let Some(hint) = hint {
+            hint.changed.send();
+        }
         let after = state.cache.poll_timeout();
         drop(state);
         if before != after {
@@ -346,6 +351,7 @@ impl Shared {
                 self.with_meta(meta, None, |state, now| {
                     state.requests.remove(&request);
                     state.cache.fulfil(now, key, request, data);
+                    ((), false)
                 });
             }
             Err(error) => self.with(|state, now| {
