@@ -384,7 +384,18 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         &self,
         recipe: impl FnOnce(&mut Draft<'_, T>),
     ) -> Result<(), UpdateError> {
-        self.update(false, recipe).map(|_| ())
+        let lifetime = self.lifetime;
+        let (result, panicked) = self.shared.with_lifetime(&self.hint(), |state, now| {
+            let mut panicked = None;
+            let result = state
+                .cache
+                .update_cached_returning_notify(now, lifetime, |outer| {
+                    panicked = run_typed_recipe(outer, recipe);
+                });
+            let notify = matches!(result, Ok(true));
+            ((result.map(drop), panicked), notify)
+        });
+        recipe_outcome(result, panicked)
     }
 
     /// Like [`EntryHandle::update_cached_data`], and return the change as RFC 6902 patches with
@@ -422,38 +433,15 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         &self,
         recipe: impl FnOnce(&mut Draft<'_, T>),
     ) -> Result<PatchSet, UpdateError> {
-        self.update(true, recipe).map(Option::unwrap_or_default)
-    }
-
-    fn update(
-        &self,
-        want_patches: bool,
-        recipe: impl FnOnce(&mut Draft<'_, T>),
-    ) -> Result<Option<PatchSet>, UpdateError> {
         let lifetime = self.lifetime;
         let (result, panicked) = self.shared.with_lifetime(&self.hint(), |state, now| {
             let mut panicked = None;
-            let erased = |outer: &mut Draft<'_, ErasedData>| {
+            let result = state.cache.update_cached(now, lifetime, true, |outer| {
                 panicked = run_typed_recipe(outer, recipe);
-            };
-            let (result, notify) = if want_patches {
-                (
-                    state.cache.update_cached(now, lifetime, true, erased),
-                    false,
-                )
-            } else {
-                let result = state
-                    .cache
-                    .update_cached_returning_notify(now, lifetime, erased);
-                let notify = result.as_ref().is_ok_and(|notify| *notify);
-                (result.map(|_| None), notify)
-            };
-            ((result, panicked), notify)
+            });
+            ((result.map(Option::unwrap_or_default), panicked), false)
         });
-        if let Some(message) = panicked {
-            return Err(UpdateError::RecipePanicked { message });
-        }
-        result.map_err(from_core)
+        recipe_outcome(result, panicked)
     }
 }
 
@@ -517,6 +505,17 @@ pub(crate) fn run_typed_recipe<T: Data>(
         outer.mark_touched();
     }
     outcome.err().map(|payload| panic_message(&*payload))
+}
+
+/// An update's result, or the panic of its recipe.
+fn recipe_outcome<R>(
+    result: Result<R, CoreUpdateError>,
+    panicked: Option<String>,
+) -> Result<R, UpdateError> {
+    match panicked {
+        Some(message) => Err(UpdateError::RecipePanicked { message }),
+        None => result.map_err(from_core),
+    }
 }
 
 pub(crate) fn from_core(error: CoreUpdateError) -> UpdateError {
