@@ -360,8 +360,8 @@ impl<D: PartialEq, E> Slot<D, E> {
 
 /// The live entries: keyed by [`CacheKey`] for every operation that names a key, and by
 /// lifetime for the updates that arrive through a lifecycle handle (the streaming hot path), which
-/// so find their entry with one integer lookup and never hash the key text. The key text is
-/// hashed with std's randomly seeded SipHash: it is derived from arguments.
+/// so find their entry with one integer lookup. The key text is derived from arguments; its
+/// hash is seeded per process and computed once, when the key is made (see [`CacheKey`]).
 #[derive(Clone, Debug)]
 struct Entries<D, E> {
     /// Key → the lifetime of its live entry. A key carries its own seeded hash (computed once,
