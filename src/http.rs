@@ -158,7 +158,7 @@ impl HttpQuery {
     }
 
     /// GET `path(arg)` (relative to the base URL) and decode the JSON body as `T`: a query
-    /// function for [`EndpointBuilder::query_fn`](crate::EndpointBuilder::query_fn). An error
+    /// function for [`EndpointBuilder::query_fn`](crate::runtime::EndpointBuilder::query_fn). An error
     /// status is an [`HttpError::Status`] with the body.
     ///
     /// ```
@@ -179,7 +179,7 @@ impl HttpQuery {
     }
 
     /// Like [`HttpQuery::get_json`], also returning the response's [`HttpMeta`]: a query
-    /// function for [`EndpointBuilder::query_fn_with_meta`](crate::EndpointBuilder::query_fn_with_meta),
+    /// function for [`EndpointBuilder::query_fn_with_meta`](crate::runtime::EndpointBuilder::query_fn_with_meta),
     /// so the lifecycle's `data_loaded` gets the status and headers.
     ///
     /// ```
