@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::data::{Message, WARMUP_SEED_OFFSET, churn_name};
 use crate::shared::{
-    CHECK_EVERY, Payload, Probe, apply, emitted_to, prepare, until, verify, warmup_cfg,
+    CHECK_EVERY, Payload, Probe, PushRun, apply, emitted_to, prepare, push_line, until, verify,
+    warmup_cfg,
 };
 use crate::{Cfg, heap_bytes, mb, peak_rss_mb};
 
@@ -343,29 +344,18 @@ async fn push(
     }
 
     let seconds = (t1 - t0).as_secs_f64();
-    let mut m = Map::new();
-    m.insert("payload".into(), json!(prep.payload));
-    m.insert("payload_bytes".into(), json!(prep.payload_bytes));
-    m.insert("seconds".into(), json!(seconds));
-    m.insert("seconds_notified".into(), json!((t2 - t0).as_secs_f64()));
-    m.insert("setup_seconds".into(), json!(setup_seconds));
-    m.insert("updates_done".into(), json!(done));
-    m.insert("completed".into(), json!(done == prep.total));
-    m.insert("final_length".into(), json!(final_length));
-    m.insert("expected_length".into(), json!(prep.expected_length));
-    m.insert("verified".into(), json!(verified));
-    m.insert("notifications".into(), json!(notifications));
-    m.insert("heap_used_mb".into(), json!(mb(heap as f64)));
-    m.insert("peak_rss_mb".into(), json!(peak));
-    m.insert(
-        "ns_per_update".into(),
-        json!((seconds * 1e9 / done.max(1) as f64).round()),
-    );
-    m.insert("workload_hash".into(), json!(prep.hash));
-    if cfg.workload == "patch" {
-        m.insert("array_size".into(), json!(cfg.size));
-    }
-    Ok(m)
+    let run = PushRun {
+        seconds,
+        seconds_notified: (t2 - t0).as_secs_f64(),
+        setup_seconds,
+        done,
+        final_length,
+        verified,
+        notifications,
+        heap_bytes: heap,
+        peak_rss_mb: peak,
+    };
+    Ok(push_line(cfg, &prep, &run))
 }
 
 /// W4: subscribe → data loaded → unsubscribe → removed, N distinct args, C workers.

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use crate::data::{Message, WARMUP_SEED_OFFSET, churn_name};
 use crate::runtime::recording;
-use crate::shared::{CHECK_EVERY, apply, prepare, verify, warmup_cfg};
+use crate::shared::{CHECK_EVERY, PushRun, apply, prepare, push_line, verify, warmup_cfg};
 use crate::{Cfg, heap_bytes, mb, peak_rss_mb};
 
 type Core = Cache<Vec<Message>>;
@@ -118,29 +118,18 @@ fn push(
     let left = keys.iter().filter(|k| cache.entry(k).is_some()).count();
 
     let seconds = (t1 - t0).as_secs_f64();
-    let mut m = Map::new();
-    m.insert("payload".into(), json!(prep.payload));
-    m.insert("payload_bytes".into(), json!(prep.payload_bytes));
-    m.insert("seconds".into(), json!(seconds));
-    m.insert("seconds_notified".into(), json!(seconds));
-    m.insert("setup_seconds".into(), json!(setup_seconds));
-    m.insert("updates_done".into(), json!(done));
-    m.insert("completed".into(), json!(done == prep.total));
-    m.insert("final_length".into(), json!(final_length));
-    m.insert("expected_length".into(), json!(prep.expected_length));
-    m.insert("verified".into(), json!(ok && dropped == 0 && left == 0));
-    m.insert("notifications".into(), json!(effects.notifies));
-    m.insert("heap_used_mb".into(), json!(mb(heap as f64)));
-    m.insert("peak_rss_mb".into(), json!(peak));
-    m.insert(
-        "ns_per_update".into(),
-        json!((seconds * 1e9 / done.max(1) as f64).round()),
-    );
-    m.insert("workload_hash".into(), json!(prep.hash));
-    if cfg.workload == "patch" {
-        m.insert("array_size".into(), json!(cfg.size));
-    }
-    Ok(m)
+    let run = PushRun {
+        seconds,
+        seconds_notified: seconds,
+        setup_seconds,
+        done,
+        final_length,
+        verified: ok && dropped == 0 && left == 0,
+        notifications: effects.notifies,
+        heap_bytes: heap,
+        peak_rss_mb: peak,
+    };
+    Ok(push_line(cfg, &prep, &run))
 }
 
 /// W4: C lifecycles at a time: subscribe (→ start request), fulfil (→ data loaded),

@@ -6,10 +6,12 @@ use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::Cfg;
+use serde_json::{Map, Value, json};
+
 use crate::data::{
     self, FNV_OFFSET, Message, Mulberry32, PatchUpdate, SEED_APPEND, SEED_FANOUT, channel_name,
 };
+use crate::{Cfg, mb};
 
 /// One update as the feed delivers it.
 pub enum Payload {
@@ -273,3 +275,43 @@ pub fn warmup_cfg(cfg: &Cfg) -> Cfg {
 
 /// How often the emit loops look at the clock (the peers' `CHECK_EVERY`).
 pub const CHECK_EVERY: usize = 63;
+
+/// What one measured W1–W3 run found, for its JSON line.
+pub struct PushRun {
+    pub seconds: f64,
+    pub seconds_notified: f64,
+    pub setup_seconds: f64,
+    pub done: usize,
+    pub final_length: usize,
+    pub verified: bool,
+    pub notifications: u64,
+    pub heap_bytes: usize,
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// The peers' fields of a W1–W3 line (plus `ns_per_update`), the same for every path.
+pub fn push_line(cfg: &Cfg, prep: &Prepared, run: &PushRun) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("payload".into(), json!(prep.payload));
+    m.insert("payload_bytes".into(), json!(prep.payload_bytes));
+    m.insert("seconds".into(), json!(run.seconds));
+    m.insert("seconds_notified".into(), json!(run.seconds_notified));
+    m.insert("setup_seconds".into(), json!(run.setup_seconds));
+    m.insert("updates_done".into(), json!(run.done));
+    m.insert("completed".into(), json!(run.done == prep.total));
+    m.insert("final_length".into(), json!(run.final_length));
+    m.insert("expected_length".into(), json!(prep.expected_length));
+    m.insert("verified".into(), json!(run.verified));
+    m.insert("notifications".into(), json!(run.notifications));
+    m.insert("heap_used_mb".into(), json!(mb(run.heap_bytes as f64)));
+    m.insert("peak_rss_mb".into(), json!(run.peak_rss_mb));
+    m.insert(
+        "ns_per_update".into(),
+        json!((run.seconds * 1e9 / run.done.max(1) as f64).round()),
+    );
+    m.insert("workload_hash".into(), json!(prep.hash));
+    if cfg.workload == "patch" {
+        m.insert("array_size".into(), json!(cfg.size));
+    }
+    m
+}
