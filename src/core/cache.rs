@@ -860,16 +860,7 @@ where
             let subscribers = slot.subscribers;
             let lifetime = slot.entry.lifetime();
             let cancelled = slot.deadline.take();
-            self.subscriptions
-                .insert(subscription, (key.clone(), lifetime));
-            self.record(
-                now,
-                key,
-                TraceKind::Subscribed {
-                    subscription,
-                    subscribers,
-                },
-            );
+            self.add_subscription(now, key, subscription, lifetime, subscribers);
             if let Some((at, seq)) = cancelled {
                 self.deadlines.remove(&(at, seq, key.clone()));
                 self.record(now, key, TraceKind::RemovalCancelled);
@@ -877,16 +868,7 @@ where
             self.maybe_request(key, refetch);
         } else {
             let lifetime = self.create(key, AddCause::Subscribe);
-            self.subscriptions
-                .insert(subscription, (key.clone(), lifetime));
-            self.record(
-                now,
-                key,
-                TraceKind::Subscribed {
-                    subscription,
-                    subscribers: 1,
-                },
-            );
+            self.add_subscription(now, key, subscription, lifetime, 1);
             self.start_lifecycle(key, endpoint, lifetime);
             self.first_request(key, endpoint, Entry::new(lifetime));
             if let Some(slot) = self.entries.get_mut(key) {
@@ -895,6 +877,27 @@ where
         }
         self.notify(key);
         SubscriptionId(subscription)
+    }
+
+    /// Register `subscription` to `lifetime` of `key` and record it (`subscribers` after it).
+    fn add_subscription(
+        &mut self,
+        now: u64,
+        key: &CacheKey,
+        subscription: u64,
+        lifetime: u64,
+        subscribers: usize,
+    ) {
+        self.subscriptions
+            .insert(subscription, (key.clone(), lifetime));
+        self.record(
+            now,
+            key,
+            TraceKind::Subscribed {
+                subscription,
+                subscribers,
+            },
+        );
     }
 
     /// Prefetch `key` without subscribing (R6): creates the entry with its removal scheduled, or
