@@ -384,18 +384,9 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         &self,
         recipe: impl FnOnce(&mut Draft<'_, T>),
     ) -> Result<(), UpdateError> {
-        let lifetime = self.lifetime;
-        let (result, panicked) = self.shared.with_lifetime(&self.hint(), |state, now| {
-            let mut panicked = None;
-            let result = state
-                .cache
-                .update_cached_returning_notify(now, lifetime, |outer| {
-                    panicked = run_typed_recipe(outer, recipe);
-                });
-            let notify = matches!(result, Ok(true));
-            ((result.map(drop), panicked), notify)
-        });
-        recipe_outcome(result, panicked)
+        // One update: the stream path's `update_each` with the recipe as its only message.
+        self.update_each([recipe], &mut |draft, recipe| recipe(draft))
+            .1
     }
 
     /// Like [`EntryHandle::update_cached_data`], and return the change as RFC 6902 patches with
@@ -475,14 +466,8 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
                         panicked = run_typed_recipe(outer, |draft| apply(draft, message));
                     });
                 notify |= result.as_ref().is_ok_and(|notify| *notify);
-                if let Some(message) = panicked {
-                    return (
-                        (applied, Err(UpdateError::RecipePanicked { message })),
-                        notify,
-                    );
-                }
-                if let Err(error) = result {
-                    return ((applied, Err(from_core(error))), notify);
+                if let Err(error) = recipe_outcome(result, panicked) {
+                    return ((applied, Err(error)), notify);
                 }
                 applied += 1;
             }
