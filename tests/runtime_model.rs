@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::strategies;
+use common::{strategies, trace_difference};
 use livecache::core::trace::{Recording, TraceEvent, TraceKind};
 use livecache::core::{Keep, PatchError as CorePatchError, Phase, Status};
 use livecache::{Api, Endpoint, EntryHandle, Error, Loaded, UpdateError};
@@ -409,24 +409,8 @@ impl StateMachineTest for System {
             );
         }
         let trace = without_handler_ends(sut.api.trace());
-        if trace != sut.model.trace() {
-            let first = trace
-                .iter()
-                .zip(sut.model.trace())
-                .position(|(a, b)| a != b);
-            let first = first.unwrap_or(trace.len().min(sut.model.trace().len()));
-            let show = |t: &[TraceEvent]| {
-                t.iter()
-                    .skip(first)
-                    .take(6)
-                    .map(|e| format!("   {e}\n"))
-                    .collect::<String>()
-            };
-            panic!(
-                "step {step} {op:?}: traces differ from event {first}\n model:\n{} runtime:\n{}",
-                show(sut.model.trace()),
-                show(&trace)
-            );
+        if let Some(difference) = trace_difference(sut.model.trace(), &trace, "runtime") {
+            panic!("step {step} {op:?}: {difference}");
         }
         assert_eq!(
             sut.observe(),

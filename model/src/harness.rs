@@ -218,6 +218,31 @@ impl CoreUnderTest {
     }
 }
 
+/// Where the model's trace and another trace (named `other`) first differ, with the six events
+/// from there in each; `None` when they are equal.
+pub fn trace_difference(model: &[TraceEvent], trace: &[TraceEvent], other: &str) -> Option<String> {
+    if model == trace {
+        return None;
+    }
+    let first = model
+        .iter()
+        .zip(trace)
+        .position(|(m, t)| m != t)
+        .unwrap_or(model.len().min(trace.len()));
+    let show = |t: &[TraceEvent]| {
+        t.iter()
+            .skip(first)
+            .take(6)
+            .map(|e| format!("   {e}\n"))
+            .collect::<String>()
+    };
+    Some(format!(
+        "traces differ from event {first}\n model:\n{} {other}:\n{}",
+        show(model),
+        show(trace)
+    ))
+}
+
 /// Compare the model and the core after an op: results, whole traces, observations, deadlines.
 pub fn compare(
     step: usize,
@@ -232,25 +257,8 @@ pub fn compare(
             "step {step} {op:?}: results differ\n model: {model_result:?}\n core:  {core_result:?}"
         ));
     }
-    if model.trace() != core.trace() {
-        let first = model
-            .trace()
-            .iter()
-            .zip(core.trace())
-            .position(|(m, c)| m != c)
-            .unwrap_or(model.trace().len().min(core.trace().len()));
-        let show = |t: &[TraceEvent]| {
-            t.iter()
-                .skip(first)
-                .take(6)
-                .map(|e| format!("   {e}\n"))
-                .collect::<String>()
-        };
-        return Err(format!(
-            "step {step} {op:?}: traces differ from event {first}\n model:\n{} core:\n{}",
-            show(model.trace()),
-            show(core.trace())
-        ));
+    if let Some(difference) = trace_difference(model.trace(), core.trace(), "core") {
+        return Err(format!("step {step} {op:?}: {difference}"));
     }
     let (mo, co) = (model.observe(), core.observe());
     if mo != co {
