@@ -145,21 +145,26 @@ async fn runtime_memory(cfg: &Cfg, m: &mut Map<String, Value>) -> Result<(), Str
     let m6 = mark();
     per(m, "entry_with_handler", &m5, &m6, n);
 
-    m.insert("trace_events".into(), json!(trace_events));
-    m.insert(
-        "trace_bytes_per_event".into(),
-        json!(if trace_events == 0 {
-            Value::Null
-        } else {
-            json!((trace_bytes / trace_events as f64).round())
-        }),
-    );
+    insert_trace_cost(m, trace_events, trace_bytes);
     m.insert("peak_rss_mb".into(), json!(peak_rss_mb()));
     drop(subs);
     drop(same);
     api.reset();
     settle().await;
     Ok(())
+}
+
+/// The trace's event count and bytes per event (null without events).
+fn insert_trace_cost(m: &mut Map<String, Value>, events: usize, bytes: f64) {
+    m.insert("trace_events".into(), json!(events));
+    m.insert(
+        "trace_bytes_per_event".into(),
+        json!(if events == 0 {
+            Value::Null
+        } else {
+            json!((bytes / events as f64).round())
+        }),
+    );
 }
 
 fn core_memory(cfg: &Cfg, m: &mut Map<String, Value>) -> Result<(), String> {
@@ -195,15 +200,7 @@ fn core_memory(cfg: &Cfg, m: &mut Map<String, Value>) -> Result<(), String> {
     trace_bytes += b;
     let m2 = mark();
     per(m, "subscription", &m1, &m2, n);
-    m.insert("trace_events".into(), json!(trace_events));
-    m.insert(
-        "trace_bytes_per_event".into(),
-        json!(if trace_events == 0 {
-            Value::Null
-        } else {
-            json!((trace_bytes / trace_events as f64).round())
-        }),
-    );
+    insert_trace_cost(m, trace_events, trace_bytes);
     m.insert("peak_rss_mb".into(), json!(peak_rss_mb()));
     Ok(())
 }

@@ -17,10 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::data::{Message, WARMUP_SEED_OFFSET, churn_name};
 use crate::shared::{
-    CHECK_EVERY, Payload, Probe, PushRun, apply, emitted_to, prepare, push_line, until, verify,
-    warmup_cfg,
+    CHECK_EVERY, ChurnRun, Payload, Probe, PushRun, apply, churn_line, emitted_to, prepare,
+    push_line, until, verify, warmup_cfg,
 };
-use crate::{Cfg, heap_bytes, mb, peak_rss_mb};
+use crate::{Cfg, heap_bytes, peak_rss_mb};
 
 /// A feed listener: applies one update, returns whether it was applied.
 pub type Listener = Arc<dyn Fn(Payload) -> bool + Send + Sync>;
@@ -411,30 +411,18 @@ async fn churn(h: &Harness, cfg: &Cfg, prefix: &str) -> Result<Map<String, Value
         && h.feed.len() == 0
         && h.api.in_flight() == (0, 0);
     let seconds = (t1 - t0).as_secs_f64();
-    let mut m = Map::new();
-    m.insert(
-        "payload".into(),
-        json!("subscribe -> data_loaded -> unsubscribe -> removal (keep 0) -> removed; data []"),
-    );
-    m.insert("payload_bytes".into(), json!(2));
-    m.insert("concurrency".into(), json!(cfg.concurrency));
-    m.insert("seconds".into(), json!(seconds));
-    m.insert("seconds_notified".into(), Value::Null);
-    m.insert("setup_seconds".into(), json!(0));
-    m.insert("entries_done".into(), json!(done));
-    m.insert("updates_done".into(), json!(0));
-    m.insert("completed".into(), json!(done == n));
-    m.insert("final_length".into(), json!(left));
-    m.insert("expected_length".into(), json!(0));
-    m.insert("verified".into(), json!(verified));
-    m.insert("notifications".into(), json!(0));
-    m.insert("heap_used_mb".into(), json!(mb(heap as f64)));
-    m.insert("peak_rss_mb".into(), json!(peak));
-    m.insert(
-        "ns_per_lifecycle".into(),
-        json!((seconds * 1e9 / done.max(1) as f64).round()),
-    );
-    m.insert("workload_hash".into(), Value::Null);
+    let mut m = churn_line(&ChurnRun {
+        payload: "subscribe -> data_loaded -> unsubscribe -> removal (keep 0) -> removed; data []",
+        concurrency: cfg.concurrency,
+        seconds,
+        done,
+        total: n,
+        left,
+        verified,
+        notifications: 0,
+        heap_bytes: heap,
+        peak_rss_mb: peak,
+    });
     if let Some(e) = error {
         m.insert("worker_error".into(), json!(e));
     }

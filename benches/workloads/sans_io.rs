@@ -12,8 +12,10 @@ use serde_json::{Map, Value, json};
 
 use crate::data::{Message, WARMUP_SEED_OFFSET, churn_name};
 use crate::runtime::recording;
-use crate::shared::{CHECK_EVERY, PushRun, apply, prepare, push_line, verify, warmup_cfg};
-use crate::{Cfg, heap_bytes, mb, peak_rss_mb};
+use crate::shared::{
+    CHECK_EVERY, ChurnRun, PushRun, apply, churn_line, prepare, push_line, verify, warmup_cfg,
+};
+use crate::{Cfg, heap_bytes, peak_rss_mb};
 
 type Core = Cache<Vec<Message>>;
 
@@ -187,30 +189,18 @@ fn churn(
     let left = cache.len().saturating_sub(before);
     let verified = left == 0 && d.loaded as usize == done && d.removed as usize == done;
     let seconds = (t1 - t0).as_secs_f64();
-    let mut m = Map::new();
-    m.insert(
-        "payload".into(),
-        json!("subscribe -> fulfil (data loaded) -> unsubscribe -> handle_timeout (removed); data []; keys built before the clock"),
-    );
-    m.insert("payload_bytes".into(), json!(2));
-    m.insert("concurrency".into(), json!(c));
-    m.insert("seconds".into(), json!(seconds));
-    m.insert("seconds_notified".into(), Value::Null);
-    m.insert("setup_seconds".into(), json!(0));
-    m.insert("entries_done".into(), json!(done));
-    m.insert("updates_done".into(), json!(0));
-    m.insert("completed".into(), json!(done == n));
-    m.insert("final_length".into(), json!(left));
-    m.insert("expected_length".into(), json!(0));
-    m.insert("verified".into(), json!(verified));
-    m.insert("notifications".into(), json!(d.notifies));
-    m.insert("heap_used_mb".into(), json!(mb(heap as f64)));
-    m.insert("peak_rss_mb".into(), json!(peak));
-    m.insert(
-        "ns_per_lifecycle".into(),
-        json!((seconds * 1e9 / done.max(1) as f64).round()),
-    );
-    m.insert("workload_hash".into(), Value::Null);
+    let m = churn_line(&ChurnRun {
+        payload: "subscribe -> fulfil (data loaded) -> unsubscribe -> handle_timeout (removed); data []; keys built before the clock",
+        concurrency: c,
+        seconds,
+        done,
+        total: n,
+        left,
+        verified,
+        notifications: d.notifies,
+        heap_bytes: heap,
+        peak_rss_mb: peak,
+    });
     Ok(m)
 }
 

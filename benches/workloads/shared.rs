@@ -315,3 +315,43 @@ pub fn push_line(cfg: &Cfg, prep: &Prepared, run: &PushRun) -> Map<String, Value
     }
     m
 }
+
+/// What one measured W4 run found, for its JSON line.
+pub struct ChurnRun {
+    pub payload: &'static str,
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub done: usize,
+    pub total: usize,
+    pub left: usize,
+    pub verified: bool,
+    pub notifications: u64,
+    pub heap_bytes: usize,
+    pub peak_rss_mb: Option<f64>,
+}
+
+/// The peers' fields of a W4 line (plus `ns_per_lifecycle`), the same for every path.
+pub fn churn_line(run: &ChurnRun) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("payload".into(), json!(run.payload));
+    m.insert("payload_bytes".into(), json!(2));
+    m.insert("concurrency".into(), json!(run.concurrency));
+    m.insert("seconds".into(), json!(run.seconds));
+    m.insert("seconds_notified".into(), Value::Null);
+    m.insert("setup_seconds".into(), json!(0));
+    m.insert("entries_done".into(), json!(run.done));
+    m.insert("updates_done".into(), json!(0));
+    m.insert("completed".into(), json!(run.done == run.total));
+    m.insert("final_length".into(), json!(run.left));
+    m.insert("expected_length".into(), json!(0));
+    m.insert("verified".into(), json!(run.verified));
+    m.insert("notifications".into(), json!(run.notifications));
+    m.insert("heap_used_mb".into(), json!(mb(run.heap_bytes as f64)));
+    m.insert("peak_rss_mb".into(), json!(run.peak_rss_mb));
+    m.insert(
+        "ns_per_lifecycle".into(),
+        json!((run.seconds * 1e9 / run.done.max(1) as f64).round()),
+    );
+    m.insert("workload_hash".into(), Value::Null);
+    m
+}
