@@ -384,9 +384,20 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         &self,
         recipe: impl FnOnce(&mut Draft<'_, T>),
     ) -> Result<(), UpdateError> {
-        // One update: the stream path's `update_each` with the recipe as its only message.
-        self.update_each([recipe], &mut |draft, recipe| recipe(draft))
-            .1
+        // The steps of `update_each` for one message, written out: going through it costs the
+        // hot path about 30 instructions (3.5 %) per update, the payload being moved more.
+        let lifetime = self.lifetime;
+        let (result, panicked) = self.shared.with_lifetime(&self.hint(), |state, now| {
+            let mut panicked = None;
+            let result = state
+                .cache
+                .update_cached_returning_notify(now, lifetime, |outer| {
+                    panicked = run_typed_recipe(outer, recipe);
+                });
+            let notify = matches!(result, Ok(true));
+            ((result.map(drop), panicked), notify)
+        });
+        recipe_outcome(result, panicked)
     }
 
     /// Like [`EntryHandle::update_cached_data`], and return the change as RFC 6902 patches with
