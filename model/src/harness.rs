@@ -208,7 +208,7 @@ impl CoreUnderTest {
     }
 
     /// Every event the core recorded so far.
-    pub fn trace(&self) -> &[TraceEvent] {
+    pub fn trace(&self) -> Vec<TraceEvent> {
         self.cache.trace()
     }
 
@@ -257,7 +257,7 @@ pub fn compare(
             "step {step} {op:?}: results differ\n model: {model_result:?}\n core:  {core_result:?}"
         ));
     }
-    if let Some(difference) = trace_difference(model.trace(), core.trace(), "core") {
+    if let Some(difference) = trace_difference(model.trace(), &core.trace(), "core") {
         return Err(format!("step {step} {op:?}: {difference}"));
     }
     let (mo, co) = (model.observe(), core.observe());

@@ -41,7 +41,8 @@ use crate::core::key::CacheKey;
 use crate::core::patch::{Patch, PatchSet};
 use crate::core::status::{Phase, Status};
 use crate::core::trace::{
-    AddCause, HandlerOutcome, Recording, RemoveCause, TraceEvent, TraceKind, UpdateSource,
+    AddCause, HandlerOutcome, Recording, RemoveCause, TraceEvent, TraceKeyRef, TraceKind, TraceLog,
+    UpdateSource,
 };
 
 /// Identifies an endpoint registered with [`Cache::add_endpoint`].
@@ -326,6 +327,8 @@ struct Slot<D, E> {
     version: u64,
     /// What subscribers were last told about ([`Visible`]); `None` before the first notification.
     notified: Option<Visible>,
+    /// Where this entry's key sits in the trace's current generation, if it does.
+    trace_key: TraceKeyRef,
     entry: AnyEntry<D, E>,
 }
 
@@ -552,8 +555,7 @@ pub struct Cache<D, E = String> {
     next_subscription: u64,
     next_arming: u64,
     effects: VecDeque<Effect<D>>,
-    trace: Vec<TraceEvent>,
-    trace_limit: usize,
+    trace: TraceLog,
 }
 
 // ===== impl Cache: construction and observation =====
@@ -582,8 +584,7 @@ where
             next_subscription: 1,
             next_arming: 1,
             effects: VecDeque::new(),
-            trace: Vec::new(),
-            trace_limit: DEFAULT_TRACE_LIMIT,
+            trace: TraceLog::new(DEFAULT_TRACE_LIMIT),
         }
     }
 
@@ -740,8 +741,18 @@ where
     /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
     /// assert!(cache.trace().is_empty());
     /// ```
-    pub fn trace(&self) -> &[TraceEvent] {
-        &self.trace
+    pub fn trace(&self) -> Vec<TraceEvent> {
+        self.trace.events()
+    }
+
+    /// How many events [`Cache::trace`] would return, without building them.
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert_eq!(cache.trace_len(), 0);
+    /// ```
+    pub fn trace_len(&self) -> usize {
+        self.trace.len()
     }
 
     /// Keep at least the last `limit` events in the trace (at least 1). Recording nothing at
@@ -759,7 +770,7 @@ where
     /// assert_eq!(cache.trace().last().map(|e| e.at_ms), Some(9));
     /// ```
     pub fn set_trace_limit(&mut self, limit: usize) {
-        self.trace_limit = limit.max(1);
+        self.trace.set_limit(limit);
     }
 
     /// Take the events recorded so far, leaving the trace empty.
@@ -769,7 +780,7 @@ where
     /// assert!(cache.take_trace().is_empty());
     /// ```
     pub fn take_trace(&mut self) -> Vec<TraceEvent> {
-        std::mem::take(&mut self.trace)
+        self.trace.take()
     }
 }
 
@@ -1313,19 +1324,20 @@ where
             slot.version += 1;
             let notify = slot.mark_notified();
             let queued = notify && queue;
-            if self.config.recording != Recording::Off || queued {
-                let key = key.clone();
-                if queued {
-                    self.queue_notify(&key);
-                }
-                self.record_owned(
+            if self.config.recording != Recording::Off {
+                self.trace.record_for(
                     self.now,
                     key,
+                    &mut slot.trace_key,
                     TraceKind::Updated {
                         source: UpdateSource::Lifecycle,
                         patches: None,
                     },
                 );
+            }
+            if queued {
+                let key = key.clone();
+                self.queue_notify(&key);
             }
             return Ok((None, notify && !queue));
         }
@@ -1635,18 +1647,7 @@ where
 {
     fn record(&mut self, at_ms: u64, key: &CacheKey, kind: TraceKind) {
         if self.config.recording != Recording::Off {
-            self.record_owned(at_ms, key.clone(), kind);
-        }
-    }
-
-    /// [`Cache::record`] with a key the caller already cloned.
-    fn record_owned(&mut self, at_ms: u64, key: CacheKey, kind: TraceKind) {
-        if self.config.recording != Recording::Off {
-            if self.trace.len() >= self.trace_limit.saturating_mul(2) {
-                let excess = self.trace.len() - self.trace_limit;
-                self.trace.drain(..excess);
-            }
-            self.trace.push(TraceEvent { at_ms, key, kind });
+            self.trace.record(at_ms, key, kind);
         }
     }
 
@@ -1715,6 +1716,7 @@ where
             deadline: None,
             version: 0,
             notified: None,
+            trace_key: TraceKeyRef::default(),
             entry,
         };
         self.entries.insert(key.clone(), slot);

@@ -423,3 +423,217 @@ impl fmt::Display for TraceEvent {
         write!(f, "{}ms {} {}", self.at_ms, self.key, self.kind)
     }
 }
+
+// ===== The core's bounded event log =====
+
+/// Where the core keeps its trace: two generations of at most `limit` events each. An event
+/// names its key by an index into its generation's key table, so recording one copies no key
+/// and touches no reference count (a key is cloned once per generation in which it appears), and
+/// dropping the oldest generation is one pass over plain records. [`TraceLog::events`] rebuilds
+/// the public [`TraceEvent`]s.
+/// The largest limit: key indices are `u32`.
+const MAX_LIMIT: usize = u32::MAX as usize;
+
+#[derive(Clone, Debug)]
+pub(crate) struct TraceLog {
+    limit: usize,
+    old: Generation,
+    current: Generation,
+    /// The current generation's number, counted from 1.
+    generation: u64,
+}
+
+/// Where a key sits in a [`TraceLog`]'s current generation, remembered by whoever records for
+/// that key often (an entry), so that recording skips the key table's lookup.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TraceKeyRef {
+    /// The generation it was valid in; 0: none.
+    generation: u64,
+    index: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Generation {
+    /// The keys named by this generation's events, by index.
+    keys: Vec<CacheKey>,
+    /// Each key's index in `keys`.
+    index: crate::core::ids::IdMap<CacheKey, u32>,
+    events: Vec<Recorded>,
+}
+
+#[derive(Clone, Debug)]
+struct Recorded {
+    at_ms: u64,
+    key: u32,
+    kind: TraceKind,
+}
+
+impl Generation {
+    /// Add `key` to the key table, returning its index.
+    fn add_key(&mut self, key: &CacheKey) -> u32 {
+        // Fewer keys than events, and fewer events than the limit, which is at most u32::MAX.
+        let index = self.keys.len() as u32;
+        self.keys.push(key.clone());
+        index
+    }
+
+    fn clear(&mut self) {
+        self.keys.clear();
+        self.index.clear();
+        self.events.clear();
+    }
+
+    fn events(&self) -> impl Iterator<Item = TraceEvent> + '_ {
+        self.events.iter().map(|r| TraceEvent {
+            at_ms: r.at_ms,
+            key: self.keys[r.key as usize].clone(),
+            kind: r.kind.clone(),
+        })
+    }
+}
+
+impl TraceLog {
+    /// An empty log keeping at least the last `limit` events (at least 1) and at most twice that.
+    pub(crate) fn new(limit: usize) -> Self {
+        TraceLog {
+            limit: limit.clamp(1, MAX_LIMIT),
+            old: Generation::default(),
+            current: Generation::default(),
+            generation: 1,
+        }
+    }
+
+    /// Keep at least the last `limit` events (at least 1) from now on.
+    pub(crate) fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.clamp(1, MAX_LIMIT);
+    }
+
+    /// Append an event. When the current generation is full it becomes the old one and the old
+    /// one is dropped (its storage is reused).
+    pub(crate) fn record(&mut self, at_ms: u64, key: &CacheKey, kind: TraceKind) {
+        self.make_room();
+        let generation = &mut self.current;
+        let key = match generation.index.get(key) {
+            Some(&index) => index,
+            None => {
+                let index = generation.add_key(key);
+                generation.index.insert(key.clone(), index);
+                index
+            }
+        };
+        generation.events.push(Recorded { at_ms, key, kind });
+    }
+
+    /// [`TraceLog::record`] for a key whose place in the log `known` remembers (and is updated).
+    pub(crate) fn record_for(
+        &mut self,
+        at_ms: u64,
+        key: &CacheKey,
+        known: &mut TraceKeyRef,
+        kind: TraceKind,
+    ) {
+        self.make_room();
+        if known.generation != self.generation {
+            *known = TraceKeyRef {
+                generation: self.generation,
+                index: self.current.add_key(key),
+            };
+        }
+        self.current.events.push(Recorded {
+            at_ms,
+            key: known.index,
+            kind,
+        });
+    }
+
+    fn make_room(&mut self) {
+        if self.current.events.len() >= self.limit {
+            std::mem::swap(&mut self.old, &mut self.current);
+            self.current.clear();
+            self.generation += 1;
+        }
+    }
+
+    /// How many events the log holds.
+    pub(crate) fn len(&self) -> usize {
+        self.old.events.len() + self.current.events.len()
+    }
+
+    /// The events, oldest first.
+    pub(crate) fn events(&self) -> Vec<TraceEvent> {
+        let mut all = Vec::with_capacity(self.len());
+        all.extend(self.old.events());
+        all.extend(self.current.events());
+        all
+    }
+
+    /// The events, oldest first, leaving the log empty.
+    pub(crate) fn take(&mut self) -> Vec<TraceEvent> {
+        let all = self.events();
+        self.old.clear();
+        self.current.clear();
+        self.generation += 1;
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn kind(n: u64) -> TraceKind {
+        TraceKind::RequestStarted { request: n }
+    }
+
+    proptest! {
+        /// R23's bounded trace: whatever mix of plain and remembered-key recordings, the log holds
+        /// exactly the most recent events, each with the key it was recorded for, at least
+        /// `limit` of them (once that many were recorded) and at most twice that.
+        #[test]
+        fn log_holds_the_most_recent_events_with_their_keys(
+            limit in 1usize..8,
+            ops in proptest::collection::vec((0usize..4, any::<bool>()), 0..60),
+        ) {
+            let keys: Vec<CacheKey> = (0..4).map(|k| CacheKey::verbatim(format!("k({k})"))).collect();
+            let mut known = [TraceKeyRef::default(); 4];
+            let mut log = TraceLog::new(limit);
+            let mut all = Vec::new();
+            for (n, &(k, remembered)) in ops.iter().enumerate() {
+                let at = n as u64;
+                if remembered {
+                    log.record_for(at, &keys[k], &mut known[k], kind(at));
+                } else {
+                    log.record(at, &keys[k], kind(at));
+                }
+                all.push(TraceEvent { at_ms: at, key: keys[k].clone(), kind: kind(at) });
+                let held = log.events();
+                prop_assert_eq!(held.len(), log.len());
+                prop_assert!(held.len() <= 2 * limit);
+                prop_assert!(held.len() >= limit.min(all.len()));
+                prop_assert_eq!(&held[..], &all[all.len() - held.len()..]);
+            }
+            let taken = log.take();
+            prop_assert_eq!(&taken[..], &all[all.len() - taken.len()..]);
+            prop_assert!(log.events().is_empty());
+            // A remembered place from before `take` is not trusted afterwards.
+            log.record_for(1_000, &keys[0], &mut known[0], kind(1_000));
+            prop_assert_eq!(&log.events()[0].key, &keys[0]);
+        }
+    }
+
+    #[test]
+    fn a_remembered_place_is_refreshed_in_a_new_generation() {
+        let (a, b) = (CacheKey::verbatim("a(1)"), CacheKey::verbatim("b(1)"));
+        let mut log = TraceLog::new(2);
+        let mut known_a = TraceKeyRef::default();
+        log.record_for(0, &a, &mut known_a, kind(0));
+        log.record(1, &b, kind(1));
+        // The current generation is full: the next event starts a new one, in which `b` is the
+        // first key; `a`'s remembered index 0 would name `b` if it were trusted.
+        log.record(2, &b, kind(2));
+        log.record_for(3, &a, &mut known_a, kind(3));
+        let keys: Vec<String> = log.events().iter().map(|e| e.key.to_string()).collect();
+        assert_eq!(keys, ["a(1)", "b(1)", "b(1)", "a(1)"]);
+    }
+}

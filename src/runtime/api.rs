@@ -201,7 +201,7 @@ impl Api {
     /// # Ok(()) }
     /// ```
     pub fn trace(&self) -> Vec<TraceEvent> {
-        self.owner.shared.lock().cache.trace().to_vec()
+        self.owner.shared.lock().cache.trace()
     }
 
     /// Take the events recorded so far, leaving the trace empty.
