@@ -2,6 +2,7 @@
 
 use std::any::Any;
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -9,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::core::CacheData;
+use crate::core::entry::Draft;
 
 /// What an endpoint's data type must be: cloneable (copy-on-write updates), comparable (equal
 /// results notify no one), serialisable (patches), and shareable across tasks.
@@ -22,77 +24,93 @@ use crate::core::CacheData;
 pub trait Data: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static {}
 impl<T: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static> Data for T {}
 
-trait DynValue: Any + Send + Sync {
-    fn clone_box(&self) -> Box<dyn DynValue>;
-    fn eq_dyn(&self, other: &dyn DynValue) -> bool;
-    fn to_json(&self) -> Result<Value, serde_json::Error>;
-    fn same_type_from_json(&self, value: Value) -> Result<Box<dyn DynValue>, serde_json::Error>;
-    fn as_any(&self) -> &dyn Any;
-    fn as_any_mut(&mut self) -> &mut dyn Any;
+/// Data of any [`Data`] type, shared: readers take the `Arc`, updates copy on write.
+type AnyData = Arc<dyn Any + Send + Sync>;
+
+/// What the core needs of erased data besides holding it, for one concrete type.
+trait Ops: Send + Sync {
+    fn eq(&self, a: &AnyData, b: &AnyData) -> bool;
+    fn to_json(&self, data: &AnyData) -> Result<Value, serde_json::Error>;
+    fn parse_json(&self, value: Value) -> Result<AnyData, serde_json::Error>;
 }
 
-/// Shared typed data: readers get the `Arc`, updates copy on write.
-struct Typed<T>(Arc<T>);
+/// The [`Ops`] of a `T` (no state: one constant per type).
+struct TypedOps<T>(PhantomData<fn() -> T>);
 
-impl<T: Data> DynValue for Typed<T> {
-    fn clone_box(&self) -> Box<dyn DynValue> {
-        Box::new(Typed(Arc::clone(&self.0)))
+impl<T: Data> Ops for TypedOps<T> {
+    fn eq(&self, a: &AnyData, b: &AnyData) -> bool {
+        match (a.downcast_ref::<T>(), b.downcast_ref::<T>()) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
     }
-    fn eq_dyn(&self, other: &dyn DynValue) -> bool {
-        other
-            .as_any()
-            .downcast_ref::<Typed<T>>()
-            .is_some_and(|o| Arc::ptr_eq(&o.0, &self.0) || *o.0 == *self.0)
+    fn to_json(&self, data: &AnyData) -> Result<Value, serde_json::Error> {
+        match data.downcast_ref::<T>() {
+            Some(data) => serde_json::to_value(data),
+            None => Err(serde::ser::Error::custom("erased data of another type")),
+        }
     }
-    fn to_json(&self) -> Result<Value, serde_json::Error> {
-        serde_json::to_value(&*self.0)
-    }
-    fn same_type_from_json(&self, value: Value) -> Result<Box<dyn DynValue>, serde_json::Error> {
+    fn parse_json(&self, value: Value) -> Result<AnyData, serde_json::Error> {
         let data: T = serde_json::from_value(value)?;
-        Ok(Box::new(Typed(Arc::new(data))))
-    }
-    fn as_any(&self) -> &dyn Any {
-        self
-    }
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        self
+        Ok(Arc::new(data))
     }
 }
 
-/// An entry's data with its type erased.
-pub(crate) struct ErasedData(Box<dyn DynValue>);
+/// An entry's data with its type erased: the value itself sits in the shared allocation (an
+/// update reaches it in one step), with its type's operations beside it.
+pub(crate) struct ErasedData {
+    value: AnyData,
+    ops: &'static dyn Ops,
+}
 
 impl ErasedData {
     pub(crate) fn new<T: Data>(data: T) -> Self {
-        ErasedData(Box::new(Typed(Arc::new(data))))
+        ErasedData {
+            value: Arc::new(data),
+            ops: &TypedOps::<T>(PhantomData),
+        }
     }
 
     /// A shared snapshot of the data, if it is a `T`.
     pub(crate) fn get<T: Data>(&self) -> Option<Arc<T>> {
-        self.0
-            .as_any()
-            .downcast_ref::<Typed<T>>()
-            .map(|t| Arc::clone(&t.0))
+        Arc::clone(&self.value).downcast::<T>().ok()
     }
 
-    /// The shared data itself, for a copy-on-write draft, if it is a `T`.
-    pub(crate) fn get_mut<T: Data>(&mut self) -> Option<&mut Arc<T>> {
-        self.0
-            .as_any_mut()
-            .downcast_mut::<Typed<T>>()
-            .map(|t| &mut t.0)
+    /// Run `f` on a copy-on-write draft of the data, if it is a `T`, and say whether `f` took
+    /// mutable access. Unshared data is changed in place; data a reader still holds a snapshot of
+    /// is copied on the first mutable access.
+    pub(crate) fn with_draft<T: Data, R>(
+        &mut self,
+        f: impl FnOnce(&mut Draft<'_, T>) -> R,
+    ) -> Option<(R, bool)> {
+        if let Some(value) = Arc::get_mut(&mut self.value) {
+            let mut draft = Draft::new(value.downcast_mut::<T>()?);
+            let result = f(&mut draft);
+            return Some((result, draft.touched()));
+        }
+        let mut typed = Arc::clone(&self.value).downcast::<T>().ok()?;
+        let mut draft = Draft::shared(&mut typed);
+        let result = f(&mut draft);
+        let touched = draft.touched();
+        if touched {
+            self.value = typed;
+        }
+        Some((result, touched))
     }
 }
 
 impl Clone for ErasedData {
     fn clone(&self) -> Self {
-        ErasedData(self.0.clone_box())
+        ErasedData {
+            value: Arc::clone(&self.value),
+            ops: self.ops,
+        }
     }
 }
 
 impl PartialEq for ErasedData {
     fn eq(&self, other: &Self) -> bool {
-        self.0.eq_dyn(&*other.0)
+        Arc::ptr_eq(&self.value, &other.value) || self.ops.eq(&self.value, &other.value)
     }
 }
 
@@ -104,10 +122,13 @@ impl fmt::Debug for ErasedData {
 
 impl CacheData for ErasedData {
     fn to_json(&self) -> Result<Value, serde_json::Error> {
-        self.0.to_json()
+        self.ops.to_json(&self.value)
     }
     fn same_type_from_json(&self, value: Value) -> Result<Self, serde_json::Error> {
-        self.0.same_type_from_json(value).map(ErasedData)
+        Ok(ErasedData {
+            value: self.ops.parse_json(value)?,
+            ops: self.ops,
+        })
     }
 }
 

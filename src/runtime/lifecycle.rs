@@ -493,10 +493,11 @@ pub(crate) fn run_typed_recipe<T: Data>(
     outer: &mut Draft<'_, ErasedData>,
     recipe: impl FnOnce(&mut Draft<'_, T>),
 ) -> Option<String> {
-    let data = outer.as_mut_untracked().get_mut::<T>()?;
-    let mut draft = Draft::shared(data);
-    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| recipe(&mut draft)));
-    let touched = draft.touched();
+    let (outcome, touched) = outer
+        .as_mut_untracked()
+        .with_draft(|draft: &mut Draft<'_, T>| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| recipe(draft)))
+        })?;
     if touched {
         outer.mark_touched();
     }

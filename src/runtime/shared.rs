@@ -4,6 +4,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -81,9 +82,51 @@ impl Drop for LifetimeRt {
 /// Everything behind the lock.
 pub(crate) struct State {
     pub(crate) cache: Cache<ErasedData, QueryError>,
+    /// The time every operation is stamped with.
+    clock: MsClock,
     lifetimes: IdMap<u64, LifetimeRt>,
     requests: IdMap<u64, AbortHandle>,
     pub(crate) endpoint_names: Vec<String>,
+}
+
+/// Whole milliseconds from `start` to `now` on tokio's clock.
+fn ms_since(start: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(start).as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The api's clock in milliseconds ([`Shared::now_ms`]), for operations under the lock. Turning
+/// an instant into milliseconds since the start costs about three times as much as reading the
+/// clock, so the instant at which the next millisecond begins is kept: a read within the current
+/// millisecond is one comparison. Tokio's clock never goes back, paused or not.
+struct MsClock {
+    start: Instant,
+    /// The last value returned, and when the millisecond after it begins.
+    ms: u64,
+    next: Instant,
+}
+
+impl MsClock {
+    fn new(start: Instant) -> Self {
+        MsClock {
+            start,
+            ms: 0,
+            next: start,
+        }
+    }
+
+    fn now_ms(&mut self) -> u64 {
+        let now = Instant::now();
+        if now < self.next {
+            return self.ms;
+        }
+        self.ms = ms_since(self.start, now);
+        // Past the representable range, every read computes again.
+        self.next = self
+            .start
+            .checked_add(Duration::from_millis(self.ms.saturating_add(1)))
+            .unwrap_or(now);
+        self.ms
+    }
 }
 
 impl State {
@@ -143,15 +186,17 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: CacheConfig, refetch_on_mount: Refetch, handle: Handle) -> Arc<Self> {
         let timer = Arc::new(Notify::new());
+        let start = Instant::now();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 cache: Cache::new(config),
+                clock: MsClock::new(start),
                 lifetimes: IdMap::default(),
                 requests: IdMap::default(),
                 endpoint_names: Vec::new(),
             }),
             timer: Arc::clone(&timer),
-            start: Instant::now(),
+            start,
             handle,
             refetch_on_mount,
         });
@@ -162,7 +207,7 @@ impl Shared {
 
     /// Milliseconds on the api's clock (tokio's, so paused time is honoured).
     pub(crate) fn now_ms(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+        ms_since(self.start, Instant::now())
     }
 
     /// The lock. A poisoned lock is recovered: the core never panics while holding it, and user
@@ -199,7 +244,8 @@ impl Shared {
     ) -> R {
         let mut state = self.lock();
         let before = state.cache.poll_timeout();
-        let (result, notify) = f(&mut state, self.now_ms());
+        let now = state.clock.now_ms();
+        let (result, notify) = f(&mut state, now);
         self.run_effects(&mut state, meta, hint);
         if notify && let Some(hint) = hint {
             hint.changed.send();
@@ -419,5 +465,28 @@ async fn run_timer(shared: Weak<Shared>, timer: Arc<Notify>) {
             Some(shared) => shared.tick(),
             None => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cached clock returns what converting each read would (R23's timestamps): the same
+    /// millisecond until it ends, the next one from its first instant on, and jumps.
+    #[tokio::test(start_paused = true)]
+    async fn cached_clock_agrees_with_converting_every_read() {
+        let start = Instant::now();
+        let mut clock = MsClock::new(start);
+        let steps_us = [0, 999, 1, 1, 998, 1_500, 60_000_000, 0, 1, 999];
+        for step in steps_us {
+            tokio::time::advance(Duration::from_micros(step)).await;
+            assert_eq!(
+                clock.now_ms(),
+                ms_since(start, Instant::now()),
+                "after +{step} µs"
+            );
+        }
+        assert_eq!(clock.now_ms(), 60_004); // 60,004,499 µs in all
     }
 }
