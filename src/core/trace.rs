@@ -426,14 +426,18 @@ impl fmt::Display for TraceEvent {
 
 // ===== The core's bounded event log =====
 
-/// Where the core keeps its trace: two generations of at most `limit` events each. An event
-/// names its key by an index into its generation's key table, so recording one copies no key
-/// and touches no reference count (a key is cloned once per generation in which it appears), and
-/// dropping the oldest generation is one pass over plain records. [`TraceLog::events`] rebuilds
-/// the public [`TraceEvent`]s.
-/// The largest limit: key indices are `u32`.
-const MAX_LIMIT: usize = u32::MAX as usize;
+/// The largest limit: 2^30 events (a generation's indices fit in 30 bits).
+const MAX_LIMIT: usize = 1 << 30;
 
+/// Where the core keeps its trace: two generations of at most `limit` events each; when the
+/// current one is full, the old one is dropped and the current one becomes old, so the log holds
+/// between `limit` and twice `limit` events. An event is a 16-byte record with nothing to drop:
+/// its key is an index into its generation's key table (a key is cloned into the table when it
+/// differs from the last one added, or — for an entry's updates — once per generation, the entry
+/// remembering its index in a [`TraceKeyRef`]), and its kind is stored in the record when it is
+/// an update without patches, otherwise in the generation's table of kinds. Recording an update
+/// so copies no key, takes no reference count and allocates nothing once the generation's
+/// storage has grown; [`TraceLog::events`] builds the public [`TraceEvent`]s.
 #[derive(Clone, Debug)]
 pub(crate) struct TraceLog {
     limit: usize,
@@ -454,18 +458,50 @@ pub(crate) struct TraceKeyRef {
 
 #[derive(Clone, Debug, Default)]
 struct Generation {
-    /// The keys named by this generation's events, by index.
+    /// The keys named by this generation's events, by index (a key may appear more than once).
     keys: Vec<CacheKey>,
-    /// Each key's index in `keys`.
-    index: crate::core::ids::IdMap<CacheKey, u32>,
     events: Vec<Recorded>,
+    /// The kinds not stored in their [`Recorded`].
+    kinds: Vec<TraceKind>,
 }
 
-#[derive(Clone, Debug)]
+/// One event: 16 bytes, nothing to drop.
+#[derive(Clone, Copy, Debug)]
 struct Recorded {
     at_ms: u64,
     key: u32,
-    kind: TraceKind,
+    kind: Packed,
+}
+
+/// An event's kind in 32 bits: an update without patches — most events of a streaming entry —
+/// is stored whole (its source in the low two bits, 1 to 3); any other kind sits in the
+/// generation's `kinds`, at the index in the upper 30 bits (low bits 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Packed(u32);
+
+impl Packed {
+    fn updated(source: UpdateSource) -> Self {
+        Packed(match source {
+            UpdateSource::Lifecycle => 1,
+            UpdateSource::UpdateQueryData => 2,
+            UpdateSource::PatchQueryData => 3,
+        })
+    }
+
+    /// `index` < 2^30: there are fewer kinds than events, and fewer events than [`MAX_LIMIT`].
+    fn other(index: u32) -> Self {
+        Packed(index << 2)
+    }
+
+    /// The update's source, or the index of the kind kept aside.
+    fn unpack(self) -> Result<UpdateSource, usize> {
+        match self.0 & 3 {
+            0 => Err((self.0 >> 2) as usize),
+            1 => Ok(UpdateSource::Lifecycle),
+            2 => Ok(UpdateSource::UpdateQueryData),
+            _ => Ok(UpdateSource::PatchQueryData),
+        }
+    }
 }
 
 impl Generation {
@@ -479,15 +515,36 @@ impl Generation {
 
     fn clear(&mut self) {
         self.keys.clear();
-        self.index.clear();
         self.events.clear();
+        self.kinds.clear();
+    }
+
+    fn push(&mut self, at_ms: u64, key: u32, kind: TraceKind) {
+        let kind = match kind {
+            TraceKind::Updated {
+                source,
+                patches: None,
+            } => Packed::updated(source),
+            other => {
+                let index = self.kinds.len() as u32;
+                self.kinds.push(other);
+                Packed::other(index)
+            }
+        };
+        self.events.push(Recorded { at_ms, key, kind });
     }
 
     fn events(&self) -> impl Iterator<Item = TraceEvent> + '_ {
         self.events.iter().map(|r| TraceEvent {
             at_ms: r.at_ms,
             key: self.keys[r.key as usize].clone(),
-            kind: r.kind.clone(),
+            kind: match r.kind.unpack() {
+                Ok(source) => TraceKind::Updated {
+                    source,
+                    patches: None,
+                },
+                Err(index) => self.kinds[index].clone(),
+            },
         })
     }
 }
@@ -513,15 +570,13 @@ impl TraceLog {
     pub(crate) fn record(&mut self, at_ms: u64, key: &CacheKey, kind: TraceKind) {
         self.make_room();
         let generation = &mut self.current;
-        let key = match generation.index.get(key) {
-            Some(&index) => index,
-            None => {
-                let index = generation.add_key(key);
-                generation.index.insert(key.clone(), index);
-                index
-            }
+        // Events for one key tend to come in runs (a subscription: added, subscribed, lifecycle
+        // started, request started): the last key added is reused when it is the same.
+        let key = match generation.keys.last() {
+            Some(last) if last == key => generation.keys.len() as u32 - 1,
+            _ => generation.add_key(key),
         };
-        generation.events.push(Recorded { at_ms, key, kind });
+        generation.push(at_ms, key, kind);
     }
 
     /// [`TraceLog::record`] for a key whose place in the log `known` remembers (and is updated).
@@ -539,11 +594,7 @@ impl TraceLog {
                 index: self.current.add_key(key),
             };
         }
-        self.current.events.push(Recorded {
-            at_ms,
-            key: known.index,
-            kind,
-        });
+        self.current.push(at_ms, known.index, kind);
     }
 
     fn make_room(&mut self) {
@@ -582,8 +633,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Kinds stored whole in a record and kinds kept aside, mixed.
     fn kind(n: u64) -> TraceKind {
-        TraceKind::RequestStarted { request: n }
+        match n % 3 {
+            0 => TraceKind::RequestStarted { request: n },
+            1 => TraceKind::Updated {
+                source: UpdateSource::Lifecycle,
+                patches: None,
+            },
+            _ => TraceKind::Updated {
+                source: UpdateSource::PatchQueryData,
+                patches: Some(PatchSet::default()),
+            },
+        }
     }
 
     proptest! {
@@ -619,6 +681,22 @@ mod tests {
             // A remembered place from before `take` is not trusted afterwards.
             log.record_for(1_000, &keys[0], &mut known[0], kind(1_000));
             prop_assert_eq!(&log.events()[0].key, &keys[0]);
+        }
+    }
+
+    #[test]
+    fn a_record_is_sixteen_bytes_and_kinds_round_trip() {
+        assert_eq!(std::mem::size_of::<Recorded>(), 16);
+        for source in [
+            UpdateSource::Lifecycle,
+            UpdateSource::UpdateQueryData,
+            UpdateSource::PatchQueryData,
+        ] {
+            assert_eq!(Packed::updated(source).unpack(), Ok(source));
+        }
+        let last = (MAX_LIMIT - 1) as u32;
+        for index in [0, 1, 2, 3, 4, last] {
+            assert_eq!(Packed::other(index).unpack(), Err(index as usize));
         }
     }
 
