@@ -722,6 +722,11 @@ where
         self.deadlines.first().map(|(at, _, _)| *at)
     }
 
+    /// Whether an effect is queued ([`Cache::poll_effect`] would return one).
+    pub(crate) fn has_effects(&self) -> bool {
+        !self.effects.is_empty()
+    }
+
     /// The next queued effect.
     ///
     /// ```
@@ -1325,14 +1330,11 @@ where
             let notify = slot.mark_notified();
             let queued = notify && queue;
             if self.config.recording != Recording::Off {
-                self.trace.record_for(
+                self.trace.record_update_for(
                     self.now,
                     key,
                     &mut slot.trace_key,
-                    TraceKind::Updated {
-                        source: UpdateSource::Lifecycle,
-                        patches: None,
-                    },
+                    UpdateSource::Lifecycle,
                 );
             }
             if queued {

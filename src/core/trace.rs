@@ -579,13 +579,14 @@ impl TraceLog {
         generation.push(at_ms, key, kind);
     }
 
-    /// [`TraceLog::record`] for a key whose place in the log `known` remembers (and is updated).
-    pub(crate) fn record_for(
+    /// Record `TraceKind::Updated { source, patches: None }` for a key whose place in the log
+    /// `known` remembers (and is updated): the streaming hot path.
+    pub(crate) fn record_update_for(
         &mut self,
         at_ms: u64,
         key: &CacheKey,
         known: &mut TraceKeyRef,
-        kind: TraceKind,
+        source: UpdateSource,
     ) {
         self.make_room();
         if known.generation != self.generation {
@@ -594,7 +595,11 @@ impl TraceLog {
                 index: self.current.add_key(key),
             };
         }
-        self.current.push(at_ms, known.index, kind);
+        self.current.events.push(Recorded {
+            at_ms,
+            key: known.index,
+            kind: Packed::updated(source),
+        });
     }
 
     fn make_room(&mut self) {
@@ -633,14 +638,18 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn updated(source: UpdateSource) -> TraceKind {
+        TraceKind::Updated {
+            source,
+            patches: None,
+        }
+    }
+
     /// Kinds stored whole in a record and kinds kept aside, mixed.
     fn kind(n: u64) -> TraceKind {
         match n % 3 {
             0 => TraceKind::RequestStarted { request: n },
-            1 => TraceKind::Updated {
-                source: UpdateSource::Lifecycle,
-                patches: None,
-            },
+            1 => updated(UpdateSource::UpdateQueryData),
             _ => TraceKind::Updated {
                 source: UpdateSource::PatchQueryData,
                 patches: Some(PatchSet::default()),
@@ -664,11 +673,12 @@ mod tests {
             for (n, &(k, remembered)) in ops.iter().enumerate() {
                 let at = n as u64;
                 if remembered {
-                    log.record_for(at, &keys[k], &mut known[k], kind(at));
+                    log.record_update_for(at, &keys[k], &mut known[k], UpdateSource::Lifecycle);
                 } else {
                     log.record(at, &keys[k], kind(at));
                 }
-                all.push(TraceEvent { at_ms: at, key: keys[k].clone(), kind: kind(at) });
+                let recorded = if remembered { updated(UpdateSource::Lifecycle) } else { kind(at) };
+                all.push(TraceEvent { at_ms: at, key: keys[k].clone(), kind: recorded });
                 let held = log.events();
                 prop_assert_eq!(held.len(), log.len());
                 prop_assert!(held.len() <= 2 * limit);
@@ -679,7 +689,7 @@ mod tests {
             prop_assert_eq!(&taken[..], &all[all.len() - taken.len()..]);
             prop_assert!(log.events().is_empty());
             // A remembered place from before `take` is not trusted afterwards.
-            log.record_for(1_000, &keys[0], &mut known[0], kind(1_000));
+            log.record_update_for(1_000, &keys[0], &mut known[0], UpdateSource::UpdateQueryData);
             prop_assert_eq!(&log.events()[0].key, &keys[0]);
         }
     }
@@ -705,12 +715,12 @@ mod tests {
         let (a, b) = (CacheKey::verbatim("a(1)"), CacheKey::verbatim("b(1)"));
         let mut log = TraceLog::new(2);
         let mut known_a = TraceKeyRef::default();
-        log.record_for(0, &a, &mut known_a, kind(0));
+        log.record_update_for(0, &a, &mut known_a, UpdateSource::Lifecycle);
         log.record(1, &b, kind(1));
         // The current generation is full: the next event starts a new one, in which `b` is the
         // first key; `a`'s remembered index 0 would name `b` if it were trusted.
         log.record(2, &b, kind(2));
-        log.record_for(3, &a, &mut known_a, kind(3));
+        log.record_update_for(3, &a, &mut known_a, UpdateSource::Lifecycle);
         let keys: Vec<String> = log.events().iter().map(|e| e.key.to_string()).collect();
         assert_eq!(keys, ["a(1)", "b(1)", "b(1)", "a(1)"]);
     }

@@ -246,7 +246,9 @@ impl Shared {
         let before = state.cache.poll_timeout();
         let now = state.clock.now_ms();
         let (result, notify) = f(&mut state, now);
-        self.run_effects(&mut state, meta, hint);
+        if state.cache.has_effects() {
+            self.run_effects(&mut state, meta, hint);
+        }
         if notify && let Some(hint) = hint {
             hint.changed.send();
         }
