@@ -1338,8 +1338,8 @@ where
                 );
             }
             if queued {
-                let key = key.clone();
-                self.queue_notify(&key);
+                // The effects, not `self`: `key` borrows the entries.
+                queue_notify(&mut self.effects, key);
             }
             return Ok((None, notify && !queue));
         }
@@ -1640,6 +1640,16 @@ where
     }
 }
 
+/// [`Cache::queue_notify`] on the queue alone, for callers holding a borrow of the entries.
+fn queue_notify<D>(effects: &mut VecDeque<Effect<D>>, key: &CacheKey) {
+    if let Some(Effect::Notify { key: last }) = effects.back()
+        && last == key
+    {
+        return;
+    }
+    effects.push_back(Effect::Notify { key: key.clone() });
+}
+
 // ===== impl Cache: helpers =====
 
 impl<D, E> Cache<D, E>
@@ -1666,12 +1676,7 @@ where
 
     /// Queue a notification for `key`, unless the last queued effect is already one for it.
     fn queue_notify(&mut self, key: &CacheKey) {
-        if let Some(Effect::Notify { key: last }) = self.effects.back()
-            && last == key
-        {
-            return;
-        }
-        self.effects.push_back(Effect::Notify { key: key.clone() });
+        queue_notify(&mut self.effects, key);
     }
 
     fn endpoint_config(&self, endpoint: EndpointId) -> EndpointConfig {

@@ -560,9 +560,16 @@ impl TraceLog {
         }
     }
 
-    /// Keep at least the last `limit` events (at least 1) from now on.
+    /// Keep at least the last `limit` events (at least 1) and at most twice that from now on:
+    /// a lower limit drops the oldest events beyond it at once.
     pub(crate) fn set_limit(&mut self, limit: usize) {
         self.limit = limit.clamp(1, MAX_LIMIT);
+        self.make_room();
+        // The current generation now holds fewer than `limit`; the old one keeps the newest
+        // events up to twice the limit in all (its key and kind tables stay until it is dropped).
+        let room = (2 * self.limit).saturating_sub(self.current.events.len());
+        let excess = self.old.events.len().saturating_sub(room);
+        self.old.events.drain(..excess);
     }
 
     /// Append an event. When the current generation is full it becomes the old one and the old
@@ -604,10 +611,15 @@ impl TraceLog {
 
     fn make_room(&mut self) {
         if self.current.events.len() >= self.limit {
-            std::mem::swap(&mut self.old, &mut self.current);
-            self.current.clear();
-            self.generation += 1;
+            self.rotate();
         }
+    }
+
+    /// The current generation becomes the old one; the old one is dropped (its storage reused).
+    fn rotate(&mut self) {
+        std::mem::swap(&mut self.old, &mut self.current);
+        self.current.clear();
+        self.generation += 1;
     }
 
     /// How many events the log holds.
@@ -707,6 +719,29 @@ mod tests {
         let last = (MAX_LIMIT - 1) as u32;
         for index in [0, 1, 2, 3, 4, last] {
             assert_eq!(Packed::other(index).unpack(), Err(index as usize));
+        }
+    }
+
+    #[test]
+    fn a_lower_limit_drops_the_oldest_events_at_once() {
+        let key = CacheKey::verbatim("a(1)");
+        for (before, after) in [(50, 3), (50, 1), (7, 5), (3, 40)] {
+            let mut log = TraceLog::new(before);
+            for n in 0..100 {
+                log.record(n, &key, kind(n));
+            }
+            let held_before = log.len();
+            log.set_limit(after);
+            let held: Vec<u64> = log.events().iter().map(|e| e.at_ms).collect();
+            // As many of the newest as twice the new limit allows.
+            assert_eq!(
+                held.len(),
+                held_before.min(2 * after),
+                "{before} -> {after}"
+            );
+            assert_eq!(held, ((100 - held.len() as u64)..100).collect::<Vec<_>>());
+            log.record(100, &key, kind(100));
+            assert_eq!(log.events().last().map(|e| e.at_ms), Some(100));
         }
     }
 

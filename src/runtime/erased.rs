@@ -134,3 +134,66 @@ impl CacheData for ErasedData {
 
 /// A query function's meta with its type erased.
 pub(crate) type ErasedMeta = Arc<dyn Any + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unshared_data_is_updated_in_place() {
+        let mut data = ErasedData::new(vec![1u32]);
+        let before = Arc::as_ptr(&data.value).cast::<()>();
+        let touched = data.with_draft(|d: &mut Draft<'_, Vec<u32>>| d.push(2));
+        assert_eq!(touched, Some(((), true)));
+        assert_eq!(Arc::as_ptr(&data.value).cast::<()>(), before, "no copy");
+        assert_eq!(data.get::<Vec<u32>>().as_deref(), Some(&vec![1, 2]));
+    }
+
+    #[test]
+    fn a_held_snapshot_is_copied_on_write_and_never_changes() {
+        let mut data = ErasedData::new(vec![1u32]);
+        let snapshot = data.get::<Vec<u32>>().expect("a Vec<u32>");
+        // Reading copies nothing and changes nothing.
+        let read = data.with_draft(|d: &mut Draft<'_, Vec<u32>>| d.len());
+        assert_eq!(read, Some((1, false)));
+        assert!(Arc::ptr_eq(
+            &data.get::<Vec<u32>>().expect("a Vec<u32>"),
+            &snapshot
+        ));
+        // Writing copies: the snapshot keeps the old value.
+        let written = data.with_draft(|d: &mut Draft<'_, Vec<u32>>| d.push(2));
+        assert_eq!(written, Some(((), true)));
+        assert_eq!(*snapshot, vec![1]);
+        assert_eq!(data.get::<Vec<u32>>().as_deref(), Some(&vec![1, 2]));
+    }
+
+    #[test]
+    fn another_type_is_refused_and_nothing_changes() {
+        let mut data = ErasedData::new(vec![1u32]);
+        assert!(data.get::<String>().is_none());
+        assert!(
+            data.with_draft(|d: &mut Draft<'_, String>| d.push('x'))
+                .is_none()
+        );
+        let _snapshot = data.get::<Vec<u32>>();
+        assert!(
+            data.with_draft(|d: &mut Draft<'_, String>| d.push('x'))
+                .is_none()
+        );
+        assert_eq!(data.get::<Vec<u32>>().as_deref(), Some(&vec![1]));
+    }
+
+    #[test]
+    fn operations_follow_the_erased_type() -> Result<(), serde_json::Error> {
+        let a = ErasedData::new(vec![1u32, 2]);
+        assert_eq!(a, a.clone());
+        assert_eq!(a, ErasedData::new(vec![1u32, 2]));
+        assert_ne!(a, ErasedData::new(vec![1u32]));
+        assert_ne!(a, ErasedData::new(String::from("[1,2]")));
+        assert_eq!(a.to_json()?, serde_json::json!([1, 2]));
+        let b = a.same_type_from_json(serde_json::json!([3]))?;
+        assert_eq!(b.get::<Vec<u32>>().as_deref(), Some(&vec![3]));
+        assert!(a.same_type_from_json(serde_json::json!("x")).is_err());
+        Ok(())
+    }
+}
