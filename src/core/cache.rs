@@ -740,11 +740,19 @@ where
     /// The events recorded so far — the most recent ones: the trace is bounded, so that a
     /// long-running cache does not grow forever. It keeps at least the last
     /// [`Cache::set_trace_limit`] events ([`DEFAULT_TRACE_LIMIT`] by default) and at most twice
-    /// that; older events are dropped in batches.
+    /// that; older events are dropped in batches. The cache stores compact records; the events
+    /// are built when asked for, O(events) ([`Cache::trace_len`] only counts them).
     ///
     /// ```
-    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// use livecache::core::{Cache, EndpointConfig, key::CacheKey, trace::TraceKind};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// assert!(cache.trace().is_empty());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// cache.upsert(5, ep, &CacheKey::verbatim("a(1)"), 7);
+    /// let trace = cache.trace();
+    /// assert_eq!(trace.len(), cache.trace_len());
+    /// assert!(matches!(trace[0].kind, TraceKind::EntryAdded { .. }));
+    /// assert!(trace.iter().all(|e| e.at_ms == 5 && e.key == "a(1)"));
     /// ```
     pub fn trace(&self) -> Vec<TraceEvent> {
         self.trace.events()

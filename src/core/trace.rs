@@ -635,11 +635,11 @@ impl TraceLog {
         all
     }
 
-    /// The events, oldest first, leaving the log empty.
+    /// The events, oldest first, leaving the log empty and its storage released.
     pub(crate) fn take(&mut self) -> Vec<TraceEvent> {
         let all = self.events();
-        self.old.clear();
-        self.current.clear();
+        self.old = Generation::default();
+        self.current = Generation::default();
         self.generation += 1;
         all
     }
