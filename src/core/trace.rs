@@ -448,7 +448,8 @@ pub(crate) struct TraceLog {
 }
 
 /// Where a key sits in a [`TraceLog`]'s current generation, remembered by whoever records for
-/// that key often (an entry), so that recording skips the key table's lookup.
+/// that key often (an entry): its updates then add the key to the generation's table once, not
+/// whenever another key was recorded in between.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct TraceKeyRef {
     /// The generation it was valid in; 0: none.
@@ -507,7 +508,7 @@ impl Packed {
 impl Generation {
     /// Add `key` to the key table, returning its index.
     fn add_key(&mut self, key: &CacheKey) -> u32 {
-        // Fewer keys than events, and fewer events than the limit, which is at most u32::MAX.
+        // Fewer keys than events, and fewer events than the limit, at most MAX_LIMIT: it fits.
         let index = self.keys.len() as u32;
         self.keys.push(key.clone());
         index
