@@ -1249,6 +1249,50 @@ async fn r14_update_after_removal_returns_entry_removed_through_a_kept_handle() 
     Ok(())
 }
 
+#[tokio::test(start_paused = true)]
+async fn r14_every_clone_of_a_loaded_handle_updates_one_lifetime_and_sees_its_removal() -> TestResult
+{
+    let probe = Probe::<Vec<String>, ()>::new();
+    let api = Api::builder().build();
+    let ep = api
+        .query::<String, Vec<String>>("getMessages")
+        .query_fn(|room: String| async move { Ok(vec![format!("welcome to {room}")]) })
+        .on_cache_entry_added(probe.handler())
+        .build()?;
+    let arg = "redux".to_owned();
+    let key = ep.key(&arg)?;
+    let sub = ep.subscribe(arg.clone())?;
+    within(sub.loaded()).await?;
+    settle().await;
+    let clone = probe.with_handle(1, EntryHandle::clone);
+    assert_eq!(clone.lifetime(), 1);
+    clone.update_cached_data(|d| d.push("from a clone".into()))?;
+    probe.with_handle(1, |h| {
+        h.update_cached_data(|d| d.push("from the original".into()))
+    })?;
+    assert_eq!(
+        sub.state().data().map(Vec::as_slice),
+        Some(
+            &[
+                "welcome to redux".to_owned(),
+                "from a clone".into(),
+                "from the original".into()
+            ][..]
+        )
+    );
+    assert_eq!(count(&api, &key, is_updated), 2);
+
+    assert!(ep.remove(&arg)?);
+    within(clone.removed()).await;
+    assert!(probe.with_handle(1, EntryHandle::is_removed));
+    assert_eq!(
+        clone.update_cached_data(|d| d.push("late".into())),
+        Err(UpdateError::EntryRemoved)
+    );
+    assert_eq!(count(&api, &key, is_updated), 2);
+    Ok(())
+}
+
 // ===== R16: failing handlers are contained =====
 
 #[tokio::test(start_paused = true)]

@@ -347,6 +347,48 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     }
 }
 
+/// A loaded handle can be cloned, to update the entry from several places — a socket callback
+/// and the handler's own task, say — without wrapping it in an `Arc`. Every clone refers to the
+/// same lifetime: after its removal, updates through any of them return
+/// [`UpdateError::EntryRemoved`] and `removed()` resolves for all. (An `Added` handle is not
+/// `Clone`: `data_loaded` consumes it, once.)
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), livecache::Error> {
+/// # let api = livecache::Api::builder().build();
+/// let counter = api
+///     .query::<String, Vec<u32>>("counter")
+///     .query_fn(|_name: String| async move { Ok(vec![]) })
+///     .on_cache_entry_added(|_name, entry| async move {
+///         let Ok((entry, _)) = entry.data_loaded().await else { return Ok(()) };
+///         let from_elsewhere = entry.clone();
+///         tokio::spawn(async move { from_elsewhere.update_cached_data(|list| list.push(1)) });
+///         entry.removed().await;
+///         Ok(())
+///     })
+///     .build()?;
+/// let sub = counter.subscribe("clicks".into())?;
+/// sub.loaded().await.ok();
+/// tokio::task::yield_now().await;
+/// tokio::task::yield_now().await;
+/// assert_eq!(sub.state().data(), Some(&vec![1]));
+/// # Ok(()) }
+/// ```
+impl<T, M> Clone for EntryHandle<Loaded, T, M> {
+    fn clone(&self) -> Self {
+        EntryHandle {
+            shared: Arc::clone(&self.shared),
+            key: self.key.clone(),
+            lifetime: self.lifetime,
+            removal: Arc::clone(&self.removal),
+            changed: self.changed.clone(),
+            state: Loaded(()),
+            _data: PhantomData,
+        }
+    }
+}
+
 impl<T: Data, M> EntryHandle<Loaded, T, M> {
     /// Update the cached data (RTK's `updateCachedData`, R15). The recipe gets a [`Draft`]:
     /// reading costs nothing; the first mutable access copies the data only if a reader still
