@@ -768,8 +768,9 @@ where
         self.trace.len()
     }
 
-    /// Keep at least the last `limit` events in the trace (at least 1). Recording nothing at
-    /// all is [`Recording::Off`].
+    /// Keep at least the last `limit` events in the trace (at least 1, at most 2^30) and at most
+    /// twice that; lowering the limit drops the oldest events beyond it at once. Recording
+    /// nothing at all is [`Recording::Off`].
     ///
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, key::CacheKey};
@@ -786,7 +787,8 @@ where
         self.trace.set_limit(limit);
     }
 
-    /// Take the events recorded so far, leaving the trace empty.
+    /// Take the events recorded so far (built as [`Cache::trace`] does), leaving the trace empty
+    /// and its storage released.
     ///
     /// ```
     /// let mut cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());

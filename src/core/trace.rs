@@ -436,8 +436,9 @@ const MAX_LIMIT: usize = 1 << 30;
 /// differs from the last one added, or — for an entry's updates — once per generation, the entry
 /// remembering its index in a [`TraceKeyRef`]), and its kind is stored in the record when it is
 /// an update without patches, otherwise in the generation's table of kinds. Recording an update
-/// so copies no key, takes no reference count and allocates nothing once the generation's
-/// storage has grown; [`TraceLog::events`] builds the public [`TraceEvent`]s.
+/// so copies its key (one reference count) at most once per generation, and allocates nothing
+/// once the generation's storage has grown; [`TraceLog::events`] builds the public
+/// [`TraceEvent`]s.
 #[derive(Clone, Debug)]
 pub(crate) struct TraceLog {
     limit: usize,
@@ -561,15 +562,14 @@ impl TraceLog {
         }
     }
 
-    /// Keep at least the last `limit` events (at least 1) and at most twice that from now on:
-    /// a lower limit drops the oldest events beyond it at once.
+    /// Keep at least the last `limit` events (at least 1, at most 2^30) and at most twice that
+    /// from now on: a lower limit drops the oldest events beyond it at once.
     pub(crate) fn set_limit(&mut self, limit: usize) {
         self.limit = limit.clamp(1, MAX_LIMIT);
         self.make_room();
-        // The current generation now holds fewer than `limit`; the old one keeps the newest
-        // events up to twice the limit in all (its key and kind tables stay until it is dropped).
-        let room = (2 * self.limit).saturating_sub(self.current.events.len());
-        let excess = self.old.events.len().saturating_sub(room);
+        // Each generation holds at most `limit` events again: the current one does now, the old
+        // one keeps its newest `limit` (its key and kind tables stay until it is dropped).
+        let excess = self.old.events.len().saturating_sub(self.limit);
         self.old.events.drain(..excess);
     }
 
@@ -671,19 +671,36 @@ mod tests {
     }
 
     proptest! {
-        /// R23's bounded trace: whatever mix of plain and remembered-key recordings, the log holds
-        /// exactly the most recent events, each with the key it was recorded for, at least
-        /// `limit` of them (once that many were recorded) and at most twice that.
+        /// R23's bounded trace: whatever mix of plain and remembered-key recordings and limit
+        /// changes, the log holds exactly the most recent events, each with the key it was
+        /// recorded for, at least `limit` of them (once that many were recorded since the limit
+        /// last dropped some) and at most twice that.
         #[test]
         fn log_holds_the_most_recent_events_with_their_keys(
-            limit in 1usize..8,
-            ops in proptest::collection::vec((0usize..4, any::<bool>()), 0..60),
+            first_limit in 1usize..8,
+            ops in proptest::collection::vec(
+                (0usize..4, any::<bool>(), proptest::option::weighted(0.1, 1usize..8)),
+                0..80,
+            ),
         ) {
             let keys: Vec<CacheKey> = (0..4).map(|k| CacheKey::verbatim(format!("k({k})"))).collect();
             let mut known = [TraceKeyRef::default(); 4];
+            let mut limit = first_limit;
             let mut log = TraceLog::new(limit);
             let mut all = Vec::new();
-            for (n, &(k, remembered)) in ops.iter().enumerate() {
+            // How many of the newest events the log must hold.
+            let mut owed = 0usize;
+            for (n, &(k, remembered, new_limit)) in ops.iter().enumerate() {
+                if let Some(new_limit) = new_limit {
+                    let before = log.len();
+                    limit = new_limit;
+                    log.set_limit(limit);
+                    let held = log.events();
+                    prop_assert!(held.len() <= 2 * limit, "{} events, limit {}", held.len(), limit);
+                    prop_assert!(held.len() >= before.min(limit));
+                    prop_assert_eq!(&held[..], &all[all.len() - held.len()..]);
+                    owed = held.len().min(limit);
+                }
                 let at = n as u64;
                 if remembered {
                     log.record_update_for(at, &keys[k], &mut known[k], UpdateSource::Lifecycle);
@@ -692,10 +709,11 @@ mod tests {
                 }
                 let recorded = if remembered { updated(UpdateSource::Lifecycle) } else { kind(at) };
                 all.push(TraceEvent { at_ms: at, key: keys[k].clone(), kind: recorded });
+                owed = (owed + 1).min(limit);
                 let held = log.events();
                 prop_assert_eq!(held.len(), log.len());
-                prop_assert!(held.len() <= 2 * limit);
-                prop_assert!(held.len() >= limit.min(all.len()));
+                prop_assert!(held.len() <= 2 * limit, "{} events, limit {}", held.len(), limit);
+                prop_assert!(held.len() >= owed, "{} events, {} owed", held.len(), owed);
                 prop_assert_eq!(&held[..], &all[all.len() - held.len()..]);
             }
             let taken = log.take();
@@ -734,15 +752,27 @@ mod tests {
             let held_before = log.len();
             log.set_limit(after);
             let held: Vec<u64> = log.events().iter().map(|e| e.at_ms).collect();
-            // As many of the newest as twice the new limit allows.
-            assert_eq!(
-                held.len(),
-                held_before.min(2 * after),
-                "{before} -> {after}"
+            // The newest events, the new limit's worth if there were as many, at most twice it.
+            assert!(
+                held.len() <= 2 * after,
+                "{before} -> {after}: {}",
+                held.len()
             );
+            assert!(held.len() >= after.min(held_before), "{before} -> {after}");
             assert_eq!(held, ((100 - held.len() as u64)..100).collect::<Vec<_>>());
-            log.record(100, &key, kind(100));
-            assert_eq!(log.events().last().map(|e| e.at_ms), Some(100));
+            // And the bounds hold as events keep coming.
+            let mut owed = held.len();
+            for n in 100..200 {
+                log.record(n, &key, kind(n));
+                owed = (owed + 1).min(after);
+                let len = log.len();
+                assert!(len <= 2 * after, "{before} -> {after}: {len} at {n}");
+                assert!(
+                    len >= owed,
+                    "{before} -> {after}: {len} at {n}, {owed} owed"
+                );
+            }
+            assert_eq!(log.events().last().map(|e| e.at_ms), Some(199));
         }
     }
 
