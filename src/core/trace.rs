@@ -536,6 +536,39 @@ impl Generation {
         self.events.push(Recorded { at_ms, key, kind });
     }
 
+    /// [`Generation::events`], moving the kinds out instead of cloning them: the kinds kept
+    /// aside are in the order of the events that name them (some first ones may belong to
+    /// events a lower limit dropped, and are skipped).
+    fn into_events(self) -> impl Iterator<Item = TraceEvent> {
+        let Generation {
+            keys,
+            events,
+            kinds,
+        } = self;
+        let mut kinds = kinds.into_iter().enumerate();
+        events.into_iter().filter_map(move |r| {
+            let kind = match r.kind.unpack() {
+                Ok(source) => TraceKind::Updated {
+                    source,
+                    patches: None,
+                },
+                // Kinds are appended in event order and only the first ones can have lost
+                // their events (to a lower limit), so the search finds `index` ahead.
+                Err(index) => loop {
+                    let (i, kind) = kinds.next()?;
+                    if i == index {
+                        break kind;
+                    }
+                },
+            };
+            Some(TraceEvent {
+                at_ms: r.at_ms,
+                key: keys.get(r.key as usize)?.clone(),
+                kind,
+            })
+        })
+    }
+
     fn events(&self) -> impl Iterator<Item = TraceEvent> + '_ {
         self.events.iter().map(|r| TraceEvent {
             at_ms: r.at_ms,
@@ -638,9 +671,9 @@ impl TraceLog {
 
     /// The events, oldest first, leaving the log empty and its storage released.
     pub(crate) fn take(&mut self) -> Vec<TraceEvent> {
-        let all = self.events();
-        self.old = Generation::default();
-        self.current = Generation::default();
+        let mut all = Vec::with_capacity(self.len());
+        all.extend(std::mem::take(&mut self.old).into_events());
+        all.extend(std::mem::take(&mut self.current).into_events());
         self.generation += 1;
         all
     }
