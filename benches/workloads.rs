@@ -106,6 +106,11 @@ pub fn mb(bytes: f64) -> f64 {
     (bytes / (1024.0 * 1024.0) * 10.0).round() / 10.0
 }
 
+/// Whole nanoseconds per operation over `done` operations (at least one) in `seconds`.
+pub fn ns_per(seconds: f64, done: usize) -> f64 {
+    (seconds * 1e9 / done.max(1) as f64).round()
+}
+
 /// A field of `/proc/self/status` in kB (`VmHWM` = peak RSS, `VmRSS` = current RSS).
 pub fn proc_status_kb(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -28,7 +28,7 @@ use livecache::core::trace::{
 use livecache::core::{MAX_KEEP_MS, PatchError, Phase, Status};
 use livecache::{
     Added, Api, Arg, BoxError, CacheKey, Data, Endpoint, EntryHandle, EntryRemoved, Error, Keep,
-    KeyOverride, Loaded, QueryState, Refetch, RemovedBeforeLoaded, UpdateError,
+    KeyOverride, Loaded, QueryState, Refetch, RemovedBeforeLoaded, Subscription, UpdateError,
 };
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -1201,9 +1201,19 @@ async fn r11_refetch_never_reruns_the_lifecycle_nor_resolves_data_loaded_twice()
 
 // ===== R14, R7a: handles kept past removal =====
 
-#[tokio::test(start_paused = true)]
-async fn r14_update_after_removal_returns_entry_removed_through_a_kept_handle() -> TestResult {
-    let probe = Probe::<Vec<String>, ()>::new();
+/// A `getMessages` endpoint whose handler keeps its loaded handles in `probe`, and a settled
+/// subscription to `"redux"` (lifetime 1): the api, the endpoint, the key and the subscription.
+async fn loaded_redux(
+    probe: &Arc<Probe<Vec<String>, ()>>,
+) -> Result<
+    (
+        Api,
+        Endpoint<String, Vec<String>>,
+        CacheKey,
+        Subscription<Vec<String>>,
+    ),
+    BoxError,
+> {
     let api = Api::builder().build();
     let ep = api
         .query::<String, Vec<String>>("getMessages")
@@ -1212,9 +1222,17 @@ async fn r14_update_after_removal_returns_entry_removed_through_a_kept_handle() 
         .build()?;
     let arg = "redux".to_owned();
     let key = ep.key(&arg)?;
-    let sub = ep.subscribe(arg.clone())?;
+    let sub = ep.subscribe(arg)?;
     within(sub.loaded()).await?;
     settle().await;
+    Ok((api, ep, key, sub))
+}
+
+#[tokio::test(start_paused = true)]
+async fn r14_update_after_removal_returns_entry_removed_through_a_kept_handle() -> TestResult {
+    let probe = Probe::<Vec<String>, ()>::new();
+    let (api, ep, key, sub) = loaded_redux(&probe).await?;
+    let arg = "redux".to_owned();
     probe.with_handle(1, |h| h.update_cached_data(|d| d.push("hi".into())))?;
     assert_eq!(
         sub.state().data().map(Vec::len),
@@ -1253,17 +1271,8 @@ async fn r14_update_after_removal_returns_entry_removed_through_a_kept_handle() 
 async fn r14_every_clone_of_a_loaded_handle_updates_one_lifetime_and_sees_its_removal() -> TestResult
 {
     let probe = Probe::<Vec<String>, ()>::new();
-    let api = Api::builder().build();
-    let ep = api
-        .query::<String, Vec<String>>("getMessages")
-        .query_fn(|room: String| async move { Ok(vec![format!("welcome to {room}")]) })
-        .on_cache_entry_added(probe.handler())
-        .build()?;
+    let (api, ep, key, sub) = loaded_redux(&probe).await?;
     let arg = "redux".to_owned();
-    let key = ep.key(&arg)?;
-    let sub = ep.subscribe(arg.clone())?;
-    within(sub.loaded()).await?;
-    settle().await;
     let clone = probe.with_handle(1, EntryHandle::clone);
     assert_eq!(clone.lifetime(), 1);
     clone.update_cached_data(|d| d.push("from a clone".into()))?;

@@ -25,7 +25,7 @@ use tokio::sync::Notify;
 use crate::data::{self, FNV_OFFSET, Message};
 use crate::runtime::{recording, tokio_runtime};
 use crate::shared::Probe;
-use crate::{Cfg, heap_bytes, mb, peak_rss_mb};
+use crate::{Cfg, heap_bytes, mb, ns_per, peak_rss_mb};
 
 struct Server {
     url: String,
@@ -309,10 +309,7 @@ pub fn run(cfg: &Cfg) -> Result<Map<String, Value>, String> {
     m.insert("notifications".into(), json!(out.notifications));
     m.insert("heap_used_mb".into(), json!(mb(out.heap as f64)));
     m.insert("peak_rss_mb".into(), json!(out.peak));
-    m.insert(
-        "ns_per_update".into(),
-        json!((out.seconds * 1e9 / out.done.max(1) as f64).round()),
-    );
+    m.insert("ns_per_update".into(), json!(ns_per(out.seconds, out.done)));
     m.insert("workload_hash".into(), json!(hash));
     m.insert("warmup_ok".into(), json!(warm.verified));
     Ok(m)

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::data::{
     self, FNV_OFFSET, Message, Mulberry32, PatchUpdate, SEED_APPEND, SEED_FANOUT, channel_name,
 };
-use crate::{Cfg, mb};
+use crate::{Cfg, mb, ns_per};
 
 /// One update as the feed delivers it.
 pub enum Payload {
@@ -305,10 +305,7 @@ pub fn push_line(cfg: &Cfg, prep: &Prepared, run: &PushRun) -> Map<String, Value
     m.insert("notifications".into(), json!(run.notifications));
     m.insert("heap_used_mb".into(), json!(mb(run.heap_bytes as f64)));
     m.insert("peak_rss_mb".into(), json!(run.peak_rss_mb));
-    m.insert(
-        "ns_per_update".into(),
-        json!((run.seconds * 1e9 / run.done.max(1) as f64).round()),
-    );
+    m.insert("ns_per_update".into(), json!(ns_per(run.seconds, run.done)));
     m.insert("workload_hash".into(), json!(prep.hash));
     if cfg.workload == "patch" {
         m.insert("array_size".into(), json!(cfg.size));
@@ -350,7 +347,7 @@ pub fn churn_line(run: &ChurnRun) -> Map<String, Value> {
     m.insert("peak_rss_mb".into(), json!(run.peak_rss_mb));
     m.insert(
         "ns_per_lifecycle".into(),
-        json!((run.seconds * 1e9 / run.done.max(1) as f64).round()),
+        json!(ns_per(run.seconds, run.done)),
     );
     m.insert("workload_hash".into(), Value::Null);
     m
