@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks side by side: RTK Query, TanStack Query and livecache on the same workloads (W1–W4
-# of ../shared/peers-bench, plus livecache's W5 and floor), printed as one Markdown table.
+# of ../shared/peers-bench, plus livecache's W5 and floor), printed as Markdown tables, then each
+# performance target of docs/performance.md checked on the run (with the floor's own growth).
 #
 #   scripts/compare.sh                      # BUDGET=10 s per workload, RUNS=1: about 3–4 min
 #   BUDGET=60 RUNS=3 scripts/compare.sh     # the peers' budget, three runs: about 25 min
@@ -165,6 +166,42 @@ if (variants.length) {
       + `| ${ns((v) => v.path === 'floor', r)} |`);
   }
 }
+// The issue's targets, checked on this run; each flatness ratio with the floor's own beside it.
+const nsOf = (pred, workload, match) => {
+  const x = variants.find((v) => v.workload === workload && match(v) && pred(v));
+  return x && !x.skipped ? x.ns_per_update ?? x.ns_per_lifecycle ?? null : null;
+};
+const isCore = (v) => v.path === 'core' && v.recording === 'events';
+const isFloor = (v) => v.path === 'floor';
+const growth = (pred, workload, field, small, large) => {
+  const a = nsOf(pred, workload, (v) => v[field] === small);
+  const b = nsOf(pred, workload, (v) => v[field] === large);
+  return a && b ? b / a : null;
+};
+const times = (v) => (v == null ? '–' : `${v.toFixed(2)}×`);
+const verdict = (v, ok) => (v == null ? 'not measured' : ok(v) ? 'met' : 'missed');
+const worst = (vals, pick) => (vals.some((v) => v == null) || !vals.length ? null : pick(...vals));
+const pushRows = base.filter((r) => r.workload !== 'churn');
+const vsRtk = worst(pushRows.map((r) => { const a = rate(find(rtk, r)); return a ? rate(r) / a : null; }), Math.min);
+const w1 = growth(isDefault, 'append', 'updates_per_entry', 1000, 50000);
+const w2 = growth(isDefault, 'fanout', 'entries', 100, 10000);
+const overFloor = worst(base.filter((r) => r.workload === 'append' || r.workload === 'patch').map((r) => {
+  const [a, f] = [nsOf(isDefault, r.workload, (v) => key(v) === key(r)), nsOf(isFloor, r.workload, (v) => key(v) === key(r))];
+  return a && f ? a / f : null;
+}), Math.max);
+const churn = (pred) => worst(variants.filter((v) => v.workload === 'churn' && pred(v) && !v.skipped)
+  .map(rate), Math.min);
+const [w4r, w4c] = [churn(isDefault), churn(isCore)];
+const w5 = ec && ef ? rate(ef) / rate(ec) : null;
+out.push('', 'Targets (docs/performance.md):', '');
+out.push('| target | this run | |', '|---|---|---|');
+out.push(`| ≥ 1,000× RTK on every W1–W3 configuration | lowest ${vsRtk == null ? '–' : `${n0(vsRtk)}×`} | ${verdict(vsRtk, (v) => v >= 1000)} |`);
+out.push(`| W1 U=50,000 within 1.5× of U=1,000 per update | ${times(w1)} (floor ${times(growth(isFloor, 'append', 'updates_per_entry', 1000, 50000))}) | ${verdict(w1, (v) => v <= 1.5)} |`);
+out.push(`| W2 E=10,000 within 1.5× of E=100 per update | ${times(w2)} (core ${times(growth(isCore, 'fanout', 'entries', 100, 10000))}, floor ${times(growth(isFloor, 'fanout', 'entries', 100, 10000))}) | ${verdict(w2, (v) => v <= 1.5)} |`);
+out.push(`| within 3× of the floor on W1 and W3 | at most ${times(overFloor)} | ${verdict(overFloor, (v) => v <= 3)} |`);
+out.push(`| W4 ≥ 100,000 lifecycles/s through the runtime | lowest ${n0(w4r)} | ${verdict(w4r, (v) => v >= 100000)} |`);
+out.push(`| W4 ≥ 1,000,000 lifecycles/s on the core | lowest ${n0(w4c)} | ${verdict(w4c, (v) => v >= 1000000)} |`);
+out.push(`| W5 within 1.3× of the bare socket loop | ${times(w5)} | ${verdict(w5, (v) => v <= 1.3)} |`);
 const bad = [...rtk, ...tan, ...lc].filter((x) => x.verified === false || x.errors);
 if (bad.length) out.push('', `Warning: ${bad.length} configuration(s) not verified or with errors; see the JSON lines.`);
 const hashes = lc.filter(isDefault).map((x) => {
