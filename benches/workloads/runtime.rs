@@ -190,8 +190,9 @@ async fn handler(
             })
             .await;
     } else {
-        let entry = Arc::new(entry);
-        let updater = Arc::clone(&entry);
+        // The listener owns a clone of the handle (docs/api.md's socket-callback pattern); the
+        // handler keeps `entry` for `removed()`.
+        let updater = entry.clone();
         let listener: Listener = Arc::new(move |p: Payload| {
             let result = if patches {
                 updater
