@@ -365,13 +365,22 @@ impl<D: PartialEq, E> Slot<D, E> {
 /// lifetime for the updates that arrive through a lifecycle handle (the streaming hot path), which
 /// so find their entry with one integer lookup. The key text is derived from arguments; its
 /// hash is seeded per process and computed once, when the key is made (see [`CacheKey`]).
+///
+/// The entries themselves sit densely in one `Vec` in the order they were made (a removed
+/// entry's place is reused), and the two maps hold only positions: the maps stay small enough to
+/// stay cached, and entries updated in turn are neighbours in memory instead of scattered over a
+/// hash table's buckets.
 #[derive(Clone, Debug)]
 struct Entries<D, E> {
-    /// Key → the lifetime of its live entry. A key carries its own seeded hash (computed once,
-    /// when the key is made), so a lookup only mixes that number.
-    by_key: IdMap<CacheKey, u64>,
-    /// Lifetime → its key and entry.
-    by_lifetime: IdMap<u64, (CacheKey, Slot<D, E>)>,
+    /// Key → its live entry's position in `slots`. A key carries its own seeded hash (computed
+    /// once, when the key is made), so a lookup only mixes that number.
+    by_key: IdMap<CacheKey, usize>,
+    /// Lifetime → its entry's position in `slots`.
+    by_lifetime: IdMap<u64, usize>,
+    /// Each live entry with its key; `None` where an entry was removed, until a new one reuses it.
+    slots: Vec<Option<(CacheKey, Slot<D, E>)>>,
+    /// The positions in `slots` that are `None`.
+    free: Vec<usize>,
 }
 
 impl<D: PartialEq, E> Entries<D, E> {
@@ -379,54 +388,92 @@ impl<D: PartialEq, E> Entries<D, E> {
         Entries {
             by_key: IdMap::default(),
             by_lifetime: IdMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
         }
     }
     fn len(&self) -> usize {
-        self.by_lifetime.len()
+        self.by_key.len()
     }
     fn is_empty(&self) -> bool {
-        self.by_lifetime.is_empty()
+        self.by_key.is_empty()
     }
     fn contains_key(&self, key: &CacheKey) -> bool {
         self.by_key.contains_key(key)
     }
+    fn slot(&self, position: usize) -> Option<&(CacheKey, Slot<D, E>)> {
+        self.slots.get(position)?.as_ref()
+    }
+    fn slot_mut(&mut self, position: usize) -> Option<&mut (CacheKey, Slot<D, E>)> {
+        self.slots.get_mut(position)?.as_mut()
+    }
     fn get_key_value(&self, key: &CacheKey) -> Option<(&CacheKey, &Slot<D, E>)> {
-        let lifetime = self.by_key.get(key)?;
-        self.by_lifetime.get(lifetime).map(|(k, slot)| (k, slot))
+        let position = *self.by_key.get(key)?;
+        self.slot(position).map(|(k, slot)| (k, slot))
     }
     fn get(&self, key: &CacheKey) -> Option<&Slot<D, E>> {
         self.get_key_value(key).map(|(_, slot)| slot)
     }
     fn get_mut(&mut self, key: &CacheKey) -> Option<&mut Slot<D, E>> {
-        let lifetime = self.by_key.get(key)?;
-        self.by_lifetime.get_mut(lifetime).map(|(_, slot)| slot)
+        let position = *self.by_key.get(key)?;
+        self.slot_mut(position).map(|(_, slot)| slot)
     }
     fn keys(&self) -> impl Iterator<Item = &CacheKey> {
-        self.by_lifetime.values().map(|(key, _)| key)
+        self.slots.iter().flatten().map(|(key, _)| key)
     }
     /// The key of a live lifetime.
     fn key_of(&self, lifetime: u64) -> Option<&CacheKey> {
-        self.by_lifetime.get(&lifetime).map(|(key, _)| key)
+        let position = *self.by_lifetime.get(&lifetime)?;
+        self.slot(position).map(|(key, _)| key)
     }
     /// The key and entry of a live lifetime.
     fn of_lifetime_mut(&mut self, lifetime: u64) -> Option<(&CacheKey, &mut Slot<D, E>)> {
-        self.by_lifetime
-            .get_mut(&lifetime)
-            .map(|(key, slot)| (&*key, slot))
+        let position = *self.by_lifetime.get(&lifetime)?;
+        self.slot_mut(position).map(|(key, slot)| (&*key, slot))
     }
-    /// Insert or replace the entry of `key`.
+    /// Insert or replace the entry of `key` (a new lifetime replaces the key's old one).
     fn insert(&mut self, key: CacheKey, slot: Slot<D, E>) {
+        use std::collections::hash_map::Entry;
         let lifetime = slot.entry.lifetime();
-        if let Some(old) = self.by_key.insert(key.clone(), lifetime)
-            && old != lifetime
-        {
-            self.by_lifetime.remove(&old);
+        let position = match self.by_key.entry(key.clone()) {
+            Entry::Occupied(at) => {
+                let position = *at.get();
+                let old = self.slots.get(position).and_then(Option::as_ref);
+                let old = old.map(|(_, old)| old.entry.lifetime());
+                if old != Some(lifetime) {
+                    if let Some(old) = old {
+                        self.by_lifetime.remove(&old);
+                    }
+                    self.by_lifetime.insert(lifetime, position);
+                }
+                position
+            }
+            Entry::Vacant(at) => {
+                let position = self.free.pop().unwrap_or_else(|| {
+                    self.slots.push(None);
+                    self.slots.len() - 1
+                });
+                at.insert(position);
+                self.by_lifetime.insert(lifetime, position);
+                position
+            }
+        };
+        if let Some(place) = self.slots.get_mut(position) {
+            *place = Some((key, slot));
         }
-        self.by_lifetime.insert(lifetime, (key, slot));
     }
     fn remove_entry(&mut self, key: &CacheKey) -> Option<(CacheKey, Slot<D, E>)> {
-        let lifetime = self.by_key.remove(key)?;
-        self.by_lifetime.remove(&lifetime)
+        let position = self.by_key.remove(key)?;
+        let (key, slot) = self.slots.get_mut(position)?.take()?;
+        self.by_lifetime.remove(&slot.entry.lifetime());
+        if self.by_key.is_empty() {
+            // Nothing live: start again from the front (the capacity is kept).
+            self.slots.clear();
+            self.free.clear();
+        } else {
+            self.free.push(position);
+        }
+        Some((key, slot))
     }
     fn remove(&mut self, key: &CacheKey) -> Option<Slot<D, E>> {
         self.remove_entry(key).map(|(_, slot)| slot)
@@ -1917,5 +1964,124 @@ where
             loaded,
         });
         self.notify(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::Keep;
+    use proptest::prelude::*;
+
+    impl<D: PartialEq, E> Entries<D, E> {
+        /// The store's own invariants: both maps point at live places holding the same key and
+        /// lifetime, every other place is listed free once, and nothing is left over.
+        fn check(&self) -> Result<(), String> {
+            if self.by_key.len() != self.by_lifetime.len() {
+                return Err(format!(
+                    "{} keys but {} lifetimes",
+                    self.by_key.len(),
+                    self.by_lifetime.len()
+                ));
+            }
+            for (key, &position) in &self.by_key {
+                let Some((k, slot)) = self.slot(position) else {
+                    return Err(format!("{key} points at empty place {position}"));
+                };
+                if k != key {
+                    return Err(format!("{key} points at {k}'s place"));
+                }
+                if self.by_lifetime.get(&slot.entry.lifetime()) != Some(&position) {
+                    return Err(format!("{key}'s lifetime does not point at its place"));
+                }
+            }
+            let live = self.slots.iter().filter(|s| s.is_some()).count();
+            let mut free = self.free.clone();
+            free.sort_unstable();
+            free.dedup();
+            let empty: Vec<usize> = (0..self.slots.len())
+                .filter(|&p| self.slots[p].is_none())
+                .collect();
+            if live != self.by_key.len() || free != empty || free.len() != self.free.len() {
+                return Err(format!(
+                    "{live} live places for {} keys; free {:?}, empty {empty:?}",
+                    self.by_key.len(),
+                    self.free
+                ));
+            }
+            Ok(())
+        }
+    }
+
+    /// A key given an entry of a new lifetime (the core removes the old one first; the store
+    /// still copes): the old lifetime no longer finds anything, the new one finds the entry in
+    /// the same place.
+    #[test]
+    fn a_new_lifetime_under_a_key_replaces_the_old_one() {
+        let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+        let ep = cache.add_endpoint("a", EndpointConfig::default());
+        let (a, b) = (CacheKey::verbatim("a(1)"), CacheKey::verbatim("a(2)"));
+        cache.insert(&a, ep, AnyEntry::Loaded(Entry::new(1).load(vec![1], 0)));
+        cache.insert(&b, ep, AnyEntry::Loaded(Entry::new(2).load(vec![2], 0)));
+        cache.insert(&a, ep, AnyEntry::Loaded(Entry::new(3).load(vec![3], 0)));
+        assert_eq!(cache.entries.check(), Ok(()));
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.key_of_lifetime(1), None);
+        assert_eq!(cache.key_of_lifetime(3), Some(&a));
+        assert_eq!(cache.entry(&a).map(|e| e.lifetime), Some(3));
+        assert_eq!(cache.entries.slots.len(), 2, "the key's place was reused");
+    }
+
+    proptest! {
+        /// The entry store stays consistent through any mix of subscribing, loading, streaming,
+        /// unsubscribing, removal at the deadline, explicit removal, upserts and resets over a
+        /// few keys (places are reused, and the store starts again from the front when empty).
+        #[test]
+        fn entry_store_stays_consistent(ops in proptest::collection::vec((0u8..8, 0usize..3), 0..120)) {
+            let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+            let keep_0 = EndpointConfig { keep: Some(Keep::For(0)), has_lifecycle: true };
+            let ep = cache.add_endpoint("a", keep_0);
+            let keys: Vec<CacheKey> = (0..3).map(|k| CacheKey::verbatim(format!("a({k})"))).collect();
+            let mut subs: Vec<Vec<SubscriptionId>> = vec![Vec::new(); 3];
+            let mut now = 0;
+            for (op, k) in ops {
+                now += 1;
+                let key = &keys[k];
+                match op {
+                    0 | 1 => subs[k].push(cache.subscribe(now, ep, key, Refetch::IfMissing)),
+                    2 => {
+                        if let Some(sub) = subs[k].pop() {
+                            cache.unsubscribe(now, sub);
+                        }
+                    }
+                    3 => {
+                        let lifetime = cache.entry(key).map(|e| e.lifetime);
+                        if let Some(lifetime) = lifetime {
+                            let _ = cache.update_cached(now, lifetime, false, |d| d.push(1));
+                        }
+                    }
+                    4 => cache.upsert(now, ep, key, vec![2]),
+                    5 => {
+                        cache.remove(now, key);
+                    }
+                    6 => cache.handle_timeout(now),
+                    _ => {
+                        if k == 0 {
+                            cache.reset(now);
+                        }
+                    }
+                }
+                // Answer every request at once, so entries load.
+                while let Some(effect) = cache.poll_effect() {
+                    if let Effect::StartRequest { key, request } = effect {
+                        cache.fulfil(now, &key, request, vec![0]);
+                    }
+                }
+                if let Err(broken) = cache.entries.check() {
+                    prop_assert!(false, "after op {op} on key {k}: {broken}");
+                }
+                prop_assert_eq!(cache.len(), cache.keys().len());
+            }
+        }
     }
 }
