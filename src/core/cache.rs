@@ -462,10 +462,40 @@ impl<D: PartialEq, E> Entries<D, E> {
             *place = Some((key, slot));
         }
     }
-    fn remove_entry(&mut self, key: &CacheKey) -> Option<(CacheKey, Slot<D, E>)> {
-        let position = self.by_key.remove(key)?;
-        let (key, slot) = self.slots.get_mut(position)?.take()?;
-        self.by_lifetime.remove(&slot.entry.lifetime());
+    /// Take the entry of `key` out by value for a typestate transition and put back the one `f`
+    /// returns, in the same place: `f` must keep the entry's lifetime. The maps are not touched.
+    /// If `f` panics (a core user's recipe), the entry is gone from the store, as it would be had
+    /// it been removed first, and the panic goes on.
+    fn transition<R>(
+        &mut self,
+        key: &CacheKey,
+        f: impl FnOnce(Slot<D, E>) -> (Slot<D, E>, R),
+    ) -> Option<R> {
+        let position = *self.by_key.get(key)?;
+        let (owned_key, slot) = self.slots.get_mut(position)?.take()?;
+        let lifetime = slot.entry.lifetime();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(slot))) {
+            Ok((slot, result)) => {
+                debug_assert_eq!(
+                    slot.entry.lifetime(),
+                    lifetime,
+                    "a transition keeps the lifetime"
+                );
+                if let Some(place) = self.slots.get_mut(position) {
+                    *place = Some((owned_key, slot));
+                }
+                Some(result)
+            }
+            Err(panic) => {
+                self.by_key.remove(key);
+                self.by_lifetime.remove(&lifetime);
+                self.free_place(position);
+                std::panic::resume_unwind(panic)
+            }
+        }
+    }
+    /// `position` no longer holds an entry.
+    fn free_place(&mut self, position: usize) {
         if self.by_key.is_empty() {
             // Nothing live: start again from the front (the capacity is kept).
             self.slots.clear();
@@ -473,6 +503,12 @@ impl<D: PartialEq, E> Entries<D, E> {
         } else {
             self.free.push(position);
         }
+    }
+    fn remove_entry(&mut self, key: &CacheKey) -> Option<(CacheKey, Slot<D, E>)> {
+        let position = self.by_key.remove(key)?;
+        let (key, slot) = self.slots.get_mut(position)?.take()?;
+        self.by_lifetime.remove(&slot.entry.lifetime());
+        self.free_place(position);
         Some((key, slot))
     }
     fn remove(&mut self, key: &CacheKey) -> Option<Slot<D, E>> {
@@ -1224,15 +1260,12 @@ where
         };
         match self.entries.get(&key).map(|slot| slot.entry.phase()) {
             Some(Phase::Loaded) => {
-                let Some((owned_key, mut slot)) = self.entries.remove_entry(&key) else {
-                    return Err(UpdateError::NotLive);
-                };
-                if let AnyEntry::Loaded(e) = slot.entry {
-                    slot.entry = AnyEntry::Streaming(e.start_streaming());
-                } else {
-                    return Err(UpdateError::NotLive);
-                }
-                self.entries.insert(owned_key, slot);
+                self.entries.transition(&key, |mut slot| {
+                    if let AnyEntry::Loaded(e) = slot.entry {
+                        slot.entry = AnyEntry::Streaming(e.start_streaming());
+                    }
+                    (slot, ())
+                });
             }
             Some(Phase::Streaming) => {}
             Some(_) => return Err(UpdateError::NotLoaded),
@@ -1579,37 +1612,35 @@ where
             }
             return;
         }
-        let Some((key, mut slot)) = self.entries.remove_entry(key) else {
-            return;
-        };
-        slot.entry = match slot.entry {
-            AnyEntry::Loaded(e) => match e.update(recipe) {
-                Updated::Unchanged(e) => AnyEntry::Loaded(e),
-                Updated::Changed(e) => {
-                    slot.version += 1;
-                    AnyEntry::Streaming(e)
-                }
-            },
-            other => other,
-        };
-        self.entries.insert(key, slot);
+        self.entries.transition(key, |mut slot| {
+            slot.entry = match slot.entry {
+                AnyEntry::Loaded(e) => match e.update(recipe) {
+                    Updated::Unchanged(e) => AnyEntry::Loaded(e),
+                    Updated::Changed(e) => {
+                        slot.version += 1;
+                        AnyEntry::Streaming(e)
+                    }
+                },
+                other => other,
+            };
+            (slot, ())
+        });
     }
 
     /// Replace the data of a Loaded or Streaming entry as an update; it is then Streaming.
     fn overwrite_data(&mut self, key: &CacheKey, data: D) {
-        let Some((key, mut slot)) = self.entries.remove_entry(key) else {
-            return;
-        };
-        slot.entry = match slot.entry {
-            AnyEntry::Loaded(e) => AnyEntry::Streaming(e.overwrite(data)),
-            AnyEntry::Streaming(mut e) => {
-                e.overwrite(data);
-                AnyEntry::Streaming(e)
-            }
-            loading @ AnyEntry::Loading(_) => loading,
-        };
-        slot.version += 1;
-        self.entries.insert(key, slot);
+        self.entries.transition(key, |mut slot| {
+            slot.entry = match slot.entry {
+                AnyEntry::Loaded(e) => AnyEntry::Streaming(e.overwrite(data)),
+                AnyEntry::Streaming(mut e) => {
+                    e.overwrite(data);
+                    AnyEntry::Streaming(e)
+                }
+                loading @ AnyEntry::Loading(_) => loading,
+            };
+            slot.version += 1;
+            (slot, ())
+        });
     }
 }
 
@@ -1844,23 +1875,30 @@ where
 
     /// Data from a request (`Some(request)`) or an upsert (`None`) for a live entry.
     fn receive(&mut self, key: &CacheKey, request: Option<u64>, data: D) {
-        let Some((owned_key, mut slot)) = self.entries.remove_entry(key) else {
+        let Some(endpoint) = self.entries.get(key).map(|slot| slot.endpoint) else {
             return;
         };
-        if request.is_some() {
-            slot.entry.settle();
-        }
-        let endpoint = slot.endpoint;
-        let lifetime = slot.entry.lifetime();
-        let (entry, data_changed, first) = slot.entry.receive(data, self.now);
-        let first_data = (first && self.wants_data_loaded(endpoint))
-            .then(|| entry.data().cloned())
-            .flatten();
-        slot.entry = entry;
-        if data_changed {
-            slot.version += 1;
-        }
-        self.entries.insert(owned_key, slot);
+        let wants_data = self.wants_data_loaded(endpoint);
+        let now = self.now;
+        let Some((lifetime, data_changed, first, first_data)) =
+            self.entries.transition(key, |mut slot| {
+                if request.is_some() {
+                    slot.entry.settle();
+                }
+                let lifetime = slot.entry.lifetime();
+                let (entry, data_changed, first) = slot.entry.receive(data, now);
+                let first_data = (first && wants_data)
+                    .then(|| entry.data().cloned())
+                    .flatten();
+                slot.entry = entry;
+                if data_changed {
+                    slot.version += 1;
+                }
+                (slot, (lifetime, data_changed, first, first_data))
+            })
+        else {
+            return;
+        };
         let kind = match request {
             Some(request) => TraceKind::RequestFulfilled {
                 request,
@@ -2030,6 +2068,28 @@ mod tests {
         assert_eq!(cache.key_of_lifetime(3), Some(&a));
         assert_eq!(cache.entry(&a).map(|e| e.lifetime), Some(3));
         assert_eq!(cache.entries.slots.len(), 2, "the key's place was reused");
+    }
+
+    /// A core user's recipe that panics during a transition (here Loaded → Streaming) takes
+    /// the entry with it, and the store stays consistent for the other entries.
+    #[test]
+    fn a_panicking_transition_leaves_the_store_consistent() {
+        let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+        let ep = cache.add_endpoint("a", EndpointConfig::default());
+        let (a, b) = (CacheKey::verbatim("a(1)"), CacheKey::verbatim("a(2)"));
+        cache.upsert(0, ep, &a, vec![1]);
+        cache.upsert(0, ep, &b, vec![2]);
+        let lifetime = cache.entry(&a).map(|e| e.lifetime).unwrap_or_default();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cache.update_cached(1, lifetime, false, |_| panic!("recipe"))
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(cache.entries.check(), Ok(()));
+        assert!(cache.entry(&a).is_none());
+        assert_eq!(cache.entry(&b).and_then(|e| e.data.cloned()), Some(vec![2]));
+        cache.upsert(2, ep, &a, vec![3]);
+        assert_eq!(cache.entries.check(), Ok(()));
+        assert_eq!(cache.len(), 2);
     }
 
     proptest! {
