@@ -1,8 +1,8 @@
 //! W1–W4 through the tokio runtime's public API, the way the peers drive RTK Query: an endpoint
 //! with `keep_unused_data_for(0)`, a query function returning the initial data, and an
 //! `on_cache_entry_added` handler that waits for `data_loaded()`, attaches a listener to a fake
-//! push source (the feed) calling `update_cached_data` on every message, then waits for
-//! `removed()` and detaches.
+//! push source (the feed) that owns a clone of the `Loaded` handle and calls
+//! `update_cached_data` on every message, then waits for `removed()` and detaches.
 
 use std::collections::HashMap;
 use std::pin::pin;
