@@ -96,16 +96,19 @@ fn cases() -> u32 {
         .unwrap_or(1_000)
 }
 
-prop_state_machine! {
-    #![proptest_config(ProptestConfig {
-        cases: cases(),
+/// `cases` sequences, failures persisted in `regressions` (under `proptest-regressions/`).
+fn config(cases: u32, regressions: &'static str) -> ProptestConfig {
+    ProptestConfig {
+        cases,
         // Shrinking prints every failing attempt; keep the output readable.
         max_shrink_iters: 4_096,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/model_equivalence.txt",
-        ))),
-        .. ProptestConfig::default()
-    })]
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(regressions))),
+        ..ProptestConfig::default()
+    }
+}
+
+prop_state_machine! {
+    #![proptest_config(config(cases(), "proptest-regressions/model_equivalence.txt"))]
 
     /// R1–R20 at the core level: the core and the model agree after every op.
     #[test]
@@ -190,14 +193,10 @@ impl StateMachineTest for LimitedSystem {
 }
 
 prop_state_machine! {
-    #![proptest_config(ProptestConfig {
-        cases: cases() / 4,
-        max_shrink_iters: 4_096,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/model_equivalence_bounded.txt",
-        ))),
-        .. ProptestConfig::default()
-    })]
+    #![proptest_config(config(
+        cases() / 4,
+        "proptest-regressions/model_equivalence_bounded.txt"
+    ))]
 
     /// R23 with a bounded trace: through any op sequence, the core's log, rotated many times at
     /// a limit of 1–6 events, holds exactly the newest events of the model's whole trace (keys
