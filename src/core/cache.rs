@@ -440,12 +440,7 @@ impl<D: PartialEq, E> Entries<D, E> {
                 let position = *at.get();
                 let old = self.slots.get(position).and_then(Option::as_ref);
                 let old = old.map(|(_, old)| old.entry.lifetime());
-                if old != Some(lifetime) {
-                    if let Some(old) = old {
-                        self.by_lifetime.remove(&old);
-                    }
-                    self.by_lifetime.insert(lifetime, position);
-                }
+                self.relink(old, lifetime, position);
                 position
             }
             Entry::Vacant(at) => {
@@ -483,10 +478,7 @@ impl<D: PartialEq, E> Entries<D, E> {
                 }
                 // Transitions keep the lifetime (entry.rs copies it through every state); should
                 // one not, the lifetime map follows rather than pointing at the wrong entry.
-                if now_lifetime != lifetime {
-                    self.by_lifetime.remove(&lifetime);
-                    self.by_lifetime.insert(now_lifetime, position);
-                }
+                self.relink(Some(lifetime), now_lifetime, position);
                 Some(result)
             }
             Err(panic) => {
@@ -496,6 +488,16 @@ impl<D: PartialEq, E> Entries<D, E> {
                 std::panic::resume_unwind(panic)
             }
         }
+    }
+    /// The entry at `position` now has lifetime `new` (it had `old`, if any).
+    fn relink(&mut self, old: Option<u64>, new: u64, position: usize) {
+        if old == Some(new) {
+            return;
+        }
+        if let Some(old) = old {
+            self.by_lifetime.remove(&old);
+        }
+        self.by_lifetime.insert(new, position);
     }
     /// `position` no longer holds an entry.
     fn free_place(&mut self, position: usize) {
@@ -1265,26 +1267,24 @@ where
         let Some(key) = self.entries.key_of(lifetime).cloned() else {
             return Err(UpdateError::NotLive);
         };
-        match self.entries.get(&key).map(|slot| slot.entry.phase()) {
-            Some(Phase::Loaded) => {
-                let started = self.entries.transition(&key, |mut slot| match slot.entry {
-                    AnyEntry::Loaded(e) => {
-                        slot.entry = AnyEntry::Streaming(e.start_streaming());
-                        (slot, true)
-                    }
-                    other => {
-                        slot.entry = other;
-                        (slot, false)
-                    }
-                });
-                if started != Some(true) {
-                    return Err(UpdateError::NotLoaded);
+        let attached = self.entries.transition(&key, |mut slot| {
+            let attached = match slot.entry {
+                AnyEntry::Loaded(e) => {
+                    slot.entry = AnyEntry::Streaming(e.start_streaming());
+                    Ok(())
                 }
-            }
-            Some(Phase::Streaming) => {}
-            Some(_) => return Err(UpdateError::NotLoaded),
-            None => return Err(UpdateError::NotLive),
-        }
+                streaming @ AnyEntry::Streaming(_) => {
+                    slot.entry = streaming;
+                    Ok(())
+                }
+                loading @ AnyEntry::Loading(_) => {
+                    slot.entry = loading;
+                    Err(UpdateError::NotLoaded)
+                }
+            };
+            (slot, attached)
+        });
+        attached.unwrap_or(Err(UpdateError::NotLive))?;
         self.record(
             self.now,
             &key,
@@ -1889,30 +1889,31 @@ where
 
     /// Data from a request (`Some(request)`) or an upsert (`None`) for a live entry.
     fn receive(&mut self, key: &CacheKey, request: Option<u64>, data: D) {
-        let Some(endpoint) = self.entries.get(key).map(|slot| slot.endpoint) else {
-            return;
-        };
-        let wants_data = self.wants_data_loaded(endpoint);
         let now = self.now;
-        let Some((lifetime, data_changed, first, first_data)) =
+        let Some((endpoint, lifetime, data_changed, first)) =
             self.entries.transition(key, |mut slot| {
                 if request.is_some() {
                     slot.entry.settle();
                 }
                 let lifetime = slot.entry.lifetime();
                 let (entry, data_changed, first) = slot.entry.receive(data, now);
-                let first_data = (first && wants_data)
-                    .then(|| entry.data().cloned())
-                    .flatten();
                 slot.entry = entry;
                 if data_changed {
                     slot.version += 1;
                 }
-                (slot, (lifetime, data_changed, first, first_data))
+                let endpoint = slot.endpoint;
+                (slot, (endpoint, lifetime, data_changed, first))
             })
         else {
             return;
         };
+        let first_data = (first && self.wants_data_loaded(endpoint))
+            .then(|| {
+                self.entries
+                    .get(key)
+                    .and_then(|slot| slot.entry.data().cloned())
+            })
+            .flatten();
         let kind = match request {
             Some(request) => TraceKind::RequestFulfilled {
                 request,
@@ -2068,6 +2069,15 @@ mod tests {
         }
     }
 
+    /// A core user's `update_cached` whose recipe panics (the runtime catches its own); whether
+    /// the panic came out.
+    fn update_panics(cache: &mut Cache<Vec<u8>>, now: u64, lifetime: u64) -> bool {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cache.update_cached(now, lifetime, false, |_| panic!("recipe"))
+        }))
+        .is_err()
+    }
+
     /// A key given an entry of a new lifetime (the core removes the old one first; the store
     /// still copes): the old lifetime no longer finds anything, the new one finds the entry in
     /// the same place.
@@ -2097,10 +2107,7 @@ mod tests {
         cache.upsert(0, ep, &a, vec![1]);
         cache.upsert(0, ep, &b, vec![2]);
         let lifetime = cache.entry(&a).map(|e| e.lifetime).unwrap_or_default();
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            cache.update_cached(1, lifetime, false, |_| panic!("recipe"))
-        }));
-        assert!(panicked.is_err());
+        assert!(update_panics(&mut cache, 1, lifetime));
         assert_eq!(cache.entries.check(), Ok(()));
         assert!(cache.entry(&a).is_none());
         assert_eq!(cache.entry(&b).and_then(|e| e.data.cloned()), Some(vec![2]));
@@ -2123,10 +2130,7 @@ mod tests {
         let a = CacheKey::verbatim("a(1)");
         cache.upsert(0, ep, &a, vec![1]);
         let lifetime = cache.entry(&a).map(|e| e.lifetime).unwrap_or_default();
-        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            cache.update_cached(1, lifetime, false, |_| panic!("recipe"))
-        }));
-        assert!(panicked.is_err());
+        assert!(update_panics(&mut cache, 1, lifetime));
         assert!(cache.is_empty());
         assert_eq!(cache.entries.check(), Ok(()));
     }
@@ -2183,12 +2187,9 @@ mod tests {
                         let _ = cache.patch_query_data(now, key, &append);
                     }
                     _ => {
-                        // A core user's recipe that panics (the runtime catches its own).
                         let lifetime = cache.entry(key).map(|e| e.lifetime);
                         if let Some(lifetime) = lifetime {
-                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                cache.update_cached(now, lifetime, false, |_| panic!("recipe"))
-                            }));
+                            update_panics(&mut cache, now, lifetime);
                         }
                     }
                 }
