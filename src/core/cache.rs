@@ -361,6 +361,31 @@ impl<D: PartialEq, E> Slot<D, E> {
     }
 }
 
+/// Where a lifetime's entry sits in the store, for a driver that updates it often (a lifecycle
+/// handle): an entry keeps its place for its whole lifetime, and a place is reused only by another
+/// lifetime, so checking the lifetime found there is as exact as looking the lifetime up, without
+/// the lookup. Found with [`Cache::lifetime_place`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LifetimePlace {
+    lifetime: u64,
+    position: usize,
+}
+
+impl LifetimePlace {
+    /// The lifetime.
+    pub(crate) fn lifetime(self) -> u64 {
+        self.lifetime
+    }
+
+    /// A place no entry has: every update through it finds the lifetime gone.
+    pub(crate) fn gone(lifetime: u64) -> Self {
+        LifetimePlace {
+            lifetime,
+            position: usize::MAX,
+        }
+    }
+}
+
 /// The live entries: keyed by [`CacheKey`] for every operation that names a key, and by
 /// lifetime for the updates that arrive through a lifecycle handle (the streaming hot path), which
 /// so find their entry with one integer lookup. The key text is derived from arguments; its
@@ -426,10 +451,20 @@ impl<D: PartialEq, E> Entries<D, E> {
         let position = *self.by_lifetime.get(&lifetime)?;
         self.slot(position).map(|(key, _)| key)
     }
-    /// The key and entry of a live lifetime.
-    fn of_lifetime_mut(&mut self, lifetime: u64) -> Option<(&CacheKey, &mut Slot<D, E>)> {
+    /// Where a live lifetime's entry sits: the same place for the whole lifetime.
+    fn place_of(&self, lifetime: u64) -> Option<LifetimePlace> {
         let position = *self.by_lifetime.get(&lifetime)?;
-        self.slot_mut(position).map(|(key, slot)| (&*key, slot))
+        Some(LifetimePlace { lifetime, position })
+    }
+    /// The key and entry at `place`, if its lifetime is still live there.
+    fn at_place(&self, place: LifetimePlace) -> Option<(&CacheKey, &Slot<D, E>)> {
+        let (key, slot) = self.slot(place.position)?;
+        (slot.entry.lifetime() == place.lifetime).then_some((key, slot))
+    }
+    /// [`Entries::at_place`], mutably.
+    fn at_place_mut(&mut self, place: LifetimePlace) -> Option<(&CacheKey, &mut Slot<D, E>)> {
+        let (key, slot) = self.slot_mut(place.position)?;
+        (slot.entry.lifetime() == place.lifetime).then_some((&*key, slot))
     }
     /// Insert or replace the entry of `key` (a new lifetime replaces the key's old one).
     fn insert(&mut self, key: CacheKey, slot: Slot<D, E>) {
@@ -1392,72 +1427,117 @@ where
         want_patches: bool,
         recipe: impl FnOnce(&mut Draft<'_, D>),
     ) -> Result<Option<PatchSet>, UpdateError> {
-        self.update_lifetime(now, lifetime, want_patches, recipe, true)
-            .map(|(patches, _)| patches)
+        self.advance(now);
+        // Looked up after `advance`, which may have removed it.
+        let place = self
+            .entries
+            .place_of(lifetime)
+            .ok_or(UpdateError::NotLive)?;
+        self.update_placed(place, want_patches, recipe)
     }
 
-    /// [`Cache::update_cached`] without patches, for a driver that wakes the lifetime's
+    /// Where `lifetime`'s entry sits, if it is live, for [`Cache::update_cached_at`].
+    pub(crate) fn lifetime_place(&self, lifetime: u64) -> Option<LifetimePlace> {
+        self.entries.place_of(lifetime)
+    }
+
+    /// [`Cache::update_cached`] of the lifetime at `place`, found without a lookup.
+    pub(crate) fn update_cached_at(
+        &mut self,
+        now: u64,
+        place: LifetimePlace,
+        want_patches: bool,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) -> Result<Option<PatchSet>, UpdateError> {
+        self.advance(now);
+        self.update_placed(place, want_patches, recipe)
+    }
+
+    /// [`Cache::update_cached_at`] without patches, for a driver that wakes the lifetime's
     /// subscribers itself: when the update takes the streaming path, the notification the core
     /// decides on is returned (`true`: notify) instead of queued as [`Effect::Notify`]; on any
     /// other path it is queued as usual and `false` is returned.
     pub(crate) fn update_cached_returning_notify(
         &mut self,
         now: u64,
-        lifetime: u64,
+        place: LifetimePlace,
         recipe: impl FnOnce(&mut Draft<'_, D>),
     ) -> Result<bool, UpdateError> {
-        self.update_lifetime(now, lifetime, false, recipe, false)
-            .map(|(_, notify)| notify)
+        self.advance(now);
+        let recipe = match self.update_streaming(place, false, recipe, false) {
+            Ok(notify) => return Ok(notify),
+            Err(recipe) => recipe,
+        };
+        self.update_applied(place, false, recipe).map(|_| false)
     }
 
-    /// Both of the above: `queue` says whether the streaming path queues its notification.
-    fn update_lifetime(
+    /// An update of the lifetime at `place`, time already advanced.
+    fn update_placed(
         &mut self,
-        now: u64,
-        lifetime: u64,
+        place: LifetimePlace,
         want_patches: bool,
         recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) -> Result<Option<PatchSet>, UpdateError> {
+        let recipe = match self.update_streaming(place, want_patches, recipe, true) {
+            Ok(_) => return Ok(None),
+            Err(recipe) => recipe,
+        };
+        let set = self.update_applied(place, want_patches, recipe)?;
+        Ok(want_patches.then(|| set.unwrap_or_default()))
+    }
+
+    /// The streaming hot path: a Streaming entry updated in place, without patches (neither
+    /// wanted nor recorded); the same steps, in the same order, as `apply_update` takes for it.
+    /// Returns whether subscribers are to be notified (queued as an effect if `queue`, else
+    /// left to the caller), or gives the recipe back for [`Cache::update_applied`] when this
+    /// path does not apply.
+    fn update_streaming<F: FnOnce(&mut Draft<'_, D>)>(
+        &mut self,
+        place: LifetimePlace,
+        want_patches: bool,
+        recipe: F,
         queue: bool,
-    ) -> Result<(Option<PatchSet>, bool), UpdateError> {
-        self.advance(now);
-        let need_patches = want_patches || self.config.recording == Recording::EventsWithPatches;
-        if !need_patches
-            && let Some((key, slot)) = self.entries.of_lifetime_mut(lifetime)
-            && let AnyEntry::Streaming(entry) = &mut slot.entry
-        {
-            // The streaming hot path: the entry found by its lifetime, updated in place; the
-            // same steps, in the same order, as `apply_update` takes for it.
-            if !entry.update(recipe) {
-                return Ok((None, false));
-            }
-            slot.version += 1;
-            let notify = slot.mark_notified();
-            let queued = notify && queue;
-            if self.config.recording != Recording::Off {
-                self.trace.record_update_for(
-                    self.now,
-                    key,
-                    &mut slot.trace_key,
-                    UpdateSource::Lifecycle,
-                );
-            }
-            if queued {
-                // The effects, not `self`: `key` borrows the entries.
-                queue_notify(&mut self.effects, key);
-            }
-            return Ok((None, notify && !queue));
+    ) -> Result<bool, F> {
+        if want_patches || self.config.recording == Recording::EventsWithPatches {
+            return Err(recipe);
         }
-        let Some(key) = self.entries.key_of(lifetime).cloned() else {
+        let Some((key, slot)) = self.entries.at_place_mut(place) else {
+            return Err(recipe);
+        };
+        let AnyEntry::Streaming(entry) = &mut slot.entry else {
+            return Err(recipe);
+        };
+        if !entry.update(recipe) {
+            return Ok(false);
+        }
+        slot.version += 1;
+        let notify = slot.mark_notified();
+        if self.config.recording != Recording::Off {
+            self.trace.record_update_for(
+                self.now,
+                key,
+                &mut slot.trace_key,
+                UpdateSource::Lifecycle,
+            );
+        }
+        if notify && queue {
+            // The effects, not `self`: `key` borrows the entries.
+            queue_notify(&mut self.effects, key);
+        }
+        Ok(notify && !queue)
+    }
+
+    /// Any other update of the lifetime at `place`, through the typestate transitions.
+    fn update_applied(
+        &mut self,
+        place: LifetimePlace,
+        want_patches: bool,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) -> Result<Option<PatchSet>, UpdateError> {
+        let Some(key) = self.entries.at_place(place).map(|(key, _)| key.clone()) else {
             return Err(UpdateError::NotLive);
         };
         self.apply_update(&key, UpdateSource::Lifecycle, want_patches, recipe)
-            .map(|set| {
-                if want_patches {
-                    (Some(set.unwrap_or_default()), false)
-                } else {
-                    (None, false)
-                }
-            })
     }
 
     /// `update_query_data` (R18): on an absent entry or one without data the recipe is not
@@ -2133,6 +2213,137 @@ mod tests {
         assert!(update_panics(&mut cache, 1, lifetime));
         assert!(cache.is_empty());
         assert_eq!(cache.entries.check(), Ok(()));
+    }
+
+    /// A place remembered for a lifetime whose entry was removed, and then reused by another
+    /// lifetime, finds nothing: the update is refused as for a lifetime that is not live, and
+    /// the entry now at that place is untouched.
+    #[test]
+    fn a_remembered_place_of_a_removed_lifetime_finds_nothing() {
+        let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+        let ep = cache.add_endpoint("a", EndpointConfig::default());
+        let (a, b) = (CacheKey::verbatim("a(1)"), CacheKey::verbatim("a(2)"));
+        cache.upsert(0, ep, &a, vec![1]);
+        let lifetime = cache.entry(&a).map(|e| e.lifetime).unwrap_or_default();
+        let Some(place) = cache.lifetime_place(lifetime) else {
+            panic!("a live lifetime has a place");
+        };
+        assert_eq!(
+            cache.update_cached_at(1, place, false, |d| d.push(2)),
+            Ok(None)
+        );
+        assert!(cache.remove(2, &a));
+        cache.upsert(3, ep, &b, vec![7]);
+        let b_lifetime = cache.entry(&b).map_or(0, |e| e.lifetime);
+        let b_place = cache.lifetime_place(b_lifetime).map(|p| p.position);
+        assert_eq!(b_place, Some(place.position), "the place was reused");
+        assert_eq!(
+            cache.update_cached_at(4, place, false, |d| d.push(3)),
+            Err(UpdateError::NotLive)
+        );
+        assert_eq!(
+            cache.update_cached_returning_notify(4, place, |d| d.push(3)),
+            Err(UpdateError::NotLive)
+        );
+        assert_eq!(
+            cache.update_cached_at(4, LifetimePlace::gone(lifetime), false, |d| d.push(3)),
+            Err(UpdateError::NotLive)
+        );
+        assert_eq!(cache.entry(&b).and_then(|e| e.data.cloned()), Some(vec![7]));
+    }
+
+    /// One op of [`an_update_at_a_remembered_place_is_an_update_of_its_lifetime`] other than the
+    /// update, then every request answered; a new subscription's id.
+    fn step(
+        cache: &mut Cache<Vec<u8>>,
+        now: u64,
+        op: u8,
+        key: &CacheKey,
+        last_sub: Option<SubscriptionId>,
+    ) -> Option<SubscriptionId> {
+        let mut new_sub = None;
+        match op {
+            0 | 1 => new_sub = Some(cache.subscribe(now, EndpointId(0), key, Refetch::IfMissing)),
+            2 => {
+                if let Some(sub) = last_sub {
+                    cache.unsubscribe(now, sub);
+                }
+            }
+            3 => {
+                cache.remove(now, key);
+            }
+            4 => cache.handle_timeout(now),
+            5 => {
+                if let Some(lifetime) = cache.entry(key).map(|e| e.lifetime) {
+                    let _ = cache.stream_attached(now, lifetime, 0);
+                }
+            }
+            _ => {}
+        }
+        while let Some(effect) = cache.poll_effect() {
+            if let Effect::StartRequest { key, request } = effect {
+                cache.fulfil(now, &key, request, vec![0]);
+            }
+        }
+        new_sub
+    }
+
+    proptest! {
+        /// An update through a place remembered when its lifetime was first seen (what a
+        /// lifecycle handle holds) does exactly what an update naming the lifetime does, whether
+        /// the lifetime is still live or its place was freed or reused: the same result, the
+        /// same entries and the same trace, op after op.
+        #[test]
+        fn an_update_at_a_remembered_place_is_an_update_of_its_lifetime(
+            ops in proptest::collection::vec((0u8..8, 0usize..3, 0usize..8), 0..100)
+        ) {
+            let keep_0 = EndpointConfig { keep: Some(Keep::For(0)), has_lifecycle: true };
+            let mut by_lifetime: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+            let mut by_place: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+            by_lifetime.add_endpoint("a", keep_0);
+            by_place.add_endpoint("a", keep_0);
+            let keys: Vec<CacheKey> = (0..3).map(|k| CacheKey::verbatim(format!("a({k})"))).collect();
+            let mut subs: Vec<Vec<SubscriptionId>> = vec![Vec::new(); 3];
+            // Every lifetime seen, with its place when first seen.
+            let mut seen: Vec<(u64, LifetimePlace)> = Vec::new();
+            let mut now = 0;
+            for (op, k, l) in ops {
+                now += 1;
+                let last = if op == 2 { subs[k].pop() } else { None };
+                let a = step(&mut by_lifetime, now, op, &keys[k], last);
+                let b = step(&mut by_place, now, op, &keys[k], last);
+                prop_assert_eq!(a, b);
+                subs[k].extend(b);
+                if op >= 6 && !seen.is_empty() {
+                    let (lifetime, place) = seen[l % seen.len()];
+                    let a = by_lifetime.update_cached(now, lifetime, false, |d| d.push(1));
+                    let b = if op == 6 {
+                        by_place.update_cached_at(now, place, false, |d| d.push(1))
+                    } else {
+                        by_place
+                            .update_cached_returning_notify(now, place, |d| d.push(1))
+                            .map(|_| None)
+                    };
+                    prop_assert_eq!(a, b, "update of lifetime {}", lifetime);
+                }
+                for key in &keys {
+                    let lifetime = by_place.entry(key).map(|e| e.lifetime);
+                    if let Some(lifetime) = lifetime
+                        && !seen.iter().any(|(l, _)| *l == lifetime)
+                        && let Some(place) = by_place.lifetime_place(lifetime)
+                    {
+                        seen.push((lifetime, place));
+                    }
+                }
+                let entries = |c: &Cache<Vec<u8>>| -> Vec<_> {
+                    keys.iter()
+                        .map(|k| c.entry(k).map(|e| (e.lifetime, e.phase, e.data.cloned())))
+                        .collect()
+                };
+                prop_assert_eq!(entries(&by_lifetime), entries(&by_place));
+                prop_assert_eq!(by_lifetime.trace(), by_place.trace());
+            }
+        }
     }
 
     proptest! {

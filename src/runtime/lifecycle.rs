@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, oneshot};
 
 use crate::core::UpdateError as CoreUpdateError;
+use crate::core::cache::LifetimePlace;
 use crate::core::entry::Draft;
 use crate::core::key::CacheKey;
 use crate::core::patch::PatchSet;
@@ -110,7 +111,8 @@ pub struct DataLoaded<T, M = ()> {
 pub struct EntryHandle<S: HandleState, T, M = ()> {
     pub(crate) shared: Arc<Shared>,
     pub(crate) key: CacheKey,
-    pub(crate) lifetime: u64,
+    /// The lifetime and where the core keeps its entry.
+    pub(crate) place: LifetimePlace,
     /// Closed when the lifetime ends (it never has permits): resolves `removed` (R14). Updates
     /// do not touch it, so a task waiting for removal is not woken by them.
     removal: Arc<Semaphore>,
@@ -125,7 +127,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
         EntryHandle {
             shared: start.shared,
             key: start.key,
-            lifetime: start.lifetime,
+            place: start.place,
             removal: start.removal,
             changed: start.changed,
             state: Added {
@@ -169,7 +171,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
         let EntryHandle {
             shared,
             key,
-            lifetime,
+            place,
             removal,
             changed,
             state,
@@ -181,7 +183,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
         let handle = EntryHandle {
             shared,
             key,
-            lifetime,
+            place,
             removal,
             changed,
             state: Loaded(()),
@@ -247,7 +249,7 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # Ok(()) }
     /// ```
     pub fn lifetime(&self) -> u64 {
-        self.lifetime
+        self.place.lifetime()
     }
 
     /// The entry's current state (RTK's `getCacheEntry()`); `Uninitialized` once removed.
@@ -276,7 +278,7 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # Ok(()) }
     /// ```
     pub fn cache_entry(&self) -> QueryState<T> {
-        read_state(&self.shared.lock(), &self.key, Some(self.lifetime))
+        read_state(&self.shared.lock(), &self.key, Some(self.place.lifetime()))
     }
 
     /// Resolves once the entry has left the cache (RTK's `cacheEntryRemoved`, R14). Borrows the
@@ -380,7 +382,7 @@ impl<T, M> Clone for EntryHandle<Loaded, T, M> {
         EntryHandle {
             shared: Arc::clone(&self.shared),
             key: self.key.clone(),
-            lifetime: self.lifetime,
+            place: self.place,
             removal: Arc::clone(&self.removal),
             changed: self.changed.clone(),
             state: Loaded(()),
@@ -428,12 +430,12 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
     ) -> Result<(), UpdateError> {
         // The steps of `update_each` for one message, written out: going through it costs the
         // hot path about 30 instructions (3.5 %) per update, the payload being moved more.
-        let lifetime = self.lifetime;
+        let place = self.place;
         let (result, panicked) = self.shared.with_lifetime(&self.hint(), |state, now| {
             let mut panicked = None;
             let result = state
                 .cache
-                .update_cached_returning_notify(now, lifetime, |outer| {
+                .update_cached_returning_notify(now, place, |outer| {
                     panicked = run_typed_recipe(outer, recipe);
                 });
             let notify = matches!(result, Ok(true));
@@ -477,10 +479,10 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         &self,
         recipe: impl FnOnce(&mut Draft<'_, T>),
     ) -> Result<PatchSet, UpdateError> {
-        let lifetime = self.lifetime;
+        let place = self.place;
         let (result, panicked) = self.shared.with_lifetime(&self.hint(), |state, now| {
             let mut panicked = None;
-            let result = state.cache.update_cached(now, lifetime, true, |outer| {
+            let result = state.cache.update_cached_at(now, place, true, |outer| {
                 panicked = run_typed_recipe(outer, recipe);
             });
             ((result.map(Option::unwrap_or_default), panicked), false)
@@ -492,7 +494,7 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
 impl<S: HandleState, T, M> EntryHandle<S, T, M> {
     fn hint(&self) -> Hint<'_> {
         Hint {
-            lifetime: self.lifetime,
+            lifetime: self.place.lifetime(),
             changed: &self.changed,
         }
     }
@@ -507,7 +509,7 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         messages: impl IntoIterator<Item = Msg>,
         apply: &mut impl FnMut(&mut Draft<'_, T>, Msg),
     ) -> (u64, Result<(), UpdateError>) {
-        let lifetime = self.lifetime;
+        let place = self.place;
         self.shared.with_lifetime(&self.hint(), |state, now| {
             let mut applied = 0;
             let mut notify = false;
@@ -515,7 +517,7 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
                 let mut panicked = None;
                 let result = state
                     .cache
-                    .update_cached_returning_notify(now, lifetime, |outer| {
+                    .update_cached_returning_notify(now, place, |outer| {
                         panicked = run_typed_recipe(outer, |draft| apply(draft, message));
                     });
                 notify |= result.as_ref().is_ok_and(|notify| *notify);
@@ -568,7 +570,7 @@ impl<S: HandleState + std::fmt::Debug, T, M> std::fmt::Debug for EntryHandle<S, 
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EntryHandle")
             .field("key", &self.key)
-            .field("lifetime", &self.lifetime)
+            .field("lifetime", &self.place.lifetime())
             .field("state", &self.state)
             .finish()
     }

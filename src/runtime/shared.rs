@@ -13,6 +13,7 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::core::cache::LifetimePlace;
 use crate::core::ids::IdMap;
 use crate::core::key::CacheKey;
 use crate::core::trace::HandlerOutcome;
@@ -32,7 +33,7 @@ pub(crate) type Fetch = Arc<
 pub(crate) struct LifecycleStart {
     pub(crate) shared: Arc<Shared>,
     pub(crate) key: CacheKey,
-    pub(crate) lifetime: u64,
+    pub(crate) place: LifetimePlace,
     pub(crate) loaded: oneshot::Receiver<LoadedMsg>,
     /// Closed when the lifetime ends.
     pub(crate) removal: Arc<Semaphore>,
@@ -280,10 +281,11 @@ impl Shared {
                         rt.removal
                             .get_or_insert_with(|| Arc::new(Semaphore::new(0))),
                     );
+                    let place = state.cache.lifetime_place(lifetime);
                     let start_with = LifecycleStart {
                         shared: Arc::clone(self),
                         key: key.clone(),
-                        lifetime,
+                        place: place.unwrap_or(LifetimePlace::gone(lifetime)),
                         loaded,
                         removal,
                         changed: rt.changed.notifier(),

@@ -116,7 +116,7 @@ impl Recorder {
         Recorder {
             shared: Arc::clone(&handle.shared),
             key: handle.key.clone(),
-            lifetime: handle.lifetime,
+            lifetime: handle.place.lifetime(),
             applied: 0,
             skipped: 0,
         }
@@ -335,7 +335,7 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         E: StreamError,
         F: FnMut(&mut Draft<'_, T>, Msg),
     {
-        let lifetime = self.lifetime;
+        let lifetime = self.place.lifetime();
         let count = buffered.len();
         let attached = self
             .shared

@@ -21,7 +21,7 @@ fn forge_handle(entry: &EntryHandle<Added, Messages>) -> EntryHandle<Loaded, Mes
     EntryHandle {
         shared: anything(),
         key: entry.key().clone(),
-        lifetime: entry.lifetime(),
+        place: anything(),
         removal: anything(),
         changed: anything(),
         state: anything(),
