@@ -387,8 +387,9 @@ impl LifetimePlace {
 }
 
 /// The live entries: keyed by [`CacheKey`] for every operation that names a key, and by
-/// lifetime for the updates that arrive through a lifecycle handle (the streaming hot path), which
-/// so find their entry with one integer lookup. The key text is derived from arguments; its
+/// lifetime for the operations that name a lifetime. The updates that arrive through a lifecycle
+/// handle (the streaming hot path) need no lookup at all: the handle holds its entry's place
+/// ([`LifetimePlace`]), which an entry keeps for its whole lifetime. The key text is derived from arguments; its
 /// hash is seeded per process and computed once, when the key is made (see [`CacheKey`]).
 ///
 /// The entries themselves sit densely in one `Vec` in the order they were made (a removed
