@@ -389,8 +389,9 @@ impl LifetimePlace {
 /// The live entries: keyed by [`CacheKey`] for every operation that names a key, and by
 /// lifetime for the operations that name a lifetime. The updates that arrive through a lifecycle
 /// handle (the streaming hot path) need no lookup at all: the handle holds its entry's place
-/// ([`LifetimePlace`]), which an entry keeps for its whole lifetime. The key text is derived from arguments; its
-/// hash is seeded per process and computed once, when the key is made (see [`CacheKey`]).
+/// ([`LifetimePlace`]), which an entry keeps for its whole lifetime. The key text is derived from
+/// arguments; its hash is seeded per process and computed once, when the key is made (see
+/// [`CacheKey`]).
 ///
 /// The entries themselves sit densely in one `Vec` in the order they were made (a removed
 /// entry's place is reused), and the two maps hold only positions: the maps stay small enough to
@@ -2238,6 +2239,18 @@ mod tests {
         let b_lifetime = cache.entry(&b).map_or(0, |e| e.lifetime);
         let b_place = cache.lifetime_place(b_lifetime).map(|p| p.position);
         assert_eq!(b_place, Some(place.position), "the place was reused");
+        for _ in 0..2 {
+            // Loaded, then Streaming: both the general path and the hot path refuse it.
+            assert_eq!(
+                cache.update_cached_at(4, place, false, |d| d.push(3)),
+                Err(UpdateError::NotLive)
+            );
+            assert_eq!(
+                cache.update_cached(4, b_lifetime, false, |d| d.push(8)),
+                Ok(None)
+            );
+        }
+        assert_eq!(cache.entry(&b).map(|e| e.phase), Some(Phase::Streaming));
         assert_eq!(
             cache.update_cached_at(4, place, false, |d| d.push(3)),
             Err(UpdateError::NotLive)
@@ -2250,7 +2263,10 @@ mod tests {
             cache.update_cached_at(4, LifetimePlace::gone(lifetime), false, |d| d.push(3)),
             Err(UpdateError::NotLive)
         );
-        assert_eq!(cache.entry(&b).and_then(|e| e.data.cloned()), Some(vec![7]));
+        assert_eq!(
+            cache.entry(&b).and_then(|e| e.data.cloned()),
+            Some(vec![7, 8, 8])
+        );
     }
 
     /// One op of [`an_update_at_a_remembered_place_is_an_update_of_its_lifetime`] other than the
