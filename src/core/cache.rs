@@ -1841,6 +1841,7 @@ where
     D: CacheData,
     E: fmt::Display,
 {
+    #[inline(always)]
     fn record(&mut self, at_ms: u64, key: &CacheKey, kind: TraceKind) {
         if self.config.recording != Recording::Off {
             self.trace.record(at_ms, key, kind);

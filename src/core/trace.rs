@@ -435,10 +435,14 @@ const MAX_LIMIT: usize = 1 << 30;
 /// its key is an index into its generation's key table (a key is cloned into the table when it
 /// differs from the last one added, or — for an entry's updates — once per generation, the entry
 /// remembering its index in a [`TraceKeyRef`]), and its kind is stored in the record when it is
-/// an update without patches, otherwise in the generation's table of kinds. Recording an update
-/// so copies its key (one reference count) at most once per generation, and allocates nothing
-/// once the generation's storage has grown; [`TraceLog::events`] builds the public
-/// [`TraceEvent`]s.
+/// an update without patches, otherwise set aside in the generation: whole, in 24 bytes with
+/// nothing to drop, when it holds no text or patches ([`Aside`]: every event of a lifecycle that
+/// loads and ends without an error, but a stream's end, whose reason is text), in the
+/// generation's table of kinds when it does.
+/// Recording an update so copies its key (one reference count) at most once per generation;
+/// recording allocates nothing once the generation's storage has grown, and dropping a
+/// generation only visits its keys and its kinds with text or patches.
+/// [`TraceLog::events`] builds the public [`TraceEvent`]s.
 #[derive(Clone, Debug)]
 pub(crate) struct TraceLog {
     limit: usize,
@@ -463,7 +467,9 @@ struct Generation {
     /// The keys named by this generation's events, by index (a key may appear more than once).
     keys: Vec<CacheKey>,
     events: Vec<Recorded>,
-    /// The kinds not stored in their [`Recorded`].
+    /// The kinds not stored in their [`Recorded`], by index.
+    aside: Vec<Aside>,
+    /// The kinds with text or patches, by index, in the order of their events.
     kinds: Vec<TraceKind>,
 }
 
@@ -476,8 +482,8 @@ struct Recorded {
 }
 
 /// An event's kind in 32 bits: an update without patches — most events of a streaming entry —
-/// is stored whole (its source in the low two bits, 1 to 3); any other kind sits in the
-/// generation's `kinds`, at the index in the upper 30 bits (low bits 0).
+/// is stored whole (its source in the low two bits, 1 to 3); any other kind is set aside in the
+/// generation's `aside`, at the index in the upper 30 bits (low bits 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Packed(u32);
 
@@ -490,7 +496,8 @@ impl Packed {
         })
     }
 
-    /// `index` < 2^30: there are fewer kinds than events, and fewer events than [`MAX_LIMIT`].
+    /// `index` < 2^30: fewer kinds are set aside than there are events, and there are fewer
+    /// events than [`MAX_LIMIT`].
     fn other(index: u32) -> Self {
         Packed(index << 2)
     }
@@ -506,6 +513,212 @@ impl Packed {
     }
 }
 
+/// A kind set aside from its record ([`Packed`]): whole when it holds no text or patches (the
+/// same fields as its [`TraceKind`], with nothing to drop), otherwise the index of the kind in
+/// its generation's `kinds`. An update without patches is one too, on its way into its record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Aside {
+    EntryAdded {
+        lifetime: u64,
+        cause: AddCause,
+    },
+    Subscribed {
+        subscription: u64,
+        subscribers: usize,
+    },
+    Unsubscribed {
+        subscription: u64,
+        subscribers: usize,
+    },
+    LifecycleStarted {
+        lifetime: u64,
+    },
+    RequestStarted {
+        request: u64,
+    },
+    RequestJoined {
+        request: u64,
+    },
+    RequestFulfilled {
+        request: u64,
+        data_changed: bool,
+    },
+    ResultIgnored {
+        request: u64,
+    },
+    /// `request` is meaningful when `by_request` (an `Option<u64>` would take 8 more bytes).
+    DataLoaded {
+        lifetime: u64,
+        request: u64,
+        by_request: bool,
+    },
+    Upserted {
+        data_changed: bool,
+    },
+    RemovalScheduled {
+        deadline_ms: u64,
+    },
+    RemovalCancelled,
+    RequestAborted {
+        request: u64,
+    },
+    EntryRemoved {
+        lifetime: u64,
+        cause: RemoveCause,
+        loaded: bool,
+    },
+    StreamAttached {
+        lifetime: u64,
+        buffered: usize,
+    },
+    /// `LifecycleEnded` with [`HandlerOutcome::Finished`].
+    LifecycleFinished {
+        lifetime: u64,
+    },
+    /// `Updated` without patches: never kept in `aside`, its record holds it ([`Packed`]).
+    Updated {
+        source: UpdateSource,
+    },
+    /// Any other kind: its index in the generation's `kinds` (< 2^30, like the events).
+    Kept(u32),
+}
+
+impl Aside {
+    /// `kind` set aside whole, or given back when it holds text or patches. Inlined, so that
+    /// where the kind is known this is no work at all.
+    #[inline(always)]
+    fn of(kind: TraceKind) -> Result<Aside, TraceKind> {
+        // Only kinds with nothing to drop are set aside, so none is dropped here: this saves a
+        // call of the kind's drop glue per event, where the compiler keeps it even though the
+        // kind is known. (Were a kind with text set aside by mistake, its text would leak; a
+        // test checks that none is.)
+        let kind = std::mem::ManuallyDrop::new(kind);
+        Ok(match *kind {
+            TraceKind::EntryAdded { lifetime, cause } => Aside::EntryAdded { lifetime, cause },
+            TraceKind::Subscribed {
+                subscription,
+                subscribers,
+            } => Aside::Subscribed {
+                subscription,
+                subscribers,
+            },
+            TraceKind::Unsubscribed {
+                subscription,
+                subscribers,
+            } => Aside::Unsubscribed {
+                subscription,
+                subscribers,
+            },
+            TraceKind::LifecycleStarted { lifetime } => Aside::LifecycleStarted { lifetime },
+            TraceKind::RequestStarted { request } => Aside::RequestStarted { request },
+            TraceKind::RequestJoined { request } => Aside::RequestJoined { request },
+            TraceKind::RequestFulfilled {
+                request,
+                data_changed,
+            } => Aside::RequestFulfilled {
+                request,
+                data_changed,
+            },
+            TraceKind::ResultIgnored { request } => Aside::ResultIgnored { request },
+            TraceKind::DataLoaded { lifetime, request } => Aside::DataLoaded {
+                lifetime,
+                request: request.unwrap_or(0),
+                by_request: request.is_some(),
+            },
+            TraceKind::Upserted { data_changed } => Aside::Upserted { data_changed },
+            TraceKind::RemovalScheduled { deadline_ms } => Aside::RemovalScheduled { deadline_ms },
+            TraceKind::RemovalCancelled => Aside::RemovalCancelled,
+            TraceKind::RequestAborted { request } => Aside::RequestAborted { request },
+            TraceKind::EntryRemoved {
+                lifetime,
+                cause,
+                loaded,
+            } => Aside::EntryRemoved {
+                lifetime,
+                cause,
+                loaded,
+            },
+            TraceKind::StreamAttached { lifetime, buffered } => {
+                Aside::StreamAttached { lifetime, buffered }
+            }
+            TraceKind::LifecycleEnded {
+                lifetime,
+                outcome: HandlerOutcome::Finished,
+            } => Aside::LifecycleFinished { lifetime },
+            TraceKind::Updated {
+                source,
+                patches: None,
+            } => Aside::Updated { source },
+            _ => return Err(std::mem::ManuallyDrop::into_inner(kind)),
+        })
+    }
+
+    /// The kind set aside whole, or the index of the one kept in `kinds`.
+    fn kind(self) -> Result<TraceKind, usize> {
+        Ok(match self {
+            Aside::EntryAdded { lifetime, cause } => TraceKind::EntryAdded { lifetime, cause },
+            Aside::Subscribed {
+                subscription,
+                subscribers,
+            } => TraceKind::Subscribed {
+                subscription,
+                subscribers,
+            },
+            Aside::Unsubscribed {
+                subscription,
+                subscribers,
+            } => TraceKind::Unsubscribed {
+                subscription,
+                subscribers,
+            },
+            Aside::LifecycleStarted { lifetime } => TraceKind::LifecycleStarted { lifetime },
+            Aside::RequestStarted { request } => TraceKind::RequestStarted { request },
+            Aside::RequestJoined { request } => TraceKind::RequestJoined { request },
+            Aside::RequestFulfilled {
+                request,
+                data_changed,
+            } => TraceKind::RequestFulfilled {
+                request,
+                data_changed,
+            },
+            Aside::ResultIgnored { request } => TraceKind::ResultIgnored { request },
+            Aside::DataLoaded {
+                lifetime,
+                request,
+                by_request,
+            } => TraceKind::DataLoaded {
+                lifetime,
+                request: by_request.then_some(request),
+            },
+            Aside::Upserted { data_changed } => TraceKind::Upserted { data_changed },
+            Aside::RemovalScheduled { deadline_ms } => TraceKind::RemovalScheduled { deadline_ms },
+            Aside::RemovalCancelled => TraceKind::RemovalCancelled,
+            Aside::RequestAborted { request } => TraceKind::RequestAborted { request },
+            Aside::EntryRemoved {
+                lifetime,
+                cause,
+                loaded,
+            } => TraceKind::EntryRemoved {
+                lifetime,
+                cause,
+                loaded,
+            },
+            Aside::StreamAttached { lifetime, buffered } => {
+                TraceKind::StreamAttached { lifetime, buffered }
+            }
+            Aside::LifecycleFinished { lifetime } => TraceKind::LifecycleEnded {
+                lifetime,
+                outcome: HandlerOutcome::Finished,
+            },
+            Aside::Updated { source } => TraceKind::Updated {
+                source,
+                patches: None,
+            },
+            Aside::Kept(index) => return Err(index as usize),
+        })
+    }
+}
+
 impl Generation {
     /// Add `key` to the key table, returning its index.
     fn add_key(&mut self, key: &CacheKey) -> u32 {
@@ -518,31 +731,31 @@ impl Generation {
     fn clear(&mut self) {
         self.keys.clear();
         self.events.clear();
+        self.aside.clear();
         self.kinds.clear();
     }
 
-    fn push(&mut self, at_ms: u64, key: u32, kind: TraceKind) {
-        let kind = match kind {
-            TraceKind::Updated {
-                source,
-                patches: None,
-            } => Packed::updated(source),
+    /// Append an event whose kind is `aside` (an update without patches is stored in the record).
+    fn push(&mut self, at_ms: u64, key: u32, aside: Aside) {
+        let kind = match aside {
+            Aside::Updated { source } => Packed::updated(source),
             other => {
-                let index = self.kinds.len() as u32;
-                self.kinds.push(other);
+                let index = self.aside.len() as u32;
+                self.aside.push(other);
                 Packed::other(index)
             }
         };
         self.events.push(Recorded { at_ms, key, kind });
     }
 
-    /// [`Generation::events`], moving the kinds out instead of cloning them: the kinds kept
-    /// aside are in the order of the events that name them (some first ones may belong to
-    /// events a lower limit dropped, and are skipped).
+    /// [`Generation::events`], moving the kinds with text or patches out instead of cloning
+    /// them: those are in the order of the events that name them (some first ones may belong
+    /// to events a lower limit dropped, and are skipped).
     fn into_events(self) -> impl Iterator<Item = TraceEvent> {
         let Generation {
             keys,
             events,
+            aside,
             kinds,
         } = self;
         let mut kinds = kinds.into_iter().enumerate();
@@ -552,13 +765,16 @@ impl Generation {
                     source,
                     patches: None,
                 },
-                // Kinds are appended in event order and only the first ones can have lost
-                // their events (to a lower limit), so the search finds `index` ahead.
-                Err(index) => loop {
-                    let (i, kind) = kinds.next()?;
-                    if i == index {
-                        break kind;
-                    }
+                Err(index) => match aside.get(index)?.kind() {
+                    Ok(kind) => kind,
+                    // Kinds are appended in event order and only the first ones can have lost
+                    // their events (to a lower limit), so the search finds `index` ahead.
+                    Err(index) => loop {
+                        let (i, kind) = kinds.next()?;
+                        if i == index {
+                            break kind;
+                        }
+                    },
                 },
             };
             Some(TraceEvent {
@@ -578,7 +794,10 @@ impl Generation {
                     source,
                     patches: None,
                 },
-                Err(index) => self.kinds[index].clone(),
+                Err(index) => match self.aside[index].kind() {
+                    Ok(kind) => kind,
+                    Err(index) => self.kinds[index].clone(),
+                },
             },
         })
     }
@@ -608,7 +827,17 @@ impl TraceLog {
 
     /// Append an event. When the current generation is full it becomes the old one and the old
     /// one is dropped (its storage is reused).
+    ///
+    /// Inlined: where the kind is known, the kind set aside is built in place.
+    #[inline(always)]
     pub(crate) fn record(&mut self, at_ms: u64, key: &CacheKey, kind: TraceKind) {
+        match Aside::of(kind) {
+            Ok(aside) => self.record_aside(at_ms, key, aside),
+            Err(kept) => self.record_kept(at_ms, key, kept),
+        }
+    }
+
+    fn record_aside(&mut self, at_ms: u64, key: &CacheKey, aside: Aside) {
         self.make_room();
         let generation = &mut self.current;
         // Events for one key tend to come in runs (a subscription: added, subscribed, lifecycle
@@ -617,7 +846,16 @@ impl TraceLog {
             Some(last) if last == key => generation.keys.len() as u32 - 1,
             _ => generation.add_key(key),
         };
-        generation.push(at_ms, key, kind);
+        generation.push(at_ms, key, aside);
+    }
+
+    /// A kind with text or patches goes to the current generation's `kinds`.
+    fn record_kept(&mut self, at_ms: u64, key: &CacheKey, kind: TraceKind) {
+        self.make_room();
+        // Fewer kinds than events: the index fits (see `Packed::other`).
+        let index = self.current.kinds.len() as u32;
+        self.current.kinds.push(kind);
+        self.record_aside(at_ms, key, Aside::Kept(index));
     }
 
     /// Record `TraceKind::Updated { source, patches: None }` for a key whose place in the log
@@ -691,16 +929,111 @@ mod tests {
         }
     }
 
-    /// Kinds stored whole in a record and kinds kept aside, mixed.
+    /// Kinds stored whole in a record, set aside whole and kept with their text or patches,
+    /// mixed.
     fn kind(n: u64) -> TraceKind {
-        match n % 3 {
+        match n % 5 {
             0 => TraceKind::RequestStarted { request: n },
             1 => updated(UpdateSource::UpdateQueryData),
+            2 => TraceKind::DataLoaded {
+                lifetime: n,
+                request: n.is_multiple_of(2).then_some(n + 1),
+            },
+            3 => TraceKind::RequestRejected {
+                request: n,
+                error: format!("error {n}"),
+            },
             _ => TraceKind::Updated {
                 source: UpdateSource::PatchQueryData,
                 patches: Some(PatchSet::default()),
             },
         }
+    }
+
+    /// One of each kind (and of each variant inside a kind that changes where it is kept).
+    fn every_kind() -> Vec<TraceKind> {
+        let outcomes = [
+            HandlerOutcome::Finished,
+            HandlerOutcome::Failed { error: "e".into() },
+            HandlerOutcome::Panicked {
+                message: "p".into(),
+            },
+        ];
+        let mut kinds = vec![
+            TraceKind::EntryAdded {
+                lifetime: u64::MAX,
+                cause: AddCause::Upsert,
+            },
+            TraceKind::Subscribed {
+                subscription: 3,
+                subscribers: usize::MAX,
+            },
+            TraceKind::Unsubscribed {
+                subscription: u64::MAX,
+                subscribers: 0,
+            },
+            TraceKind::LifecycleStarted { lifetime: 5 },
+            TraceKind::RequestStarted { request: 6 },
+            TraceKind::RequestJoined { request: 7 },
+            TraceKind::RequestFulfilled {
+                request: 8,
+                data_changed: true,
+            },
+            TraceKind::RequestRejected {
+                request: 9,
+                error: "refused".into(),
+            },
+            TraceKind::ResultIgnored { request: 10 },
+            TraceKind::DataLoaded {
+                lifetime: 11,
+                request: Some(0),
+            },
+            TraceKind::DataLoaded {
+                lifetime: 11,
+                request: None,
+            },
+            TraceKind::Upserted {
+                data_changed: false,
+            },
+            updated(UpdateSource::Lifecycle),
+            TraceKind::Updated {
+                source: UpdateSource::UpdateQueryData,
+                patches: Some(PatchSet::default()),
+            },
+            TraceKind::RemovalScheduled {
+                deadline_ms: 60_000,
+            },
+            TraceKind::RemovalCancelled,
+            TraceKind::RequestAborted { request: 12 },
+            TraceKind::EntryRemoved {
+                lifetime: 13,
+                cause: RemoveCause::Reset,
+                loaded: true,
+            },
+            TraceKind::StreamAttached {
+                lifetime: 14,
+                buffered: 15,
+            },
+            TraceKind::StreamSkipped {
+                lifetime: 16,
+                reason: "bad frame".into(),
+            },
+            TraceKind::StreamEnded {
+                lifetime: 17,
+                reason: "closed".into(),
+                applied: 18,
+                skipped: 19,
+            },
+        ];
+        kinds.extend(
+            outcomes
+                .into_iter()
+                .map(|outcome| TraceKind::LifecycleEnded {
+                    lifetime: 20,
+                    outcome,
+                }),
+        );
+        kinds
     }
 
     proptest! {
@@ -756,6 +1089,52 @@ mod tests {
             log.record_update_for(1_000, &keys[0], &mut known[0], UpdateSource::UpdateQueryData);
             prop_assert_eq!(&log.events()[0].key, &keys[0]);
         }
+    }
+
+    #[test]
+    fn every_kind_comes_back_as_it_was_recorded_read_or_taken() {
+        let key = CacheKey::verbatim("a(1)");
+        let mut log = TraceLog::new(1_000);
+        let kinds = every_kind();
+        for (n, kind) in kinds.iter().enumerate() {
+            log.record(n as u64, &key, kind.clone());
+        }
+        let read: Vec<TraceKind> = log.events().into_iter().map(|e| e.kind).collect();
+        assert_eq!(read, kinds);
+        let taken: Vec<TraceKind> = log.take().into_iter().map(|e| e.kind).collect();
+        assert_eq!(taken, kinds);
+    }
+
+    #[test]
+    fn only_kinds_with_text_or_patches_are_kept_with_a_drop() {
+        for kind in every_kind() {
+            let holds_heap = matches!(
+                &kind,
+                TraceKind::RequestRejected { .. }
+                    | TraceKind::StreamSkipped { .. }
+                    | TraceKind::StreamEnded { .. }
+                    | TraceKind::Updated {
+                        patches: Some(_),
+                        ..
+                    }
+                    | TraceKind::LifecycleEnded {
+                        outcome: HandlerOutcome::Failed { .. } | HandlerOutcome::Panicked { .. },
+                        ..
+                    }
+            );
+            match Aside::of(kind.clone()) {
+                Ok(aside) => {
+                    assert!(!holds_heap, "{kind} set aside whole");
+                    assert_eq!(aside.kind(), Ok(kind));
+                }
+                Err(back) => {
+                    assert!(holds_heap, "{kind} kept");
+                    assert_eq!(back, kind);
+                }
+            }
+        }
+        assert!(std::mem::size_of::<Aside>() <= 24);
+        assert!(!std::mem::needs_drop::<Aside>());
     }
 
     #[test]
