@@ -2367,12 +2367,17 @@ mod tests {
     proptest! {
         /// The entry store stays consistent through any mix of subscribing, loading, streaming,
         /// unsubscribing, removal at the deadline, explicit removal, upserts and resets over a
-        /// few keys (places are reused, and the store starts again from the front when empty).
+        /// few keys (places are reused, and the store starts again from the front when empty),
+        /// and every entry's deadline is armed. A keep of 0–3 ms on a 1-ms step leaves deadlines
+        /// pending across operations.
         #[test]
-        fn entry_store_stays_consistent(ops in proptest::collection::vec((0u8..11, 0usize..3), 0..120)) {
+        fn entry_store_stays_consistent(
+            ops in proptest::collection::vec((0u8..11, 0usize..3), 0..120),
+            keep in prop_oneof![Just(0u64), 1u64..4],
+        ) {
             let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
-            let keep_0 = EndpointConfig { keep: Some(Keep::For(0)), has_lifecycle: true };
-            let ep = cache.add_endpoint("a", keep_0);
+            let keep = EndpointConfig { keep: Some(Keep::For(keep)), has_lifecycle: true };
+            let ep = cache.add_endpoint("a", keep);
             let keys: Vec<CacheKey> = (0..3).map(|k| CacheKey::verbatim(format!("a({k})"))).collect();
             let mut subs: Vec<Vec<SubscriptionId>> = vec![Vec::new(); 3];
             let append: Patch = serde_json::from_value(serde_json::json!([
@@ -2430,6 +2435,14 @@ mod tests {
                 }
                 if let Err(broken) = cache.entries.check() {
                     prop_assert!(false, "after op {op} on key {k}: {broken}");
+                }
+                // The set of deadlines may also hold the stale deadline of an entry a panicking
+                // recipe took away (expiring skips it).
+                for key in &keys {
+                    if let Some((at, seq)) = cache.entries.get(key).and_then(|slot| slot.deadline) {
+                        let armed = (at, seq, key.clone());
+                        prop_assert!(cache.deadlines.contains(&armed), "after op {op} on key {k}");
+                    }
                 }
             }
         }

@@ -859,7 +859,8 @@ impl TraceLog {
     }
 
     /// Record `TraceKind::Updated { source, patches: None }` for a key whose place in the log
-    /// `known` remembers (and is updated): the streaming hot path.
+    /// `known` remembers (and is updated): the streaming hot path, inlined into it.
+    #[inline]
     pub(crate) fn record_update_for(
         &mut self,
         at_ms: u64,
@@ -881,6 +882,7 @@ impl TraceLog {
         });
     }
 
+    #[inline]
     fn make_room(&mut self) {
         if self.current.events.len() >= self.limit {
             self.rotate();
@@ -888,6 +890,9 @@ impl TraceLog {
     }
 
     /// The current generation becomes the old one; the old one is dropped (its storage reused).
+    /// Once per `limit` events: kept out of the recording paths.
+    #[cold]
+    #[inline(never)]
     fn rotate(&mut self) {
         std::mem::swap(&mut self.old, &mut self.current);
         self.current.clear();
