@@ -3,6 +3,31 @@
 //! The core takes events with the current time and returns effects; it never blocks, spawns,
 //! sleeps or reads a clock (the quinn-proto shape). See `docs/semantics.md` for the exact
 //! behaviour of every operation.
+//!
+//! A driver feeds it events and carries out its effects:
+//!
+//! ```
+//! use livecache::core::{Cache, Effect, EndpointConfig, Phase, Refetch, key::CacheKey};
+//! let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+//! let ep = cache.add_endpoint("messages", EndpointConfig::default());
+//! let key = CacheKey::verbatim("messages(1)");
+//! let sub = cache.subscribe(0, ep, &key, Refetch::IfMissing);
+//! // The core asks for the data; the driver fetches it and reports the result.
+//! let mut request = None;
+//! while let Some(effect) = cache.poll_effect() {
+//!     if let Effect::StartRequest { request: id, .. } = effect {
+//!         request = Some(id);
+//!     }
+//! }
+//! cache.fulfil(5, &key, request.unwrap_or_default(), vec![1, 2]);
+//! let entry = cache.entry(&key).unwrap();
+//! assert_eq!((entry.phase, entry.data), (Phase::Loaded, Some(&vec![1, 2])));
+//! // The last subscriber leaves: the entry stays for its keep time (60 s), then goes.
+//! cache.unsubscribe(10, sub);
+//! assert_eq!(cache.poll_timeout(), Some(60_010));
+//! cache.handle_timeout(60_010);
+//! assert!(cache.entry(&key).is_none());
+//! ```
 
 pub mod cache;
 pub mod config;

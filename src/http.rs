@@ -30,6 +30,10 @@ use serde::de::DeserializeOwned;
 use crate::runtime::BoxError;
 
 /// The default request timeout (30 s).
+///
+/// ```
+/// assert_eq!(livecache::http::DEFAULT_TIMEOUT, std::time::Duration::from_secs(30));
+/// ```
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why an HTTP query failed.
@@ -159,7 +163,10 @@ impl HttpQuery {
 
     /// GET `path(arg)` (relative to the base URL) and decode the JSON body as `T`: a query
     /// function for [`EndpointBuilder::query_fn`](crate::runtime::EndpointBuilder::query_fn). An error
-    /// status is an [`HttpError::Status`] with the body.
+    /// status is an [`HttpError::Status`] with the body. The path is resolved as a browser
+    /// resolves a link (`../` goes up, `?` starts a query), so percent-encode argument text you
+    /// put into it; a path naming another scheme, host or port is an [`HttpError::Url`], never
+    /// requested.
     ///
     /// ```
     /// let http = livecache::http::HttpQuery::new("http://127.0.0.1:3000/")?;
@@ -197,15 +204,28 @@ impl HttpQuery {
     {
         let inner = Arc::clone(&self.inner);
         move |arg| {
-            let url = inner.base.join(&path(&arg));
+            let url = relative_url(&inner.base, &path(&arg));
             let client = inner.client.clone();
             async move {
-                let url = url.map_err(|e| HttpError::Url(e.to_string()))?;
+                let url = url?;
                 Ok(fetch_json(&client, url).await?)
             }
             .boxed()
         }
     }
+}
+
+/// `path` resolved against `base`, as a browser would; a path that names another scheme, host or
+/// port (`http://elsewhere/…`, `//elsewhere/…`) is refused rather than requested.
+fn relative_url(base: &Url, path: &str) -> Result<Url, HttpError> {
+    let url = base.join(path).map_err(|e| HttpError::Url(e.to_string()))?;
+    if url.origin() != base.origin() {
+        return Err(HttpError::Url(format!(
+            "{path:?} leaves the base URL's origin ({})",
+            base.origin().ascii_serialization()
+        )));
+    }
+    Ok(url)
 }
 
 async fn fetch_json<T: DeserializeOwned>(

@@ -1,5 +1,20 @@
 //! The tokio runtime: the [`Api`] users call. It turns the sans-IO core's effects into tasks and
 //! futures and decides no rule of its own (every decision is the core's).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), livecache::Error> {
+//! use livecache::runtime::Api;
+//! let api = Api::builder().build();
+//! let users = api
+//!     .query::<u32, String>("user")
+//!     .query_fn(|id: u32| async move { Ok(format!("user {id}")) })
+//!     .build()?;
+//! let sub = users.subscribe(1)?;
+//! let data = sub.loaded().await.ok();
+//! assert_eq!(data.as_deref().map(String::as_str), Some("user 1"));
+//! # Ok(()) }
+//! ```
 
 mod api;
 mod endpoint;

@@ -44,7 +44,12 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::runtime::StreamError;
 
-/// The default largest frame payload decoded, in bytes (1 MiB). Larger frames are skipped.
+/// The default largest frame payload decoded, in bytes (1 MiB). Larger frames are skipped;
+/// [`Connect::max_message_bytes`] sets another limit.
+///
+/// ```
+/// assert_eq!(livecache::ws::DEFAULT_MAX_MESSAGE_BYTES, 1_048_576);
+/// ```
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 /// How long a dropped stream waits for the server to answer its close frame.
@@ -68,6 +73,15 @@ pub fn connect<M: DeserializeOwned>(url: impl Into<String>) -> Connect<M> {
 }
 
 /// A WebSocket connection being set up: validation, filter and size limit, then `.await`.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), livecache::ws::WsError> {
+/// use serde_json::Value;
+/// let connect = livecache::ws::connect::<Value>("ws://127.0.0.1:8080/ws")
+///     .filter(|m: &Value| m["channel"] == "redux");
+/// let socket = connect.await?; // or `connect.open().await?`
+/// # Ok(()) }
+/// ```
 pub struct Connect<M> {
     url: String,
     validate: Option<Check<M>>,
@@ -257,7 +271,9 @@ impl WsCounts {
     /// assert_eq!(livecache::ws::WsCounts { too_large: 1, ..Default::default() }.skipped(), 1);
     /// ```
     pub fn skipped(&self) -> u64 {
-        self.not_utf8 + self.not_json + self.schema + self.invalid + self.too_large
+        [self.not_json, self.schema, self.invalid, self.too_large]
+            .into_iter()
+            .fold(self.not_utf8, u64::saturating_add)
     }
 }
 
@@ -403,6 +419,21 @@ impl<M: DeserializeOwned> Decoder<M> {
 }
 
 /// A connected WebSocket decoding messages of type `M`. See the module docs.
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// # async fn run() -> Result<(), livecache::ws::WsError> {
+/// let mut socket = livecache::ws::connect::<serde_json::Value>("ws://127.0.0.1:8080/ws").await?;
+/// while let Some(item) = socket.next().await {
+///     match item {
+///         Ok(message) => println!("{message}"),
+///         Err(skipped) if !livecache::runtime::StreamError::is_fatal(&skipped) => continue,
+///         Err(fatal) => return Err(fatal),
+///     }
+/// }
+/// println!("{} frames skipped", socket.stats().snapshot().skipped());
+/// # Ok(()) }
+/// ```
 pub struct WsStream<M> {
     socket: Option<WebSocketStream<ConnectStream>>,
     decoder: Decoder<M>,

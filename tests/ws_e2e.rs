@@ -1339,6 +1339,45 @@ async fn http_body_not_json_is_decode_error() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_path_leaving_the_base_origin_is_url_error() -> TestResult {
+    let app = axum::Router::new().route(
+        "/api/messages",
+        axum::routing::get(|| async { axum::Json(Vec::<Message>::new()) }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let serving = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let http = HttpQuery::with_timeout(&format!("http://{addr}/api/"), STEP)?;
+    let api = Api::builder().build();
+    let get = api
+        .query::<String, Vec<Message>>("get")
+        .query_fn(http.get_json(|path: &String| path.clone()))
+        .build()?;
+    // Another host, a scheme-relative host, another port, another scheme: refused, not sent.
+    let port = addr.port().wrapping_add(1).max(1);
+    for path in [
+        "http://example.invalid/api/messages".to_owned(),
+        "//example.invalid/api/messages".to_owned(),
+        format!("http://127.0.0.1:{port}/api/messages"),
+        format!("https://{addr}/api/messages"),
+    ] {
+        let sub = get.subscribe(path.clone())?;
+        let error = rejected_with(&sub).await;
+        assert!(
+            matches!(&error, HttpError::Url(e) if e.contains("origin")),
+            "{path}: {error:?}"
+        );
+    }
+    // Within the origin, a path resolves like a link, `..` included.
+    let sub = get.subscribe("../api/messages".into())?;
+    assert_eq!(sub.loaded().await.ok().as_deref(), Some(&Vec::new()));
+    serving.abort();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_unreachable_base_url_is_request_error() -> TestResult {
     // A port that was just free: nothing listens there any more.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;

@@ -45,7 +45,8 @@ use crate::core::trace::{
     UpdateSource,
 };
 
-/// Identifies an endpoint registered with [`Cache::add_endpoint`].
+/// Identifies an endpoint registered with [`Cache::add_endpoint`]. An id the cache did not give
+/// out is treated as an endpoint with the default configuration ([`EndpointConfig::default`]).
 ///
 /// ```
 /// use livecache::core::{Cache, EndpointConfig};
@@ -54,7 +55,10 @@ use crate::core::trace::{
 /// assert_eq!(id, livecache::core::EndpointId(0));
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EndpointId(pub usize);
+pub struct EndpointId(
+    /// The endpoint's index, in the order endpoints were added.
+    pub usize,
+);
 
 /// Identifies a subscription; unique for the cache, never reused.
 ///
@@ -67,10 +71,24 @@ pub struct EndpointId(pub usize);
 /// assert_ne!(first, second);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SubscriptionId(pub u64);
+pub struct SubscriptionId(
+    /// The id's number (unique for the cache, never reused).
+    pub u64,
+);
 
-/// How many trace events a cache keeps at least by default (at most twice as many): about 6 MB
-/// at most. See [`Cache::set_trace_limit`].
+/// How many trace events a cache keeps at least by default (at most twice as many). See
+/// [`Cache::set_trace_limit`].
+///
+/// ```
+/// use livecache::core::{Cache, EndpointConfig, key::CacheKey, DEFAULT_TRACE_LIMIT};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let ep = cache.add_endpoint("a", EndpointConfig::default());
+/// for n in 0..3 * DEFAULT_TRACE_LIMIT as u64 {
+///     cache.upsert(n, ep, &CacheKey::verbatim("a(1)"), n as u32);
+/// }
+/// let kept = cache.trace_len();
+/// assert!((DEFAULT_TRACE_LIMIT..=2 * DEFAULT_TRACE_LIMIT).contains(&kept));
+/// ```
 pub const DEFAULT_TRACE_LIMIT: usize = 25_000;
 
 /// Api-wide settings of the core.

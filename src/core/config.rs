@@ -1,4 +1,13 @@
 //! Settings the core decides with: how long unused data is kept, and when a subscriber refetches.
+//!
+//! ```
+//! use std::time::Duration;
+//! use livecache::core::{EndpointConfig, Keep, Refetch};
+//! // RTK's `keepUnusedDataFor: 5` and `refetchOnMountOrArgChange: 30`.
+//! let cfg = EndpointConfig { keep: Some(Keep::from(Duration::from_secs(5))), has_lifecycle: true };
+//! assert_eq!(cfg.keep_or(Keep::default()), Keep::For(5_000));
+//! assert_eq!(Refetch::from(Duration::from_secs(30)), Refetch::IfOlderThan(30_000));
+//! ```
 
 use std::time::Duration;
 

@@ -1,4 +1,12 @@
 //! What the core needs of cached data: cloning, equality, and a JSON form for patches.
+//!
+//! ```
+//! use livecache::core::CacheData;
+//! #[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+//! struct Message { id: u32, text: String }
+//! fn cacheable<D: CacheData>(_: &D) {}
+//! cacheable(&vec![Message { id: 1, text: "hi".into() }]);
+//! ```
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

@@ -479,7 +479,10 @@ fn key_from_value(endpoint: &str, value: &Value) -> CacheKey {
 /// # Ok::<(), livecache::core::key::KeyError>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BigInt(pub i128);
+pub struct BigInt(
+    /// The value.
+    pub i128,
+);
 
 /// The field name RTK's replacer uses for a `bigint`.
 const BIGINT_FIELD: &str = "$bigint";

@@ -1,4 +1,14 @@
 //! What an observer sees of an entry: its RTK-compatible query status and its lifecycle phase.
+//!
+//! ```
+//! use livecache::core::{Cache, EndpointConfig, Phase, Refetch, Status, key::CacheKey};
+//! let mut cache: Cache<u32> = Cache::new(Default::default());
+//! let ep = cache.add_endpoint("a", EndpointConfig::default());
+//! let key = CacheKey::verbatim("a(1)");
+//! cache.subscribe(0, ep, &key, Refetch::IfMissing);
+//! let entry = cache.entry(&key).unwrap();
+//! assert_eq!((entry.status, entry.phase), (Status::Pending, Phase::Loading));
+//! ```
 
 use std::fmt;
 

@@ -436,9 +436,9 @@ const MAX_LIMIT: usize = 1 << 30;
 /// differs from the last one added, or — for an entry's updates — once per generation, the entry
 /// remembering its index in a [`TraceKeyRef`]), and its kind is stored in the record when it is
 /// an update without patches, otherwise set aside in the generation: whole, in 24 bytes with
-/// nothing to drop, when it holds no text or patches ([`Aside`]: every event of a lifecycle that
-/// loads and ends without an error, but a stream's end, whose reason is text), in the
-/// generation's table of kinds when it does.
+/// nothing to drop, when it holds no text or patches ([`Aside`]: with [`Recording::Events`],
+/// every event of a lifecycle that loads and ends without an error but a stream's end and a
+/// skipped frame, which carry text), in the generation's table of kinds when it does.
 /// Recording an update so copies its key (one reference count) at most once per generation;
 /// recording allocates nothing once the generation's storage has grown, and dropping a
 /// generation only visits its keys and its kinds with text or patches.
@@ -496,8 +496,9 @@ impl Packed {
         })
     }
 
-    /// `index` < 2^30: fewer kinds are set aside than there are events, and there are fewer
-    /// events than [`MAX_LIMIT`].
+    /// `index` < 2^30: kinds are only set aside in the current generation, which no lower limit
+    /// drains, so when one is there are no more of them than events, fewer than the limit, at
+    /// most [`MAX_LIMIT`].
     fn other(index: u32) -> Self {
         Packed(index << 2)
     }
@@ -852,7 +853,8 @@ impl TraceLog {
     /// A kind with text or patches goes to the current generation's `kinds`.
     fn record_kept(&mut self, at_ms: u64, key: &CacheKey, kind: TraceKind) {
         self.make_room();
-        // Fewer kinds than events: the index fits (see `Packed::other`).
+        // No more kinds kept than events in the current generation: the index fits (see
+        // `Packed::other`).
         let index = self.current.kinds.len() as u32;
         self.current.kinds.push(kind);
         self.record_aside(at_ms, key, Aside::Kept(index));
@@ -1087,7 +1089,9 @@ mod tests {
                 prop_assert!(held.len() >= owed, "{} events, {} owed", held.len(), owed);
                 prop_assert_eq!(&held[..], &all[all.len() - held.len()..]);
             }
+            let held = log.len();
             let taken = log.take();
+            prop_assert_eq!(taken.len(), held);
             prop_assert_eq!(&taken[..], &all[all.len() - taken.len()..]);
             prop_assert!(log.events().is_empty());
             // A remembered place from before `take` is not trusted afterwards.
@@ -1108,6 +1112,25 @@ mod tests {
         assert_eq!(read, kinds);
         let taken: Vec<TraceKind> = log.take().into_iter().map(|e| e.kind).collect();
         assert_eq!(taken, kinds);
+    }
+
+    #[test]
+    fn a_lower_limit_then_take_keeps_the_kinds_of_the_events_left() {
+        let key = CacheKey::verbatim("a(1)");
+        let mut log = TraceLog::new(10);
+        let all: Vec<TraceKind> = (0..25).map(kind).collect();
+        for (n, kind) in all.iter().enumerate() {
+            log.record(n as u64, &key, kind.clone());
+        }
+        // The old generation holds events 10..20, with kinds kept aside (text, patches) for
+        // 13, 14, 18 and 19; the lower limit drains 10..14, the kept kind of 13 among them.
+        log.set_limit(6);
+        let read = log.events();
+        let times: Vec<u64> = read.iter().map(|e| e.at_ms).collect();
+        assert_eq!(times, (14..25).collect::<Vec<_>>());
+        let kinds: Vec<TraceKind> = read.iter().map(|e| e.kind.clone()).collect();
+        assert_eq!(kinds, all[14..]);
+        assert_eq!(log.take(), read);
     }
 
     #[test]
