@@ -1298,6 +1298,28 @@ async fn rejected_with<T: Data>(sub: &Subscription<T>) -> HttpError {
         .unwrap_or_else(|| panic!("not an HttpError: {error:?}"))
 }
 
+/// An endpoint whose argument is the path GET from `base` (the api lives as long as it).
+fn get_path(base: &str) -> Result<Endpoint<String, Vec<Message>>, livecache::BoxError> {
+    let http = HttpQuery::with_timeout(base, STEP)?;
+    let api = Api::builder().build();
+    Ok(api
+        .query::<String, Vec<Message>>("get")
+        .query_fn(http.get_json(|path: &String| path.clone()))
+        .build()?)
+}
+
+/// Serve `app` on a loopback port chosen by the system; abort the handle to stop.
+async fn serve_http(
+    app: axum::Router,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let serving = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, serving))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_body_not_json_is_decode_error() -> TestResult {
     let app = axum::Router::new()
@@ -1306,17 +1328,8 @@ async fn http_body_not_json_is_decode_error() -> TestResult {
             "/object",
             axum::routing::get(|| async { axum::Json(serde_json::json!({ "not": "a list" })) }),
         );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let addr = listener.local_addr()?;
-    let serving = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let http = HttpQuery::with_timeout(&format!("http://{addr}/"), STEP)?;
-    let api = Api::builder().build();
-    let get = api
-        .query::<String, Vec<Message>>("get")
-        .query_fn(http.get_json(|path: &String| path.clone()))
-        .build()?;
+    let (addr, serving) = serve_http(app).await?;
+    let get = get_path(&format!("http://{addr}/"))?;
     let plain = get.subscribe("plain".into())?;
     let object = get.subscribe("object".into())?;
     let missing = get.subscribe("missing".into())?;
@@ -1344,17 +1357,8 @@ async fn http_path_leaving_the_base_origin_is_url_error() -> TestResult {
         "/api/messages",
         axum::routing::get(|| async { axum::Json(Vec::<Message>::new()) }),
     );
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let addr = listener.local_addr()?;
-    let serving = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let http = HttpQuery::with_timeout(&format!("http://{addr}/api/"), STEP)?;
-    let api = Api::builder().build();
-    let get = api
-        .query::<String, Vec<Message>>("get")
-        .query_fn(http.get_json(|path: &String| path.clone()))
-        .build()?;
+    let (addr, serving) = serve_http(app).await?;
+    let get = get_path(&format!("http://{addr}/api/"))?;
     // Another host, a scheme-relative host, another port, another scheme: refused, not sent.
     let port = addr.port().wrapping_add(1).max(1);
     for path in [
@@ -1383,12 +1387,7 @@ async fn http_unreachable_base_url_is_request_error() -> TestResult {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
     drop(listener);
-    let http = HttpQuery::with_timeout(&format!("http://{addr}/"), STEP)?;
-    let api = Api::builder().build();
-    let get = api
-        .query::<String, Vec<Message>>("get")
-        .query_fn(http.get_json(|path: &String| path.clone()))
-        .build()?;
+    let get = get_path(&format!("http://{addr}/"))?;
     let sub = get.subscribe("messages/redux".into())?;
     let error = rejected_with(&sub).await;
     assert!(matches!(error, HttpError::Request(_)), "{error:?}");
