@@ -40,8 +40,8 @@ pub mod status;
 pub mod trace;
 
 pub use cache::{
-    Cache, CacheConfig, DEFAULT_TRACE_LIMIT, Effect, EndpointId, EntryView, Event, Outcome,
-    PatchError, Recipe, SubscriptionId, UpdateError,
+    Cache, CacheConfig, DEFAULT_TRACE_LIMIT, Effect, EndpointId, EntryView, PatchError,
+    SubscriptionId, UpdateError,
 };
 pub use config::{EndpointConfig, Keep, MAX_KEEP_MS, Refetch};
 pub use data::CacheData;
