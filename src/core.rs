@@ -29,7 +29,7 @@
 //! assert!(cache.entry(&key).is_none());
 //! ```
 
-pub mod cache;
+mod cache;
 pub mod config;
 pub mod data;
 pub mod entry;
@@ -39,6 +39,7 @@ pub mod patch;
 pub mod status;
 pub mod trace;
 
+pub(crate) use cache::LifetimePlace;
 pub use cache::{
     Cache, CacheConfig, DEFAULT_TRACE_LIMIT, Effect, EndpointId, EntryView, PatchError,
     SubscriptionId, UpdateError,

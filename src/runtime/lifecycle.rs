@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, oneshot};
 
+use crate::core::LifetimePlace;
 use crate::core::UpdateError as CoreUpdateError;
-use crate::core::cache::LifetimePlace;
 use crate::core::entry::Draft;
 use crate::core::key::CacheKey;
 use crate::core::patch::PatchSet;

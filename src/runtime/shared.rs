@@ -13,7 +13,7 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use crate::core::cache::LifetimePlace;
+use crate::core::LifetimePlace;
 use crate::core::ids::IdMap;
 use crate::core::key::CacheKey;
 use crate::core::trace::HandlerOutcome;

@@ -778,3 +778,4 @@ impl<E> Entry<Removed, E> {
         self.state.loaded
     }
 }
+pub(crate) mod any;

@@ -1,0 +1,145 @@
+//! What the core asks its driver to do ([`Effect`]), and the errors its updates return.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use super::*;
+use crate::core::data::CacheData;
+use crate::core::key::CacheKey;
+
+/// Something the driver of the core must do. Drained with [`Cache::poll_effect`], in order.
+///
+/// ```
+/// use livecache::core::{Cache, Effect, EndpointConfig, Refetch, key::CacheKey};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let ep = cache.add_endpoint("a", EndpointConfig::default());
+/// let key = CacheKey::verbatim("a(1)");
+/// cache.subscribe(0, ep, &key, Refetch::IfMissing);
+/// assert_eq!(cache.poll_effect(), Some(Effect::StartRequest { key: key.clone(), request: 1 }));
+/// assert_eq!(cache.poll_effect(), Some(Effect::Notify { key }));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect<D> {
+    /// Start the endpoint's `on_cache_entry_added` handler for a new lifetime (R1, R12).
+    StartLifecycle {
+        /// The key.
+        key: CacheKey,
+        /// The new lifetime.
+        lifetime: u64,
+    },
+    /// Run the endpoint's query function and report back with `fulfil` or `reject`.
+    StartRequest {
+        /// The key.
+        key: CacheKey,
+        /// The request id to report the result under.
+        request: u64,
+    },
+    /// Drop the running request: its entry is being removed (R5, R7).
+    AbortRequest {
+        /// The key.
+        key: CacheKey,
+        /// The request.
+        request: u64,
+    },
+    /// Resolve the lifetime's data-loaded with this data (R8, R13, R20). Only for endpoints with
+    /// a lifecycle handler.
+    ResolveDataLoaded {
+        /// The lifetime.
+        lifetime: u64,
+        /// The request that brought the data (`None`: an upsert, so no meta).
+        request: Option<u64>,
+        /// The first data.
+        data: D,
+    },
+    /// The lifetime ended: resolve `entry_removed`; if `loaded` is false, data-loaded yields
+    /// "removed before loaded" (R13, R14).
+    EntryRemoved {
+        /// The key.
+        key: CacheKey,
+        /// The lifetime.
+        lifetime: u64,
+        /// Whether data had loaded.
+        loaded: bool,
+    },
+    /// Something subscribers of this key can see changed.
+    Notify {
+        /// The key.
+        key: CacheKey,
+    },
+}
+
+/// Why an update through a lifecycle handle (or `update_query_data`) failed.
+///
+/// ```
+/// use livecache::core::{Cache, UpdateError};
+/// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+/// assert_eq!(cache.update_cached(0, 7, false, |d| d.push(1)), Err(UpdateError::NotLive));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    /// The lifetime has ended (or never existed): the entry was removed (R7a, R14).
+    #[error("the cache entry was removed")]
+    NotLive,
+    /// The entry has no data yet; wait for data-loaded (R15).
+    #[error("the cache entry has no data yet")]
+    NotLoaded,
+    /// The data could not be serialised to compute patches; nothing changed.
+    #[error("the cache entry's data could not be serialised for patches: {0}")]
+    Serialize(String),
+}
+
+/// Why `patch_query_data` failed. In every case the data is unchanged (R19).
+///
+/// ```
+/// use livecache::core::{Cache, PatchError, key::CacheKey};
+/// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+/// let patch = json_patch::Patch(vec![]);
+/// assert_eq!(cache.patch_query_data(0, &CacheKey::verbatim("a(1)"), &patch), Err(PatchError::NoEntry));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PatchError {
+    /// No entry for the key.
+    #[error("no cache entry for the key")]
+    NoEntry,
+    /// The entry has no data yet.
+    #[error("the cache entry has no data yet")]
+    NoData,
+    /// An operation did not apply (bad path, failed `test`, …).
+    #[error("the patch does not apply: {0}")]
+    Apply(String),
+    /// The patched JSON is not a value of the entry's data type.
+    #[error("the patched data does not fit the data type: {0}")]
+    Schema(String),
+}
+
+/// [`Cache::queue_notify`] on the queue alone, for callers holding a borrow of the entries.
+pub(super) fn queue_notify<D>(effects: &mut VecDeque<Effect<D>>, key: &CacheKey) {
+    if let Some(Effect::Notify { key: last }) = effects.back()
+        && last == key
+    {
+        return;
+    }
+    effects.push_back(Effect::Notify { key: key.clone() });
+}
+
+impl<D, E> Cache<D, E>
+where
+    D: CacheData,
+    E: fmt::Display,
+{
+    /// Queue a notification for `key` if what its subscribers can see changed since the last
+    /// one (always, once the entry is gone).
+    pub(super) fn notify(&mut self, key: &CacheKey) {
+        if let Some(slot) = self.entries.get_mut(key)
+            && !slot.mark_notified()
+        {
+            return;
+        }
+        self.queue_notify(key);
+    }
+
+    /// Queue a notification for `key`, unless the last queued effect is already one for it.
+    pub(super) fn queue_notify(&mut self, key: &CacheKey) {
+        queue_notify(&mut self.effects, key);
+    }
+}

@@ -1,0 +1,146 @@
+//! Entry lifetimes: creating an entry, starting its lifecycle handler, removing it (R5, R7, R12–R14, R16).
+
+use std::fmt;
+
+use super::*;
+use crate::core::data::CacheData;
+use crate::core::entry::any::AnyEntry;
+use crate::core::key::CacheKey;
+use crate::core::trace::{AddCause, HandlerOutcome, RemoveCause, TraceKeyRef, TraceKind};
+
+impl<D, E> Cache<D, E>
+where
+    D: CacheData,
+    E: fmt::Display,
+{
+    /// Remove the entry for `key` now (R7). Returns whether there was one.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.subscribe(0, ep, &key, Refetch::IfMissing);
+    /// assert!(cache.remove(1, &key));
+    /// assert!(!cache.remove(2, &key));
+    /// ```
+    pub fn remove(&mut self, now: u64, key: &CacheKey) -> bool {
+        self.advance(now);
+        if !self.entries.contains_key(key) {
+            return false;
+        }
+        self.remove_entry(key, RemoveCause::Removed, self.now);
+        true
+    }
+
+    /// Remove every entry now, in ascending key order (R7). The cache stays usable; ids are
+    /// never reused.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
+    /// cache.reset(1);
+    /// assert!(cache.is_empty());
+    /// ```
+    pub fn reset(&mut self, now: u64) {
+        self.advance(now);
+        let mut keys: Vec<CacheKey> = self.entries.keys().cloned().collect();
+        keys.sort();
+        for key in keys {
+            self.remove_entry(&key, RemoveCause::Reset, self.now);
+        }
+    }
+
+    /// A lifecycle handler ended (R16): recorded under its key, whether or not the entry lives.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, key::CacheKey, trace::HandlerOutcome};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// cache.lifecycle_ended(0, &CacheKey::verbatim("a(1)"), 1, HandlerOutcome::Finished);
+    /// assert_eq!(cache.trace().len(), 1);
+    /// ```
+    pub fn lifecycle_ended(
+        &mut self,
+        now: u64,
+        key: &CacheKey,
+        lifetime: u64,
+        outcome: HandlerOutcome,
+    ) {
+        self.advance(now);
+        self.record(
+            self.now,
+            key,
+            TraceKind::LifecycleEnded { lifetime, outcome },
+        );
+    }
+
+    /// Take a lifetime id and record the new entry's creation (the caller inserts the entry).
+    pub(super) fn create(&mut self, key: &CacheKey, cause: AddCause) -> u64 {
+        let lifetime = self.next_lifetime;
+        self.next_lifetime += 1;
+        self.record(self.now, key, TraceKind::EntryAdded { lifetime, cause });
+        lifetime
+    }
+
+    /// Put a new entry (no subscribers, no deadline) in the map.
+    pub(super) fn insert(&mut self, key: &CacheKey, endpoint: EndpointId, entry: AnyEntry<D, E>) {
+        let slot = Slot {
+            endpoint,
+            subscribers: 0,
+            deadline: None,
+            version: 0,
+            notified: None,
+            trace_key: TraceKeyRef::default(),
+            entry,
+        };
+        self.entries.insert(key.clone(), slot);
+    }
+
+    pub(super) fn start_lifecycle(&mut self, key: &CacheKey, endpoint: EndpointId, lifetime: u64) {
+        if self.wants_data_loaded(endpoint) {
+            self.record(self.now, key, TraceKind::LifecycleStarted { lifetime });
+            self.effects.push_back(Effect::StartLifecycle {
+                key: key.clone(),
+                lifetime,
+            });
+        }
+    }
+
+    /// Remove a live entry: abort its request, drop its deadline, record and report the end of
+    /// its lifetime (R5, R7, R13, R14).
+    pub(super) fn remove_entry(&mut self, key: &CacheKey, cause: RemoveCause, at: u64) {
+        let Some(slot) = self.entries.remove(key) else {
+            return;
+        };
+        if let Some((deadline, seq)) = slot.deadline {
+            self.deadlines.remove(&(deadline, seq, key.clone()));
+        }
+        let lifetime = slot.entry.lifetime();
+        if let Some(request) = slot.entry.in_flight() {
+            self.record(at, key, TraceKind::RequestAborted { request });
+            self.effects.push_back(Effect::AbortRequest {
+                key: key.clone(),
+                request,
+            });
+        }
+        let removed = slot.entry.remove();
+        let loaded = removed.loaded();
+        self.record(
+            at,
+            key,
+            TraceKind::EntryRemoved {
+                lifetime,
+                cause,
+                loaded,
+            },
+        );
+        self.effects.push_back(Effect::EntryRemoved {
+            key: key.clone(),
+            lifetime,
+            loaded,
+        });
+        self.notify(key);
+    }
+}

@@ -1,0 +1,407 @@
+//! The cache state machine: entries of mixed states, subscriptions, removal deadlines, request
+//! matching, updates and the trace. Every SPEC rule is decided here; `docs/semantics.md` states
+//! each operation's exact behaviour and event order.
+//!
+//! The shape is quinn-proto's: feed it events with the current time, drain the [`Effect`]s it
+//! queues with [`Cache::poll_effect`], ask [`Cache::poll_timeout`] when to call
+//! [`Cache::handle_timeout`]. It never blocks, spawns, sleeps or reads a clock.
+//!
+//! ```
+//! use livecache::core::{Cache, CacheConfig, EndpointConfig, Effect, Refetch, Status};
+//! use livecache::core::key::CacheKey;
+//!
+//! let mut cache: Cache<Vec<String>> = Cache::new(CacheConfig::default());
+//! let messages = cache.add_endpoint("getMessages", EndpointConfig::default());
+//! let key = CacheKey::verbatim("getMessages(\"redux\")");
+//!
+//! let sub = cache.subscribe(0, messages, &key, Refetch::IfMissing);
+//! let Some(Effect::StartRequest { request, .. }) =
+//!     std::iter::from_fn(|| cache.poll_effect()).find(|e| matches!(e, Effect::StartRequest { .. }))
+//! else { unreachable!() };
+//! cache.fulfil(120, &key, request, vec!["hello".into()]);
+//! assert_eq!(cache.entry(&key).map(|e| e.status), Some(Status::Fulfilled));
+//!
+//! cache.unsubscribe(1_000, sub);                    // removal scheduled at 61 s (R4)
+//! assert_eq!(cache.poll_timeout(), Some(61_000));
+//! cache.handle_timeout(61_000);
+//! assert!(cache.entry(&key).is_none());
+//! for event in cache.trace() {
+//!     println!("{event}");
+//! }
+//! ```
+
+mod deadlines;
+mod effect;
+mod lifetimes;
+mod requests;
+mod store;
+mod streams;
+mod subscriptions;
+mod updates;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+
+use crate::core::config::{EndpointConfig, Keep};
+use crate::core::data::CacheData;
+use crate::core::ids::IdMap;
+use crate::core::key::CacheKey;
+use crate::core::status::{Phase, Status};
+use crate::core::trace::{Recording, TraceEvent, TraceKind, TraceLog};
+
+pub use effect::{Effect, PatchError, UpdateError};
+pub(crate) use store::LifetimePlace;
+use store::{Entries, Slot};
+
+/// Identifies an endpoint registered with [`Cache::add_endpoint`]. An id the cache did not give
+/// out is treated as an endpoint with the default configuration ([`EndpointConfig::default`]).
+///
+/// ```
+/// use livecache::core::{Cache, EndpointConfig};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let id = cache.add_endpoint("a", EndpointConfig::default());
+/// assert_eq!(id, livecache::core::EndpointId(0));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointId(
+    /// The endpoint's index, in the order endpoints were added.
+    pub usize,
+);
+
+/// Identifies a subscription; unique for the cache, never reused.
+///
+/// ```
+/// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let ep = cache.add_endpoint("a", EndpointConfig::default());
+/// let first = cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
+/// let second = cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
+/// assert_ne!(first, second);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionId(
+    /// The id's number (unique for the cache, never reused).
+    pub u64,
+);
+
+/// How many trace events a cache keeps at least by default (at most twice as many). See
+/// [`Cache::set_trace_limit`].
+///
+/// ```
+/// use livecache::core::{Cache, EndpointConfig, key::CacheKey, DEFAULT_TRACE_LIMIT};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let ep = cache.add_endpoint("a", EndpointConfig::default());
+/// for n in 0..3 * DEFAULT_TRACE_LIMIT as u64 {
+///     cache.upsert(n, ep, &CacheKey::verbatim("a(1)"), n as u32);
+/// }
+/// let kept = cache.trace_len();
+/// assert!((DEFAULT_TRACE_LIMIT..=2 * DEFAULT_TRACE_LIMIT).contains(&kept));
+/// ```
+pub const DEFAULT_TRACE_LIMIT: usize = 25_000;
+
+/// Api-wide settings of the core.
+///
+/// ```
+/// use livecache::core::{CacheConfig, Keep, trace::Recording};
+/// let cfg = CacheConfig::default();
+/// assert_eq!((cfg.keep, cfg.recording), (Keep::For(60_000), Recording::Events));
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// The api's keep time for unused entries (endpoints may override it).
+    pub keep: Keep,
+    /// What the trace records.
+    pub recording: Recording,
+}
+
+/// A read-only view of one live entry.
+///
+/// ```
+/// use livecache::core::{Cache, EndpointConfig, Phase, key::CacheKey};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let ep = cache.add_endpoint("a", EndpointConfig::default());
+/// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), 5);
+/// let view = cache.entry(&CacheKey::verbatim("a(1)")).expect("upserted");
+/// assert_eq!((view.phase, view.data, view.subscribers), (Phase::Loaded, Some(&5), 0));
+/// ```
+#[derive(Debug, PartialEq)]
+pub struct EntryView<'a, D, E> {
+    /// The key.
+    pub key: &'a CacheKey,
+    /// The endpoint.
+    pub endpoint: EndpointId,
+    /// The lifetime id.
+    pub lifetime: u64,
+    /// The lifecycle phase.
+    pub phase: Phase,
+    /// The query status.
+    pub status: Status,
+    /// The data, if any.
+    pub data: Option<&'a D>,
+    /// The last error, if not cleared.
+    pub error: Option<&'a E>,
+    /// The request in flight, if any (`is_fetching`).
+    pub in_flight: Option<u64>,
+    /// When the data was last fulfilled or upserted.
+    pub fulfilled_at: Option<u64>,
+    /// How many subscriptions hold the entry.
+    pub subscribers: usize,
+    /// The armed removal deadline, if any.
+    pub removal_deadline: Option<u64>,
+}
+
+/// The sans-IO cache: entries keyed by [`CacheKey`], with data `D` and errors `E`.
+///
+/// ```
+/// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let ep = cache.add_endpoint("a", EndpointConfig::default());
+/// cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
+/// assert_eq!(cache.len(), 1);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Cache<D, E = String> {
+    config: CacheConfig,
+    now: u64,
+    endpoints: Vec<(String, EndpointConfig)>,
+    entries: Entries<D, E>,
+    /// Subscription → (key, lifetime). Entries of ended lifetimes stay until unsubscribed and are
+    /// then recognised as stale (R7a).
+    subscriptions: IdMap<u64, (CacheKey, u64)>,
+    deadlines: BTreeSet<(u64, u64, CacheKey)>,
+    next_lifetime: u64,
+    next_request: u64,
+    next_subscription: u64,
+    next_arming: u64,
+    effects: VecDeque<Effect<D>>,
+    trace: TraceLog,
+}
+
+impl<D, E> Cache<D, E>
+where
+    D: CacheData,
+    E: fmt::Display,
+{
+    /// An empty cache at time 0.
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert_eq!(cache.len(), 0);
+    /// ```
+    pub fn new(config: CacheConfig) -> Self {
+        Cache {
+            config,
+            now: 0,
+            endpoints: Vec::new(),
+            entries: Entries::new(),
+            subscriptions: IdMap::default(),
+            deadlines: BTreeSet::new(),
+            next_lifetime: 1,
+            next_request: 1,
+            next_subscription: 1,
+            next_arming: 1,
+            effects: VecDeque::new(),
+            trace: TraceLog::new(DEFAULT_TRACE_LIMIT),
+        }
+    }
+
+    /// Register an endpoint.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let id = cache.add_endpoint("getUser", EndpointConfig::default());
+    /// assert_eq!(cache.endpoint_name(id), Some("getUser"));
+    /// ```
+    pub fn add_endpoint(&mut self, name: impl Into<String>, config: EndpointConfig) -> EndpointId {
+        self.endpoints.push((name.into(), config));
+        EndpointId(self.endpoints.len() - 1)
+    }
+
+    /// The name of an endpoint.
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert_eq!(cache.endpoint_name(livecache::core::EndpointId(0)), None);
+    /// ```
+    pub fn endpoint_name(&self, endpoint: EndpointId) -> Option<&str> {
+        self.endpoints
+            .get(endpoint.0)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// The core's current time (milliseconds).
+    ///
+    /// ```
+    /// let mut cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// cache.handle_timeout(5);
+    /// assert_eq!(cache.now(), 5);
+    /// ```
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// How many live entries there are.
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert!(cache.is_empty());
+    /// ```
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache has no entries.
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert_eq!(cache.is_empty(), cache.len() == 0);
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// A view of the entry for `key`, if there is one.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, key::CacheKey};
+    /// let cache: Cache<u32> = Cache::new(Default::default());
+    /// assert!(cache.entry(&CacheKey::verbatim("a(1)")).is_none());
+    /// ```
+    pub fn entry(&self, key: &CacheKey) -> Option<EntryView<'_, D, E>> {
+        let (key, slot) = self.entries.get_key_value(key)?;
+        Some(EntryView {
+            key,
+            endpoint: slot.endpoint,
+            lifetime: slot.entry.lifetime(),
+            phase: slot.entry.phase(),
+            status: slot.entry.status(),
+            data: slot.entry.data(),
+            error: slot.entry.error(),
+            in_flight: slot.entry.in_flight(),
+            fulfilled_at: slot.entry.fulfilled_at(),
+            subscribers: slot.subscribers,
+            removal_deadline: slot.deadline.map(|(at, _)| at),
+        })
+    }
+
+    /// The keys of all live entries, in ascending order.
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert!(cache.keys().is_empty());
+    /// ```
+    pub fn keys(&self) -> Vec<&CacheKey> {
+        let mut keys: Vec<&CacheKey> = self.entries.keys().collect();
+        keys.sort();
+        keys
+    }
+
+    /// The key of a live lifetime.
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert_eq!(cache.key_of_lifetime(1), None);
+    /// ```
+    pub fn key_of_lifetime(&self, lifetime: u64) -> Option<&CacheKey> {
+        self.entries.key_of(lifetime)
+    }
+
+    /// Whether an effect is queued ([`Cache::poll_effect`] would return one).
+    pub(crate) fn has_effects(&self) -> bool {
+        !self.effects.is_empty()
+    }
+
+    /// The next queued effect.
+    ///
+    /// ```
+    /// let mut cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert!(cache.poll_effect().is_none());
+    /// ```
+    pub fn poll_effect(&mut self) -> Option<Effect<D>> {
+        self.effects.pop_front()
+    }
+
+    /// The events recorded so far — the most recent ones: the trace is bounded, so that a
+    /// long-running cache does not grow forever. It keeps at least the last
+    /// [`Cache::set_trace_limit`] events ([`DEFAULT_TRACE_LIMIT`] by default) and at most twice
+    /// that; older events are dropped in batches. The cache stores compact records; the events
+    /// are built when asked for, O(events) ([`Cache::trace_len`] only counts them).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, key::CacheKey, trace::TraceKind};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// assert!(cache.trace().is_empty());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// cache.upsert(5, ep, &CacheKey::verbatim("a(1)"), 7);
+    /// let trace = cache.trace();
+    /// assert_eq!(trace.len(), cache.trace_len());
+    /// assert!(matches!(trace[0].kind, TraceKind::EntryAdded { .. }));
+    /// assert!(trace.iter().all(|e| e.at_ms == 5 && e.key == "a(1)"));
+    /// ```
+    pub fn trace(&self) -> Vec<TraceEvent> {
+        self.trace.events()
+    }
+
+    /// How many events [`Cache::trace`] would return, without building them.
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert_eq!(cache.trace_len(), 0);
+    /// ```
+    pub fn trace_len(&self) -> usize {
+        self.trace.len()
+    }
+
+    /// Keep at least the last `limit` events in the trace (at least 1, at most 2^30) and at most
+    /// twice that; lowering the limit drops the oldest events beyond it at once. Recording
+    /// nothing at all is [`Recording::Off`].
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// cache.set_trace_limit(2);
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// for n in 0..10 {
+    ///     cache.upsert(n, ep, &CacheKey::verbatim("a(1)"), n as u32);
+    /// }
+    /// assert!((2..=4).contains(&cache.trace().len()));
+    /// assert_eq!(cache.trace().last().map(|e| e.at_ms), Some(9));
+    /// ```
+    pub fn set_trace_limit(&mut self, limit: usize) {
+        self.trace.set_limit(limit);
+    }
+
+    /// Take the events recorded so far (built as [`Cache::trace`] does), leaving the trace empty
+    /// and its storage released.
+    ///
+    /// ```
+    /// let mut cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert!(cache.take_trace().is_empty());
+    /// ```
+    pub fn take_trace(&mut self) -> Vec<TraceEvent> {
+        self.trace.take()
+    }
+
+    #[inline(always)]
+    fn record(&mut self, at_ms: u64, key: &CacheKey, kind: TraceKind) {
+        if self.config.recording != Recording::Off {
+            self.trace.record(at_ms, key, kind);
+        }
+    }
+
+    fn endpoint_config(&self, endpoint: EndpointId) -> EndpointConfig {
+        self.endpoints
+            .get(endpoint.0)
+            .map(|(_, c)| *c)
+            .unwrap_or_default()
+    }
+
+    fn wants_data_loaded(&self, endpoint: EndpointId) -> bool {
+        self.endpoint_config(endpoint).has_lifecycle
+    }
+
+    fn keep(&self, endpoint: EndpointId) -> Keep {
+        self.endpoint_config(endpoint).keep_or(self.config.keep)
+    }
+}

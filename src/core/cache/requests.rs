@@ -1,0 +1,255 @@
+//! Requests and their results: starting, joining, fulfilling, rejecting; upserts (R3, R8–R11, R20).
+
+use std::fmt;
+
+use super::*;
+use crate::core::config::Refetch;
+use crate::core::data::CacheData;
+use crate::core::entry::any::AnyEntry;
+use crate::core::entry::{Added, Entry};
+use crate::core::key::CacheKey;
+use crate::core::trace::{AddCause, Recording, TraceKind};
+
+impl<D, E> Cache<D, E>
+where
+    D: CacheData,
+    E: fmt::Display,
+{
+    /// Refetch through a subscription (R11): joins a request in flight (R3), else starts one.
+    /// Returns false, doing nothing, for a subscription that is not live (R7a).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// let sub = cache.subscribe(0, ep, &key, Refetch::IfMissing);
+    /// cache.fulfil(1, &key, 1, 5);
+    /// assert!(cache.refetch(2, sub));
+    /// assert_eq!(cache.entry(&key).unwrap().in_flight, Some(2));
+    /// ```
+    pub fn refetch(&mut self, now: u64, subscription: SubscriptionId) -> bool {
+        self.advance(now);
+        let Some(key) = self.live_subscription(subscription) else {
+            return false;
+        };
+        if let Some(request) = self.entries.get(&key).and_then(|s| s.entry.in_flight()) {
+            self.record(self.now, &key, TraceKind::RequestJoined { request });
+        } else {
+            self.start_request(&key);
+        }
+        self.notify(&key);
+        true
+    }
+
+    /// A request fulfilled. Ignored (and traced) unless it is the key's request in flight
+    /// (R8, R10).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.subscribe(0, ep, &key, Refetch::IfMissing);
+    /// cache.fulfil(1, &key, 99, 5);                 // stale id: ignored
+    /// assert_eq!(cache.entry(&key).unwrap().status, Status::Pending);
+    /// cache.fulfil(1, &key, 1, 5);
+    /// assert_eq!(cache.entry(&key).unwrap().data, Some(&5));
+    /// ```
+    pub fn fulfil(&mut self, now: u64, key: &CacheKey, request: u64, data: D) {
+        self.advance(now);
+        if !self.is_current(key, request) {
+            self.record(self.now, key, TraceKind::ResultIgnored { request });
+            return;
+        }
+        self.receive(key, Some(request), data);
+    }
+
+    /// A request was rejected. Ignored (and traced) unless it is the key's request in flight
+    /// (R9, R10). Data is kept; data-loaded stays pending.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.subscribe(0, ep, &key, Refetch::IfMissing);
+    /// cache.reject(1, &key, 1, "offline".to_string());
+    /// assert_eq!(cache.entry(&key).unwrap().status, Status::Rejected);
+    /// ```
+    pub fn reject(&mut self, now: u64, key: &CacheKey, request: u64, error: E) {
+        self.advance(now);
+        if !self.is_current(key, request) {
+            self.record(self.now, key, TraceKind::ResultIgnored { request });
+            return;
+        }
+        let recording = self.config.recording != Recording::Off;
+        let text = if recording {
+            error.to_string()
+        } else {
+            String::new()
+        };
+        let Some(slot) = self.entries.get_mut(key) else {
+            return;
+        };
+        slot.entry.reject(error);
+        self.record(
+            self.now,
+            key,
+            TraceKind::RequestRejected {
+                request,
+                error: text,
+            },
+        );
+        self.rearm_if_unused(key);
+        self.notify(key);
+    }
+
+    /// Upsert data (R20): creates the entry (lifecycle started, data-loaded resolved without
+    /// meta) or replaces its data. A request in flight keeps running and its result still applies.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Phase, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.upsert(0, ep, &key, 7);
+    /// let entry = cache.entry(&key).unwrap();
+    /// assert_eq!((entry.phase, entry.data, entry.removal_deadline), (Phase::Loaded, Some(&7), Some(60_000)));
+    /// ```
+    pub fn upsert(&mut self, now: u64, endpoint: EndpointId, key: &CacheKey, data: D) {
+        self.advance(now);
+        if self.entries.contains_key(key) {
+            self.receive(key, None, data);
+            return;
+        }
+        let lifetime = self.create(key, AddCause::Upsert);
+        self.start_lifecycle(key, endpoint, lifetime);
+        let entry: Entry<Added, E> = Entry::new(lifetime);
+        let loaded = entry.load(data, self.now);
+        let first = self
+            .wants_data_loaded(endpoint)
+            .then(|| loaded.data().clone());
+        self.insert(key, endpoint, AnyEntry::Loaded(loaded));
+        self.record(self.now, key, TraceKind::Upserted { data_changed: true });
+        self.data_loaded(key, lifetime, None, first);
+        self.arm(key);
+        self.notify(key);
+    }
+
+    pub(super) fn is_current(&self, key: &CacheKey, request: u64) -> bool {
+        self.entries
+            .get(key)
+            .is_some_and(|slot| slot.entry.in_flight() == Some(request))
+    }
+
+    pub(super) fn next_request(&mut self) -> u64 {
+        let request = self.next_request;
+        self.next_request += 1;
+        request
+    }
+
+    /// Added → Loading.
+    pub(super) fn first_request(
+        &mut self,
+        key: &CacheKey,
+        endpoint: EndpointId,
+        entry: Entry<Added, E>,
+    ) {
+        let request = self.next_request();
+        let loading = entry.start_request(request);
+        self.insert(key, endpoint, AnyEntry::Loading(loading));
+        self.record(self.now, key, TraceKind::RequestStarted { request });
+        self.effects.push_back(Effect::StartRequest {
+            key: key.clone(),
+            request,
+        });
+    }
+
+    /// Another request on an existing entry.
+    pub(super) fn start_request(&mut self, key: &CacheKey) {
+        let request = self.next_request();
+        let Some(slot) = self.entries.get_mut(key) else {
+            return;
+        };
+        slot.entry.begin_request(request);
+        self.record(self.now, key, TraceKind::RequestStarted { request });
+        self.effects.push_back(Effect::StartRequest {
+            key: key.clone(),
+            request,
+        });
+    }
+
+    pub(super) fn maybe_request(&mut self, key: &CacheKey, refetch: Refetch) {
+        let Some(slot) = self.entries.get(key) else {
+            return;
+        };
+        let wants = refetch.wants(slot.entry.fulfilled_at(), self.now);
+        if let Some(request) = slot.entry.in_flight() {
+            if wants {
+                self.record(self.now, key, TraceKind::RequestJoined { request });
+            }
+        } else if slot.entry.data().is_none() || wants {
+            self.start_request(key);
+        }
+    }
+
+    /// Data from a request (`Some(request)`) or an upsert (`None`) for a live entry.
+    pub(super) fn receive(&mut self, key: &CacheKey, request: Option<u64>, data: D) {
+        let now = self.now;
+        let Some((endpoint, lifetime, data_changed, first)) =
+            self.entries.transition(key, |mut slot| {
+                if request.is_some() {
+                    slot.entry.settle();
+                }
+                let lifetime = slot.entry.lifetime();
+                let (entry, data_changed, first) = slot.entry.receive(data, now);
+                slot.entry = entry;
+                if data_changed {
+                    slot.version += 1;
+                }
+                let endpoint = slot.endpoint;
+                (slot, (endpoint, lifetime, data_changed, first))
+            })
+        else {
+            return;
+        };
+        let first_data = (first && self.wants_data_loaded(endpoint))
+            .then(|| {
+                self.entries
+                    .get(key)
+                    .and_then(|slot| slot.entry.data().cloned())
+            })
+            .flatten();
+        let kind = match request {
+            Some(request) => TraceKind::RequestFulfilled {
+                request,
+                data_changed,
+            },
+            None => TraceKind::Upserted { data_changed },
+        };
+        self.record(self.now, key, kind);
+        if first {
+            self.data_loaded(key, lifetime, request, first_data);
+        }
+        self.rearm_if_unused(key);
+        self.notify(key);
+    }
+
+    pub(super) fn data_loaded(
+        &mut self,
+        key: &CacheKey,
+        lifetime: u64,
+        request: Option<u64>,
+        data: Option<D>,
+    ) {
+        self.record(self.now, key, TraceKind::DataLoaded { lifetime, request });
+        if let Some(data) = data {
+            self.effects.push_back(Effect::ResolveDataLoaded {
+                lifetime,
+                request,
+                data,
+            });
+        }
+    }
+}

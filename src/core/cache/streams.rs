@@ -1,0 +1,110 @@
+//! Message streams attached by a lifecycle (R21, R22).
+
+use std::fmt;
+
+use super::*;
+use crate::core::data::CacheData;
+use crate::core::entry::any::AnyEntry;
+use crate::core::key::CacheKey;
+use crate::core::trace::TraceKind;
+
+impl<D, E> Cache<D, E>
+where
+    D: CacheData,
+    E: fmt::Display,
+{
+    /// A message stream starts applying messages to `lifetime`'s entry (R21): a Loaded entry
+    /// becomes Streaming. `buffered` messages that arrived before the first data follow.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Phase, UpdateError, key::CacheKey};
+    /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.upsert(0, ep, &key, vec![]);
+    /// cache.stream_attached(1, 1, 0)?;
+    /// assert_eq!(cache.entry(&key).map(|e| e.phase), Some(Phase::Streaming));
+    /// assert_eq!(cache.stream_attached(1, 9, 0), Err(UpdateError::NotLive));
+    /// # Ok::<(), UpdateError>(())
+    /// ```
+    pub fn stream_attached(
+        &mut self,
+        now: u64,
+        lifetime: u64,
+        buffered: usize,
+    ) -> Result<(), UpdateError> {
+        self.advance(now);
+        let Some(key) = self.entries.key_of(lifetime).cloned() else {
+            return Err(UpdateError::NotLive);
+        };
+        let attached = self.entries.transition(&key, |mut slot| {
+            let attached = match slot.entry {
+                AnyEntry::Loaded(e) => {
+                    slot.entry = AnyEntry::Streaming(e.start_streaming());
+                    Ok(())
+                }
+                streaming @ AnyEntry::Streaming(_) => {
+                    slot.entry = streaming;
+                    Ok(())
+                }
+                loading @ AnyEntry::Loading(_) => {
+                    slot.entry = loading;
+                    Err(UpdateError::NotLoaded)
+                }
+            };
+            (slot, attached)
+        });
+        attached.unwrap_or(Err(UpdateError::NotLive))?;
+        self.record(
+            self.now,
+            &key,
+            TraceKind::StreamAttached { lifetime, buffered },
+        );
+        self.notify(&key);
+        Ok(())
+    }
+
+    /// A stream item was skipped (a bad frame): recorded with the reason (R22).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// cache.stream_skipped(0, &CacheKey::verbatim("a(1)"), 1, "not JSON".into());
+    /// assert_eq!(cache.trace().len(), 1);
+    /// ```
+    pub fn stream_skipped(&mut self, now: u64, key: &CacheKey, lifetime: u64, reason: String) {
+        self.advance(now);
+        self.record(self.now, key, TraceKind::StreamSkipped { lifetime, reason });
+    }
+
+    /// A stream attachment ended (R21): recorded with the reason and its counts, whether or not
+    /// the entry lives.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// cache.stream_ended(0, &CacheKey::verbatim("a(1)"), 1, "server closed".into(), 3, 1);
+    /// assert_eq!(cache.trace().len(), 1);
+    /// ```
+    pub fn stream_ended(
+        &mut self,
+        now: u64,
+        key: &CacheKey,
+        lifetime: u64,
+        reason: String,
+        applied: u64,
+        skipped: u64,
+    ) {
+        self.advance(now);
+        self.record(
+            self.now,
+            key,
+            TraceKind::StreamEnded {
+                lifetime,
+                reason,
+                applied,
+                skipped,
+            },
+        );
+    }
+}

@@ -1,0 +1,354 @@
+//! Updates of an entry's data: through a lifecycle handle, `update_query_data`, `patch_query_data` (R15, R18, R19).
+
+use std::fmt;
+
+use super::*;
+use crate::core::data::CacheData;
+use crate::core::entry::any::AnyEntry;
+use crate::core::entry::{Draft, Updated};
+use crate::core::key::CacheKey;
+use crate::core::patch::{Patch, PatchSet};
+use crate::core::trace::{Recording, TraceKind, UpdateSource};
+
+impl<D, E> Cache<D, E>
+where
+    D: CacheData,
+    E: fmt::Display,
+{
+    /// `update_cached_data` through the lifecycle handle of `lifetime` (R15). The recipe gets a
+    /// [`Draft`]; if it takes mutable access the update is applied and subscribers notified once.
+    /// Patches are computed only when `want_patches` or the trace records them, so by default an
+    /// update costs what the recipe costs.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Phase, key::CacheKey};
+    /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.upsert(0, ep, &key, vec![1]);
+    /// let lifetime = cache.entry(&key).unwrap().lifetime;
+    /// let patches = cache.update_cached(1, lifetime, true, |d| d.push(2)).unwrap().unwrap();
+    /// assert_eq!(patches.patches.0.len(), 1);
+    /// assert_eq!(cache.entry(&key).unwrap().phase, Phase::Streaming);
+    /// ```
+    pub fn update_cached(
+        &mut self,
+        now: u64,
+        lifetime: u64,
+        want_patches: bool,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) -> Result<Option<PatchSet>, UpdateError> {
+        self.advance(now);
+        // Looked up after `advance`, which may have removed it.
+        let place = self
+            .entries
+            .place_of(lifetime)
+            .ok_or(UpdateError::NotLive)?;
+        self.update_placed(place, want_patches, recipe)
+    }
+
+    /// Where `lifetime`'s entry sits, if it is live, for [`Cache::update_cached_at`].
+    pub(crate) fn lifetime_place(&self, lifetime: u64) -> Option<LifetimePlace> {
+        self.entries.place_of(lifetime)
+    }
+
+    /// [`Cache::update_cached`] of the lifetime at `place`, found without a lookup.
+    pub(crate) fn update_cached_at(
+        &mut self,
+        now: u64,
+        place: LifetimePlace,
+        want_patches: bool,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) -> Result<Option<PatchSet>, UpdateError> {
+        self.advance(now);
+        self.update_placed(place, want_patches, recipe)
+    }
+
+    /// [`Cache::update_cached_at`] without patches, for a driver that wakes the lifetime's
+    /// subscribers itself: when the update takes the streaming path, the notification the core
+    /// decides on is returned (`true`: notify) instead of queued as [`Effect::Notify`]; on any
+    /// other path it is queued as usual and `false` is returned.
+    pub(crate) fn update_cached_returning_notify(
+        &mut self,
+        now: u64,
+        place: LifetimePlace,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) -> Result<bool, UpdateError> {
+        self.advance(now);
+        let recipe = match self.update_streaming(place, false, recipe, false) {
+            Ok(notify) => return Ok(notify),
+            Err(recipe) => recipe,
+        };
+        self.update_applied(place, false, recipe).map(|_| false)
+    }
+
+    /// An update of the lifetime at `place`, time already advanced.
+    pub(super) fn update_placed(
+        &mut self,
+        place: LifetimePlace,
+        want_patches: bool,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) -> Result<Option<PatchSet>, UpdateError> {
+        let recipe = match self.update_streaming(place, want_patches, recipe, true) {
+            Ok(_) => return Ok(None),
+            Err(recipe) => recipe,
+        };
+        let set = self.update_applied(place, want_patches, recipe)?;
+        Ok(want_patches.then(|| set.unwrap_or_default()))
+    }
+
+    /// The streaming hot path: a Streaming entry updated in place, without patches (neither
+    /// wanted nor recorded); the same steps, in the same order, as `apply_update` takes for it.
+    /// Returns whether subscribers are to be notified (queued as an effect if `queue`, else
+    /// left to the caller), or gives the recipe back for [`Cache::update_applied`] when this
+    /// path does not apply.
+    pub(super) fn update_streaming<F: FnOnce(&mut Draft<'_, D>)>(
+        &mut self,
+        place: LifetimePlace,
+        want_patches: bool,
+        recipe: F,
+        queue: bool,
+    ) -> Result<bool, F> {
+        if want_patches || self.config.recording == Recording::EventsWithPatches {
+            return Err(recipe);
+        }
+        let Some((key, slot)) = self.entries.at_place_mut(place) else {
+            return Err(recipe);
+        };
+        let AnyEntry::Streaming(entry) = &mut slot.entry else {
+            return Err(recipe);
+        };
+        if !entry.update(recipe) {
+            return Ok(false);
+        }
+        slot.version += 1;
+        let notify = slot.mark_notified();
+        if self.config.recording != Recording::Off {
+            self.trace.record_update_for(
+                self.now,
+                key,
+                &mut slot.trace_key,
+                UpdateSource::Lifecycle,
+            );
+        }
+        if notify && queue {
+            // The effects, not `self`: `key` borrows the entries.
+            effect::queue_notify(&mut self.effects, key);
+        }
+        Ok(notify && !queue)
+    }
+
+    /// Any other update of the lifetime at `place`, through the typestate transitions.
+    pub(super) fn update_applied(
+        &mut self,
+        place: LifetimePlace,
+        want_patches: bool,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) -> Result<Option<PatchSet>, UpdateError> {
+        let Some(key) = self.entries.at_place(place).map(|(key, _)| key.clone()) else {
+            return Err(UpdateError::NotLive);
+        };
+        self.apply_update(&key, UpdateSource::Lifecycle, want_patches, recipe)
+    }
+
+    /// `update_query_data` (R18): on an absent entry or one without data the recipe is not
+    /// called and the patch set is empty; otherwise as [`Cache::update_cached`], and the patch
+    /// set (for undo) is always computed.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, key::CacheKey};
+    /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    /// let set = cache.update_query_data(0, &CacheKey::verbatim("a(1)"), |_| unreachable!()).unwrap();
+    /// assert!(set.is_empty());
+    /// ```
+    pub fn update_query_data(
+        &mut self,
+        now: u64,
+        key: &CacheKey,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) -> Result<PatchSet, UpdateError> {
+        self.advance(now);
+        match self.apply_update(key, UpdateSource::UpdateQueryData, true, recipe) {
+            Ok(set) => Ok(set.unwrap_or_default()),
+            Err(UpdateError::NotLive | UpdateError::NotLoaded) => Ok(PatchSet::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `patch_query_data` (R19): apply RFC 6902 patches atomically. A patch that does not apply,
+    /// or whose result is not a value of `D`, is an error and leaves the data unchanged.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, PatchError, key::CacheKey};
+    /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.upsert(0, ep, &key, vec![1]);
+    /// let bad: json_patch::Patch = serde_json::from_str(r#"[{"op":"remove","path":"/5"}]"#).unwrap();
+    /// assert!(matches!(cache.patch_query_data(1, &key, &bad), Err(PatchError::Apply(_))));
+    /// let good: json_patch::Patch = serde_json::from_str(r#"[{"op":"add","path":"/-","value":2}]"#).unwrap();
+    /// cache.patch_query_data(1, &key, &good).unwrap();
+    /// assert_eq!(cache.entry(&key).unwrap().data, Some(&vec![1, 2]));
+    /// ```
+    pub fn patch_query_data(
+        &mut self,
+        now: u64,
+        key: &CacheKey,
+        patch: &Patch,
+    ) -> Result<(), PatchError> {
+        self.advance(now);
+        let Some(slot) = self.entries.get(key) else {
+            return Err(PatchError::NoEntry);
+        };
+        let Some(old) = slot.entry.data() else {
+            return Err(PatchError::NoData);
+        };
+        let before = old
+            .to_json()
+            .map_err(|e| PatchError::Schema(e.to_string()))?;
+        // Patch a scratch copy: a failed patch leaves the data untouched without json-patch's
+        // own rollback, which panics on some inputs (json-patch 5.0, found by the fuzzer).
+        let mut after = before.clone();
+        json_patch::patch_unsafe(&mut after, &patch.0)
+            .map_err(|e| PatchError::Apply(e.to_string()))?;
+        let new: D = old
+            .same_type_from_json(after)
+            .map_err(|e| PatchError::Schema(e.to_string()))?;
+        if &new == old {
+            return Ok(());
+        }
+        // The change as the data's own JSON sees it: the type may normalise the patched JSON
+        // (a removed optional field is `null` again), so the patch as given may not describe it.
+        let patches = if self.config.recording == Recording::EventsWithPatches {
+            new.to_json()
+                .ok()
+                .map(|after| PatchSet::between(&before, &after))
+        } else {
+            None
+        };
+        self.overwrite_data(key, new);
+        self.record(
+            self.now,
+            key,
+            TraceKind::Updated {
+                source: UpdateSource::PatchQueryData,
+                patches,
+            },
+        );
+        self.notify(key);
+        Ok(())
+    }
+
+    /// Run a recipe on the entry's data. `Ok(None)` when no patches were computed.
+    pub(super) fn apply_update(
+        &mut self,
+        key: &CacheKey,
+        source: UpdateSource,
+        want_patches: bool,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) -> Result<Option<PatchSet>, UpdateError> {
+        let Some(slot) = self.entries.get(key) else {
+            return Err(UpdateError::NotLive);
+        };
+        if slot.entry.data().is_none() {
+            return Err(UpdateError::NotLoaded);
+        }
+        let record_patches = self.config.recording == Recording::EventsWithPatches;
+        let need_patches = want_patches || record_patches;
+        let mut patch_result: Result<Option<PatchSet>, UpdateError> = Ok(None);
+        let mut touched = false;
+        let wrapped = |draft: &mut Draft<'_, D>| {
+            if !need_patches {
+                recipe(draft);
+                touched = draft.touched();
+                return;
+            }
+            let backup: D = (**draft).clone();
+            let before = match backup.to_json() {
+                Ok(v) => v,
+                Err(e) => {
+                    patch_result = Err(UpdateError::Serialize(e.to_string()));
+                    return;
+                }
+            };
+            recipe(draft);
+            touched = draft.touched();
+            if !touched {
+                return;
+            }
+            match (**draft).to_json() {
+                Ok(after) => patch_result = Ok(Some(PatchSet::between(&before, &after))),
+                Err(e) => {
+                    **draft = backup;
+                    touched = false;
+                    patch_result = Err(UpdateError::Serialize(e.to_string()));
+                }
+            }
+        };
+        self.update_in_place(key, wrapped);
+        let patches = patch_result?;
+        if touched {
+            let traced = if record_patches {
+                patches.clone()
+            } else {
+                None
+            };
+            self.record(
+                self.now,
+                key,
+                TraceKind::Updated {
+                    source,
+                    patches: traced,
+                },
+            );
+            self.notify(key);
+        }
+        Ok(patches)
+    }
+
+    /// Run `recipe` on a Loaded or Streaming entry, moving Loaded to Streaming if it touched.
+    /// A Streaming entry is updated in place (the streaming hot path: one map lookup).
+    pub(super) fn update_in_place(
+        &mut self,
+        key: &CacheKey,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) {
+        if let Some(slot) = self.entries.get_mut(key)
+            && let AnyEntry::Streaming(entry) = &mut slot.entry
+        {
+            if entry.update(recipe) {
+                slot.version += 1;
+            }
+            return;
+        }
+        self.entries.transition(key, |mut slot| {
+            slot.entry = match slot.entry {
+                AnyEntry::Loaded(e) => match e.update(recipe) {
+                    Updated::Unchanged(e) => AnyEntry::Loaded(e),
+                    Updated::Changed(e) => {
+                        slot.version += 1;
+                        AnyEntry::Streaming(e)
+                    }
+                },
+                other => other,
+            };
+            (slot, ())
+        });
+    }
+
+    /// Replace the data of a Loaded or Streaming entry as an update; it is then Streaming.
+    pub(super) fn overwrite_data(&mut self, key: &CacheKey, data: D) {
+        self.entries.transition(key, |mut slot| {
+            slot.entry = match slot.entry {
+                AnyEntry::Loaded(e) => AnyEntry::Streaming(e.overwrite(data)),
+                AnyEntry::Streaming(mut e) => {
+                    e.overwrite(data);
+                    AnyEntry::Streaming(e)
+                }
+                loading @ AnyEntry::Loading(_) => loading,
+            };
+            slot.version += 1;
+            (slot, ())
+        });
+    }
+}
