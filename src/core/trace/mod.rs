@@ -1,0 +1,429 @@
+//! The trace: one serde event type recorded for every transition (SPEC R23).
+//!
+//! The core, the reference model (`livecache-model`) and, later, the tokio runtime all emit these
+//! events; property tests compare them and snapshot tests print them. Time is logical: milliseconds
+//! on the api's clock, never a wall clock, so a trace is deterministic.
+//!
+//! ```
+//! use livecache::core::trace::{TraceEvent, TraceKind, AddCause};
+//!
+//! let event = TraceEvent {
+//!     at_ms: 0,
+//!     key: "getMessages(\"redux\")".into(),
+//!     kind: TraceKind::EntryAdded { lifetime: 1, cause: AddCause::Subscribe },
+//! };
+//! assert_eq!(event.to_string(), "0ms getMessages(\"redux\") entry_added lifetime=1 cause=subscribe");
+//! let json = serde_json::to_value(&event)?;
+//! assert_eq!(json["event"], "entry_added");
+//! # Ok::<(), serde_json::Error>(())
+//! ```
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::key::CacheKey;
+use crate::core::patch::PatchSet;
+
+mod log;
+
+pub(crate) use log::{TraceKeyRef, TraceLog};
+
+/// How much the core records (SPEC R23).
+///
+/// The default, [`Recording::Events`], never computes patches, so it adds nothing proportional to
+/// the size of an entry to an update.
+///
+/// ```
+/// use livecache::core::trace::Recording;
+/// assert_eq!(Recording::default(), Recording::Events);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Recording {
+    /// Record nothing.
+    Off,
+    /// Record every event; updates carry no patches.
+    #[default]
+    Events,
+    /// Record every event; updates carry their RFC 6902 patches (costs a diff per update).
+    EventsWithPatches,
+}
+
+/// One recorded event: when, for which cache key, and what happened.
+///
+/// ```
+/// use livecache::core::trace::{TraceEvent, TraceKind};
+/// let e = TraceEvent { at_ms: 60_000, key: "a(1)".into(), kind: TraceKind::RemovalCancelled };
+/// assert_eq!(e.to_string(), "60000ms a(1) removal_cancelled");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceEvent {
+    /// Logical time in milliseconds on the api's clock.
+    pub at_ms: u64,
+    /// The cache key of the entry concerned (shared text: recording an event copies no string).
+    pub key: CacheKey,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: TraceKind,
+}
+
+/// Why an entry was created.
+///
+/// ```
+/// use livecache::core::trace::AddCause;
+/// assert_eq!(serde_json::to_string(&AddCause::Prefetch).unwrap(), "\"prefetch\"");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AddCause {
+    /// A subscription to an absent key (R1).
+    Subscribe,
+    /// A prefetch of an absent key (R6).
+    Prefetch,
+    /// An upsert of an absent key (R20).
+    Upsert,
+}
+
+/// Why an entry was removed.
+///
+/// ```
+/// use livecache::core::trace::RemoveCause;
+/// assert_eq!(RemoveCause::Expired.to_string(), "expired");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoveCause {
+    /// Its removal deadline passed with zero subscribers (R4, R5).
+    Expired,
+    /// `remove(key)` (R7).
+    Removed,
+    /// `reset()` (R7).
+    Reset,
+}
+
+/// Where an update came from.
+///
+/// ```
+/// use livecache::core::trace::UpdateSource;
+/// assert_eq!(UpdateSource::Lifecycle.to_string(), "lifecycle");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateSource {
+    /// `update_cached_data` through a lifecycle handle (R15).
+    Lifecycle,
+    /// `update_query_data` from outside the lifecycle (R18).
+    UpdateQueryData,
+    /// `patch_query_data` with RFC 6902 patches, including an undo (R19).
+    PatchQueryData,
+}
+
+/// How a lifecycle handler ended (R16).
+///
+/// ```
+/// use livecache::core::trace::HandlerOutcome;
+/// let o = HandlerOutcome::Failed { error: "socket refused".into() };
+/// assert_eq!(o.to_string(), "failed: socket refused");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum HandlerOutcome {
+    /// It returned `Ok`.
+    Finished,
+    /// It returned an error.
+    Failed {
+        /// The error, as displayed.
+        error: String,
+    },
+    /// It panicked.
+    Panicked {
+        /// The panic message, when it was a string.
+        message: String,
+    },
+}
+
+/// What happened to an entry. Serialised with an `event` tag in snake case.
+///
+/// ```
+/// use livecache::core::trace::TraceKind;
+/// let k = TraceKind::RequestStarted { request: 3 };
+/// assert_eq!(serde_json::to_string(&k).unwrap(), r#"{"event":"request_started","request":3}"#);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum TraceKind {
+    /// The key was absent and an entry was created (a new lifetime begins).
+    EntryAdded {
+        /// The new lifetime's id (unique for the api, never reused).
+        lifetime: u64,
+        /// What created it.
+        cause: AddCause,
+    },
+    /// A subscription was added.
+    Subscribed {
+        /// The subscription's id.
+        subscription: u64,
+        /// Subscribers after the change.
+        subscribers: usize,
+    },
+    /// A subscription was dropped.
+    Unsubscribed {
+        /// The subscription's id.
+        subscription: u64,
+        /// Subscribers after the change.
+        subscribers: usize,
+    },
+    /// The endpoint's `on_cache_entry_added` handler was started for this lifetime (R1, R12).
+    LifecycleStarted {
+        /// The lifetime the handler belongs to.
+        lifetime: u64,
+    },
+    /// A request was started (R1, R2, R11).
+    RequestStarted {
+        /// The request's id (unique for the api).
+        request: u64,
+    },
+    /// A refetch was asked for while a request was in flight and joined it (R3).
+    RequestJoined {
+        /// The request in flight.
+        request: u64,
+    },
+    /// The current request fulfilled (R8).
+    RequestFulfilled {
+        /// The request.
+        request: u64,
+        /// Whether the data differs from what was cached (`PartialEq`).
+        data_changed: bool,
+    },
+    /// The current request was rejected (R9).
+    RequestRejected {
+        /// The request.
+        request: u64,
+        /// The error, as displayed.
+        error: String,
+    },
+    /// A result for a stale request, or for an absent key, was ignored (R10).
+    ResultIgnored {
+        /// The request the result belonged to.
+        request: u64,
+    },
+    /// The entry received its first data of this lifetime: `data_loaded` resolves (R8, R13, R20).
+    DataLoaded {
+        /// The lifetime.
+        lifetime: u64,
+        /// The request that brought the data, or `None` for an upsert.
+        request: Option<u64>,
+    },
+    /// `upsert_query_data` replaced or set the data (R20).
+    Upserted {
+        /// Whether the data differs from what was cached.
+        data_changed: bool,
+    },
+    /// The data was changed by an update (R15, R18, R19).
+    Updated {
+        /// Where the update came from.
+        source: UpdateSource,
+        /// The change, when recording with patches.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        patches: Option<PatchSet>,
+    },
+    /// A removal deadline was armed (R4, R6).
+    RemovalScheduled {
+        /// The deadline, in milliseconds on the api's clock.
+        deadline_ms: u64,
+    },
+    /// A subscription arrived before the deadline and cancelled it (R2).
+    RemovalCancelled,
+    /// An in-flight request was aborted because its entry is being removed (R5, R7).
+    RequestAborted {
+        /// The request.
+        request: u64,
+    },
+    /// The entry left the cache: `entry_removed` resolves; if it never loaded, `data_loaded`
+    /// yields "removed before loaded" (R5, R7, R13, R14).
+    EntryRemoved {
+        /// The lifetime that ended.
+        lifetime: u64,
+        /// Why.
+        cause: RemoveCause,
+        /// Whether data had loaded in this lifetime.
+        loaded: bool,
+    },
+    /// A message stream was attached to a lifetime's entry and starts applying messages: the
+    /// entry is Streaming (R21).
+    StreamAttached {
+        /// The lifetime.
+        lifetime: u64,
+        /// Messages received before the attachment saw the first data, applied now, in order.
+        buffered: usize,
+    },
+    /// A stream item was skipped — a bad frame, say — and the stream goes on (R22).
+    StreamSkipped {
+        /// The lifetime.
+        lifetime: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A message stream's attachment ended (R21).
+    StreamEnded {
+        /// The lifetime.
+        lifetime: u64,
+        /// Why: the entry was removed, the stream ended, or it failed.
+        reason: String,
+        /// Messages applied.
+        applied: u64,
+        /// Items skipped.
+        skipped: u64,
+    },
+    /// The lifecycle handler of a lifetime ended (R16).
+    LifecycleEnded {
+        /// The lifetime.
+        lifetime: u64,
+        /// How it ended.
+        #[serde(flatten)]
+        outcome: HandlerOutcome,
+    },
+}
+
+// ===== Display: one readable line per event =====
+
+impl fmt::Display for AddCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AddCause::Subscribe => "subscribe",
+            AddCause::Prefetch => "prefetch",
+            AddCause::Upsert => "upsert",
+        })
+    }
+}
+
+impl fmt::Display for RemoveCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RemoveCause::Expired => "expired",
+            RemoveCause::Removed => "removed",
+            RemoveCause::Reset => "reset",
+        })
+    }
+}
+
+impl fmt::Display for UpdateSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UpdateSource::Lifecycle => "lifecycle",
+            UpdateSource::UpdateQueryData => "update_query_data",
+            UpdateSource::PatchQueryData => "patch_query_data",
+        })
+    }
+}
+
+impl fmt::Display for HandlerOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandlerOutcome::Finished => f.write_str("finished"),
+            HandlerOutcome::Failed { error } => write!(f, "failed: {error}"),
+            HandlerOutcome::Panicked { message } => write!(f, "panicked: {message}"),
+        }
+    }
+}
+
+impl fmt::Display for TraceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TraceKind::EntryAdded { lifetime, cause } => {
+                write!(f, "entry_added lifetime={lifetime} cause={cause}")
+            }
+            TraceKind::Subscribed {
+                subscription,
+                subscribers,
+            } => {
+                write!(
+                    f,
+                    "subscribed subscription={subscription} subscribers={subscribers}"
+                )
+            }
+            TraceKind::Unsubscribed {
+                subscription,
+                subscribers,
+            } => {
+                write!(
+                    f,
+                    "unsubscribed subscription={subscription} subscribers={subscribers}"
+                )
+            }
+            TraceKind::LifecycleStarted { lifetime } => {
+                write!(f, "lifecycle_started lifetime={lifetime}")
+            }
+            TraceKind::RequestStarted { request } => write!(f, "request_started request={request}"),
+            TraceKind::RequestJoined { request } => write!(f, "request_joined request={request}"),
+            TraceKind::RequestFulfilled {
+                request,
+                data_changed,
+            } => {
+                write!(
+                    f,
+                    "request_fulfilled request={request} data_changed={data_changed}"
+                )
+            }
+            TraceKind::RequestRejected { request, error } => {
+                write!(f, "request_rejected request={request} error={error:?}")
+            }
+            TraceKind::ResultIgnored { request } => write!(f, "result_ignored request={request}"),
+            TraceKind::DataLoaded { lifetime, request } => match request {
+                Some(r) => write!(f, "data_loaded lifetime={lifetime} request={r}"),
+                None => write!(f, "data_loaded lifetime={lifetime} by=upsert"),
+            },
+            TraceKind::Upserted { data_changed } => {
+                write!(f, "upserted data_changed={data_changed}")
+            }
+            TraceKind::Updated { source, patches } => {
+                write!(f, "updated source={source}")?;
+                if let Some(p) = patches {
+                    let json = serde_json::to_string(&p.patches).map_err(|_| fmt::Error)?;
+                    write!(f, " patches={json}")?;
+                }
+                Ok(())
+            }
+            TraceKind::RemovalScheduled { deadline_ms } => {
+                write!(f, "removal_scheduled deadline={deadline_ms}ms")
+            }
+            TraceKind::RemovalCancelled => f.write_str("removal_cancelled"),
+            TraceKind::RequestAborted { request } => write!(f, "request_aborted request={request}"),
+            TraceKind::EntryRemoved {
+                lifetime,
+                cause,
+                loaded,
+            } => {
+                write!(
+                    f,
+                    "entry_removed lifetime={lifetime} cause={cause} loaded={loaded}"
+                )
+            }
+            TraceKind::StreamAttached { lifetime, buffered } => {
+                write!(f, "stream_attached lifetime={lifetime} buffered={buffered}")
+            }
+            TraceKind::StreamSkipped { lifetime, reason } => {
+                write!(f, "stream_skipped lifetime={lifetime} reason={reason:?}")
+            }
+            TraceKind::StreamEnded {
+                lifetime,
+                reason,
+                applied,
+                skipped,
+            } => write!(
+                f,
+                "stream_ended lifetime={lifetime} reason={reason:?} applied={applied} skipped={skipped}"
+            ),
+            TraceKind::LifecycleEnded { lifetime, outcome } => {
+                write!(f, "lifecycle_ended lifetime={lifetime} {outcome}")
+            }
+        }
+    }
+}
+
+impl fmt::Display for TraceEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms {} {}", self.at_ms, self.key, self.kind)
+    }
+}
