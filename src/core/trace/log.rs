@@ -99,210 +99,101 @@ impl Packed {
     }
 }
 
-/// A kind set aside from its record ([`Packed`]): whole when it holds no text or patches (the
-/// same fields as its [`TraceKind`], with nothing to drop), otherwise the index of the kind in
-/// its generation's `kinds`. An update without patches is one too, on its way into its record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Aside {
-    EntryAdded {
-        lifetime: u64,
-        cause: AddCause,
-    },
-    Subscribed {
-        subscription: u64,
-        subscribers: usize,
-    },
-    Unsubscribed {
-        subscription: u64,
-        subscribers: usize,
-    },
-    LifecycleStarted {
-        lifetime: u64,
-    },
-    RequestStarted {
-        request: u64,
-    },
-    RequestJoined {
-        request: u64,
-    },
-    RequestFulfilled {
-        request: u64,
-        data_changed: bool,
-    },
-    ResultIgnored {
-        request: u64,
-    },
-    /// `request` is meaningful when `by_request` (an `Option<u64>` would take 8 more bytes).
-    DataLoaded {
-        lifetime: u64,
-        request: u64,
-        by_request: bool,
-    },
-    Upserted {
-        data_changed: bool,
-    },
-    RemovalScheduled {
-        deadline_ms: u64,
-    },
-    RemovalCancelled,
-    RequestAborted {
-        request: u64,
-    },
-    EntryRemoved {
-        lifetime: u64,
-        cause: RemoveCause,
-        loaded: bool,
-    },
-    StreamAttached {
-        lifetime: u64,
-        buffered: usize,
-    },
-    /// `LifecycleEnded` with [`HandlerOutcome::Finished`].
-    LifecycleFinished {
-        lifetime: u64,
-    },
-    /// `Updated` without patches: never kept in `aside`, its record holds it ([`Packed`]).
-    Updated {
-        source: UpdateSource,
-    },
-    /// Any other kind: its index in the generation's `kinds` (< 2^30, like the events).
-    Kept(u32),
+/// Declares [`Aside`] and its two conversions from one list: the kinds set aside whole, with the
+/// same fields as their [`TraceKind`] variant (all `Copy`). The kinds stored differently are
+/// written out once below the list: `DataLoaded` (its `Option` split in two), a finished
+/// `LifecycleEnded`, an `Updated` without patches, and `Kept` (any kind with text or patches).
+macro_rules! set_aside_whole {
+    ($($variant:ident { $($field:ident: $ty:ty),* }),* $(,)?) => {
+        /// A kind set aside from its record ([`Packed`]): whole when it holds no text or patches
+        /// (the same fields as its [`TraceKind`], with nothing to drop), otherwise the index of
+        /// the kind in its generation's `kinds`. An update without patches is one too, on its way
+        /// into its record.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        enum Aside {
+            $($variant { $($field: $ty),* },)*
+            /// `request` is meaningful when `by_request` (an `Option<u64>` would take 8 more
+            /// bytes).
+            DataLoaded { lifetime: u64, request: u64, by_request: bool },
+            /// `LifecycleEnded` with [`HandlerOutcome::Finished`].
+            LifecycleFinished { lifetime: u64 },
+            /// `Updated` without patches: never kept in `aside`, its record holds it ([`Packed`]).
+            Updated { source: UpdateSource },
+            /// Any other kind: its index in the generation's `kinds` (< 2^30, like the events).
+            Kept(u32),
+        }
+
+        impl Aside {
+            /// `kind` set aside whole, or given back when it holds text or patches. Inlined, so
+            /// that where the kind is known this is no work at all.
+            #[inline(always)]
+            fn of(kind: TraceKind) -> Result<Aside, TraceKind> {
+                // Only kinds with nothing to drop are set aside, so none is dropped here: this
+                // saves a call of the kind's drop glue per event, where the compiler keeps it even
+                // though the kind is known. (Were a kind with text set aside by mistake, its text
+                // would leak; a test checks that none is.)
+                let kind = std::mem::ManuallyDrop::new(kind);
+                Ok(match *kind {
+                    $(TraceKind::$variant { $($field),* } => Aside::$variant { $($field),* },)*
+                    TraceKind::DataLoaded { lifetime, request } => Aside::DataLoaded {
+                        lifetime,
+                        request: request.unwrap_or(0),
+                        by_request: request.is_some(),
+                    },
+                    TraceKind::LifecycleEnded {
+                        lifetime,
+                        outcome: HandlerOutcome::Finished,
+                    } => Aside::LifecycleFinished { lifetime },
+                    TraceKind::Updated {
+                        source,
+                        patches: None,
+                    } => Aside::Updated { source },
+                    _ => return Err(std::mem::ManuallyDrop::into_inner(kind)),
+                })
+            }
+
+            /// The kind set aside whole, or the index of the one kept in `kinds`.
+            fn kind(self) -> Result<TraceKind, usize> {
+                Ok(match self {
+                    $(Aside::$variant { $($field),* } => TraceKind::$variant { $($field),* },)*
+                    Aside::DataLoaded {
+                        lifetime,
+                        request,
+                        by_request,
+                    } => TraceKind::DataLoaded {
+                        lifetime,
+                        request: by_request.then_some(request),
+                    },
+                    Aside::LifecycleFinished { lifetime } => TraceKind::LifecycleEnded {
+                        lifetime,
+                        outcome: HandlerOutcome::Finished,
+                    },
+                    Aside::Updated { source } => TraceKind::Updated {
+                        source,
+                        patches: None,
+                    },
+                    Aside::Kept(index) => return Err(index as usize),
+                })
+            }
+        }
+    };
 }
 
-impl Aside {
-    /// `kind` set aside whole, or given back when it holds text or patches. Inlined, so that
-    /// where the kind is known this is no work at all.
-    #[inline(always)]
-    fn of(kind: TraceKind) -> Result<Aside, TraceKind> {
-        // Only kinds with nothing to drop are set aside, so none is dropped here: this saves a
-        // call of the kind's drop glue per event, where the compiler keeps it even though the
-        // kind is known. (Were a kind with text set aside by mistake, its text would leak; a
-        // test checks that none is.)
-        let kind = std::mem::ManuallyDrop::new(kind);
-        Ok(match *kind {
-            TraceKind::EntryAdded { lifetime, cause } => Aside::EntryAdded { lifetime, cause },
-            TraceKind::Subscribed {
-                subscription,
-                subscribers,
-            } => Aside::Subscribed {
-                subscription,
-                subscribers,
-            },
-            TraceKind::Unsubscribed {
-                subscription,
-                subscribers,
-            } => Aside::Unsubscribed {
-                subscription,
-                subscribers,
-            },
-            TraceKind::LifecycleStarted { lifetime } => Aside::LifecycleStarted { lifetime },
-            TraceKind::RequestStarted { request } => Aside::RequestStarted { request },
-            TraceKind::RequestJoined { request } => Aside::RequestJoined { request },
-            TraceKind::RequestFulfilled {
-                request,
-                data_changed,
-            } => Aside::RequestFulfilled {
-                request,
-                data_changed,
-            },
-            TraceKind::ResultIgnored { request } => Aside::ResultIgnored { request },
-            TraceKind::DataLoaded { lifetime, request } => Aside::DataLoaded {
-                lifetime,
-                request: request.unwrap_or(0),
-                by_request: request.is_some(),
-            },
-            TraceKind::Upserted { data_changed } => Aside::Upserted { data_changed },
-            TraceKind::RemovalScheduled { deadline_ms } => Aside::RemovalScheduled { deadline_ms },
-            TraceKind::RemovalCancelled => Aside::RemovalCancelled,
-            TraceKind::RequestAborted { request } => Aside::RequestAborted { request },
-            TraceKind::EntryRemoved {
-                lifetime,
-                cause,
-                loaded,
-            } => Aside::EntryRemoved {
-                lifetime,
-                cause,
-                loaded,
-            },
-            TraceKind::StreamAttached { lifetime, buffered } => {
-                Aside::StreamAttached { lifetime, buffered }
-            }
-            TraceKind::LifecycleEnded {
-                lifetime,
-                outcome: HandlerOutcome::Finished,
-            } => Aside::LifecycleFinished { lifetime },
-            TraceKind::Updated {
-                source,
-                patches: None,
-            } => Aside::Updated { source },
-            _ => return Err(std::mem::ManuallyDrop::into_inner(kind)),
-        })
-    }
-
-    /// The kind set aside whole, or the index of the one kept in `kinds`.
-    fn kind(self) -> Result<TraceKind, usize> {
-        Ok(match self {
-            Aside::EntryAdded { lifetime, cause } => TraceKind::EntryAdded { lifetime, cause },
-            Aside::Subscribed {
-                subscription,
-                subscribers,
-            } => TraceKind::Subscribed {
-                subscription,
-                subscribers,
-            },
-            Aside::Unsubscribed {
-                subscription,
-                subscribers,
-            } => TraceKind::Unsubscribed {
-                subscription,
-                subscribers,
-            },
-            Aside::LifecycleStarted { lifetime } => TraceKind::LifecycleStarted { lifetime },
-            Aside::RequestStarted { request } => TraceKind::RequestStarted { request },
-            Aside::RequestJoined { request } => TraceKind::RequestJoined { request },
-            Aside::RequestFulfilled {
-                request,
-                data_changed,
-            } => TraceKind::RequestFulfilled {
-                request,
-                data_changed,
-            },
-            Aside::ResultIgnored { request } => TraceKind::ResultIgnored { request },
-            Aside::DataLoaded {
-                lifetime,
-                request,
-                by_request,
-            } => TraceKind::DataLoaded {
-                lifetime,
-                request: by_request.then_some(request),
-            },
-            Aside::Upserted { data_changed } => TraceKind::Upserted { data_changed },
-            Aside::RemovalScheduled { deadline_ms } => TraceKind::RemovalScheduled { deadline_ms },
-            Aside::RemovalCancelled => TraceKind::RemovalCancelled,
-            Aside::RequestAborted { request } => TraceKind::RequestAborted { request },
-            Aside::EntryRemoved {
-                lifetime,
-                cause,
-                loaded,
-            } => TraceKind::EntryRemoved {
-                lifetime,
-                cause,
-                loaded,
-            },
-            Aside::StreamAttached { lifetime, buffered } => {
-                TraceKind::StreamAttached { lifetime, buffered }
-            }
-            Aside::LifecycleFinished { lifetime } => TraceKind::LifecycleEnded {
-                lifetime,
-                outcome: HandlerOutcome::Finished,
-            },
-            Aside::Updated { source } => TraceKind::Updated {
-                source,
-                patches: None,
-            },
-            Aside::Kept(index) => return Err(index as usize),
-        })
-    }
+set_aside_whole! {
+    EntryAdded { lifetime: u64, cause: AddCause },
+    Subscribed { subscription: u64, subscribers: usize },
+    Unsubscribed { subscription: u64, subscribers: usize },
+    LifecycleStarted { lifetime: u64 },
+    RequestStarted { request: u64 },
+    RequestJoined { request: u64 },
+    RequestFulfilled { request: u64, data_changed: bool },
+    ResultIgnored { request: u64 },
+    Upserted { data_changed: bool },
+    RemovalScheduled { deadline_ms: u64 },
+    RemovalCancelled {},
+    RequestAborted { request: u64 },
+    EntryRemoved { lifetime: u64, cause: RemoveCause, loaded: bool },
+    StreamAttached { lifetime: u64, buffered: usize },
 }
 
 impl Generation {
