@@ -1,11 +1,87 @@
-//! Time: removal deadlines, armed while an entry has no subscribers, and the timer ticks.
+//! Time: one table of deadlines, the removal deadline armed exactly while an entry has no
+//! subscribers, and the timer ticks that expire them.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use super::*;
 use crate::core::data::CacheData;
 use crate::core::key::CacheKey;
 use crate::core::trace::{RemoveCause, TraceKind};
+
+/// What a deadline is for. Removal is the only timer today; retry and poll timers (planned,
+/// docs/spec.md R36, R37) are armed in the same table, so the core has one earliest deadline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(super) enum Timer {
+    /// Remove the entry (R4, R5).
+    Removal,
+}
+
+/// An armed deadline, as the entry it belongs to remembers it: its time and the arming's
+/// sequence number, which tells it apart from a later arming of the same key at the same time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Armed {
+    pub(super) at: u64,
+    seq: u64,
+}
+
+/// Every armed deadline of the cache, in the order they fall due. Each is mirrored by an
+/// [`Armed`] in its entry's slot; arming and disarming go through here so the two never differ.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Deadlines {
+    armed: BTreeSet<(u64, u64, Timer, CacheKey)>,
+    next_seq: u64,
+}
+
+impl Deadlines {
+    /// The earliest armed deadline.
+    pub(super) fn first(&self) -> Option<u64> {
+        self.armed.first().map(|(at, ..)| *at)
+    }
+
+    /// Arm `timer` of `key` at `at`, replacing the one `mark` remembers.
+    pub(super) fn arm(&mut self, timer: Timer, key: &CacheKey, mark: &mut Option<Armed>, at: u64) {
+        self.disarm(timer, key, mark);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.armed.insert((at, seq, timer, key.clone()));
+        *mark = Some(Armed { at, seq });
+    }
+
+    /// Disarm the deadline `mark` remembers, if any; returns it.
+    pub(super) fn disarm(
+        &mut self,
+        timer: Timer,
+        key: &CacheKey,
+        mark: &mut Option<Armed>,
+    ) -> Option<Armed> {
+        let armed = mark.take()?;
+        self.armed
+            .remove(&(armed.at, armed.seq, timer, key.clone()));
+        Some(armed)
+    }
+
+    /// Take the earliest deadline if it is due at `now`: before it, or at it when `inclusive`.
+    pub(super) fn pop_due(
+        &mut self,
+        now: u64,
+        inclusive: bool,
+    ) -> Option<(Armed, Timer, CacheKey)> {
+        let (at, ..) = self.armed.first()?;
+        if !(*at < now || (inclusive && *at == now)) {
+            return None;
+        }
+        let (at, seq, timer, key) = self.armed.pop_first()?;
+        Some((Armed { at, seq }, timer, key))
+    }
+
+    /// Whether `armed` is in the table (for the store's consistency checks).
+    #[cfg(test)]
+    pub(super) fn contains(&self, timer: Timer, key: &CacheKey, armed: Armed) -> bool {
+        self.armed
+            .contains(&(armed.at, armed.seq, timer, key.clone()))
+    }
+}
 
 impl<D, E> Cache<D, E>
 where
@@ -19,7 +95,7 @@ where
     /// assert_eq!(cache.poll_timeout(), None);
     /// ```
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.deadlines.first().map(|(at, _, _)| *at)
+        self.deadlines.first()
     }
 
     /// A timer tick: remove every entry whose deadline is `<= now`, in deadline order, each
@@ -44,66 +120,61 @@ where
     /// Move the clock to `now` before an event: entries whose deadline is strictly before `now`
     /// expired while nobody told the core.
     pub(super) fn advance(&mut self, now: u64) {
-        if self.deadlines.first().is_some_and(|(at, _, _)| *at < now) {
+        if self.deadlines.first().is_some_and(|at| at < now) {
             self.expire(now, false);
         }
         self.now = self.now.max(now);
     }
 
     pub(super) fn expire(&mut self, now: u64, inclusive: bool) {
-        while let Some((at, _, _)) = self.deadlines.first() {
-            let due = *at < now || (inclusive && *at == now);
-            if !due {
-                break;
-            }
-            let Some((at, seq, key)) = self.deadlines.pop_first() else {
-                break;
-            };
+        while let Some((armed, Timer::Removal, key)) = self.deadlines.pop_due(now, inclusive) {
             // Only the entry this deadline was armed for (a core user's panicking recipe can
             // take an entry away without disarming its deadline; a new entry of the key keeps
             // its own).
             match self.entries.get_mut(&key) {
-                Some(slot) if slot.deadline == Some((at, seq)) => slot.deadline = None,
+                Some(slot) if slot.deadline == Some(armed) => slot.deadline = None,
                 _ => continue,
             }
-            self.remove_entry(&key, RemoveCause::Expired, at.max(self.now));
+            self.remove_entry(&key, RemoveCause::Expired, armed.at.max(self.now));
         }
     }
 
-    /// Arm the removal deadline of a zero-subscriber entry (finite keep time only).
-    pub(super) fn arm(&mut self, key: &CacheKey) {
+    /// Keep "no subscribers ⇔ removal deadline armed" for `key` (R2, R4, R6): with no
+    /// subscribers, (re-)arm the removal deadline at `now` + the keep time (none for an infinite
+    /// keep); with subscribers, cancel an armed one.
+    pub(super) fn removal_follows_subscribers(&mut self, key: &CacheKey) {
+        let Some(slot) = self.entries.get(key) else {
+            return;
+        };
+        if slot.subscribers == 0 {
+            self.arm_removal(key);
+        } else if slot.deadline.is_some() {
+            if let Some(slot) = self.entries.get_mut(key) {
+                self.deadlines
+                    .disarm(Timer::Removal, key, &mut slot.deadline);
+            }
+            self.record(self.now, key, TraceKind::RemovalCancelled);
+        }
+    }
+
+    /// Arm the removal deadline of `key` afresh (finite keep time only).
+    fn arm_removal(&mut self, key: &CacheKey) {
+        let Some(slot) = self.entries.get(key) else {
+            return;
+        };
+        let keep = self.keep(slot.endpoint).as_millis();
+        let now = self.now;
         let Some(slot) = self.entries.get_mut(key) else {
             return;
         };
-        let endpoint = slot.endpoint;
-        let old = slot.deadline.take();
-        if let Some((at, seq)) = old {
-            self.deadlines.remove(&(at, seq, key.clone()));
-        }
-        let Some(keep) = self.keep(endpoint).as_millis() else {
+        let Some(keep) = keep else {
+            self.deadlines
+                .disarm(Timer::Removal, key, &mut slot.deadline);
             return;
         };
-        let at = self.now.saturating_add(keep);
-        let seq = self.next_arming;
-        self.next_arming += 1;
-        if let Some(slot) = self.entries.get_mut(key) {
-            slot.deadline = Some((at, seq));
-        }
-        self.deadlines.insert((at, seq, key.clone()));
-        self.record(
-            self.now,
-            key,
-            TraceKind::RemovalScheduled { deadline_ms: at },
-        );
-    }
-
-    pub(super) fn rearm_if_unused(&mut self, key: &CacheKey) {
-        if self
-            .entries
-            .get(key)
-            .is_some_and(|slot| slot.subscribers == 0)
-        {
-            self.arm(key);
-        }
+        let at = now.saturating_add(keep);
+        self.deadlines
+            .arm(Timer::Removal, key, &mut slot.deadline, at);
+        self.record(now, key, TraceKind::RemovalScheduled { deadline_ms: at });
     }
 }

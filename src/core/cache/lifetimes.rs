@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use super::deadlines::Timer;
 use super::*;
 use crate::core::data::CacheData;
 use crate::core::entry::any::AnyEntry;
@@ -111,12 +112,11 @@ where
     /// Remove a live entry: abort its request, drop its deadline, record and report the end of
     /// its lifetime (R5, R7, R13, R14).
     pub(super) fn remove_entry(&mut self, key: &CacheKey, cause: RemoveCause, at: u64) {
-        let Some(slot) = self.entries.remove(key) else {
+        let Some(mut slot) = self.entries.remove(key) else {
             return;
         };
-        if let Some((deadline, seq)) = slot.deadline {
-            self.deadlines.remove(&(deadline, seq, key.clone()));
-        }
+        self.deadlines
+            .disarm(Timer::Removal, key, &mut slot.deadline);
         let lifetime = slot.entry.lifetime();
         if let Some(request) = slot.entry.in_flight() {
             self.record(at, key, TraceKind::RequestAborted { request });

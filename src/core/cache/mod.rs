@@ -39,7 +39,7 @@ mod streams;
 mod subscriptions;
 mod updates;
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 
 use crate::core::config::{EndpointConfig, Keep};
@@ -49,6 +49,7 @@ use crate::core::key::CacheKey;
 use crate::core::status::{Phase, Status};
 use crate::core::trace::{Recording, TraceEvent, TraceKind, TraceLog};
 
+use deadlines::Deadlines;
 pub use effect::{Effect, PatchError, UpdateError};
 pub(crate) use store::LifetimePlace;
 use store::{Entries, Slot};
@@ -168,11 +169,10 @@ pub struct Cache<D, E = String> {
     /// Subscription → (key, lifetime). Entries of ended lifetimes stay until unsubscribed and are
     /// then recognised as stale (R7a).
     subscriptions: IdMap<u64, (CacheKey, u64)>,
-    deadlines: BTreeSet<(u64, u64, CacheKey)>,
+    deadlines: Deadlines,
     next_lifetime: u64,
     next_request: u64,
     next_subscription: u64,
-    next_arming: u64,
     effects: VecDeque<Effect<D>>,
     trace: TraceLog,
 }
@@ -195,11 +195,10 @@ where
             endpoints: Vec::new(),
             entries: Entries::new(),
             subscriptions: IdMap::default(),
-            deadlines: BTreeSet::new(),
+            deadlines: Deadlines::default(),
             next_lifetime: 1,
             next_request: 1,
             next_subscription: 1,
-            next_arming: 1,
             effects: VecDeque::new(),
             trace: TraceLog::new(DEFAULT_TRACE_LIMIT),
         }
@@ -281,7 +280,7 @@ where
             in_flight: slot.entry.in_flight(),
             fulfilled_at: slot.entry.fulfilled_at(),
             subscribers: slot.subscribers,
-            removal_deadline: slot.deadline.map(|(at, _)| at),
+            removal_deadline: slot.deadline.map(|armed| armed.at),
         })
     }
 

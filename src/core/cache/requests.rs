@@ -101,7 +101,7 @@ where
                 error: text,
             },
         );
-        self.rearm_if_unused(key);
+        self.removal_follows_subscribers(key);
         self.notify(key);
     }
 
@@ -133,7 +133,7 @@ where
         self.insert(key, endpoint, AnyEntry::Loaded(loaded));
         self.record(self.now, key, TraceKind::Upserted { data_changed: true });
         self.data_loaded(key, lifetime, None, first);
-        self.arm(key);
+        self.removal_follows_subscribers(key);
         self.notify(key);
     }
 
@@ -232,7 +232,7 @@ where
         if first {
             self.data_loaded(key, lifetime, request, first_data);
         }
-        self.rearm_if_unused(key);
+        self.removal_follows_subscribers(key);
         self.notify(key);
     }
 

@@ -1,5 +1,6 @@
 //! The entry store: live entries densely in one `Vec`, found by key or by lifetime.
 
+use super::deadlines::Armed;
 use super::*;
 use crate::core::entry::any::AnyEntry;
 use crate::core::ids::IdMap;
@@ -12,7 +13,7 @@ pub(super) struct Slot<D, E> {
     pub(super) endpoint: EndpointId,
     pub(super) subscribers: usize,
     /// `(deadline, arming sequence)`, mirrored in `Cache::deadlines`.
-    pub(super) deadline: Option<(u64, u64)>,
+    pub(super) deadline: Option<Armed>,
     /// Incremented whenever the data changes.
     pub(super) version: u64,
     /// What subscribers were last told about ([`Visible`]); `None` before the first notification.
@@ -254,6 +255,7 @@ impl<D: PartialEq, E> Entries<D, E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::cache::deadlines::Timer;
     use crate::core::cache::{Cache, CacheConfig, EndpointId, SubscriptionId, UpdateError};
     use crate::core::config::{EndpointConfig, Keep, Refetch};
     use crate::core::entry::Entry;
@@ -590,9 +592,9 @@ mod tests {
                 // The set of deadlines may also hold the stale deadline of an entry a panicking
                 // recipe took away (expiring skips it).
                 for key in &keys {
-                    if let Some((at, seq)) = cache.entries.get(key).and_then(|slot| slot.deadline) {
-                        let armed = (at, seq, key.clone());
-                        prop_assert!(cache.deadlines.contains(&armed), "after op {op} on key {k}");
+                    if let Some(armed) = cache.entries.get(key).and_then(|slot| slot.deadline) {
+                        let contained = cache.deadlines.contains(Timer::Removal, key, armed);
+                        prop_assert!(contained, "after op {op} on key {k}");
                     }
                 }
             }

@@ -63,12 +63,8 @@ where
             slot.subscribers += 1;
             let subscribers = slot.subscribers;
             let lifetime = slot.entry.lifetime();
-            let cancelled = slot.deadline.take();
             self.add_subscription(now, key, subscription, lifetime, subscribers);
-            if let Some((at, seq)) = cancelled {
-                self.deadlines.remove(&(at, seq, key.clone()));
-                self.record(now, key, TraceKind::RemovalCancelled);
-            }
+            self.removal_follows_subscribers(key);
             self.maybe_request(key, refetch);
         } else {
             let lifetime = self.create(key, AddCause::Subscribe);
@@ -123,7 +119,7 @@ where
             let lifetime = self.create(key, AddCause::Prefetch);
             self.start_lifecycle(key, endpoint, lifetime);
             self.first_request(key, endpoint, Entry::new(lifetime));
-            self.arm(key);
+            self.removal_follows_subscribers(key);
         }
         self.notify(key);
     }
@@ -161,7 +157,7 @@ where
             },
         );
         if subscribers == 0 {
-            self.arm(&key);
+            self.removal_follows_subscribers(&key);
         }
         self.notify(&key);
         true
