@@ -1,6 +1,7 @@
-//! The peers' streaming-update workloads (W1–W4 of `../shared/peers-bench`), W5 (a loopback
-//! WebSocket into the cache) and the floor, through livecache's public API. `cargo bench --bench
-//! workloads` runs them; `docs/performance.md` has the results and how to read them.
+//! The peers' streaming-update workloads (W1–W4, as `benches/peers` runs them on RTK Query and
+//! TanStack Query), W5 (a loopback WebSocket into the cache) and the floor, through livecache's
+//! public API. `cargo bench --bench workloads` runs them; `docs/performance.md` has the results
+//! and how to read them.
 //!
 //! Like the peers, the parent process runs every measured run in a fresh child process (this same
 //! executable with `--child`), so `peak_rss_mb` (VmHWM) belongs to that run, takes the median

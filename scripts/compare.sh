@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Benchmarks side by side: RTK Query, TanStack Query and livecache on the same workloads (W1–W4
-# of ../shared/peers-bench, plus livecache's W5 and floor), printed as Markdown tables, then each
-# performance target of docs/performance.md checked on the run (with the floor's own growth).
+# Benchmarks side by side: RTK Query, TanStack Query and livecache on the same workloads (W1–W4,
+# run on the peers by benches/peers; plus livecache's W5 and floor), printed as Markdown tables,
+# then each performance target of docs/performance.md checked on the run (with the floor's own
+# growth).
 #
 #   scripts/compare.sh                      # BUDGET=10 s per workload, RUNS=1: about 3–4 min
 #   BUDGET=60 RUNS=3 scripts/compare.sh     # the peers' budget, three runs: about 25 min
 # (plus 3–5 min the first time, for the release build of the bench).
 #
-# What it does: copies ../shared/peers-bench (relative to the repository root) to a temporary
-# folder, runs `npm ci` there (the pinned @reduxjs/toolkit and @tanstack/query-core), then runs
-# in turn, one process per measured run, with identical parameters:
+# What it does: copies benches/peers to a temporary folder (so the work tree gets no
+# node_modules), runs `npm ci` there (the pinned @reduxjs/toolkit and @tanstack/query-core),
+# then runs in turn, one process per measured run, with identical parameters:
 #   * RTK Query, production mode (NODE_ENV=production; the peers' comparison column);
 #   * TanStack Query, production mode with --delivery=task (the peers' comparison column);
 #   * livecache: `cargo bench --bench workloads` (release build), through the tokio runtime with
@@ -27,18 +28,18 @@
 #   OUT        a folder to keep the raw JSON lines and logs in (default: discarded)
 #   SKIP_PEERS=1  reuse $OUT/rtk.jsonl and $OUT/tanstack.jsonl from an earlier run
 #
-# Needs node and npm (the peers pin Node 20; newer works), cargo, and network access for npm ci.
+# Needs node and npm (Node 20 or newer), cargo, and network access for npm ci.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
-peers_src="$root/../shared/peers-bench"
+peers_src="$root/benches/peers"
 BUDGET="${BUDGET:-10}"
 RUNS="${RUNS:-1}"
 WORKLOADS="${WORKLOADS:-append,fanout,patch,churn}"
 TASKSET="${TASKSET:-}"
 
 if [ ! -d "$peers_src" ]; then
-  echo "compare.sh: no peers at ../shared/peers-bench (relative to the repository root)" >&2
+  echo "compare.sh: no peer benchmarks at benches/peers" >&2
   exit 1
 fi
 for tool in node npm cargo; do
@@ -57,7 +58,7 @@ common=(--mode=prod --runs="$RUNS" --budget="$BUDGET" --stop-after=1000000 --wor
 if [ "${SKIP_PEERS:-0}" != 1 ]; then
   log "copying the peers to $work/peers and running npm ci"
   mkdir -p "$work/peers"
-  (cd "$peers_src" && tar --exclude=./node_modules --exclude=./results -cf - .) | (cd "$work/peers" && tar -xf -)
+  (cd "$peers_src" && tar --exclude=./node_modules -cf - .) | (cd "$work/peers" && tar -xf -)
   (cd "$work/peers" && npm ci --no-audit --no-fund --loglevel=error >"$out/npm.log" 2>&1)
   log "RTK Query (prod)"
   (cd "$work/peers" && $TASKSET node rtk-bench.mjs "${common[@]}") >"$out/rtk.jsonl" 2>"$out/rtk.log"

@@ -1,7 +1,7 @@
-//! The peers' deterministic workload data (`peers-bench/lib/common.mjs`), ported byte for byte:
+//! The peers' deterministic workload data (`benches/peers/lib/data.mjs`), ported byte for byte:
 //! mulberry32, the word list, the message shape and the FNV-1a `workload_hash` over
-//! `JSON.stringify(value) + "\n"`. `node lib/gen-workload.mjs append 1000` prints `953805fe`, and
-//! so does `workload_hash` here.
+//! `JSON.stringify(value) + "\n"`. `node benches/peers/lib/gen-workload.mjs append 1000` prints
+//! `953805fe`, and so does `workload_hash` here.
 
 use serde::{Deserialize, Serialize};
 

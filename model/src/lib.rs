@@ -1,7 +1,8 @@
-//! The reference model of livecache: SPEC.md (and `docs/semantics.md`) stated as obviously as
-//! possible. Plain enums, `BTreeMap`s, linear scans, time as a `u64` of milliseconds, no
-//! performance concerns. It shares nothing with the implementation but the public vocabulary:
-//! trace events, statuses, patch sets and refetch policies from `livecache::core`.
+//! The reference model of livecache: its specification (`docs/spec.md`, with
+//! `docs/semantics.md`) stated as obviously as possible. Plain enums, `BTreeMap`s, linear scans,
+//! time as a `u64` of milliseconds, no performance concerns. It shares nothing with the
+//! implementation but the public vocabulary: trace events, statuses, patch sets and refetch
+//! policies from `livecache::core`.
 //!
 //! The same [`Op`] alphabet drives this model, the sans-IO core and the runtime; the tests in
 //! the `livecache` package compare their observations after every op.
