@@ -39,10 +39,9 @@ pub mod patch;
 pub mod status;
 pub mod trace;
 
-pub(crate) use cache::LifetimePlace;
 pub use cache::{
-    Cache, CacheConfig, DEFAULT_TRACE_LIMIT, Effect, EndpointId, EntryView, PatchError,
-    SubscriptionId, UpdateError,
+    Cache, CacheConfig, DEFAULT_TRACE_LIMIT, Effect, EndpointId, EntryView, LifetimePlace, Notify,
+    PatchError, SubscriptionId, UpdateError,
 };
 pub use config::{EndpointConfig, Keep, MAX_KEEP_MS, Refetch};
 pub use data::CacheData;

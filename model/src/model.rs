@@ -774,7 +774,7 @@ impl Model {
         let Some(entry) = self.entries.get(key) else {
             return;
         };
-        let want = refetch.wants(entry.fulfilled_at, self.now);
+        let want = refetch_wanted(refetch, entry.fulfilled_at, self.now);
         if let Some(request) = entry.in_flight {
             // R3: no second request while one is in flight; a wanted refetch joins it.
             if want {
@@ -1382,5 +1382,19 @@ mod tests {
         assert_eq!(m.snapshot(), snap);
         m.apply(&Op::Unsubscribe { subscription: s });
         assert_ne!(m.snapshot(), snap);
+    }
+}
+
+/// Whether a cache hit refetches under `refetch` (R2), stated here rather than asked of the
+/// core: `Always` does, `IfMissing` does not (a missing entry is requested anyway), and
+/// `IfOlderThan(ms)` does when the data was never fulfilled or is at least `ms` old.
+fn refetch_wanted(refetch: Refetch, fulfilled_at: Option<u64>, now: u64) -> bool {
+    match refetch {
+        Refetch::Always => true,
+        Refetch::IfMissing => false,
+        Refetch::IfOlderThan(ms) => match fulfilled_at {
+            None => true,
+            Some(at) => now.saturating_sub(at) >= ms,
+        },
     }
 }

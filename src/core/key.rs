@@ -730,7 +730,7 @@ mod tests {
         default_key(endpoint, arg).unwrap().as_str().to_owned()
     }
 
-    // Pinned examples from rtk-reference.md §5 (RTK tests #94, #95 and others).
+    // Pinned examples from RTK Query's own key serialiser (RTK tests #94, #95 and others).
 
     #[test]
     fn string_arg() {

@@ -12,11 +12,11 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::core::LifetimePlace;
 use crate::core::UpdateError as CoreUpdateError;
 use crate::core::entry::Draft;
 use crate::core::key::CacheKey;
 use crate::core::patch::PatchSet;
+use crate::core::{LifetimePlace, Notify};
 use crate::runtime::erased::{Data, ErasedData};
 use crate::runtime::error::{RemovedBeforeLoaded, UpdateError, panic_message};
 use crate::runtime::shared::{Hint, LifecycleStart, LoadedMsg, Shared};
@@ -435,10 +435,10 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
             let mut panicked = None;
             let result = state
                 .cache
-                .update_cached_returning_notify(now, place, |outer| {
+                .update_cached_deferring_notify(now, place, |outer| {
                     panicked = run_typed_recipe(outer, recipe);
                 });
-            let notify = matches!(result, Ok(true));
+            let notify = matches!(result, Ok(Notify::Caller));
             ((result.map(drop), panicked), notify)
         });
         recipe_outcome(result, panicked)
@@ -517,10 +517,10 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
                 let mut panicked = None;
                 let result = state
                     .cache
-                    .update_cached_returning_notify(now, place, |outer| {
+                    .update_cached_deferring_notify(now, place, |outer| {
                         panicked = run_typed_recipe(outer, |draft| apply(draft, message));
                     });
-                notify |= result.as_ref().is_ok_and(|notify| *notify);
+                notify |= matches!(result, Ok(Notify::Caller));
                 if let Err(error) = recipe_outcome(result, panicked) {
                     return ((applied, Err(error)), notify);
                 }

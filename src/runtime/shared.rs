@@ -226,7 +226,7 @@ impl Shared {
 
     /// [`Shared::with`] for an operation on one lifetime (an update through its handle). `f`
     /// also says whether the core handed back the lifetime's notification instead of queueing it
-    /// ([`Cache::update_cached_returning_notify`]); it is then sent through the handle's own
+    /// ([`Cache::update_cached_deferring_notify`]); it is then sent through the handle's own
     /// notifier. A queued notification for the lifetime finds it through the core's lifetime
     /// index instead of hashing the key again.
     pub(crate) fn with_lifetime<R>(

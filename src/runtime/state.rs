@@ -110,19 +110,21 @@ impl<T> QueryState<T> {
     }
 }
 
-/// The state of `key` as seen by a reader of `lifetime` (any lifetime when `None`): a reader
-/// of an ended lifetime sees `Uninitialized` (R7a).
+/// The state of `key` as seen by a reader of `lifetime` (the key's current lifetime when
+/// `None`). Which lifetime a reader may see is the core's decision (R7a): a reader of an ended
+/// lifetime sees `Uninitialized`.
 pub(crate) fn read_state<T: Data>(
     state: &State,
     key: &CacheKey,
     lifetime: Option<u64>,
 ) -> QueryState<T> {
-    let Some(entry) = state.cache.entry(key) else {
+    let entry = match lifetime {
+        Some(lifetime) => state.cache.lifetime_entry(lifetime),
+        None => state.cache.entry(key),
+    };
+    let Some(entry) = entry else {
         return QueryState::uninitialized();
     };
-    if lifetime.is_some_and(|l| l != entry.lifetime) {
-        return QueryState::uninitialized();
-    }
     QueryState {
         status: entry.status,
         phase: Some(entry.phase),

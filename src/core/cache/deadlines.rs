@@ -94,6 +94,7 @@ where
     /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
     /// assert_eq!(cache.poll_timeout(), None);
     /// ```
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<u64> {
         self.deadlines.first()
     }

@@ -143,3 +143,18 @@ where
         queue_notify(&mut self.effects, key);
     }
 }
+
+/// Who wakes the subscribers after [`Cache::update_cached_deferring_notify`].
+///
+/// ```
+/// use livecache::core::Notify;
+/// assert_ne!(Notify::Caller, Notify::Queued);
+/// ```
+#[must_use = "with Notify::Caller, the caller must wake the lifetime's subscribers"]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notify {
+    /// The caller must wake the lifetime's subscribers: the core queued nothing for this update.
+    Caller,
+    /// Nothing for the caller: the core queued an [`Effect::Notify`] if one was due.
+    Queued,
+}

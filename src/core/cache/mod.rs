@@ -50,8 +50,8 @@ use crate::core::status::{Phase, Status};
 use crate::core::trace::{Recording, TraceEvent, TraceKind, TraceLog};
 
 use deadlines::Deadlines;
-pub use effect::{Effect, PatchError, UpdateError};
-pub(crate) use store::LifetimePlace;
+pub use effect::{Effect, Notify, PatchError, UpdateError};
+pub use store::LifetimePlace;
 use store::{Entries, Slot};
 
 /// Identifies an endpoint registered with [`Cache::add_endpoint`]. An id the cache did not give
@@ -152,6 +152,34 @@ pub struct EntryView<'a, D, E> {
 }
 
 /// The sans-IO cache: entries keyed by [`CacheKey`], with data `D` and errors `E`.
+///
+/// # Driving it
+///
+/// A driver (the tokio runtime of this crate, a UI event loop, a test) owns the clock and does
+/// the I/O; the cache owns every decision. The contract:
+///
+/// 1. **Events in, with the time.** Every method that changes the cache takes `now` (milliseconds
+///    on the driver's clock, never going back): [`subscribe`](Cache::subscribe),
+///    [`unsubscribe`](Cache::unsubscribe), [`prefetch`](Cache::prefetch),
+///    [`refetch`](Cache::refetch), [`fulfil`](Cache::fulfil) / [`reject`](Cache::reject) with the
+///    request id the cache gave out, [`upsert`](Cache::upsert), the update methods,
+///    [`remove`](Cache::remove), [`reset`](Cache::reset), and the lifecycle's reports
+///    ([`stream_attached`](Cache::stream_attached), [`lifecycle_ended`](Cache::lifecycle_ended)…).
+///    An event first expires whatever fell due strictly before `now`, so a late timer tick loses
+///    nothing.
+/// 2. **Effects out.** After each event, drain [`poll_effect`](Cache::poll_effect) until it
+///    returns `None` and carry each [`Effect`] out in order: start a lifecycle handler, start or
+///    abort a request, resolve data-loaded, report a removal, wake subscribers.
+/// 3. **Timers.** After draining, ask [`poll_timeout`](Cache::poll_timeout) for the earliest
+///    deadline and call [`handle_timeout`](Cache::handle_timeout) when the clock reaches it
+///    (then drain the effects again). Calling it early or late is harmless.
+/// 4. **Reads** ([`entry`](Cache::entry), [`lifetime_entry`](Cache::lifetime_entry),
+///    [`trace`](Cache::trace), …) change nothing and may come at any time.
+///
+/// The hot path of a driver that streams into one lifetime is
+/// [`lifetime_place`](Cache::lifetime_place) once, then
+/// [`update_cached_at`](Cache::update_cached_at) or
+/// [`update_cached_deferring_notify`](Cache::update_cached_deferring_notify) per message.
 ///
 /// ```
 /// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
@@ -269,7 +297,32 @@ where
     /// ```
     pub fn entry(&self, key: &CacheKey) -> Option<EntryView<'_, D, E>> {
         let (key, slot) = self.entries.get_key_value(key)?;
-        Some(EntryView {
+        Some(Self::view(key, slot))
+    }
+
+    /// A view of `lifetime`'s entry while that lifetime lives: what a holder of a subscription
+    /// or lifecycle handle of that lifetime may read. Once the lifetime has ended, nothing, even
+    /// when a new lifetime of the same key is live (R7a).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, key::CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.upsert(0, ep, &key, 1);
+    /// assert_eq!(cache.lifetime_entry(1).map(|e| e.data), Some(Some(&1)));
+    /// cache.remove(1, &key);
+    /// cache.upsert(2, ep, &key, 2);                 // lifetime 2 of the same key
+    /// assert!(cache.lifetime_entry(1).is_none());  // lifetime 1 reads nothing of it
+    /// ```
+    pub fn lifetime_entry(&self, lifetime: u64) -> Option<EntryView<'_, D, E>> {
+        let place = self.entries.place_of(lifetime)?;
+        let (key, slot) = self.entries.at_place(place)?;
+        Some(Self::view(key, slot))
+    }
+
+    fn view<'a>(key: &'a CacheKey, slot: &'a Slot<D, E>) -> EntryView<'a, D, E> {
+        EntryView {
             key,
             endpoint: slot.endpoint,
             lifetime: slot.entry.lifetime(),
@@ -281,7 +334,7 @@ where
             fulfilled_at: slot.entry.fulfilled_at(),
             subscribers: slot.subscribers,
             removal_deadline: slot.deadline.map(|armed| armed.at),
-        })
+        }
     }
 
     /// The keys of all live entries, in ascending order.
@@ -307,7 +360,12 @@ where
     }
 
     /// Whether an effect is queued ([`Cache::poll_effect`] would return one).
-    pub(crate) fn has_effects(&self) -> bool {
+    ///
+    /// ```
+    /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
+    /// assert!(!cache.has_effects());
+    /// ```
+    pub fn has_effects(&self) -> bool {
         !self.effects.is_empty()
     }
 
@@ -317,6 +375,7 @@ where
     /// let mut cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
     /// assert!(cache.poll_effect().is_none());
     /// ```
+    #[must_use = "an effect is the driver's to carry out; dropping it loses it"]
     pub fn poll_effect(&mut self) -> Option<Effect<D>> {
         self.effects.pop_front()
     }
@@ -378,6 +437,7 @@ where
     /// let mut cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
     /// assert!(cache.take_trace().is_empty());
     /// ```
+    #[must_use = "the events taken are gone from the cache"]
     pub fn take_trace(&mut self) -> Vec<TraceEvent> {
         self.trace.take()
     }

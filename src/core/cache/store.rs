@@ -57,19 +57,31 @@ impl<D: PartialEq, E> Slot<D, E> {
 /// lifetime, so checking the lifetime found there is as exact as looking the lifetime up, without
 /// the lookup. Found with [`Cache::lifetime_place`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct LifetimePlace {
+pub struct LifetimePlace {
     lifetime: u64,
     position: usize,
 }
 
 impl LifetimePlace {
     /// The lifetime.
-    pub(crate) fn lifetime(self) -> u64 {
+    ///
+    /// ```
+    /// assert_eq!(livecache::core::LifetimePlace::gone(4).lifetime(), 4);
+    /// ```
+    pub fn lifetime(self) -> u64 {
         self.lifetime
     }
 
-    /// A place no entry has: every update through it finds the lifetime gone.
-    pub(crate) fn gone(lifetime: u64) -> Self {
+    /// A place no entry has: every update through it finds the lifetime gone (for a handle made
+    /// after its lifetime ended).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, LifetimePlace, UpdateError};
+    /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    /// let r = cache.update_cached_at(0, LifetimePlace::gone(1), false, |d| d.push(1));
+    /// assert_eq!(r, Err(UpdateError::NotLive));
+    /// ```
+    pub fn gone(lifetime: u64) -> Self {
         LifetimePlace {
             lifetime,
             position: usize::MAX,
@@ -410,7 +422,7 @@ mod tests {
             Err(UpdateError::NotLive)
         );
         assert_eq!(
-            cache.update_cached_returning_notify(4, place, |d| d.push(3)),
+            cache.update_cached_deferring_notify(4, place, |d| d.push(3)),
             Err(UpdateError::NotLive)
         );
         assert_eq!(
@@ -492,7 +504,7 @@ mod tests {
                         by_place.update_cached_at(now, place, false, |d| d.push(1))
                     } else {
                         by_place
-                            .update_cached_returning_notify(now, place, |d| d.push(1))
+                            .update_cached_deferring_notify(now, place, |d| d.push(1))
                             .map(|_| None)
                     };
                     prop_assert_eq!(a, b, "update of lifetime {}", lifetime);

@@ -47,13 +47,41 @@ where
         self.update_placed(place, want_patches, recipe)
     }
 
-    /// Where `lifetime`'s entry sits, if it is live, for [`Cache::update_cached_at`].
-    pub(crate) fn lifetime_place(&self, lifetime: u64) -> Option<LifetimePlace> {
+    /// Where `lifetime`'s entry sits, if it is live, for [`Cache::update_cached_at`]: a driver
+    /// that updates one lifetime often (a lifecycle handle streaming messages) looks its place up
+    /// once and updates it with no lookup at all.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, key::CacheKey};
+    /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), vec![]);
+    /// let place = cache.lifetime_place(1).expect("lifetime 1 is live");
+    /// assert_eq!(place.lifetime(), 1);
+    /// assert!(cache.lifetime_place(2).is_none());
+    /// ```
+    pub fn lifetime_place(&self, lifetime: u64) -> Option<LifetimePlace> {
         self.entries.place_of(lifetime)
     }
 
-    /// [`Cache::update_cached`] of the lifetime at `place`, found without a lookup.
-    pub(crate) fn update_cached_at(
+    /// [`Cache::update_cached`] of the lifetime at `place`, found without a lookup. A place whose
+    /// lifetime has ended (its entry removed, the place perhaps reused by another lifetime) finds
+    /// nothing: [`UpdateError::NotLive`].
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, UpdateError, key::CacheKey};
+    /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.upsert(0, ep, &key, vec![]);
+    /// let place = cache.lifetime_place(1).expect("live");
+    /// cache.update_cached_at(1, place, false, |d| d.push(7))?;
+    /// assert_eq!(cache.entry(&key).and_then(|e| e.data), Some(&vec![7]));
+    /// cache.remove(2, &key);
+    /// assert_eq!(cache.update_cached_at(3, place, false, |d| d.push(8)), Err(UpdateError::NotLive));
+    /// # Ok::<(), UpdateError>(())
+    /// ```
+    pub fn update_cached_at(
         &mut self,
         now: u64,
         place: LifetimePlace,
@@ -65,21 +93,40 @@ where
     }
 
     /// [`Cache::update_cached_at`] without patches, for a driver that wakes the lifetime's
-    /// subscribers itself: when the update takes the streaming path, the notification the core
-    /// decides on is returned (`true`: notify) instead of queued as [`Effect::Notify`]; on any
-    /// other path it is queued as usual and `false` is returned.
-    pub(crate) fn update_cached_returning_notify(
+    /// subscribers itself (the runtime wakes them through a signal it keeps per lifetime, without
+    /// a queued effect and its key clone per update): when the update takes the streaming path,
+    /// the notification the core decides on is handed to the caller ([`Notify::Caller`]) instead
+    /// of queued as [`Effect::Notify`]; on any other path it is queued as usual
+    /// ([`Notify::Queued`]).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Notify, key::CacheKey};
+    /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), vec![]);
+    /// let place = cache.lifetime_place(1).expect("live");
+    /// // The first update moves Loaded to Streaming: not the hot path, so the core queues it.
+    /// assert_eq!(cache.update_cached_deferring_notify(1, place, |d| d.push(1))?, Notify::Queued);
+    /// while cache.poll_effect().is_some() {}
+    /// // Streaming: the caller is told to wake the subscribers; nothing is queued.
+    /// assert_eq!(cache.update_cached_deferring_notify(2, place, |d| d.push(2))?, Notify::Caller);
+    /// assert!(!cache.has_effects());
+    /// # Ok::<(), livecache::core::UpdateError>(())
+    /// ```
+    pub fn update_cached_deferring_notify(
         &mut self,
         now: u64,
         place: LifetimePlace,
         recipe: impl FnOnce(&mut Draft<'_, D>),
-    ) -> Result<bool, UpdateError> {
+    ) -> Result<Notify, UpdateError> {
         self.advance(now);
         let recipe = match self.update_streaming(place, false, recipe, false) {
-            Ok(notify) => return Ok(notify),
+            Ok(true) => return Ok(Notify::Caller),
+            Ok(false) => return Ok(Notify::Queued),
             Err(recipe) => recipe,
         };
-        self.update_applied(place, false, recipe).map(|_| false)
+        self.update_applied(place, false, recipe)
+            .map(|_| Notify::Queued)
     }
 
     /// An update of the lifetime at `place`, time already advanced.
