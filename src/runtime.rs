@@ -17,11 +17,11 @@
 //! ```
 
 mod api;
+mod driver;
 mod endpoint;
 mod erased;
 mod error;
 mod lifecycle;
-mod shared;
 mod signal;
 mod state;
 mod stream;

@@ -6,10 +6,10 @@ use tokio::runtime::Handle;
 
 use crate::core::trace::{Recording, TraceEvent};
 use crate::core::{CacheConfig, Keep, Refetch};
+use crate::runtime::driver::{Owner, Shared};
 use crate::runtime::endpoint::{Arg, EndpointBuilder};
 use crate::runtime::erased::Data;
 use crate::runtime::error::Error;
-use crate::runtime::shared::{Owner, Shared};
 
 /// One cache instance: its endpoints, entries, timers and trace. Cheap to clone, `Send + Sync`.
 ///

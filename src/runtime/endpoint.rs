@@ -13,11 +13,11 @@ use crate::core::entry::Draft;
 use crate::core::key::{CacheKey, KeyOverride, default_key, key_from_override};
 use crate::core::patch::{Patch, PatchSet};
 use crate::core::{EndpointConfig, EndpointId, Keep, Refetch};
+use crate::runtime::driver::{Fetch, LifecycleStart, Owner, StartLifecycle, State};
 use crate::runtime::erased::{Data, ErasedData, ErasedMeta};
 use crate::runtime::error::UpdateError;
 use crate::runtime::error::{BoxError, Error, QueryError};
 use crate::runtime::lifecycle::{Added, EntryHandle, from_core, run_typed_recipe};
-use crate::runtime::shared::{Fetch, LifecycleStart, Owner, StartLifecycle, State};
 use crate::runtime::state::{QueryState, read_state};
 use crate::runtime::subscription::Subscription;
 

@@ -17,9 +17,9 @@ use crate::core::entry::Draft;
 use crate::core::key::CacheKey;
 use crate::core::patch::PatchSet;
 use crate::core::{LifetimePlace, Notify};
+use crate::runtime::driver::{Hint, LifecycleStart, LoadedMsg, Shared};
 use crate::runtime::erased::{Data, ErasedData};
 use crate::runtime::error::{RemovedBeforeLoaded, UpdateError, panic_message};
-use crate::runtime::shared::{Hint, LifecycleStart, LoadedMsg, Shared};
 use crate::runtime::signal;
 use crate::runtime::state::{QueryState, read_state};
 

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use crate::core::key::CacheKey;
 use crate::core::{Phase, Status};
+use crate::runtime::driver::State;
 use crate::runtime::erased::{Data, ErasedData};
 use crate::runtime::error::QueryError;
-use crate::runtime::shared::State;
 
 /// A snapshot of one entry: RTK's query state, with the data shared (an `Arc`), never copied
 /// per read.

@@ -14,10 +14,10 @@ use futures::{Stream, StreamExt};
 
 use crate::core::entry::Draft;
 use crate::core::key::CacheKey;
+use crate::runtime::driver::Shared;
 use crate::runtime::erased::Data;
 use crate::runtime::error::UpdateError;
 use crate::runtime::lifecycle::{Added, EntryHandle, HandleState, Loaded};
-use crate::runtime::shared::Shared;
 
 /// An error a message stream can yield: either it only skipped an item (a bad frame) and goes
 /// on, or the stream has failed and the attachment ends.

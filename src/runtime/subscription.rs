@@ -7,9 +7,9 @@ use futures::Stream;
 
 use crate::core::SubscriptionId;
 use crate::core::key::CacheKey;
+use crate::runtime::driver::Owner;
 use crate::runtime::erased::Data;
 use crate::runtime::error::EntryRemoved;
-use crate::runtime::shared::Owner;
 use crate::runtime::signal;
 use crate::runtime::state::{QueryState, read_state};
 
