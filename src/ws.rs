@@ -124,6 +124,10 @@ impl<M: DeserializeOwned + Send + 'static> Connect<M> {
 
     /// Connect.
     ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons the attempt and closes its socket; nothing is left running.
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {

@@ -141,6 +141,12 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
     /// and the data with its meta, or [`RemovedBeforeLoaded`] if the entry was removed first —
     /// a value, never a panic. A rejected request leaves it waiting (R9, R13).
     ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: the `Added` handle is consumed, so dropping the future before it
+    /// completes gives up this lifetime's handle (the entry itself is untouched; its removal is
+    /// still reported to [`EntryHandle::removed`] holders).
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> Result<(), livecache::Error> {
@@ -284,6 +290,11 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// Resolves once the entry has left the cache (RTK's `cacheEntryRemoved`, R14). Borrows the
     /// handle, so it can be awaited in a `select!` beside a stream that updates the entry;
     /// after it resolves the handle can do nothing more.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: the future only waits; a new one (or a clone of the handle) waits for the
+    /// same removal.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]

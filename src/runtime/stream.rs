@@ -160,6 +160,13 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
     /// The buffer is not bounded: a stream that floods an entry whose data never loads grows it
     /// until the entry is removed.
     ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future ends the attachment at once: the stream is dropped (closing its
+    /// connection) with the messages buffered before the first data; messages already applied
+    /// stay applied (each burst is applied under one lock, never half). No `stream_ended` event
+    /// is recorded for an attachment dropped this way.
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> Result<(), livecache::Error> {
@@ -195,6 +202,13 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
 
     /// [`EntryHandle::stream`] for a stream of `Result`s: a non-fatal error skips the item
     /// (counted and traced with its reason), a fatal one ends the attachment.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future ends the attachment at once: the stream is dropped (closing its
+    /// connection) with the messages buffered before the first data; messages already applied
+    /// stay applied (each burst is applied under one lock, never half). No `stream_ended` event
+    /// is recorded for an attachment dropped this way.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -271,6 +285,12 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
     /// `apply`, in arrival order, exactly once; the entry is Streaming. Runs until the entry is
     /// removed — the stream is then dropped, closing its connection — or the stream ends.
     ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future ends the attachment at once: the stream is dropped (closing its
+    /// connection); messages already applied stay applied (each burst is applied under one lock,
+    /// never half). No `stream_ended` event is recorded for an attachment dropped this way.
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> Result<(), livecache::Error> {
@@ -303,6 +323,12 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
 
     /// [`EntryHandle::stream`] for a stream of `Result`s: a non-fatal error skips the item
     /// (counted and traced with its reason), a fatal one ends the attachment.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future ends the attachment at once: the stream is dropped (closing its
+    /// connection); messages already applied stay applied (each burst is applied under one lock,
+    /// never half). No `stream_ended` event is recorded for an attachment dropped this way.
     ///
     /// ```
     /// fn attach(entry: &livecache::EntryHandle<livecache::Loaded, Vec<u8>>) -> impl std::future::Future + '_ {

@@ -34,6 +34,7 @@ use crate::runtime::state::{QueryState, read_state};
 /// drop(sub); // unsubscribes; the entry is removed 60 s later
 /// # Ok(()) }
 /// ```
+#[must_use = "dropping a Subscription unsubscribes at once"]
 pub struct Subscription<T> {
     owner: Arc<Owner>,
     id: SubscriptionId,
@@ -97,6 +98,11 @@ impl<T: Data> Subscription<T> {
     /// each change. A slow reader skips intermediate states (memory never grows). The stream
     /// ends, after one last `Uninitialized` state, when the entry is removed.
     ///
+    /// # Cancel safety
+    ///
+    /// The stream holds no state but which change it last reported: dropping it loses nothing,
+    /// and a new one starts from the entry's current state.
+    ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), livecache::Error> {
@@ -138,6 +144,11 @@ impl<T: Data> Subscription<T> {
 
     /// Wait for the entry's data: the first data, or the data it already has. A rejected request
     /// keeps waiting (the next request may succeed); removal ends the wait with [`EntryRemoved`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: dropping the future only stops waiting; the subscription and the entry are
+    /// untouched, and a later call waits again.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
