@@ -29,6 +29,7 @@
 //! assert!(cache.entry(&key).is_none());
 //! ```
 
+pub mod attachment;
 mod cache;
 pub mod config;
 pub mod data;
@@ -39,6 +40,7 @@ pub mod patch;
 pub mod status;
 pub mod trace;
 
+pub use attachment::{StreamEnd, StreamEndReason};
 pub use cache::{
     Cache, CacheConfig, DEFAULT_TRACE_LIMIT, Effect, EndpointId, EntryView, LifetimePlace, Notify,
     PatchError, SubscriptionId, UpdateError,

@@ -33,5 +33,5 @@ pub use erased::Data;
 pub use error::{BoxError, EntryRemoved, Error, QueryError, RemovedBeforeLoaded, UpdateError};
 pub use lifecycle::{Added, DataLoaded, EntryHandle, HandleState, Loaded};
 pub use state::QueryState;
-pub use stream::{StreamEnd, StreamEndReason, StreamError};
+pub use stream::StreamError;
 pub use subscription::Subscription;

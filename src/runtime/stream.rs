@@ -2,7 +2,6 @@
 //! each exactly once; messages that arrive before the first data are buffered and applied right
 //! after it lands; when the entry is removed the stream is dropped.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::poll_fn;
@@ -12,8 +11,10 @@ use std::task::Poll;
 
 use futures::{Stream, StreamExt};
 
+use crate::core::attachment::{Attachment, Finish};
 use crate::core::entry::Draft;
 use crate::core::key::CacheKey;
+use crate::core::{StreamEnd, StreamEndReason};
 use crate::runtime::driver::Shared;
 use crate::runtime::erased::Data;
 use crate::runtime::error::UpdateError;
@@ -48,83 +49,31 @@ impl StreamError for Infallible {
     }
 }
 
-/// Why a stream attachment ended.
-///
-/// ```
-/// use livecache::runtime::StreamEndReason;
-/// assert_eq!(StreamEndReason::EntryRemoved.to_string(), "entry removed");
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StreamEndReason {
-    /// The entry was removed: the stream was dropped (its connection closed).
-    EntryRemoved,
-    /// The entry was removed before its first data; buffered messages were dropped with it.
-    RemovedBeforeLoaded,
-    /// The stream ended by itself (e.g. the server closed the connection cleanly).
-    StreamEnded,
-    /// The stream failed with a fatal error.
-    StreamFailed(String),
-    /// The apply function panicked; the entry keeps what it had changed.
-    ApplyPanicked(String),
-}
-
-impl fmt::Display for StreamEndReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StreamEndReason::EntryRemoved => f.write_str("entry removed"),
-            StreamEndReason::RemovedBeforeLoaded => {
-                f.write_str("entry removed before its data loaded")
-            }
-            StreamEndReason::StreamEnded => f.write_str("stream ended"),
-            StreamEndReason::StreamFailed(e) => write!(f, "stream failed: {e}"),
-            StreamEndReason::ApplyPanicked(m) => write!(f, "apply panicked: {m}"),
-        }
-    }
-}
-
-/// How a stream attachment ended, with its counts. Also recorded as `stream_ended` in the trace.
-///
-/// ```
-/// use livecache::runtime::{StreamEnd, StreamEndReason};
-/// let end = StreamEnd { reason: StreamEndReason::StreamEnded, applied: 3, skipped: 1 };
-/// assert_eq!(end.applied + end.skipped, 4);
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StreamEnd {
-    /// Why it ended.
-    pub reason: StreamEndReason,
-    /// Messages applied to the entry.
-    pub applied: u64,
-    /// Items skipped (non-fatal stream errors).
-    pub skipped: u64,
-}
-
 /// The most messages applied under one lock acquisition.
 const BURST: usize = 256;
 
-/// What an attachment needs to record its events.
-struct Recorder {
+/// An attachment's decisions ([`Attachment`], the core's) and what it needs to record its events.
+struct Recorder<Msg> {
     shared: Arc<Shared>,
     key: CacheKey,
-    lifetime: u64,
-    applied: u64,
-    skipped: u64,
+    attachment: Attachment<Msg>,
 }
 
-impl Recorder {
-    fn new<S: HandleState, T, M>(handle: &EntryHandle<S, T, M>) -> Recorder {
+impl<Msg> Recorder<Msg> {
+    fn new<S: HandleState, T, M>(
+        handle: &EntryHandle<S, T, M>,
+        attachment: Attachment<Msg>,
+    ) -> Recorder<Msg> {
         Recorder {
             shared: Arc::clone(&handle.shared),
             key: handle.key.clone(),
-            lifetime: handle.place.lifetime(),
-            applied: 0,
-            skipped: 0,
+            attachment,
         }
     }
 
     fn skip(&mut self, reason: String) {
-        self.skipped += 1;
-        let (key, lifetime) = (&self.key, self.lifetime);
+        self.attachment.skipped();
+        let (key, lifetime) = (&self.key, self.attachment.lifetime());
         self.shared
             .with(|state, now| state.cache.stream_skipped(now, key, lifetime, reason));
     }
@@ -133,21 +82,17 @@ impl Recorder {
         let Recorder {
             shared,
             key,
-            lifetime,
-            applied,
-            skipped,
+            attachment,
         } = self;
-        let text = reason.to_string();
+        let lifetime = attachment.lifetime();
+        let end = attachment.end(reason);
+        let text = end.reason.to_string();
         shared.with(|state, now| {
             state
                 .cache
-                .stream_ended(now, &key, lifetime, text, applied, skipped)
+                .stream_ended(now, &key, lifetime, text, end.applied, end.skipped)
         });
-        StreamEnd {
-            reason,
-            applied,
-            skipped,
-        }
+        end
     }
 }
 
@@ -214,7 +159,8 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> Result<(), livecache::Error> {
     /// # let api = livecache::Api::builder().build();
-    /// use livecache::runtime::{StreamEndReason, StreamError};
+    /// use livecache::core::StreamEndReason;
+    /// use livecache::runtime::StreamError;
     /// #[derive(Debug)]
     /// struct BadLine;
     /// impl std::fmt::Display for BadLine {
@@ -248,25 +194,30 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
         E: StreamError + Send,
         F: FnMut(&mut Draft<'_, T>, Msg) + Send,
     {
-        let mut recorder = Recorder::new(&self);
+        let attachment = Attachment::before_data(self.place.lifetime());
+        let mut recorder = Recorder::new(&self, attachment);
         let mut stream = pin!(stream);
-        let mut buffered = VecDeque::new();
-        // Set when the stream ends or fails before the first data: what it delivered until then
-        // is still applied once the data lands, then the attachment ends with this reason.
-        let mut finished: Option<StreamEndReason> = None;
         let mut loaded = pin!(self.data_loaded());
         let handle = loop {
             tokio::select! {
                 biased;
                 result = &mut loaded => match result {
                     Ok((handle, _first)) => break handle,
-                    Err(_) => return recorder.end(StreamEndReason::RemovedBeforeLoaded),
+                    Err(_) => {
+                        let reason = recorder.attachment.removed();
+                        return recorder.end(reason);
+                    }
                 },
-                item = stream.next(), if finished.is_none() => match item {
-                    None => finished = Some(StreamEndReason::StreamEnded),
-                    Some(Ok(message)) => buffered.push_back(message),
+                item = stream.next(), if recorder.attachment.wants_items() => match item {
+                    None => {
+                        let _ = recorder.attachment.finish(Finish::Ended);
+                    }
+                    Some(Ok(message)) => {
+                        // Before the data every message is held: nothing to apply now.
+                        let _ = recorder.attachment.message(message);
+                    }
                     Some(Err(error)) if error.is_fatal() => {
-                        finished = Some(StreamEndReason::StreamFailed(error.to_string()));
+                        let _ = recorder.attachment.finish(Finish::Failed(error.to_string()));
                     }
                     Some(Err(error)) => recorder.skip(error.to_string()),
                 },
@@ -274,9 +225,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
             // A stream that is always ready must still let the query (and others) run.
             tokio::task::coop::consume_budget().await;
         };
-        handle
-            .run(stream, apply, buffered, finished, recorder)
-            .await
+        handle.run(stream, apply, recorder).await
     }
 }
 
@@ -343,18 +292,15 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         E: StreamError + Send,
         F: FnMut(&mut Draft<'_, T>, Msg) + Send,
     {
-        let recorder = Recorder::new(self);
-        self.run(pin!(stream), apply, VecDeque::new(), None, recorder)
-            .await
+        let recorder = Recorder::new(self, Attachment::live(self.place.lifetime()));
+        self.run(pin!(stream), apply, recorder).await
     }
 
     async fn run<S, Msg, E, F>(
         &self,
         mut stream: std::pin::Pin<&mut S>,
         mut apply: F,
-        buffered: VecDeque<Msg>,
-        finished: Option<StreamEndReason>,
-        mut recorder: Recorder,
+        mut recorder: Recorder<Msg>,
     ) -> StreamEnd
     where
         S: Stream<Item = Result<Msg, E>> + Send,
@@ -362,32 +308,39 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         F: FnMut(&mut Draft<'_, T>, Msg),
     {
         let lifetime = self.place.lifetime();
-        let count = buffered.len();
+        let first = recorder.attachment.data_loaded();
+        let count = first.held.len();
         let attached = self
             .shared
             .with(|state, now| state.cache.stream_attached(now, lifetime, count));
         if attached.is_err() {
-            return recorder.end(StreamEndReason::EntryRemoved);
+            let reason = recorder.attachment.removed();
+            return recorder.end(reason);
         }
-        let mut burst: Vec<Msg> = buffered.into();
+        let mut burst: Vec<Msg> = first.held;
         if let Err(reason) = self.apply_burst(&mut burst, &mut apply, &mut recorder) {
             return recorder.end(reason);
         }
-        if let Some(reason) = finished {
+        if let Some(reason) = first.then_end {
             return recorder.end(reason);
         }
         let mut removed = pin!(self.removed());
         loop {
             let first = tokio::select! {
                 biased;
-                () = &mut removed => return recorder.end(StreamEndReason::EntryRemoved),
+                () = &mut removed => {
+                    let reason = recorder.attachment.removed();
+                    return recorder.end(reason);
+                }
                 item = stream.next() => item,
             };
             // What ended the burst, if not a pending stream: `Some(None)` the end of the
             // stream, `Some(Some(error))` an error item.
             let mut tail: Option<Option<E>> = None;
             match first {
-                Some(Ok(message)) => burst.push(message),
+                Some(Ok(message)) => {
+                    burst.extend(recorder.attachment.message(message).into_apply())
+                }
                 Some(Err(error)) => tail = Some(Some(error)),
                 None => tail = Some(None),
             }
@@ -395,7 +348,9 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
             // they are applied under one lock acquisition and wake subscribers once.
             while tail.is_none() && burst.len() < BURST {
                 match poll_fn(|cx| Poll::Ready(stream.as_mut().poll_next(cx))).await {
-                    Poll::Ready(Some(Ok(message))) => burst.push(message),
+                    Poll::Ready(Some(Ok(message))) => {
+                        burst.extend(recorder.attachment.message(message).into_apply());
+                    }
                     Poll::Ready(Some(Err(error))) => tail = Some(Some(error)),
                     Poll::Ready(None) => tail = Some(None),
                     Poll::Pending => break,
@@ -404,13 +359,17 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
             if let Err(reason) = self.apply_burst(&mut burst, &mut apply, &mut recorder) {
                 return recorder.end(reason);
             }
-            match tail {
-                None => {}
-                Some(None) => return recorder.end(StreamEndReason::StreamEnded),
-                Some(Some(error)) if error.is_fatal() => {
-                    return recorder.end(StreamEndReason::StreamFailed(error.to_string()));
+            let finish = match tail {
+                None => None,
+                Some(None) => Some(Finish::Ended),
+                Some(Some(error)) if error.is_fatal() => Some(Finish::Failed(error.to_string())),
+                Some(Some(error)) => {
+                    recorder.skip(error.to_string());
+                    None
                 }
-                Some(Some(error)) => recorder.skip(error.to_string()),
+            };
+            if let Some(reason) = finish.and_then(|finish| recorder.attachment.finish(finish)) {
+                return recorder.end(reason);
             }
             // A stream that is always ready must still let other tasks run.
             tokio::task::coop::consume_budget().await;
@@ -422,19 +381,19 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
         &self,
         burst: &mut Vec<Msg>,
         apply: &mut impl FnMut(&mut Draft<'_, T>, Msg),
-        recorder: &mut Recorder,
+        recorder: &mut Recorder<Msg>,
     ) -> Result<(), StreamEndReason> {
         if burst.is_empty() {
             return Ok(());
         }
         let (applied, result) = self.update_each(burst.drain(..), apply);
-        recorder.applied += applied;
+        recorder.attachment.applied(applied);
         match result {
             Ok(()) => Ok(()),
             Err(UpdateError::RecipePanicked { message }) => {
                 Err(StreamEndReason::ApplyPanicked(message))
             }
-            Err(_) => Err(StreamEndReason::EntryRemoved),
+            Err(_) => Err(recorder.attachment.removed()),
         }
     }
 }
