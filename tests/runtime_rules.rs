@@ -1872,7 +1872,7 @@ async fn r21_always_ready_stream_applied_in_order_once_and_other_tasks_still_run
         })
     };
     let end = within(end_rx).await?;
-    assert_eq!(end.reason, livecache::runtime::StreamEndReason::StreamEnded);
+    assert_eq!(end.reason, livecache::core::StreamEndReason::StreamEnded);
     assert_eq!((end.applied, end.skipped), (u64::from(N), 0));
     let data = sub.state().data.ok_or("no data")?;
     assert!(

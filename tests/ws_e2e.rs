@@ -26,7 +26,7 @@ use futures::StreamExt;
 use livecache::core::Status;
 use livecache::core::trace::{HandlerOutcome, RemoveCause, TraceEvent, TraceKind};
 use livecache::http::{HttpError, HttpMeta, HttpQuery};
-use livecache::runtime::{StreamEnd, StreamEndReason};
+use livecache::core::{StreamEnd, StreamEndReason};
 use livecache::ws::{self, WsCounts, WsStats};
 use livecache::{Api, Data, Endpoint, QueryError, Subscription};
 use serde::{Deserialize, Serialize};

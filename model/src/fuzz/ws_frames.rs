@@ -27,7 +27,7 @@ use arbitrary::{Arbitrary, Unstructured};
 use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
 use livecache::core::trace::{TraceEvent, TraceKind};
-use livecache::runtime::{StreamEnd, StreamEndReason};
+use livecache::core::{StreamEnd, StreamEndReason};
 use livecache::ws::{Decoder, WsCounts, WsError};
 use livecache::{Api, Draft, Endpoint};
 use serde::{Deserialize, Serialize};
