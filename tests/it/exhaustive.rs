@@ -8,7 +8,7 @@
 //!
 //! N is 5 by default; set `LIVECACHE_EXHAUSTIVE_DEPTH` for more (docs/testing.md lists the cost).
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 

@@ -10,7 +10,7 @@
 //! default (a quarter of that for the second); set `PROPTEST_CASES` for more. Failures shrink to
 //! a minimal op sequence and are persisted in `proptest-regressions/` (commit them).
 
-mod common;
+use crate::common;
 
 use common::{CoreUnderTest, compare, strategies, trace_difference};
 use livecache_model::{Config, Model, Op, check_invariants};

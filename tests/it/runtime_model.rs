@@ -11,7 +11,7 @@
 //! deadline that is due right after an op (keep time 0) is followed by a tick in the model too.
 //! Set `PROPTEST_CASES` for more cases (default 256).
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -13,7 +13,7 @@
 //!
 //! Run with the timings printed: `cargo test --test ws_e2e -- --nocapture`.
 
-#[path = "../examples/chat/server.rs"]
+#[path = "../../examples/chat/server.rs"]
 mod server;
 
 use std::fmt::Debug;
