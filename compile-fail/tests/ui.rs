@@ -2,7 +2,8 @@
 //!
 //! Each `tests/ui/fail_*.rs` case must fail to compile with the error recorded in its `.stderr`
 //! file; `tests/ui/pass_*.rs` shows the legal lifecycle compiles. Regenerate the expected output
-//! with `TRYBUILD=overwrite cargo test --test ui`, then review every changed `.stderr`.
+//! with `TRYBUILD=overwrite cargo test -p livecache-compile-fail`, then review every changed
+//! `.stderr`.
 
 #[test]
 fn typestate_compile_fail() {
