@@ -10,8 +10,9 @@ use livecache::core::{
     Cache, CacheConfig, EndpointConfig, EndpointId, Keep, PatchError as CorePatchError,
     SubscriptionId, UpdateError as CoreUpdateError,
 };
-
-use crate::{Config, Data, KeyRef, Observation, Op, OpResult, PatchError, Recipe, UpdateError};
+use livecache_model::{
+    Config, Data, KeyRef, Model, Observation, Op, OpResult, PatchError, Recipe, UpdateError,
+};
 
 /// The core, configured like a model [`Config`], answering in the model's vocabulary.
 #[derive(Clone, Debug)]
@@ -249,7 +250,7 @@ pub fn compare(
     op: &Op,
     model_result: &OpResult,
     core_result: &OpResult,
-    model: &crate::Model,
+    model: &Model,
     core: &CoreUnderTest,
 ) -> Result<(), String> {
     if model_result != core_result {

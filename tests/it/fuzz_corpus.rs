@@ -1,4 +1,4 @@
-//! Replays the fuzz corpus through the fuzz bodies (`livecache_model::fuzz`), one test per
+//! Replays the fuzz corpus through the fuzz bodies (`livecache_check::fuzz`), one test per
 //! target: every file of `fuzz/corpus/<target>/` (the committed seeds) and of
 //! `fuzz/regressions/<target>/` (minimised crashes, once fixed). So a stable `cargo test` runs
 //! what the fuzzer found interesting, without cargo-fuzz or nightly.
@@ -59,20 +59,20 @@ fn replay(target: &str, body: fn(&[u8])) {
 
 #[test]
 fn lifecycle_ops() {
-    replay("lifecycle_ops", livecache_model::fuzz::lifecycle_ops);
+    replay("lifecycle_ops", livecache_check::fuzz::lifecycle_ops);
 }
 
 #[test]
 fn ws_frames() {
-    replay("ws_frames", livecache_model::fuzz::ws_frames);
+    replay("ws_frames", livecache_check::fuzz::ws_frames);
 }
 
 #[test]
 fn patches() {
-    replay("patches", livecache_model::fuzz::patches);
+    replay("patches", livecache_check::fuzz::patches);
 }
 
 #[test]
 fn cache_keys() {
-    replay("cache_keys", livecache_model::fuzz::cache_keys);
+    replay("cache_keys", livecache_check::fuzz::cache_keys);
 }

@@ -4,9 +4,11 @@ use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
 use livecache::core::{MAX_KEEP_MS, Refetch};
+use livecache_model::{
+    Config, Data, EndpointSpec, KeyRef, Model, Observation, Op, Recipe, check_invariants,
+};
 
 use crate::harness::{CoreUnderTest, compare};
-use crate::{Config, Data, EndpointSpec, KeyRef, Model, Observation, Op, Recipe, check_invariants};
 
 /// The longest op sequence one input drives (libFuzzer's `-max_len` bounds it too).
 const MAX_OPS: usize = 96;
@@ -152,7 +154,7 @@ fn refetch(r: RefetchSel) -> Refetch {
 fn patch(i: u8) -> json_patch::Patch {
     static PARSED: OnceLock<Vec<json_patch::Patch>> = OnceLock::new();
     let all = PARSED.get_or_init(|| {
-        crate::PATCH_TEMPLATES
+        livecache_model::PATCH_TEMPLATES
             .iter()
             .map(|text| serde_json::from_str(text).expect("the patch vocabulary is valid"))
             .collect()

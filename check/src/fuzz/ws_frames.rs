@@ -30,11 +30,11 @@ use livecache::core::trace::{TraceEvent, TraceKind};
 use livecache::runtime::{StreamEnd, StreamEndReason};
 use livecache::ws::{Decoder, WsCounts, WsError};
 use livecache::{Api, Draft, Endpoint};
+use livecache_model::{Config, EndpointSpec, check_invariants};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::json;
-use crate::{Config, EndpointSpec, check_invariants};
 
 /// The decoder's size limit in bytes: small, so that oversized frames are cheap.
 const LIMIT: usize = 96;
