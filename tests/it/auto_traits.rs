@@ -17,7 +17,8 @@
 //!
 //! Not asserted on purpose: `Sync` of the returned futures (nobody shares a future by
 //! reference), `Unpin` (the futures are `async` blocks), and `Clone` of `EntryHandle` (it must
-//! not be `Clone`; `tests/ui/fail_clone_entry.rs` and the handle cases prove the typestate).
+//! not be `Clone`; `compile-fail/tests/ui/fail_clone_entry.rs` and the handle
+//! cases prove the typestate).
 
 use futures::Stream;
 use livecache::core::key::KeyError;

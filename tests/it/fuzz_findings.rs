@@ -1,5 +1,5 @@
 //! Bugs the fuzzers found, each pinned by a test named after it (the minimised inputs are also
-//! replayed from `fuzz/regressions/` by `tests/fuzz_corpus.rs`).
+//! replayed from `fuzz/regressions/` by `tests/it/fuzz_corpus.rs`).
 
 use livecache::core::key::CacheKey;
 use livecache::core::trace::{Recording, TraceKind};

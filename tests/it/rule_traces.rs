@@ -3,8 +3,8 @@
 //! Each test plays a short, realistic scenario (RTK Query's timings: default keep 60 s, checked
 //! at 59 s present / 61 s gone; an api keep of 29 s; an endpoint keep of 35 s; keep 0; keep
 //! never), asserts what the rule states on entries, drained effects and return values, and then
-//! snapshots the whole trace (`tests/snapshots/rule_traces__rNN_*.snap`). The snapshots were
-//! checked by hand against SPEC.md and `docs/semantics.md`; a change to one is a change of
+//! snapshots the whole trace (`tests/it/snapshots/it__rule_traces__rNN_*.snap`). The snapshots
+//! were checked by hand against SPEC.md and `docs/semantics.md`; a change to one is a change of
 //! behaviour and needs the same review.
 //!
 //! Rules at the core level: R12/R13/R14/R17 are observed through the effects the core queues for

@@ -18,7 +18,7 @@
 //! The op choice is deterministic per task (xorshift), seeded from `LIVECACHE_STRESS_SEED` or a
 //! fixed default; the seed is printed. Thread interleaving is not deterministic, so a failure is
 //! reproduced by rerunning with the printed seed, possibly several times.
-//! Run with output: `cargo test --test runtime_stress -- --nocapture`.
+//! Run with output: `cargo test --test it runtime_stress:: -- --nocapture`.
 //!
 //! Each task runs its operations in four bursts separated by idle gaps of 40, 48 and 60 ms
 //! (around the keep time), so entries also expire between bursts, not only at the end.

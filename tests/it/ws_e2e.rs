@@ -11,7 +11,7 @@
 //! attaches it with `try_stream`. The handler hands the socket's counters and the attachment's
 //! [`StreamEnd`] to the test through a [`Probe`].
 //!
-//! Run with the timings printed: `cargo test --test ws_e2e -- --nocapture`.
+//! Run with the timings printed: `cargo test --test it ws_e2e:: -- --nocapture`.
 
 #[path = "../../examples/chat/server.rs"]
 mod server;
