@@ -1,6 +1,6 @@
-//! cargo-fuzz target `ws_frames`: the body is `livecache_model::fuzz::ws_frames` (see its docs).
+//! cargo-fuzz target `ws_frames`: the body is `livecache_check::fuzz::ws_frames` (see its docs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| livecache_model::fuzz::ws_frames(data));
+fuzz_target!(|data: &[u8]| livecache_check::fuzz::ws_frames(data));

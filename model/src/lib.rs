@@ -5,18 +5,12 @@
 //! policies from `livecache::core`.
 //!
 //! The same [`Op`] alphabet drives this model, the sans-IO core and the runtime; the tests in
-//! the `livecache` package compare their observations after every op.
-//!
-//! - [`harness`] drives the core with the same ops and compares it with the model (used by the
-//!   tests and the fuzz targets).
-//! - `fuzz` (feature `fuzz`) holds the bodies of the cargo-fuzz targets in `fuzz/`, each a
-//!   `pub fn(&[u8])` that panics on a violation, so libFuzzer and `cargo test` both run them.
+//! the `livecache` package compare their observations after every op. What drives the core with
+//! these ops and compares it with the model (the harness), and the fuzz bodies, are in the
+//! `livecache-check` crate (`check/`): this crate is the model alone.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-#[cfg(feature = "fuzz")]
-pub mod fuzz;
-pub mod harness;
 mod invariants;
 mod model;
 

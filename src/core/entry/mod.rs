@@ -9,7 +9,7 @@
 //!
 //! Illegal transitions do not compile: there is no `update` on an entry without data, no
 //! `load` (resolving data-loaded) on an entry that already has data, and nothing at all on
-//! [`Removed`]. The compile-fail tests in `tests/ui` prove it.
+//! [`Removed`]. The compile-fail tests in `compile-fail/tests/ui` prove it.
 //!
 //! ```
 //! use livecache::core::entry::{Added, Entry, Updated};

@@ -1,0 +1,24 @@
+//! The bodies of the cargo-fuzz targets in `fuzz/`.
+//!
+//! Each body takes libFuzzer's raw bytes, decodes them with [`arbitrary`] into a structured
+//! input, runs it and **panics on a violation**, so the same function serves libFuzzer (a panic
+//! is a crash) and `cargo test` (the corpus replay in `tests/it/fuzz_corpus.rs`). Inputs that run
+//! out of bytes are simply shorter, never rejected.
+//!
+//! | body | proves |
+//! |---|---|
+//! | [`lifecycle_ops`] | the core and the model agree (results, whole traces, every entry's status, phase, data, deadline) on arbitrary op sequences over arbitrary endpoint configurations, and `check_invariants` holds |
+//! | [`ws_frames`] | frames (text, binary, ping, pong, close, oversized) through `ws::Decoder` and `try_stream` into a loaded entry of a real `Api`: no panic; the data changes by exactly the valid messages, in order; every rejected frame is counted by kind and as skipped |
+//! | [`patches`] | `PatchSet::between(a, b)` turns `a` into `b` and back; arbitrary patches through `Cache::patch_query_data` never panic and change nothing on error |
+//! | [`cache_keys`] | `default_key` is deterministic, ignores object key order, and gives distinct keys to distinct arguments (modulo the identifications the key rules make on purpose) |
+
+mod cache_keys;
+mod json;
+mod lifecycle_ops;
+mod patches;
+mod ws_frames;
+
+pub use cache_keys::cache_keys;
+pub use lifecycle_ops::lifecycle_ops;
+pub use patches::patches;
+pub use ws_frames::ws_frames;

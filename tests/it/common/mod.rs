@@ -1,0 +1,7 @@
+//! Shared test helpers: the core-driving harness lives in the check crate
+//! (`livecache_check::harness`, also used by the fuzz targets); the op strategies stay here.
+#![allow(dead_code)]
+
+pub mod strategies;
+
+pub use livecache_check::harness::*;

@@ -1,0 +1,20 @@
+//! livecache's integration tests, as one test binary: each module was its own binary
+//! (`tests/<name>.rs`) before, and each of those linked tokio, axum, proptest and insta again.
+//! One binary builds and links them once. Run a part of it with a name filter, e.g.
+//! `cargo test --test it rule_traces::` or `cargo test --test it ws_e2e:: -- --nocapture`.
+//!
+//! The modules share one process: nothing in them may change process-wide state (environment
+//! variables, the panic hook, a global allocator) that another module's tests could observe.
+
+mod common;
+
+mod auto_traits;
+mod exhaustive;
+mod fuzz_corpus;
+mod fuzz_findings;
+mod model_equivalence;
+mod rule_traces;
+mod runtime_model;
+mod runtime_rules;
+mod runtime_stress;
+mod ws_e2e;

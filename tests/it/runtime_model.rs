@@ -1,0 +1,471 @@
+//! The tokio runtime agrees with the reference model.
+//!
+//! The same random ops that drive the core in `model_equivalence.rs` drive the runtime — on a
+//! current-thread runtime with a paused clock, through the public API only: subscriptions are
+//! real `Subscription`s (unsubscribing is dropping one), time moves with
+//! `tokio::time::advance`, query functions are held open until the op that fulfils or rejects
+//! them, updates go through the lifecycle handles the handlers received. After every op the
+//! runtime's trace must equal the model's (the runtime also records `lifecycle_ended` when a
+//! handler returns, which the model does not know of; those events are left out), and every
+//! key's state must agree. The runtime's timer task ticks as soon as an op yields, so a
+//! deadline that is due right after an op (keep time 0) is followed by a tick in the model too.
+//! Set `PROPTEST_CASES` for more cases (default 256).
+
+use crate::common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{strategies, trace_difference};
+use livecache::core::trace::{Recording, TraceEvent, TraceKind};
+use livecache::core::{Keep, PatchError as CorePatchError, Phase, Status};
+use livecache::{Api, Endpoint, EntryHandle, Error, Loaded, UpdateError};
+use livecache_model::{
+    Config, Data, EndpointSpec, KeyRef, Model, Op, OpResult, PatchError, Recipe,
+    UpdateError as ModelUpdateError,
+};
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
+use tokio::sync::oneshot;
+
+/// The model universe for the runtime: every endpoint has a lifecycle handler, so every
+/// lifetime has a handle to update through.
+fn config(record_patches: bool) -> Config {
+    let ep = |name: &str, keep_ms| EndpointSpec {
+        name: name.into(),
+        keep_ms,
+        lifecycle: true,
+    };
+    Config {
+        endpoints: vec![ep("a", Some(60_000)), ep("b", Some(0)), ep("c", None)],
+        record_patches,
+    }
+}
+
+struct Reference;
+
+impl ReferenceStateMachine for Reference {
+    type State = Model;
+    type Transition = Op;
+
+    fn init_state() -> BoxedStrategy<Model> {
+        any::<bool>()
+            .prop_map(|patches| Model::new(config(patches)))
+            .boxed()
+    }
+
+    fn transitions(state: &Model) -> BoxedStrategy<Op> {
+        strategies::ops(state, false)
+    }
+
+    fn apply(mut state: Model, op: &Op) -> Model {
+        apply_with_tick(&mut state, op);
+        state
+    }
+}
+
+/// Apply an op to the model, then the timer tick the runtime's timer task performs as soon as
+/// the op yields, if a removal deadline is due (keep time 0).
+fn apply_with_tick(model: &mut Model, op: &Op) -> OpResult {
+    let result = model.apply(op);
+    if model.next_deadline().is_some_and(|at| at <= model.now()) {
+        model.apply(&Op::Advance { ms: 0 });
+    }
+    result
+}
+
+type Reply = Result<Data, String>;
+type Pending = Arc<Mutex<HashMap<(usize, u8), oneshot::Sender<Reply>>>>;
+
+/// What the lifecycle handlers tell the test.
+#[derive(Default)]
+struct Handles {
+    started: HashSet<u64>,
+    loaded: HashMap<u64, EntryHandle<Loaded, Data>>,
+    ended_before_loading: HashSet<u64>,
+}
+
+/// The runtime under test, with the model beside it for each op's result.
+struct System {
+    rt: tokio::runtime::Runtime,
+    api: Api,
+    endpoints: Vec<Endpoint<u8, Data>>,
+    pending: Pending,
+    handles: Arc<Mutex<Handles>>,
+    subscriptions: BTreeMap<u64, livecache::Subscription<Data>>,
+    model: Model,
+    step: usize,
+}
+
+fn recipe_fn(recipe: Recipe) -> impl FnOnce(&mut livecache::Draft<'_, Data>) {
+    move |draft| common::run_recipe(recipe, draft)
+}
+
+impl System {
+    fn new(reference: &Model) -> System {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("a current-thread runtime builds");
+        let pending: Pending = Arc::default();
+        let handles: Arc<Mutex<Handles>> = Arc::default();
+        let config = reference.config().clone();
+        let (api, endpoints) = rt.block_on(async {
+            let recording = if config.record_patches {
+                Recording::EventsWithPatches
+            } else {
+                Recording::Events
+            };
+            let api = Api::builder().recording(recording).build();
+            let endpoints = config
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(index, spec)| {
+                    let pending = Arc::clone(&pending);
+                    let handles = Arc::clone(&handles);
+                    api.query::<u8, Data>(spec.name.clone())
+                        .keep_unused_data_for(spec.keep_ms.map_or(Keep::Never, Keep::millis))
+                        .query_fn(move |arg: u8| {
+                            let (tx, rx) = oneshot::channel::<Reply>();
+                            if let Ok(mut pending) = pending.lock() {
+                                pending.insert((index, arg), tx);
+                            }
+                            async move {
+                                match rx.await {
+                                    Ok(Ok(data)) => Ok(data),
+                                    Ok(Err(error)) => Err(error.into()),
+                                    Err(_) => std::future::pending().await,
+                                }
+                            }
+                        })
+                        .on_cache_entry_added(move |_arg, entry| {
+                            let handles = Arc::clone(&handles);
+                            async move {
+                                let lifetime = entry.lifetime();
+                                lock(&handles).started.insert(lifetime);
+                                match entry.data_loaded().await {
+                                    Ok((entry, _)) => {
+                                        lock(&handles).loaded.insert(lifetime, entry);
+                                    }
+                                    Err(_) => {
+                                        lock(&handles).ended_before_loading.insert(lifetime);
+                                    }
+                                }
+                                Ok(())
+                            }
+                        })
+                        .build()
+                        .expect("distinct endpoint names")
+                })
+                .collect();
+            (api, endpoints)
+        });
+        System {
+            rt,
+            api,
+            endpoints,
+            pending,
+            handles,
+            subscriptions: BTreeMap::new(),
+            model: reference.clone(),
+            step: 0,
+        }
+    }
+
+    /// Let every ready task run (request completions, handlers, the timer).
+    fn settle(&self) {
+        self.rt.block_on(async {
+            for _ in 0..16 {
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+
+    fn advance(&self, ms: u64) {
+        self.settle();
+        self.rt
+            .block_on(tokio::time::advance(Duration::from_millis(ms)));
+        self.settle();
+    }
+
+    fn reply(&self, key: KeyRef, reply: Reply) {
+        let tx = lock(&self.pending).remove(&(key.endpoint, key.arg));
+        if let Some(tx) = tx {
+            let _ = tx.send(reply);
+        }
+        self.settle();
+    }
+
+    fn apply(&mut self, op: &Op) -> Option<OpResult> {
+        let _guard = self.rt.enter();
+        let endpoint = |key: &KeyRef| &self.endpoints[key.endpoint];
+        let result = match op {
+            Op::Subscribe { key, refetch } => {
+                let sub = endpoint(key)
+                    .subscribe_with(key.arg, *refetch)
+                    .expect("u8 keys");
+                let (_, _, issued) = self.model.issued();
+                self.subscriptions.insert(issued + 1, sub);
+                None
+            }
+            Op::Unsubscribe { subscription } => {
+                drop(self.subscriptions.remove(subscription));
+                None
+            }
+            Op::Refetch { subscription } => Some(OpResult::Done(
+                self.subscriptions
+                    .get(subscription)
+                    .is_some_and(|s| s.refetch().is_ok()),
+            )),
+            Op::Prefetch { key, refetch } => {
+                endpoint(key).prefetch(key.arg, *refetch).expect("u8 keys");
+                None
+            }
+            Op::Advance { ms } => {
+                self.advance(*ms);
+                None
+            }
+            Op::AdvanceToDeadline => {
+                if let Some(at) = self.model.next_deadline() {
+                    self.advance(at.saturating_sub(self.model.now()));
+                }
+                None
+            }
+            Op::Fulfil { key, data, .. } => {
+                self.reply(*key, Ok(data.clone()));
+                None
+            }
+            Op::Reject { key, error, .. } => {
+                self.reply(*key, Err(error.clone()));
+                None
+            }
+            Op::UpdateCached {
+                lifetime,
+                recipe,
+                patches,
+            } => Some(OpResult::Updated(
+                self.update_cached(*lifetime, *recipe, *patches),
+            )),
+            Op::UpdateQueryData { key, recipe } => {
+                let collection = endpoint(key)
+                    .update_query_data(&key.arg, recipe_fn(*recipe))
+                    .expect("Vec<u8> serialises");
+                Some(OpResult::QueryDataUpdated(collection.patches))
+            }
+            Op::PatchQueryData { key, patch } => {
+                let result = endpoint(key)
+                    .patch_query_data(&key.arg, patch)
+                    .map_err(|e| match e {
+                        Error::Patch(CorePatchError::NoEntry) => PatchError::NoEntry,
+                        Error::Patch(CorePatchError::NoData) => PatchError::NoData,
+                        Error::Patch(CorePatchError::Apply(_)) => PatchError::Apply,
+                        Error::Patch(CorePatchError::Schema(_)) => PatchError::Schema,
+                        other => panic!("unexpected error {other}"),
+                    });
+                Some(OpResult::Patched(result))
+            }
+            Op::Upsert { key, data } => {
+                endpoint(key)
+                    .upsert_query_data(key.arg, data.clone())
+                    .expect("u8 keys");
+                None
+            }
+            Op::Remove { key } => Some(OpResult::Done(
+                endpoint(key).remove(&key.arg).expect("u8 keys"),
+            )),
+            Op::Reset => {
+                self.api.reset();
+                None
+            }
+        };
+        self.settle();
+        result
+    }
+
+    fn update_cached(
+        &self,
+        lifetime: u64,
+        recipe: Recipe,
+        patches: bool,
+    ) -> Result<Option<livecache::core::PatchSet>, ModelUpdateError> {
+        let handles = lock(&self.handles);
+        if let Some(handle) = handles.loaded.get(&lifetime) {
+            let result = if patches {
+                handle
+                    .update_cached_data_with_patches(recipe_fn(recipe))
+                    .map(Some)
+            } else {
+                handle.update_cached_data(recipe_fn(recipe)).map(|()| None)
+            };
+            return result.map_err(|e| match e {
+                UpdateError::EntryRemoved => ModelUpdateError::NotLive,
+                other => panic!("unexpected error {other}"),
+            });
+        }
+        // No loaded handle: the lifetime is waiting for data, or it ended (or never began).
+        let waiting = handles.started.contains(&lifetime)
+            && !handles.ended_before_loading.contains(&lifetime);
+        Err(if waiting {
+            ModelUpdateError::NotLoaded
+        } else {
+            ModelUpdateError::NotLive
+        })
+    }
+
+    /// What the runtime shows of every key of the universe.
+    fn observe(&self) -> Vec<KeyState> {
+        let mut seen = Vec::new();
+        for (index, endpoint) in self.endpoints.iter().enumerate() {
+            for arg in 1..=2u8 {
+                let state = endpoint.state(&arg).expect("u8 keys");
+                let key = self.model.config().key(KeyRef {
+                    endpoint: index,
+                    arg,
+                });
+                seen.push((
+                    key,
+                    state.status,
+                    state.phase,
+                    state.data.as_deref().cloned(),
+                    state.error.as_ref().map(ToString::to_string),
+                    state.is_fetching,
+                ));
+            }
+        }
+        seen.sort();
+        seen
+    }
+
+    fn expected(&self) -> Vec<KeyState> {
+        let live = self.model.observe();
+        let mut seen = Vec::new();
+        for index in 0..self.endpoints.len() {
+            for arg in 1..=2u8 {
+                let key = self.model.config().key(KeyRef {
+                    endpoint: index,
+                    arg,
+                });
+                seen.push(match live.iter().find(|o| o.key == key) {
+                    Some(o) => (
+                        key,
+                        o.status,
+                        Some(o.phase),
+                        o.data.clone(),
+                        o.error.clone(),
+                        o.in_flight.is_some(),
+                    ),
+                    None => (key, Status::Uninitialized, None, None, None, false),
+                });
+            }
+        }
+        seen.sort();
+        seen
+    }
+}
+
+/// What is compared per key: key, status, phase, data, error text, is_fetching.
+type KeyState = (
+    String,
+    Status,
+    Option<Phase>,
+    Option<Data>,
+    Option<String>,
+    bool,
+);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn without_handler_ends(trace: Vec<TraceEvent>) -> Vec<TraceEvent> {
+    trace
+        .into_iter()
+        .filter(|e| !matches!(e.kind, TraceKind::LifecycleEnded { .. }))
+        .collect()
+}
+
+impl StateMachineTest for System {
+    type SystemUnderTest = Self;
+    type Reference = Reference;
+
+    fn init_test(reference: &Model) -> Self {
+        System::new(reference)
+    }
+
+    fn apply(mut sut: Self, _reference: &Model, op: Op) -> Self {
+        let runtime_result = sut.apply(&op);
+        let model_result = apply_with_tick(&mut sut.model, &op);
+        let step = sut.step;
+        if let Some(runtime_result) = runtime_result {
+            assert_eq!(
+                runtime_result, model_result,
+                "step {step} {op:?}: results differ"
+            );
+        }
+        let trace = without_handler_ends(sut.api.trace());
+        if let Some(difference) = trace_difference(sut.model.trace(), &trace, "runtime") {
+            panic!("step {step} {op:?}: {difference}");
+        }
+        assert_eq!(
+            sut.observe(),
+            sut.expected(),
+            "step {step} {op:?}: states differ"
+        );
+        assert_eq!(
+            sut.api.len(),
+            sut.model.observe().len(),
+            "step {step}: entry counts differ"
+        );
+        sut.step += 1;
+        sut
+    }
+
+    fn teardown(sut: Self, _reference: Model) {
+        let System {
+            rt,
+            api,
+            endpoints,
+            subscriptions,
+            handles,
+            ..
+        } = sut;
+        drop(subscriptions);
+        rt.block_on(async move {
+            api.reset();
+            for _ in 0..16 {
+                tokio::task::yield_now().await;
+            }
+            assert_eq!(api.in_flight(), (0, 0), "nothing left running after reset");
+            drop(endpoints);
+        });
+        lock(&handles).loaded.clear();
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
+prop_state_machine! {
+    #![proptest_config(ProptestConfig {
+        cases: cases(),
+        max_shrink_iters: 2_048,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/runtime_model.txt",
+        ))),
+        .. ProptestConfig::default()
+    })]
+
+    /// The runtime agrees with the model after every op (R1–R20 through the public API).
+    #[test]
+    fn runtime_agrees_with_model(sequential 1..40 => System);
+}
