@@ -4,9 +4,9 @@
 //! 60 s after its last subscriber leaves; the other is removed before its first data arrives,
 //! so its data-loaded yields "removed before loaded". Run with `cargo run --example lifecycle`.
 
-use livecache::core::key::{KeyError, default_key};
-use livecache::core::trace::Recording;
+use livecache::core::Recording;
 use livecache::core::{Cache, CacheConfig, Effect, EndpointConfig, Refetch};
+use livecache::core::{KeyError, default_key};
 
 fn main() -> Result<(), KeyError> {
     let mut cache: Cache<Vec<String>> = Cache::new(CacheConfig {

@@ -7,7 +7,7 @@
 //! A driver feeds it events and carries out its effects:
 //!
 //! ```
-//! use livecache::core::{Cache, Effect, EndpointConfig, Phase, Refetch, key::CacheKey};
+//! use livecache::core::{Cache, Effect, EndpointConfig, Phase, Refetch, CacheKey};
 //! let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
 //! let ep = cache.add_endpoint("messages", EndpointConfig::default());
 //! let key = CacheKey::verbatim("messages(1)");
@@ -29,23 +29,33 @@
 //! assert!(cache.entry(&key).is_none());
 //! ```
 
-pub mod attachment;
+mod attachment;
 mod cache;
-pub mod config;
-pub mod data;
-pub mod entry;
+mod config;
+mod data;
+mod entry;
 pub(crate) mod ids;
-pub mod key;
-pub mod patch;
-pub mod status;
-pub mod trace;
+mod key;
+mod patch;
+mod status;
+mod trace;
 
-pub use attachment::{StreamEnd, StreamEndReason};
+pub use attachment::{Attachment, Finish, FirstData, Received, StreamEnd, StreamEndReason};
 pub use cache::{
     Cache, CacheConfig, DEFAULT_TRACE_LIMIT, Effect, EndpointId, EntryView, LifetimePlace, Notify,
-    PatchError, SubscriptionId, UpdateError,
+    PatchError, SubscriptionId, UpdateRefused,
 };
 pub use config::{EndpointConfig, Keep, MAX_KEEP_MS, Refetch};
 pub use data::CacheData;
-pub use patch::PatchSet;
+pub use entry::{
+    Added, AwaitingData, Draft, Entry, HasData, Live, Loaded, Loading, Removed, Started, State,
+    Streaming, Updated,
+};
+pub use key::{
+    BigInt, CacheKey, KeyError, KeyOverride, canonical_json, default_key, key_from_override,
+};
+pub use patch::{Patch, PatchSet};
 pub use status::{Phase, Status};
+pub use trace::{
+    AddCause, HandlerOutcome, Recording, RemoveCause, TraceEvent, TraceKind, UpdateSource,
+};

@@ -16,14 +16,14 @@
 //! - **A reference model.** The `livecache-model` crate states the same rules as plainly as
 //!   possible; a property test and an exhaustive bounded check drive both with the same
 //!   operations and compare them event by event.
-//! - **Deterministic traces.** Every transition is a [`core::trace::TraceEvent`] with the key, a
+//! - **Deterministic traces.** Every transition is a [`core::TraceEvent`] with the key, a
 //!   logical time in milliseconds and the event's data — serde-serialisable, so lifecycles can be
 //!   snapshot-tested.
 //!
 //! ## A lifecycle, step by step
 //!
 //! ```
-//! use livecache::core::key::default_key;
+//! use livecache::core::default_key;
 //! use livecache::core::{Cache, CacheConfig, Effect, EndpointConfig, Phase, Refetch, Status};
 //!
 //! let mut cache: Cache<Vec<String>> = Cache::new(CacheConfig::default());
@@ -71,16 +71,13 @@ pub mod core;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "runtime")]
-pub mod runtime;
+mod runtime;
 #[cfg(feature = "ws")]
 pub mod ws;
 
-pub use core::entry::Draft;
-pub use core::key::{CacheKey, KeyOverride};
-pub use core::{Keep, Refetch};
 #[cfg(feature = "runtime")]
 pub use runtime::{
-    Added, Api, ApiBuilder, Arg, BoxError, Data, DataLoaded, Endpoint, EntryHandle, EntryRemoved,
-    Error, Loaded, PatchCollection, QueryError, QueryState, RemovedBeforeLoaded, Subscription,
-    UpdateError,
+    Api, ApiBuilder, Arg, BeforeData, BoxError, Data, DataLoaded, Endpoint, EndpointBuilder,
+    EntryHandle, EntryRemoved, Error, HandleState, NoQueryFn, PatchCollection, QueryError,
+    QueryState, RemovedBeforeLoaded, StreamError, Subscription, UpdateError, WithData, WithQueryFn,
 };

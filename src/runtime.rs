@@ -4,7 +4,7 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), livecache::Error> {
-//! use livecache::runtime::Api;
+//! use livecache::Api;
 //! let api = Api::builder().build();
 //! let users = api
 //!     .query::<u32, String>("user")
@@ -31,7 +31,7 @@ pub use api::{Api, ApiBuilder};
 pub use endpoint::{Arg, Endpoint, EndpointBuilder, NoQueryFn, PatchCollection, WithQueryFn};
 pub use erased::Data;
 pub use error::{BoxError, EntryRemoved, Error, QueryError, RemovedBeforeLoaded, UpdateError};
-pub use lifecycle::{Added, DataLoaded, EntryHandle, HandleState, Loaded};
+pub use lifecycle::{BeforeData, DataLoaded, EntryHandle, HandleState, WithData};
 pub use state::QueryState;
 pub use stream::StreamError;
 pub use subscription::Subscription;

@@ -170,7 +170,7 @@ impl<M: DeserializeOwned + Send + 'static> IntoFuture for Connect<M> {
 /// Why a frame was skipped, or why the stream ended.
 ///
 /// ```
-/// use livecache::runtime::StreamError;
+/// use livecache::StreamError;
 /// use livecache::ws::WsError;
 /// assert!(!WsError::NotJson("expected value".into()).is_fatal());
 /// assert!(WsError::Closed { code: 1000, reason: "bye".into() }.is_fatal());
@@ -431,7 +431,7 @@ impl<M: DeserializeOwned> Decoder<M> {
 /// while let Some(item) = socket.next().await {
 ///     match item {
 ///         Ok(message) => println!("{message}"),
-///         Err(skipped) if !livecache::runtime::StreamError::is_fatal(&skipped) => continue,
+///         Err(skipped) if !livecache::StreamError::is_fatal(&skipped) => continue,
 ///         Err(fatal) => return Err(fatal),
 ///     }
 /// }

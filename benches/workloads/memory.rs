@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use livecache::core::key::default_key;
+use livecache::core::default_key;
 use livecache::core::{Cache, CacheConfig, EndpointConfig, Keep, Refetch};
 use livecache::{Api, Subscription};
 use serde_json::{Map, Value, json};

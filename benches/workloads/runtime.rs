@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use livecache::core::trace::Recording;
-use livecache::{Added, Api, BoxError, Endpoint, EntryHandle, Subscription};
+use livecache::core::Recording;
+use livecache::{Api, BeforeData, BoxError, Endpoint, EntryHandle, Subscription};
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -164,7 +164,7 @@ impl Harness {
 /// The lifecycle handler, as in the peers and the streaming guide.
 async fn handler(
     arg: String,
-    entry: EntryHandle<Added, Vec<Message>>,
+    entry: EntryHandle<BeforeData, Vec<Message>>,
     feed: Arc<Feed>,
     registry: Arc<Registry>,
     patches: bool,

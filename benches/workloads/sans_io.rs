@@ -6,8 +6,8 @@
 
 use std::time::Instant;
 
-use livecache::core::key::{CacheKey, default_key};
 use livecache::core::{Cache, CacheConfig, Effect, EndpointConfig, EndpointId, Keep, Refetch};
+use livecache::core::{CacheKey, default_key};
 use serde_json::{Map, Value, json};
 
 use crate::data::{Message, WARMUP_SEED_OFFSET, churn_name};

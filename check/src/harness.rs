@@ -4,12 +4,12 @@
 //! [`CoreUnderTest`] is the core configured like a model [`Config`], answering in the model's
 //! vocabulary; [`compare`] checks a model and a core against each other after an op.
 
-use livecache::core::key::{CacheKey, default_key};
-use livecache::core::trace::{Recording, TraceEvent};
 use livecache::core::{
     Cache, CacheConfig, EndpointConfig, EndpointId, Keep, PatchError as CorePatchError,
-    SubscriptionId, UpdateError as CoreUpdateError,
+    SubscriptionId, UpdateRefused as CoreUpdateError,
 };
+use livecache::core::{CacheKey, default_key};
+use livecache::core::{Recording, TraceEvent};
 use livecache_model::{
     Config, Data, KeyRef, Model, Observation, Op, OpResult, PatchError, Recipe, UpdateError,
 };
@@ -24,7 +24,7 @@ pub struct CoreUnderTest {
 
 /// Run a model [`Recipe`] on a core draft: the same change `Recipe::apply` makes to plain data,
 /// taking mutable access exactly when the recipe "touches".
-pub fn run_recipe(recipe: Recipe, draft: &mut livecache::core::entry::Draft<'_, Data>) {
+pub fn run_recipe(recipe: Recipe, draft: &mut livecache::core::Draft<'_, Data>) {
     match recipe {
         Recipe::Noop => {
             let _ = draft.len();

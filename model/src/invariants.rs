@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use livecache::core::MAX_KEEP_MS;
-use livecache::core::trace::{RemoveCause, TraceEvent, TraceKind};
+use livecache::core::{RemoveCause, TraceEvent, TraceKind};
 
 use crate::{Config, EndpointSpec};
 
@@ -275,7 +275,7 @@ mod tests {
     use super::*;
     use crate::{KeyRef, Model, Op};
     use livecache::core::Refetch;
-    use livecache::core::trace::{AddCause, UpdateSource};
+    use livecache::core::{AddCause, UpdateSource};
 
     fn ev(at_ms: u64, key: &str, kind: TraceKind) -> TraceEvent {
         TraceEvent {

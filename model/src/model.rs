@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use livecache::core::trace::{AddCause, RemoveCause, TraceEvent, TraceKind, UpdateSource};
+use livecache::core::{AddCause, RemoveCause, TraceEvent, TraceKind, UpdateSource};
 use livecache::core::{MAX_KEEP_MS, PatchSet, Phase, Refetch, Status};
 
 use crate::{Config, Data, KeyRef, Observation, Op, OpResult, PatchError, Recipe, UpdateError};
@@ -851,6 +851,20 @@ impl Model {
     }
 }
 
+/// Whether a cache hit refetches under `refetch` (R2), stated here rather than asked of the
+/// core: `Always` does, `IfMissing` does not (a missing entry is requested anyway), and
+/// `IfOlderThan(ms)` does when the data was never fulfilled or is at least `ms` old.
+fn refetch_wanted(refetch: Refetch, fulfilled_at: Option<u64>, now: u64) -> bool {
+    match refetch {
+        Refetch::Always => true,
+        Refetch::IfMissing => false,
+        Refetch::IfOlderThan(ms) => match fulfilled_at {
+            None => true,
+            Some(at) => now.saturating_sub(at) >= ms,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1382,19 +1396,5 @@ mod tests {
         assert_eq!(m.snapshot(), snap);
         m.apply(&Op::Unsubscribe { subscription: s });
         assert_ne!(m.snapshot(), snap);
-    }
-}
-
-/// Whether a cache hit refetches under `refetch` (R2), stated here rather than asked of the
-/// core: `Always` does, `IfMissing` does not (a missing entry is requested anyway), and
-/// `IfOlderThan(ms)` does when the data was never fulfilled or is at least `ms` old.
-fn refetch_wanted(refetch: Refetch, fulfilled_at: Option<u64>, now: u64) -> bool {
-    match refetch {
-        Refetch::Always => true,
-        Refetch::IfMissing => false,
-        Refetch::IfOlderThan(ms) => match fulfilled_at {
-            None => true,
-            Some(at) => now.saturating_sub(at) >= ms,
-        },
     }
 }

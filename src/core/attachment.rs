@@ -13,7 +13,7 @@
 //! [`Cache`]: crate::core::Cache
 //!
 //! ```
-//! use livecache::core::attachment::{Attachment, Finish, Received};
+//! use livecache::core::{Attachment, Finish, Received};
 //! use livecache::core::{StreamEndReason};
 //!
 //! let mut stream: Attachment<u32> = Attachment::before_data(1);
@@ -86,7 +86,7 @@ pub struct StreamEnd {
 /// How the stream itself finished.
 ///
 /// ```
-/// use livecache::core::attachment::Finish;
+/// use livecache::core::Finish;
 /// assert_ne!(Finish::Ended, Finish::Failed("reset".into()));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,7 +109,7 @@ impl From<Finish> for StreamEndReason {
 /// What to do with a message that arrived ([`Attachment::message`]).
 ///
 /// ```
-/// use livecache::core::attachment::{Attachment, Received};
+/// use livecache::core::{Attachment, Received};
 /// let mut live: Attachment<&str> = Attachment::live(1);
 /// assert_eq!(live.message("hi"), Received::Apply("hi"));
 /// ```
@@ -125,7 +125,7 @@ pub enum Received<M> {
 /// What the first data's landing asks of the driver ([`Attachment::data_loaded`]).
 ///
 /// ```
-/// use livecache::core::attachment::Attachment;
+/// use livecache::core::Attachment;
 /// let mut stream: Attachment<u8> = Attachment::before_data(1);
 /// let _ = stream.message(7);
 /// let first = stream.data_loaded();
@@ -146,7 +146,7 @@ impl<M> Received<M> {
     /// The message to apply now, if any.
     ///
     /// ```
-    /// use livecache::core::attachment::Received;
+    /// use livecache::core::Received;
     /// assert_eq!(Received::Apply(1).into_apply(), Some(1));
     /// assert_eq!(Received::<u8>::Held.into_apply(), None);
     /// ```
@@ -172,7 +172,7 @@ enum Stage<M> {
 /// One stream attached to one entry lifetime (R21). See the [module](self) documentation.
 ///
 /// ```
-/// use livecache::core::attachment::{Attachment, Received};
+/// use livecache::core::{Attachment, Received};
 /// use livecache::core::StreamEndReason;
 /// let mut stream: Attachment<u8> = Attachment::before_data(3);
 /// let _ = stream.message(1);
@@ -191,7 +191,7 @@ impl<M> Attachment<M> {
     /// A stream attached before `lifetime` has its first data (through an `Added` handle).
     ///
     /// ```
-    /// let stream = livecache::core::attachment::Attachment::<u8>::before_data(2);
+    /// let stream = livecache::core::Attachment::<u8>::before_data(2);
     /// assert_eq!((stream.lifetime(), stream.held()), (2, 0));
     /// ```
     pub fn before_data(lifetime: u64) -> Self {
@@ -209,7 +209,7 @@ impl<M> Attachment<M> {
     /// A stream attached once `lifetime` has data (through a `Loaded` handle).
     ///
     /// ```
-    /// let stream = livecache::core::attachment::Attachment::<u8>::live(2);
+    /// let stream = livecache::core::Attachment::<u8>::live(2);
     /// assert!(stream.wants_items());
     /// ```
     pub fn live(lifetime: u64) -> Self {
@@ -224,7 +224,7 @@ impl<M> Attachment<M> {
     /// The lifetime the stream is attached to.
     ///
     /// ```
-    /// assert_eq!(livecache::core::attachment::Attachment::<u8>::live(4).lifetime(), 4);
+    /// assert_eq!(livecache::core::Attachment::<u8>::live(4).lifetime(), 4);
     /// ```
     pub fn lifetime(&self) -> u64 {
         self.lifetime
@@ -233,7 +233,7 @@ impl<M> Attachment<M> {
     /// How many messages are held, waiting for the first data.
     ///
     /// ```
-    /// let mut stream = livecache::core::attachment::Attachment::before_data(1);
+    /// let mut stream = livecache::core::Attachment::before_data(1);
     /// let _ = stream.message('a');
     /// assert_eq!(stream.held(), 1);
     /// ```
@@ -248,7 +248,7 @@ impl<M> Attachment<M> {
     /// first data (what it delivered waits for the data).
     ///
     /// ```
-    /// use livecache::core::attachment::{Attachment, Finish};
+    /// use livecache::core::{Attachment, Finish};
     /// let mut stream: Attachment<u8> = Attachment::before_data(1);
     /// let _ = stream.finish(Finish::Failed("reset".into()));
     /// assert!(!stream.wants_items());
@@ -263,7 +263,7 @@ impl<M> Attachment<M> {
     /// A message arrived: apply it now, or it is held until the first data.
     ///
     /// ```
-    /// use livecache::core::attachment::{Attachment, Received};
+    /// use livecache::core::{Attachment, Received};
     /// let mut stream: Attachment<u8> = Attachment::before_data(1);
     /// assert_eq!(stream.message(5), Received::Held);
     /// ```
@@ -281,7 +281,7 @@ impl<M> Attachment<M> {
     /// with `Cache::stream_skipped`.
     ///
     /// ```
-    /// let mut stream = livecache::core::attachment::Attachment::<u8>::live(1);
+    /// let mut stream = livecache::core::Attachment::<u8>::live(1);
     /// stream.skipped();
     /// assert_eq!(stream.end(livecache::core::StreamEndReason::StreamEnded).skipped, 1);
     /// ```
@@ -292,7 +292,7 @@ impl<M> Attachment<M> {
     /// `count` messages were applied to the entry.
     ///
     /// ```
-    /// let mut stream = livecache::core::attachment::Attachment::<u8>::live(1);
+    /// let mut stream = livecache::core::Attachment::<u8>::live(1);
     /// stream.applied(2);
     /// assert_eq!(stream.end(livecache::core::StreamEndReason::StreamEnded).applied, 2);
     /// ```
@@ -305,7 +305,7 @@ impl<M> Attachment<M> {
     /// the returned reason.
     ///
     /// ```
-    /// use livecache::core::attachment::{Attachment, Finish};
+    /// use livecache::core::{Attachment, Finish};
     /// use livecache::core::StreamEndReason;
     /// let mut live: Attachment<u8> = Attachment::live(1);
     /// assert_eq!(live.finish(Finish::Ended), Some(StreamEndReason::StreamEnded));
@@ -326,7 +326,7 @@ impl<M> Attachment<M> {
     /// it returns nothing to do.
     ///
     /// ```
-    /// use livecache::core::attachment::Attachment;
+    /// use livecache::core::Attachment;
     /// let mut stream: Attachment<u8> = Attachment::before_data(1);
     /// let (_, _) = (stream.message(1), stream.message(2));
     /// assert_eq!(stream.data_loaded().held, vec![1, 2]);
@@ -349,7 +349,7 @@ impl<M> Attachment<M> {
     /// whether it had ever had data.
     ///
     /// ```
-    /// use livecache::core::{attachment::Attachment, StreamEndReason};
+    /// use livecache::core::{Attachment, StreamEndReason};
     /// assert_eq!(Attachment::<u8>::live(1).removed(), StreamEndReason::EntryRemoved);
     /// ```
     pub fn removed(&mut self) -> StreamEndReason {
@@ -363,7 +363,7 @@ impl<M> Attachment<M> {
     /// `Cache::stream_ended`).
     ///
     /// ```
-    /// use livecache::core::{attachment::Attachment, StreamEndReason};
+    /// use livecache::core::{Attachment, StreamEndReason};
     /// let end = Attachment::<u8>::live(1).end(StreamEndReason::StreamEnded);
     /// assert_eq!((end.applied, end.skipped), (0, 0));
     /// ```

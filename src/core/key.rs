@@ -71,7 +71,7 @@
 //!   object after first use gives a stale key there. Keys here are always computed afresh.
 //!
 //! ```
-//! use livecache::core::key::{CacheKey, default_key};
+//! use livecache::core::{CacheKey, default_key};
 //! use serde::Serialize;
 //!
 //! #[derive(Serialize)]
@@ -83,7 +83,7 @@
 //! let key = default_key("test", &Query { name: "arg", age: 5 })?;
 //! assert_eq!(key.as_str(), r#"test({"age":5,"name":"arg"})"#);
 //! assert_eq!(default_key("a", &())?, CacheKey::verbatim("a(undefined)"));
-//! # Ok::<(), livecache::core::key::KeyError>(())
+//! # Ok::<(), livecache::core::KeyError>(())
 //! ```
 
 use std::cmp::Ordering;
@@ -108,7 +108,7 @@ const MAX_ARRAY_INDEX: u64 = 4_294_967_294;
 /// as a plain JSON string.
 ///
 /// ```
-/// use livecache::core::key::{CacheKey, default_key};
+/// use livecache::core::{CacheKey, default_key};
 ///
 /// let key = default_key("getUser", &1)?;
 /// assert_eq!(key.as_str(), "getUser(1)");
@@ -116,7 +116,7 @@ const MAX_ARRAY_INDEX: u64 = 4_294_967_294;
 /// assert_eq!(serde_json::to_string(&key).unwrap(), r#""getUser(1)""#);
 /// assert_eq!(String::from(key.clone()), "getUser(1)");
 /// assert_eq!(key, CacheKey::verbatim("getUser(1)"));
-/// # Ok::<(), livecache::core::key::KeyError>(())
+/// # Ok::<(), livecache::core::KeyError>(())
 /// ```
 ///
 /// The text is shared (`Arc<str>`): the cache clones keys into its indexes, effects, timers and
@@ -156,7 +156,7 @@ impl Ord for CacheKey {
     /// By text.
     ///
     /// ```
-    /// use livecache::core::key::CacheKey;
+    /// use livecache::core::CacheKey;
     /// assert!(CacheKey::verbatim("a(1)") < CacheKey::verbatim("a(2)"));
     /// ```
     fn cmp(&self, other: &Self) -> Ordering {
@@ -168,7 +168,7 @@ impl fmt::Debug for CacheKey {
     /// As a tuple of its text: `CacheKey("a(1)")`.
     ///
     /// ```
-    /// use livecache::core::key::CacheKey;
+    /// use livecache::core::CacheKey;
     /// assert_eq!(format!("{:?}", CacheKey::verbatim("a(1)")), r#"CacheKey("a(1)")"#);
     /// ```
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -187,7 +187,7 @@ impl From<Arc<str>> for CacheKey {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use livecache::core::key::CacheKey;
+    /// use livecache::core::CacheKey;
     /// let text: Arc<str> = Arc::from("x(1)");
     /// assert_eq!(CacheKey::from(text), "x(1)");
     /// ```
@@ -219,7 +219,7 @@ impl CacheKey {
     /// This is what an override returning a string produces ([`KeyOverride::Verbatim`]).
     ///
     /// ```
-    /// use livecache::core::key::CacheKey;
+    /// use livecache::core::CacheKey;
     ///
     /// let key = CacheKey::verbatim("queryWithCustomSerializer-42");
     /// assert_eq!(key.as_str(), "queryWithCustomSerializer-42");
@@ -231,7 +231,7 @@ impl CacheKey {
     /// The key's text.
     ///
     /// ```
-    /// use livecache::core::key::CacheKey;
+    /// use livecache::core::CacheKey;
     ///
     /// assert_eq!(CacheKey::verbatim("a(undefined)").as_str(), "a(undefined)");
     /// ```
@@ -244,7 +244,7 @@ impl fmt::Display for CacheKey {
     /// Writes the key's text unchanged.
     ///
     /// ```
-    /// use livecache::core::key::CacheKey;
+    /// use livecache::core::CacheKey;
     ///
     /// assert_eq!(format!("{}", CacheKey::verbatim("x(1)")), "x(1)");
     /// ```
@@ -257,7 +257,7 @@ impl From<CacheKey> for String {
     /// The key's text.
     ///
     /// ```
-    /// use livecache::core::key::CacheKey;
+    /// use livecache::core::CacheKey;
     ///
     /// let text: String = CacheKey::verbatim("x(1)").into();
     /// assert_eq!(text, "x(1)");
@@ -271,7 +271,7 @@ impl AsRef<str> for CacheKey {
     /// The key's text.
     ///
     /// ```
-    /// use livecache::core::key::CacheKey;
+    /// use livecache::core::CacheKey;
     ///
     /// let key = CacheKey::verbatim("x(1)");
     /// let text: &str = key.as_ref();
@@ -286,7 +286,7 @@ impl From<&str> for CacheKey {
     /// A verbatim key ([`CacheKey::verbatim`]).
     ///
     /// ```
-    /// use livecache::core::key::CacheKey;
+    /// use livecache::core::CacheKey;
     /// assert_eq!(CacheKey::from("x(1)"), CacheKey::verbatim("x(1)"));
     /// ```
     fn from(text: &str) -> Self {
@@ -298,7 +298,7 @@ impl From<String> for CacheKey {
     /// A verbatim key ([`CacheKey::verbatim`]).
     ///
     /// ```
-    /// use livecache::core::key::CacheKey;
+    /// use livecache::core::CacheKey;
     /// assert_eq!(CacheKey::from(String::from("x(1)")), "x(1)");
     /// ```
     fn from(text: String) -> Self {
@@ -312,7 +312,7 @@ impl std::ops::Deref for CacheKey {
     /// The key's text, so `str`'s methods apply.
     ///
     /// ```
-    /// use livecache::core::key::CacheKey;
+    /// use livecache::core::CacheKey;
     /// assert!(CacheKey::verbatim("getUser(1)").starts_with("getUser("));
     /// ```
     fn deref(&self) -> &str {
@@ -324,7 +324,7 @@ impl PartialEq<str> for CacheKey {
     /// The key's text equals `other`.
     ///
     /// ```
-    /// use livecache::core::key::CacheKey;
+    /// use livecache::core::CacheKey;
     /// assert!(*CacheKey::verbatim("x(1)") == *"x(1)");
     /// ```
     fn eq(&self, other: &str) -> bool {
@@ -336,7 +336,7 @@ impl PartialEq<&str> for CacheKey {
     /// The key's text equals `other`.
     ///
     /// ```
-    /// use livecache::core::key::CacheKey;
+    /// use livecache::core::CacheKey;
     /// assert_eq!(CacheKey::verbatim("x(1)"), "x(1)");
     /// ```
     fn eq(&self, other: &&str) -> bool {
@@ -348,7 +348,7 @@ impl PartialEq<String> for CacheKey {
     /// The key's text equals `other`.
     ///
     /// ```
-    /// use livecache::core::key::CacheKey;
+    /// use livecache::core::CacheKey;
     /// assert_eq!(CacheKey::verbatim("x(1)"), String::from("x(1)"));
     /// ```
     fn eq(&self, other: &String) -> bool {
@@ -360,7 +360,7 @@ impl PartialEq<String> for CacheKey {
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use livecache::core::key::{KeyError, default_key};
+/// use livecache::core::{KeyError, default_key};
 ///
 /// let arg: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
 /// let err = default_key("grid", &arg).unwrap_err();
@@ -383,7 +383,7 @@ pub enum KeyError {
 /// What an endpoint's key override returns, mirroring RTK's per-endpoint `serializeQueryArgs`.
 ///
 /// ```
-/// use livecache::core::key::{KeyOverride, key_from_override};
+/// use livecache::core::{KeyOverride, key_from_override};
 /// use serde_json::json;
 ///
 /// let verbatim = KeyOverride::Verbatim("queryWithCustomSerializer-42".into());
@@ -407,7 +407,7 @@ pub enum KeyOverride {
 /// The key an endpoint override produces (see [`KeyOverride`]).
 ///
 /// ```
-/// use livecache::core::key::{KeyOverride, key_from_override};
+/// use livecache::core::{KeyOverride, key_from_override};
 /// use serde_json::json;
 ///
 /// let key = key_from_override("queryWithCustomNumberSerializer", KeyOverride::Value(json!(42)));
@@ -430,7 +430,7 @@ pub fn key_from_override(endpoint: &str, o: KeyOverride) -> CacheKey {
 /// [`KeyError::Unserializable`] when `arg` cannot be turned into a [`serde_json::Value`].
 ///
 /// ```
-/// use livecache::core::key::{BigInt, default_key};
+/// use livecache::core::{BigInt, default_key};
 ///
 /// assert_eq!(default_key("test", "arg")?.as_str(), r#"test("arg")"#);
 /// assert_eq!(default_key("test", &5)?.as_str(), "test(5)");
@@ -438,7 +438,7 @@ pub fn key_from_override(endpoint: &str, o: KeyOverride) -> CacheKey {
 /// assert_eq!(default_key("test", &BigInt(10))?.as_str(), r#"test({"$bigint":"10"})"#);
 /// assert_eq!(default_key("a", &None::<u8>)?.as_str(), "a(undefined)");
 /// assert_eq!(default_key("a", &[Some(1), None])?.as_str(), "a([1,null])");
-/// # Ok::<(), livecache::core::key::KeyError>(())
+/// # Ok::<(), livecache::core::KeyError>(())
 /// ```
 pub fn default_key<A>(endpoint: &str, arg: &A) -> Result<CacheKey, KeyError>
 where
@@ -470,13 +470,13 @@ fn key_from_value(endpoint: &str, value: &Value) -> CacheKey {
 /// It may appear anywhere in an argument; it also deserialises from that form.
 ///
 /// ```
-/// use livecache::core::key::{BigInt, default_key};
+/// use livecache::core::{BigInt, default_key};
 ///
 /// assert_eq!(default_key("test", &BigInt(10))?.as_str(), r#"test({"$bigint":"10"})"#);
 /// assert_eq!(serde_json::to_string(&BigInt(-7)).unwrap(), r#"{"$bigint":"-7"}"#);
 /// let back: BigInt = serde_json::from_str(r#"{"$bigint":"-7"}"#).unwrap();
 /// assert_eq!(back, BigInt(-7));
-/// # Ok::<(), livecache::core::key::KeyError>(())
+/// # Ok::<(), livecache::core::KeyError>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BigInt(
@@ -514,7 +514,7 @@ impl From<i128> for BigInt {
     /// Wraps the integer.
     ///
     /// ```
-    /// use livecache::core::key::BigInt;
+    /// use livecache::core::BigInt;
     ///
     /// assert_eq!(BigInt::from(10_i128), BigInt(10));
     /// ```
@@ -529,7 +529,7 @@ impl From<i128> for BigInt {
 /// `undefined`.
 ///
 /// ```
-/// use livecache::core::key::canonical_json;
+/// use livecache::core::canonical_json;
 /// use serde_json::json;
 ///
 /// let value = json!({ "b": [3, 1, 2], "a": { "y": 1.0, "x": null } });

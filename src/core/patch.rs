@@ -5,7 +5,7 @@
 //! new value restores the old one.
 //!
 //! ```
-//! use livecache::core::patch::PatchSet;
+//! use livecache::core::PatchSet;
 //! use serde_json::json;
 //!
 //! let set = PatchSet::between(&json!({"contents": "TODO"}), &json!({"contents": "I love cheese!"}));
@@ -25,7 +25,7 @@ pub use json_patch::Patch;
 /// The change made by one update, as RFC 6902 patches (JSON Pointer paths), and its inverse.
 ///
 /// ```
-/// use livecache::core::patch::PatchSet;
+/// use livecache::core::PatchSet;
 /// let unchanged = PatchSet::between(&serde_json::json!([1, 2]), &serde_json::json!([1, 2]));
 /// assert!(unchanged.is_empty());
 /// ```
@@ -41,7 +41,7 @@ impl PatchSet {
     /// The patches that turn `before` into `after`, and back.
     ///
     /// ```
-    /// use livecache::core::patch::PatchSet;
+    /// use livecache::core::PatchSet;
     /// use serde_json::json;
     /// let set = PatchSet::between(&json!([1]), &json!([1, 2]));
     /// assert_eq!(set.patches.0.len(), 1);
@@ -57,7 +57,7 @@ impl PatchSet {
     /// Whether the update changed nothing (both patch lists are empty).
     ///
     /// ```
-    /// assert!(livecache::core::patch::PatchSet::default().is_empty());
+    /// assert!(livecache::core::PatchSet::default().is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
         self.patches.0.is_empty() && self.inverse_patches.0.is_empty()

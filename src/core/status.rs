@@ -1,7 +1,7 @@
 //! What an observer sees of an entry: its RTK-compatible query status and its lifecycle phase.
 //!
 //! ```
-//! use livecache::core::{Cache, EndpointConfig, Phase, Refetch, Status, key::CacheKey};
+//! use livecache::core::{Cache, EndpointConfig, Phase, Refetch, Status, CacheKey};
 //! let mut cache: Cache<u32> = Cache::new(Default::default());
 //! let ep = cache.add_endpoint("a", EndpointConfig::default());
 //! let key = CacheKey::verbatim("a(1)");

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use tokio::runtime::Handle;
 
-use crate::core::trace::{Recording, TraceEvent};
 use crate::core::{CacheConfig, Keep, Refetch};
+use crate::core::{Recording, TraceEvent};
 use crate::runtime::driver::{Owner, Shared};
 use crate::runtime::endpoint::{Arg, EndpointBuilder};
 use crate::runtime::erased::Data;
@@ -82,7 +82,7 @@ impl ApiBuilder {
     /// What the trace records (default: events without patches).
     ///
     /// ```
-    /// use livecache::core::trace::Recording;
+    /// use livecache::core::Recording;
     /// let builder = livecache::Api::builder().recording(Recording::EventsWithPatches);
     /// ```
     pub fn recording(mut self, recording: Recording) -> Self {

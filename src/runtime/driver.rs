@@ -13,10 +13,10 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+use crate::core::CacheKey;
+use crate::core::HandlerOutcome;
 use crate::core::LifetimePlace;
 use crate::core::ids::IdMap;
-use crate::core::key::CacheKey;
-use crate::core::trace::HandlerOutcome;
 use crate::core::{Cache, CacheConfig, Effect, EndpointId, Refetch};
 use crate::runtime::erased::{ErasedData, ErasedMeta};
 use crate::runtime::error::{BoxError, QueryError, panic_message};

@@ -9,15 +9,15 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use serde::Serialize;
 
-use crate::core::entry::Draft;
-use crate::core::key::{CacheKey, KeyOverride, default_key, key_from_override};
-use crate::core::patch::{Patch, PatchSet};
+use crate::core::Draft;
+use crate::core::{CacheKey, KeyOverride, default_key, key_from_override};
 use crate::core::{EndpointConfig, EndpointId, Keep, Refetch};
+use crate::core::{Patch, PatchSet};
 use crate::runtime::driver::{Fetch, LifecycleStart, Owner, StartLifecycle, State};
 use crate::runtime::erased::{Data, ErasedData, ErasedMeta};
 use crate::runtime::error::UpdateError;
 use crate::runtime::error::{BoxError, Error, QueryError};
-use crate::runtime::lifecycle::{Added, EntryHandle, from_core, run_typed_recipe};
+use crate::runtime::lifecycle::{BeforeData, EntryHandle, from_core, run_typed_recipe};
 use crate::runtime::state::{QueryState, read_state};
 use crate::runtime::subscription::Subscription;
 
@@ -34,7 +34,9 @@ impl<A: Clone + Serialize + Send + Sync + 'static> Arg for A {}
 type QueryFn<A, T, M> =
     Arc<dyn Fn(A) -> BoxFuture<'static, Result<(T, Option<M>), BoxError>> + Send + Sync>;
 type Handler<A, T, M> = Arc<
-    dyn Fn(A, EntryHandle<Added, T, M>) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync,
+    dyn Fn(A, EntryHandle<BeforeData, T, M>) -> BoxFuture<'static, Result<(), BoxError>>
+        + Send
+        + Sync,
 >;
 type Serializer<A> = Arc<dyn Fn(&A) -> KeyOverride + Send + Sync>;
 
@@ -149,10 +151,10 @@ impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
     /// # drop(sub);
     /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
     /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
-    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     livecache::core::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
     /// #     _ => None,
     /// # }).collect();
-    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # assert_eq!(ended, [livecache::core::HandlerOutcome::Finished], "the handler's assertions held");
     /// # Ok(()) }
     /// ```
     pub fn query_fn_with_meta<M, F, Fut>(
@@ -196,7 +198,7 @@ impl<A: Arg, T: Data, M, Q> EndpointBuilder<A, T, M, Q> {
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> Result<(), livecache::Error> {
     /// # let api = livecache::Api::builder().build();
-    /// use livecache::Keep;
+    /// use livecache::core::Keep;
     /// let config = api
     ///     .query::<(), String>("config")
     ///     .keep_unused_data_for(Keep::Never)
@@ -220,7 +222,7 @@ impl<A: Arg, T: Data, M, Q> EndpointBuilder<A, T, M, Q> {
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> Result<(), livecache::Error> {
     /// # let api = livecache::Api::builder().build();
-    /// use livecache::KeyOverride;
+    /// use livecache::core::KeyOverride;
     /// let page = api
     ///     .query::<(String, u32), Vec<String>>("page")
     ///     .serialize_query_args(|(list, _page): &(String, u32)| KeyOverride::Verbatim(format!("list-{list}")))
@@ -266,7 +268,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> EndpointBuilder<A, T, M, WithQue
     /// ```
     pub fn on_cache_entry_added<F, Fut>(mut self, handler: F) -> Self
     where
-        F: Fn(A, EntryHandle<Added, T, M>) -> Fut + Send + Sync + 'static,
+        F: Fn(A, EntryHandle<BeforeData, T, M>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
     {
         self.lifecycle = Some(Arc::new(move |arg, entry| handler(arg, entry).boxed()));
@@ -405,7 +407,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// # async fn main() -> Result<(), livecache::Error> {
     /// # let api = livecache::Api::builder().build();
     /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
-    /// use livecache::Refetch;
+    /// use livecache::core::Refetch;
     /// let a = double.subscribe(21)?;
     /// a.loaded().await.ok();
     /// let b = double.subscribe_with(21, Refetch::Always)?;
@@ -441,7 +443,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// # async fn main() -> Result<(), livecache::Error> {
     /// # let api = livecache::Api::builder().build();
     /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
-    /// use livecache::Refetch;
+    /// use livecache::core::Refetch;
     /// double.prefetch(21, Refetch::IfMissing)?;
     /// assert_eq!(api.len(), 1);
     /// # Ok(()) }
@@ -526,7 +528,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// # async fn main() -> Result<(), livecache::Error> {
     /// # let api = livecache::Api::builder().build();
     /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
-    /// let patch: livecache::core::patch::Patch =
+    /// let patch: livecache::core::Patch =
     ///     serde_json::from_str(r#"[{"op": "replace", "path": "", "value": 7}]"#).expect("json");
     /// double.upsert_query_data(21, 42)?;
     /// double.patch_query_data(&21, &patch)?;

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::core::CacheData;
-use crate::core::entry::Draft;
+use crate::core::Draft;
 
 /// What an endpoint's data type must be: cloneable (copy-on-write updates), comparable (equal
 /// results notify no one), serialisable (patches), and shareable across tasks.

@@ -4,7 +4,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::core::key::{CacheKey, KeyError};
+use crate::core::{CacheKey, KeyError};
 
 /// A boxed error: what query functions and lifecycle handlers return, so that `?` converts any
 /// error and `Ok(..)` needs no annotation.

@@ -1,7 +1,7 @@
 //! The typed lifecycle handle given to `on_cache_entry_added` (SPEC R12–R17).
 //!
-//! The handle is a typestate too: an [`EntryHandle<Added, T>`] can only wait for the first data
-//! ([`EntryHandle::data_loaded`], which consumes it); only the [`EntryHandle<Loaded, T>`] it
+//! The handle is a typestate too: an [`EntryHandle<BeforeData, T>`] can only wait for the first data
+//! ([`EntryHandle::data_loaded`], which consumes it); only the [`EntryHandle<WithData, T>`] it
 //! yields can update the entry. Updating before data, or waiting for data twice, does not
 //! compile. After removal every update returns [`UpdateError::EntryRemoved`] (R14).
 
@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use tokio::sync::{Semaphore, oneshot};
 
-use crate::core::UpdateError as CoreUpdateError;
-use crate::core::entry::Draft;
-use crate::core::key::CacheKey;
-use crate::core::patch::PatchSet;
+use crate::core::CacheKey;
+use crate::core::Draft;
+use crate::core::PatchSet;
+use crate::core::UpdateRefused;
 use crate::core::{LifetimePlace, Notify};
 use crate::runtime::driver::{Hint, LifecycleStart, LoadedMsg, Shared};
 use crate::runtime::erased::{Data, ErasedData};
@@ -27,12 +27,12 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// A lifecycle handle state (type state). Sealed: [`Added`] and [`Loaded`] only.
+/// A lifecycle handle state (type state). Sealed: [`BeforeData`] and [`WithData`] only.
 ///
 /// ```
-/// fn is_state<S: livecache::runtime::HandleState>() {}
-/// is_state::<livecache::Added>();
-/// is_state::<livecache::Loaded>();
+/// fn is_state<S: livecache::HandleState>() {}
+/// is_state::<livecache::BeforeData>();
+/// is_state::<livecache::WithData>();
 /// ```
 pub trait HandleState: sealed::Sealed {}
 
@@ -40,34 +40,34 @@ pub trait HandleState: sealed::Sealed {}
 /// only wait for the data:
 ///
 /// ```compile_fail
-/// fn update(entry: livecache::EntryHandle<livecache::Added, Vec<u32>>) {
+/// fn update(entry: livecache::EntryHandle<livecache::BeforeData, Vec<u32>>) {
 ///     entry.update_cached_data(|list| list.push(1)); // no such method before the data loaded
 /// }
 /// ```
-pub struct Added {
+pub struct BeforeData {
     loaded: oneshot::Receiver<LoadedMsg>,
 }
 
-impl std::fmt::Debug for Added {
+impl std::fmt::Debug for BeforeData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Added")
+        f.write_str("BeforeData")
     }
 }
 
 /// The entry has data: the handle can update it (type state).
 ///
 /// ```
-/// fn update(entry: &livecache::EntryHandle<livecache::Loaded, Vec<u32>>) {
+/// fn update(entry: &livecache::EntryHandle<livecache::WithData, Vec<u32>>) {
 ///     let _ = entry.update_cached_data(|list| list.push(1));
 /// }
 /// ```
 #[derive(Debug)]
-pub struct Loaded(());
+pub struct WithData(());
 
-impl sealed::Sealed for Added {}
-impl sealed::Sealed for Loaded {}
-impl HandleState for Added {}
-impl HandleState for Loaded {}
+impl sealed::Sealed for BeforeData {}
+impl sealed::Sealed for WithData {}
+impl HandleState for BeforeData {}
+impl HandleState for WithData {}
 
 /// The first data of a lifetime and the meta its query function returned (`None` when the data
 /// came from an upsert), as `data_loaded` yields them (R8, R13, R20).
@@ -90,8 +90,8 @@ pub struct DataLoaded<T, M = ()> {
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> Result<(), livecache::Error> {
 /// # let api = livecache::Api::builder().build();
-/// use livecache::{Added, EntryHandle};
-/// async fn handler(entry: EntryHandle<Added, Vec<u32>>) -> Result<(), livecache::BoxError> {
+/// use livecache::{BeforeData, EntryHandle};
+/// async fn handler(entry: EntryHandle<BeforeData, Vec<u32>>) -> Result<(), livecache::BoxError> {
 ///     let Ok((entry, _first)) = entry.data_loaded().await else { return Ok(()) };
 ///     entry.update_cached_data(|list| list.push(1))?;
 ///     entry.removed().await;
@@ -122,7 +122,7 @@ pub struct EntryHandle<S: HandleState, T, M = ()> {
     _data: PhantomData<fn() -> (T, M)>,
 }
 
-impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
+impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
     pub(crate) fn added(start: LifecycleStart) -> Self {
         EntryHandle {
             shared: start.shared,
@@ -130,20 +130,20 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
             place: start.place,
             removal: start.removal,
             changed: start.changed,
-            state: Added {
+            state: BeforeData {
                 loaded: start.loaded,
             },
             _data: PhantomData,
         }
     }
 
-    /// Wait for the entry's first data (RTK's `cacheDataLoaded`). Yields the [`Loaded`] handle
+    /// Wait for the entry's first data (RTK's `cacheDataLoaded`). Yields the [`WithData`] handle
     /// and the data with its meta, or [`RemovedBeforeLoaded`] if the entry was removed first —
     /// a value, never a panic. A rejected request leaves it waiting (R9, R13).
     ///
     /// # Cancel safety
     ///
-    /// Not cancel-safe: the `Added` handle is consumed, so dropping the future before it
+    /// Not cancel-safe: the `BeforeData` handle is consumed, so dropping the future before it
     /// completes gives up this lifetime's handle (the entry itself is untouched; its removal is
     /// still reported to [`EntryHandle::removed`] holders).
     ///
@@ -173,7 +173,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
     /// ```
     pub async fn data_loaded(
         self,
-    ) -> Result<(EntryHandle<Loaded, T, M>, DataLoaded<T, M>), RemovedBeforeLoaded> {
+    ) -> Result<(EntryHandle<WithData, T, M>, DataLoaded<T, M>), RemovedBeforeLoaded> {
         let EntryHandle {
             shared,
             key,
@@ -192,7 +192,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
             place,
             removal,
             changed,
-            state: Loaded(()),
+            state: WithData(()),
             _data: PhantomData,
         };
         Ok((handle, DataLoaded { data, meta }))
@@ -219,10 +219,10 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # drop(sub);
     /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
     /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
-    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     livecache::core::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
     /// #     _ => None,
     /// # }).collect();
-    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # assert_eq!(ended, [livecache::core::HandlerOutcome::Finished], "the handler's assertions held");
     /// # Ok(()) }
     /// ```
     pub fn key(&self) -> &CacheKey {
@@ -248,10 +248,10 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # drop(sub);
     /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
     /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
-    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     livecache::core::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
     /// #     _ => None,
     /// # }).collect();
-    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # assert_eq!(ended, [livecache::core::HandlerOutcome::Finished], "the handler's assertions held");
     /// # Ok(()) }
     /// ```
     pub fn lifetime(&self) -> u64 {
@@ -277,10 +277,10 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # drop(sub);
     /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
     /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
-    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     livecache::core::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
     /// #     _ => None,
     /// # }).collect();
-    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # assert_eq!(ended, [livecache::core::HandlerOutcome::Finished], "the handler's assertions held");
     /// # Ok(()) }
     /// ```
     pub fn cache_entry(&self) -> QueryState<T> {
@@ -316,10 +316,10 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # drop(sub);
     /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
     /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
-    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     livecache::core::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
     /// #     _ => None,
     /// # }).collect();
-    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # assert_eq!(ended, [livecache::core::HandlerOutcome::Finished], "the handler's assertions held");
     /// # Ok(()) }
     /// ```
     pub fn removed(&self) -> impl Future<Output = ()> + Send + 'static {
@@ -349,10 +349,10 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # drop(sub);
     /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
     /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
-    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     livecache::core::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
     /// #     _ => None,
     /// # }).collect();
-    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # assert_eq!(ended, [livecache::core::HandlerOutcome::Finished], "the handler's assertions held");
     /// # Ok(()) }
     /// ```
     pub fn is_removed(&self) -> bool {
@@ -363,7 +363,7 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
 /// A loaded handle can be cloned, to update the entry from several places — a socket callback
 /// and the handler's own task, say — without wrapping it in an `Arc`. Every clone refers to the
 /// same lifetime: after its removal, updates through any of them return
-/// [`UpdateError::EntryRemoved`] and `removed()` resolves for all. (An `Added` handle is not
+/// [`UpdateError::EntryRemoved`] and `removed()` resolves for all. (An `BeforeData` handle is not
 /// `Clone`: `data_loaded` consumes it, once.)
 ///
 /// ```
@@ -388,7 +388,7 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
 /// assert_eq!(sub.state().data(), Some(&vec![1]));
 /// # Ok(()) }
 /// ```
-impl<T, M> Clone for EntryHandle<Loaded, T, M> {
+impl<T, M> Clone for EntryHandle<WithData, T, M> {
     fn clone(&self) -> Self {
         EntryHandle {
             shared: Arc::clone(&self.shared),
@@ -396,13 +396,13 @@ impl<T, M> Clone for EntryHandle<Loaded, T, M> {
             place: self.place,
             removal: Arc::clone(&self.removal),
             changed: self.changed.clone(),
-            state: Loaded(()),
+            state: WithData(()),
             _data: PhantomData,
         }
     }
 }
 
-impl<T: Data, M> EntryHandle<Loaded, T, M> {
+impl<T: Data, M> EntryHandle<WithData, T, M> {
     /// Update the cached data (RTK's `updateCachedData`, R15). The recipe gets a [`Draft`]:
     /// reading costs nothing; the first mutable access copies the data only if a reader still
     /// holds a snapshot. A recipe that only reads notifies no one. No patches are computed.
@@ -429,10 +429,10 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
     /// # drop(sub);
     /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
     /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
-    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     livecache::core::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
     /// #     _ => None,
     /// # }).collect();
-    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # assert_eq!(ended, [livecache::core::HandlerOutcome::Finished], "the handler's assertions held");
     /// # Ok(()) }
     /// ```
     pub fn update_cached_data(
@@ -480,10 +480,10 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
     /// # drop(sub);
     /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
     /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
-    /// #     livecache::core::trace::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    /// #     livecache::core::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
     /// #     _ => None,
     /// # }).collect();
-    /// # assert_eq!(ended, [livecache::core::trace::HandlerOutcome::Finished], "the handler's assertions held");
+    /// # assert_eq!(ended, [livecache::core::HandlerOutcome::Finished], "the handler's assertions held");
     /// # Ok(()) }
     /// ```
     pub fn update_cached_data_with_patches(
@@ -511,7 +511,7 @@ impl<S: HandleState, T, M> EntryHandle<S, T, M> {
     }
 }
 
-impl<T: Data, M> EntryHandle<Loaded, T, M> {
+impl<T: Data, M> EntryHandle<WithData, T, M> {
     /// Apply `messages` in order, each as one update (one `updated` event each), under one
     /// acquisition of the cache's lock; subscribers are woken once. Stops at the first failure,
     /// dropping the rest. Returns how many were applied.
@@ -561,7 +561,7 @@ pub(crate) fn run_typed_recipe<T: Data>(
 
 /// An update's result, or the panic of its recipe.
 fn recipe_outcome<R>(
-    result: Result<R, CoreUpdateError>,
+    result: Result<R, UpdateRefused>,
     panicked: Option<String>,
 ) -> Result<R, UpdateError> {
     match panicked {
@@ -570,10 +570,10 @@ fn recipe_outcome<R>(
     }
 }
 
-pub(crate) fn from_core(error: CoreUpdateError) -> UpdateError {
+pub(crate) fn from_core(error: UpdateRefused) -> UpdateError {
     match error {
-        CoreUpdateError::NotLive | CoreUpdateError::NotLoaded => UpdateError::EntryRemoved,
-        CoreUpdateError::Serialize(message) => UpdateError::Serialize(message),
+        UpdateRefused::NotLive | UpdateRefused::NotLoaded => UpdateError::EntryRemoved,
+        UpdateRefused::Serialize(message) => UpdateError::Serialize(message),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::core::key::CacheKey;
+use crate::core::CacheKey;
 use crate::core::{Phase, Status};
 use crate::runtime::driver::State;
 use crate::runtime::erased::{Data, ErasedData};

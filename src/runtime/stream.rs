@@ -11,20 +11,20 @@ use std::task::Poll;
 
 use futures::{Stream, StreamExt};
 
-use crate::core::attachment::{Attachment, Finish};
-use crate::core::entry::Draft;
-use crate::core::key::CacheKey;
+use crate::core::CacheKey;
+use crate::core::Draft;
+use crate::core::{Attachment, Finish};
 use crate::core::{StreamEnd, StreamEndReason};
 use crate::runtime::driver::Shared;
 use crate::runtime::erased::Data;
 use crate::runtime::error::UpdateError;
-use crate::runtime::lifecycle::{Added, EntryHandle, HandleState, Loaded};
+use crate::runtime::lifecycle::{BeforeData, EntryHandle, HandleState, WithData};
 
 /// An error a message stream can yield: either it only skipped an item (a bad frame) and goes
 /// on, or the stream has failed and the attachment ends.
 ///
 /// ```
-/// use livecache::runtime::StreamError;
+/// use livecache::StreamError;
 /// #[derive(Debug)]
 /// enum FeedError { BadLine(String), Disconnected }
 /// impl std::fmt::Display for FeedError {
@@ -96,7 +96,7 @@ impl<Msg> Recorder<Msg> {
     }
 }
 
-impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
+impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
     /// Attach a stream of messages before the first data (R21): messages that arrive while the
     /// entry is loading are buffered and applied, in order, right after the first data lands, so
     /// none sent between connecting and loading is lost. Runs until the entry is removed (the
@@ -160,7 +160,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
     /// # async fn main() -> Result<(), livecache::Error> {
     /// # let api = livecache::Api::builder().build();
     /// use livecache::core::StreamEndReason;
-    /// use livecache::runtime::StreamError;
+    /// use livecache::StreamError;
     /// #[derive(Debug)]
     /// struct BadLine;
     /// impl std::fmt::Display for BadLine {
@@ -229,7 +229,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<Added, T, M> {
     }
 }
 
-impl<T: Data, M> EntryHandle<Loaded, T, M> {
+impl<T: Data, M> EntryHandle<WithData, T, M> {
     /// Attach a stream of messages to the loaded entry (R21): each message is applied with
     /// `apply`, in arrival order, exactly once; the entry is Streaming. Runs until the entry is
     /// removed — the stream is then dropped, closing its connection — or the stream ends.
@@ -280,7 +280,7 @@ impl<T: Data, M> EntryHandle<Loaded, T, M> {
     /// never half). No `stream_ended` event is recorded for an attachment dropped this way.
     ///
     /// ```
-    /// fn attach(entry: &livecache::EntryHandle<livecache::Loaded, Vec<u8>>) -> impl std::future::Future + '_ {
+    /// fn attach(entry: &livecache::EntryHandle<livecache::WithData, Vec<u8>>) -> impl std::future::Future + '_ {
     ///     let items = futures::stream::iter([Ok::<u8, std::convert::Infallible>(1)]);
     ///     entry.try_stream(items, |list, b| list.push(b))
     /// }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use futures::Stream;
 
+use crate::core::CacheKey;
 use crate::core::SubscriptionId;
-use crate::core::key::CacheKey;
 use crate::runtime::driver::Owner;
 use crate::runtime::erased::Data;
 use crate::runtime::error::EntryRemoved;

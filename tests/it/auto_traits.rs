@@ -6,7 +6,7 @@
 //! functions call the helpers so that every assertion is instantiated and shows up by name in
 //! the test output.
 //!
-//! - Handles (`Api`, `Endpoint`, `Subscription`, `EntryHandle<Added | Loaded>`, `QueryState`,
+//! - Handles (`Api`, `Endpoint`, `Subscription`, `EntryHandle<BeforeData | Loaded>`, `QueryState`,
 //!   `PatchCollection`, `DataLoaded`) are `Send + Sync` (SPEC §1: the api is shared across tasks).
 //! - Every future or stream the API returns is `Send`, so it can be awaited inside
 //!   `tokio::spawn`; `changes()` and `removed()` are also `'static` (they outlive the handle).
@@ -21,12 +21,12 @@
 //! cases prove the typestate).
 
 use futures::Stream;
-use livecache::core::key::KeyError;
-use livecache::core::{PatchError as CorePatchError, UpdateError as CoreUpdateError};
-use livecache::runtime::PatchCollection;
+use livecache::PatchCollection;
+use livecache::core::KeyError;
+use livecache::core::{PatchError as CorePatchError, UpdateRefused as CoreUpdateError};
 use livecache::{
-    Added, Api, ApiBuilder, Arg, Data, DataLoaded, Endpoint, EntryHandle, EntryRemoved, Error,
-    Loaded, QueryError, QueryState, RemovedBeforeLoaded, Subscription, UpdateError,
+    Api, ApiBuilder, Arg, BeforeData, Data, DataLoaded, Endpoint, EntryHandle, EntryRemoved, Error,
+    QueryError, QueryState, RemovedBeforeLoaded, Subscription, UpdateError, WithData,
 };
 
 // ===== helpers =====
@@ -68,10 +68,10 @@ fn subscription_is_send_sync() {
 
 #[test]
 fn entry_handle_is_send_sync() {
-    is_send_sync_static::<EntryHandle<Added, Msgs>>();
-    is_send_sync_static::<EntryHandle<Loaded, Msgs>>();
-    is_send_sync_static::<EntryHandle<Added, Msgs, Meta>>();
-    is_send_sync_static::<EntryHandle<Loaded, Msgs, Meta>>();
+    is_send_sync_static::<EntryHandle<BeforeData, Msgs>>();
+    is_send_sync_static::<EntryHandle<WithData, Msgs>>();
+    is_send_sync_static::<EntryHandle<BeforeData, Msgs, Meta>>();
+    is_send_sync_static::<EntryHandle<WithData, Msgs, Meta>>();
     is_send_sync_static::<DataLoaded<Msgs, Meta>>();
     entry_handle_for_all::<u64, Meta>();
 }
@@ -100,8 +100,8 @@ fn subscription_for_all<T: Data>() {
 }
 
 fn entry_handle_for_all<T: Data, M: Send + Sync + 'static>() {
-    is_send_sync_static::<EntryHandle<Added, T, M>>();
-    is_send_sync_static::<EntryHandle<Loaded, T, M>>();
+    is_send_sync_static::<EntryHandle<BeforeData, T, M>>();
+    is_send_sync_static::<EntryHandle<WithData, T, M>>();
     is_send_sync_static::<DataLoaded<T, M>>();
 }
 
@@ -125,8 +125,8 @@ fn require_stream<S: Stream>(_: &S) {}
 /// `EntryHandle::data_loaded` is `Send + 'static` (it consumes the handle) and `removed` is
 /// `Send + 'static` on both handle states (it does not borrow the handle).
 fn entry_futures_for_all<T: Data, M: Send + Sync + 'static>(
-    added: EntryHandle<Added, T, M>,
-    loaded: EntryHandle<Loaded, T, M>,
+    added: EntryHandle<BeforeData, T, M>,
+    loaded: EntryHandle<WithData, T, M>,
 ) {
     let removed_added = added.removed();
     let removed_loaded = loaded.removed();

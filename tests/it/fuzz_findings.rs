@@ -1,9 +1,9 @@
 //! Bugs the fuzzers found, each pinned by a test named after it (the minimised inputs are also
 //! replayed from `fuzz/regressions/` by `tests/it/fuzz_corpus.rs`).
 
-use livecache::core::key::CacheKey;
-use livecache::core::trace::{Recording, TraceKind};
+use livecache::core::CacheKey;
 use livecache::core::{Cache, CacheConfig, EndpointConfig, PatchError};
+use livecache::core::{Recording, TraceKind};
 use livecache::ws::{Decoder, WsError};
 use serde::{Deserialize, Serialize};
 use serde_json::json;

@@ -13,13 +13,13 @@
 
 use std::time::Duration;
 
-use livecache::core::key::{CacheKey, default_key};
-use livecache::core::patch::{Patch, PatchSet};
-use livecache::core::trace::{HandlerOutcome, Recording, TraceEvent, TraceKind, UpdateSource};
 use livecache::core::{
     Cache, CacheConfig, Effect, EndpointConfig, Keep, MAX_KEEP_MS, PatchError, Phase, Refetch,
-    Status, SubscriptionId, UpdateError,
+    Status, SubscriptionId, UpdateRefused as UpdateError,
 };
+use livecache::core::{CacheKey, default_key};
+use livecache::core::{HandlerOutcome, Recording, TraceEvent, TraceKind, UpdateSource};
+use livecache::core::{Patch, PatchSet};
 use serde_json::json;
 
 type Data = Vec<String>;

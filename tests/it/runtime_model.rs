@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{strategies, trace_difference};
-use livecache::core::trace::{Recording, TraceEvent, TraceKind};
 use livecache::core::{Keep, PatchError as CorePatchError, Phase, Status};
-use livecache::{Api, Endpoint, EntryHandle, Error, Loaded, UpdateError};
+use livecache::core::{Recording, TraceEvent, TraceKind};
+use livecache::{Api, Endpoint, EntryHandle, Error, UpdateError, WithData};
 use livecache_model::{
     Config, Data, EndpointSpec, KeyRef, Model, Op, OpResult, PatchError, Recipe,
     UpdateError as ModelUpdateError,
@@ -83,7 +83,7 @@ type Pending = Arc<Mutex<HashMap<(usize, u8), oneshot::Sender<Reply>>>>;
 #[derive(Default)]
 struct Handles {
     started: HashSet<u64>,
-    loaded: HashMap<u64, EntryHandle<Loaded, Data>>,
+    loaded: HashMap<u64, EntryHandle<WithData, Data>>,
     ended_before_loading: HashSet<u64>,
 }
 
@@ -99,7 +99,7 @@ struct System {
     step: usize,
 }
 
-fn recipe_fn(recipe: Recipe) -> impl FnOnce(&mut livecache::Draft<'_, Data>) {
+fn recipe_fn(recipe: Recipe) -> impl FnOnce(&mut livecache::core::Draft<'_, Data>) {
     move |draft| common::run_recipe(recipe, draft)
 }
 

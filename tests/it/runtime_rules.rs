@@ -21,14 +21,15 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
-use livecache::core::patch::Patch;
-use livecache::core::trace::{
+use livecache::core::Patch;
+use livecache::core::{
     AddCause, HandlerOutcome, Recording, RemoveCause, TraceEvent, TraceKind, UpdateSource,
 };
+use livecache::core::{CacheKey, Keep, KeyOverride, Refetch};
 use livecache::core::{MAX_KEEP_MS, PatchError, Phase, Status};
 use livecache::{
-    Added, Api, Arg, BoxError, CacheKey, Data, Endpoint, EntryHandle, EntryRemoved, Error, Keep,
-    KeyOverride, Loaded, QueryState, Refetch, RemovedBeforeLoaded, Subscription, UpdateError,
+    Api, Arg, BeforeData, BoxError, Data, Endpoint, EntryHandle, EntryRemoved, Error, QueryState,
+    RemovedBeforeLoaded, Subscription, UpdateError, WithData,
 };
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -228,7 +229,7 @@ enum Seen<T, M> {
 struct Probe<T, M> {
     calls: AtomicUsize,
     log: Mutex<Vec<Seen<T, M>>>,
-    handles: Mutex<Vec<EntryHandle<Loaded, T, M>>>,
+    handles: Mutex<Vec<EntryHandle<WithData, T, M>>>,
 }
 
 impl<T: Data + Debug, M: Clone + Debug + Send + Sync + 'static> Probe<T, M> {
@@ -253,7 +254,11 @@ impl<T: Data + Debug, M: Clone + Debug + Send + Sync + 'static> Probe<T, M> {
     }
 
     /// Use the loaded handle of `lifetime` (kept even after removal).
-    fn with_handle<R>(&self, lifetime: u64, f: impl FnOnce(&EntryHandle<Loaded, T, M>) -> R) -> R {
+    fn with_handle<R>(
+        &self,
+        lifetime: u64,
+        f: impl FnOnce(&EntryHandle<WithData, T, M>) -> R,
+    ) -> R {
         let handles = self.handles.lock().expect("not poisoned");
         let handle = handles
             .iter()
@@ -264,7 +269,7 @@ impl<T: Data + Debug, M: Clone + Debug + Send + Sync + 'static> Probe<T, M> {
 
     fn handler<A: Debug + Send + 'static>(
         self: &Arc<Self>,
-    ) -> impl Fn(A, EntryHandle<Added, T, M>) -> BoxFuture<'static, Result<(), BoxError>>
+    ) -> impl Fn(A, EntryHandle<BeforeData, T, M>) -> BoxFuture<'static, Result<(), BoxError>>
     + Send
     + Sync
     + 'static {
@@ -1660,7 +1665,7 @@ async fn r16_handler_panicking_before_its_future_is_contained() -> TestResult {
     let ep = api
         .query::<u32, u32>("getCount")
         .query_fn(|n: u32| async move { Ok(n) })
-        .on_cache_entry_added(|n: u32, entry: EntryHandle<Added, u32, ()>| {
+        .on_cache_entry_added(|n: u32, entry: EntryHandle<BeforeData, u32, ()>| {
             assert!(n != 13, "unlucky");
             async move {
                 let _ = entry.data_loaded().await;
@@ -1700,7 +1705,7 @@ async fn r16_handler_closure_can_use_the_api() -> TestResult {
     let ep = api
         .query::<u32, u32>("getCount")
         .query_fn(|n: u32| async move { Ok(n) })
-        .on_cache_entry_added(move |_n: u32, entry: EntryHandle<Added, u32, ()>| {
+        .on_cache_entry_added(move |_n: u32, entry: EntryHandle<BeforeData, u32, ()>| {
             let api = api2.clone();
             let done = Arc::new(AtomicBool::new(false));
             let done2 = Arc::clone(&done);

@@ -33,8 +33,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use livecache::core::trace::{HandlerOutcome, RemoveCause, TraceKind};
-use livecache::{Api, Endpoint, Error, Refetch, RemovedBeforeLoaded, Subscription, UpdateError};
+use livecache::core::Refetch;
+use livecache::core::{HandlerOutcome, RemoveCause, TraceKind};
+use livecache::{Api, Endpoint, Error, RemovedBeforeLoaded, Subscription, UpdateError};
 
 /// Concurrent tasks.
 const TASKS: usize = 64;
@@ -538,7 +539,7 @@ struct Lifetime {
     lifecycle_ended: Vec<HandlerOutcome>,
 }
 
-fn check_trace(trace: &[livecache::core::trace::TraceEvent], starts: usize, loaded: usize) {
+fn check_trace(trace: &[livecache::core::TraceEvent], starts: usize, loaded: usize) {
     let mut lifetimes: HashMap<u64, Lifetime> = HashMap::new();
     // The live lifetime of each key, to check lifetimes of one key never overlap.
     let mut live: HashMap<&str, u64> = HashMap::new();
@@ -813,7 +814,7 @@ async fn r17_dropping_every_api_handle_resets_the_api_and_ends_its_tasks() {
     let baseline = alive_tasks();
     let ended = Arc::new(AtomicUsize::new(0));
     let api = Api::builder()
-        .keep_unused_data_for(livecache::Keep::Never)
+        .keep_unused_data_for(livecache::core::Keep::Never)
         .build();
     let endpoint = api
         .query::<u64, Msgs>("dropApi")

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use livecache::core::Status;
-use livecache::core::trace::{HandlerOutcome, RemoveCause, TraceEvent, TraceKind};
-use livecache::http::{HttpError, HttpMeta, HttpQuery};
+use livecache::core::{HandlerOutcome, RemoveCause, TraceEvent, TraceKind};
 use livecache::core::{StreamEnd, StreamEndReason};
+use livecache::http::{HttpError, HttpMeta, HttpQuery};
 use livecache::ws::{self, WsCounts, WsStats};
 use livecache::{Api, Data, Endpoint, QueryError, Subscription};
 use serde::{Deserialize, Serialize};

@@ -16,7 +16,7 @@
 use std::cmp::Ordering;
 
 use arbitrary::{Result, Unstructured};
-use livecache::core::key::{KeyOverride, canonical_json, default_key, key_from_override};
+use livecache::core::{KeyOverride, canonical_json, default_key, key_from_override};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Map, Number, Value};
 

@@ -2,11 +2,11 @@
 //! `Cache::patch_query_data`.
 
 use arbitrary::{Result, Unstructured};
-use livecache::core::key::CacheKey;
-use livecache::core::trace::{Recording, TraceKind, UpdateSource};
+use livecache::core::CacheKey;
 use livecache::core::{
     Cache, CacheConfig, CacheData, EndpointConfig, Keep, PatchError, PatchSet, Phase,
 };
+use livecache::core::{Recording, TraceKind, UpdateSource};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 

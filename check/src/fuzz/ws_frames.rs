@@ -26,10 +26,11 @@ use std::time::Duration;
 use arbitrary::{Arbitrary, Unstructured};
 use futures::StreamExt;
 use futures::channel::{mpsc, oneshot};
-use livecache::core::trace::{TraceEvent, TraceKind};
+use livecache::core::Draft;
 use livecache::core::{StreamEnd, StreamEndReason};
+use livecache::core::{TraceEvent, TraceKind};
 use livecache::ws::{Decoder, WsCounts, WsError};
-use livecache::{Api, Draft, Endpoint};
+use livecache::{Api, Endpoint};
 use livecache_model::{Config, EndpointSpec, check_invariants};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -247,7 +248,7 @@ fn fixture() -> &'static Mutex<Fixture> {
 
 /// The handler's work: decode the frames and attach them to the entry.
 async fn attach(
-    entry: livecache::EntryHandle<livecache::Added, Vec<i32>>,
+    entry: livecache::EntryHandle<livecache::BeforeData, Vec<i32>>,
     frames: mpsc::UnboundedReceiver<Wire>,
     decoder: Decoder<Msg>,
     log: Log,

@@ -1,5 +1,5 @@
-// Proves: a lifecycle handle state cannot be forged from outside the crate — Loaded, Added and EntryHandle have private fields, so the only way to a Loaded handle is data_loaded (SPEC §2 "each state is a distinct type" reached only by transitions, R13, R15).
-use livecache::{Added, EntryHandle, Loaded};
+// Proves: a lifecycle handle state cannot be forged from outside the crate — WithData, BeforeData and EntryHandle have private fields, so the only way to a WithData handle is data_loaded (SPEC §2 "each state is a distinct type" reached only by transitions, R13, R15).
+use livecache::{BeforeData, EntryHandle, WithData};
 
 type Messages = Vec<String>;
 
@@ -8,16 +8,16 @@ fn anything<T>() -> T {
     unimplemented!()
 }
 
-fn forge_state() -> Loaded {
-    // The brace form of `Loaded(())`, so that every forging attempt below is reported.
-    Loaded { 0: () }
+fn forge_state() -> WithData {
+    // The brace form of `WithData(())`, so that every forging attempt below is reported.
+    WithData { 0: () }
 }
 
-fn forge_added() -> Added {
-    Added { loaded: anything() }
+fn forge_added() -> BeforeData {
+    BeforeData { loaded: anything() }
 }
 
-fn forge_handle(entry: &EntryHandle<Added, Messages>) -> EntryHandle<Loaded, Messages> {
+fn forge_handle(entry: &EntryHandle<BeforeData, Messages>) -> EntryHandle<WithData, Messages> {
     EntryHandle {
         shared: anything(),
         key: entry.key().clone(),

@@ -1,7 +1,7 @@
 // Proves: the State trait is sealed — a user type cannot become a lifecycle state (SPEC §2: the five states are the whole machine).
 use livecache::core::{
     Phase,
-    entry::{Live, State},
+    Live, State,
 };
 
 struct Forged;

@@ -1,5 +1,5 @@
 // Proves: there is no transition out of Removed — no start_request, begin_request, load or second remove (SPEC §2 "leaving Removed", R7a, R10).
-use livecache::core::entry::{Added, Entry, Removed};
+use livecache::core::{Added, Entry, Removed};
 
 fn main() {
     let removed: Entry<Removed> = Entry::<Added>::new(1).start_request(1).remove();

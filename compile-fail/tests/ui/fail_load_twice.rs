@@ -1,5 +1,5 @@
 // Proves: data-loaded resolves once — `load` (first data) is gone once an entry holds data, Loaded or Streaming (SPEC §2 "resolving data_loaded twice", R13, R11).
-use livecache::core::entry::{Added, Entry};
+use livecache::core::{Added, Entry};
 
 fn main() {
     let loaded = Entry::<Added>::new(1).start_request(1).load(1u32, 0);

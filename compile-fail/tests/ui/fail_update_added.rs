@@ -1,5 +1,5 @@
 // Proves: an entry just created (Added) has no data, so it cannot be updated or overwritten (SPEC §2 "update before loaded", R15).
-use livecache::core::entry::{Added, Draft, Entry};
+use livecache::core::{Added, Draft, Entry};
 
 fn main() {
     let added: Entry<Added> = Entry::new(1);

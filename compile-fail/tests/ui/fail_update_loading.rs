@@ -1,5 +1,5 @@
 // Proves: an entry still waiting for its first data (Loading) can be neither updated nor read (SPEC §2 "update before loaded", R15).
-use livecache::core::entry::{Added, Draft, Entry};
+use livecache::core::{Added, Draft, Entry};
 
 fn main() {
     let loading = Entry::<Added>::new(1).start_request(7);

@@ -1,5 +1,5 @@
 // Proves: a removed entry can be neither updated nor read (SPEC §2 "update after removed", R14).
-use livecache::core::entry::{Added, Draft, Entry, Removed};
+use livecache::core::{Added, Draft, Entry, Removed};
 
 fn main() {
     let removed: Entry<Removed> = Entry::<Added>::new(1).load(vec![1u8], 0).remove();

@@ -1,5 +1,5 @@
 // Proves: transitions consume the handle — the old state cannot be used after start_request, load, update or remove (SPEC §2 "a transition consumes the old value").
-use livecache::core::entry::{Added, Entry};
+use livecache::core::{Added, Entry};
 
 fn main() {
     let added: Entry<Added> = Entry::new(1);

@@ -1,7 +1,7 @@
 // Proves: the legal lifecycle compiles — Added → Loading (reject, retry) → Loaded → Streaming → Removed, and Added → Loaded by upsert (SPEC §2, R1, R8, R9, R11, R15, R20).
 use livecache::core::{
     Phase, Status,
-    entry::{Added, Entry, Loaded, Loading, Removed, Streaming, Updated},
+    Added, Entry, Loaded, Loading, Removed, Streaming, Updated,
 };
 
 fn main() {

@@ -103,7 +103,7 @@ where
     /// stamped at its deadline (R4, R5).
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, Keep, Refetch, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, Keep, Refetch, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("b", EndpointConfig { keep: Some(Keep::For(0)), has_lifecycle: false });
     /// let key = CacheKey::verbatim("b(1)");

@@ -10,7 +10,7 @@ use crate::core::key::CacheKey;
 /// Something the driver of the core must do. Drained with [`Cache::poll_effect`], in order.
 ///
 /// ```
-/// use livecache::core::{Cache, Effect, EndpointConfig, Refetch, key::CacheKey};
+/// use livecache::core::{Cache, Effect, EndpointConfig, Refetch, CacheKey};
 /// let mut cache: Cache<u32> = Cache::new(Default::default());
 /// let ep = cache.add_endpoint("a", EndpointConfig::default());
 /// let key = CacheKey::verbatim("a(1)");
@@ -71,12 +71,12 @@ pub enum Effect<D> {
 /// Why an update through a lifecycle handle (or `update_query_data`) failed.
 ///
 /// ```
-/// use livecache::core::{Cache, UpdateError};
+/// use livecache::core::{Cache, UpdateRefused};
 /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
-/// assert_eq!(cache.update_cached(0, 7, false, |d| d.push(1)), Err(UpdateError::NotLive));
+/// assert_eq!(cache.update_cached(0, 7, false, |d| d.push(1)), Err(UpdateRefused::NotLive));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum UpdateError {
+pub enum UpdateRefused {
     /// The lifetime has ended (or never existed): the entry was removed (R7a, R14).
     #[error("the cache entry was removed")]
     NotLive,
@@ -91,7 +91,7 @@ pub enum UpdateError {
 /// Why `patch_query_data` failed. In every case the data is unchanged (R19).
 ///
 /// ```
-/// use livecache::core::{Cache, PatchError, key::CacheKey};
+/// use livecache::core::{Cache, PatchError, CacheKey};
 /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
 /// let patch = json_patch::Patch(vec![]);
 /// assert_eq!(cache.patch_query_data(0, &CacheKey::verbatim("a(1)"), &patch), Err(PatchError::NoEntry));

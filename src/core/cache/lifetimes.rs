@@ -17,7 +17,7 @@ where
     /// Remove the entry for `key` now (R7). Returns whether there was one.
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// let key = CacheKey::verbatim("a(1)");
@@ -38,7 +38,7 @@ where
     /// never reused.
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
@@ -57,7 +57,7 @@ where
     /// A lifecycle handler ended (R16): recorded under its key, whether or not the entry lives.
     ///
     /// ```
-    /// use livecache::core::{Cache, key::CacheKey, trace::HandlerOutcome};
+    /// use livecache::core::{Cache, CacheKey, HandlerOutcome};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// cache.lifecycle_ended(0, &CacheKey::verbatim("a(1)"), 1, HandlerOutcome::Finished);
     /// assert_eq!(cache.trace().len(), 1);

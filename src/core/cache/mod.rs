@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use livecache::core::{Cache, CacheConfig, EndpointConfig, Effect, Refetch, Status};
-//! use livecache::core::key::CacheKey;
+//! use livecache::core::CacheKey;
 //!
 //! let mut cache: Cache<Vec<String>> = Cache::new(CacheConfig::default());
 //! let messages = cache.add_endpoint("getMessages", EndpointConfig::default());
@@ -50,7 +50,7 @@ use crate::core::status::{Phase, Status};
 use crate::core::trace::{Recording, TraceEvent, TraceKind, TraceLog};
 
 use deadlines::Deadlines;
-pub use effect::{Effect, Notify, PatchError, UpdateError};
+pub use effect::{Effect, Notify, PatchError, UpdateRefused};
 pub use store::LifetimePlace;
 use store::{Entries, Slot};
 
@@ -72,7 +72,7 @@ pub struct EndpointId(
 /// Identifies a subscription; unique for the cache, never reused.
 ///
 /// ```
-/// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+/// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
 /// let mut cache: Cache<u32> = Cache::new(Default::default());
 /// let ep = cache.add_endpoint("a", EndpointConfig::default());
 /// let first = cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
@@ -89,7 +89,7 @@ pub struct SubscriptionId(
 /// [`Cache::set_trace_limit`].
 ///
 /// ```
-/// use livecache::core::{Cache, EndpointConfig, key::CacheKey, DEFAULT_TRACE_LIMIT};
+/// use livecache::core::{Cache, EndpointConfig, CacheKey, DEFAULT_TRACE_LIMIT};
 /// let mut cache: Cache<u32> = Cache::new(Default::default());
 /// let ep = cache.add_endpoint("a", EndpointConfig::default());
 /// for n in 0..3 * DEFAULT_TRACE_LIMIT as u64 {
@@ -103,7 +103,7 @@ pub const DEFAULT_TRACE_LIMIT: usize = 25_000;
 /// Api-wide settings of the core.
 ///
 /// ```
-/// use livecache::core::{CacheConfig, Keep, trace::Recording};
+/// use livecache::core::{CacheConfig, Keep, Recording};
 /// let cfg = CacheConfig::default();
 /// assert_eq!((cfg.keep, cfg.recording), (Keep::For(60_000), Recording::Events));
 /// ```
@@ -118,7 +118,7 @@ pub struct CacheConfig {
 /// A read-only view of one live entry.
 ///
 /// ```
-/// use livecache::core::{Cache, EndpointConfig, Phase, key::CacheKey};
+/// use livecache::core::{Cache, EndpointConfig, Phase, CacheKey};
 /// let mut cache: Cache<u32> = Cache::new(Default::default());
 /// let ep = cache.add_endpoint("a", EndpointConfig::default());
 /// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), 5);
@@ -182,7 +182,7 @@ pub struct EntryView<'a, D, E> {
 /// [`update_cached_deferring_notify`](Cache::update_cached_deferring_notify) per message.
 ///
 /// ```
-/// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+/// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
 /// let mut cache: Cache<u32> = Cache::new(Default::default());
 /// let ep = cache.add_endpoint("a", EndpointConfig::default());
 /// cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
@@ -291,7 +291,7 @@ where
     /// A view of the entry for `key`, if there is one.
     ///
     /// ```
-    /// use livecache::core::{Cache, key::CacheKey};
+    /// use livecache::core::{Cache, CacheKey};
     /// let cache: Cache<u32> = Cache::new(Default::default());
     /// assert!(cache.entry(&CacheKey::verbatim("a(1)")).is_none());
     /// ```
@@ -305,7 +305,7 @@ where
     /// when a new lifetime of the same key is live (R7a).
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// let key = CacheKey::verbatim("a(1)");
@@ -387,7 +387,7 @@ where
     /// are built when asked for, O(events) ([`Cache::trace_len`] only counts them).
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, key::CacheKey, trace::TraceKind};
+    /// use livecache::core::{Cache, EndpointConfig, CacheKey, TraceKind};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// assert!(cache.trace().is_empty());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
@@ -416,7 +416,7 @@ where
     /// nothing at all is [`Recording::Off`].
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// cache.set_trace_limit(2);
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());

@@ -19,7 +19,7 @@ where
     /// Returns false, doing nothing, for a subscription that is not live (R7a).
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// let key = CacheKey::verbatim("a(1)");
@@ -46,7 +46,7 @@ where
     /// (R8, R10).
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// let key = CacheKey::verbatim("a(1)");
@@ -69,7 +69,7 @@ where
     /// (R9, R10). Data is kept; data-loaded stays pending.
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// let key = CacheKey::verbatim("a(1)");
@@ -109,7 +109,7 @@ where
     /// meta) or replaces its data. A request in flight keeps running and its result still applies.
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, Phase, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, Phase, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// let key = CacheKey::verbatim("a(1)");

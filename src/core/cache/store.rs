@@ -76,10 +76,10 @@ impl LifetimePlace {
     /// after its lifetime ended).
     ///
     /// ```
-    /// use livecache::core::{Cache, LifetimePlace, UpdateError};
+    /// use livecache::core::{Cache, LifetimePlace, UpdateRefused};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
     /// let r = cache.update_cached_at(0, LifetimePlace::gone(1), false, |d| d.push(1));
-    /// assert_eq!(r, Err(UpdateError::NotLive));
+    /// assert_eq!(r, Err(UpdateRefused::NotLive));
     /// ```
     pub fn gone(lifetime: u64) -> Self {
         LifetimePlace {
@@ -268,7 +268,7 @@ impl<D: PartialEq, E> Entries<D, E> {
 mod tests {
     use super::*;
     use crate::core::cache::deadlines::Timer;
-    use crate::core::cache::{Cache, CacheConfig, EndpointId, SubscriptionId, UpdateError};
+    use crate::core::cache::{Cache, CacheConfig, EndpointId, SubscriptionId, UpdateRefused};
     use crate::core::config::{EndpointConfig, Keep, Refetch};
     use crate::core::entry::Entry;
     use crate::core::patch::Patch;
@@ -409,7 +409,7 @@ mod tests {
             // Loaded, then Streaming: both the general path and the hot path refuse it.
             assert_eq!(
                 cache.update_cached_at(4, place, false, |d| d.push(3)),
-                Err(UpdateError::NotLive)
+                Err(UpdateRefused::NotLive)
             );
             assert_eq!(
                 cache.update_cached(4, b_lifetime, false, |d| d.push(8)),
@@ -419,15 +419,15 @@ mod tests {
         assert_eq!(cache.entry(&b).map(|e| e.phase), Some(Phase::Streaming));
         assert_eq!(
             cache.update_cached_at(4, place, false, |d| d.push(3)),
-            Err(UpdateError::NotLive)
+            Err(UpdateRefused::NotLive)
         );
         assert_eq!(
             cache.update_cached_deferring_notify(4, place, |d| d.push(3)),
-            Err(UpdateError::NotLive)
+            Err(UpdateRefused::NotLive)
         );
         assert_eq!(
             cache.update_cached_at(4, LifetimePlace::gone(lifetime), false, |d| d.push(3)),
-            Err(UpdateError::NotLive)
+            Err(UpdateRefused::NotLive)
         );
         assert_eq!(
             cache.entry(&b).and_then(|e| e.data.cloned()),

@@ -17,25 +17,25 @@ where
     /// becomes Streaming. `buffered` messages that arrived before the first data follow.
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, Phase, UpdateError, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, Phase, UpdateRefused, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// let key = CacheKey::verbatim("a(1)");
     /// cache.upsert(0, ep, &key, vec![]);
     /// cache.stream_attached(1, 1, 0)?;
     /// assert_eq!(cache.entry(&key).map(|e| e.phase), Some(Phase::Streaming));
-    /// assert_eq!(cache.stream_attached(1, 9, 0), Err(UpdateError::NotLive));
-    /// # Ok::<(), UpdateError>(())
+    /// assert_eq!(cache.stream_attached(1, 9, 0), Err(UpdateRefused::NotLive));
+    /// # Ok::<(), UpdateRefused>(())
     /// ```
     pub fn stream_attached(
         &mut self,
         now: u64,
         lifetime: u64,
         buffered: usize,
-    ) -> Result<(), UpdateError> {
+    ) -> Result<(), UpdateRefused> {
         self.advance(now);
         let Some(key) = self.entries.key_of(lifetime).cloned() else {
-            return Err(UpdateError::NotLive);
+            return Err(UpdateRefused::NotLive);
         };
         let attached = self.entries.transition(&key, |mut slot| {
             let attached = match slot.entry {
@@ -49,12 +49,12 @@ where
                 }
                 loading @ AnyEntry::Loading(_) => {
                     slot.entry = loading;
-                    Err(UpdateError::NotLoaded)
+                    Err(UpdateRefused::NotLoaded)
                 }
             };
             (slot, attached)
         });
-        attached.unwrap_or(Err(UpdateError::NotLive))?;
+        attached.unwrap_or(Err(UpdateRefused::NotLive))?;
         self.record(
             self.now,
             &key,
@@ -67,7 +67,7 @@ where
     /// A stream item was skipped (a bad frame): recorded with the reason (R22).
     ///
     /// ```
-    /// use livecache::core::{Cache, key::CacheKey};
+    /// use livecache::core::{Cache, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// cache.stream_skipped(0, &CacheKey::verbatim("a(1)"), 1, "not JSON".into());
     /// assert_eq!(cache.trace().len(), 1);
@@ -81,7 +81,7 @@ where
     /// the entry lives.
     ///
     /// ```
-    /// use livecache::core::{Cache, key::CacheKey};
+    /// use livecache::core::{Cache, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// cache.stream_ended(0, &CacheKey::verbatim("a(1)"), 1, "server closed".into(), 3, 1);
     /// assert_eq!(cache.trace().len(), 1);

@@ -17,7 +17,7 @@ where
     /// The live subscriptions holding `key`, ascending (a linear scan; for tests and tools).
     ///
     /// ```
-    /// use livecache::core::{Cache, key::CacheKey};
+    /// use livecache::core::{Cache, CacheKey};
     /// let cache: Cache<u32> = Cache::new(Default::default());
     /// assert!(cache.subscriptions_of(&CacheKey::verbatim("a(1)")).is_empty());
     /// ```
@@ -39,7 +39,7 @@ where
     /// Subscribe to `key` of `endpoint` (R1, R2, R3).
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// let key = CacheKey::verbatim("a(1)");
@@ -104,7 +104,7 @@ where
     /// refetches per `refetch`, never extending an existing entry's lifetime.
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// let key = CacheKey::verbatim("a(1)");
@@ -128,7 +128,7 @@ where
     /// already dropped, or of a lifetime that ended (R7a). The last one arms removal (R4).
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, Refetch, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// let sub = cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);

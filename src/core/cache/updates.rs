@@ -21,7 +21,7 @@ where
     /// update costs what the recipe costs.
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, Phase, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, Phase, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// let key = CacheKey::verbatim("a(1)");
@@ -37,13 +37,13 @@ where
         lifetime: u64,
         want_patches: bool,
         recipe: impl FnOnce(&mut Draft<'_, D>),
-    ) -> Result<Option<PatchSet>, UpdateError> {
+    ) -> Result<Option<PatchSet>, UpdateRefused> {
         self.advance(now);
         // Looked up after `advance`, which may have removed it.
         let place = self
             .entries
             .place_of(lifetime)
-            .ok_or(UpdateError::NotLive)?;
+            .ok_or(UpdateRefused::NotLive)?;
         self.update_placed(place, want_patches, recipe)
     }
 
@@ -52,7 +52,7 @@ where
     /// once and updates it with no lookup at all.
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), vec![]);
@@ -66,10 +66,10 @@ where
 
     /// [`Cache::update_cached`] of the lifetime at `place`, found without a lookup. A place whose
     /// lifetime has ended (its entry removed, the place perhaps reused by another lifetime) finds
-    /// nothing: [`UpdateError::NotLive`].
+    /// nothing: [`UpdateRefused::NotLive`].
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, UpdateError, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, UpdateRefused, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// let key = CacheKey::verbatim("a(1)");
@@ -78,8 +78,8 @@ where
     /// cache.update_cached_at(1, place, false, |d| d.push(7))?;
     /// assert_eq!(cache.entry(&key).and_then(|e| e.data), Some(&vec![7]));
     /// cache.remove(2, &key);
-    /// assert_eq!(cache.update_cached_at(3, place, false, |d| d.push(8)), Err(UpdateError::NotLive));
-    /// # Ok::<(), UpdateError>(())
+    /// assert_eq!(cache.update_cached_at(3, place, false, |d| d.push(8)), Err(UpdateRefused::NotLive));
+    /// # Ok::<(), UpdateRefused>(())
     /// ```
     pub fn update_cached_at(
         &mut self,
@@ -87,7 +87,7 @@ where
         place: LifetimePlace,
         want_patches: bool,
         recipe: impl FnOnce(&mut Draft<'_, D>),
-    ) -> Result<Option<PatchSet>, UpdateError> {
+    ) -> Result<Option<PatchSet>, UpdateRefused> {
         self.advance(now);
         self.update_placed(place, want_patches, recipe)
     }
@@ -100,7 +100,7 @@ where
     /// ([`Notify::Queued`]).
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, Notify, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, Notify, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), vec![]);
@@ -111,14 +111,14 @@ where
     /// // Streaming: the caller is told to wake the subscribers; nothing is queued.
     /// assert_eq!(cache.update_cached_deferring_notify(2, place, |d| d.push(2))?, Notify::Caller);
     /// assert!(!cache.has_effects());
-    /// # Ok::<(), livecache::core::UpdateError>(())
+    /// # Ok::<(), livecache::core::UpdateRefused>(())
     /// ```
     pub fn update_cached_deferring_notify(
         &mut self,
         now: u64,
         place: LifetimePlace,
         recipe: impl FnOnce(&mut Draft<'_, D>),
-    ) -> Result<Notify, UpdateError> {
+    ) -> Result<Notify, UpdateRefused> {
         self.advance(now);
         let recipe = match self.update_streaming(place, false, recipe, false) {
             Ok(true) => return Ok(Notify::Caller),
@@ -135,7 +135,7 @@ where
         place: LifetimePlace,
         want_patches: bool,
         recipe: impl FnOnce(&mut Draft<'_, D>),
-    ) -> Result<Option<PatchSet>, UpdateError> {
+    ) -> Result<Option<PatchSet>, UpdateRefused> {
         let recipe = match self.update_streaming(place, want_patches, recipe, true) {
             Ok(_) => return Ok(None),
             Err(recipe) => recipe,
@@ -191,9 +191,9 @@ where
         place: LifetimePlace,
         want_patches: bool,
         recipe: impl FnOnce(&mut Draft<'_, D>),
-    ) -> Result<Option<PatchSet>, UpdateError> {
+    ) -> Result<Option<PatchSet>, UpdateRefused> {
         let Some(key) = self.entries.at_place(place).map(|(key, _)| key.clone()) else {
-            return Err(UpdateError::NotLive);
+            return Err(UpdateRefused::NotLive);
         };
         self.apply_update(&key, UpdateSource::Lifecycle, want_patches, recipe)
     }
@@ -203,7 +203,7 @@ where
     /// set (for undo) is always computed.
     ///
     /// ```
-    /// use livecache::core::{Cache, key::CacheKey};
+    /// use livecache::core::{Cache, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
     /// let set = cache.update_query_data(0, &CacheKey::verbatim("a(1)"), |_| unreachable!()).unwrap();
     /// assert!(set.is_empty());
@@ -213,11 +213,11 @@ where
         now: u64,
         key: &CacheKey,
         recipe: impl FnOnce(&mut Draft<'_, D>),
-    ) -> Result<PatchSet, UpdateError> {
+    ) -> Result<PatchSet, UpdateRefused> {
         self.advance(now);
         match self.apply_update(key, UpdateSource::UpdateQueryData, true, recipe) {
             Ok(set) => Ok(set.unwrap_or_default()),
-            Err(UpdateError::NotLive | UpdateError::NotLoaded) => Ok(PatchSet::default()),
+            Err(UpdateRefused::NotLive | UpdateRefused::NotLoaded) => Ok(PatchSet::default()),
             Err(e) => Err(e),
         }
     }
@@ -226,7 +226,7 @@ where
     /// or whose result is not a value of `D`, is an error and leaves the data unchanged.
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig, PatchError, key::CacheKey};
+    /// use livecache::core::{Cache, EndpointConfig, PatchError, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default());
     /// let key = CacheKey::verbatim("a(1)");
@@ -293,16 +293,16 @@ where
         source: UpdateSource,
         want_patches: bool,
         recipe: impl FnOnce(&mut Draft<'_, D>),
-    ) -> Result<Option<PatchSet>, UpdateError> {
+    ) -> Result<Option<PatchSet>, UpdateRefused> {
         let Some(slot) = self.entries.get(key) else {
-            return Err(UpdateError::NotLive);
+            return Err(UpdateRefused::NotLive);
         };
         if slot.entry.data().is_none() {
-            return Err(UpdateError::NotLoaded);
+            return Err(UpdateRefused::NotLoaded);
         }
         let record_patches = self.config.recording == Recording::EventsWithPatches;
         let need_patches = want_patches || record_patches;
-        let mut patch_result: Result<Option<PatchSet>, UpdateError> = Ok(None);
+        let mut patch_result: Result<Option<PatchSet>, UpdateRefused> = Ok(None);
         let mut touched = false;
         let wrapped = |draft: &mut Draft<'_, D>| {
             if !need_patches {
@@ -314,7 +314,7 @@ where
             let before = match backup.to_json() {
                 Ok(v) => v,
                 Err(e) => {
-                    patch_result = Err(UpdateError::Serialize(e.to_string()));
+                    patch_result = Err(UpdateRefused::Serialize(e.to_string()));
                     return;
                 }
             };
@@ -328,7 +328,7 @@ where
                 Err(e) => {
                     **draft = backup;
                     touched = false;
-                    patch_result = Err(UpdateError::Serialize(e.to_string()));
+                    patch_result = Err(UpdateRefused::Serialize(e.to_string()));
                 }
             }
         };

@@ -12,7 +12,7 @@
 //! [`Removed`]. The compile-fail tests in `compile-fail/tests/ui` prove it.
 //!
 //! ```
-//! use livecache::core::entry::{Added, Entry, Updated};
+//! use livecache::core::{Added, Entry, Updated};
 //!
 //! let added: Entry<Added> = Entry::new(1);
 //! let loading = added.start_request(7);
@@ -58,7 +58,7 @@ use sealed::DataLoadedPromise;
 /// A lifecycle state (type state). Sealed: only the five states of this module implement it.
 ///
 /// ```
-/// use livecache::core::{Phase, entry::{Loading, State}};
+/// use livecache::core::{Phase, Loading, State};
 /// assert_eq!(<Loading as State>::PHASE, Some(Phase::Loading));
 /// ```
 pub trait State: sealed::Sealed {
@@ -69,7 +69,7 @@ pub trait State: sealed::Sealed {
 /// A state an entry can be removed from: every state but [`Removed`].
 ///
 /// ```
-/// use livecache::core::entry::{Entry, Live};
+/// use livecache::core::{Entry, Live};
 /// fn drop_it<S: Live>(entry: Entry<S>) { let _removed = entry.remove(); }
 /// drop_it(Entry::<_>::new(1));
 /// ```
@@ -79,7 +79,7 @@ pub trait Live: State {}
 /// data-loaded promise, and [`Entry::load`] consumes it, so data-loaded resolves once.
 ///
 /// ```
-/// use livecache::core::entry::{AwaitingData, Entry};
+/// use livecache::core::{AwaitingData, Entry};
 /// fn first_data<S: AwaitingData>(entry: Entry<S>) { let _loaded = entry.load(1u8, 0); }
 /// first_data(Entry::<_>::new(1));
 /// ```
@@ -88,7 +88,7 @@ pub trait AwaitingData: Live + sealed::Awaiting {}
 /// A state past [`Added`]: a request has been started at least once, so another one can be.
 ///
 /// ```
-/// use livecache::core::entry::{Entry, Started};
+/// use livecache::core::{Entry, Started};
 /// fn retry<S: Started>(entry: &mut Entry<S>, request: u64) { entry.begin_request(request); }
 /// retry(&mut Entry::<_>::new(1).start_request(1), 2);
 /// ```
@@ -97,7 +97,7 @@ pub trait Started: Live {}
 /// A state that holds data: [`Loaded`] and [`Streaming`]. Only these can be read or updated.
 ///
 /// ```
-/// use livecache::core::entry::{Entry, HasData};
+/// use livecache::core::{Entry, HasData};
 /// fn read<S: HasData<Data = u8>>(entry: &Entry<S>) -> u8 { *entry.data() }
 /// assert_eq!(read(&Entry::<_>::new(1).load(7u8, 0)), 7);
 /// ```
@@ -113,7 +113,7 @@ pub trait HasData: Started {
 /// Just created; no request yet (type state).
 ///
 /// ```
-/// let entry: livecache::core::entry::Entry<livecache::core::entry::Added> = livecache::core::entry::Entry::new(1);
+/// let entry: livecache::core::Entry<livecache::core::Added> = livecache::core::Entry::new(1);
 /// ```
 #[derive(Debug)]
 pub struct Added {
@@ -123,7 +123,7 @@ pub struct Added {
 /// Waiting for its first data; a request may be in flight or may have been rejected (type state).
 ///
 /// ```
-/// let entry = livecache::core::entry::Entry::<_>::new(1).start_request(1);
+/// let entry = livecache::core::Entry::<_>::new(1).start_request(1);
 /// assert_eq!(entry.in_flight(), Some(1));
 /// ```
 #[derive(Debug)]
@@ -134,7 +134,7 @@ pub struct Loading {
 /// Holds data; not updated since it loaded (type state).
 ///
 /// ```
-/// let entry = livecache::core::entry::Entry::<_>::new(1).load("data", 0);
+/// let entry = livecache::core::Entry::<_>::new(1).load("data", 0);
 /// assert_eq!(*entry.data(), "data");
 /// ```
 #[derive(Debug)]
@@ -145,7 +145,7 @@ pub struct Loaded<D> {
 /// Holds data and has been updated at least once (type state).
 ///
 /// ```
-/// let entry = livecache::core::entry::Entry::<_>::new(1).load(1, 0).overwrite(2);
+/// let entry = livecache::core::Entry::<_>::new(1).load(1, 0).overwrite(2);
 /// assert_eq!(*entry.data(), 2);
 /// ```
 #[derive(Debug)]
@@ -156,7 +156,7 @@ pub struct Streaming<D> {
 /// Left the cache (type state). There is no transition out of it.
 ///
 /// ```
-/// let removed = livecache::core::entry::Entry::<_>::new(1).remove();
+/// let removed = livecache::core::Entry::<_>::new(1).remove();
 /// assert!(!removed.loaded());
 /// ```
 #[derive(Debug)]
@@ -254,7 +254,7 @@ impl Clone for Loading {
 /// snapshot is still held elsewhere (`Arc::make_mut`).
 ///
 /// ```
-/// use livecache::core::entry::Draft;
+/// use livecache::core::Draft;
 /// let mut data = vec![1, 2];
 /// let mut draft = Draft::new(&mut data);
 /// assert_eq!(draft.len(), 2);      // reading does not count
@@ -279,7 +279,7 @@ impl<'a, D> Draft<'a, D> {
     ///
     /// ```
     /// let mut n = 1;
-    /// assert!(!livecache::core::entry::Draft::new(&mut n).touched());
+    /// assert!(!livecache::core::Draft::new(&mut n).touched());
     /// ```
     pub fn new(data: &'a mut D) -> Self {
         Draft {
@@ -292,7 +292,7 @@ impl<'a, D> Draft<'a, D> {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use livecache::core::entry::Draft;
+    /// use livecache::core::Draft;
     /// let mut data = Arc::new(vec![1]);
     /// let snapshot = Arc::clone(&data);
     /// let mut draft = Draft::shared(&mut data);
@@ -311,7 +311,7 @@ impl<'a, D> Draft<'a, D> {
     ///
     /// ```
     /// let mut n = 1;
-    /// let mut d = livecache::core::entry::Draft::new(&mut n);
+    /// let mut d = livecache::core::Draft::new(&mut n);
     /// *d += 1;
     /// assert!(d.touched());
     /// ```
@@ -324,7 +324,7 @@ impl<'a, D> Draft<'a, D> {
     /// through it without marking breaks change detection.
     ///
     /// ```
-    /// use livecache::core::entry::Draft;
+    /// use livecache::core::Draft;
     /// let mut outer = vec![1];
     /// let mut draft = Draft::new(&mut outer);
     /// let inner_touched = {
@@ -349,7 +349,7 @@ impl<'a, D> Draft<'a, D> {
     ///
     /// ```
     /// let mut n = 1;
-    /// let mut d = livecache::core::entry::Draft::new(&mut n);
+    /// let mut d = livecache::core::Draft::new(&mut n);
     /// d.mark_touched();
     /// assert!(d.touched());
     /// ```
@@ -384,7 +384,7 @@ impl<D: Clone> DerefMut for Draft<'_, D> {
 /// second data-loaded promise, and a copy of a removed entry's live twin could outlive it.
 ///
 /// ```
-/// use livecache::core::entry::Entry;
+/// use livecache::core::Entry;
 /// let entry = Entry::<_, String>::new(1).start_request(1);
 /// assert_eq!(entry.lifetime(), 1);
 /// ```
@@ -402,7 +402,7 @@ pub struct Entry<S: State, E = String> {
 /// took mutable access.
 ///
 /// ```
-/// use livecache::core::entry::{Entry, Updated};
+/// use livecache::core::{Entry, Updated};
 /// let loaded = Entry::<_>::new(1).load(vec![1], 0);
 /// assert!(matches!(loaded.update(|d| d.push(2)), Updated::Changed(_)));
 /// ```
@@ -420,7 +420,7 @@ impl<S: State, E> Entry<S, E> {
     /// The lifetime this entry belongs to.
     ///
     /// ```
-    /// assert_eq!(livecache::core::entry::Entry::<_>::new(4).lifetime(), 4);
+    /// assert_eq!(livecache::core::Entry::<_>::new(4).lifetime(), 4);
     /// ```
     pub fn lifetime(&self) -> u64 {
         self.lifetime
@@ -429,7 +429,7 @@ impl<S: State, E> Entry<S, E> {
     /// The phase an observer sees (`None` once removed).
     ///
     /// ```
-    /// use livecache::core::{Phase, entry::Entry};
+    /// use livecache::core::{Phase, Entry};
     /// assert_eq!(Entry::<_>::new(1).start_request(1).phase(), Some(Phase::Loading));
     /// ```
     pub fn phase(&self) -> Option<Phase> {
@@ -491,7 +491,7 @@ impl<S: Live, E> Entry<S, E> {
     /// The query status.
     ///
     /// ```
-    /// use livecache::core::{Status, entry::Entry};
+    /// use livecache::core::{Status, Entry};
     /// assert_eq!(Entry::<_>::new(1).start_request(1).status(), Status::Pending);
     /// ```
     pub fn status(&self) -> Status {
@@ -501,7 +501,7 @@ impl<S: Live, E> Entry<S, E> {
     /// The last rejection's error, until a fulfil or upsert clears it.
     ///
     /// ```
-    /// let mut e = livecache::core::entry::Entry::<_, String>::new(1).start_request(1);
+    /// let mut e = livecache::core::Entry::<_, String>::new(1).start_request(1);
     /// e.reject("boom".to_string());
     /// assert_eq!(e.error().map(String::as_str), Some("boom"));
     /// ```
@@ -512,7 +512,7 @@ impl<S: Live, E> Entry<S, E> {
     /// The request in flight, if any.
     ///
     /// ```
-    /// assert_eq!(livecache::core::entry::Entry::<_>::new(1).start_request(9).in_flight(), Some(9));
+    /// assert_eq!(livecache::core::Entry::<_>::new(1).start_request(9).in_flight(), Some(9));
     /// ```
     pub fn in_flight(&self) -> Option<u64> {
         self.in_flight
@@ -521,7 +521,7 @@ impl<S: Live, E> Entry<S, E> {
     /// When the data was last fulfilled or upserted.
     ///
     /// ```
-    /// let e = livecache::core::entry::Entry::<_>::new(1).load(0u8, 42);
+    /// let e = livecache::core::Entry::<_>::new(1).load(0u8, 42);
     /// assert_eq!(e.fulfilled_at(), Some(42));
     /// ```
     pub fn fulfilled_at(&self) -> Option<u64> {
@@ -532,7 +532,7 @@ impl<S: Live, E> Entry<S, E> {
     /// unchanged (SPEC R9).
     ///
     /// ```
-    /// use livecache::core::{Status, entry::Entry};
+    /// use livecache::core::{Status, Entry};
     /// let mut e = Entry::<_, String>::new(1).start_request(1);
     /// e.reject("boom".into());
     /// assert_eq!((e.status(), e.in_flight()), (Status::Rejected, None));
@@ -546,7 +546,7 @@ impl<S: Live, E> Entry<S, E> {
     /// Leave the cache. Consumes the entry: nothing can be done with it afterwards.
     ///
     /// ```
-    /// let removed = livecache::core::entry::Entry::<_>::new(1).start_request(1).remove();
+    /// let removed = livecache::core::Entry::<_>::new(1).start_request(1).remove();
     /// assert!(!removed.loaded());
     /// ```
     pub fn remove(self) -> Entry<Removed, E> {
@@ -561,7 +561,7 @@ impl<E> Entry<Added, E> {
     /// A new entry for lifetime `lifetime`, with its data-loaded promise pending.
     ///
     /// ```
-    /// use livecache::core::{Phase, entry::Entry};
+    /// use livecache::core::{Phase, Entry};
     /// assert_eq!(Entry::<_>::new(1).phase(), Some(Phase::Added));
     /// ```
     pub fn new(lifetime: u64) -> Self {
@@ -580,7 +580,7 @@ impl<E> Entry<Added, E> {
     /// Start the entry's first request (SPEC R1).
     ///
     /// ```
-    /// assert_eq!(livecache::core::entry::Entry::<_>::new(1).start_request(3).in_flight(), Some(3));
+    /// assert_eq!(livecache::core::Entry::<_>::new(1).start_request(3).in_flight(), Some(3));
     /// ```
     pub fn start_request(self, request: u64) -> Entry<Loading, E> {
         let promise = sealed::Awaiting::into_promise(self.state);
@@ -604,7 +604,7 @@ impl<S: Started, E> Entry<S, E> {
     /// kept (SPEC R2, R11).
     ///
     /// ```
-    /// let mut e = livecache::core::entry::Entry::<_, String>::new(1).start_request(1);
+    /// let mut e = livecache::core::Entry::<_, String>::new(1).start_request(1);
     /// e.reject("x".into());
     /// e.begin_request(2);
     /// assert_eq!(e.in_flight(), Some(2));
@@ -624,7 +624,7 @@ impl<S: AwaitingData, E> Entry<S, E> {
     /// ([`Entry::settle`]) — an upsert leaves it running.
     ///
     /// ```
-    /// use livecache::core::{Phase, Status, entry::Entry};
+    /// use livecache::core::{Phase, Status, Entry};
     /// let e = Entry::<_>::new(1).start_request(1).load("hi", 5);
     /// assert_eq!((e.phase(), e.status(), *e.data()), (Some(Phase::Loaded), Status::Fulfilled, "hi"));
     /// ```
@@ -645,7 +645,7 @@ impl<S: Live, E> Entry<S, E> {
     /// The request in flight settled: forget it.
     ///
     /// ```
-    /// let mut e = livecache::core::entry::Entry::<_>::new(1).start_request(1);
+    /// let mut e = livecache::core::Entry::<_>::new(1).start_request(1);
     /// e.settle();
     /// assert_eq!(e.in_flight(), None);
     /// ```
@@ -663,7 +663,7 @@ where
     /// The data.
     ///
     /// ```
-    /// assert_eq!(*livecache::core::entry::Entry::<_>::new(1).load(7, 0).data(), 7);
+    /// assert_eq!(*livecache::core::Entry::<_>::new(1).load(7, 0).data(), 7);
     /// ```
     pub fn data(&self) -> &S::Data {
         self.state.data()
@@ -673,7 +673,7 @@ where
     /// `Fulfilled`, error cleared. Returns whether the data changed (SPEC R8, R20).
     ///
     /// ```
-    /// let mut e = livecache::core::entry::Entry::<_>::new(1).load(7, 0);
+    /// let mut e = livecache::core::Entry::<_>::new(1).load(7, 0);
     /// assert!(!e.replace(7, 1));
     /// assert!(e.replace(8, 2));
     /// assert_eq!((*e.data(), e.fulfilled_at()), (8, Some(2)));
@@ -695,7 +695,7 @@ impl<D, E> Entry<Loaded<D>, E> {
     /// [`Streaming`] (SPEC §2, R15).
     ///
     /// ```
-    /// use livecache::core::entry::{Entry, Updated};
+    /// use livecache::core::{Entry, Updated};
     /// let loaded = Entry::<_>::new(1).load(vec![1], 0);
     /// assert!(matches!(loaded.update(|d| { let _ = d.len(); }), Updated::Unchanged(_)));
     /// ```
@@ -712,7 +712,7 @@ impl<D, E> Entry<Loaded<D>, E> {
     /// A message stream was attached: the entry is Streaming from now on (R21).
     ///
     /// ```
-    /// use livecache::core::{Phase, entry::Entry};
+    /// use livecache::core::{Phase, Entry};
     /// let s = Entry::<_>::new(1).load(1, 0).start_streaming();
     /// assert_eq!(s.phase(), Some(Phase::Streaming));
     /// ```
@@ -731,7 +731,7 @@ impl<D, E> Entry<Loaded<D>, E> {
     /// Replace the data wholesale as an update (a patch or an undo), moving to [`Streaming`].
     ///
     /// ```
-    /// let s = livecache::core::entry::Entry::<_>::new(1).load(1, 0).overwrite(2);
+    /// let s = livecache::core::Entry::<_>::new(1).load(1, 0).overwrite(2);
     /// assert_eq!(*s.data(), 2);
     /// ```
     pub fn overwrite(self, data: D) -> Entry<Streaming<D>, E> {
@@ -743,7 +743,7 @@ impl<D, E> Entry<Streaming<D>, E> {
     /// Apply an update recipe; returns whether it took mutable access.
     ///
     /// ```
-    /// let mut s = livecache::core::entry::Entry::<_>::new(1).load(1, 0).overwrite(2);
+    /// let mut s = livecache::core::Entry::<_>::new(1).load(1, 0).overwrite(2);
     /// assert!(s.update(|d| **d += 1));
     /// assert_eq!(*s.data(), 3);
     /// ```
@@ -756,7 +756,7 @@ impl<D, E> Entry<Streaming<D>, E> {
     /// Replace the data wholesale as an update (a patch or an undo).
     ///
     /// ```
-    /// let mut s = livecache::core::entry::Entry::<_>::new(1).load(1, 0).overwrite(2);
+    /// let mut s = livecache::core::Entry::<_>::new(1).load(1, 0).overwrite(2);
     /// s.overwrite(3);
     /// assert_eq!(*s.data(), 3);
     /// ```
@@ -772,7 +772,7 @@ impl<E> Entry<Removed, E> {
     /// "removed before loaded", SPEC R13).
     ///
     /// ```
-    /// assert!(livecache::core::entry::Entry::<_>::new(1).load(0, 0).remove().loaded());
+    /// assert!(livecache::core::Entry::<_>::new(1).load(0, 0).remove().loaded());
     /// ```
     pub fn loaded(&self) -> bool {
         self.state.loaded

@@ -5,7 +5,7 @@
 //! on the api's clock, never a wall clock, so a trace is deterministic.
 //!
 //! ```
-//! use livecache::core::trace::{TraceEvent, TraceKind, AddCause};
+//! use livecache::core::{TraceEvent, TraceKind, AddCause};
 //!
 //! let event = TraceEvent {
 //!     at_ms: 0,
@@ -35,7 +35,7 @@ pub(crate) use log::{TraceKeyRef, TraceLog};
 /// the size of an entry to an update.
 ///
 /// ```
-/// use livecache::core::trace::Recording;
+/// use livecache::core::Recording;
 /// assert_eq!(Recording::default(), Recording::Events);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -53,7 +53,7 @@ pub enum Recording {
 /// One recorded event: when, for which cache key, and what happened.
 ///
 /// ```
-/// use livecache::core::trace::{TraceEvent, TraceKind};
+/// use livecache::core::{TraceEvent, TraceKind};
 /// let e = TraceEvent { at_ms: 60_000, key: "a(1)".into(), kind: TraceKind::RemovalCancelled };
 /// assert_eq!(e.to_string(), "60000ms a(1) removal_cancelled");
 /// ```
@@ -71,7 +71,7 @@ pub struct TraceEvent {
 /// Why an entry was created.
 ///
 /// ```
-/// use livecache::core::trace::AddCause;
+/// use livecache::core::AddCause;
 /// assert_eq!(serde_json::to_string(&AddCause::Prefetch).unwrap(), "\"prefetch\"");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -88,7 +88,7 @@ pub enum AddCause {
 /// Why an entry was removed.
 ///
 /// ```
-/// use livecache::core::trace::RemoveCause;
+/// use livecache::core::RemoveCause;
 /// assert_eq!(RemoveCause::Expired.to_string(), "expired");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -105,7 +105,7 @@ pub enum RemoveCause {
 /// Where an update came from.
 ///
 /// ```
-/// use livecache::core::trace::UpdateSource;
+/// use livecache::core::UpdateSource;
 /// assert_eq!(UpdateSource::Lifecycle.to_string(), "lifecycle");
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -122,7 +122,7 @@ pub enum UpdateSource {
 /// How a lifecycle handler ended (R16).
 ///
 /// ```
-/// use livecache::core::trace::HandlerOutcome;
+/// use livecache::core::HandlerOutcome;
 /// let o = HandlerOutcome::Failed { error: "socket refused".into() };
 /// assert_eq!(o.to_string(), "failed: socket refused");
 /// ```
@@ -146,7 +146,7 @@ pub enum HandlerOutcome {
 /// What happened to an entry. Serialised with an `event` tag in snake case.
 ///
 /// ```
-/// use livecache::core::trace::TraceKind;
+/// use livecache::core::TraceKind;
 /// let k = TraceKind::RequestStarted { request: 3 };
 /// assert_eq!(serde_json::to_string(&k).unwrap(), r#"{"event":"request_started","request":3}"#);
 /// ```
