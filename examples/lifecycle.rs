@@ -13,19 +13,25 @@ fn main() -> Result<(), KeyError> {
         recording: Recording::EventsWithPatches,
         ..Default::default()
     });
-    let get_messages = cache.add_endpoint(
-        "getMessages",
-        EndpointConfig {
-            keep: None,
-            has_lifecycle: true,
-        },
-    );
+    let get_messages = cache
+        .add_endpoint(
+            "getMessages",
+            EndpointConfig {
+                keep: None,
+                has_lifecycle: true,
+            },
+        )
+        .expect("endpoint names are distinct");
     let redux = default_key("getMessages", "redux")?;
     let general = default_key("getMessages", "general")?;
 
     // t = 0: two components subscribe; each entry starts its lifecycle, then its request.
-    let sub_redux = cache.subscribe(0, get_messages, &redux, Refetch::IfMissing);
-    let sub_general = cache.subscribe(0, get_messages, &general, Refetch::IfMissing);
+    let sub_redux = cache
+        .subscribe(0, get_messages, &redux, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    let sub_general = cache
+        .subscribe(0, get_messages, &general, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     let mut requests = Vec::new();
     let mut lifetimes = Vec::new();
     while let Some(effect) = cache.poll_effect() {

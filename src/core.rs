@@ -9,9 +9,9 @@
 //! ```
 //! use livecache::core::{Cache, Effect, EndpointConfig, Phase, Refetch, CacheKey};
 //! let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
-//! let ep = cache.add_endpoint("messages", EndpointConfig::default());
+//! let ep = cache.add_endpoint("messages", EndpointConfig::default())?;
 //! let key = CacheKey::verbatim("messages(1)");
-//! let sub = cache.subscribe(0, ep, &key, Refetch::IfMissing);
+//! let sub = cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
 //! // The core asks for the data; the driver fetches it and reports the result.
 //! let mut request = None;
 //! while let Some(effect) = cache.poll_effect() {
@@ -27,6 +27,7 @@
 //! assert_eq!(cache.poll_timeout(), Some(60_010));
 //! cache.handle_timeout(60_010);
 //! assert!(cache.entry(&key).is_none());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod attachment;
@@ -42,8 +43,8 @@ mod trace;
 
 pub use attachment::{Attachment, Finish, FirstData, Received, StreamEnd, StreamEndReason};
 pub use cache::{
-    Cache, CacheConfig, DEFAULT_TRACE_LIMIT, Effect, EndpointId, EntryView, LifetimePlace, Notify,
-    PatchError, SubscriptionId, UpdateRefused,
+    Cache, CacheConfig, DEFAULT_TRACE_LIMIT, Effect, EndpointId, EntryView, KeyInUse,
+    LifetimePlace, NameTaken, Notify, PatchError, SubscriptionId, UpdateRefused,
 };
 pub use config::{EndpointConfig, Keep, MAX_KEEP_MS, Refetch};
 pub use data::CacheData;

@@ -27,12 +27,12 @@
 //! use livecache::core::{Cache, CacheConfig, Effect, EndpointConfig, Phase, Refetch, Status};
 //!
 //! let mut cache: Cache<Vec<String>> = Cache::new(CacheConfig::default());
-//! let messages = cache.add_endpoint("getMessages", EndpointConfig { keep: None, has_lifecycle: true });
+//! let messages = cache.add_endpoint("getMessages", EndpointConfig { keep: None, has_lifecycle: true })?;
 //! let key = default_key("getMessages", "redux")?;
 //! assert_eq!(key.as_str(), r#"getMessages("redux")"#);  // RTK-compatible keys
 //!
 //! // A subscriber arrives: the entry is added, its lifecycle handler starts, then its request.
-//! let subscription = cache.subscribe(0, messages, &key, Refetch::IfMissing);
+//! let subscription = cache.subscribe(0, messages, &key, Refetch::IfMissing)?;
 //! let effects: Vec<_> = std::iter::from_fn(|| cache.poll_effect()).collect();
 //! assert!(matches!(effects[0], Effect::StartLifecycle { lifetime: 1, .. }));
 //! assert!(matches!(effects[1], Effect::StartRequest { request: 1, .. }));

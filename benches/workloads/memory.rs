@@ -173,7 +173,9 @@ fn core_memory(cfg: &Cfg, m: &mut Map<String, Value>) -> Result<(), String> {
         keep: Keep::default(),
         recording: recording(&cfg.recording),
     });
-    let ep = cache.add_endpoint("plain", EndpointConfig::default());
+    let ep = cache
+        .add_endpoint("plain", EndpointConfig::default())
+        .expect("endpoint names are distinct");
     let keys: Vec<_> = (0..n)
         .map(|i| default_key("plain", &format!("idle-{i}")).map_err(|e| e.to_string()))
         .collect::<Result<_, _>>()?;
@@ -181,7 +183,9 @@ fn core_memory(cfg: &Cfg, m: &mut Map<String, Value>) -> Result<(), String> {
     let mut trace_bytes = 0.0;
     let m0 = mark();
     for k in &keys {
-        cache.upsert(0, ep, k, Vec::new());
+        cache
+            .upsert(0, ep, k, Vec::new())
+            .expect("the key is this endpoint's");
         while cache.poll_effect().is_some() {}
     }
     let (e, b) = trace_cost(|| cache.take_trace().len());
@@ -192,7 +196,11 @@ fn core_memory(cfg: &Cfg, m: &mut Map<String, Value>) -> Result<(), String> {
     let m1 = mark();
     let mut subs = Vec::with_capacity(n);
     for k in &keys {
-        subs.push(cache.subscribe(0, ep, k, Refetch::IfMissing));
+        subs.push(
+            cache
+                .subscribe(0, ep, k, Refetch::IfMissing)
+                .expect("the key is this endpoint's"),
+        );
         while cache.poll_effect().is_some() {}
     }
     let (e, b) = trace_cost(|| cache.take_trace().len());

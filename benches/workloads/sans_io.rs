@@ -69,7 +69,11 @@ fn push(
     let mut lifetimes = Vec::with_capacity(keys.len());
     let mut initial = prep.initial.take();
     for k in &keys {
-        subs.push(cache.subscribe(now, ep, k, Refetch::IfMissing));
+        subs.push(
+            cache
+                .subscribe(now, ep, k, Refetch::IfMissing)
+                .expect("the key is this endpoint's"),
+        );
         let mut d = Drained::default();
         drain(cache, &mut d);
         let request = d.request.ok_or("no request started")?;
@@ -165,7 +169,9 @@ fn churn(
         batch.clear();
         for k in &keys[i..(i + c).min(n)] {
             let k = k.clone();
-            let sub = cache.subscribe(now, ep, &k, Refetch::IfMissing);
+            let sub = cache
+                .subscribe(now, ep, &k, Refetch::IfMissing)
+                .expect("the key is this endpoint's");
             d.request = None;
             drain(cache, &mut d);
             let request = d.request.ok_or("no request started")?;
@@ -209,13 +215,15 @@ pub fn run(cfg: &Cfg) -> Result<Map<String, Value>, String> {
         keep: Keep::For(0),
         recording: recording(&cfg.recording),
     });
-    let ep = cache.add_endpoint(
-        "messages",
-        EndpointConfig {
-            keep: None,
-            has_lifecycle: true,
-        },
-    );
+    let ep = cache
+        .add_endpoint(
+            "messages",
+            EndpointConfig {
+                keep: None,
+                has_lifecycle: true,
+            },
+        )
+        .expect("endpoint names are distinct");
     let clock = Instant::now();
     let warm = warmup_cfg(cfg);
     let churn_workload = cfg.workload == "churn";

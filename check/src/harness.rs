@@ -58,13 +58,15 @@ impl CoreUnderTest {
             .iter()
             .map(|spec| {
                 let keep = Some(spec.keep_ms.map_or(Keep::Never, Keep::millis));
-                let id = cache.add_endpoint(
-                    spec.name.clone(),
-                    EndpointConfig {
-                        keep,
-                        has_lifecycle: spec.lifecycle,
-                    },
-                );
+                let id = cache
+                    .add_endpoint(
+                        spec.name.clone(),
+                        EndpointConfig {
+                            keep,
+                            has_lifecycle: spec.lifecycle,
+                        },
+                    )
+                    .expect("endpoint names are distinct");
                 (spec.name.clone(), id)
             })
             .collect();
@@ -87,7 +89,12 @@ impl CoreUnderTest {
         let result = match op {
             Op::Subscribe { key, refetch } => {
                 let (ep, k) = self.key(*key);
-                OpResult::Subscribed(self.cache.subscribe(now, ep, &k, *refetch).0)
+                OpResult::Subscribed(
+                    self.cache
+                        .subscribe(now, ep, &k, *refetch)
+                        .expect("the key is this endpoint's")
+                        .0,
+                )
             }
             Op::Unsubscribe { subscription } => {
                 OpResult::Done(self.cache.unsubscribe(now, SubscriptionId(*subscription)))
@@ -97,7 +104,9 @@ impl CoreUnderTest {
             }
             Op::Prefetch { key, refetch } => {
                 let (ep, k) = self.key(*key);
-                self.cache.prefetch(now, ep, &k, *refetch);
+                self.cache
+                    .prefetch(now, ep, &k, *refetch)
+                    .expect("the key is this endpoint's");
                 OpResult::Unit
             }
             Op::Advance { ms } => {
@@ -164,7 +173,9 @@ impl CoreUnderTest {
             }
             Op::Upsert { key, data } => {
                 let (ep, k) = self.key(*key);
-                self.cache.upsert(now, ep, &k, data.clone());
+                self.cache
+                    .upsert(now, ep, &k, data.clone())
+                    .expect("the key is this endpoint's");
                 OpResult::Unit
             }
             Op::Remove { key } => {

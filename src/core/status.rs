@@ -3,11 +3,12 @@
 //! ```
 //! use livecache::core::{Cache, EndpointConfig, Phase, Refetch, Status, CacheKey};
 //! let mut cache: Cache<u32> = Cache::new(Default::default());
-//! let ep = cache.add_endpoint("a", EndpointConfig::default());
+//! let ep = cache.add_endpoint("a", EndpointConfig::default())?;
 //! let key = CacheKey::verbatim("a(1)");
-//! cache.subscribe(0, ep, &key, Refetch::IfMissing);
+//! cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
 //! let entry = cache.entry(&key).unwrap();
 //! assert_eq!((entry.status, entry.phase), (Status::Pending, Phase::Loading));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use std::fmt;

@@ -17,7 +17,7 @@ use crate::core::CacheKey;
 use crate::core::HandlerOutcome;
 use crate::core::LifetimePlace;
 use crate::core::ids::IdMap;
-use crate::core::{Cache, CacheConfig, Effect, EndpointId, Refetch};
+use crate::core::{Cache, CacheConfig, Effect, Refetch};
 use crate::runtime::erased::{ErasedData, ErasedMeta};
 use crate::runtime::error::{BoxError, QueryError, panic_message};
 use crate::runtime::signal;
@@ -87,7 +87,6 @@ pub(crate) struct State {
     clock: MsClock,
     lifetimes: IdMap<u64, LifetimeRt>,
     requests: IdMap<u64, AbortHandle>,
-    pub(crate) endpoint_names: Vec<String>,
 }
 
 /// Whole milliseconds from `start` to `now` on tokio's clock.
@@ -153,12 +152,6 @@ impl State {
         });
         Some((lifetime, rt.changed.subscribe()))
     }
-
-    /// The name of the endpoint whose entry has `key`.
-    pub(crate) fn owner_of(&self, key: &CacheKey) -> Option<(EndpointId, &str)> {
-        let endpoint = self.cache.entry(key)?.endpoint;
-        Some((endpoint, self.cache.endpoint_name(endpoint)?))
-    }
 }
 
 /// What the user-facing handles (`Api`, `Endpoint`, `Subscription`) hold. When the last one is
@@ -194,7 +187,6 @@ impl Shared {
                 clock: MsClock::new(start),
                 lifetimes: IdMap::default(),
                 requests: IdMap::default(),
-                endpoint_names: Vec::new(),
             }),
             timer: Arc::clone(&timer),
             start,

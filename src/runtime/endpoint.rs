@@ -293,13 +293,10 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> EndpointBuilder<A, T, M, WithQue
             has_lifecycle: self.lifecycle.is_some(),
         };
         let name = self.name;
-        let id = self.owner.shared.with(|state, _| {
-            if state.endpoint_names.contains(&name) {
-                return Err(Error::DuplicateEndpoint { name: name.clone() });
-            }
-            state.endpoint_names.push(name.clone());
-            Ok(state.cache.add_endpoint(name.clone(), config))
-        })?;
+        let id = self
+            .owner
+            .shared
+            .with(|state, _| state.cache.add_endpoint(name.clone(), config))?;
         Ok(Endpoint {
             owner: self.owner,
             inner: Arc::new(EndpointInner {
@@ -418,8 +415,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
         let key = self.key(&arg)?;
         let id = self.inner.id;
         let (subscription, lifetime, changed) = self.owner.shared.with(|state, now| {
-            self.check_owner(state, &key)?;
-            let subscription = state.cache.subscribe(now, id, &key, refetch);
+            let subscription = state.cache.subscribe(now, id, &key, refetch)?;
             let (lifetime, changed) = state
                 .ensure_lifetime(&key, || self.lifetime_parts(arg))
                 .ok_or(Error::Update(UpdateError::EntryRemoved))?;
@@ -452,8 +448,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
         let key = self.key(&arg)?;
         let id = self.inner.id;
         self.owner.shared.with(|state, now| {
-            self.check_owner(state, &key)?;
-            state.cache.prefetch(now, id, &key, refetch);
+            state.cache.prefetch(now, id, &key, refetch)?;
             state.ensure_lifetime(&key, || self.lifetime_parts(arg));
             Ok(())
         })
@@ -559,8 +554,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
         let key = self.key(&arg)?;
         let id = self.inner.id;
         self.owner.shared.with(|state, now| {
-            self.check_owner(state, &key)?;
-            state.cache.upsert(now, id, &key, ErasedData::new(data));
+            state.cache.upsert(now, id, &key, ErasedData::new(data))?;
             // A new lifetime's runtime side is registered before the core's effects run.
             state.ensure_lifetime(&key, || self.lifetime_parts(arg));
             Ok(())
@@ -588,15 +582,11 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     }
 
     /// An entry of another endpoint under the same key (custom serialisers can collide) is not
-    /// this endpoint's to read or touch.
+    /// this endpoint's to read or touch: the core decides ([`Cache::claim`]).
+    ///
+    /// [`Cache::claim`]: crate::core::Cache::claim
     fn check_owner(&self, state: &State, key: &CacheKey) -> Result<(), Error> {
-        match state.owner_of(key) {
-            Some((owner, name)) if owner != self.inner.id => Err(Error::KeyInUse {
-                key: key.clone(),
-                owner: name.to_owned(),
-            }),
-            _ => Ok(()),
-        }
+        Ok(state.cache.claim(self.inner.id, key)?)
     }
 
     /// The typed pieces a new lifetime needs: how to fetch, how to start its handler.

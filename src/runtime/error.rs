@@ -165,3 +165,18 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         "non-string panic payload".to_owned()
     }
 }
+
+impl From<crate::core::NameTaken> for Error {
+    fn from(taken: crate::core::NameTaken) -> Self {
+        Error::DuplicateEndpoint { name: taken.name }
+    }
+}
+
+impl From<crate::core::KeyInUse> for Error {
+    fn from(in_use: crate::core::KeyInUse) -> Self {
+        Error::KeyInUse {
+            key: in_use.key,
+            owner: in_use.owner,
+        }
+    }
+}

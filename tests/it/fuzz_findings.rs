@@ -46,9 +46,13 @@ fn cache_with<D: livecache::core::CacheData>(data: D) -> (Cache<D>, CacheKey) {
         recording: Recording::EventsWithPatches,
         ..Default::default()
     });
-    let endpoint = cache.add_endpoint("a", EndpointConfig::default());
+    let endpoint = cache
+        .add_endpoint("a", EndpointConfig::default())
+        .expect("endpoint names are distinct");
     let key = CacheKey::verbatim("a(1)");
-    cache.upsert(0, endpoint, &key, data);
+    cache
+        .upsert(0, endpoint, &key, data)
+        .expect("the key is this endpoint's");
     (cache, key)
 }
 

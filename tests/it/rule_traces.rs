@@ -164,13 +164,19 @@ fn assert_unused_iff_armed(cache: &Core, key: &CacheKey) {
 #[test]
 fn r01_subscribe_to_absent_key_adds_entry_starts_lifecycle_then_request() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
-    let users = cache.add_endpoint("getUser", plain(None));
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
+    let users = cache
+        .add_endpoint("getUser", plain(None))
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
     let ada = key("getUser", "ada");
 
     assert!(cache.entry(&room).is_none());
-    let sub = cache.subscribe(0, chat, &room, Refetch::IfMissing);
+    let sub = cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     assert_eq!(sub, SubscriptionId(1));
     let entry = cache.entry(&room).expect("subscribing creates the entry");
     assert_eq!(entry.lifetime, 1);
@@ -191,7 +197,9 @@ fn r01_subscribe_to_absent_key_adds_entry_starts_lifecycle_then_request() {
     );
 
     // an endpoint without a handler: the request only
-    cache.subscribe(10, users, &ada, Refetch::IfMissing);
+    cache
+        .subscribe(10, users, &ada, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     assert_eq!(cache.entry(&ada).map(|e| e.in_flight), Some(Some(2)));
     assert_eq!(drain(&mut cache), [start_request(&ada, 2), notify(&ada)]);
 
@@ -222,15 +230,21 @@ fn r01_subscribe_to_absent_key_adds_entry_starts_lifecycle_then_request() {
 #[test]
 fn r02_subscribe_to_present_key_adds_subscriber_cancels_removal_requests_only_when_asked() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
 
-    let first = cache.subscribe(0, chat, &room, Refetch::IfMissing);
+    let first = cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     cache.fulfil(100, &room, 1, msgs(&["hello"]));
     drain(&mut cache);
 
     // a cache hit: one more subscriber, no request, no new lifecycle
-    let second = cache.subscribe(1_000, chat, &room, Refetch::IfMissing);
+    let second = cache
+        .subscribe(1_000, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     let entry = cache.entry(&room).expect("live");
     assert_eq!(
         (entry.subscribers, entry.in_flight, entry.lifetime),
@@ -244,7 +258,9 @@ fn r02_subscribe_to_present_key_adds_subscriber_cancels_removal_requests_only_wh
     assert!(cache.unsubscribe(2_000, second));
     assert_eq!(cache.poll_timeout(), Some(62_000));
     drain(&mut cache);
-    cache.subscribe(30_000, chat, &room, Refetch::IfMissing);
+    cache
+        .subscribe(30_000, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     let entry = cache.entry(&room).expect("live");
     assert_eq!(
         (entry.subscribers, entry.removal_deadline, entry.in_flight),
@@ -260,7 +276,9 @@ fn r02_subscribe_to_present_key_adds_subscriber_cancels_removal_requests_only_wh
     assert_eq!(cache.entry(&room).map(|e| e.lifetime), Some(1));
 
     // force_refetch / refetch_on_mount_or_arg_change: true
-    cache.subscribe(63_000, chat, &room, Refetch::Always);
+    cache
+        .subscribe(63_000, chat, &room, Refetch::Always)
+        .expect("the key is this endpoint's");
     let entry = cache.entry(&room).expect("live");
     assert_eq!(entry.status, Status::Pending);
     assert_eq!(entry.data, Some(&msgs(&["hello"])));
@@ -268,9 +286,13 @@ fn r02_subscribe_to_present_key_adds_subscriber_cancels_removal_requests_only_wh
     cache.fulfil(63_100, &room, 2, msgs(&["hello", "again"]));
 
     // refetch_on_mount_or_arg_change: 10 (seconds): 9.9 s old → no request; 10 s old → request
-    cache.subscribe(73_000, chat, &room, Refetch::IfOlderThan(10_000));
+    cache
+        .subscribe(73_000, chat, &room, Refetch::IfOlderThan(10_000))
+        .expect("the key is this endpoint's");
     assert_eq!(cache.entry(&room).map(|e| e.in_flight), Some(None));
-    cache.subscribe(73_100, chat, &room, Refetch::IfOlderThan(10_000));
+    cache
+        .subscribe(73_100, chat, &room, Refetch::IfOlderThan(10_000))
+        .expect("the key is this endpoint's");
     assert_eq!(cache.entry(&room).map(|e| e.in_flight), Some(Some(3)));
     assert_eq!(cache.entry(&room).map(|e| e.subscribers), Some(4));
 
@@ -286,21 +308,29 @@ fn r02_subscribe_to_present_key_adds_subscriber_cancels_removal_requests_only_wh
 #[test]
 fn r03_request_in_flight_is_joined_never_duplicated() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
 
-    let a = cache.subscribe(0, chat, &room, Refetch::IfMissing);
+    let a = cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     drain(&mut cache);
 
     // a forced refetch while request 1 is in flight joins it
-    let b = cache.subscribe(10, chat, &room, Refetch::Always);
+    let b = cache
+        .subscribe(10, chat, &room, Refetch::Always)
+        .expect("the key is this endpoint's");
     assert_eq!(drain(&mut cache), []);
     assert_eq!(
         last_event(&cache).kind,
         TraceKind::RequestJoined { request: 1 }
     );
     assert!(cache.refetch(20, a));
-    cache.prefetch(30, chat, &room, Refetch::Always);
+    cache
+        .prefetch(30, chat, &room, Refetch::Always)
+        .expect("the key is this endpoint's");
     let effects = drain(&mut cache);
     assert!(
         !effects
@@ -333,11 +363,15 @@ fn r04_last_unsubscribe_schedules_removal_after_keep_time() {
     // --- the default: 60 s, counted from the last unsubscribe or a later settle ---
     assert_eq!(Keep::default(), Keep::For(60_000));
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", plain(None));
+    let chat = cache
+        .add_endpoint("getMessages", plain(None))
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
     let lobby = key("getMessages", "lobby");
 
-    let sub = cache.subscribe(0, chat, &room, Refetch::IfMissing);
+    let sub = cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     cache.fulfil(150, &room, 1, msgs(&["hello"]));
     assert_unused_iff_armed(&cache, &room);
     assert!(cache.unsubscribe(1_000, sub));
@@ -354,7 +388,9 @@ fn r04_last_unsubscribe_schedules_removal_after_keep_time() {
     assert_eq!(last_event(&cache).at_ms, 61_000, "stamped at its deadline");
 
     // a request that settles with zero subscribers re-arms from the settle time
-    let sub = cache.subscribe(100_000, chat, &lobby, Refetch::IfMissing);
+    let sub = cache
+        .subscribe(100_000, chat, &lobby, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     assert!(cache.unsubscribe(100_010, sub));
     assert_eq!(
         cache.entry(&lobby).map(|e| e.removal_deadline),
@@ -377,11 +413,21 @@ fn r04_last_unsubscribe_schedules_removal_after_keep_time() {
     assert_eq!(Keep::seconds(f64::INFINITY), Keep::Never);
     assert_eq!(Keep::from(Duration::MAX), Keep::For(MAX_KEEP_MS));
     let mut cache = new_cache(Keep::For(29_000));
-    let posts = cache.add_endpoint("getPosts", plain(None));
-    let user = cache.add_endpoint("getUser", plain(Some(Keep::For(35_000))));
-    let flash = cache.add_endpoint("getFlash", plain(Some(Keep::seconds(0.0))));
-    let config = cache.add_endpoint("getConfig", plain(Some(Keep::Never)));
-    let archive = cache.add_endpoint("getArchive", plain(Some(Keep::from(Duration::MAX))));
+    let posts = cache
+        .add_endpoint("getPosts", plain(None))
+        .expect("endpoint names are distinct");
+    let user = cache
+        .add_endpoint("getUser", plain(Some(Keep::For(35_000))))
+        .expect("endpoint names are distinct");
+    let flash = cache
+        .add_endpoint("getFlash", plain(Some(Keep::seconds(0.0))))
+        .expect("endpoint names are distinct");
+    let config = cache
+        .add_endpoint("getConfig", plain(Some(Keep::Never)))
+        .expect("endpoint names are distinct");
+    let archive = cache
+        .add_endpoint("getArchive", plain(Some(Keep::from(Duration::MAX))))
+        .expect("endpoint names are distinct");
     let keys = [
         (flash, key("getFlash", "x")),
         (posts, key("getPosts", "x")),
@@ -391,7 +437,11 @@ fn r04_last_unsubscribe_schedules_removal_after_keep_time() {
     ];
     let subs: Vec<SubscriptionId> = keys
         .iter()
-        .map(|(ep, k)| cache.subscribe(0, *ep, k, Refetch::IfMissing))
+        .map(|(ep, k)| {
+            cache
+                .subscribe(0, *ep, k, Refetch::IfMissing)
+                .expect("the key is this endpoint's")
+        })
         .collect();
     for (request, (_, k)) in (1..).zip(&keys) {
         cache.fulfil(100, k, request, msgs(&["x"]));
@@ -441,11 +491,15 @@ fn r04_last_unsubscribe_schedules_removal_after_keep_time() {
 #[test]
 fn r05_expiry_aborts_request_and_removes_entry_stale_timer_spares_recreated_entry() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
     let lobby = key("getMessages", "lobby");
 
-    let sub = cache.subscribe(0, chat, &room, Refetch::IfMissing);
+    let sub = cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     cache.fulfil(100, &room, 1, msgs(&["hello"]));
     assert!(cache.refetch(30_000, sub)); // request 2, still running at expiry
     assert!(cache.unsubscribe(30_500, sub));
@@ -474,10 +528,14 @@ fn r05_expiry_aborts_request_and_removes_entry_stale_timer_spares_recreated_entr
     assert!(cache.entry(&room).is_none());
 
     // the old deadline (160 s) of a removed lifetime never removes the re-created entry
-    cache.prefetch(100_000, chat, &lobby, Refetch::IfMissing);
+    cache
+        .prefetch(100_000, chat, &lobby, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     assert_eq!(cache.poll_timeout(), Some(160_000));
     assert!(cache.remove(110_000, &lobby));
-    cache.prefetch(120_000, chat, &lobby, Refetch::IfMissing);
+    cache
+        .prefetch(120_000, chat, &lobby, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     assert_eq!(cache.poll_timeout(), Some(180_000));
     drain(&mut cache);
     cache.handle_timeout(160_000);
@@ -499,11 +557,15 @@ fn r05_expiry_aborts_request_and_removes_entry_stale_timer_spares_recreated_entr
 #[test]
 fn r06_prefetch_schedules_removal_cache_hit_does_not_extend_it() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", plain(None));
+    let chat = cache
+        .add_endpoint("getMessages", plain(None))
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
     let lobby = key("getMessages", "lobby");
 
-    cache.prefetch(0, chat, &room, Refetch::IfMissing);
+    cache
+        .prefetch(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     let entry = cache.entry(&room).expect("prefetch creates the entry");
     assert_eq!(
         (entry.subscribers, entry.removal_deadline, entry.in_flight),
@@ -521,7 +583,9 @@ fn r06_prefetch_schedules_removal_cache_hit_does_not_extend_it() {
     // a cache hit without a subscription: no request, lifetime not extended, nothing recorded
     drain(&mut cache);
     let before = cache.trace().len();
-    cache.prefetch(30_000, chat, &room, Refetch::IfMissing);
+    cache
+        .prefetch(30_000, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     assert_eq!(cache.trace().len(), before);
     assert_eq!(
         cache.entry(&room).map(|e| e.removal_deadline),
@@ -538,7 +602,9 @@ fn r06_prefetch_schedules_removal_cache_hit_does_not_extend_it() {
     assert!(cache.entry(&room).is_none());
 
     // a prefetch whose request never settles is still collected (RTK leaks it)
-    cache.prefetch(100_000, chat, &lobby, Refetch::IfMissing);
+    cache
+        .prefetch(100_000, chat, &lobby, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     drain(&mut cache);
     cache.handle_timeout(160_000);
     assert!(cache.entry(&lobby).is_none());
@@ -556,15 +622,23 @@ fn r06_prefetch_schedules_removal_cache_hit_does_not_extend_it() {
 #[test]
 fn r07_remove_and_reset_remove_entries_now_and_cancel_timers() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let a = key("getMessages", "a");
     let b = key("getMessages", "b");
     let c = key("getMessages", "c");
 
-    cache.subscribe(0, chat, &a, Refetch::IfMissing);
+    cache
+        .subscribe(0, chat, &a, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     cache.fulfil(100, &a, 1, msgs(&["hi"]));
-    let sub_b = cache.subscribe(100, chat, &b, Refetch::IfMissing); // request 2 in flight
-    cache.prefetch(100, chat, &c, Refetch::IfMissing); // request 3, deadline 60.1 s
+    let sub_b = cache
+        .subscribe(100, chat, &b, Refetch::IfMissing)
+        .expect("the key is this endpoint's"); // request 2 in flight
+    cache
+        .prefetch(100, chat, &c, Refetch::IfMissing)
+        .expect("the key is this endpoint's"); // request 3, deadline 60.1 s
     drain(&mut cache);
 
     assert!(cache.remove(1_000, &a));
@@ -595,7 +669,9 @@ fn r07_remove_and_reset_remove_entries_now_and_cancel_timers() {
     assert_eq!(cache.trace().len(), before);
 
     // the api is usable after reset; ids are never reused
-    cache.subscribe(61_000, chat, &b, Refetch::IfMissing);
+    cache
+        .subscribe(61_000, chat, &b, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     assert_eq!(cache.entry(&b).map(|e| e.lifetime), Some(4));
     assert_eq!(
         drain(&mut cache),
@@ -610,13 +686,19 @@ fn r07_remove_and_reset_remove_entries_now_and_cancel_timers() {
 #[test]
 fn r07a_stale_handles_never_touch_another_lifetime_of_the_key() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
 
-    let old = cache.subscribe(0, chat, &room, Refetch::IfMissing);
+    let old = cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     cache.fulfil(100, &room, 1, msgs(&["hello"]));
     assert!(cache.remove(1_000, &room));
-    let new = cache.subscribe(2_000, chat, &room, Refetch::IfMissing);
+    let new = cache
+        .subscribe(2_000, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     cache.fulfil(2_100, &room, 2, msgs(&["fresh"]));
     drain(&mut cache);
     let before = cache.trace().len();
@@ -664,10 +746,14 @@ fn r07a_stale_handles_never_touch_another_lifetime_of_the_key() {
 #[test]
 fn r08_matching_fulfil_stores_data_clears_error_resolves_data_loaded_once() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
 
-    let sub = cache.subscribe(0, chat, &room, Refetch::IfMissing);
+    let sub = cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     cache.reject(100, &room, 1, "offline".to_owned());
     assert_eq!(
         cache.entry(&room).and_then(|e| e.error.cloned()),
@@ -727,12 +813,16 @@ fn r08_matching_fulfil_stores_data_clears_error_resolves_data_loaded_once() {
 #[test]
 fn r09_matching_reject_stores_error_keeps_data_leaves_data_loaded_pending() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
     let lobby = key("getMessages", "lobby");
 
     // after data: stale-while-revalidate
-    let sub = cache.subscribe(0, chat, &room, Refetch::IfMissing);
+    let sub = cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     cache.fulfil(100, &room, 1, msgs(&["hello"]));
     assert!(cache.refetch(1_000, sub));
     drain(&mut cache);
@@ -747,7 +837,9 @@ fn r09_matching_reject_stores_error_keeps_data_leaves_data_loaded_pending() {
     assert_eq!(drain(&mut cache), [notify(&room)]);
 
     // before data: data_loaded stays pending until a request fulfils
-    let sub = cache.subscribe(2_000, chat, &lobby, Refetch::IfMissing);
+    let sub = cache
+        .subscribe(2_000, chat, &lobby, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     drain(&mut cache);
     cache.reject(2_100, &lobby, 3, "timeout".to_owned());
     let entry = cache.entry(&lobby).expect("live");
@@ -780,13 +872,19 @@ fn r09_matching_reject_stores_error_keeps_data_leaves_data_loaded_pending() {
 #[test]
 fn r10_stale_or_absent_results_are_ignored_and_never_recreate_entries() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
     let ghost = key("getMessages", "ghost");
 
-    cache.subscribe(0, chat, &room, Refetch::IfMissing);
+    cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     assert!(cache.remove(500, &room)); // request 1 aborted
-    cache.subscribe(600, chat, &room, Refetch::IfMissing); // lifetime 2, request 2
+    cache
+        .subscribe(600, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's"); // lifetime 2, request 2
     drain(&mut cache);
 
     cache.fulfil(700, &room, 1, msgs(&["late"]));
@@ -832,10 +930,14 @@ fn r10_stale_or_absent_results_are_ignored_and_never_recreate_entries() {
 #[test]
 fn r11_refetch_goes_pending_with_data_kept_no_new_lifecycle() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
 
-    let sub = cache.subscribe(0, chat, &room, Refetch::IfMissing);
+    let sub = cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     cache.fulfil(100, &room, 1, msgs(&["hello"]));
     drain(&mut cache);
 
@@ -847,12 +949,16 @@ fn r11_refetch_goes_pending_with_data_kept_no_new_lifecycle() {
     assert_eq!(entry.in_flight, Some(2));
     assert_eq!(drain(&mut cache), [start_request(&room, 2), notify(&room)]);
 
-    cache.subscribe(6_000, chat, &room, Refetch::Always); // joins request 2
+    cache
+        .subscribe(6_000, chat, &room, Refetch::Always)
+        .expect("the key is this endpoint's"); // joins request 2
     cache.fulfil(6_100, &room, 2, msgs(&["hello", "world"]));
     assert_eq!(drain(&mut cache), [notify(&room)]);
 
     // forced by a subscription
-    cache.subscribe(7_000, chat, &room, Refetch::Always);
+    cache
+        .subscribe(7_000, chat, &room, Refetch::Always)
+        .expect("the key is this endpoint's");
     let entry = cache.entry(&room).expect("live");
     assert_eq!((entry.status, entry.in_flight), (Status::Pending, Some(3)));
     assert_eq!(entry.data, Some(&msgs(&["hello", "world"])));
@@ -873,16 +979,24 @@ fn r11_refetch_goes_pending_with_data_kept_no_new_lifecycle() {
 #[test]
 fn r12_lifecycle_starts_once_per_lifetime_and_again_after_recreation() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
-    let users = cache.add_endpoint("getUser", plain(None));
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
+    let users = cache
+        .add_endpoint("getUser", plain(None))
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
     let lobby = key("getMessages", "lobby");
     let news = key("getMessages", "news");
     let ada = key("getUser", "ada");
     let mut effects = Vec::new();
 
-    let s1 = cache.subscribe(0, chat, &room, Refetch::IfMissing);
-    let s2 = cache.subscribe(10, chat, &room, Refetch::IfMissing);
+    let s1 = cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    let s2 = cache
+        .subscribe(10, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     cache.fulfil(100, &room, 1, msgs(&["hello"]));
     assert!(cache.refetch(200, s1));
     cache.fulfil(300, &room, 2, msgs(&["hello", "world"]));
@@ -899,10 +1013,18 @@ fn r12_lifecycle_starts_once_per_lifetime_and_again_after_recreation() {
     assert_eq!(started, [start_lifecycle(&room, 1)]);
 
     // re-created: a fresh lifetime and handler; prefetch and upsert create entries too
-    cache.subscribe(70_000, chat, &room, Refetch::IfMissing);
-    cache.prefetch(70_000, chat, &lobby, Refetch::IfMissing);
-    cache.upsert(70_000, chat, &news, msgs(&["breaking"]));
-    cache.subscribe(70_000, users, &ada, Refetch::IfMissing); // no handler
+    cache
+        .subscribe(70_000, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    cache
+        .prefetch(70_000, chat, &lobby, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    cache
+        .upsert(70_000, chat, &news, msgs(&["breaking"]))
+        .expect("the key is this endpoint's");
+    cache
+        .subscribe(70_000, users, &ada, Refetch::IfMissing)
+        .expect("the key is this endpoint's"); // no handler
     effects.extend(drain(&mut cache));
     let started: Vec<_> = effects
         .iter()
@@ -929,14 +1051,20 @@ fn r12_lifecycle_starts_once_per_lifetime_and_again_after_recreation() {
 #[test]
 fn r13_data_loaded_resolves_with_first_data_or_reports_removed_before_loaded() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
     let lobby = key("getMessages", "lobby");
     let general = key("getMessages", "general");
     let mut effects = Vec::new();
 
-    cache.subscribe(0, chat, &room, Refetch::IfMissing);
-    let lobby_sub = cache.subscribe(0, chat, &lobby, Refetch::IfMissing);
+    cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    let lobby_sub = cache
+        .subscribe(0, chat, &lobby, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     effects.extend(drain(&mut cache));
     cache.fulfil(100, &room, 1, msgs(&["hello"]));
     assert_eq!(
@@ -954,7 +1082,9 @@ fn r13_data_loaded_resolves_with_first_data_or_reports_removed_before_loaded() {
     );
 
     // removed after a rejected first request: still "removed before loaded"
-    cache.subscribe(61_000, chat, &general, Refetch::IfMissing);
+    cache
+        .subscribe(61_000, chat, &general, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     cache.reject(61_100, &general, 3, "offline".to_owned());
     effects.extend(drain(&mut cache));
     assert!(cache.remove(61_200, &general));
@@ -981,10 +1111,14 @@ fn r13_data_loaded_resolves_with_first_data_or_reports_removed_before_loaded() {
 #[test]
 fn r14_entry_removed_resolves_once_after_the_entry_left_the_cache() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
 
-    let sub = cache.subscribe(0, chat, &room, Refetch::IfMissing);
+    let sub = cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     cache.fulfil(100, &room, 1, msgs(&["hello"]));
     assert_eq!(
         cache.update_cached(200, 1, false, |d| d.push("hi".into())),
@@ -1021,10 +1155,14 @@ fn r14_entry_removed_resolves_once_after_the_entry_left_the_cache() {
 #[test]
 fn r15_update_cached_data_applies_once_with_invertible_patches() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
 
-    cache.subscribe(0, chat, &room, Refetch::IfMissing);
+    cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     // not before data
     assert_eq!(
         cache.update_cached(50, 1, true, |d| d.push("early".into())),
@@ -1086,8 +1224,12 @@ fn r15_update_cached_data_applies_once_with_invertible_patches() {
 
     // with default recording and no patches asked for, none are computed
     let mut quiet: Core = Cache::new(CacheConfig::default());
-    let ep = quiet.add_endpoint("getMessages", with_lifecycle());
-    quiet.subscribe(0, ep, &room, Refetch::IfMissing);
+    let ep = quiet
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
+    quiet
+        .subscribe(0, ep, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     quiet.fulfil(100, &room, 1, msgs(&["hello"]));
     assert_eq!(
         quiet.update_cached(200, 1, false, |d| d.push("a".into())),
@@ -1109,12 +1251,18 @@ fn r15_update_cached_data_applies_once_with_invertible_patches() {
 #[test]
 fn r16_failed_or_panicked_handler_is_traced_under_its_key_and_disturbs_nothing() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let a = key("getMessages", "a");
     let b = key("getMessages", "b");
 
-    let sub_a = cache.subscribe(0, chat, &a, Refetch::IfMissing);
-    cache.subscribe(0, chat, &b, Refetch::IfMissing);
+    let sub_a = cache
+        .subscribe(0, chat, &a, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    cache
+        .subscribe(0, chat, &b, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     cache.fulfil(100, &a, 1, msgs(&["hello a"]));
     cache.fulfil(100, &b, 2, msgs(&["hello b"]));
     drain(&mut cache);
@@ -1190,14 +1338,18 @@ fn r16_failed_or_panicked_handler_is_traced_under_its_key_and_disturbs_nothing()
 #[test]
 fn r17_per_entry_order_handler_request_data_loaded_updates_removed() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
     let lobby = key("getMessages", "lobby");
     let news = key("getMessages", "news");
     let mut effects = Vec::new();
 
     // a full lifetime
-    let sub = cache.subscribe(0, chat, &room, Refetch::IfMissing);
+    let sub = cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     effects.extend(drain(&mut cache));
     cache.fulfil(100, &room, 1, msgs(&["hello"]));
     effects.extend(drain(&mut cache));
@@ -1260,7 +1412,9 @@ fn r17_per_entry_order_handler_request_data_loaded_updates_removed() {
     );
 
     // a lifetime removed before its data: the request is aborted before entry_removed
-    cache.subscribe(70_000, chat, &lobby, Refetch::IfMissing);
+    cache
+        .subscribe(70_000, chat, &lobby, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     assert!(cache.remove(70_100, &lobby));
     assert_eq!(
         without_notify(&drain(&mut cache)),
@@ -1273,7 +1427,9 @@ fn r17_per_entry_order_handler_request_data_loaded_updates_removed() {
     );
 
     // a lifetime created by an upsert: handler, then data_loaded (no request), then removed
-    cache.upsert(80_000, chat, &news, msgs(&["breaking"]));
+    cache
+        .upsert(80_000, chat, &news, msgs(&["breaking"]))
+        .expect("the key is this endpoint's");
     cache.handle_timeout(140_000);
     assert_eq!(
         without_notify(&drain(&mut cache)),
@@ -1294,7 +1450,9 @@ fn r17_per_entry_order_handler_request_data_loaded_updates_removed() {
 #[test]
 fn r18_update_query_data_skips_missing_data_and_returns_undoable_patches() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
     let ghost = key("getMessages", "ghost");
 
@@ -1306,7 +1464,9 @@ fn r18_update_query_data_skips_missing_data_and_returns_undoable_patches() {
     assert!(cache.entry(&ghost).is_none());
 
     // entry without data: the recipe is not called either
-    cache.subscribe(0, chat, &room, Refetch::IfMissing);
+    cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     drain(&mut cache);
     let set = cache.update_query_data(50, &room, |_| called = true);
     assert_eq!(set, Ok(PatchSet::default()));
@@ -1375,7 +1535,9 @@ fn r18_update_query_data_skips_missing_data_and_returns_undoable_patches() {
 #[test]
 fn r19_patch_query_data_applies_atomically_or_errs_leaving_data_unchanged() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", plain(None));
+    let chat = cache
+        .add_endpoint("getMessages", plain(None))
+        .expect("endpoint names are distinct");
     let room = key("getMessages", "redux");
     let ghost = key("getMessages", "ghost");
     let add = patch(json!([{"op": "add", "path": "/-", "value": "!"}]));
@@ -1384,7 +1546,9 @@ fn r19_patch_query_data_applies_atomically_or_errs_leaving_data_unchanged() {
         cache.patch_query_data(0, &ghost, &add),
         Err(PatchError::NoEntry)
     );
-    cache.subscribe(0, chat, &room, Refetch::IfMissing);
+    cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     assert_eq!(
         cache.patch_query_data(10, &room, &add),
         Err(PatchError::NoData)
@@ -1452,11 +1616,15 @@ fn r19_patch_query_data_applies_atomically_or_errs_leaving_data_unchanged() {
 #[test]
 fn r20_upsert_creates_loaded_entry_or_replaces_data_and_schedules_removal_when_unused() {
     let mut cache = new_cache(Keep::default());
-    let chat = cache.add_endpoint("getMessages", with_lifecycle());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
     let news = key("getMessages", "news");
     let room = key("getMessages", "redux");
 
-    cache.upsert(0, chat, &news, msgs(&["breaking"]));
+    cache
+        .upsert(0, chat, &news, msgs(&["breaking"]))
+        .expect("the key is this endpoint's");
     let entry = cache.entry(&news).expect("upsert creates the entry");
     assert_eq!(entry.lifetime, 1);
     assert_eq!(entry.phase, Phase::Loaded);
@@ -1477,7 +1645,9 @@ fn r20_upsert_creates_loaded_entry_or_replaces_data_and_schedules_removal_when_u
     );
 
     // replace: no second data_loaded; zero subscribers → re-armed
-    cache.upsert(10_000, chat, &news, msgs(&["breaking", "update"]));
+    cache
+        .upsert(10_000, chat, &news, msgs(&["breaking", "update"]))
+        .expect("the key is this endpoint's");
     assert_eq!(
         cache.entry(&news).and_then(|e| e.data.cloned()),
         Some(msgs(&["breaking", "update"]))
@@ -1487,7 +1657,9 @@ fn r20_upsert_creates_loaded_entry_or_replaces_data_and_schedules_removal_when_u
         Some(70_000)
     );
     assert_eq!(drain(&mut cache), [notify(&news)]);
-    cache.upsert(20_000, chat, &news, msgs(&["breaking", "update"]));
+    cache
+        .upsert(20_000, chat, &news, msgs(&["breaking", "update"]))
+        .expect("the key is this endpoint's");
     assert_eq!(
         last_event(&cache).kind,
         TraceKind::RemovalScheduled {
@@ -1501,8 +1673,12 @@ fn r20_upsert_creates_loaded_entry_or_replaces_data_and_schedules_removal_when_u
     );
 
     // with a subscriber: no removal scheduled; a cache hit starts no request
-    cache.subscribe(30_000, chat, &news, Refetch::IfMissing);
-    cache.upsert(40_000, chat, &news, msgs(&["x"]));
+    cache
+        .subscribe(30_000, chat, &news, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    cache
+        .upsert(40_000, chat, &news, msgs(&["x"]))
+        .expect("the key is this endpoint's");
     let entry = cache.entry(&news).expect("live");
     assert_eq!(
         (entry.subscribers, entry.removal_deadline, entry.in_flight),
@@ -1511,9 +1687,13 @@ fn r20_upsert_creates_loaded_entry_or_replaces_data_and_schedules_removal_when_u
     drain(&mut cache);
 
     // upsert while the first request runs: data_loaded without meta; the request still lands
-    cache.subscribe(50_000, chat, &room, Refetch::IfMissing);
+    cache
+        .subscribe(50_000, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
     drain(&mut cache);
-    cache.upsert(50_100, chat, &room, msgs(&["cached"]));
+    cache
+        .upsert(50_100, chat, &room, msgs(&["cached"]))
+        .expect("the key is this endpoint's");
     let entry = cache.entry(&room).expect("live");
     assert_eq!((entry.phase, entry.in_flight), (Phase::Loaded, Some(1)));
     assert_eq!(

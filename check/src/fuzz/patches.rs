@@ -142,16 +142,20 @@ where
         keep: Keep::Never,
         recording: Recording::EventsWithPatches,
     });
-    let ep = cache.add_endpoint(
-        "p",
-        EndpointConfig {
-            keep: None,
-            has_lifecycle: true,
-        },
-    );
+    let ep = cache
+        .add_endpoint(
+            "p",
+            EndpointConfig {
+                keep: None,
+                has_lifecycle: true,
+            },
+        )
+        .expect("endpoint names are distinct");
     let key = CacheKey::verbatim("p(1)");
     let absent = CacheKey::verbatim("p(2)");
-    cache.upsert(0, ep, &key, initial);
+    cache
+        .upsert(0, ep, &key, initial)
+        .expect("the key is this endpoint's");
     for now in 1..=MAX_PATCHES as u64 {
         if u.is_empty() {
             break;

@@ -105,13 +105,14 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Keep, Refetch, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("b", EndpointConfig { keep: Some(Keep::For(0)), has_lifecycle: false });
+    /// let ep = cache.add_endpoint("b", EndpointConfig { keep: Some(Keep::For(0)), has_lifecycle: false })?;
     /// let key = CacheKey::verbatim("b(1)");
-    /// let sub = cache.subscribe(0, ep, &key, Refetch::IfMissing);
+    /// let sub = cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
     /// cache.unsubscribe(0, sub);
     /// assert!(cache.entry(&key).is_some());      // keep 0: never inside the unsubscribe
     /// cache.handle_timeout(0);
     /// assert!(cache.entry(&key).is_none());      // removed at the next tick
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn handle_timeout(&mut self, now: u64) {
         self.expire(now, true);

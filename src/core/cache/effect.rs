@@ -12,11 +12,12 @@ use crate::core::key::CacheKey;
 /// ```
 /// use livecache::core::{Cache, Effect, EndpointConfig, Refetch, CacheKey};
 /// let mut cache: Cache<u32> = Cache::new(Default::default());
-/// let ep = cache.add_endpoint("a", EndpointConfig::default());
+/// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
 /// let key = CacheKey::verbatim("a(1)");
-/// cache.subscribe(0, ep, &key, Refetch::IfMissing);
+/// cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
 /// assert_eq!(cache.poll_effect(), Some(Effect::StartRequest { key: key.clone(), request: 1 }));
 /// assert_eq!(cache.poll_effect(), Some(Effect::Notify { key }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect<D> {
@@ -157,4 +158,34 @@ pub enum Notify {
     Caller,
     /// Nothing for the caller: the core queued an [`Effect::Notify`] if one was due.
     Queued,
+}
+
+/// [`Cache::add_endpoint`] was given a name already registered.
+///
+/// ```
+/// let e = livecache::core::NameTaken { name: "getUser".into() };
+/// assert_eq!(e.to_string(), "an endpoint named getUser already exists");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("an endpoint named {name} already exists")]
+pub struct NameTaken {
+    /// The name.
+    pub name: String,
+}
+
+/// An endpoint's operation named a key whose live entry belongs to another endpoint
+/// ([`Cache::claim`]); nothing was done.
+///
+/// ```
+/// use livecache::core::{CacheKey, KeyInUse};
+/// let e = KeyInUse { key: CacheKey::verbatim("k"), owner: "a".into() };
+/// assert_eq!(e.to_string(), "the cache key k belongs to an entry of endpoint a");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the cache key {key} belongs to an entry of endpoint {owner}")]
+pub struct KeyInUse {
+    /// The key.
+    pub key: CacheKey,
+    /// The name of the endpoint whose entry has it.
+    pub owner: String,
 }

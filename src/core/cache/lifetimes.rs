@@ -19,11 +19,12 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
-    /// cache.subscribe(0, ep, &key, Refetch::IfMissing);
+    /// cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
     /// assert!(cache.remove(1, &key));
     /// assert!(!cache.remove(2, &key));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn remove(&mut self, now: u64, key: &CacheKey) -> bool {
         self.advance(now);
@@ -40,10 +41,11 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
-    /// cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
+    /// cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing)?;
     /// cache.reset(1);
     /// assert!(cache.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn reset(&mut self, now: u64) {
         self.advance(now);

@@ -11,10 +11,10 @@
 //! use livecache::core::CacheKey;
 //!
 //! let mut cache: Cache<Vec<String>> = Cache::new(CacheConfig::default());
-//! let messages = cache.add_endpoint("getMessages", EndpointConfig::default());
+//! let messages = cache.add_endpoint("getMessages", EndpointConfig::default())?;
 //! let key = CacheKey::verbatim("getMessages(\"redux\")");
 //!
-//! let sub = cache.subscribe(0, messages, &key, Refetch::IfMissing);
+//! let sub = cache.subscribe(0, messages, &key, Refetch::IfMissing)?;
 //! let Some(Effect::StartRequest { request, .. }) =
 //!     std::iter::from_fn(|| cache.poll_effect()).find(|e| matches!(e, Effect::StartRequest { .. }))
 //! else { unreachable!() };
@@ -28,6 +28,7 @@
 //! for event in cache.trace() {
 //!     println!("{event}");
 //! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod deadlines;
@@ -50,7 +51,7 @@ use crate::core::status::{Phase, Status};
 use crate::core::trace::{Recording, TraceEvent, TraceKind, TraceLog};
 
 use deadlines::Deadlines;
-pub use effect::{Effect, Notify, PatchError, UpdateRefused};
+pub use effect::{Effect, KeyInUse, NameTaken, Notify, PatchError, UpdateRefused};
 pub use store::LifetimePlace;
 use store::{Entries, Slot};
 
@@ -60,8 +61,9 @@ use store::{Entries, Slot};
 /// ```
 /// use livecache::core::{Cache, EndpointConfig};
 /// let mut cache: Cache<u32> = Cache::new(Default::default());
-/// let id = cache.add_endpoint("a", EndpointConfig::default());
+/// let id = cache.add_endpoint("a", EndpointConfig::default())?;
 /// assert_eq!(id, livecache::core::EndpointId(0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EndpointId(
@@ -74,10 +76,11 @@ pub struct EndpointId(
 /// ```
 /// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
 /// let mut cache: Cache<u32> = Cache::new(Default::default());
-/// let ep = cache.add_endpoint("a", EndpointConfig::default());
-/// let first = cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
-/// let second = cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
+/// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
+/// let first = cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing)?;
+/// let second = cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing)?;
 /// assert_ne!(first, second);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SubscriptionId(
@@ -91,12 +94,13 @@ pub struct SubscriptionId(
 /// ```
 /// use livecache::core::{Cache, EndpointConfig, CacheKey, DEFAULT_TRACE_LIMIT};
 /// let mut cache: Cache<u32> = Cache::new(Default::default());
-/// let ep = cache.add_endpoint("a", EndpointConfig::default());
+/// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
 /// for n in 0..3 * DEFAULT_TRACE_LIMIT as u64 {
-///     cache.upsert(n, ep, &CacheKey::verbatim("a(1)"), n as u32);
+///     cache.upsert(n, ep, &CacheKey::verbatim("a(1)"), n as u32)?;
 /// }
 /// let kept = cache.trace_len();
 /// assert!((DEFAULT_TRACE_LIMIT..=2 * DEFAULT_TRACE_LIMIT).contains(&kept));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub const DEFAULT_TRACE_LIMIT: usize = 25_000;
 
@@ -120,10 +124,11 @@ pub struct CacheConfig {
 /// ```
 /// use livecache::core::{Cache, EndpointConfig, Phase, CacheKey};
 /// let mut cache: Cache<u32> = Cache::new(Default::default());
-/// let ep = cache.add_endpoint("a", EndpointConfig::default());
-/// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), 5);
+/// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
+/// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), 5)?;
 /// let view = cache.entry(&CacheKey::verbatim("a(1)")).expect("upserted");
 /// assert_eq!((view.phase, view.data, view.subscribers), (Phase::Loaded, Some(&5), 0));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, PartialEq)]
 pub struct EntryView<'a, D, E> {
@@ -184,9 +189,10 @@ pub struct EntryView<'a, D, E> {
 /// ```
 /// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
 /// let mut cache: Cache<u32> = Cache::new(Default::default());
-/// let ep = cache.add_endpoint("a", EndpointConfig::default());
-/// cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
+/// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
+/// cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing)?;
 /// assert_eq!(cache.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct Cache<D, E = String> {
@@ -232,17 +238,59 @@ where
         }
     }
 
-    /// Register an endpoint.
+    /// Register an endpoint. Names are unique: a name already registered is refused.
     ///
     /// ```
-    /// use livecache::core::{Cache, EndpointConfig};
+    /// use livecache::core::{Cache, EndpointConfig, NameTaken};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// let id = cache.add_endpoint("getUser", EndpointConfig::default());
+    /// let id = cache.add_endpoint("getUser", EndpointConfig::default())?;
     /// assert_eq!(cache.endpoint_name(id), Some("getUser"));
+    /// let again = cache.add_endpoint("getUser", EndpointConfig::default());
+    /// assert_eq!(again, Err(NameTaken { name: "getUser".into() }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn add_endpoint(&mut self, name: impl Into<String>, config: EndpointConfig) -> EndpointId {
-        self.endpoints.push((name.into(), config));
-        EndpointId(self.endpoints.len() - 1)
+    pub fn add_endpoint(
+        &mut self,
+        name: impl Into<String>,
+        config: EndpointConfig,
+    ) -> Result<EndpointId, NameTaken> {
+        let name = name.into();
+        if self.endpoints.iter().any(|(taken, _)| *taken == name) {
+            return Err(NameTaken { name });
+        }
+        self.endpoints.push((name, config));
+        Ok(EndpointId(self.endpoints.len() - 1))
+    }
+
+    /// Whether `endpoint` may act on `key`: a key belongs to the endpoint whose live entry holds
+    /// it, so another endpoint's operation on it is refused (custom key serialisers can make two
+    /// endpoints' keys collide). [`subscribe`](Cache::subscribe), [`prefetch`](Cache::prefetch)
+    /// and [`upsert`](Cache::upsert) check it themselves; a driver that reads or updates by key
+    /// on an endpoint's behalf asks it first.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, CacheKey, EndpointConfig, KeyInUse};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let a = cache.add_endpoint("a", EndpointConfig::default())?;
+    /// let b = cache.add_endpoint("b", EndpointConfig::default())?;
+    /// let key = CacheKey::verbatim("shared");
+    /// cache.upsert(0, a, &key, 1)?;
+    /// assert_eq!(cache.claim(a, &key), Ok(()));
+    /// assert_eq!(cache.claim(b, &key), Err(KeyInUse { key: key.clone(), owner: "a".into() }));
+    /// assert!(cache.upsert(1, b, &key, 2).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn claim(&self, endpoint: EndpointId, key: &CacheKey) -> Result<(), KeyInUse> {
+        match self.entries.get(key) {
+            Some(slot) if slot.endpoint != endpoint => Err(KeyInUse {
+                key: key.clone(),
+                owner: self
+                    .endpoint_name(slot.endpoint)
+                    .unwrap_or_default()
+                    .to_owned(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// The name of an endpoint.
@@ -307,13 +355,14 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
-    /// cache.upsert(0, ep, &key, 1);
+    /// cache.upsert(0, ep, &key, 1)?;
     /// assert_eq!(cache.lifetime_entry(1).map(|e| e.data), Some(Some(&1)));
     /// cache.remove(1, &key);
-    /// cache.upsert(2, ep, &key, 2);                 // lifetime 2 of the same key
+    /// cache.upsert(2, ep, &key, 2)?;                 // lifetime 2 of the same key
     /// assert!(cache.lifetime_entry(1).is_none());  // lifetime 1 reads nothing of it
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn lifetime_entry(&self, lifetime: u64) -> Option<EntryView<'_, D, E>> {
         let place = self.entries.place_of(lifetime)?;
@@ -390,12 +439,13 @@ where
     /// use livecache::core::{Cache, EndpointConfig, CacheKey, TraceKind};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// assert!(cache.trace().is_empty());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
-    /// cache.upsert(5, ep, &CacheKey::verbatim("a(1)"), 7);
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
+    /// cache.upsert(5, ep, &CacheKey::verbatim("a(1)"), 7)?;
     /// let trace = cache.trace();
     /// assert_eq!(trace.len(), cache.trace_len());
     /// assert!(matches!(trace[0].kind, TraceKind::EntryAdded { .. }));
     /// assert!(trace.iter().all(|e| e.at_ms == 5 && e.key == "a(1)"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn trace(&self) -> Vec<TraceEvent> {
         self.trace.events()
@@ -419,12 +469,13 @@ where
     /// use livecache::core::{Cache, EndpointConfig, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// cache.set_trace_limit(2);
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// for n in 0..10 {
-    ///     cache.upsert(n, ep, &CacheKey::verbatim("a(1)"), n as u32);
+    ///     cache.upsert(n, ep, &CacheKey::verbatim("a(1)"), n as u32)?;
     /// }
     /// assert!((2..=4).contains(&cache.trace().len()));
     /// assert_eq!(cache.trace().last().map(|e| e.at_ms), Some(9));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn set_trace_limit(&mut self, limit: usize) {
         self.trace.set_limit(limit);
@@ -462,5 +513,57 @@ where
 
     fn keep(&self, endpoint: EndpointId) -> Keep {
         self.endpoint_config(endpoint).keep_or(self.config.keep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::Refetch;
+
+    /// The core, not its driver, refuses a second endpoint of a name, and every keyed operation
+    /// of another endpoint on a key whose live entry is not its own; nothing changes.
+    #[test]
+    fn endpoint_names_are_unique_and_a_key_belongs_to_its_entrys_endpoint() {
+        let mut cache: Cache<u32> = Cache::new(CacheConfig::default());
+        let a = cache.add_endpoint("a", EndpointConfig::default());
+        let b = cache.add_endpoint("b", EndpointConfig::default());
+        let (Ok(a), Ok(b)) = (a, b) else {
+            panic!("two distinct names are accepted");
+        };
+        assert_eq!(
+            cache.add_endpoint("a", EndpointConfig::default()),
+            Err(NameTaken { name: "a".into() })
+        );
+        let key = CacheKey::verbatim("collides");
+        assert_eq!(cache.upsert(0, a, &key, 1), Ok(()));
+        let in_use = Err(KeyInUse {
+            key: key.clone(),
+            owner: "a".into(),
+        });
+        let trace_before = cache.trace_len();
+        assert_eq!(
+            cache.subscribe(1, b, &key, Refetch::Always).map(drop),
+            in_use
+        );
+        assert_eq!(cache.prefetch(1, b, &key, Refetch::Always), in_use);
+        assert_eq!(cache.upsert(1, b, &key, 2), in_use);
+        assert_eq!(cache.claim(b, &key), in_use);
+        assert_eq!(
+            cache.trace_len(),
+            trace_before,
+            "a refused operation records nothing"
+        );
+        let entry = cache
+            .entry(&key)
+            .map(|e| (e.endpoint, e.subscribers, e.data.copied()));
+        assert_eq!(entry, Some((a, 0, Some(1))));
+        // Once the entry is gone the key is free for the other endpoint.
+        assert!(cache.remove(2, &key));
+        assert_eq!(cache.upsert(3, b, &key, 3), Ok(()));
+        assert_eq!(
+            cache.claim(a, &key).map_err(|e| e.owner),
+            Err("b".to_owned())
+        );
     }
 }

@@ -21,12 +21,13 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
-    /// let sub = cache.subscribe(0, ep, &key, Refetch::IfMissing);
+    /// let sub = cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
     /// cache.fulfil(1, &key, 1, 5);
     /// assert!(cache.refetch(2, sub));
     /// assert_eq!(cache.entry(&key).unwrap().in_flight, Some(2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn refetch(&mut self, now: u64, subscription: SubscriptionId) -> bool {
         self.advance(now);
@@ -48,13 +49,14 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
-    /// cache.subscribe(0, ep, &key, Refetch::IfMissing);
+    /// cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
     /// cache.fulfil(1, &key, 99, 5);                 // stale id: ignored
     /// assert_eq!(cache.entry(&key).unwrap().status, Status::Pending);
     /// cache.fulfil(1, &key, 1, 5);
     /// assert_eq!(cache.entry(&key).unwrap().data, Some(&5));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn fulfil(&mut self, now: u64, key: &CacheKey, request: u64, data: D) {
         self.advance(now);
@@ -71,11 +73,12 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
-    /// cache.subscribe(0, ep, &key, Refetch::IfMissing);
+    /// cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
     /// cache.reject(1, &key, 1, "offline".to_string());
     /// assert_eq!(cache.entry(&key).unwrap().status, Status::Rejected);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn reject(&mut self, now: u64, key: &CacheKey, request: u64, error: E) {
         self.advance(now);
@@ -111,17 +114,25 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Phase, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
-    /// cache.upsert(0, ep, &key, 7);
+    /// cache.upsert(0, ep, &key, 7)?;
     /// let entry = cache.entry(&key).unwrap();
     /// assert_eq!((entry.phase, entry.data, entry.removal_deadline), (Phase::Loaded, Some(&7), Some(60_000)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn upsert(&mut self, now: u64, endpoint: EndpointId, key: &CacheKey, data: D) {
+    pub fn upsert(
+        &mut self,
+        now: u64,
+        endpoint: EndpointId,
+        key: &CacheKey,
+        data: D,
+    ) -> Result<(), KeyInUse> {
         self.advance(now);
+        self.claim(endpoint, key)?;
         if self.entries.contains_key(key) {
             self.receive(key, None, data);
-            return;
+            return Ok(());
         }
         let lifetime = self.create(key, AddCause::Upsert);
         self.start_lifecycle(key, endpoint, lifetime);
@@ -135,6 +146,7 @@ where
         self.data_loaded(key, lifetime, None, first);
         self.removal_follows_subscribers(key);
         self.notify(key);
+        Ok(())
     }
 
     pub(super) fn is_current(&self, key: &CacheKey, request: u64) -> bool {

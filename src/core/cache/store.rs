@@ -332,7 +332,9 @@ mod tests {
     #[test]
     fn a_new_lifetime_under_a_key_replaces_the_old_one() {
         let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
-        let ep = cache.add_endpoint("a", EndpointConfig::default());
+        let ep = cache
+            .add_endpoint("a", EndpointConfig::default())
+            .expect("endpoint names are distinct");
         let (a, b) = (CacheKey::verbatim("a(1)"), CacheKey::verbatim("a(2)"));
         cache.insert(&a, ep, AnyEntry::Loaded(Entry::new(1).load(vec![1], 0)));
         cache.insert(&b, ep, AnyEntry::Loaded(Entry::new(2).load(vec![2], 0)));
@@ -350,16 +352,24 @@ mod tests {
     #[test]
     fn a_panicking_transition_leaves_the_store_consistent() {
         let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
-        let ep = cache.add_endpoint("a", EndpointConfig::default());
+        let ep = cache
+            .add_endpoint("a", EndpointConfig::default())
+            .expect("endpoint names are distinct");
         let (a, b) = (CacheKey::verbatim("a(1)"), CacheKey::verbatim("a(2)"));
-        cache.upsert(0, ep, &a, vec![1]);
-        cache.upsert(0, ep, &b, vec![2]);
+        cache
+            .upsert(0, ep, &a, vec![1])
+            .expect("the key is this endpoint's");
+        cache
+            .upsert(0, ep, &b, vec![2])
+            .expect("the key is this endpoint's");
         let lifetime = cache.entry(&a).map(|e| e.lifetime).unwrap_or_default();
         assert!(update_panics(&mut cache, 1, lifetime));
         assert_eq!(cache.entries.check(), Ok(()));
         assert!(cache.entry(&a).is_none());
         assert_eq!(cache.entry(&b).and_then(|e| e.data.cloned()), Some(vec![2]));
-        cache.upsert(2, ep, &a, vec![3]);
+        cache
+            .upsert(2, ep, &a, vec![3])
+            .expect("the key is this endpoint's");
         assert_eq!(cache.entries.check(), Ok(()));
         assert_eq!(cache.len(), 2);
         // The lost entry's removal deadline (60,000) does not remove the new one (60,002).
@@ -374,9 +384,13 @@ mod tests {
     #[test]
     fn a_panicking_transition_of_the_last_entry_empties_the_store() {
         let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
-        let ep = cache.add_endpoint("a", EndpointConfig::default());
+        let ep = cache
+            .add_endpoint("a", EndpointConfig::default())
+            .expect("endpoint names are distinct");
         let a = CacheKey::verbatim("a(1)");
-        cache.upsert(0, ep, &a, vec![1]);
+        cache
+            .upsert(0, ep, &a, vec![1])
+            .expect("the key is this endpoint's");
         let lifetime = cache.entry(&a).map(|e| e.lifetime).unwrap_or_default();
         assert!(update_panics(&mut cache, 1, lifetime));
         assert!(cache.is_empty());
@@ -389,9 +403,13 @@ mod tests {
     #[test]
     fn a_remembered_place_of_a_removed_lifetime_finds_nothing() {
         let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
-        let ep = cache.add_endpoint("a", EndpointConfig::default());
+        let ep = cache
+            .add_endpoint("a", EndpointConfig::default())
+            .expect("endpoint names are distinct");
         let (a, b) = (CacheKey::verbatim("a(1)"), CacheKey::verbatim("a(2)"));
-        cache.upsert(0, ep, &a, vec![1]);
+        cache
+            .upsert(0, ep, &a, vec![1])
+            .expect("the key is this endpoint's");
         let lifetime = cache.entry(&a).map(|e| e.lifetime).unwrap_or_default();
         let Some(place) = cache.lifetime_place(lifetime) else {
             panic!("a live lifetime has a place");
@@ -401,7 +419,9 @@ mod tests {
             Ok(None)
         );
         assert!(cache.remove(2, &a));
-        cache.upsert(3, ep, &b, vec![7]);
+        cache
+            .upsert(3, ep, &b, vec![7])
+            .expect("the key is this endpoint's");
         let b_lifetime = cache.entry(&b).map_or(0, |e| e.lifetime);
         let b_place = cache.lifetime_place(b_lifetime).map(|p| p.position);
         assert_eq!(b_place, Some(place.position), "the place was reused");
@@ -446,7 +466,13 @@ mod tests {
     ) -> Option<SubscriptionId> {
         let mut new_sub = None;
         match op {
-            0 | 1 => new_sub = Some(cache.subscribe(now, EndpointId(0), key, Refetch::IfMissing)),
+            0 | 1 => {
+                new_sub = Some(
+                    cache
+                        .subscribe(now, EndpointId(0), key, Refetch::IfMissing)
+                        .expect("the key is this endpoint's"),
+                )
+            }
             2 => {
                 if let Some(sub) = last_sub {
                     cache.unsubscribe(now, sub);
@@ -483,8 +509,8 @@ mod tests {
             let keep_0 = EndpointConfig { keep: Some(Keep::For(0)), has_lifecycle: true };
             let mut by_lifetime: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
             let mut by_place: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
-            by_lifetime.add_endpoint("a", keep_0);
-            by_place.add_endpoint("a", keep_0);
+            by_lifetime.add_endpoint("a", keep_0).expect("endpoint names are distinct");
+            by_place.add_endpoint("a", keep_0).expect("endpoint names are distinct");
             let keys: Vec<CacheKey> = (0..3).map(|k| CacheKey::verbatim(format!("a({k})"))).collect();
             let mut subs: Vec<Vec<SubscriptionId>> = vec![Vec::new(); 3];
             // Every lifetime seen, with its place when first seen.
@@ -542,7 +568,7 @@ mod tests {
         ) {
             let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
             let keep = EndpointConfig { keep: Some(Keep::For(keep)), has_lifecycle: true };
-            let ep = cache.add_endpoint("a", keep);
+            let ep = cache.add_endpoint("a", keep).expect("endpoint names are distinct");
             let keys: Vec<CacheKey> = (0..3).map(|k| CacheKey::verbatim(format!("a({k})"))).collect();
             let mut subs: Vec<Vec<SubscriptionId>> = vec![Vec::new(); 3];
             let append: Patch = serde_json::from_value(serde_json::json!([
@@ -554,7 +580,7 @@ mod tests {
                 now += 1;
                 let key = &keys[k];
                 match op {
-                    0 | 1 => subs[k].push(cache.subscribe(now, ep, key, Refetch::IfMissing)),
+                    0 | 1 => subs[k].push(cache.subscribe(now, ep, key, Refetch::IfMissing).expect("the key is this endpoint's")),
                     2 => {
                         if let Some(sub) = subs[k].pop() {
                             cache.unsubscribe(now, sub);
@@ -566,7 +592,7 @@ mod tests {
                             let _ = cache.update_cached(now, lifetime, false, |d| d.push(1));
                         }
                     }
-                    4 => cache.upsert(now, ep, key, vec![2]),
+                    4 => cache.upsert(now, ep, key, vec![2]).expect("the key is this endpoint's"),
                     5 => {
                         cache.remove(now, key);
                     }

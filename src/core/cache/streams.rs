@@ -19,13 +19,13 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Phase, UpdateRefused, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
-    /// cache.upsert(0, ep, &key, vec![]);
+    /// cache.upsert(0, ep, &key, vec![])?;
     /// cache.stream_attached(1, 1, 0)?;
     /// assert_eq!(cache.entry(&key).map(|e| e.phase), Some(Phase::Streaming));
     /// assert_eq!(cache.stream_attached(1, 9, 0), Err(UpdateRefused::NotLive));
-    /// # Ok::<(), UpdateRefused>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stream_attached(
         &mut self,

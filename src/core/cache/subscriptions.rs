@@ -41,12 +41,13 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
-    /// cache.subscribe(0, ep, &key, Refetch::IfMissing);
-    /// cache.subscribe(0, ep, &key, Refetch::Always); // joins the request in flight (R3)
+    /// cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
+    /// cache.subscribe(0, ep, &key, Refetch::Always)?; // joins the request in flight (R3)
     /// let entry = cache.entry(&key).unwrap();
     /// assert_eq!((entry.status, entry.subscribers), (Status::Pending, 2));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn subscribe(
         &mut self,
@@ -54,8 +55,9 @@ where
         endpoint: EndpointId,
         key: &CacheKey,
         refetch: Refetch,
-    ) -> SubscriptionId {
+    ) -> Result<SubscriptionId, KeyInUse> {
         self.advance(now);
+        self.claim(endpoint, key)?;
         let subscription = self.next_subscription;
         self.next_subscription += 1;
         let now = self.now;
@@ -76,7 +78,7 @@ where
             }
         }
         self.notify(key);
-        SubscriptionId(subscription)
+        Ok(SubscriptionId(subscription))
     }
 
     /// Register `subscription` to `lifetime` of `key` and record it (`subscribers` after it).
@@ -106,13 +108,21 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
-    /// cache.prefetch(0, ep, &key, Refetch::IfMissing);
+    /// cache.prefetch(0, ep, &key, Refetch::IfMissing)?;
     /// assert_eq!(cache.entry(&key).unwrap().removal_deadline, Some(60_000));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn prefetch(&mut self, now: u64, endpoint: EndpointId, key: &CacheKey, refetch: Refetch) {
+    pub fn prefetch(
+        &mut self,
+        now: u64,
+        endpoint: EndpointId,
+        key: &CacheKey,
+        refetch: Refetch,
+    ) -> Result<(), KeyInUse> {
         self.advance(now);
+        self.claim(endpoint, key)?;
         if self.entries.contains_key(key) {
             self.maybe_request(key, refetch);
         } else {
@@ -122,6 +132,7 @@ where
             self.removal_follows_subscribers(key);
         }
         self.notify(key);
+        Ok(())
     }
 
     /// Drop a subscription. Returns false, doing nothing, for a subscription that is not live:
@@ -130,11 +141,12 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
-    /// let sub = cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing);
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
+    /// let sub = cache.subscribe(0, ep, &CacheKey::verbatim("a(1)"), Refetch::IfMissing)?;
     /// assert!(cache.unsubscribe(10, sub));
     /// assert!(!cache.unsubscribe(20, sub)); // twice: no effect, the deadline stays at 60 010
     /// assert_eq!(cache.poll_timeout(), Some(60_010));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn unsubscribe(&mut self, now: u64, subscription: SubscriptionId) -> bool {
         self.advance(now);

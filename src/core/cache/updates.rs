@@ -23,13 +23,14 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Phase, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
-    /// cache.upsert(0, ep, &key, vec![1]);
+    /// cache.upsert(0, ep, &key, vec![1])?;
     /// let lifetime = cache.entry(&key).unwrap().lifetime;
     /// let patches = cache.update_cached(1, lifetime, true, |d| d.push(2)).unwrap().unwrap();
     /// assert_eq!(patches.patches.0.len(), 1);
     /// assert_eq!(cache.entry(&key).unwrap().phase, Phase::Streaming);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn update_cached(
         &mut self,
@@ -54,11 +55,12 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
-    /// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), vec![]);
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
+    /// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), vec![])?;
     /// let place = cache.lifetime_place(1).expect("lifetime 1 is live");
     /// assert_eq!(place.lifetime(), 1);
     /// assert!(cache.lifetime_place(2).is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn lifetime_place(&self, lifetime: u64) -> Option<LifetimePlace> {
         self.entries.place_of(lifetime)
@@ -71,15 +73,15 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, UpdateRefused, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
-    /// cache.upsert(0, ep, &key, vec![]);
+    /// cache.upsert(0, ep, &key, vec![])?;
     /// let place = cache.lifetime_place(1).expect("live");
     /// cache.update_cached_at(1, place, false, |d| d.push(7))?;
     /// assert_eq!(cache.entry(&key).and_then(|e| e.data), Some(&vec![7]));
     /// cache.remove(2, &key);
     /// assert_eq!(cache.update_cached_at(3, place, false, |d| d.push(8)), Err(UpdateRefused::NotLive));
-    /// # Ok::<(), UpdateRefused>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn update_cached_at(
         &mut self,
@@ -102,8 +104,8 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Notify, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
-    /// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), vec![]);
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
+    /// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), vec![])?;
     /// let place = cache.lifetime_place(1).expect("live");
     /// // The first update moves Loaded to Streaming: not the hot path, so the core queues it.
     /// assert_eq!(cache.update_cached_deferring_notify(1, place, |d| d.push(1))?, Notify::Queued);
@@ -111,7 +113,7 @@ where
     /// // Streaming: the caller is told to wake the subscribers; nothing is queued.
     /// assert_eq!(cache.update_cached_deferring_notify(2, place, |d| d.push(2))?, Notify::Caller);
     /// assert!(!cache.has_effects());
-    /// # Ok::<(), livecache::core::UpdateRefused>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn update_cached_deferring_notify(
         &mut self,
@@ -228,14 +230,15 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, PatchError, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("a", EndpointConfig::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
-    /// cache.upsert(0, ep, &key, vec![1]);
+    /// cache.upsert(0, ep, &key, vec![1])?;
     /// let bad: json_patch::Patch = serde_json::from_str(r#"[{"op":"remove","path":"/5"}]"#).unwrap();
     /// assert!(matches!(cache.patch_query_data(1, &key, &bad), Err(PatchError::Apply(_))));
     /// let good: json_patch::Patch = serde_json::from_str(r#"[{"op":"add","path":"/-","value":2}]"#).unwrap();
     /// cache.patch_query_data(1, &key, &good).unwrap();
     /// assert_eq!(cache.entry(&key).unwrap().data, Some(&vec![1, 2]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn patch_query_data(
         &mut self,
