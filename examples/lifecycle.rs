@@ -5,7 +5,7 @@
 //! so its data-loaded yields "removed before loaded". Run with `cargo run --example lifecycle`.
 
 use livecache::core::Recording;
-use livecache::core::{Cache, CacheConfig, Effect, EndpointConfig, Refetch};
+use livecache::core::{Cache, CacheConfig, Effect, EndpointConfig, Patches, Refetch};
 use livecache::core::{KeyError, default_key};
 
 fn main() -> Result<(), KeyError> {
@@ -51,7 +51,9 @@ fn main() -> Result<(), KeyError> {
     // The lifecycle streams two messages into the entry.
     if let Some((_, lifetime)) = lifetimes.iter().find(|(key, _)| key == &redux) {
         for (at, text) in [(500, "hi"), (900, "how are you?")] {
-            if let Err(error) = cache.update_cached(at, *lifetime, false, |m| m.push(text.into())) {
+            if let Err(error) =
+                cache.update_cached(at, *lifetime, Patches::NotWanted, |m| m.push(text.into()))
+            {
                 eprintln!("update refused: {error}");
             }
         }

@@ -7,6 +7,7 @@
 //! A driver feeds it events and carries out its effects:
 //!
 //! ```
+//! # use livecache::core::RequestId;
 //! use livecache::core::{Cache, Effect, EndpointConfig, Phase, Refetch, CacheKey};
 //! let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
 //! let ep = cache.add_endpoint("messages", EndpointConfig::default())?;
@@ -19,7 +20,7 @@
 //!         request = Some(id);
 //!     }
 //! }
-//! cache.fulfil(5, &key, request.unwrap_or_default(), vec![1, 2]);
+//! cache.fulfil(5, &key, request.unwrap_or(RequestId(0)), vec![1, 2]);
 //! let entry = cache.entry(&key).unwrap();
 //! assert_eq!((entry.phase, entry.data), (Phase::Loaded, Some(&vec![1, 2])));
 //! // The last subscriber leaves: the entry stays for its keep time (60 s), then goes.
@@ -43,8 +44,9 @@ mod trace;
 
 pub use attachment::{Attachment, Finish, FirstData, Received, StreamEnd, StreamEndReason};
 pub use cache::{
-    Cache, CacheConfig, DEFAULT_TRACE_LIMIT, Effect, EndpointId, EntryView, KeyInUse,
-    LifetimePlace, NameTaken, Notify, PatchError, SubscriptionId, UpdateRefused,
+    Cache, CacheConfig, DEFAULT_TRACE_LIMIT, Effect, EndpointId, EntryView, KeyInUse, LifetimeId,
+    LifetimePlace, NameTaken, Notify, PatchError, Patches, RequestId, SubscriptionId,
+    UpdateRefused,
 };
 pub use config::{EndpointConfig, Keep, MAX_KEEP_MS, Refetch};
 pub use data::CacheData;

@@ -23,6 +23,7 @@
 //! ## A lifecycle, step by step
 //!
 //! ```
+//! # use livecache::core::{LifetimeId, Patches, RequestId};
 //! use livecache::core::default_key;
 //! use livecache::core::{Cache, CacheConfig, Effect, EndpointConfig, Phase, Refetch, Status};
 //!
@@ -34,16 +35,16 @@
 //! // A subscriber arrives: the entry is added, its lifecycle handler starts, then its request.
 //! let subscription = cache.subscribe(0, messages, &key, Refetch::IfMissing)?;
 //! let effects: Vec<_> = std::iter::from_fn(|| cache.poll_effect()).collect();
-//! assert!(matches!(effects[0], Effect::StartLifecycle { lifetime: 1, .. }));
-//! assert!(matches!(effects[1], Effect::StartRequest { request: 1, .. }));
+//! assert!(matches!(effects[0], Effect::StartLifecycle { lifetime: LifetimeId(1), .. }));
+//! assert!(matches!(effects[1], Effect::StartRequest { request: RequestId(1), .. }));
 //!
 //! // The request fulfils: data-loaded resolves for the lifecycle handler.
-//! cache.fulfil(100, &key, 1, vec!["welcome".to_string()]);
+//! cache.fulfil(100, &key, RequestId(1), vec!["welcome".to_string()]);
 //! assert!(std::iter::from_fn(|| cache.poll_effect())
-//!     .any(|e| matches!(e, Effect::ResolveDataLoaded { lifetime: 1, .. })));
+//!     .any(|e| matches!(e, Effect::ResolveDataLoaded { lifetime: LifetimeId(1), .. })));
 //!
 //! // The lifecycle streams a message in; the entry is now Streaming.
-//! cache.update_cached(200, 1, false, |messages| messages.push("hi".to_string()))?;
+//! cache.update_cached(200, LifetimeId(1), Patches::NotWanted, |messages| messages.push("hi".to_string()))?;
 //! let entry = cache.entry(&key).expect("subscribed");
 //! assert_eq!((entry.phase, entry.status), (Phase::Streaming, Status::Fulfilled));
 //!
@@ -53,7 +54,7 @@
 //! cache.handle_timeout(61_000);
 //! assert!(cache.entry(&key).is_none());
 //! assert!(std::iter::from_fn(|| cache.poll_effect())
-//!     .any(|e| matches!(e, Effect::EntryRemoved { lifetime: 1, loaded: true, .. })));
+//!     .any(|e| matches!(e, Effect::EntryRemoved { lifetime: LifetimeId(1), loaded: true, .. })));
 //! assert_eq!(cache.trace().len(), 10);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use livecache::core::{Cache, CacheConfig, Effect, EndpointConfig, EndpointId, Keep, Refetch};
-use livecache::core::{CacheKey, default_key};
+use livecache::core::{CacheKey, Patches, RequestId, default_key};
 use serde_json::{Map, Value, json};
 
 use crate::data::{Message, WARMUP_SEED_OFFSET, churn_name};
@@ -32,7 +32,7 @@ fn drain(cache: &mut Core, out: &mut Drained) {
     while let Some(effect) = cache.poll_effect() {
         match effect {
             Effect::Notify { .. } => out.notifies += 1,
-            Effect::StartRequest { request, .. } => out.request = Some(request),
+            Effect::StartRequest { request, .. } => out.request = Some(request.0),
             Effect::ResolveDataLoaded { .. } => out.loaded += 1,
             Effect::EntryRemoved { .. } => out.removed += 1,
             Effect::StartLifecycle { .. } | Effect::AbortRequest { .. } => {}
@@ -77,7 +77,12 @@ fn push(
         let mut d = Drained::default();
         drain(cache, &mut d);
         let request = d.request.ok_or("no request started")?;
-        cache.fulfil(now, k, request, initial.take().unwrap_or_default());
+        cache.fulfil(
+            now,
+            k,
+            RequestId(request),
+            initial.take().unwrap_or_default(),
+        );
         drain(cache, &mut Drained::default());
         lifetimes.push(cache.entry(k).ok_or("no entry")?.lifetime);
     }
@@ -91,7 +96,16 @@ fn push(
     let t0 = Instant::now();
     for (e, payload) in stream.by_ref() {
         if cache
-            .update_cached(now, lifetimes[e], patches, |draft| apply(draft, payload))
+            .update_cached(
+                now,
+                lifetimes[e],
+                if patches {
+                    Patches::Wanted
+                } else {
+                    Patches::NotWanted
+                },
+                |draft| apply(draft, payload),
+            )
             .is_err()
         {
             dropped += 1;
@@ -178,7 +192,7 @@ fn churn(
             batch.push((k, sub, request));
         }
         for (k, _, request) in &batch {
-            cache.fulfil(now, k, *request, Vec::new());
+            cache.fulfil(now, k, RequestId(*request), Vec::new());
         }
         drain(cache, &mut d);
         for (_, sub, _) in &batch {

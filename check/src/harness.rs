@@ -5,8 +5,8 @@
 //! vocabulary; [`compare`] checks a model and a core against each other after an op.
 
 use livecache::core::{
-    Cache, CacheConfig, EndpointConfig, EndpointId, Keep, PatchError as CorePatchError,
-    SubscriptionId, UpdateRefused as CoreUpdateError,
+    Cache, CacheConfig, EndpointConfig, EndpointId, Keep, LifetimeId, PatchError as CorePatchError,
+    Patches, RequestId, SubscriptionId, UpdateRefused as CoreUpdateError,
 };
 use livecache::core::{CacheKey, default_key};
 use livecache::core::{Recording, TraceEvent};
@@ -121,7 +121,8 @@ impl CoreUnderTest {
             }
             Op::Fulfil { key, request, data } => {
                 let (_, k) = self.key(*key);
-                self.cache.fulfil(now, &k, *request, data.clone());
+                self.cache
+                    .fulfil(now, &k, RequestId(*request), data.clone());
                 OpResult::Unit
             }
             Op::Reject {
@@ -130,7 +131,8 @@ impl CoreUnderTest {
                 error,
             } => {
                 let (_, k) = self.key(*key);
-                self.cache.reject(now, &k, *request, error.clone());
+                self.cache
+                    .reject(now, &k, RequestId(*request), error.clone());
                 OpResult::Unit
             }
             Op::UpdateCached {
@@ -141,7 +143,9 @@ impl CoreUnderTest {
                 let recipe = *recipe;
                 let result = self
                     .cache
-                    .update_cached(now, *lifetime, *patches, |d| run_recipe(recipe, d))
+                    .update_cached(now, LifetimeId(*lifetime), patches_wanted(*patches), |d| {
+                        run_recipe(recipe, d)
+                    })
                     .map_err(|e| match e {
                         CoreUpdateError::NotLive => UpdateError::NotLive,
                         CoreUpdateError::NotLoaded => UpdateError::NotLoaded,
@@ -200,12 +204,12 @@ impl CoreUnderTest {
                 let e = self.cache.entry(key)?;
                 Some(Observation {
                     key: key.as_str().to_owned(),
-                    lifetime: e.lifetime,
+                    lifetime: e.lifetime.0,
                     phase: e.phase,
                     status: e.status,
                     data: e.data.cloned(),
                     error: e.error.cloned(),
-                    in_flight: e.in_flight,
+                    in_flight: e.in_flight.map(|id| id.0),
                     fulfilled_at: e.fulfilled_at,
                     subscriptions: self
                         .cache
@@ -286,4 +290,13 @@ pub fn compare(
         ));
     }
     Ok(())
+}
+
+/// The model's "the caller asks for the patch set" as the core's [`Patches`].
+fn patches_wanted(wanted: bool) -> Patches {
+    if wanted {
+        Patches::Wanted
+    } else {
+        Patches::NotWanted
+    }
 }

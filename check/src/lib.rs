@@ -1,6 +1,6 @@
 //! What checks livecache against its reference model (`livecache-model`), shared by the tests in
 //! the `livecache` package and the cargo-fuzz targets in `fuzz/`. Not published; a test support
-//! crate, kept out of the model so that the model is SPEC.md alone.
+//! crate, kept out of the model so that the model is docs/spec.md alone.
 //!
 //! - [`harness`] drives the sans-IO core with the model's op alphabet and compares the two after
 //!   every op (used by the property tests, the exhaustive check and the `lifecycle_ops` fuzz

@@ -13,10 +13,11 @@
 //! [`Cache`]: crate::core::Cache
 //!
 //! ```
+//! # use livecache::core::LifetimeId;
 //! use livecache::core::{Attachment, Finish, Received};
 //! use livecache::core::{StreamEndReason};
 //!
-//! let mut stream: Attachment<u32> = Attachment::before_data(1);
+//! let mut stream: Attachment<u32> = Attachment::before_data(LifetimeId(1));
 //! assert_eq!(stream.message(1), Received::Held);            // no data yet: held
 //! assert_eq!(stream.finish(Finish::Ended), None);            // ends before the data: remembered
 //! assert!(!stream.wants_items());
@@ -30,6 +31,8 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+
+use crate::core::LifetimeId;
 
 /// Why a stream attachment ended.
 ///
@@ -109,8 +112,9 @@ impl From<Finish> for StreamEndReason {
 /// What to do with a message that arrived ([`Attachment::message`]).
 ///
 /// ```
+/// # use livecache::core::LifetimeId;
 /// use livecache::core::{Attachment, Received};
-/// let mut live: Attachment<&str> = Attachment::live(1);
+/// let mut live: Attachment<&str> = Attachment::live(LifetimeId(1));
 /// assert_eq!(live.message("hi"), Received::Apply("hi"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,8 +129,9 @@ pub enum Received<M> {
 /// What the first data's landing asks of the driver ([`Attachment::data_loaded`]).
 ///
 /// ```
+/// # use livecache::core::LifetimeId;
 /// use livecache::core::Attachment;
-/// let mut stream: Attachment<u8> = Attachment::before_data(1);
+/// let mut stream: Attachment<u8> = Attachment::before_data(LifetimeId(1));
 /// let _ = stream.message(7);
 /// let first = stream.data_loaded();
 /// assert_eq!((first.held, first.then_end), (vec![7], None));
@@ -172,29 +177,31 @@ enum Stage<M> {
 /// One stream attached to one entry lifetime (R21). See the [module](self) documentation.
 ///
 /// ```
+/// # use livecache::core::LifetimeId;
 /// use livecache::core::{Attachment, Received};
 /// use livecache::core::StreamEndReason;
-/// let mut stream: Attachment<u8> = Attachment::before_data(3);
+/// let mut stream: Attachment<u8> = Attachment::before_data(LifetimeId(3));
 /// let _ = stream.message(1);
 /// stream.skipped();                                    // a bad frame: counted
 /// assert_eq!(stream.removed(), StreamEndReason::RemovedBeforeLoaded); // held message dropped
 /// ```
 #[derive(Clone, Debug)]
 pub struct Attachment<M> {
-    lifetime: u64,
+    lifetime: LifetimeId,
     stage: Stage<M>,
     applied: u64,
     skipped: u64,
 }
 
 impl<M> Attachment<M> {
-    /// A stream attached before `lifetime` has its first data (through an `Added` handle).
+    /// A stream attached before `lifetime` has its first data (through an `EntryHandle<BeforeData, _>`).
     ///
     /// ```
-    /// let stream = livecache::core::Attachment::<u8>::before_data(2);
-    /// assert_eq!((stream.lifetime(), stream.held()), (2, 0));
+    /// # use livecache::core::LifetimeId;
+    /// let stream = livecache::core::Attachment::<u8>::before_data(LifetimeId(2));
+    /// assert_eq!((stream.lifetime(), stream.held()), (LifetimeId(2), 0));
     /// ```
-    pub fn before_data(lifetime: u64) -> Self {
+    pub fn before_data(lifetime: LifetimeId) -> Self {
         Attachment {
             lifetime,
             stage: Stage::BeforeData {
@@ -206,13 +213,14 @@ impl<M> Attachment<M> {
         }
     }
 
-    /// A stream attached once `lifetime` has data (through a `Loaded` handle).
+    /// A stream attached once `lifetime` has data (through an `EntryHandle<WithData, _>`).
     ///
     /// ```
-    /// let stream = livecache::core::Attachment::<u8>::live(2);
+    /// # use livecache::core::LifetimeId;
+    /// let stream = livecache::core::Attachment::<u8>::live(LifetimeId(2));
     /// assert!(stream.wants_items());
     /// ```
-    pub fn live(lifetime: u64) -> Self {
+    pub fn live(lifetime: LifetimeId) -> Self {
         Attachment {
             lifetime,
             stage: Stage::Live,
@@ -224,16 +232,18 @@ impl<M> Attachment<M> {
     /// The lifetime the stream is attached to.
     ///
     /// ```
-    /// assert_eq!(livecache::core::Attachment::<u8>::live(4).lifetime(), 4);
+    /// # use livecache::core::LifetimeId;
+    /// assert_eq!(livecache::core::Attachment::<u8>::live(LifetimeId(4)).lifetime(), LifetimeId(4));
     /// ```
-    pub fn lifetime(&self) -> u64 {
+    pub fn lifetime(&self) -> LifetimeId {
         self.lifetime
     }
 
     /// How many messages are held, waiting for the first data.
     ///
     /// ```
-    /// let mut stream = livecache::core::Attachment::before_data(1);
+    /// # use livecache::core::LifetimeId;
+    /// let mut stream = livecache::core::Attachment::before_data(LifetimeId(1));
     /// let _ = stream.message('a');
     /// assert_eq!(stream.held(), 1);
     /// ```
@@ -248,8 +258,9 @@ impl<M> Attachment<M> {
     /// first data (what it delivered waits for the data).
     ///
     /// ```
+    /// # use livecache::core::LifetimeId;
     /// use livecache::core::{Attachment, Finish};
-    /// let mut stream: Attachment<u8> = Attachment::before_data(1);
+    /// let mut stream: Attachment<u8> = Attachment::before_data(LifetimeId(1));
     /// let _ = stream.finish(Finish::Failed("reset".into()));
     /// assert!(!stream.wants_items());
     /// ```
@@ -263,8 +274,9 @@ impl<M> Attachment<M> {
     /// A message arrived: apply it now, or it is held until the first data.
     ///
     /// ```
+    /// # use livecache::core::LifetimeId;
     /// use livecache::core::{Attachment, Received};
-    /// let mut stream: Attachment<u8> = Attachment::before_data(1);
+    /// let mut stream: Attachment<u8> = Attachment::before_data(LifetimeId(1));
     /// assert_eq!(stream.message(5), Received::Held);
     /// ```
     pub fn message(&mut self, message: M) -> Received<M> {
@@ -281,7 +293,8 @@ impl<M> Attachment<M> {
     /// with `Cache::stream_skipped`.
     ///
     /// ```
-    /// let mut stream = livecache::core::Attachment::<u8>::live(1);
+    /// # use livecache::core::LifetimeId;
+    /// let mut stream = livecache::core::Attachment::<u8>::live(LifetimeId(1));
     /// stream.skipped();
     /// assert_eq!(stream.end(livecache::core::StreamEndReason::StreamEnded).skipped, 1);
     /// ```
@@ -292,7 +305,8 @@ impl<M> Attachment<M> {
     /// `count` messages were applied to the entry.
     ///
     /// ```
-    /// let mut stream = livecache::core::Attachment::<u8>::live(1);
+    /// # use livecache::core::LifetimeId;
+    /// let mut stream = livecache::core::Attachment::<u8>::live(LifetimeId(1));
     /// stream.applied(2);
     /// assert_eq!(stream.end(livecache::core::StreamEndReason::StreamEnded).applied, 2);
     /// ```
@@ -305,9 +319,10 @@ impl<M> Attachment<M> {
     /// the returned reason.
     ///
     /// ```
+    /// # use livecache::core::LifetimeId;
     /// use livecache::core::{Attachment, Finish};
     /// use livecache::core::StreamEndReason;
-    /// let mut live: Attachment<u8> = Attachment::live(1);
+    /// let mut live: Attachment<u8> = Attachment::live(LifetimeId(1));
     /// assert_eq!(live.finish(Finish::Ended), Some(StreamEndReason::StreamEnded));
     /// ```
     #[must_use = "Some(reason): the attachment ends now"]
@@ -326,8 +341,9 @@ impl<M> Attachment<M> {
     /// it returns nothing to do.
     ///
     /// ```
+    /// # use livecache::core::LifetimeId;
     /// use livecache::core::Attachment;
-    /// let mut stream: Attachment<u8> = Attachment::before_data(1);
+    /// let mut stream: Attachment<u8> = Attachment::before_data(LifetimeId(1));
     /// let (_, _) = (stream.message(1), stream.message(2));
     /// assert_eq!(stream.data_loaded().held, vec![1, 2]);
     /// assert!(stream.data_loaded().held.is_empty());
@@ -349,8 +365,9 @@ impl<M> Attachment<M> {
     /// whether it had ever had data.
     ///
     /// ```
+    /// # use livecache::core::LifetimeId;
     /// use livecache::core::{Attachment, StreamEndReason};
-    /// assert_eq!(Attachment::<u8>::live(1).removed(), StreamEndReason::EntryRemoved);
+    /// assert_eq!(Attachment::<u8>::live(LifetimeId(1)).removed(), StreamEndReason::EntryRemoved);
     /// ```
     pub fn removed(&mut self) -> StreamEndReason {
         match std::mem::replace(&mut self.stage, Stage::Live) {
@@ -363,8 +380,9 @@ impl<M> Attachment<M> {
     /// `Cache::stream_ended`).
     ///
     /// ```
+    /// # use livecache::core::LifetimeId;
     /// use livecache::core::{Attachment, StreamEndReason};
-    /// let end = Attachment::<u8>::live(1).end(StreamEndReason::StreamEnded);
+    /// let end = Attachment::<u8>::live(LifetimeId(1)).end(StreamEndReason::StreamEnded);
     /// assert_eq!((end.applied, end.skipped), (0, 0));
     /// ```
     pub fn end(self, reason: StreamEndReason) -> StreamEnd {
@@ -382,7 +400,7 @@ mod tests {
 
     #[test]
     fn r21_held_messages_come_back_in_arrival_order_then_the_finish() {
-        let mut stream: Attachment<u32> = Attachment::before_data(1);
+        let mut stream: Attachment<u32> = Attachment::before_data(LifetimeId(1));
         for n in 0..5 {
             assert_eq!(stream.message(n), Received::Held);
         }
@@ -404,7 +422,7 @@ mod tests {
 
     #[test]
     fn r21_removal_before_the_data_drops_what_is_held() {
-        let mut stream: Attachment<u32> = Attachment::before_data(1);
+        let mut stream: Attachment<u32> = Attachment::before_data(LifetimeId(1));
         let _ = stream.message(1);
         stream.skipped();
         assert_eq!(stream.removed(), StreamEndReason::RemovedBeforeLoaded);

@@ -17,7 +17,7 @@ use crate::core::CacheKey;
 use crate::core::HandlerOutcome;
 use crate::core::LifetimePlace;
 use crate::core::ids::IdMap;
-use crate::core::{Cache, CacheConfig, Effect, Refetch};
+use crate::core::{Cache, CacheConfig, Effect, LifetimeId, Refetch, RequestId};
 use crate::runtime::erased::{ErasedData, ErasedMeta};
 use crate::runtime::error::{BoxError, QueryError, panic_message};
 use crate::runtime::signal;
@@ -44,7 +44,7 @@ pub(crate) struct LifecycleStart {
 /// The lifetime an operation concerns and its change signal, so that its notification needs no
 /// lookup in the runtime's own map.
 pub(crate) struct Hint<'a> {
-    pub(crate) lifetime: u64,
+    pub(crate) lifetime: LifetimeId,
     pub(crate) changed: &'a signal::Notifier,
 }
 
@@ -85,8 +85,8 @@ pub(crate) struct State {
     pub(crate) cache: Cache<ErasedData, QueryError>,
     /// The time every operation is stamped with.
     clock: MsClock,
-    lifetimes: IdMap<u64, LifetimeRt>,
-    requests: IdMap<u64, AbortHandle>,
+    lifetimes: IdMap<LifetimeId, LifetimeRt>,
+    requests: IdMap<RequestId, AbortHandle>,
 }
 
 /// Whole milliseconds from `start` to `now` on tokio's clock.
@@ -136,7 +136,7 @@ impl State {
         &mut self,
         key: &CacheKey,
         make: impl FnOnce() -> (Fetch, Option<StartLifecycle>),
-    ) -> Option<(u64, signal::Receiver)> {
+    ) -> Option<(LifetimeId, signal::Receiver)> {
         let lifetime = self.cache.entry(key)?.lifetime;
         let rt = self.lifetimes.entry(lifetime).or_insert_with(|| {
             let (fetch, start) = make();
@@ -231,7 +231,7 @@ impl Shared {
 
     fn with_meta<R>(
         self: &Arc<Self>,
-        meta: Option<(u64, ErasedMeta)>,
+        meta: Option<(RequestId, ErasedMeta)>,
         hint: Option<&Hint<'_>>,
         f: impl FnOnce(&mut State, u64) -> (R, bool),
     ) -> R {
@@ -257,7 +257,7 @@ impl Shared {
     fn run_effects(
         self: &Arc<Self>,
         state: &mut State,
-        mut meta: Option<(u64, ErasedMeta)>,
+        mut meta: Option<(RequestId, ErasedMeta)>,
         hint: Option<&Hint<'_>>,
     ) {
         while let Some(effect) = state.cache.poll_effect() {
@@ -384,7 +384,7 @@ impl Shared {
     fn complete(
         self: &Arc<Self>,
         key: &CacheKey,
-        request: u64,
+        request: RequestId,
         result: Result<(ErasedData, Option<ErasedMeta>), QueryError>,
     ) {
         match result {

@@ -14,9 +14,10 @@ use tokio::sync::{Semaphore, oneshot};
 
 use crate::core::CacheKey;
 use crate::core::Draft;
+use crate::core::LifetimeId;
 use crate::core::PatchSet;
 use crate::core::UpdateRefused;
-use crate::core::{LifetimePlace, Notify};
+use crate::core::{LifetimePlace, Notify, Patches};
 use crate::runtime::driver::{Hint, LifecycleStart, LoadedMsg, Shared};
 use crate::runtime::erased::{Data, ErasedData};
 use crate::runtime::error::{RemovedBeforeLoaded, UpdateError, panic_message};
@@ -239,7 +240,7 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     ///     .query::<String, Vec<f64>>("prices")
     ///     .query_fn(|_symbol: String| async move { Ok(vec![1.0]) })
     ///     .on_cache_entry_added(|symbol, entry| async move {
-    ///         assert_eq!(entry.lifetime(), 1); // the first entry of this api
+    ///         assert_eq!(entry.lifetime(), livecache::core::LifetimeId(1)); // the first entry of this api
     ///         Ok(())
     ///     })
     ///     .build()?;
@@ -254,7 +255,8 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # assert_eq!(ended, [livecache::core::HandlerOutcome::Finished], "the handler's assertions held");
     /// # Ok(()) }
     /// ```
-    pub fn lifetime(&self) -> u64 {
+    /// # use livecache::core::LifetimeId;
+    pub fn lifetime(&self) -> LifetimeId {
         self.place.lifetime()
     }
 
@@ -363,7 +365,7 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
 /// A loaded handle can be cloned, to update the entry from several places — a socket callback
 /// and the handler's own task, say — without wrapping it in an `Arc`. Every clone refers to the
 /// same lifetime: after its removal, updates through any of them return
-/// [`UpdateError::EntryRemoved`] and `removed()` resolves for all. (An `BeforeData` handle is not
+/// [`UpdateError::EntryRemoved`] and `removed()` resolves for all. (A `BeforeData` handle is not
 /// `Clone`: `data_loaded` consumes it, once.)
 ///
 /// ```
@@ -486,6 +488,7 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
     /// # assert_eq!(ended, [livecache::core::HandlerOutcome::Finished], "the handler's assertions held");
     /// # Ok(()) }
     /// ```
+    /// # use livecache::core::Patches;
     pub fn update_cached_data_with_patches(
         &self,
         recipe: impl FnOnce(&mut Draft<'_, T>),
@@ -493,9 +496,11 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
         let place = self.place;
         let (result, panicked) = self.shared.with_lifetime(&self.hint(), |state, now| {
             let mut panicked = None;
-            let result = state.cache.update_cached_at(now, place, true, |outer| {
-                panicked = run_typed_recipe(outer, recipe);
-            });
+            let result = state
+                .cache
+                .update_cached_at(now, place, Patches::Wanted, |outer| {
+                    panicked = run_typed_recipe(outer, recipe);
+                });
             ((result.map(Option::unwrap_or_default), panicked), false)
         });
         recipe_outcome(result, panicked)

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::core::CacheKey;
+use crate::core::LifetimeId;
 use crate::core::{Phase, Status};
 use crate::runtime::driver::State;
 use crate::runtime::erased::{Data, ErasedData};
@@ -116,7 +117,7 @@ impl<T> QueryState<T> {
 pub(crate) fn read_state<T: Data>(
     state: &State,
     key: &CacheKey,
-    lifetime: Option<u64>,
+    lifetime: Option<LifetimeId>,
 ) -> QueryState<T> {
     let entry = match lifetime {
         Some(lifetime) => state.cache.lifetime_entry(lifetime),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures::Stream;
 
 use crate::core::CacheKey;
+use crate::core::LifetimeId;
 use crate::core::SubscriptionId;
 use crate::runtime::driver::Owner;
 use crate::runtime::erased::Data;
@@ -39,7 +40,7 @@ pub struct Subscription<T> {
     owner: Arc<Owner>,
     id: SubscriptionId,
     key: CacheKey,
-    lifetime: u64,
+    lifetime: LifetimeId,
     changed: signal::Receiver,
     _data: PhantomData<fn() -> T>,
 }
@@ -49,7 +50,7 @@ impl<T: Data> Subscription<T> {
         owner: Arc<Owner>,
         id: SubscriptionId,
         key: CacheKey,
-        lifetime: u64,
+        lifetime: LifetimeId,
         changed: signal::Receiver,
     ) -> Self {
         Subscription {

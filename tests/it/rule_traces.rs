@@ -14,8 +14,8 @@
 use std::time::Duration;
 
 use livecache::core::{
-    Cache, CacheConfig, Effect, EndpointConfig, Keep, MAX_KEEP_MS, PatchError, Phase, Refetch,
-    Status, SubscriptionId, UpdateRefused as UpdateError,
+    Cache, CacheConfig, Effect, EndpointConfig, Keep, LifetimeId, MAX_KEEP_MS, PatchError, Patches,
+    Phase, Refetch, RequestId, Status, SubscriptionId, UpdateRefused as UpdateError,
 };
 use livecache::core::{CacheKey, default_key};
 use livecache::core::{HandlerOutcome, Recording, TraceEvent, TraceKind, UpdateSource};
@@ -109,28 +109,28 @@ fn patch(value: serde_json::Value) -> Patch {
 fn start_lifecycle(key: &CacheKey, lifetime: u64) -> Effect<Data> {
     Effect::StartLifecycle {
         key: key.clone(),
-        lifetime,
+        lifetime: LifetimeId(lifetime),
     }
 }
 
 fn start_request(key: &CacheKey, request: u64) -> Effect<Data> {
     Effect::StartRequest {
         key: key.clone(),
-        request,
+        request: RequestId(request),
     }
 }
 
 fn abort(key: &CacheKey, request: u64) -> Effect<Data> {
     Effect::AbortRequest {
         key: key.clone(),
-        request,
+        request: RequestId(request),
     }
 }
 
 fn data_loaded(lifetime: u64, request: Option<u64>, data: &[&str]) -> Effect<Data> {
     Effect::ResolveDataLoaded {
-        lifetime,
-        request,
+        lifetime: LifetimeId(lifetime),
+        request: request.map(RequestId),
         data: msgs(data),
     }
 }
@@ -138,7 +138,7 @@ fn data_loaded(lifetime: u64, request: Option<u64>, data: &[&str]) -> Effect<Dat
 fn removed(key: &CacheKey, lifetime: u64, loaded: bool) -> Effect<Data> {
     Effect::EntryRemoved {
         key: key.clone(),
-        lifetime,
+        lifetime: LifetimeId(lifetime),
         loaded,
     }
 }
@@ -179,10 +179,10 @@ fn r01_subscribe_to_absent_key_adds_entry_starts_lifecycle_then_request() {
         .expect("the key is this endpoint's");
     assert_eq!(sub, SubscriptionId(1));
     let entry = cache.entry(&room).expect("subscribing creates the entry");
-    assert_eq!(entry.lifetime, 1);
+    assert_eq!(entry.lifetime, LifetimeId(1));
     assert_eq!(entry.phase, Phase::Loading);
     assert_eq!(entry.status, Status::Pending);
-    assert_eq!(entry.in_flight, Some(1));
+    assert_eq!(entry.in_flight, Some(RequestId(1)));
     assert_eq!(entry.subscribers, 1);
     assert_eq!(entry.removal_deadline, None);
     assert_eq!(entry.data, None);
@@ -200,10 +200,13 @@ fn r01_subscribe_to_absent_key_adds_entry_starts_lifecycle_then_request() {
     cache
         .subscribe(10, users, &ada, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    assert_eq!(cache.entry(&ada).map(|e| e.in_flight), Some(Some(2)));
+    assert_eq!(
+        cache.entry(&ada).map(|e| e.in_flight),
+        Some(Some(RequestId(2)))
+    );
     assert_eq!(drain(&mut cache), [start_request(&ada, 2), notify(&ada)]);
 
-    cache.fulfil(120, &room, 1, msgs(&["hello"]));
+    cache.fulfil(120, &room, RequestId(1), msgs(&["hello"]));
     assert_eq!(cache.entry(&room).map(|e| e.phase), Some(Phase::Loaded));
 
     assert_eq!(
@@ -238,7 +241,7 @@ fn r02_subscribe_to_present_key_adds_subscriber_cancels_removal_requests_only_wh
     let first = cache
         .subscribe(0, chat, &room, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    cache.fulfil(100, &room, 1, msgs(&["hello"]));
+    cache.fulfil(100, &room, RequestId(1), msgs(&["hello"]));
     drain(&mut cache);
 
     // a cache hit: one more subscriber, no request, no new lifecycle
@@ -248,7 +251,7 @@ fn r02_subscribe_to_present_key_adds_subscriber_cancels_removal_requests_only_wh
     let entry = cache.entry(&room).expect("live");
     assert_eq!(
         (entry.subscribers, entry.in_flight, entry.lifetime),
-        (2, None, 1)
+        (2, None, LifetimeId(1))
     );
     // nothing a subscriber can see changed: no notification
     assert_eq!(drain(&mut cache), []);
@@ -273,7 +276,7 @@ fn r02_subscribe_to_present_key_adds_subscriber_cancels_removal_requests_only_wh
         "a cancelled removal is not visible to subscribers"
     );
     cache.handle_timeout(62_000);
-    assert_eq!(cache.entry(&room).map(|e| e.lifetime), Some(1));
+    assert_eq!(cache.entry(&room).map(|e| e.lifetime), Some(LifetimeId(1)));
 
     // force_refetch / refetch_on_mount_or_arg_change: true
     cache
@@ -283,7 +286,7 @@ fn r02_subscribe_to_present_key_adds_subscriber_cancels_removal_requests_only_wh
     assert_eq!(entry.status, Status::Pending);
     assert_eq!(entry.data, Some(&msgs(&["hello"])));
     assert_eq!(drain(&mut cache), [start_request(&room, 2), notify(&room)]);
-    cache.fulfil(63_100, &room, 2, msgs(&["hello", "again"]));
+    cache.fulfil(63_100, &room, RequestId(2), msgs(&["hello", "again"]));
 
     // refetch_on_mount_or_arg_change: 10 (seconds): 9.9 s old → no request; 10 s old → request
     cache
@@ -293,7 +296,10 @@ fn r02_subscribe_to_present_key_adds_subscriber_cancels_removal_requests_only_wh
     cache
         .subscribe(73_100, chat, &room, Refetch::IfOlderThan(10_000))
         .expect("the key is this endpoint's");
-    assert_eq!(cache.entry(&room).map(|e| e.in_flight), Some(Some(3)));
+    assert_eq!(
+        cache.entry(&room).map(|e| e.in_flight),
+        Some(Some(RequestId(3)))
+    );
     assert_eq!(cache.entry(&room).map(|e| e.subscribers), Some(4));
 
     assert_eq!(count(&cache, "lifecycle_started"), 1);
@@ -338,12 +344,15 @@ fn r03_request_in_flight_is_joined_never_duplicated() {
             .any(|e| matches!(e, Effect::StartRequest { .. })),
         "{effects:?}"
     );
-    assert_eq!(cache.entry(&room).map(|e| e.in_flight), Some(Some(1)));
+    assert_eq!(
+        cache.entry(&room).map(|e| e.in_flight),
+        Some(Some(RequestId(1)))
+    );
     assert_eq!(count(&cache, "request_joined"), 3);
     assert_eq!(count(&cache, "request_started"), 1);
 
     // one result serves both subscribers
-    cache.fulfil(100, &room, 1, msgs(&["hello"]));
+    cache.fulfil(100, &room, RequestId(1), msgs(&["hello"]));
     let entry = cache.entry(&room).expect("live");
     assert_eq!((entry.status, entry.in_flight), (Status::Fulfilled, None));
     assert_eq!(cache.subscriptions_of(&room), [a, b]);
@@ -372,7 +381,7 @@ fn r04_last_unsubscribe_schedules_removal_after_keep_time() {
     let sub = cache
         .subscribe(0, chat, &room, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    cache.fulfil(150, &room, 1, msgs(&["hello"]));
+    cache.fulfil(150, &room, RequestId(1), msgs(&["hello"]));
     assert_unused_iff_armed(&cache, &room);
     assert!(cache.unsubscribe(1_000, sub));
     assert_unused_iff_armed(&cache, &room);
@@ -396,7 +405,7 @@ fn r04_last_unsubscribe_schedules_removal_after_keep_time() {
         cache.entry(&lobby).map(|e| e.removal_deadline),
         Some(Some(160_010))
     );
-    cache.fulfil(105_000, &lobby, 2, msgs(&["hi"]));
+    cache.fulfil(105_000, &lobby, RequestId(2), msgs(&["hi"]));
     assert_eq!(
         cache.entry(&lobby).map(|e| e.removal_deadline),
         Some(Some(165_000))
@@ -444,7 +453,7 @@ fn r04_last_unsubscribe_schedules_removal_after_keep_time() {
         })
         .collect();
     for (request, (_, k)) in (1..).zip(&keys) {
-        cache.fulfil(100, k, request, msgs(&["x"]));
+        cache.fulfil(100, k, RequestId(request), msgs(&["x"]));
     }
     let [flash_key, posts_key, user_key, config_key, archive_key] = keys.map(|(_, k)| k);
 
@@ -500,11 +509,14 @@ fn r05_expiry_aborts_request_and_removes_entry_stale_timer_spares_recreated_entr
     let sub = cache
         .subscribe(0, chat, &room, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    cache.fulfil(100, &room, 1, msgs(&["hello"]));
+    cache.fulfil(100, &room, RequestId(1), msgs(&["hello"]));
     assert!(cache.refetch(30_000, sub)); // request 2, still running at expiry
     assert!(cache.unsubscribe(30_500, sub));
     cache.handle_timeout(89_500); // 59 s later
-    assert_eq!(cache.entry(&room).map(|e| e.in_flight), Some(Some(2)));
+    assert_eq!(
+        cache.entry(&room).map(|e| e.in_flight),
+        Some(Some(RequestId(2)))
+    );
     drain(&mut cache);
     cache.handle_timeout(91_500); // 61 s later
     assert!(cache.entry(&room).is_none());
@@ -524,7 +536,7 @@ fn r05_expiry_aborts_request_and_removes_entry_stale_timer_spares_recreated_entr
         ]
     );
     // the aborted request's late result does not bring the entry back
-    cache.fulfil(92_000, &room, 2, msgs(&["late"]));
+    cache.fulfil(92_000, &room, RequestId(2), msgs(&["late"]));
     assert!(cache.entry(&room).is_none());
 
     // the old deadline (160 s) of a removed lifetime never removes the re-created entry
@@ -540,7 +552,10 @@ fn r05_expiry_aborts_request_and_removes_entry_stale_timer_spares_recreated_entr
     drain(&mut cache);
     cache.handle_timeout(160_000);
     let entry = cache.entry(&lobby).expect("the re-created entry survives");
-    assert_eq!((entry.lifetime, entry.in_flight), (3, Some(4)));
+    assert_eq!(
+        (entry.lifetime, entry.in_flight),
+        (LifetimeId(3), Some(RequestId(4)))
+    );
     assert_eq!(drain(&mut cache), []);
     cache.handle_timeout(180_000);
     assert!(cache.entry(&lobby).is_none());
@@ -569,12 +584,12 @@ fn r06_prefetch_schedules_removal_cache_hit_does_not_extend_it() {
     let entry = cache.entry(&room).expect("prefetch creates the entry");
     assert_eq!(
         (entry.subscribers, entry.removal_deadline, entry.in_flight),
-        (0, Some(60_000), Some(1))
+        (0, Some(60_000), Some(RequestId(1)))
     );
     assert_eq!(drain(&mut cache), [start_request(&room, 1), notify(&room)]);
 
     // re-armed when its request settles
-    cache.fulfil(2_000, &room, 1, msgs(&["hello"]));
+    cache.fulfil(2_000, &room, RequestId(1), msgs(&["hello"]));
     assert_eq!(
         cache.entry(&room).map(|e| e.removal_deadline),
         Some(Some(62_000))
@@ -632,7 +647,7 @@ fn r07_remove_and_reset_remove_entries_now_and_cancel_timers() {
     cache
         .subscribe(0, chat, &a, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    cache.fulfil(100, &a, 1, msgs(&["hi"]));
+    cache.fulfil(100, &a, RequestId(1), msgs(&["hi"]));
     let sub_b = cache
         .subscribe(100, chat, &b, Refetch::IfMissing)
         .expect("the key is this endpoint's"); // request 2 in flight
@@ -672,7 +687,7 @@ fn r07_remove_and_reset_remove_entries_now_and_cancel_timers() {
     cache
         .subscribe(61_000, chat, &b, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    assert_eq!(cache.entry(&b).map(|e| e.lifetime), Some(4));
+    assert_eq!(cache.entry(&b).map(|e| e.lifetime), Some(LifetimeId(4)));
     assert_eq!(
         drain(&mut cache),
         [start_lifecycle(&b, 4), start_request(&b, 4), notify(&b)]
@@ -694,12 +709,12 @@ fn r07a_stale_handles_never_touch_another_lifetime_of_the_key() {
     let old = cache
         .subscribe(0, chat, &room, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    cache.fulfil(100, &room, 1, msgs(&["hello"]));
+    cache.fulfil(100, &room, RequestId(1), msgs(&["hello"]));
     assert!(cache.remove(1_000, &room));
     let new = cache
         .subscribe(2_000, chat, &room, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    cache.fulfil(2_100, &room, 2, msgs(&["fresh"]));
+    cache.fulfil(2_100, &room, RequestId(2), msgs(&["fresh"]));
     drain(&mut cache);
     let before = cache.trace().len();
 
@@ -707,12 +722,13 @@ fn r07a_stale_handles_never_touch_another_lifetime_of_the_key() {
     assert!(!cache.unsubscribe(3_000, old));
     assert!(!cache.refetch(3_000, old));
     assert_eq!(
-        cache.update_cached(3_000, 1, true, |d| d.push("stale".into())),
+        cache.update_cached(3_000, LifetimeId(1), Patches::Wanted, |d| d
+            .push("stale".into())),
         Err(UpdateError::NotLive)
     );
-    cache.fulfil(3_000, &room, 1, msgs(&["late"]));
+    cache.fulfil(3_000, &room, RequestId(1), msgs(&["late"]));
     let entry = cache.entry(&room).expect("second lifetime is live");
-    assert_eq!(entry.lifetime, 2);
+    assert_eq!(entry.lifetime, LifetimeId(2));
     assert_eq!(entry.subscribers, 1);
     assert_eq!(entry.removal_deadline, None);
     assert_eq!(entry.in_flight, None);
@@ -754,7 +770,7 @@ fn r08_matching_fulfil_stores_data_clears_error_resolves_data_loaded_once() {
     let sub = cache
         .subscribe(0, chat, &room, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    cache.reject(100, &room, 1, "offline".to_owned());
+    cache.reject(100, &room, RequestId(1), "offline".to_owned());
     assert_eq!(
         cache.entry(&room).and_then(|e| e.error.cloned()),
         Some("offline".to_owned())
@@ -762,7 +778,7 @@ fn r08_matching_fulfil_stores_data_clears_error_resolves_data_loaded_once() {
     assert!(cache.refetch(200, sub));
     drain(&mut cache);
 
-    cache.fulfil(300, &room, 2, msgs(&["hello"]));
+    cache.fulfil(300, &room, RequestId(2), msgs(&["hello"]));
     let entry = cache.entry(&room).expect("live");
     assert_eq!(entry.status, Status::Fulfilled);
     assert_eq!(entry.error, None);
@@ -776,7 +792,7 @@ fn r08_matching_fulfil_stores_data_clears_error_resolves_data_loaded_once() {
 
     // equal data: not replaced, not reported as changed, data_loaded not resolved again
     assert!(cache.refetch(1_000, sub));
-    cache.fulfil(1_100, &room, 3, msgs(&["hello"]));
+    cache.fulfil(1_100, &room, RequestId(3), msgs(&["hello"]));
     assert_eq!(
         last_event(&cache).kind,
         TraceKind::RequestFulfilled {
@@ -793,7 +809,7 @@ fn r08_matching_fulfil_stores_data_clears_error_resolves_data_loaded_once() {
 
     // new data replaces the old
     assert!(cache.refetch(2_000, sub));
-    cache.fulfil(2_100, &room, 4, msgs(&["hello", "world"]));
+    cache.fulfil(2_100, &room, RequestId(4), msgs(&["hello", "world"]));
     assert_eq!(
         cache.entry(&room).and_then(|e| e.data.cloned()),
         Some(msgs(&["hello", "world"]))
@@ -823,10 +839,10 @@ fn r09_matching_reject_stores_error_keeps_data_leaves_data_loaded_pending() {
     let sub = cache
         .subscribe(0, chat, &room, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    cache.fulfil(100, &room, 1, msgs(&["hello"]));
+    cache.fulfil(100, &room, RequestId(1), msgs(&["hello"]));
     assert!(cache.refetch(1_000, sub));
     drain(&mut cache);
-    cache.reject(1_200, &room, 2, "HTTP 500".to_owned());
+    cache.reject(1_200, &room, RequestId(2), "HTTP 500".to_owned());
     let entry = cache.entry(&room).expect("live");
     assert_eq!(entry.status, Status::Rejected);
     assert_eq!(entry.error, Some(&"HTTP 500".to_owned()));
@@ -841,7 +857,7 @@ fn r09_matching_reject_stores_error_keeps_data_leaves_data_loaded_pending() {
         .subscribe(2_000, chat, &lobby, Refetch::IfMissing)
         .expect("the key is this endpoint's");
     drain(&mut cache);
-    cache.reject(2_100, &lobby, 3, "timeout".to_owned());
+    cache.reject(2_100, &lobby, RequestId(3), "timeout".to_owned());
     let entry = cache.entry(&lobby).expect("live");
     assert_eq!(
         (entry.phase, entry.status, entry.data),
@@ -857,7 +873,7 @@ fn r09_matching_reject_stores_error_keeps_data_leaves_data_loaded_pending() {
         "only a fulfil clears the error"
     );
     drain(&mut cache);
-    cache.fulfil(2_300, &lobby, 4, msgs(&["welcome"]));
+    cache.fulfil(2_300, &lobby, RequestId(4), msgs(&["welcome"]));
     assert_eq!(
         drain(&mut cache),
         [data_loaded(2, Some(4), &["welcome"]), notify(&lobby)]
@@ -887,27 +903,27 @@ fn r10_stale_or_absent_results_are_ignored_and_never_recreate_entries() {
         .expect("the key is this endpoint's"); // lifetime 2, request 2
     drain(&mut cache);
 
-    cache.fulfil(700, &room, 1, msgs(&["late"]));
-    cache.reject(710, &room, 1, "late error".to_owned());
+    cache.fulfil(700, &room, RequestId(1), msgs(&["late"]));
+    cache.reject(710, &room, RequestId(1), "late error".to_owned());
     let entry = cache.entry(&room).expect("live");
-    assert_eq!(entry.lifetime, 2);
+    assert_eq!(entry.lifetime, LifetimeId(2));
     assert_eq!(entry.phase, Phase::Loading);
     assert_eq!(entry.status, Status::Pending);
-    assert_eq!(entry.in_flight, Some(2));
+    assert_eq!(entry.in_flight, Some(RequestId(2)));
     assert_eq!(entry.data, None);
     assert_eq!(entry.error, None);
     assert_eq!(drain(&mut cache), []);
 
-    cache.fulfil(800, &room, 2, msgs(&["fresh"]));
+    cache.fulfil(800, &room, RequestId(2), msgs(&["fresh"]));
     drain(&mut cache);
     // a duplicate result of a request that already settled
-    cache.fulfil(900, &room, 2, msgs(&["again"]));
+    cache.fulfil(900, &room, RequestId(2), msgs(&["again"]));
     assert_eq!(
         cache.entry(&room).and_then(|e| e.data.cloned()),
         Some(msgs(&["fresh"]))
     );
     // a result for a key that is not in the cache does not create it
-    cache.fulfil(1_000, &ghost, 99, msgs(&["boo"]));
+    cache.fulfil(1_000, &ghost, RequestId(99), msgs(&["boo"]));
     assert!(cache.entry(&ghost).is_none());
     assert_eq!(cache.len(), 1);
     assert_eq!(drain(&mut cache), []);
@@ -938,7 +954,7 @@ fn r11_refetch_goes_pending_with_data_kept_no_new_lifecycle() {
     let sub = cache
         .subscribe(0, chat, &room, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    cache.fulfil(100, &room, 1, msgs(&["hello"]));
+    cache.fulfil(100, &room, RequestId(1), msgs(&["hello"]));
     drain(&mut cache);
 
     assert!(cache.refetch(5_000, sub));
@@ -946,13 +962,13 @@ fn r11_refetch_goes_pending_with_data_kept_no_new_lifecycle() {
     assert_eq!(entry.status, Status::Pending);
     assert_eq!(entry.data, Some(&msgs(&["hello"])));
     assert_eq!(entry.phase, Phase::Loaded);
-    assert_eq!(entry.in_flight, Some(2));
+    assert_eq!(entry.in_flight, Some(RequestId(2)));
     assert_eq!(drain(&mut cache), [start_request(&room, 2), notify(&room)]);
 
     cache
         .subscribe(6_000, chat, &room, Refetch::Always)
         .expect("the key is this endpoint's"); // joins request 2
-    cache.fulfil(6_100, &room, 2, msgs(&["hello", "world"]));
+    cache.fulfil(6_100, &room, RequestId(2), msgs(&["hello", "world"]));
     assert_eq!(drain(&mut cache), [notify(&room)]);
 
     // forced by a subscription
@@ -960,10 +976,13 @@ fn r11_refetch_goes_pending_with_data_kept_no_new_lifecycle() {
         .subscribe(7_000, chat, &room, Refetch::Always)
         .expect("the key is this endpoint's");
     let entry = cache.entry(&room).expect("live");
-    assert_eq!((entry.status, entry.in_flight), (Status::Pending, Some(3)));
+    assert_eq!(
+        (entry.status, entry.in_flight),
+        (Status::Pending, Some(RequestId(3)))
+    );
     assert_eq!(entry.data, Some(&msgs(&["hello", "world"])));
     assert_eq!(drain(&mut cache), [start_request(&room, 3), notify(&room)]);
-    cache.fulfil(7_100, &room, 3, msgs(&["hello", "world", "!"]));
+    cache.fulfil(7_100, &room, RequestId(3), msgs(&["hello", "world", "!"]));
     assert_eq!(drain(&mut cache), [notify(&room)]);
 
     assert_eq!(count(&cache, "lifecycle_started"), 1);
@@ -997,9 +1016,9 @@ fn r12_lifecycle_starts_once_per_lifetime_and_again_after_recreation() {
     let s2 = cache
         .subscribe(10, chat, &room, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    cache.fulfil(100, &room, 1, msgs(&["hello"]));
+    cache.fulfil(100, &room, RequestId(1), msgs(&["hello"]));
     assert!(cache.refetch(200, s1));
-    cache.fulfil(300, &room, 2, msgs(&["hello", "world"]));
+    cache.fulfil(300, &room, RequestId(2), msgs(&["hello", "world"]));
     assert!(cache.unsubscribe(1_000, s1));
     assert!(cache.unsubscribe(1_000, s2));
     cache.handle_timeout(61_000);
@@ -1040,7 +1059,7 @@ fn r12_lifecycle_starts_once_per_lifetime_and_again_after_recreation() {
             start_lifecycle(&news, 4),
         ]
     );
-    assert_eq!(cache.entry(&ada).map(|e| e.lifetime), Some(5));
+    assert_eq!(cache.entry(&ada).map(|e| e.lifetime), Some(LifetimeId(5)));
     assert!(!names(&cache, &ada).contains(&"lifecycle_started".to_owned()));
     insta::assert_yaml_snapshot!(
         "r12_lifecycle_starts_once_per_lifetime_and_again_after_recreation",
@@ -1066,7 +1085,7 @@ fn r13_data_loaded_resolves_with_first_data_or_reports_removed_before_loaded() {
         .subscribe(0, chat, &lobby, Refetch::IfMissing)
         .expect("the key is this endpoint's");
     effects.extend(drain(&mut cache));
-    cache.fulfil(100, &room, 1, msgs(&["hello"]));
+    cache.fulfil(100, &room, RequestId(1), msgs(&["hello"]));
     assert_eq!(
         drain(&mut cache),
         [data_loaded(1, Some(1), &["hello"]), notify(&room)]
@@ -1085,7 +1104,7 @@ fn r13_data_loaded_resolves_with_first_data_or_reports_removed_before_loaded() {
     cache
         .subscribe(61_000, chat, &general, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    cache.reject(61_100, &general, 3, "offline".to_owned());
+    cache.reject(61_100, &general, RequestId(3), "offline".to_owned());
     effects.extend(drain(&mut cache));
     assert!(cache.remove(61_200, &general));
     assert_eq!(
@@ -1119,9 +1138,10 @@ fn r14_entry_removed_resolves_once_after_the_entry_left_the_cache() {
     let sub = cache
         .subscribe(0, chat, &room, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    cache.fulfil(100, &room, 1, msgs(&["hello"]));
+    cache.fulfil(100, &room, RequestId(1), msgs(&["hello"]));
     assert_eq!(
-        cache.update_cached(200, 1, false, |d| d.push("hi".into())),
+        cache.update_cached(200, LifetimeId(1), Patches::NotWanted, |d| d
+            .push("hi".into())),
         Ok(None)
     );
     assert!(cache.unsubscribe(1_000, sub));
@@ -1133,10 +1153,11 @@ fn r14_entry_removed_resolves_once_after_the_entry_left_the_cache() {
     // when the runtime sees EntryRemoved the entry is already gone: reads say Uninitialized,
     // updates through handles that outlived it fail
     assert!(cache.entry(&room).is_none());
-    assert_eq!(cache.key_of_lifetime(1), None);
+    assert_eq!(cache.key_of_lifetime(LifetimeId(1)), None);
     assert!(cache.subscriptions_of(&room).is_empty());
     assert_eq!(
-        cache.update_cached(61_000, 1, true, |d| d.push("too late".into())),
+        cache.update_cached(61_000, LifetimeId(1), Patches::Wanted, |d| d
+            .push("too late".into())),
         Err(UpdateError::NotLive)
     );
 
@@ -1165,14 +1186,15 @@ fn r15_update_cached_data_applies_once_with_invertible_patches() {
         .expect("the key is this endpoint's");
     // not before data
     assert_eq!(
-        cache.update_cached(50, 1, true, |d| d.push("early".into())),
+        cache.update_cached(50, LifetimeId(1), Patches::Wanted, |d| d
+            .push("early".into())),
         Err(UpdateError::NotLoaded)
     );
-    cache.fulfil(100, &room, 1, msgs(&["hello"]));
+    cache.fulfil(100, &room, RequestId(1), msgs(&["hello"]));
     drain(&mut cache);
 
     let set = cache
-        .update_cached(200, 1, true, |d| {
+        .update_cached(200, LifetimeId(1), Patches::Wanted, |d| {
             d.push("a".into());
             d.push("b".into());
         })
@@ -1196,7 +1218,9 @@ fn r15_update_cached_data_applies_once_with_invertible_patches() {
     assert_eq!(doc, json!(["hello", "a", "b"]));
 
     let set = cache
-        .update_cached(300, 1, true, |d| d[0] = "hello, world".into())
+        .update_cached(300, LifetimeId(1), Patches::Wanted, |d| {
+            d[0] = "hello, world".into()
+        })
         .expect("live")
         .expect("patches");
     assert_eq!(
@@ -1208,17 +1232,24 @@ fn r15_update_cached_data_applies_once_with_invertible_patches() {
     let before = cache.trace().len();
     drain(&mut cache);
     assert_eq!(
-        cache.update_cached(400, 1, true, |d| assert_eq!(d.len(), 3)),
+        cache.update_cached(400, LifetimeId(1), Patches::Wanted, |d| assert_eq!(
+            d.len(),
+            3
+        )),
         Ok(Some(PatchSet::default()))
     );
     assert_eq!(
-        cache.update_cached(500, 1, false, |d| assert_eq!(d.len(), 3)),
+        cache.update_cached(500, LifetimeId(1), Patches::NotWanted, |d| assert_eq!(
+            d.len(),
+            3
+        )),
         Ok(None)
     );
     assert_eq!(cache.trace().len(), before);
     assert_eq!(drain(&mut cache), []);
     assert_eq!(
-        cache.update_cached(600, 1, false, |d| d.push("c".into())),
+        cache.update_cached(600, LifetimeId(1), Patches::NotWanted, |d| d
+            .push("c".into())),
         Ok(None)
     );
 
@@ -1230,9 +1261,10 @@ fn r15_update_cached_data_applies_once_with_invertible_patches() {
     quiet
         .subscribe(0, ep, &room, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    quiet.fulfil(100, &room, 1, msgs(&["hello"]));
+    quiet.fulfil(100, &room, RequestId(1), msgs(&["hello"]));
     assert_eq!(
-        quiet.update_cached(200, 1, false, |d| d.push("a".into())),
+        quiet.update_cached(200, LifetimeId(1), Patches::NotWanted, |d| d
+            .push("a".into())),
         Ok(None)
     );
     assert_eq!(
@@ -1263,8 +1295,8 @@ fn r16_failed_or_panicked_handler_is_traced_under_its_key_and_disturbs_nothing()
     cache
         .subscribe(0, chat, &b, Refetch::IfMissing)
         .expect("the key is this endpoint's");
-    cache.fulfil(100, &a, 1, msgs(&["hello a"]));
-    cache.fulfil(100, &b, 2, msgs(&["hello b"]));
+    cache.fulfil(100, &a, RequestId(1), msgs(&["hello a"]));
+    cache.fulfil(100, &b, RequestId(2), msgs(&["hello b"]));
     drain(&mut cache);
     let view = |cache: &Core, k: &CacheKey| {
         let e = cache.entry(k).expect("live");
@@ -1283,7 +1315,7 @@ fn r16_failed_or_panicked_handler_is_traced_under_its_key_and_disturbs_nothing()
     let failed = HandlerOutcome::Failed {
         error: "socket refused".to_owned(),
     };
-    cache.lifecycle_ended(500, &a, 1, failed.clone());
+    cache.lifecycle_ended(500, &a, LifetimeId(1), failed.clone());
     assert_eq!(
         last_event(&cache),
         TraceEvent {
@@ -1302,14 +1334,15 @@ fn r16_failed_or_panicked_handler_is_traced_under_its_key_and_disturbs_nothing()
     // the other entry carries on: its handler still updates it
     assert!(
         cache
-            .update_cached(600, 2, false, |d| d.push("still streaming".into()))
+            .update_cached(600, LifetimeId(2), Patches::NotWanted, |d| d
+                .push("still streaming".into()))
             .is_ok()
     );
     assert_eq!(drain(&mut cache), [notify(&b)]);
     let panicked = HandlerOutcome::Panicked {
         message: "index out of bounds".to_owned(),
     };
-    cache.lifecycle_ended(700, &b, 2, panicked.clone());
+    cache.lifecycle_ended(700, &b, LifetimeId(2), panicked.clone());
     assert_eq!(
         last_event(&cache).kind,
         TraceKind::LifecycleEnded {
@@ -1327,7 +1360,7 @@ fn r16_failed_or_panicked_handler_is_traced_under_its_key_and_disturbs_nothing()
     // the first entry keeps working too: refetch, settle
     assert!(cache.refetch(800, sub_a));
     assert_eq!(drain(&mut cache), [start_request(&a, 3), notify(&a)]);
-    cache.fulfil(900, &a, 3, msgs(&["hello a", "again"]));
+    cache.fulfil(900, &a, RequestId(3), msgs(&["hello a", "again"]));
     assert_eq!(view(&cache, &a).2, Status::Fulfilled);
     insta::assert_yaml_snapshot!(
         "r16_failed_or_panicked_handler_is_traced_under_its_key_and_disturbs_nothing",
@@ -1351,11 +1384,13 @@ fn r17_per_entry_order_handler_request_data_loaded_updates_removed() {
         .subscribe(0, chat, &room, Refetch::IfMissing)
         .expect("the key is this endpoint's");
     effects.extend(drain(&mut cache));
-    cache.fulfil(100, &room, 1, msgs(&["hello"]));
+    cache.fulfil(100, &room, RequestId(1), msgs(&["hello"]));
     effects.extend(drain(&mut cache));
     for (at, text) in [(200, "a"), (300, "b")] {
         cache
-            .update_cached(at, 1, false, |d| d.push(text.into()))
+            .update_cached(at, LifetimeId(1), Patches::NotWanted, |d| {
+                d.push(text.into())
+            })
             .expect("loaded");
         effects.extend(drain(&mut cache));
     }
@@ -1473,7 +1508,7 @@ fn r18_update_query_data_skips_missing_data_and_returns_undoable_patches() {
     assert!(!called);
     assert_eq!(drain(&mut cache), []);
 
-    cache.fulfil(100, &room, 1, msgs(&["hello"]));
+    cache.fulfil(100, &room, RequestId(1), msgs(&["hello"]));
     drain(&mut cache);
 
     // an optimistic update
@@ -1494,7 +1529,9 @@ fn r18_update_query_data_skips_missing_data_and_returns_undoable_patches() {
 
     // the stream adds a message, then the optimistic change is undone on the data of that time
     cache
-        .update_cached(300, 1, false, |d| d.push("from server".into()))
+        .update_cached(300, LifetimeId(1), Patches::NotWanted, |d| {
+            d.push("from server".into())
+        })
         .expect("loaded");
     cache
         .patch_query_data(400, &room, &optimistic.inverse_patches)
@@ -1553,7 +1590,7 @@ fn r19_patch_query_data_applies_atomically_or_errs_leaving_data_unchanged() {
         cache.patch_query_data(10, &room, &add),
         Err(PatchError::NoData)
     );
-    cache.fulfil(100, &room, 1, msgs(&["hello", "world"]));
+    cache.fulfil(100, &room, RequestId(1), msgs(&["hello", "world"]));
     drain(&mut cache);
 
     let good = patch(json!([
@@ -1626,7 +1663,7 @@ fn r20_upsert_creates_loaded_entry_or_replaces_data_and_schedules_removal_when_u
         .upsert(0, chat, &news, msgs(&["breaking"]))
         .expect("the key is this endpoint's");
     let entry = cache.entry(&news).expect("upsert creates the entry");
-    assert_eq!(entry.lifetime, 1);
+    assert_eq!(entry.lifetime, LifetimeId(1));
     assert_eq!(entry.phase, Phase::Loaded);
     assert_eq!(entry.status, Status::Fulfilled);
     assert_eq!(entry.in_flight, None, "no request");
@@ -1695,12 +1732,15 @@ fn r20_upsert_creates_loaded_entry_or_replaces_data_and_schedules_removal_when_u
         .upsert(50_100, chat, &room, msgs(&["cached"]))
         .expect("the key is this endpoint's");
     let entry = cache.entry(&room).expect("live");
-    assert_eq!((entry.phase, entry.in_flight), (Phase::Loaded, Some(1)));
+    assert_eq!(
+        (entry.phase, entry.in_flight),
+        (Phase::Loaded, Some(RequestId(1)))
+    );
     assert_eq!(
         drain(&mut cache),
         [data_loaded(2, None, &["cached"]), notify(&room)]
     );
-    cache.fulfil(50_200, &room, 1, msgs(&["fetched"]));
+    cache.fulfil(50_200, &room, RequestId(1), msgs(&["fetched"]));
     assert_eq!(
         cache.entry(&room).and_then(|e| e.data.cloned()),
         Some(msgs(&["fetched"]))

@@ -146,13 +146,13 @@ impl System {
                             let handles = Arc::clone(&handles);
                             async move {
                                 let lifetime = entry.lifetime();
-                                lock(&handles).started.insert(lifetime);
+                                lock(&handles).started.insert(lifetime.0);
                                 match entry.data_loaded().await {
                                     Ok((entry, _)) => {
-                                        lock(&handles).loaded.insert(lifetime, entry);
+                                        lock(&handles).loaded.insert(lifetime.0, entry);
                                     }
                                     Err(_) => {
-                                        lock(&handles).ended_before_loading.insert(lifetime);
+                                        lock(&handles).ended_before_loading.insert(lifetime.0);
                                     }
                                 }
                                 Ok(())

@@ -25,7 +25,7 @@ use livecache::core::Patch;
 use livecache::core::{
     AddCause, HandlerOutcome, Recording, RemoveCause, TraceEvent, TraceKind, UpdateSource,
 };
-use livecache::core::{CacheKey, Keep, KeyOverride, Refetch};
+use livecache::core::{CacheKey, Keep, KeyOverride, LifetimeId, Refetch};
 use livecache::core::{MAX_KEEP_MS, PatchError, Phase, Status};
 use livecache::{
     Api, Arg, BeforeData, BoxError, Data, Endpoint, EntryHandle, EntryRemoved, Error, QueryState,
@@ -262,7 +262,7 @@ impl<T: Data + Debug, M: Clone + Debug + Send + Sync + 'static> Probe<T, M> {
         let handles = self.handles.lock().expect("not poisoned");
         let handle = handles
             .iter()
-            .find(|h| h.lifetime() == lifetime)
+            .find(|h| h.lifetime() == LifetimeId(lifetime))
             .expect("the handler got data for this lifetime");
         f(handle)
     }
@@ -281,7 +281,7 @@ impl<T: Data + Debug, M: Clone + Debug + Send + Sync + 'static> Probe<T, M> {
                 let lifetime = entry.lifetime();
                 probe.push(Seen::Started {
                     arg: format!("{arg:?}"),
-                    lifetime,
+                    lifetime: lifetime.0,
                 });
                 match entry.data_loaded().await {
                     Ok((handle, first)) => {
@@ -292,7 +292,8 @@ impl<T: Data + Debug, M: Clone + Debug + Send + Sync + 'static> Probe<T, M> {
                         let removed = handle.removed();
                         probe.handles.lock().expect("not poisoned").push(handle);
                         removed.await;
-                        let status_after = probe.with_handle(lifetime, |h| h.cache_entry().status);
+                        let status_after =
+                            probe.with_handle(lifetime.0, |h| h.cache_entry().status);
                         probe.push(Seen::Removed { status_after });
                     }
                     Err(RemovedBeforeLoaded) => probe.push(Seen::RemovedBeforeLoaded),
@@ -1279,7 +1280,7 @@ async fn r14_every_clone_of_a_loaded_handle_updates_one_lifetime_and_sees_its_re
     let (api, ep, key, sub) = loaded_redux(&probe).await?;
     let arg = "redux".to_owned();
     let clone = probe.with_handle(1, EntryHandle::clone);
-    assert_eq!(clone.lifetime(), 1);
+    assert_eq!(clone.lifetime(), LifetimeId(1));
     clone.update_cached_data(|d| d.push("from a clone".into()))?;
     probe.with_handle(1, |h| {
         h.update_cached_data(|d| d.push("from the original".into()))

@@ -306,7 +306,7 @@ impl Chat {
                     let lifetime = entry.lifetime();
                     probe.sockets.lock().expect("probe lock").push((
                         channel,
-                        lifetime,
+                        lifetime.0,
                         socket.stats(),
                     ));
                     let end = entry
@@ -316,7 +316,7 @@ impl Chat {
                         .ends
                         .lock()
                         .expect("probe lock")
-                        .push((channel, lifetime, end));
+                        .push((channel, lifetime.0, end));
                     Ok(())
                 }
             })

@@ -1,4 +1,4 @@
-// Proves: a lifecycle handle in state Added (no data yet) cannot update the entry — update_cached_data and update_cached_data_with_patches exist only on the Loaded handle that data_loaded yields (SPEC §2 "update before loaded", R13, R15).
+// Proves: a lifecycle handle in state BeforeData (no data yet) cannot update the entry — update_cached_data and update_cached_data_with_patches exist only on the WithData handle that data_loaded yields (SPEC §2 "update before loaded", R13, R15).
 use livecache::core::Draft;
 use livecache::{BeforeData, EntryHandle};
 

@@ -10,12 +10,13 @@ use crate::core::key::CacheKey;
 /// Something the driver of the core must do. Drained with [`Cache::poll_effect`], in order.
 ///
 /// ```
+/// # use livecache::core::RequestId;
 /// use livecache::core::{Cache, Effect, EndpointConfig, Refetch, CacheKey};
 /// let mut cache: Cache<u32> = Cache::new(Default::default());
 /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
 /// let key = CacheKey::verbatim("a(1)");
 /// cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
-/// assert_eq!(cache.poll_effect(), Some(Effect::StartRequest { key: key.clone(), request: 1 }));
+/// assert_eq!(cache.poll_effect(), Some(Effect::StartRequest { key: key.clone(), request: RequestId(1) }));
 /// assert_eq!(cache.poll_effect(), Some(Effect::Notify { key }));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
@@ -26,29 +27,29 @@ pub enum Effect<D> {
         /// The key.
         key: CacheKey,
         /// The new lifetime.
-        lifetime: u64,
+        lifetime: LifetimeId,
     },
     /// Run the endpoint's query function and report back with `fulfil` or `reject`.
     StartRequest {
         /// The key.
         key: CacheKey,
         /// The request id to report the result under.
-        request: u64,
+        request: RequestId,
     },
     /// Drop the running request: its entry is being removed (R5, R7).
     AbortRequest {
         /// The key.
         key: CacheKey,
         /// The request.
-        request: u64,
+        request: RequestId,
     },
     /// Resolve the lifetime's data-loaded with this data (R8, R13, R20). Only for endpoints with
     /// a lifecycle handler.
     ResolveDataLoaded {
         /// The lifetime.
-        lifetime: u64,
+        lifetime: LifetimeId,
         /// The request that brought the data (`None`: an upsert, so no meta).
-        request: Option<u64>,
+        request: Option<RequestId>,
         /// The first data.
         data: D,
     },
@@ -58,7 +59,7 @@ pub enum Effect<D> {
         /// The key.
         key: CacheKey,
         /// The lifetime.
-        lifetime: u64,
+        lifetime: LifetimeId,
         /// Whether data had loaded.
         loaded: bool,
     },
@@ -72,9 +73,10 @@ pub enum Effect<D> {
 /// Why an update through a lifecycle handle (or `update_query_data`) failed.
 ///
 /// ```
+/// # use livecache::core::{LifetimeId, Patches};
 /// use livecache::core::{Cache, UpdateRefused};
 /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
-/// assert_eq!(cache.update_cached(0, 7, false, |d| d.push(1)), Err(UpdateRefused::NotLive));
+/// assert_eq!(cache.update_cached(0, LifetimeId(7), Patches::NotWanted, |d| d.push(1)), Err(UpdateRefused::NotLive));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UpdateRefused {

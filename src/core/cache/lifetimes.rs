@@ -59,18 +59,20 @@ where
     /// A lifecycle handler ended (R16): recorded under its key, whether or not the entry lives.
     ///
     /// ```
+    /// # use livecache::core::LifetimeId;
     /// use livecache::core::{Cache, CacheKey, HandlerOutcome};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// cache.lifecycle_ended(0, &CacheKey::verbatim("a(1)"), 1, HandlerOutcome::Finished);
+    /// cache.lifecycle_ended(0, &CacheKey::verbatim("a(1)"), LifetimeId(1), HandlerOutcome::Finished);
     /// assert_eq!(cache.trace().len(), 1);
     /// ```
     pub fn lifecycle_ended(
         &mut self,
         now: u64,
         key: &CacheKey,
-        lifetime: u64,
+        lifetime: LifetimeId,
         outcome: HandlerOutcome,
     ) {
+        let lifetime = lifetime.0;
         self.advance(now);
         self.record(
             self.now,
@@ -106,7 +108,7 @@ where
             self.record(self.now, key, TraceKind::LifecycleStarted { lifetime });
             self.effects.push_back(Effect::StartLifecycle {
                 key: key.clone(),
-                lifetime,
+                lifetime: LifetimeId(lifetime),
             });
         }
     }
@@ -124,7 +126,7 @@ where
             self.record(at, key, TraceKind::RequestAborted { request });
             self.effects.push_back(Effect::AbortRequest {
                 key: key.clone(),
-                request,
+                request: RequestId(request),
             });
         }
         let removed = slot.entry.remove();
@@ -140,7 +142,7 @@ where
         );
         self.effects.push_back(Effect::EntryRemoved {
             key: key.clone(),
-            lifetime,
+            lifetime: LifetimeId(lifetime),
             loaded,
         });
         self.notify(key);

@@ -88,6 +88,61 @@ pub struct SubscriptionId(
     pub u64,
 );
 
+/// Identifies one lifetime of an entry: from its creation to its removal (R7a). Unique for the
+/// cache and never reused, so a handle of an ended lifetime can never reach a later entry of the
+/// same key. The trace records its number.
+///
+/// ```
+/// use livecache::core::{Cache, CacheKey, EndpointConfig, LifetimeId};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
+/// let key = CacheKey::verbatim("a(1)");
+/// cache.upsert(0, ep, &key, 1)?;
+/// assert_eq!(cache.entry(&key).map(|e| e.lifetime), Some(LifetimeId(1)));
+/// cache.remove(1, &key);
+/// cache.upsert(2, ep, &key, 1)?;
+/// assert_eq!(cache.entry(&key).map(|e| e.lifetime), Some(LifetimeId(2)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LifetimeId(
+    /// The id's number (unique for the cache, never reused).
+    pub u64,
+);
+
+/// Identifies one request: one run of the query function for an entry, reported back with
+/// [`Cache::fulfil`] or [`Cache::reject`] under this id (R8–R10). Unique for the cache.
+///
+/// ```
+/// use livecache::core::{Cache, CacheKey, Effect, EndpointConfig, Refetch, RequestId};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
+/// let key = CacheKey::verbatim("a(1)");
+/// cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
+/// assert_eq!(cache.poll_effect(), Some(Effect::StartRequest { key, request: RequestId(1) }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(
+    /// The id's number (unique for the cache, never reused).
+    pub u64,
+);
+
+/// Whether an update through a lifecycle handle should compute RFC 6902 patches of its change
+/// ([`Cache::update_cached`]). Computing them costs a serialisation of the data before and after.
+///
+/// ```
+/// use livecache::core::Patches;
+/// assert_ne!(Patches::Wanted, Patches::NotWanted);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Patches {
+    /// Compute and return the patches (and their inverse).
+    Wanted,
+    /// Do not compute them (unless the trace records patches).
+    NotWanted,
+}
+
 /// How many trace events a cache keeps at least by default (at most twice as many). See
 /// [`Cache::set_trace_limit`].
 ///
@@ -137,7 +192,7 @@ pub struct EntryView<'a, D, E> {
     /// The endpoint.
     pub endpoint: EndpointId,
     /// The lifetime id.
-    pub lifetime: u64,
+    pub lifetime: LifetimeId,
     /// The lifecycle phase.
     pub phase: Phase,
     /// The query status.
@@ -147,7 +202,7 @@ pub struct EntryView<'a, D, E> {
     /// The last error, if not cleared.
     pub error: Option<&'a E>,
     /// The request in flight, if any (`is_fetching`).
-    pub in_flight: Option<u64>,
+    pub in_flight: Option<RequestId>,
     /// When the data was last fulfilled or upserted.
     pub fulfilled_at: Option<u64>,
     /// How many subscriptions hold the entry.
@@ -353,18 +408,20 @@ where
     /// when a new lifetime of the same key is live (R7a).
     ///
     /// ```
+    /// # use livecache::core::LifetimeId;
     /// use livecache::core::{Cache, EndpointConfig, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
     /// cache.upsert(0, ep, &key, 1)?;
-    /// assert_eq!(cache.lifetime_entry(1).map(|e| e.data), Some(Some(&1)));
+    /// assert_eq!(cache.lifetime_entry(LifetimeId(1)).map(|e| e.data), Some(Some(&1)));
     /// cache.remove(1, &key);
     /// cache.upsert(2, ep, &key, 2)?;                 // lifetime 2 of the same key
-    /// assert!(cache.lifetime_entry(1).is_none());  // lifetime 1 reads nothing of it
+    /// assert!(cache.lifetime_entry(LifetimeId(1)).is_none());  // lifetime 1 reads nothing of it
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn lifetime_entry(&self, lifetime: u64) -> Option<EntryView<'_, D, E>> {
+    pub fn lifetime_entry(&self, lifetime: LifetimeId) -> Option<EntryView<'_, D, E>> {
+        let lifetime = lifetime.0;
         let place = self.entries.place_of(lifetime)?;
         let (key, slot) = self.entries.at_place(place)?;
         Some(Self::view(key, slot))
@@ -374,12 +431,12 @@ where
         EntryView {
             key,
             endpoint: slot.endpoint,
-            lifetime: slot.entry.lifetime(),
+            lifetime: LifetimeId(slot.entry.lifetime()),
             phase: slot.entry.phase(),
             status: slot.entry.status(),
             data: slot.entry.data(),
             error: slot.entry.error(),
-            in_flight: slot.entry.in_flight(),
+            in_flight: slot.entry.in_flight().map(RequestId),
             fulfilled_at: slot.entry.fulfilled_at(),
             subscribers: slot.subscribers,
             removal_deadline: slot.deadline.map(|armed| armed.at),
@@ -401,11 +458,12 @@ where
     /// The key of a live lifetime.
     ///
     /// ```
+    /// # use livecache::core::LifetimeId;
     /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
-    /// assert_eq!(cache.key_of_lifetime(1), None);
+    /// assert_eq!(cache.key_of_lifetime(LifetimeId(1)), None);
     /// ```
-    pub fn key_of_lifetime(&self, lifetime: u64) -> Option<&CacheKey> {
-        self.entries.key_of(lifetime)
+    pub fn key_of_lifetime(&self, lifetime: LifetimeId) -> Option<&CacheKey> {
+        self.entries.key_of(lifetime.0)
     }
 
     /// Whether an effect is queued ([`Cache::poll_effect`] would return one).

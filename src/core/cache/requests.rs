@@ -19,14 +19,15 @@ where
     /// Returns false, doing nothing, for a subscription that is not live (R7a).
     ///
     /// ```
+    /// # use livecache::core::RequestId;
     /// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
     /// let sub = cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
-    /// cache.fulfil(1, &key, 1, 5);
+    /// cache.fulfil(1, &key, RequestId(1), 5);
     /// assert!(cache.refetch(2, sub));
-    /// assert_eq!(cache.entry(&key).unwrap().in_flight, Some(2));
+    /// assert_eq!(cache.entry(&key).unwrap().in_flight, Some(RequestId(2)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn refetch(&mut self, now: u64, subscription: SubscriptionId) -> bool {
@@ -47,18 +48,20 @@ where
     /// (R8, R10).
     ///
     /// ```
+    /// # use livecache::core::RequestId;
     /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
     /// cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
-    /// cache.fulfil(1, &key, 99, 5);                 // stale id: ignored
+    /// cache.fulfil(1, &key, RequestId(99), 5);                 // stale id: ignored
     /// assert_eq!(cache.entry(&key).unwrap().status, Status::Pending);
-    /// cache.fulfil(1, &key, 1, 5);
+    /// cache.fulfil(1, &key, RequestId(1), 5);
     /// assert_eq!(cache.entry(&key).unwrap().data, Some(&5));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn fulfil(&mut self, now: u64, key: &CacheKey, request: u64, data: D) {
+    pub fn fulfil(&mut self, now: u64, key: &CacheKey, request: RequestId, data: D) {
+        let request = request.0;
         self.advance(now);
         if !self.is_current(key, request) {
             self.record(self.now, key, TraceKind::ResultIgnored { request });
@@ -71,16 +74,18 @@ where
     /// (R9, R10). Data is kept; data-loaded stays pending.
     ///
     /// ```
+    /// # use livecache::core::RequestId;
     /// use livecache::core::{Cache, EndpointConfig, Refetch, Status, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
     /// cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
-    /// cache.reject(1, &key, 1, "offline".to_string());
+    /// cache.reject(1, &key, RequestId(1), "offline".to_string());
     /// assert_eq!(cache.entry(&key).unwrap().status, Status::Rejected);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn reject(&mut self, now: u64, key: &CacheKey, request: u64, error: E) {
+    pub fn reject(&mut self, now: u64, key: &CacheKey, request: RequestId, error: E) {
+        let request = request.0;
         self.advance(now);
         if !self.is_current(key, request) {
             self.record(self.now, key, TraceKind::ResultIgnored { request });
@@ -174,7 +179,7 @@ where
         self.record(self.now, key, TraceKind::RequestStarted { request });
         self.effects.push_back(Effect::StartRequest {
             key: key.clone(),
-            request,
+            request: RequestId(request),
         });
     }
 
@@ -188,7 +193,7 @@ where
         self.record(self.now, key, TraceKind::RequestStarted { request });
         self.effects.push_back(Effect::StartRequest {
             key: key.clone(),
-            request,
+            request: RequestId(request),
         });
     }
 
@@ -258,8 +263,8 @@ where
         self.record(self.now, key, TraceKind::DataLoaded { lifetime, request });
         if let Some(data) = data {
             self.effects.push_back(Effect::ResolveDataLoaded {
-                lifetime,
-                request,
+                lifetime: LifetimeId(lifetime),
+                request: request.map(RequestId),
                 data,
             });
         }

@@ -66,24 +66,26 @@ impl LifetimePlace {
     /// The lifetime.
     ///
     /// ```
-    /// assert_eq!(livecache::core::LifetimePlace::gone(4).lifetime(), 4);
+    /// # use livecache::core::LifetimeId;
+    /// assert_eq!(livecache::core::LifetimePlace::gone(LifetimeId(4)).lifetime(), LifetimeId(4));
     /// ```
-    pub fn lifetime(self) -> u64 {
-        self.lifetime
+    pub fn lifetime(self) -> LifetimeId {
+        LifetimeId(self.lifetime)
     }
 
     /// A place no entry has: every update through it finds the lifetime gone (for a handle made
     /// after its lifetime ended).
     ///
     /// ```
+    /// # use livecache::core::{LifetimeId, Patches};
     /// use livecache::core::{Cache, LifetimePlace, UpdateRefused};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
-    /// let r = cache.update_cached_at(0, LifetimePlace::gone(1), false, |d| d.push(1));
+    /// let r = cache.update_cached_at(0, LifetimePlace::gone(LifetimeId(1)), Patches::NotWanted, |d| d.push(1));
     /// assert_eq!(r, Err(UpdateRefused::NotLive));
     /// ```
-    pub fn gone(lifetime: u64) -> Self {
+    pub fn gone(lifetime: LifetimeId) -> Self {
         LifetimePlace {
-            lifetime,
+            lifetime: lifetime.0,
             position: usize::MAX,
         }
     }
@@ -269,6 +271,7 @@ mod tests {
     use super::*;
     use crate::core::cache::deadlines::Timer;
     use crate::core::cache::{Cache, CacheConfig, EndpointId, SubscriptionId, UpdateRefused};
+    use crate::core::cache::{LifetimeId, Patches};
     use crate::core::config::{EndpointConfig, Keep, Refetch};
     use crate::core::entry::Entry;
     use crate::core::patch::Patch;
@@ -319,9 +322,9 @@ mod tests {
 
     /// A core user's `update_cached` whose recipe panics (the runtime catches its own); whether
     /// the panic came out.
-    fn update_panics(cache: &mut Cache<Vec<u8>>, now: u64, lifetime: u64) -> bool {
+    fn update_panics(cache: &mut Cache<Vec<u8>>, now: u64, lifetime: LifetimeId) -> bool {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            cache.update_cached(now, lifetime, false, |_| panic!("recipe"))
+            cache.update_cached(now, lifetime, Patches::NotWanted, |_| panic!("recipe"))
         }))
         .is_err()
     }
@@ -341,9 +344,9 @@ mod tests {
         cache.insert(&a, ep, AnyEntry::Loaded(Entry::new(3).load(vec![3], 0)));
         assert_eq!(cache.entries.check(), Ok(()));
         assert_eq!(cache.len(), 2);
-        assert_eq!(cache.key_of_lifetime(1), None);
-        assert_eq!(cache.key_of_lifetime(3), Some(&a));
-        assert_eq!(cache.entry(&a).map(|e| e.lifetime), Some(3));
+        assert_eq!(cache.key_of_lifetime(LifetimeId(1)), None);
+        assert_eq!(cache.key_of_lifetime(LifetimeId(3)), Some(&a));
+        assert_eq!(cache.entry(&a).map(|e| e.lifetime), Some(LifetimeId(3)));
         assert_eq!(cache.entries.slots.len(), 2, "the key's place was reused");
     }
 
@@ -362,8 +365,8 @@ mod tests {
         cache
             .upsert(0, ep, &b, vec![2])
             .expect("the key is this endpoint's");
-        let lifetime = cache.entry(&a).map(|e| e.lifetime).unwrap_or_default();
-        assert!(update_panics(&mut cache, 1, lifetime));
+        let lifetime = cache.entry(&a).map_or(LifetimeId(0), |e| e.lifetime);
+        assert!(update_panics(&mut cache, 1, LifetimeId(lifetime.0)));
         assert_eq!(cache.entries.check(), Ok(()));
         assert!(cache.entry(&a).is_none());
         assert_eq!(cache.entry(&b).and_then(|e| e.data.cloned()), Some(vec![2]));
@@ -391,8 +394,8 @@ mod tests {
         cache
             .upsert(0, ep, &a, vec![1])
             .expect("the key is this endpoint's");
-        let lifetime = cache.entry(&a).map(|e| e.lifetime).unwrap_or_default();
-        assert!(update_panics(&mut cache, 1, lifetime));
+        let lifetime = cache.entry(&a).map_or(LifetimeId(0), |e| e.lifetime);
+        assert!(update_panics(&mut cache, 1, LifetimeId(lifetime.0)));
         assert!(cache.is_empty());
         assert_eq!(cache.entries.check(), Ok(()));
     }
@@ -410,35 +413,37 @@ mod tests {
         cache
             .upsert(0, ep, &a, vec![1])
             .expect("the key is this endpoint's");
-        let lifetime = cache.entry(&a).map(|e| e.lifetime).unwrap_or_default();
+        let lifetime = cache.entry(&a).map_or(LifetimeId(0), |e| e.lifetime);
         let Some(place) = cache.lifetime_place(lifetime) else {
             panic!("a live lifetime has a place");
         };
         assert_eq!(
-            cache.update_cached_at(1, place, false, |d| d.push(2)),
+            cache.update_cached_at(1, place, Patches::NotWanted, |d| d.push(2)),
             Ok(None)
         );
         assert!(cache.remove(2, &a));
         cache
             .upsert(3, ep, &b, vec![7])
             .expect("the key is this endpoint's");
-        let b_lifetime = cache.entry(&b).map_or(0, |e| e.lifetime);
-        let b_place = cache.lifetime_place(b_lifetime).map(|p| p.position);
+        let b_lifetime = cache.entry(&b).map_or(0, |e| e.lifetime.0);
+        let b_place = cache
+            .lifetime_place(LifetimeId(b_lifetime))
+            .map(|p| p.position);
         assert_eq!(b_place, Some(place.position), "the place was reused");
         for _ in 0..2 {
             // Loaded, then Streaming: both the general path and the hot path refuse it.
             assert_eq!(
-                cache.update_cached_at(4, place, false, |d| d.push(3)),
+                cache.update_cached_at(4, place, Patches::NotWanted, |d| d.push(3)),
                 Err(UpdateRefused::NotLive)
             );
             assert_eq!(
-                cache.update_cached(4, b_lifetime, false, |d| d.push(8)),
+                cache.update_cached(4, LifetimeId(b_lifetime), Patches::NotWanted, |d| d.push(8)),
                 Ok(None)
             );
         }
         assert_eq!(cache.entry(&b).map(|e| e.phase), Some(Phase::Streaming));
         assert_eq!(
-            cache.update_cached_at(4, place, false, |d| d.push(3)),
+            cache.update_cached_at(4, place, Patches::NotWanted, |d| d.push(3)),
             Err(UpdateRefused::NotLive)
         );
         assert_eq!(
@@ -446,7 +451,8 @@ mod tests {
             Err(UpdateRefused::NotLive)
         );
         assert_eq!(
-            cache.update_cached_at(4, LifetimePlace::gone(lifetime), false, |d| d.push(3)),
+            cache.update_cached_at(4, LifetimePlace::gone(lifetime), Patches::NotWanted, |d| d
+                .push(3)),
             Err(UpdateRefused::NotLive)
         );
         assert_eq!(
@@ -514,7 +520,7 @@ mod tests {
             let keys: Vec<CacheKey> = (0..3).map(|k| CacheKey::verbatim(format!("a({k})"))).collect();
             let mut subs: Vec<Vec<SubscriptionId>> = vec![Vec::new(); 3];
             // Every lifetime seen, with its place when first seen.
-            let mut seen: Vec<(u64, LifetimePlace)> = Vec::new();
+            let mut seen: Vec<(LifetimeId, LifetimePlace)> = Vec::new();
             let mut now = 0;
             for (op, k, l) in ops {
                 now += 1;
@@ -525,15 +531,15 @@ mod tests {
                 subs[k].extend(b);
                 if op >= 6 && !seen.is_empty() {
                     let (lifetime, place) = seen[l % seen.len()];
-                    let a = by_lifetime.update_cached(now, lifetime, false, |d| d.push(1));
+                    let a = by_lifetime.update_cached(now, lifetime, Patches::NotWanted, |d| d.push(1));
                     let b = if op == 6 {
-                        by_place.update_cached_at(now, place, false, |d| d.push(1))
+                        by_place.update_cached_at(now, place, Patches::NotWanted, |d| d.push(1))
                     } else {
                         by_place
                             .update_cached_deferring_notify(now, place, |d| d.push(1))
                             .map(|_| None)
                     };
-                    prop_assert_eq!(a, b, "update of lifetime {}", lifetime);
+                    prop_assert_eq!(a, b, "update of lifetime {:?}", lifetime);
                 }
                 for key in &keys {
                     let lifetime = by_place.entry(key).map(|e| e.lifetime);
@@ -589,7 +595,7 @@ mod tests {
                     3 => {
                         let lifetime = cache.entry(key).map(|e| e.lifetime);
                         if let Some(lifetime) = lifetime {
-                            let _ = cache.update_cached(now, lifetime, false, |d| d.push(1));
+                            let _ = cache.update_cached(now, lifetime, Patches::NotWanted, |d| d.push(1));
                         }
                     }
                     4 => cache.upsert(now, ep, key, vec![2]).expect("the key is this endpoint's"),
@@ -614,7 +620,7 @@ mod tests {
                     _ => {
                         let lifetime = cache.entry(key).map(|e| e.lifetime);
                         if let Some(lifetime) = lifetime {
-                            update_panics(&mut cache, now, lifetime);
+                            update_panics(&mut cache, now, LifetimeId(lifetime.0));
                         }
                     }
                 }

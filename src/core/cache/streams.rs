@@ -17,22 +17,24 @@ where
     /// becomes Streaming. `buffered` messages that arrived before the first data follow.
     ///
     /// ```
+    /// # use livecache::core::LifetimeId;
     /// use livecache::core::{Cache, EndpointConfig, Phase, UpdateRefused, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
     /// cache.upsert(0, ep, &key, vec![])?;
-    /// cache.stream_attached(1, 1, 0)?;
+    /// cache.stream_attached(1, LifetimeId(1), 0)?;
     /// assert_eq!(cache.entry(&key).map(|e| e.phase), Some(Phase::Streaming));
-    /// assert_eq!(cache.stream_attached(1, 9, 0), Err(UpdateRefused::NotLive));
+    /// assert_eq!(cache.stream_attached(1, LifetimeId(9), 0), Err(UpdateRefused::NotLive));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn stream_attached(
         &mut self,
         now: u64,
-        lifetime: u64,
+        lifetime: LifetimeId,
         buffered: usize,
     ) -> Result<(), UpdateRefused> {
+        let lifetime = lifetime.0;
         self.advance(now);
         let Some(key) = self.entries.key_of(lifetime).cloned() else {
             return Err(UpdateRefused::NotLive);
@@ -67,12 +69,20 @@ where
     /// A stream item was skipped (a bad frame): recorded with the reason (R22).
     ///
     /// ```
+    /// # use livecache::core::LifetimeId;
     /// use livecache::core::{Cache, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// cache.stream_skipped(0, &CacheKey::verbatim("a(1)"), 1, "not JSON".into());
+    /// cache.stream_skipped(0, &CacheKey::verbatim("a(1)"), LifetimeId(1), "not JSON".into());
     /// assert_eq!(cache.trace().len(), 1);
     /// ```
-    pub fn stream_skipped(&mut self, now: u64, key: &CacheKey, lifetime: u64, reason: String) {
+    pub fn stream_skipped(
+        &mut self,
+        now: u64,
+        key: &CacheKey,
+        lifetime: LifetimeId,
+        reason: String,
+    ) {
+        let lifetime = lifetime.0;
         self.advance(now);
         self.record(self.now, key, TraceKind::StreamSkipped { lifetime, reason });
     }
@@ -81,20 +91,22 @@ where
     /// the entry lives.
     ///
     /// ```
+    /// # use livecache::core::LifetimeId;
     /// use livecache::core::{Cache, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// cache.stream_ended(0, &CacheKey::verbatim("a(1)"), 1, "server closed".into(), 3, 1);
+    /// cache.stream_ended(0, &CacheKey::verbatim("a(1)"), LifetimeId(1), "server closed".into(), 3, 1);
     /// assert_eq!(cache.trace().len(), 1);
     /// ```
     pub fn stream_ended(
         &mut self,
         now: u64,
         key: &CacheKey,
-        lifetime: u64,
+        lifetime: LifetimeId,
         reason: String,
         applied: u64,
         skipped: u64,
     ) {
+        let lifetime = lifetime.0;
         self.advance(now);
         self.record(
             self.now,

@@ -21,13 +21,14 @@ where
     /// update costs what the recipe costs.
     ///
     /// ```
+    /// # use livecache::core::Patches;
     /// use livecache::core::{Cache, EndpointConfig, Phase, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
     /// cache.upsert(0, ep, &key, vec![1])?;
     /// let lifetime = cache.entry(&key).unwrap().lifetime;
-    /// let patches = cache.update_cached(1, lifetime, true, |d| d.push(2)).unwrap().unwrap();
+    /// let patches = cache.update_cached(1, lifetime, Patches::Wanted, |d| d.push(2)).unwrap().unwrap();
     /// assert_eq!(patches.patches.0.len(), 1);
     /// assert_eq!(cache.entry(&key).unwrap().phase, Phase::Streaming);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -35,10 +36,11 @@ where
     pub fn update_cached(
         &mut self,
         now: u64,
-        lifetime: u64,
-        want_patches: bool,
+        lifetime: LifetimeId,
+        patches: Patches,
         recipe: impl FnOnce(&mut Draft<'_, D>),
     ) -> Result<Option<PatchSet>, UpdateRefused> {
+        let (lifetime, want_patches) = (lifetime.0, patches == Patches::Wanted);
         self.advance(now);
         // Looked up after `advance`, which may have removed it.
         let place = self
@@ -53,17 +55,18 @@ where
     /// once and updates it with no lookup at all.
     ///
     /// ```
+    /// # use livecache::core::LifetimeId;
     /// use livecache::core::{Cache, EndpointConfig, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), vec![])?;
-    /// let place = cache.lifetime_place(1).expect("lifetime 1 is live");
-    /// assert_eq!(place.lifetime(), 1);
-    /// assert!(cache.lifetime_place(2).is_none());
+    /// let place = cache.lifetime_place(LifetimeId(1)).expect("lifetime 1 is live");
+    /// assert_eq!(place.lifetime(), LifetimeId(1));
+    /// assert!(cache.lifetime_place(LifetimeId(2)).is_none());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn lifetime_place(&self, lifetime: u64) -> Option<LifetimePlace> {
-        self.entries.place_of(lifetime)
+    pub fn lifetime_place(&self, lifetime: LifetimeId) -> Option<LifetimePlace> {
+        self.entries.place_of(lifetime.0)
     }
 
     /// [`Cache::update_cached`] of the lifetime at `place`, found without a lookup. A place whose
@@ -71,25 +74,27 @@ where
     /// nothing: [`UpdateRefused::NotLive`].
     ///
     /// ```
+    /// # use livecache::core::{LifetimeId, Patches};
     /// use livecache::core::{Cache, EndpointConfig, UpdateRefused, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// let key = CacheKey::verbatim("a(1)");
     /// cache.upsert(0, ep, &key, vec![])?;
-    /// let place = cache.lifetime_place(1).expect("live");
-    /// cache.update_cached_at(1, place, false, |d| d.push(7))?;
+    /// let place = cache.lifetime_place(LifetimeId(1)).expect("live");
+    /// cache.update_cached_at(1, place, Patches::NotWanted, |d| d.push(7))?;
     /// assert_eq!(cache.entry(&key).and_then(|e| e.data), Some(&vec![7]));
     /// cache.remove(2, &key);
-    /// assert_eq!(cache.update_cached_at(3, place, false, |d| d.push(8)), Err(UpdateRefused::NotLive));
+    /// assert_eq!(cache.update_cached_at(3, place, Patches::NotWanted, |d| d.push(8)), Err(UpdateRefused::NotLive));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn update_cached_at(
         &mut self,
         now: u64,
         place: LifetimePlace,
-        want_patches: bool,
+        patches: Patches,
         recipe: impl FnOnce(&mut Draft<'_, D>),
     ) -> Result<Option<PatchSet>, UpdateRefused> {
+        let want_patches = patches == Patches::Wanted;
         self.advance(now);
         self.update_placed(place, want_patches, recipe)
     }
@@ -102,11 +107,12 @@ where
     /// ([`Notify::Queued`]).
     ///
     /// ```
+    /// # use livecache::core::LifetimeId;
     /// use livecache::core::{Cache, EndpointConfig, Notify, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
     /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
     /// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), vec![])?;
-    /// let place = cache.lifetime_place(1).expect("live");
+    /// let place = cache.lifetime_place(LifetimeId(1)).expect("live");
     /// // The first update moves Loaded to Streaming: not the hot path, so the core queues it.
     /// assert_eq!(cache.update_cached_deferring_notify(1, place, |d| d.push(1))?, Notify::Queued);
     /// while cache.poll_effect().is_some() {}
