@@ -243,8 +243,8 @@ fn resolve(sel: OpSel, model: &Model) -> Op {
     }
 }
 
-/// The fuzz body: decode a configuration and up to [`MAX_OPS`] ops, apply each to the model and
-/// the core, and compare them after every op; finally check the trace invariants.
+/// The fuzz body: decode a configuration and up to `MAX_OPS` (96) ops, apply each to the model
+/// and the core, and compare them after every op; finally check the trace invariants.
 ///
 /// # Panics
 ///
