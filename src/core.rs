@@ -1,8 +1,10 @@
-//! The sans-IO core: every SPEC rule is decided here, and nowhere else.
+//! The sans-IO core: every rule of `docs/spec.md` is decided here, and nowhere else.
 //!
 //! The core takes events with the current time and returns effects; it never blocks, spawns,
 //! sleeps or reads a clock (the quinn-proto shape). See `docs/semantics.md` for the exact
-//! behaviour of every operation.
+//! behaviour of every operation, [`Cache`]'s own documentation for the driving contract (which
+//! method to call when, and what each returns), and `docs/architecture.md` for what each of the
+//! core's files holds.
 //!
 //! A driver feeds it events and carries out its effects:
 //!

@@ -1,5 +1,7 @@
 //! The tokio runtime: the [`Api`] users call. It turns the sans-IO core's effects into tasks and
-//! futures and decides no rule of its own (every decision is the core's).
+//! futures and decides no rule of its own (every decision is the core's); `driver.rs` holds the
+//! core and carries its effects out. `docs/architecture.md` says what the runtime may and may
+//! not do. Its items are re-exported at the crate root.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]

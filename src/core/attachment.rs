@@ -174,7 +174,16 @@ enum Stage<M> {
     Live,
 }
 
-/// One stream attached to one entry lifetime (R21). See the [module](self) documentation.
+/// One stream attached to one entry lifetime (R21), as a sans-IO machine: it decides whether a
+/// message is applied now or held, what is applied when the first data lands, and how the
+/// attachment ends; its driver (the runtime's stream task, the model harness) carries each
+/// decision out on the [`Cache`](crate::core::Cache).
+///
+/// Messages are applied in arrival order, each exactly once. Messages that arrive before the
+/// lifetime's first data are held and applied, in order, right after it lands; a stream that
+/// ends or fails before then still has what it delivered applied, and the attachment ends with
+/// that reason after them. Removal ends the attachment; messages still held are dropped with the
+/// entry.
 ///
 /// ```
 /// # use livecache::core::LifetimeId;

@@ -523,10 +523,10 @@ impl From<i128> for BigInt {
     }
 }
 
-/// The canonical JSON text of `value`: object keys sorted as RTK sorts them (see the
-/// [module docs](self)), arrays in order, numbers and strings as JavaScript's `JSON.stringify`
-/// writes them. A top-level null is written `null` here; only the key functions turn it into
-/// `undefined`.
+/// The canonical JSON text of `value`: object keys sorted as RTK sorts them (at every nesting
+/// level, in JavaScript's default string order: UTF-16 code units, not Rust's byte order), arrays
+/// in order, numbers and strings as JavaScript's `JSON.stringify` writes them. A top-level null
+/// is written `null` here; only the key functions turn it into `undefined`.
 ///
 /// ```
 /// use livecache::core::canonical_json;

@@ -242,8 +242,8 @@ impl<A: Arg, T: Data, M, Q> EndpointBuilder<A, T, M, Q> {
 
 impl<A: Arg, T: Data, M: Send + Sync + 'static> EndpointBuilder<A, T, M, WithQueryFn<A, T, M>> {
     /// The lifecycle handler (RTK's `onCacheEntryAdded`): called once per entry lifetime with
-    /// the entry's original argument and a handle in state [`Added`] (R12). Return `Ok(())`, or
-    /// an error; either way, and even if it panics, the cache carries on and the outcome is
+    /// the entry's original argument and a handle in state [`BeforeData`] (R12). Return `Ok(())`,
+    /// or an error; either way, and even if it panics, the cache carries on and the outcome is
     /// traced (R16).
     ///
     /// ```
