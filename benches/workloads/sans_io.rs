@@ -35,7 +35,7 @@ fn drain(cache: &mut Core, out: &mut Drained) {
             Effect::StartRequest { request, .. } => out.request = Some(request.0),
             Effect::ResolveDataLoaded { .. } => out.loaded += 1,
             Effect::EntryRemoved { .. } => out.removed += 1,
-            Effect::StartLifecycle { .. } | Effect::AbortRequest { .. } => {}
+            _ => {}
         }
     }
 }

@@ -150,6 +150,7 @@ impl CoreUnderTest {
                         CoreUpdateError::NotLive => UpdateError::NotLive,
                         CoreUpdateError::NotLoaded => UpdateError::NotLoaded,
                         CoreUpdateError::Serialize(msg) => panic!("Vec<u8> serialises: {msg}"),
+                        other => panic!("a refusal the model does not know: {other}"),
                     });
                 OpResult::Updated(result)
             }
@@ -172,6 +173,7 @@ impl CoreUnderTest {
                         CorePatchError::NoData => PatchError::NoData,
                         CorePatchError::Apply(_) => PatchError::Apply,
                         CorePatchError::Schema(_) => PatchError::Schema,
+                        other => panic!("a patch error the model does not know: {other}"),
                     });
                 OpResult::Patched(result)
             }

@@ -63,6 +63,8 @@ fn endpoint_of<'c>(config: &'c Config, key: &str) -> Option<&'c EndpointSpec> {
 ///    `lifecycle_ended` of a lifetime of that key (recorded "whether or not the entry is still
 ///    live").
 /// 7. Trace times never decrease.
+// One arm per kind, each stating its invariant as a plain `if`: clearer than match guards.
+#[allow(clippy::collapsible_match)]
 pub fn check_invariants(config: &Config, trace: &[TraceEvent]) -> Result<(), String> {
     let mut keys: BTreeMap<String, KeyState> = BTreeMap::new();
     let mut all_lifetimes: BTreeSet<u64> = BTreeSet::new();
@@ -265,6 +267,9 @@ pub fn check_invariants(config: &Config, trace: &[TraceEvent]) -> Result<(), Str
                     return fail("(2) stream_attached before data_loaded".to_string());
                 }
             }
+            // TraceKind is non-exhaustive: a kind added to the core after these invariants were
+            // written states nothing here until it is added above.
+            _ => {}
         }
     }
     Ok(())

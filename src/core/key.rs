@@ -367,6 +367,7 @@ impl PartialEq<String> for CacheKey {
 /// assert!(matches!(err, KeyError::Unserializable { ref endpoint, .. } if endpoint == "grid"));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The argument cannot be turned into JSON: its [`Serialize`] implementation failed, or it
     /// produced something JSON cannot hold (a map whose keys are not strings or numbers, an

@@ -21,6 +21,7 @@ use crate::core::key::CacheKey;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Effect<D> {
     /// Start the endpoint's `on_cache_entry_added` handler for a new lifetime (R1, R12).
     StartLifecycle {
@@ -79,6 +80,7 @@ pub enum Effect<D> {
 /// assert_eq!(cache.update_cached(0, LifetimeId(7), Patches::NotWanted, |d| d.push(1)), Err(UpdateRefused::NotLive));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum UpdateRefused {
     /// The lifetime has ended (or never existed): the entry was removed (R7a, R14).
     #[error("the cache entry was removed")]
@@ -100,6 +102,7 @@ pub enum UpdateRefused {
 /// assert_eq!(cache.patch_query_data(0, &CacheKey::verbatim("a(1)"), &patch), Err(PatchError::NoEntry));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PatchError {
     /// No entry for the key.
     #[error("no cache entry for the key")]

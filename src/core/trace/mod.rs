@@ -40,6 +40,7 @@ pub(crate) use log::{TraceKeyRef, TraceLog};
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Recording {
     /// Record nothing.
     Off,
@@ -76,6 +77,7 @@ pub struct TraceEvent {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum AddCause {
     /// A subscription to an absent key (R1).
     Subscribe,
@@ -93,6 +95,7 @@ pub enum AddCause {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum RemoveCause {
     /// Its removal deadline passed with zero subscribers (R4, R5).
     Expired,
@@ -110,6 +113,7 @@ pub enum RemoveCause {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum UpdateSource {
     /// `update_cached_data` through a lifecycle handle (R15).
     Lifecycle,
@@ -128,6 +132,7 @@ pub enum UpdateSource {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
+#[non_exhaustive]
 pub enum HandlerOutcome {
     /// It returned `Ok`.
     Finished,
@@ -152,6 +157,7 @@ pub enum HandlerOutcome {
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum TraceKind {
     /// The key was absent and an entry was created (a new lifetime begins).
     EntryAdded {
