@@ -17,7 +17,7 @@
 // listening. `keepUnusedDataFor: 0` removes an entry as soon as its last subscriber leaves.
 
 import { runWorkload } from './lib/workloads.mjs';
-import { Deferreds, Feed, installedVersion, withTimeout } from './lib/support.mjs';
+import { Deferreds, Feed, installedVersion, releaseAll } from './lib/support.mjs';
 import { main } from './lib/runner.mjs';
 
 const PEER = 'rtk-query';
@@ -110,15 +110,7 @@ async function createHarness(options) {
     },
     notifiedUpToDate: () => stateSeen === store.getState(),
     entryCount: () => Object.keys(store.getState().api.queries).length,
-    async teardown() {
-      const args = [...held.keys()];
-      for (const subscription of held.values()) subscription.unsubscribe();
-      held.clear();
-      await withTimeout(Promise.all(args.map((arg) => removed.wait(arg))), 120_000);
-      loaded.clear();
-      removed.clear();
-      feed.dropped = 0;
-    },
+    teardown: () => releaseAll({ held, loaded, removed, feed }),
   };
 
   const here = new URL('./', import.meta.url);

@@ -18,7 +18,7 @@
 // the two differ only in a few warnings.
 
 import { runWorkload } from './lib/workloads.mjs';
-import { Deferreds, Feed, installedVersion, withTimeout } from './lib/support.mjs';
+import { Deferreds, Feed, installedVersion, releaseAll } from './lib/support.mjs';
 import { main } from './lib/runner.mjs';
 
 const PEER = 'tanstack-query';
@@ -138,15 +138,7 @@ async function createHarness() {
     },
     notifiedUpToDate: (args) => args.every((arg) => seen.get(arg) === queryOf(arg)?.state.data),
     entryCount: () => cache.getAll().length,
-    async teardown() {
-      const args = [...held.keys()];
-      for (const subscription of held.values()) subscription.unsubscribe();
-      held.clear();
-      await withTimeout(Promise.all(args.map((arg) => removed.wait(arg))), 120_000);
-      loaded.clear();
-      removed.clear();
-      feed.dropped = 0;
-    },
+    teardown: () => releaseAll({ held, loaded, removed, feed }),
   };
 
   const here = new URL('./', import.meta.url);

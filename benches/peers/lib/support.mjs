@@ -104,3 +104,17 @@ export function installedVersion(baseUrl, name) {
     return 'unknown';
   }
 }
+
+/**
+ * An adapter's teardown: drop every held subscription, wait (at most two minutes) until each
+ * entry reports its removal, then forget what the run recorded.
+ */
+export async function releaseAll({ held, loaded, removed, feed }) {
+  const args = [...held.keys()];
+  for (const subscription of held.values()) subscription.unsubscribe();
+  held.clear();
+  await withTimeout(Promise.all(args.map((arg) => removed.wait(arg))), 120_000);
+  loaded.clear();
+  removed.clear();
+  feed.dropped = 0;
+}
