@@ -8,12 +8,28 @@
 //! where watch has eight, and no value behind a lock (nobody reads one). A change wakes the
 //! `Notify` only when a receiver has said it is waiting (the `WAITING` bit), so a burst of
 //! changes to an entry whose subscribers are already woken costs one atomic add each.
+//!
+//! That protocol is checked under loom, in the interleavings of a sender, a notifier and
+//! receivers: `loom_model`, built with `--cfg livecache_loom` (docs/testing.md).
 
 use std::pin::pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
+// Under the loom model of the protocol (`loom_model`: the crate's own tests built with
+// `--cfg livecache_loom`) the atomic state and the `Arc` are loom's and the `Notify` a model of
+// tokio's built on loom's primitives, so that loom can run the interleavings. Every other build
+// uses std's and tokio's, as before.
+#[cfg(all(test, livecache_loom))]
+use self::loom_model::Notify;
+#[cfg(all(test, livecache_loom))]
+use loom::sync::{Arc, atomic::AtomicU64};
+#[cfg(not(all(test, livecache_loom)))]
+use std::sync::{Arc, atomic::AtomicU64};
+#[cfg(not(all(test, livecache_loom)))]
 use tokio::sync::Notify;
+
+#[cfg(all(test, livecache_loom))]
+mod loom_model;
 
 /// The lowest bit of the state: the sender is gone. The version is in the bits above `WAITING`.
 const CLOSED: u64 = 1;
@@ -144,7 +160,8 @@ fn seen(state: u64, version: &mut u64) -> Option<Result<(), Closed>> {
     }
 }
 
-#[cfg(test)]
+// On tokio's runtime, so not under the loom model (whose atomics work only inside `loom::model`).
+#[cfg(all(test, not(livecache_loom)))]
 mod tests {
     use super::*;
     use std::time::Duration;
