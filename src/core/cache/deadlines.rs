@@ -35,11 +35,13 @@ pub(super) struct Deadlines {
 
 impl Deadlines {
     /// The earliest armed deadline.
+    #[inline]
     pub(super) fn first(&self) -> Option<u64> {
         self.armed.first().map(|(at, ..)| *at)
     }
 
     /// Arm `timer` of `key` at `at`, replacing the one `mark` remembers.
+    #[inline]
     pub(super) fn arm(&mut self, timer: Timer, key: &CacheKey, mark: &mut Option<Armed>, at: u64) {
         self.disarm(timer, key, mark);
         let seq = self.next_seq;
@@ -49,6 +51,7 @@ impl Deadlines {
     }
 
     /// Disarm the deadline `mark` remembers, if any; returns it.
+    #[inline]
     pub(super) fn disarm(
         &mut self,
         timer: Timer,
@@ -62,6 +65,7 @@ impl Deadlines {
     }
 
     /// Take the earliest deadline if it is due at `now`: before it, or at it when `inclusive`.
+    #[inline]
     pub(super) fn pop_due(
         &mut self,
         now: u64,
@@ -145,31 +149,22 @@ where
     /// subscribers, (re-)arm the removal deadline at `now` + the keep time (none for an infinite
     /// keep); with subscribers, cancel an armed one.
     pub(super) fn removal_follows_subscribers(&mut self, key: &CacheKey) {
-        let Some(slot) = self.entries.get(key) else {
-            return;
-        };
-        if slot.subscribers == 0 {
-            self.arm_removal(key);
-        } else if slot.deadline.is_some() {
-            if let Some(slot) = self.entries.get_mut(key) {
-                self.deadlines
-                    .disarm(Timer::Removal, key, &mut slot.deadline);
-            }
-            self.record(self.now, key, TraceKind::RemovalCancelled);
-        }
-    }
-
-    /// Arm the removal deadline of `key` afresh (finite keep time only).
-    fn arm_removal(&mut self, key: &CacheKey) {
-        let Some(slot) = self.entries.get(key) else {
-            return;
-        };
-        let keep = self.keep(slot.endpoint).as_millis();
         let now = self.now;
         let Some(slot) = self.entries.get_mut(key) else {
             return;
         };
-        let Some(keep) = keep else {
+        if slot.subscribers > 0 {
+            if self
+                .deadlines
+                .disarm(Timer::Removal, key, &mut slot.deadline)
+                .is_some()
+            {
+                self.record(now, key, TraceKind::RemovalCancelled);
+            }
+            return;
+        }
+        let keep = config_of(&self.endpoints, slot.endpoint).keep_or(self.config.keep);
+        let Some(keep) = keep.as_millis() else {
             self.deadlines
                 .disarm(Timer::Removal, key, &mut slot.deadline);
             return;

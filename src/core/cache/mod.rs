@@ -559,19 +559,22 @@ where
     }
 
     fn endpoint_config(&self, endpoint: EndpointId) -> EndpointConfig {
-        self.endpoints
-            .get(endpoint.0)
-            .map(|(_, c)| *c)
-            .unwrap_or_default()
+        config_of(&self.endpoints, endpoint)
     }
 
     fn wants_data_loaded(&self, endpoint: EndpointId) -> bool {
         self.endpoint_config(endpoint).has_lifecycle
     }
 
-    fn keep(&self, endpoint: EndpointId) -> Keep {
-        self.endpoint_config(endpoint).keep_or(self.config.keep)
-    }
+}
+
+/// The configuration of `endpoint` (the default for an id the cache did not give out); a free
+/// function so that a caller holding a mutable borrow of the entries can read it.
+fn config_of(endpoints: &[(String, EndpointConfig)], endpoint: EndpointId) -> EndpointConfig {
+    endpoints
+        .get(endpoint.0)
+        .map(|(_, c)| *c)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

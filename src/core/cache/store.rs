@@ -124,51 +124,64 @@ impl<D: PartialEq, E> Entries<D, E> {
             free: Vec::new(),
         }
     }
+    #[inline]
     pub(super) fn len(&self) -> usize {
         self.by_key.len()
     }
+    #[inline]
     pub(super) fn is_empty(&self) -> bool {
         self.by_key.is_empty()
     }
+    #[inline]
     pub(super) fn contains_key(&self, key: &CacheKey) -> bool {
         self.by_key.contains_key(key)
     }
+    #[inline]
     pub(super) fn slot(&self, position: usize) -> Option<&(CacheKey, Slot<D, E>)> {
         self.slots.get(position)?.as_ref()
     }
+    #[inline]
     pub(super) fn slot_mut(&mut self, position: usize) -> Option<&mut (CacheKey, Slot<D, E>)> {
         self.slots.get_mut(position)?.as_mut()
     }
+    #[inline]
     pub(super) fn get_key_value(&self, key: &CacheKey) -> Option<(&CacheKey, &Slot<D, E>)> {
         let position = *self.by_key.get(key)?;
         self.slot(position).map(|(k, slot)| (k, slot))
     }
+    #[inline]
     pub(super) fn get(&self, key: &CacheKey) -> Option<&Slot<D, E>> {
         self.get_key_value(key).map(|(_, slot)| slot)
     }
+    #[inline]
     pub(super) fn get_mut(&mut self, key: &CacheKey) -> Option<&mut Slot<D, E>> {
         let position = *self.by_key.get(key)?;
         self.slot_mut(position).map(|(_, slot)| slot)
     }
+    #[inline]
     pub(super) fn keys(&self) -> impl Iterator<Item = &CacheKey> {
         self.slots.iter().flatten().map(|(key, _)| key)
     }
     /// The key of a live lifetime.
+    #[inline]
     pub(super) fn key_of(&self, lifetime: u64) -> Option<&CacheKey> {
         let position = *self.by_lifetime.get(&lifetime)?;
         self.slot(position).map(|(key, _)| key)
     }
     /// Where a live lifetime's entry sits: the same place for the whole lifetime.
+    #[inline]
     pub(super) fn place_of(&self, lifetime: u64) -> Option<LifetimePlace> {
         let position = *self.by_lifetime.get(&lifetime)?;
         Some(LifetimePlace { lifetime, position })
     }
     /// The key and entry at `place`, if its lifetime is still live there.
+    #[inline]
     pub(super) fn at_place(&self, place: LifetimePlace) -> Option<(&CacheKey, &Slot<D, E>)> {
         let (key, slot) = self.slot(place.position)?;
         (slot.entry.lifetime() == place.lifetime).then_some((key, slot))
     }
     /// [`Entries::at_place`], mutably.
+    #[inline]
     pub(super) fn at_place_mut(
         &mut self,
         place: LifetimePlace,

@@ -34,21 +34,27 @@ macro_rules! each_state {
 }
 
 impl<D: PartialEq, E> AnyEntry<D, E> {
+    #[inline]
     pub(crate) fn lifetime(&self) -> u64 {
         each_state!(self, e => e.lifetime())
     }
+    #[inline]
     pub(crate) fn in_flight(&self) -> Option<u64> {
         each_state!(self, e => e.in_flight())
     }
+    #[inline]
     pub(crate) fn fulfilled_at(&self) -> Option<u64> {
         each_state!(self, e => e.fulfilled_at())
     }
+    #[inline]
     pub(crate) fn status(&self) -> Status {
         each_state!(self, e => e.status())
     }
+    #[inline]
     pub(crate) fn error(&self) -> Option<&E> {
         each_state!(self, e => e.error())
     }
+    #[inline]
     pub(crate) fn phase(&self) -> Phase {
         match self {
             AnyEntry::Loading(_) => Phase::Loading,
@@ -56,6 +62,7 @@ impl<D: PartialEq, E> AnyEntry<D, E> {
             AnyEntry::Streaming(_) => Phase::Streaming,
         }
     }
+    #[inline]
     pub(crate) fn data(&self) -> Option<&D> {
         match self {
             AnyEntry::Loading(_) => None,
@@ -63,19 +70,24 @@ impl<D: PartialEq, E> AnyEntry<D, E> {
             AnyEntry::Streaming(e) => Some(e.data()),
         }
     }
+    #[inline]
     pub(crate) fn settle(&mut self) {
         each_state!(self, e => e.settle())
     }
+    #[inline]
     pub(crate) fn reject(&mut self, error: E) {
         each_state!(self, e => e.reject(error))
     }
+    #[inline]
     pub(crate) fn begin_request(&mut self, request: u64) {
         each_state!(self, e => e.begin_request(request))
     }
+    #[inline]
     pub(crate) fn remove(self) -> Entry<Removed, E> {
         each_state!(self, e => e.remove())
     }
     /// New data from a request or an upsert. Returns (data changed, first data of the lifetime).
+    #[inline]
     pub(crate) fn receive(self, data: D, now: u64) -> (AnyEntry<D, E>, bool, bool) {
         match self {
             AnyEntry::Loading(e) => (AnyEntry::Loaded(e.load(data, now)), true, true),
