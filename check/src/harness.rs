@@ -3,15 +3,26 @@
 //!
 //! [`CoreUnderTest`] is the core configured like a model [`Config`], answering in the model's
 //! vocabulary; [`compare`] checks a model and a core against each other after an op.
+//!
+//! The stream ops (R21) drive one [`Attachment`] per lifetime, the core's own decisions,
+//! carried out on the cache the way the runtime's stream task (`src/runtime/stream.rs`) does:
+//! the harness learns of a lifetime's first data and of its removal from the effects the core
+//! queues (`ResolveDataLoaded`, `EntryRemoved`), in queue order, right after each op.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use livecache::core::{Attachment, Finish, Received, StreamEndReason};
 use livecache::core::{
-    Cache, CacheConfig, EndpointConfig, EndpointId, Keep, LifetimeId, PatchError as CorePatchError,
-    Patches, RequestId, SubscriptionId, UpdateRefused as CoreUpdateError,
+    Cache, CacheConfig, Effect, EndpointConfig, EndpointId, Keep, LifetimeId,
+    PatchError as CorePatchError, Patches, RequestId, SubscriptionId,
+    UpdateRefused as CoreUpdateError,
 };
 use livecache::core::{CacheKey, default_key};
 use livecache::core::{Recording, TraceEvent};
 use livecache_model::{
-    Config, Data, KeyRef, Model, Observation, Op, OpResult, PatchError, Recipe, UpdateError,
+    Config, Data, KeyRef, Model, Observation, Op, OpResult, PatchError, Recipe, STREAM_FAILURE,
+    STREAM_SKIP_REASON, StreamObservation, UpdateError,
 };
 
 /// The core, configured like a model [`Config`], answering in the model's vocabulary.
@@ -19,7 +30,11 @@ use livecache_model::{
 pub struct CoreUnderTest {
     /// The core itself (data `Vec<u8>`, errors `String`).
     pub cache: Cache<Data, String>,
-    endpoints: Vec<(String, EndpointId)>,
+    /// Each endpoint's name and id, and whether it has a lifecycle handler (a live lifetime of
+    /// such an endpoint has a handle to attach a stream with). Shared by the clones.
+    endpoints: Arc<[(String, EndpointId, bool)]>,
+    /// The stream attached to a lifetime (until its attachment ends), with the lifetime's key.
+    streams: BTreeMap<u64, (CacheKey, Attachment<Recipe>)>,
 }
 
 /// Run a model [`Recipe`] on a core draft: the same change `Recipe::apply` makes to plain data,
@@ -67,19 +82,24 @@ impl CoreUnderTest {
                         },
                     )
                     .expect("endpoint names are distinct");
-                (spec.name.clone(), id)
+                (spec.name.clone(), id, spec.lifecycle)
             })
             .collect();
-        CoreUnderTest { cache, endpoints }
+        CoreUnderTest {
+            cache,
+            endpoints,
+            streams: BTreeMap::new(),
+        }
     }
 
     fn key(&self, key: KeyRef) -> (EndpointId, CacheKey) {
-        let (name, id) = &self.endpoints[key.endpoint];
+        let (name, id, _) = &self.endpoints[key.endpoint];
         let cache_key = default_key(name, &key.arg).expect("a u8 argument always serialises");
         (*id, cache_key)
     }
 
-    /// Execute one op at the core's current time, discarding the effects it returns.
+    /// Execute one op at the core's current time, then carry out what its effects ask of the
+    /// attached streams (a lifetime's first data, its removal) and discard the rest.
     ///
     /// # Panics
     ///
@@ -192,9 +212,206 @@ impl CoreUnderTest {
                 self.cache.reset(now);
                 OpResult::Unit
             }
+            Op::StreamAttach { lifetime } => OpResult::Done(self.stream_attach(now, *lifetime)),
+            Op::StreamMessage { lifetime, recipe } => {
+                OpResult::Done(self.stream_message(now, *lifetime, *recipe))
+            }
+            Op::StreamSkip { lifetime } => OpResult::Done(self.stream_skip(now, *lifetime)),
+            Op::StreamFinish { lifetime, failed } => {
+                OpResult::Done(self.stream_finish(now, *lifetime, *failed))
+            }
         };
-        while self.cache.poll_effect().is_some() {}
+        self.carry_out_effects();
         result
+    }
+
+    /// Drain the effects the op queued and carry out, in queue order, the stream attachments'
+    /// part: a lifetime's first data (held messages are applied), its removal (the attachment
+    /// ends). What that queues in turn is drained too.
+    fn carry_out_effects(&mut self) {
+        // Effects queued while carrying one out (notifications) come after those already
+        // queued, so popping one at a time keeps the queue order.
+        while let Some(effect) = self.cache.poll_effect() {
+            let now = self.cache.now();
+            match effect {
+                Effect::ResolveDataLoaded { lifetime, .. } => {
+                    if self.streams.contains_key(&lifetime.0) {
+                        self.go_live(now, lifetime.0);
+                    }
+                }
+                Effect::EntryRemoved { lifetime, .. } => {
+                    if let Some((_, attachment)) = self.streams.get_mut(&lifetime.0) {
+                        let reason = attachment.removed();
+                        self.end_stream(now, lifetime.0, reason);
+                    }
+                }
+                Effect::StartRequest { .. }
+                | Effect::AbortRequest { .. }
+                | Effect::Notify { .. }
+                | Effect::StartLifecycle { .. } => {}
+                other => panic!("an effect the harness does not know: {other:?}"),
+            }
+        }
+    }
+
+    /// `StreamAttach`: as a handler calling `EntryHandle::try_stream`: with a `BeforeData` handle
+    /// before the lifetime's data (messages held), with a `WithData` one after it (live now).
+    fn stream_attach(&mut self, now: u64, lifetime: u64) -> bool {
+        // One attachment at a time.
+        if self.streams.contains_key(&lifetime) {
+            return false;
+        }
+        // Not live, or no lifecycle handler (so no handle to attach with): nothing.
+        let Some((key, has_data)) = self
+            .cache
+            .lifetime_entry(LifetimeId(lifetime))
+            .filter(|entry| {
+                self.endpoints
+                    .iter()
+                    .any(|(_, id, lifecycle)| *id == entry.endpoint && *lifecycle)
+            })
+            .map(|entry| (entry.key.clone(), entry.phase.has_data()))
+        else {
+            return false;
+        };
+        if has_data {
+            self.streams
+                .insert(lifetime, (key, Attachment::live(LifetimeId(lifetime))));
+            self.go_live(now, lifetime);
+        } else {
+            self.streams.insert(
+                lifetime,
+                (key, Attachment::before_data(LifetimeId(lifetime))),
+            );
+        }
+        true
+    }
+
+    /// What the runtime's `run` does once the handle has data: report the attachment with the
+    /// number of held messages, apply them in order, then end if the stream finished meanwhile.
+    fn go_live(&mut self, now: u64, lifetime: u64) {
+        let Some((_, attachment)) = self.streams.get_mut(&lifetime) else {
+            return;
+        };
+        let first = attachment.data_loaded();
+        if self
+            .cache
+            .stream_attached(now, LifetimeId(lifetime), first.held.len())
+            .is_err()
+        {
+            let reason = attachment.removed();
+            self.end_stream(now, lifetime, reason);
+            return;
+        }
+        if let Err(reason) = self.apply_messages(now, lifetime, first.held) {
+            self.end_stream(now, lifetime, reason);
+            return;
+        }
+        if let Some(reason) = first.then_end {
+            self.end_stream(now, lifetime, reason);
+        }
+    }
+
+    /// The runtime's `apply_burst`: apply `messages` in order, each an update through the
+    /// lifecycle handle without patches, stopping at the first refusal; count those applied.
+    fn apply_messages(
+        &mut self,
+        now: u64,
+        lifetime: u64,
+        messages: Vec<Recipe>,
+    ) -> Result<(), StreamEndReason> {
+        let mut applied = 0;
+        let mut refused = false;
+        for recipe in messages {
+            let result =
+                self.cache
+                    .update_cached(now, LifetimeId(lifetime), Patches::NotWanted, |d| {
+                        run_recipe(recipe, d)
+                    });
+            if result.is_err() {
+                refused = true;
+                break;
+            }
+            applied += 1;
+        }
+        let Some((_, attachment)) = self.streams.get_mut(&lifetime) else {
+            return Ok(());
+        };
+        attachment.applied(applied);
+        if refused {
+            Err(attachment.removed())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The attachment of `lifetime`, if one is attached and its stream is still read.
+    fn reading(&mut self, lifetime: u64) -> Option<&mut (CacheKey, Attachment<Recipe>)> {
+        self.streams
+            .get_mut(&lifetime)
+            .filter(|(_, attachment)| attachment.wants_items())
+    }
+
+    /// `StreamMessage`: the attachment decides: held, or applied now.
+    fn stream_message(&mut self, now: u64, lifetime: u64, recipe: Recipe) -> bool {
+        let Some((_, attachment)) = self.reading(lifetime) else {
+            return false;
+        };
+        if let Received::Apply(recipe) = attachment.message(recipe)
+            && let Err(reason) = self.apply_messages(now, lifetime, vec![recipe])
+        {
+            self.end_stream(now, lifetime, reason);
+        }
+        true
+    }
+
+    /// `StreamSkip`: counted by the attachment, recorded with its reason at once.
+    fn stream_skip(&mut self, now: u64, lifetime: u64) -> bool {
+        let Some((key, attachment)) = self.reading(lifetime) else {
+            return false;
+        };
+        attachment.skipped();
+        let key = key.clone();
+        self.cache.stream_skipped(
+            now,
+            &key,
+            LifetimeId(lifetime),
+            STREAM_SKIP_REASON.to_owned(),
+        );
+        true
+    }
+
+    /// `StreamFinish`: the attachment ends now (live) or after its held messages (before data).
+    fn stream_finish(&mut self, now: u64, lifetime: u64, failed: bool) -> bool {
+        let Some((_, attachment)) = self.reading(lifetime) else {
+            return false;
+        };
+        let finish = if failed {
+            Finish::Failed(STREAM_FAILURE.to_owned())
+        } else {
+            Finish::Ended
+        };
+        if let Some(reason) = attachment.finish(finish) {
+            self.end_stream(now, lifetime, reason);
+        }
+        true
+    }
+
+    /// End the attachment of `lifetime` and record it with its counts (the runtime's
+    /// `Recorder::end`).
+    fn end_stream(&mut self, now: u64, lifetime: u64, reason: StreamEndReason) {
+        let Some((key, attachment)) = self.streams.remove(&lifetime) else {
+            return;
+        };
+        let end = attachment.end(reason);
+        self.cache.stream_ended(
+            now,
+            &key,
+            LifetimeId(lifetime),
+            end.reason.to_string(),
+            end.applied,
+            end.skipped,
+        );
     }
 
     /// Every live entry as an observer sees it, sorted by key string.
@@ -220,6 +437,12 @@ impl CoreUnderTest {
                         .map(|s| s.0)
                         .collect(),
                     removal_deadline: e.removal_deadline,
+                    stream: self.streams.get(&e.lifetime.0).map(|(_, attachment)| {
+                        StreamObservation {
+                            held: attachment.held(),
+                            reading: attachment.wants_items(),
+                        }
+                    }),
                 })
             })
             .collect()

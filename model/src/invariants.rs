@@ -31,7 +31,14 @@ struct KeyState {
     live: Option<Live>,
     /// Every lifetime this key has had (live or ended).
     lifetimes: BTreeSet<u64>,
+    /// The ended lifetimes of this key, each with the `loaded` flag of its `entry_removed`.
+    removed: BTreeMap<u64, bool>,
 }
+
+/// The `stream_ended` reason of an attachment ended by its entry's removal (R21).
+const ENDED_REMOVED: &str = "entry removed";
+/// The same, for an entry removed before its first data (held messages dropped).
+const ENDED_REMOVED_BEFORE_LOADED: &str = "entry removed before its data loaded";
 
 /// The endpoint a key belongs to: the longest endpoint name `n` such that the key starts with
 /// `n(`.
@@ -63,6 +70,10 @@ fn endpoint_of<'c>(config: &'c Config, key: &str) -> Option<&'c EndpointSpec> {
 ///    `lifecycle_ended` of a lifetime of that key (recorded "whether or not the entry is still
 ///    live").
 /// 7. Trace times never decrease.
+/// 8. A stream attaches (`stream_attached`) only to its key's live lifetime once it has data;
+///    a `stream_ended` that gives the entry's removal as its reason comes after that lifetime's
+///    `entry_removed`, and says "before its data loaded" exactly when the removal's `loaded` is
+///    false (R21).
 // One arm per kind, each stating its invariant as a plain `if`: clearer than match guards.
 #[allow(clippy::collapsible_match)]
 pub fn check_invariants(config: &Config, trace: &[TraceEvent]) -> Result<(), String> {
@@ -125,6 +136,28 @@ pub fn check_invariants(config: &Config, trace: &[TraceEvent]) -> Result<(), Str
             | TraceKind::StreamEnded { lifetime, .. } => {
                 if !state.lifetimes.contains(lifetime) {
                     return fail(format!("(6) {} of unknown lifetime {lifetime}", event.kind));
+                }
+                if let TraceKind::StreamEnded { reason, .. } = &event.kind {
+                    let removal = match reason.as_str() {
+                        ENDED_REMOVED => Some(true),
+                        ENDED_REMOVED_BEFORE_LOADED => Some(false),
+                        _ => None,
+                    };
+                    if let Some(loaded) = removal {
+                        match state.removed.get(lifetime) {
+                            None => {
+                                return fail(format!(
+                                    "(8) stream_ended {reason:?} before lifetime {lifetime} was removed"
+                                ));
+                            }
+                            Some(was) if *was != loaded => {
+                                return fail(format!(
+                                    "(8) stream_ended {reason:?} but lifetime {lifetime} was removed with loaded={was}"
+                                ));
+                            }
+                            Some(_) => {}
+                        }
+                    }
                 }
                 continue;
             }
@@ -248,6 +281,7 @@ pub fn check_invariants(config: &Config, trace: &[TraceEvent]) -> Result<(), Str
                         Some(_) => {}
                     }
                 }
+                state.removed.insert(*lifetime, *loaded);
                 state.live = None;
             }
             // Requests and upserts only need a live lifetime.
@@ -262,7 +296,13 @@ pub fn check_invariants(config: &Config, trace: &[TraceEvent]) -> Result<(), Str
             | TraceKind::LifecycleEnded { .. }
             | TraceKind::StreamSkipped { .. }
             | TraceKind::StreamEnded { .. } => {}
-            TraceKind::StreamAttached { .. } => {
+            TraceKind::StreamAttached { lifetime, .. } => {
+                if *lifetime != live.lifetime {
+                    return fail(format!(
+                        "(8) stream_attached for lifetime {lifetime}, live is {}",
+                        live.lifetime
+                    ));
+                }
                 if !live.loaded {
                     return fail("(2) stream_attached before data_loaded".to_string());
                 }
@@ -564,6 +604,83 @@ mod tests {
             },
         ));
         rejects(&t, "(5) entry_removed for lifetime 1, live is 2");
+    }
+
+    fn stream_ended(at_ms: u64, reason: &str) -> TraceEvent {
+        ev(
+            at_ms,
+            "a(1)",
+            TraceKind::StreamEnded {
+                lifetime: 1,
+                reason: reason.to_string(),
+                applied: 1,
+                skipped: 0,
+            },
+        )
+    }
+
+    #[test]
+    fn stream_attachments_end_with_their_removal_reason() {
+        // The entry was removed with its data: "entry removed", after the removal, is fine.
+        let mut t = good();
+        t.insert(
+            6,
+            ev(
+                5,
+                "a(1)",
+                TraceKind::StreamAttached {
+                    lifetime: 1,
+                    buffered: 0,
+                },
+            ),
+        );
+        t.push(stream_ended(60_008, "entry removed"));
+        t.push(stream_ended(60_008, "stream ended"));
+        assert_eq!(check_invariants(&config(), &t), Ok(()));
+        // Not yet removed.
+        let mut t = good();
+        t.insert(7, stream_ended(6, "entry removed"));
+        rejects(
+            &t,
+            "(8) stream_ended \"entry removed\" before lifetime 1 was removed",
+        );
+        // Removed with its data, but the attachment says it never had any.
+        let mut t = good();
+        t.push(stream_ended(60_008, "entry removed before its data loaded"));
+        rejects(
+            &t,
+            "(8) stream_ended \"entry removed before its data loaded\" but lifetime 1 was removed with loaded=true",
+        );
+    }
+
+    #[test]
+    fn rejects_a_stream_attached_to_another_lifetime() {
+        let mut t = good();
+        t.insert(
+            6,
+            ev(
+                5,
+                "a(1)",
+                TraceKind::StreamAttached {
+                    lifetime: 2,
+                    buffered: 0,
+                },
+            ),
+        );
+        rejects(&t, "(8) stream_attached for lifetime 2, live is 1");
+        let mut t = good();
+        t.insert(
+            5,
+            ev(
+                5,
+                "a(1)",
+                TraceKind::StreamAttached {
+                    lifetime: 1,
+                    buffered: 3,
+                },
+            ),
+        );
+        rejects(&t, "(2) stream_attached before data_loaded");
     }
 
     #[test]

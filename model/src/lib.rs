@@ -15,7 +15,7 @@ mod invariants;
 mod model;
 
 pub use invariants::check_invariants;
-pub use model::{Deadline, Entry, Model, Snapshot};
+pub use model::{Deadline, Entry, Model, Snapshot, Stream};
 
 use livecache::core::{PatchSet, Phase, Refetch, Status};
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,13 @@ pub const PATCH_TEMPLATES: &[&str] = &[
     r#"[{"op":"replace","path":"/0","value":0}]"#,
     r#"[]"#,
 ];
+
+/// The reason text of every `StreamSkip` (a bad frame, R22): `stream_skipped { reason }`.
+pub const STREAM_SKIP_REASON: &str = "bad frame";
+
+/// The error text of a failed stream (`StreamFinish { failed: true }`): the attachment ends
+/// with the reason `stream failed: connection reset`.
+pub const STREAM_FAILURE: &str = "connection reset";
 
 /// The data type the model caches: a small list of bytes.
 pub type Data = Vec<u8>;
@@ -229,6 +236,34 @@ pub enum Op {
     },
     /// `reset()`.
     Reset,
+    /// The lifecycle handler of `lifetime` attaches a message stream (R21): held until the
+    /// lifetime's first data if it has none yet, live at once if it has.
+    StreamAttach {
+        /// The lifetime of the handle.
+        lifetime: u64,
+    },
+    /// The stream attached to `lifetime` delivers a message, applied as `recipe` (an update
+    /// through the lifecycle handle without patches), now or once the first data lands.
+    StreamMessage {
+        /// The lifetime the stream is attached to.
+        lifetime: u64,
+        /// What the message does to the data.
+        recipe: Recipe,
+    },
+    /// The stream attached to `lifetime` yields a bad frame: skipped, counted and traced with
+    /// [`STREAM_SKIP_REASON`] (R22); the stream goes on.
+    StreamSkip {
+        /// The lifetime the stream is attached to.
+        lifetime: u64,
+    },
+    /// The stream attached to `lifetime` finishes: it ends by itself, or fails with
+    /// [`STREAM_FAILURE`].
+    StreamFinish {
+        /// The lifetime the stream is attached to.
+        lifetime: u64,
+        /// Whether it failed (else it ended).
+        failed: bool,
+    },
 }
 
 /// Why an update through a lifecycle handle was refused.
@@ -260,7 +295,7 @@ pub enum OpResult {
     Unit,
     /// Subscribe: the new subscription id.
     Subscribed(u64),
-    /// Unsubscribe, Refetch, Remove: whether it did anything.
+    /// Unsubscribe, Refetch, Remove and the stream ops: whether it did anything.
     Done(bool),
     /// UpdateCached.
     Updated(Result<Option<PatchSet>, UpdateError>),
@@ -293,4 +328,17 @@ pub struct Observation {
     pub subscriptions: Vec<u64>,
     /// The armed removal deadline, if any.
     pub removal_deadline: Option<u64>,
+    /// The message stream attached to the lifetime, as its driver sees it (R21); `None` when
+    /// none is attached (never was, or it ended).
+    pub stream: Option<StreamObservation>,
+}
+
+/// What the driver of an attached stream sees of it (R21).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StreamObservation {
+    /// Messages held until the lifetime's first data (0 once it has data).
+    pub held: usize,
+    /// Whether the stream is still read: not once it finished before the first data (the
+    /// attachment then only waits to apply what it holds).
+    pub reading: bool,
 }

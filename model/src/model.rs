@@ -4,17 +4,27 @@
 //! lookup is a linear scan; time is a `u64` of milliseconds that only moves in
 //! [`Op::Advance`] and [`Op::AdvanceToDeadline`]. Comments cite the SPEC rule ids (R1…R23) and
 //! the helper names of `docs/semantics.md` ("start request", "maybe request", "arm", "re-arm if
-//! unused", "remove").
+//! unused", "remove"); the stream ops (R21) follow "Stream attachments" there.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use livecache::core::{AddCause, RemoveCause, TraceEvent, TraceKind, UpdateSource};
 use livecache::core::{MAX_KEEP_MS, PatchSet, Phase, Refetch, Status};
 
-use crate::{Config, Data, KeyRef, Observation, Op, OpResult, PatchError, Recipe, UpdateError};
+use crate::{
+    Config, Data, KeyRef, Observation, Op, OpResult, PatchError, Recipe, STREAM_FAILURE,
+    STREAM_SKIP_REASON, StreamObservation, UpdateError,
+};
 
 /// The keep time of an endpoint the configuration does not list (the api default, 60 s).
 const DEFAULT_KEEP_MS: u64 = 60_000;
+
+/// Why a stream attachment ended (the `reason` of `stream_ended`, R21): its entry was removed…
+const ENDED_REMOVED: &str = "entry removed";
+/// …before its first data (the held messages are dropped with it)…
+const ENDED_REMOVED_BEFORE_LOADED: &str = "entry removed before its data loaded";
+/// …or the stream ended by itself (a failure's reason is `stream failed: <error>`).
+const ENDED_BY_ITSELF: &str = "stream ended";
 
 /// An armed removal deadline: when it fires, and the arming sequence number that orders
 /// deadlines falling on the same millisecond.
@@ -49,6 +59,45 @@ pub struct Entry {
     pub subscriptions: BTreeSet<u64>,
     /// The armed removal deadline, if any.
     pub deadline: Option<Deadline>,
+    /// The message stream the lifecycle handler attached, if one is attached (R21).
+    pub stream: Option<Stream>,
+}
+
+/// A message stream attached to one lifetime by its lifecycle handler (R21).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Stream {
+    /// The messages that arrived before the lifetime's first data, in arrival order; `None`
+    /// once the data has landed (messages are then applied as they arrive).
+    pub held: Option<Vec<Recipe>>,
+    /// Before the first data only: the stream finished, with this end reason. It delivers
+    /// nothing more; the attachment ends right after its held messages are applied.
+    pub finished: Option<String>,
+    /// Messages applied to the entry so far (a message that changes nothing counts too).
+    pub applied: u64,
+    /// Bad frames skipped so far.
+    pub skipped: u64,
+}
+
+/// Something an op did to a lifetime with an attached stream, carried out right after the
+/// op's own events, in the order it happened (R21).
+#[derive(Clone, Debug)]
+enum StreamDue {
+    /// The lifetime's first data landed (a fulfil or an upsert).
+    FirstData {
+        /// The entry's key.
+        key: String,
+        /// The lifetime.
+        lifetime: u64,
+    },
+    /// The lifetime was removed; its attachment ends.
+    Removed {
+        /// The entry's key.
+        key: String,
+        /// The lifetime.
+        lifetime: u64,
+        /// The attachment as it was at the removal.
+        stream: Stream,
+    },
 }
 
 /// The whole model state except the trace; two models with equal snapshots behave the same.
@@ -86,6 +135,8 @@ pub struct Model {
     entries: BTreeMap<String, Entry>,
     /// Every event recorded so far.
     trace: Vec<TraceEvent>,
+    /// What the op being applied did to attached streams (empty between ops).
+    due: Vec<StreamDue>,
 }
 
 /// The JSON form of the data: exactly what `serde_json::to_value(&Vec<u8>)` produces (an array
@@ -106,6 +157,7 @@ impl Model {
             armings: 0,
             entries: BTreeMap::new(),
             trace: Vec::new(),
+            due: Vec::new(),
         }
     }
 
@@ -149,6 +201,10 @@ impl Model {
                 fulfilled_at: e.fulfilled_at,
                 subscriptions: e.subscriptions.iter().copied().collect(),
                 removal_deadline: e.deadline.map(|d| d.at_ms),
+                stream: e.stream.as_ref().map(|s| StreamObservation {
+                    held: s.held.as_ref().map_or(0, Vec::len),
+                    reading: s.finished.is_none(),
+                }),
             })
             .collect()
     }
@@ -202,6 +258,13 @@ impl Model {
 
     /// Execute one op (see `docs/semantics.md`), recording its trace events.
     pub fn apply(&mut self, op: &Op) -> OpResult {
+        let result = self.apply_op(op);
+        // R21: what the op did to attached streams comes right after its own events.
+        self.settle_streams();
+        result
+    }
+
+    fn apply_op(&mut self, op: &Op) -> OpResult {
         match op {
             // Timer ticks: the only ops that move the clock.
             Op::Advance { ms } => {
@@ -269,6 +332,14 @@ impl Model {
             Op::Reset => {
                 self.reset();
                 OpResult::Unit
+            }
+            Op::StreamAttach { lifetime } => OpResult::Done(self.stream_attach(*lifetime)),
+            Op::StreamMessage { lifetime, recipe } => {
+                OpResult::Done(self.stream_message(*lifetime, *recipe))
+            }
+            Op::StreamSkip { lifetime } => OpResult::Done(self.stream_skip(*lifetime)),
+            Op::StreamFinish { lifetime, failed } => {
+                OpResult::Done(self.stream_finish(*lifetime, *failed))
             }
         }
     }
@@ -424,6 +495,7 @@ impl Model {
                     request: Some(request),
                 },
             );
+            self.first_data_landed(&key, lifetime);
         }
         // R4: a request settling with zero subscribers re-arms from the settle time.
         self.rearm_if_unused(&key);
@@ -617,6 +689,7 @@ impl Model {
                     request: None,
                 },
             );
+            self.first_data_landed(&key, lifetime);
         }
         self.rearm_if_unused(&key);
     }
@@ -637,6 +710,234 @@ impl Model {
         let keys: Vec<String> = self.entries.keys().cloned().collect();
         for key in keys {
             self.remove(&key, RemoveCause::Reset);
+        }
+    }
+
+    // ===== Stream attachments (R21) =====
+
+    /// `StreamAttach`: the lifecycle handler of `lifetime` attaches a stream. Whether it did.
+    fn stream_attach(&mut self, lifetime: u64) -> bool {
+        // Not live: the handler's handle is of an ended lifetime (R7a).
+        let Some(key) = self.key_of_lifetime(lifetime) else {
+            return false;
+        };
+        let Some(key_ref) = self.entries.get(&key).map(|e| e.key_ref) else {
+            return false;
+        };
+        // No lifecycle handler: no handle exists to attach with.
+        if !self.has_lifecycle(key_ref) {
+            return false;
+        }
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return false;
+        };
+        // One attachment at a time: a second one while the first has not ended is ignored.
+        if entry.stream.is_some() {
+            return false;
+        }
+        if entry.phase.has_data() {
+            // Attached with data: live at once, nothing held.
+            entry.stream = Some(Stream {
+                held: None,
+                finished: None,
+                applied: 0,
+                skipped: 0,
+            });
+            entry.phase = Phase::Streaming;
+            self.record(
+                &key,
+                TraceKind::StreamAttached {
+                    lifetime,
+                    buffered: 0,
+                },
+            );
+        } else {
+            // Before the first data: messages are held until it lands; nothing is recorded yet.
+            entry.stream = Some(Stream {
+                held: Some(Vec::new()),
+                finished: None,
+                applied: 0,
+                skipped: 0,
+            });
+        }
+        true
+    }
+
+    /// The stream attached to `lifetime`, if one is and it is still read (not finished):
+    /// its key. Streams live in their entry, so a removed lifetime has none.
+    fn reading_stream(&self, lifetime: u64) -> Option<String> {
+        let key = self.key_of_lifetime(lifetime)?;
+        let stream = self.entries.get(&key)?.stream.as_ref()?;
+        if stream.finished.is_some() {
+            // It finished before the first data: it delivers nothing more.
+            return None;
+        }
+        Some(key)
+    }
+
+    /// `StreamMessage`: held before the first data, applied now after it. Whether a stream
+    /// took it.
+    fn stream_message(&mut self, lifetime: u64, recipe: Recipe) -> bool {
+        let Some(key) = self.reading_stream(lifetime) else {
+            return false;
+        };
+        let Some(stream) = self.entries.get_mut(&key).and_then(|e| e.stream.as_mut()) else {
+            return false;
+        };
+        match &mut stream.held {
+            Some(held) => held.push(recipe),
+            None => {
+                // Applied now, as an update through the lifecycle handle without patches.
+                stream.applied += 1;
+                self.run_recipe(&key, recipe, UpdateSource::Lifecycle);
+            }
+        }
+        true
+    }
+
+    /// `StreamSkip`: a bad frame, counted and traced at once (before the data too). Whether a
+    /// stream took it.
+    fn stream_skip(&mut self, lifetime: u64) -> bool {
+        let Some(key) = self.reading_stream(lifetime) else {
+            return false;
+        };
+        let Some(stream) = self.entries.get_mut(&key).and_then(|e| e.stream.as_mut()) else {
+            return false;
+        };
+        stream.skipped += 1;
+        self.record(
+            &key,
+            TraceKind::StreamSkipped {
+                lifetime,
+                reason: STREAM_SKIP_REASON.to_string(),
+            },
+        );
+        true
+    }
+
+    /// `StreamFinish`: with data the attachment ends now; before the data the reason waits
+    /// until the held messages are applied. Whether a stream took it.
+    fn stream_finish(&mut self, lifetime: u64, failed: bool) -> bool {
+        let Some(key) = self.reading_stream(lifetime) else {
+            return false;
+        };
+        let reason = if failed {
+            format!("stream failed: {STREAM_FAILURE}")
+        } else {
+            ENDED_BY_ITSELF.to_string()
+        };
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return false;
+        };
+        let Some(stream) = entry.stream.as_mut() else {
+            return false;
+        };
+        if stream.held.is_some() {
+            stream.finished = Some(reason);
+            return true;
+        }
+        let (applied, skipped) = (stream.applied, stream.skipped);
+        entry.stream = None;
+        self.record(
+            &key,
+            TraceKind::StreamEnded {
+                lifetime,
+                reason,
+                applied,
+                skipped,
+            },
+        );
+        true
+    }
+
+    /// The first data of `lifetime` (under `key`) landed in the op being applied: if a stream
+    /// is attached, its held messages are applied after the op.
+    fn first_data_landed(&mut self, key: &str, lifetime: u64) {
+        if self.entries.get(key).is_some_and(|e| e.stream.is_some()) {
+            self.due.push(StreamDue::FirstData {
+                key: key.to_string(),
+                lifetime,
+            });
+        }
+    }
+
+    /// After an op: carry out, in order, what it did to attached streams.
+    fn settle_streams(&mut self) {
+        for due in std::mem::take(&mut self.due) {
+            match due {
+                StreamDue::FirstData { key, lifetime } => self.apply_held(&key, lifetime),
+                StreamDue::Removed {
+                    key,
+                    lifetime,
+                    stream,
+                } => {
+                    // Held messages are dropped with the entry.
+                    let reason = if stream.held.is_some() {
+                        ENDED_REMOVED_BEFORE_LOADED
+                    } else {
+                        ENDED_REMOVED
+                    };
+                    self.record(
+                        &key,
+                        TraceKind::StreamEnded {
+                            lifetime,
+                            reason: reason.to_string(),
+                            applied: stream.applied,
+                            skipped: stream.skipped,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// The first data landed for a lifetime with a stream attached before it: the attachment is
+    /// live (`stream_attached` with the number held), the held messages are applied in arrival
+    /// order, and a stream that finished meanwhile ends after them.
+    fn apply_held(&mut self, key: &str, lifetime: u64) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        if entry.lifetime != lifetime {
+            return;
+        }
+        let Some(stream) = entry.stream.as_mut() else {
+            return;
+        };
+        let Some(held) = stream.held.take() else {
+            return;
+        };
+        let finished = stream.finished.take();
+        entry.phase = Phase::Streaming;
+        self.record(
+            key,
+            TraceKind::StreamAttached {
+                lifetime,
+                buffered: held.len(),
+            },
+        );
+        for recipe in held {
+            if let Some(stream) = self.entries.get_mut(key).and_then(|e| e.stream.as_mut()) {
+                stream.applied += 1;
+            }
+            self.run_recipe(key, recipe, UpdateSource::Lifecycle);
+        }
+        if let Some(reason) = finished {
+            let Some(entry) = self.entries.get_mut(key) else {
+                return;
+            };
+            let Some(stream) = entry.stream.take() else {
+                return;
+            };
+            self.record(
+                key,
+                TraceKind::StreamEnded {
+                    lifetime,
+                    reason,
+                    applied: stream.applied,
+                    skipped: stream.skipped,
+                },
+            );
         }
     }
 
@@ -744,6 +1045,7 @@ impl Model {
                 in_flight: None,
                 subscriptions: BTreeSet::new(),
                 deadline: None,
+                stream: None,
             },
         );
         self.record(key, TraceKind::EntryAdded { lifetime, cause });
@@ -806,6 +1108,14 @@ impl Model {
                 loaded,
             },
         );
+        // R21: the removal ends the lifetime's stream attachment (after the op's events).
+        if let Some(stream) = entry.stream {
+            self.due.push(StreamDue::Removed {
+                key: key.to_string(),
+                lifetime: entry.lifetime,
+                stream,
+            });
+        }
     }
 
     /// The key of the live entry holding subscription `s`, if any.
@@ -1349,7 +1659,8 @@ mod tests {
                         _ => Recipe::SetFirst(next(3) as u8),
                     };
                     let data = vec![next(2) as u8; next(3) as usize];
-                    let op = match next(13) {
+                    let lifetime = next(m.issued().0 + 1) + 1;
+                    let op = match next(17) {
                         0 => Op::Subscribe { key, refetch },
                         1 => Op::Unsubscribe { subscription },
                         2 => Op::Refetch { subscription },
@@ -1372,7 +1683,14 @@ mod tests {
                         9 => Op::UpdateQueryData { key, recipe },
                         10 => Op::Upsert { key, data },
                         11 => Op::Remove { key },
-                        _ => Op::Reset,
+                        12 => Op::Reset,
+                        13 => Op::StreamAttach { lifetime },
+                        14 => Op::StreamMessage { lifetime, recipe },
+                        15 => Op::StreamSkip { lifetime },
+                        _ => Op::StreamFinish {
+                            lifetime,
+                            failed: next(2) == 0,
+                        },
                     };
                     m.apply(&op);
                     for o in m.observe() {
@@ -1380,11 +1698,209 @@ mod tests {
                         let unused = o.subscriptions.is_empty();
                         assert_eq!(unused && finite, o.removal_deadline.is_some(), "{o:?}");
                         assert_eq!(o.phase.has_data(), o.data.is_some(), "{o:?}");
+                        if let Some(stream) = o.stream {
+                            // R21: with data, an attached stream is live and the entry streams.
+                            if o.phase.has_data() {
+                                assert_eq!(o.phase, Phase::Streaming, "{o:?}");
+                                assert!(stream.held == 0 && stream.reading, "{o:?}");
+                            }
+                        }
                     }
                 }
                 assert_ok(&m);
             }
         }
+    }
+
+    fn done(m: &mut Model, op: Op) -> bool {
+        match m.apply(&op) {
+            OpResult::Done(done) => done,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn r21_messages_before_the_data_are_held_then_applied_in_order_then_the_stream_ends() {
+        let mut m = model();
+        sub(&mut m, A);
+        assert!(done(&mut m, Op::StreamAttach { lifetime: 1 }));
+        for recipe in [Recipe::Push(1), Recipe::Noop, Recipe::Push(2)] {
+            assert!(done(
+                &mut m,
+                Op::StreamMessage {
+                    lifetime: 1,
+                    recipe
+                }
+            ));
+        }
+        assert!(done(&mut m, Op::StreamSkip { lifetime: 1 }));
+        let held = m.observe()[0].stream;
+        assert_eq!(
+            held,
+            Some(StreamObservation {
+                held: 3,
+                reading: true
+            })
+        );
+        assert!(done(
+            &mut m,
+            Op::StreamFinish {
+                lifetime: 1,
+                failed: true
+            }
+        ));
+        // Finished before the data: it delivers nothing more, and waits for the data.
+        assert!(!done(
+            &mut m,
+            Op::StreamMessage {
+                lifetime: 1,
+                recipe: Recipe::Pop
+            }
+        ));
+        assert!(!done(&mut m, Op::StreamSkip { lifetime: 1 }));
+        assert_eq!(m.observe()[0].phase, Phase::Loading);
+        m.apply(&Op::Fulfil {
+            key: A,
+            request: 1,
+            data: vec![0],
+        });
+        let obs = &m.observe()[0];
+        assert_eq!(obs.data, Some(vec![0, 1, 2]));
+        assert_eq!(obs.phase, Phase::Streaming);
+        assert_eq!(obs.stream, None);
+        let tail: Vec<String> = lines(&m).into_iter().skip(4).collect();
+        assert_eq!(
+            tail,
+            [
+                r#"0ms a(1) stream_skipped lifetime=1 reason="bad frame""#,
+                "0ms a(1) request_fulfilled request=1 data_changed=true",
+                "0ms a(1) data_loaded lifetime=1 request=1",
+                "0ms a(1) stream_attached lifetime=1 buffered=3",
+                r#"0ms a(1) updated source=lifecycle patches=[{"op":"add","path":"/1","value":1}]"#,
+                r#"0ms a(1) updated source=lifecycle patches=[{"op":"add","path":"/2","value":2}]"#,
+                r#"0ms a(1) stream_ended lifetime=1 reason="stream failed: connection reset" applied=3 skipped=1"#,
+            ]
+        );
+        assert_ok(&m);
+    }
+
+    #[test]
+    fn r21_attach_with_data_is_live_at_once_and_only_one_at_a_time() {
+        let mut m = model();
+        // Not live, and no lifecycle handler (b): nothing.
+        assert!(!done(&mut m, Op::StreamAttach { lifetime: 1 }));
+        m.apply(&Op::Upsert {
+            key: B,
+            data: vec![],
+        });
+        assert!(!done(&mut m, Op::StreamAttach { lifetime: 1 }));
+        m.apply(&Op::Upsert {
+            key: C,
+            data: vec![7],
+        });
+        let before = m.trace().len();
+        assert!(done(&mut m, Op::StreamAttach { lifetime: 2 }));
+        assert_eq!(m.observe()[1].phase, Phase::Streaming);
+        // A second attachment while the first has not ended: ignored.
+        assert!(!done(&mut m, Op::StreamAttach { lifetime: 2 }));
+        assert!(done(
+            &mut m,
+            Op::StreamMessage {
+                lifetime: 2,
+                recipe: Recipe::SetFirst(8)
+            }
+        ));
+        assert!(done(
+            &mut m,
+            Op::StreamMessage {
+                lifetime: 2,
+                recipe: Recipe::Noop
+            }
+        ));
+        assert!(done(
+            &mut m,
+            Op::StreamFinish {
+                lifetime: 2,
+                failed: false
+            }
+        ));
+        // Ended: it takes nothing more, and a new one may attach.
+        assert!(!done(
+            &mut m,
+            Op::StreamFinish {
+                lifetime: 2,
+                failed: false
+            }
+        ));
+        assert!(done(&mut m, Op::StreamAttach { lifetime: 2 }));
+        let tail: Vec<String> = lines(&m).into_iter().skip(before).collect();
+        assert_eq!(
+            tail,
+            [
+                "0ms c(1) stream_attached lifetime=2 buffered=0",
+                r#"0ms c(1) updated source=lifecycle patches=[{"op":"replace","path":"/0","value":8}]"#,
+                r#"0ms c(1) stream_ended lifetime=2 reason="stream ended" applied=2 skipped=0"#,
+                "0ms c(1) stream_attached lifetime=2 buffered=0",
+            ]
+        );
+        assert_eq!(m.observe()[1].data, Some(vec![8]));
+        assert_ok(&m);
+    }
+
+    #[test]
+    fn r21_removal_ends_the_attachment_after_the_removal_events() {
+        let mut m = model();
+        m.apply(&Op::Prefetch {
+            key: A,
+            refetch: Refetch::IfMissing,
+        });
+        m.apply(&Op::Upsert {
+            key: C,
+            data: vec![],
+        });
+        assert!(done(&mut m, Op::StreamAttach { lifetime: 1 }));
+        assert!(done(&mut m, Op::StreamAttach { lifetime: 2 }));
+        for lifetime in [1, 2] {
+            assert!(done(
+                &mut m,
+                Op::StreamMessage {
+                    lifetime,
+                    recipe: Recipe::Push(5)
+                }
+            ));
+        }
+        let before = m.trace().len();
+        m.apply(&Op::Reset);
+        assert!(!done(&mut m, Op::StreamSkip { lifetime: 1 }));
+        let tail: Vec<String> = lines(&m).into_iter().skip(before).collect();
+        assert_eq!(
+            tail,
+            [
+                "0ms a(1) request_aborted request=1",
+                "0ms a(1) entry_removed lifetime=1 cause=reset loaded=false",
+                "0ms c(1) entry_removed lifetime=2 cause=reset loaded=true",
+                r#"0ms a(1) stream_ended lifetime=1 reason="entry removed before its data loaded" applied=0 skipped=0"#,
+                r#"0ms c(1) stream_ended lifetime=2 reason="entry removed" applied=1 skipped=0"#,
+            ]
+        );
+        // Expiry: the stream ends after the removal, at the tick's time.
+        m.apply(&Op::Prefetch {
+            key: A,
+            refetch: Refetch::IfMissing,
+        });
+        assert!(done(&mut m, Op::StreamAttach { lifetime: 3 }));
+        let before = m.trace().len();
+        m.apply(&Op::Advance { ms: 70_000 });
+        let tail: Vec<String> = lines(&m).into_iter().skip(before).collect();
+        assert_eq!(
+            tail,
+            [
+                "60000ms a(1) request_aborted request=2",
+                "60000ms a(1) entry_removed lifetime=3 cause=expired loaded=false",
+                r#"70000ms a(1) stream_ended lifetime=3 reason="entry removed before its data loaded" applied=0 skipped=0"#,
+            ]
+        );
+        assert_ok(&m);
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //!
 //! proptest-state-machine draws ops from the model's current state (live and stale subscription
 //! ids, requests in flight and stale ones, live and ended lifetimes, time steps that land exactly
-//! on removal deadlines, valid and invalid patches), applies each to the model and to the core,
+//! on removal deadlines, valid and invalid patches, streams attached before and after the data,
+//! fed messages and bad frames, ended and failed), applies each to the model and to the core,
 //! and after every op compares results, whole traces, observations (status, phase, data, error,
-//! request in flight, subscriptions, deadline) and the next deadline, and checks the model
-//! invariants. A second machine gives the core a trace limit of 1–6 events and checks that its
-//! rotated log is always the newest part of the model's whole trace (R23). 1 000 cases by
-//! default (a quarter of that for the second); set `PROPTEST_CASES` for more. Failures shrink to
-//! a minimal op sequence and are persisted in `proptest-regressions/` (commit them).
+//! request in flight, subscriptions, deadline, attached stream) and the next deadline, and
+//! checks the model invariants. A second machine gives the core a trace limit of 1–6 events and
+//! checks that its rotated log is always the newest part of the model's whole trace (R23).
+//! 1 000 cases by default (a quarter of that for the second); set `PROPTEST_CASES` for more.
+//! Failures shrink to a minimal op sequence and are persisted in `proptest-regressions/`
+//! (commit them).
 
 use crate::common;
 
@@ -110,7 +112,7 @@ fn config(cases: u32, regressions: &'static str) -> ProptestConfig {
 prop_state_machine! {
     #![proptest_config(config(cases(), "proptest-regressions/model_equivalence.txt"))]
 
-    /// R1–R20 at the core level: the core and the model agree after every op.
+    /// R1–R21 at the core level: the core and the model agree after every op.
     #[test]
     fn core_agrees_with_model(sequential 1..60 => System);
 }

@@ -1,4 +1,4 @@
-//! One trace test per rule of `docs/spec.md` (R1–R20), driven through the sans-IO core.
+//! One trace test per rule of `docs/spec.md` (R1–R21), driven through the sans-IO core.
 //!
 //! Each test plays a short, realistic scenario (RTK Query's timings: default keep 60 s, checked
 //! at 59 s present / 61 s gone; an api keep of 29 s; an endpoint keep of 35 s; keep 0; keep
@@ -9,10 +9,13 @@
 //!
 //! Rules at the core level: R12/R13/R14/R17 are observed through the effects the core queues for
 //! the runtime (`StartLifecycle`, `ResolveDataLoaded`, `EntryRemoved { loaded }` and their order);
-//! R16 is `Cache::lifecycle_ended` with a failed or panicked outcome.
+//! R16 is `Cache::lifecycle_ended` with a failed or panicked outcome; R21 drives the core's
+//! stream `Attachment` beside the cache and carries out its decisions the way the runtime's
+//! stream task does.
 
 use std::time::Duration;
 
+use livecache::core::{Attachment, Finish, Received, StreamEndReason};
 use livecache::core::{
     Cache, CacheConfig, Effect, EndpointConfig, Keep, LifetimeId, MAX_KEEP_MS, PatchError, Patches,
     Phase, Refetch, RequestId, Status, SubscriptionId, UpdateRefused as UpdateError,
@@ -1749,6 +1752,157 @@ fn r20_upsert_creates_loaded_entry_or_replaces_data_and_schedules_removal_when_u
     assert_eq!(count(&cache, "data_loaded"), 2);
     insta::assert_yaml_snapshot!(
         "r20_upsert_creates_loaded_entry_or_replaces_data_and_schedules_removal_when_unused",
+        cache.trace()
+    );
+}
+
+// ===== Streaming =====
+
+/// Apply `messages` to `lifetime`'s entry in order, as the runtime's stream task does; count them.
+fn apply_messages(cache: &mut Core, at: u64, lifetime: u64, messages: Vec<String>) -> u64 {
+    let mut applied = 0;
+    for message in messages {
+        cache
+            .update_cached(at, LifetimeId(lifetime), Patches::NotWanted, |d| {
+                d.push(message)
+            })
+            .expect("the entry has data");
+        applied += 1;
+    }
+    applied
+}
+
+/// End `stream` with `reason` and record it, as the runtime's stream task does.
+fn end_stream(
+    cache: &mut Core,
+    at: u64,
+    key: &CacheKey,
+    stream: Attachment<String>,
+    reason: StreamEndReason,
+) {
+    let lifetime = stream.lifetime();
+    let end = stream.end(reason);
+    cache.stream_ended(
+        at,
+        key,
+        lifetime,
+        end.reason.to_string(),
+        end.applied,
+        end.skipped,
+    );
+}
+
+#[test]
+fn r21_stream_holds_messages_before_data_applies_them_in_order_then_ends() {
+    let mut cache = new_cache(Keep::default());
+    let chat = cache
+        .add_endpoint("getMessages", with_lifecycle())
+        .expect("endpoint names are distinct");
+    let room = key("getMessages", "redux");
+    let lobby = key("getMessages", "lobby");
+
+    // the handler connects before the first data: what arrives is held, in order
+    cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    assert_eq!(drain(&mut cache)[0], start_lifecycle(&room, 1));
+    let mut stream: Attachment<String> = Attachment::before_data(LifetimeId(1));
+    assert_eq!(stream.message("hi".into()), Received::Held);
+    // a bad frame is counted and traced at once, before the data too
+    stream.skipped();
+    cache.stream_skipped(30, &room, LifetimeId(1), "not JSON".into());
+    assert_eq!(stream.message("there".into()), Received::Held);
+    // the socket fails before the data: remembered, nothing more is read
+    assert_eq!(
+        stream.finish(Finish::Failed("connection reset".into())),
+        None
+    );
+    assert!(!stream.wants_items());
+    assert_eq!(stream.held(), 2);
+    assert_eq!(cache.entry(&room).map(|e| e.phase), Some(Phase::Loading));
+    assert_eq!(
+        count(&cache, "updated"),
+        0,
+        "nothing applied before the data"
+    );
+
+    // the first data lands: the held messages are applied right after it, then the stream ends
+    cache.fulfil(100, &room, RequestId(1), msgs(&["hello"]));
+    let effects = drain(&mut cache);
+    assert!(effects.contains(&data_loaded(1, Some(1), &["hello"])));
+    let first = stream.data_loaded();
+    assert_eq!(first.held, msgs(&["hi", "there"]));
+    assert_eq!(
+        first.then_end,
+        Some(StreamEndReason::StreamFailed("connection reset".into()))
+    );
+    cache
+        .stream_attached(100, LifetimeId(1), first.held.len())
+        .expect("the entry has data");
+    let applied = apply_messages(&mut cache, 100, 1, first.held);
+    stream.applied(applied);
+    let reason = first.then_end.expect("the stream failed");
+    end_stream(&mut cache, 100, &room, stream, reason);
+    let entry = cache.entry(&room).expect("live");
+    assert_eq!(entry.phase, Phase::Streaming);
+    assert_eq!(entry.data, Some(&msgs(&["hello", "hi", "there"])));
+
+    // attached once the entry has data: live at once, each message applied as it arrives
+    let mut stream: Attachment<String> = Attachment::live(LifetimeId(1));
+    let first = stream.data_loaded();
+    assert!(first.held.is_empty() && first.then_end.is_none());
+    cache
+        .stream_attached(200, LifetimeId(1), 0)
+        .expect("the entry has data");
+    let Received::Apply(message) = stream.message("later".into()) else {
+        panic!("a live attachment applies at once");
+    };
+    let applied = apply_messages(&mut cache, 300, 1, vec![message]);
+    stream.applied(applied);
+    // removal ends the attachment, after the removal's own events
+    assert!(cache.remove(400, &room));
+    assert!(drain(&mut cache).contains(&removed(&room, 1, true)));
+    let reason = stream.removed();
+    assert_eq!(reason, StreamEndReason::EntryRemoved);
+    end_stream(&mut cache, 400, &room, stream, reason);
+
+    // removed before its first data: the held messages are dropped with the entry
+    cache
+        .subscribe(500, chat, &lobby, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    drain(&mut cache);
+    let mut stream: Attachment<String> = Attachment::before_data(LifetimeId(2));
+    assert_eq!(stream.message("lost".into()), Received::Held);
+    assert!(cache.remove(600, &lobby));
+    assert!(drain(&mut cache).contains(&removed(&lobby, 2, false)));
+    let reason = stream.removed();
+    assert_eq!(reason, StreamEndReason::RemovedBeforeLoaded);
+    assert_eq!(stream.held(), 0);
+    end_stream(&mut cache, 600, &lobby, stream, reason);
+
+    assert_eq!(
+        names(&cache, &room),
+        [
+            "entry_added",
+            "subscribed",
+            "lifecycle_started",
+            "request_started",
+            "stream_skipped",
+            "request_fulfilled",
+            "data_loaded",
+            "stream_attached",
+            "updated",
+            "updated",
+            "stream_ended",
+            "stream_attached",
+            "updated",
+            "entry_removed",
+            "stream_ended",
+        ]
+    );
+    assert_eq!(count(&cache, "updated"), 3, "\"lost\" was never applied");
+    insta::assert_yaml_snapshot!(
+        "r21_stream_holds_messages_before_data_applies_them_in_order_then_ends",
         cache.trace()
     );
 }

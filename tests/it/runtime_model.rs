@@ -9,6 +9,12 @@
 //! handler returns, which the model does not know of; those events are left out), and every
 //! key's state must agree. The runtime's timer task ticks as soon as an op yields, so a
 //! deadline that is due right after an op (keep time 0) is followed by a tick in the model too.
+//! The stream ops (R21) attach a stream fed by a channel the test holds, with
+//! `EntryHandle::try_stream` on the loaded handle the lifecycle handler left (a spawned task):
+//! a message is an `Ok(recipe)`, a bad frame a non-fatal error, a failure a fatal one, the end
+//! the channel's close. The handlers keep their `BeforeData` handle for `data_loaded`, so a
+//! stream is attached here only once the lifetime has data: attachments before the data are
+//! checked against the model on the core only (`model_equivalence.rs`, `exhaustive.rs`).
 //! Set `PROPTEST_CASES` for more cases (default 256).
 
 use crate::common;
@@ -18,12 +24,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{strategies, trace_difference};
+use futures::channel::mpsc;
 use livecache::core::{Keep, PatchError as CorePatchError, Phase, Status};
 use livecache::core::{Recording, TraceEvent, TraceKind};
-use livecache::{Api, Endpoint, EntryHandle, Error, UpdateError, WithData};
+use livecache::{Api, Endpoint, EntryHandle, Error, StreamError, UpdateError, WithData};
 use livecache_model::{
-    Config, Data, EndpointSpec, KeyRef, Model, Op, OpResult, PatchError, Recipe,
-    UpdateError as ModelUpdateError,
+    Config, Data, EndpointSpec, KeyRef, Model, Op, OpResult, PatchError, Recipe, STREAM_FAILURE,
+    STREAM_SKIP_REASON, UpdateError as ModelUpdateError,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
@@ -57,7 +64,19 @@ impl ReferenceStateMachine for Reference {
     }
 
     fn transitions(state: &Model) -> BoxedStrategy<Op> {
-        strategies::ops(state, false)
+        strategies::ops_attaching(state, false, false)
+    }
+
+    /// Shrinking must not turn an attachment into one before the lifetime's data (which this
+    /// test cannot make: see the module documentation).
+    fn preconditions(state: &Model, op: &Op) -> bool {
+        match op {
+            Op::StreamAttach { lifetime } => !state
+                .observe()
+                .iter()
+                .any(|o| o.lifetime == *lifetime && !o.phase.has_data()),
+            _ => true,
+        }
     }
 
     fn apply(mut state: Model, op: &Op) -> Model {
@@ -77,6 +96,31 @@ fn apply_with_tick(model: &mut Model, op: &Op) -> OpResult {
 }
 
 type Reply = Result<Data, String>;
+
+/// A bad item of an attached stream: a bad frame is skipped, a failure ends the stream.
+#[derive(Debug)]
+enum Bad {
+    Frame,
+    Failure,
+}
+
+impl std::fmt::Display for Bad {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Bad::Frame => STREAM_SKIP_REASON,
+            Bad::Failure => STREAM_FAILURE,
+        })
+    }
+}
+
+impl StreamError for Bad {
+    fn is_fatal(&self) -> bool {
+        matches!(self, Bad::Failure)
+    }
+}
+
+/// The test's end of an attached stream.
+type Feed = mpsc::UnboundedSender<Result<Recipe, Bad>>;
 type Pending = Arc<Mutex<HashMap<(usize, u8), oneshot::Sender<Reply>>>>;
 
 /// What the lifecycle handlers tell the test.
@@ -95,6 +139,8 @@ struct System {
     pending: Pending,
     handles: Arc<Mutex<Handles>>,
     subscriptions: BTreeMap<u64, livecache::Subscription<Data>>,
+    /// The attached streams, by lifetime, until the test ends or fails them.
+    feeds: HashMap<u64, Feed>,
     model: Model,
     step: usize,
 }
@@ -171,6 +217,7 @@ impl System {
             pending,
             handles,
             subscriptions: BTreeMap::new(),
+            feeds: HashMap::new(),
             model: reference.clone(),
             step: 0,
         }
@@ -281,9 +328,70 @@ impl System {
                 self.api.reset();
                 None
             }
+            Op::StreamAttach { lifetime } => Some(OpResult::Done(self.attach(*lifetime))),
+            Op::StreamMessage { lifetime, recipe } => {
+                Some(OpResult::Done(self.feed(*lifetime, Ok(*recipe))))
+            }
+            Op::StreamSkip { lifetime } => {
+                Some(OpResult::Done(self.feed(*lifetime, Err(Bad::Frame))))
+            }
+            Op::StreamFinish {
+                lifetime,
+                failed: true,
+            } => {
+                let fed = self.feed(*lifetime, Err(Bad::Failure));
+                self.feeds.remove(lifetime);
+                Some(OpResult::Done(fed))
+            }
+            Op::StreamFinish {
+                lifetime,
+                failed: false,
+            } => {
+                // Closing the channel ends the stream.
+                let open = self
+                    .feeds
+                    .remove(lifetime)
+                    .is_some_and(|feed| !feed.is_closed());
+                Some(OpResult::Done(open))
+            }
         };
         self.settle();
         result
+    }
+
+    /// Attach a stream to a live lifetime through its loaded handle, unless one is attached.
+    fn attach(&mut self, lifetime: u64) -> bool {
+        if self
+            .feeds
+            .get(&lifetime)
+            .is_some_and(|feed| !feed.is_closed())
+        {
+            return false;
+        }
+        let Some(handle) = lock(&self.handles)
+            .loaded
+            .get(&lifetime)
+            .filter(|handle| !handle.is_removed())
+            .cloned()
+        else {
+            return false;
+        };
+        let (feed, items) = mpsc::unbounded();
+        self.feeds.insert(lifetime, feed);
+        self.rt.spawn(async move {
+            handle
+                .try_stream(items, |draft, recipe| common::run_recipe(recipe, draft))
+                .await
+        });
+        true
+    }
+
+    /// Send an item to the stream attached to `lifetime`: whether one took it (its task ends,
+    /// dropping the channel's receiver, once the stream failed or the entry was removed).
+    fn feed(&mut self, lifetime: u64, item: Result<Recipe, Bad>) -> bool {
+        self.feeds
+            .get(&lifetime)
+            .is_some_and(|feed| feed.unbounded_send(item).is_ok())
     }
 
     fn update_cached(
@@ -433,9 +541,11 @@ impl StateMachineTest for System {
             endpoints,
             subscriptions,
             handles,
+            feeds,
             ..
         } = sut;
         drop(subscriptions);
+        drop(feeds);
         rt.block_on(async move {
             api.reset();
             for _ in 0..16 {
@@ -465,7 +575,7 @@ prop_state_machine! {
         .. ProptestConfig::default()
     })]
 
-    /// The runtime agrees with the model after every op (R1–R20 through the public API).
+    /// The runtime agrees with the model after every op (R1–R21 through the public API).
     #[test]
     fn runtime_agrees_with_model(sequential 1..40 => System);
 }

@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 
 use arbitrary::{Arbitrary, Unstructured};
-use livecache::core::{MAX_KEEP_MS, Refetch};
+use livecache::core::{MAX_KEEP_MS, Phase, Refetch};
 use livecache_model::{
     Config, Data, EndpointSpec, KeyRef, Model, Observation, Op, Recipe, check_invariants,
 };
@@ -120,6 +120,12 @@ enum OpSel {
     Upsert(KeyRef, Vec<u8>),
     Remove(KeyRef),
     Reset,
+    // The stream ops (R21), added last: inputs written before them decode to other op
+    // sequences (the tag range of each of the 17 earlier shapes shrank to 17/21 of it).
+    StreamAttach(IdSel),
+    StreamMessage(IdSel, Recipe),
+    StreamSkip(IdSel),
+    StreamFinish(IdSel, bool),
 }
 
 /// Keys stay within the three endpoints and three arguments, so ops collide often.
@@ -240,6 +246,20 @@ fn resolve(sel: OpSel, model: &Model) -> Op {
         },
         OpSel::Remove(k) => Op::Remove { key: key(k) },
         OpSel::Reset => Op::Reset,
+        OpSel::StreamAttach(id) => Op::StreamAttach {
+            lifetime: id.resolve(lifetimes),
+        },
+        OpSel::StreamMessage(id, recipe) => Op::StreamMessage {
+            lifetime: id.resolve(lifetimes),
+            recipe,
+        },
+        OpSel::StreamSkip(id) => Op::StreamSkip {
+            lifetime: id.resolve(lifetimes),
+        },
+        OpSel::StreamFinish(id, failed) => Op::StreamFinish {
+            lifetime: id.resolve(lifetimes),
+            failed,
+        },
     }
 }
 
@@ -291,13 +311,24 @@ pub fn lifecycle_ops(data: &[u8]) {
 }
 
 /// Per-entry invariants of the state at rest: data present iff the phase has data; a removal
-/// deadline armed iff the entry has no subscribers and a finite keep time (R4).
+/// deadline armed iff the entry has no subscribers and a finite keep time (R4); a stream
+/// attached to an entry with data is live — nothing held, still read — and the entry streaming
+/// (R21).
 fn entry_invariants(config: &Config, observed: &[Observation]) -> Result<(), String> {
     for o in observed {
         if o.phase.has_data() != o.data.is_some() {
             return Err(format!(
                 "{}: phase {:?} with data {:?}",
                 o.key, o.phase, o.data
+            ));
+        }
+        if let Some(stream) = o.stream
+            && o.phase.has_data()
+            && (stream.held > 0 || !stream.reading || o.phase != Phase::Streaming)
+        {
+            return Err(format!(
+                "{}: phase {:?} with a stream attached {stream:?}",
+                o.key, o.phase
             ));
         }
         let name = o.key.split('(').next().unwrap_or_default();

@@ -57,6 +57,17 @@ pub fn step_ms() -> impl Strategy<Value = u64> {
 /// `stale_results` false, results are only ever delivered for requests in flight (a runtime's
 /// query functions cannot deliver any other).
 pub fn ops(state: &Model, stale_results: bool) -> BoxedStrategy<Op> {
+    ops_attaching(state, stale_results, true)
+}
+
+/// [`ops`], with streams attached (R21) before a lifetime's first data too, or only to
+/// lifetimes that have data (`attach_before_data` false: the runtime test's handlers attach
+/// through the loaded handle they keep for the lifetime's updates).
+pub fn ops_attaching(
+    state: &Model,
+    stale_results: bool,
+    attach_before_data: bool,
+) -> BoxedStrategy<Op> {
     let (lifetimes, requests, subscriptions) = state.issued();
     let sub_id = 1..=subscriptions + 1;
     let request_id = 1..=requests + 1;
@@ -92,7 +103,7 @@ pub fn ops(state: &Model, stale_results: bool) -> BoxedStrategy<Op> {
         (3, Just(Op::AdvanceToDeadline).boxed()),
         (
             5,
-            (lifetime_id, recipe(), any::<bool>())
+            (lifetime_id.clone(), recipe(), any::<bool>())
                 .prop_map(|(lifetime, recipe, patches)| Op::UpdateCached {
                     lifetime,
                     recipe,
@@ -120,7 +131,84 @@ pub fn ops(state: &Model, stale_results: bool) -> BoxedStrategy<Op> {
         ),
         (2, key().prop_map(|key| Op::Remove { key }).boxed()),
         (1, Just(Op::Reset).boxed()),
+        // R21: stream ops on any lifetime id, live or not, attached or not.
+        (
+            1,
+            (lifetime_id.clone(), recipe())
+                .prop_map(|(lifetime, recipe)| Op::StreamMessage { lifetime, recipe })
+                .boxed(),
+        ),
+        (
+            1,
+            lifetime_id
+                .clone()
+                .prop_map(|lifetime| Op::StreamSkip { lifetime })
+                .boxed(),
+        ),
+        (
+            1,
+            (lifetime_id, any::<bool>())
+                .prop_map(|(lifetime, failed)| Op::StreamFinish { lifetime, failed })
+                .boxed(),
+        ),
     ];
+    // Attach to any lifetime id (before its data only if allowed: else to ended or never
+    // issued ones and to those with data), and often to a live one without a stream.
+    let observed = state.observe();
+    let loading: Vec<u64> = observed
+        .iter()
+        .filter(|o| !o.phase.has_data())
+        .map(|o| o.lifetime)
+        .collect();
+    let any_attach: Vec<u64> = (1..=lifetimes + 1)
+        .filter(|l| attach_before_data || !loading.contains(l))
+        .collect();
+    arms.push((
+        1,
+        select(any_attach)
+            .prop_map(|lifetime| Op::StreamAttach { lifetime })
+            .boxed(),
+    ));
+    let attachable: Vec<u64> = observed
+        .iter()
+        .filter(|o| o.stream.is_none() && (attach_before_data || o.phase.has_data()))
+        .map(|o| o.lifetime)
+        .collect();
+    if !attachable.is_empty() {
+        arms.push((
+            3,
+            select(attachable)
+                .prop_map(|lifetime| Op::StreamAttach { lifetime })
+                .boxed(),
+        ));
+    }
+    let attached: Vec<u64> = observed
+        .iter()
+        .filter(|o| o.stream.is_some_and(|s| s.reading))
+        .map(|o| o.lifetime)
+        .collect();
+    if !attached.is_empty() {
+        let attached = select(attached);
+        arms.push((
+            5,
+            (attached.clone(), recipe())
+                .prop_map(|(lifetime, recipe)| Op::StreamMessage { lifetime, recipe })
+                .boxed(),
+        ));
+        arms.push((
+            1,
+            attached
+                .clone()
+                .prop_map(|lifetime| Op::StreamSkip { lifetime })
+                .boxed(),
+        ));
+        arms.push((
+            2,
+            (attached, any::<bool>())
+                .prop_map(|(lifetime, failed)| Op::StreamFinish { lifetime, failed })
+                .boxed(),
+        ));
+    }
     if !in_flight.is_empty() {
         let current = select(in_flight);
         arms.push((
