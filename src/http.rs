@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use reqwest::redirect::Policy;
 use reqwest::{Client, Url};
 use serde::de::DeserializeOwned;
 
@@ -35,6 +36,13 @@ use crate::runtime::BoxError;
 /// assert_eq!(livecache::http::DEFAULT_TIMEOUT, std::time::Duration::from_secs(30));
 /// ```
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most redirects one request follows (each within the base URL's origin).
+///
+/// ```
+/// assert_eq!(livecache::http::MAX_REDIRECTS, 5);
+/// ```
+pub const MAX_REDIRECTS: usize = 5;
 
 /// Why an HTTP query failed.
 ///
@@ -54,6 +62,10 @@ pub enum HttpError {
     /// The request failed before a response arrived (connection refused, reset, …).
     #[error("HTTP request failed: {0}")]
     Request(String),
+    /// A redirect was refused: it led to another origin (scheme, host or port) than the base
+    /// URL's, or it was one more than [`MAX_REDIRECTS`]. Its target was never requested.
+    #[error("HTTP redirect refused: {0}")]
+    Redirect(String),
     /// No response within the timeout.
     #[error("HTTP request timed out")]
     Timeout,
@@ -143,6 +155,7 @@ impl HttpQuery {
         let base = Url::parse(&with_slash).map_err(|e| HttpError::Url(e.to_string()))?;
         let client = Client::builder()
             .timeout(timeout)
+            .redirect(same_origin_redirects(&base))
             .build()
             .map_err(|e| HttpError::Client(e.to_string()))?;
         Ok(HttpQuery {
@@ -166,7 +179,9 @@ impl HttpQuery {
     /// status is an [`HttpError::Status`] with the body. The path is resolved as a browser
     /// resolves a link (`../` goes up, `?` starts a query), so percent-encode argument text you
     /// put into it; a path naming another scheme, host or port is an [`HttpError::Url`], never
-    /// requested.
+    /// requested. Likewise a redirect: one within the base URL's origin is followed (at most
+    /// [`MAX_REDIRECTS`]), one to another scheme, host or port is an [`HttpError::Redirect`] and
+    /// its target is never requested.
     ///
     /// ```
     /// let http = livecache::http::HttpQuery::new("http://127.0.0.1:3000/")?;
@@ -228,6 +243,35 @@ fn relative_url(base: &Url, path: &str) -> Result<Url, HttpError> {
     Ok(url)
 }
 
+/// The redirect policy: follow a redirect that stays within `base`'s origin (scheme, host and
+/// port), at most [`MAX_REDIRECTS`] of them; refuse any other, so its target is never requested.
+fn same_origin_redirects(base: &Url) -> Policy {
+    let origin = base.origin();
+    Policy::custom(move |attempt| {
+        let target = attempt.url();
+        if target.origin() != origin {
+            let refused = RedirectRefused(format!(
+                "{} redirects to {target}, outside the base URL's origin ({})",
+                attempt.status().as_u16(),
+                origin.ascii_serialization()
+            ));
+            attempt.error(refused)
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            let refused = RedirectRefused(format!(
+                "more than {MAX_REDIRECTS} redirects (the last to {target})"
+            ));
+            attempt.error(refused)
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// Why the redirect policy stopped a request; becomes [`HttpError::Redirect`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct RedirectRefused(String);
+
 async fn fetch_json<T: DeserializeOwned>(
     client: &Client,
     url: Url,
@@ -261,6 +305,15 @@ async fn fetch_json<T: DeserializeOwned>(
 fn request_error(error: reqwest::Error) -> HttpError {
     if error.is_timeout() {
         HttpError::Timeout
+    } else if error.is_redirect() {
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            if let Some(refused) = cause.downcast_ref::<RedirectRefused>() {
+                return HttpError::Redirect(refused.0.clone());
+            }
+            source = cause.source();
+        }
+        HttpError::Redirect(error.to_string())
     } else {
         HttpError::Request(error.to_string())
     }

@@ -1,0 +1,185 @@
+//! Regression tests of the hardening issue's HTTP and key items, each named after its item
+//! (`hardening_NN_…`). The servers are axum on loopback ports chosen by the system; every request
+//! count is small and every wait bounded (a few seconds at most), failing with what it waited for.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use livecache::core::Status;
+use livecache::http::{HttpError, HttpQuery};
+use livecache::{Api, Data, Endpoint, Subscription};
+use serde_json::{Value, json};
+
+/// The most any single wait may take.
+const STEP: Duration = Duration::from_secs(5);
+
+type TestResult = Result<(), livecache::BoxError>;
+
+// ===== helpers =====
+
+/// Await `future`, failing (not hanging) after [`STEP`].
+async fn within<F: Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(STEP, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {STEP:?} waiting for {what}"),
+    }
+}
+
+/// Serve `app` on a loopback port chosen by the system; abort the handle to stop.
+async fn serve_http(
+    app: axum::Router,
+) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let serving = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok((addr, serving))
+}
+
+/// Wait until the subscription's entry is in `status` and no request is in flight.
+async fn wait_settled<T: Data>(sub: &Subscription<T>, status: Status) {
+    within(&format!("status {status:?}"), async {
+        loop {
+            let state = sub.state();
+            if state.status == status && !state.is_fetching {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+/// Wait for the entry to be rejected; its error as an [`HttpError`].
+async fn rejected_with<T: Data>(sub: &Subscription<T>) -> HttpError {
+    wait_settled(sub, Status::Rejected).await;
+    let error = sub.state().error.expect("a rejected entry has its error");
+    error
+        .downcast_ref::<HttpError>()
+        .cloned()
+        .unwrap_or_else(|| panic!("not an HttpError: {error:?}"))
+}
+
+/// An endpoint whose argument is the path GET (as JSON) through `http`; the api lives as long
+/// as the endpoint.
+fn get_path(http: &HttpQuery) -> Result<Endpoint<String, Value>, livecache::BoxError> {
+    let api = Api::builder().build();
+    Ok(api
+        .query::<String, Value>("get")
+        .query_fn(http.get_json(|path: &String| path.clone()))
+        .build()?)
+}
+
+/// A `302 Found` to `location`.
+fn found(location: String) -> Response {
+    (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
+}
+
+// ===== item 3: redirects to another origin =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hardening_03_cross_origin_redirect_is_refused_never_requested_same_origin_followed()
+-> TestResult {
+    // Server B: another port of the same host; counts every request it gets.
+    let b_hits = Arc::new(AtomicUsize::new(0));
+    let app_b = axum::Router::new()
+        .fallback(|State(hits): State<Arc<AtomicUsize>>| async move {
+            hits.fetch_add(1, Ordering::SeqCst);
+            axum::Json(json!("from B"))
+        })
+        .with_state(Arc::clone(&b_hits));
+    let (b, serving_b) = serve_http(app_b).await?;
+
+    // Server A: the base URL. `/to/{n}` redirects to target n; `/hop/{n}` redirects n times
+    // within A before answering.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let a = listener.local_addr()?;
+    let targets = Arc::new(vec![
+        format!("http://{b}/data"),                    // another port
+        format!("http://localhost:{}/data", b.port()), // another host (by name)
+        format!("https://{a}/data"),                   // another scheme
+        "/data".to_owned(),                            // the same origin
+    ]);
+    let a_hits = Arc::new(AtomicUsize::new(0));
+    let app_a = axum::Router::new()
+        .route(
+            "/to/{n}",
+            axum::routing::get(
+                |State((targets, _)): State<(Arc<Vec<String>>, Arc<AtomicUsize>)>,
+                 Path(n): Path<usize>| async move { found(targets[n].clone()) },
+            ),
+        )
+        .route(
+            "/hop/{n}",
+            axum::routing::get(
+                |State((_, hits)): State<(Arc<Vec<String>>, Arc<AtomicUsize>)>,
+                 Path(n): Path<usize>| async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    match n.checked_sub(1) {
+                        Some(next) => found(format!("/hop/{next}")),
+                        None => axum::Json(json!("hopped")).into_response(),
+                    }
+                },
+            ),
+        )
+        .route(
+            "/data",
+            axum::routing::get(|| async { axum::Json(json!("from A")) }),
+        )
+        .with_state((Arc::clone(&targets), Arc::clone(&a_hits)));
+    let serving_a = tokio::spawn(async move {
+        let _ = axum::serve(listener, app_a).await;
+    });
+
+    let http = HttpQuery::with_timeout(&format!("http://{a}/"), STEP)?;
+    let get = get_path(&http)?;
+
+    // Another port, another host, another scheme: refused with the redirect error, and the
+    // target never requested.
+    for n in 0..3 {
+        let sub = get.subscribe(format!("to/{n}"))?;
+        let error = rejected_with(&sub).await;
+        assert!(
+            matches!(&error, HttpError::Redirect(e) if e.contains("origin") && e.contains(&targets[n])),
+            "redirect to {}: {error:?}",
+            targets[n]
+        );
+        assert!(error.to_string().starts_with("HTTP redirect refused: "));
+        assert_eq!(sub.state().data, None, "nothing cached from {}", targets[n]);
+    }
+    assert_eq!(
+        b_hits.load(Ordering::SeqCst),
+        0,
+        "server B was never requested"
+    );
+
+    // A redirect within the origin is followed.
+    let sub = get.subscribe("to/3".into())?;
+    let data = within("the same-origin redirect", sub.loaded()).await?;
+    assert_eq!(*data, json!("from A"));
+
+    // Up to MAX_REDIRECTS of them; one more is refused (after MAX_REDIRECTS + 1 requests).
+    let max = livecache::http::MAX_REDIRECTS;
+    let sub = get.subscribe(format!("hop/{max}"))?;
+    let data = within("the redirect chain", sub.loaded()).await?;
+    assert_eq!(*data, json!("hopped"));
+    assert_eq!(a_hits.swap(0, Ordering::SeqCst), max + 1);
+    let sub = get.subscribe(format!("hop/{}", max + 1))?;
+    let error = rejected_with(&sub).await;
+    assert!(
+        matches!(&error, HttpError::Redirect(e) if e.contains(&format!("more than {max}"))),
+        "{error:?}"
+    );
+    assert_eq!(a_hits.load(Ordering::SeqCst), max + 1);
+    assert_eq!(b_hits.load(Ordering::SeqCst), 0);
+
+    serving_a.abort();
+    serving_b.abort();
+    Ok(())
+}
