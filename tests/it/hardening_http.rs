@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use livecache::core::Status;
+use livecache::core::{KeyError, Refetch, Status};
 use livecache::http::{HttpError, HttpQuery};
 use livecache::{Api, Data, Endpoint, Subscription};
 use serde_json::{Value, json};
@@ -181,5 +181,69 @@ async fn hardening_03_cross_origin_redirect_is_refused_never_requested_same_orig
 
     serving_a.abort();
     serving_b.abort();
+    Ok(())
+}
+
+// ===== item 10: keys of non-finite numbers =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hardening_10_non_finite_arguments_refused_as_key_errors_by_the_runtime() -> TestResult {
+    let api = Api::builder().build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let near = api
+        .query::<Option<f64>, String>("near")
+        .query_fn(move |at: Option<f64>| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(format!("{at:?}")) }
+        })
+        .build()?;
+    let nested = api
+        .query::<Vec<(u8, Option<f64>)>, u8>("nested")
+        .query_fn(|_| async { Ok(0) })
+        .build()?;
+
+    // NaN, +inf and -inf, bare and nested: every operation that keys the argument refuses it
+    // with the key error, and nothing is requested or cached.
+    for (value, text) in [
+        (f64::NAN, "NaN"),
+        (f64::INFINITY, "inf"),
+        (f64::NEG_INFINITY, "-inf"),
+    ] {
+        let refused = |result: Result<(), livecache::Error>, path: &str| match result {
+            Err(livecache::Error::Key(KeyError::NonFinite {
+                path: p, value: v, ..
+            })) => assert_eq!((p.as_str(), v.as_str()), (path, text)),
+            other => panic!("{value}: expected a key error, got {other:?}"),
+        };
+        refused(near.subscribe(Some(value)).map(drop), "");
+        refused(near.prefetch(Some(value), Refetch::IfMissing), "");
+        refused(near.state(&Some(value)).map(drop), "");
+        refused(near.key(&Some(value)).map(drop), "");
+        refused(near.upsert_query_data(Some(value), "x".into()), "");
+        refused(near.remove(&Some(value)).map(drop), "");
+        let arg = vec![(1, Some(0.5)), (2, Some(value))];
+        refused(nested.subscribe(arg.clone()).map(drop), "/1/1");
+        refused(nested.prefetch(arg, Refetch::IfMissing), "/1/1");
+    }
+    assert!(api.is_empty(), "nothing was cached for a refused key");
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing was requested");
+
+    // None still keys as `name(undefined)`, finite floats as before, and each is its own entry.
+    let none = near.subscribe(None)?;
+    assert_eq!(none.key().as_str(), "near(undefined)");
+    let one = near.subscribe(Some(1.5))?;
+    assert_eq!(one.key().as_str(), "near(1.5)");
+    assert_eq!(near.key(&Some(-0.0))?.as_str(), "near(0)");
+    assert_eq!(
+        nested.key(&vec![(1, None), (2, Some(1e21))])?.as_str(),
+        "nested([[1,null],[2,1e+21]])"
+    );
+    let none_data = within("None's data", none.loaded()).await?;
+    let one_data = within("1.5's data", one.loaded()).await?;
+    assert_eq!(
+        (none_data.as_str(), one_data.as_str()),
+        ("None", "Some(1.5)")
+    );
     Ok(())
 }
