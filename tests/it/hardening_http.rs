@@ -247,3 +247,95 @@ async fn hardening_10_non_finite_arguments_refused_as_key_errors_by_the_runtime(
     );
     Ok(())
 }
+
+// ===== item 8: response body size =====
+
+/// A JSON string of exactly `len` bytes (`len >= 2`): `"aaa…"`.
+fn json_string(len: usize) -> Vec<u8> {
+    let mut body = vec![b'a'; len];
+    body[0] = b'"';
+    body[len - 1] = b'"';
+    body
+}
+
+/// A response whose body is `body`, sent in chunks of 8 KiB with no `Content-Length`.
+fn chunked(body: Vec<u8>) -> Response {
+    let chunks: Vec<Result<axum::body::Bytes, std::convert::Infallible>> = body
+        .chunks(8 * 1024)
+        .map(|c| Ok(axum::body::Bytes::copy_from_slice(c)))
+        .collect();
+    let response = axum::body::Body::from_stream(futures::stream::iter(chunks)).into_response();
+    assert!(!response.headers().contains_key(header::CONTENT_LENGTH));
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hardening_08_body_over_the_limit_is_refused_and_the_entry_keeps_its_data() -> TestResult {
+    const LIMIT: usize = 64 * 1024;
+    // `/declared/{n}`: an n-byte JSON string with its Content-Length; `/chunked/{n}`: the same,
+    // streamed without one; `/grows`: a small list first, then a 1 MiB JSON string, streamed.
+    let hits = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new()
+        .route(
+            "/declared/{n}",
+            axum::routing::get(|Path(n): Path<usize>| async move { json_string(n) }),
+        )
+        .route(
+            "/chunked/{n}",
+            axum::routing::get(|Path(n): Path<usize>| async move { chunked(json_string(n)) }),
+        )
+        .route(
+            "/grows",
+            axum::routing::get(|State(hits): State<Arc<AtomicUsize>>| async move {
+                if hits.fetch_add(1, Ordering::SeqCst) == 0 {
+                    axum::Json(json!(["small"])).into_response()
+                } else {
+                    chunked(json_string(1024 * 1024))
+                }
+            }),
+        )
+        .with_state(Arc::clone(&hits));
+    let (addr, serving) = serve_http(app).await?;
+    let http = HttpQuery::with_timeout(&format!("http://{addr}/"), STEP)?.with_body_limit(LIMIT);
+    assert_eq!(http.body_limit(), LIMIT);
+    let get = get_path(&http)?;
+
+    // Exactly the limit is accepted, declared or streamed; one byte more is refused either way.
+    for how in ["declared", "chunked"] {
+        let sub = get.subscribe(format!("{how}/{LIMIT}"))?;
+        let data = within("a body of exactly the limit", sub.loaded()).await?;
+        assert_eq!(data.as_str().map(str::len), Some(LIMIT - 2), "{how}");
+        let sub = get.subscribe(format!("{how}/{}", LIMIT + 1))?;
+        let error = rejected_with(&sub).await;
+        assert_eq!(error, HttpError::BodyTooLarge { limit: LIMIT }, "{how}");
+        assert_eq!(
+            error.to_string(),
+            format!("HTTP response body larger than the limit of {LIMIT} bytes")
+        );
+        assert_eq!(sub.state().data, None);
+    }
+
+    // An entry with data: the refetch's oversized body is refused, and the entry loses nothing
+    // already cached (the same data, fulfilled at the same time).
+    let sub = get.subscribe("grows".into())?;
+    let before = within("the small first body", sub.loaded()).await?;
+    assert_eq!(*before, json!(["small"]));
+    let fulfilled = sub.state().fulfilled_at_ms;
+    sub.refetch()?;
+    let error = rejected_with(&sub).await;
+    assert_eq!(error, HttpError::BodyTooLarge { limit: LIMIT });
+    let after = sub.state();
+    assert!(
+        after.data.as_ref().is_some_and(|d| Arc::ptr_eq(d, &before)),
+        "the cached data is kept: {:?}",
+        after.data
+    );
+    assert_eq!(after.fulfilled_at_ms, fulfilled);
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+    // The default limit is the documented one.
+    let default = HttpQuery::new(&format!("http://{addr}/"))?;
+    assert_eq!(default.body_limit(), livecache::http::DEFAULT_BODY_LIMIT);
+    serving.abort();
+    Ok(())
+}
