@@ -1,5 +1,5 @@
 //! Regression tests of the hardening issue's HTTP and key items, each named after its item
-//! (`hardening_NN_…`). The servers are axum on loopback ports chosen by the system; every request
+//! (`hardening_NN_…`), and of a prefetch behaviour docs/api.md states. The servers are axum on loopback ports chosen by the system; every request
 //! count is small and every wait bounded (a few seconds at most), failing with what it waited for.
 
 use std::future::Future;
@@ -337,5 +337,47 @@ async fn hardening_08_body_over_the_limit_is_refused_and_the_entry_keeps_its_dat
     let default = HttpQuery::new(&format!("http://{addr}/"))?;
     assert_eq!(default.body_limit(), livecache::http::DEFAULT_BODY_LIMIT);
     serving.abort();
+    Ok(())
+}
+
+// ===== docs/api.md, prefetch: the keep time runs from the prefetch =====
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn prefetch_whose_request_outlasts_the_keep_time_is_removed_before_loaded() -> TestResult {
+    let api = Api::builder()
+        .keep_unused_data_for(Duration::from_secs(1))
+        .build();
+    let finished = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&finished);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
+    let slow = api
+        .query::<u32, u32>("slow")
+        .query_fn(move |n: u32| {
+            let counted = Arc::clone(&counted);
+            async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok(n)
+            }
+        })
+        .on_cache_entry_added(move |_n, entry| {
+            let tx = tx.lock().ok().and_then(|mut tx| tx.take());
+            async move {
+                let loaded = entry.data_loaded().await.map(drop);
+                if let Some(tx) = tx {
+                    let _ = tx.send(loaded);
+                }
+                Ok(())
+            }
+        })
+        .build()?;
+    slow.prefetch(1, Refetch::IfMissing)?;
+    let loaded = within("the lifecycle's data_loaded", rx).await?;
+    assert_eq!(loaded, Err(livecache::RemovedBeforeLoaded));
+    assert!(api.is_empty());
+    assert_eq!(api.in_flight(), (0, 0), "the request was aborted");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(finished.load(Ordering::SeqCst), 0);
     Ok(())
 }
