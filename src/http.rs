@@ -370,6 +370,12 @@ async fn read_body(mut response: Response, limit: usize) -> Result<Vec<u8>, Http
         if chunk.len() > limit.saturating_sub(body.len()) {
             return Err(too_large());
         }
+        // Grow by doubling, as `Vec` does, but never past the limit.
+        let needed = body.len() + chunk.len();
+        if needed > body.capacity() {
+            let room = needed.max(body.capacity().saturating_mul(2)).min(limit);
+            body.reserve_exact(room - body.len());
+        }
         body.extend_from_slice(&chunk);
     }
     Ok(body)
