@@ -24,7 +24,8 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use reqwest::{Client, Url};
+use reqwest::redirect::Policy;
+use reqwest::{Client, Response, Url};
 use serde::de::DeserializeOwned;
 
 use crate::runtime::BoxError;
@@ -35,6 +36,20 @@ use crate::runtime::BoxError;
 /// assert_eq!(livecache::http::DEFAULT_TIMEOUT, std::time::Duration::from_secs(30));
 /// ```
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default limit on a response body's size (16 MiB); see [`HttpQuery::with_body_limit`].
+///
+/// ```
+/// assert_eq!(livecache::http::DEFAULT_BODY_LIMIT, 16 * 1024 * 1024);
+/// ```
+pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// The most redirects one request follows (each within the base URL's origin).
+///
+/// ```
+/// assert_eq!(livecache::http::MAX_REDIRECTS, 5);
+/// ```
+pub const MAX_REDIRECTS: usize = 5;
 
 /// Why an HTTP query failed.
 ///
@@ -54,9 +69,21 @@ pub enum HttpError {
     /// The request failed before a response arrived (connection refused, reset, …).
     #[error("HTTP request failed: {0}")]
     Request(String),
+    /// A redirect was refused: it led to another origin (scheme, host or port) than the base
+    /// URL's, or it was one more than [`MAX_REDIRECTS`]. Its target was never requested.
+    #[error("HTTP redirect refused: {0}")]
+    Redirect(String),
     /// No response within the timeout.
     #[error("HTTP request timed out")]
     Timeout,
+    /// The response body is larger than the limit ([`HttpQuery::with_body_limit`], by default
+    /// [`DEFAULT_BODY_LIMIT`]): its declared `Content-Length` is, or it went on past the limit.
+    /// The body was not read further than the limit; the entry keeps the data it had.
+    #[error("HTTP response body larger than the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// The server answered with an error status; the body is kept.
     #[error("HTTP {status}: {body}")]
     Status {
@@ -111,9 +138,11 @@ pub struct HttpQuery {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     client: Client,
     base: Url,
+    body_limit: usize,
 }
 
 impl HttpQuery {
@@ -143,11 +172,44 @@ impl HttpQuery {
         let base = Url::parse(&with_slash).map_err(|e| HttpError::Url(e.to_string()))?;
         let client = Client::builder()
             .timeout(timeout)
+            .redirect(same_origin_redirects(&base))
             .build()
             .map_err(|e| HttpError::Client(e.to_string()))?;
         Ok(HttpQuery {
-            inner: Arc::new(Inner { client, base }),
+            inner: Arc::new(Inner {
+                client,
+                base,
+                body_limit: DEFAULT_BODY_LIMIT,
+            }),
         })
+    }
+
+    /// This query with response bodies limited to `bytes` (the default is
+    /// [`DEFAULT_BODY_LIMIT`]). A body is read as it arrives and the request fails with
+    /// [`HttpError::BodyTooLarge`] as soon as it would exceed the limit, or at once when its
+    /// `Content-Length` does, so no more than `bytes` of it is ever held. The limit applies to
+    /// error responses' bodies too.
+    ///
+    /// ```
+    /// let http = livecache::http::HttpQuery::new("http://127.0.0.1:3000/")?.with_body_limit(64 * 1024);
+    /// assert_eq!(http.body_limit(), 64 * 1024);
+    /// # Ok::<(), livecache::http::HttpError>(())
+    /// ```
+    #[must_use]
+    pub fn with_body_limit(mut self, bytes: usize) -> HttpQuery {
+        Arc::make_mut(&mut self.inner).body_limit = bytes;
+        self
+    }
+
+    /// The limit on a response body's size, in bytes.
+    ///
+    /// ```
+    /// let http = livecache::http::HttpQuery::new("http://127.0.0.1:3000/")?;
+    /// assert_eq!(http.body_limit(), livecache::http::DEFAULT_BODY_LIMIT);
+    /// # Ok::<(), livecache::http::HttpError>(())
+    /// ```
+    pub fn body_limit(&self) -> usize {
+        self.inner.body_limit
     }
 
     /// The base URL.
@@ -166,7 +228,9 @@ impl HttpQuery {
     /// status is an [`HttpError::Status`] with the body. The path is resolved as a browser
     /// resolves a link (`../` goes up, `?` starts a query), so percent-encode argument text you
     /// put into it; a path naming another scheme, host or port is an [`HttpError::Url`], never
-    /// requested.
+    /// requested. Likewise a redirect: one within the base URL's origin is followed (at most
+    /// [`MAX_REDIRECTS`]), one to another scheme, host or port is an [`HttpError::Redirect`] and
+    /// its target is never requested.
     ///
     /// ```
     /// let http = livecache::http::HttpQuery::new("http://127.0.0.1:3000/")?;
@@ -206,9 +270,10 @@ impl HttpQuery {
         move |arg| {
             let url = relative_url(&inner.base, &path(&arg));
             let client = inner.client.clone();
+            let limit = inner.body_limit;
             async move {
                 let url = url?;
-                Ok(fetch_json(&client, url).await?)
+                Ok(fetch_json(&client, url, limit).await?)
             }
             .boxed()
         }
@@ -228,9 +293,39 @@ fn relative_url(base: &Url, path: &str) -> Result<Url, HttpError> {
     Ok(url)
 }
 
+/// The redirect policy: follow a redirect that stays within `base`'s origin (scheme, host and
+/// port), at most [`MAX_REDIRECTS`] of them; refuse any other, so its target is never requested.
+fn same_origin_redirects(base: &Url) -> Policy {
+    let origin = base.origin();
+    Policy::custom(move |attempt| {
+        let target = attempt.url();
+        if target.origin() != origin {
+            let refused = RedirectRefused(format!(
+                "{} redirects to {target}, outside the base URL's origin ({})",
+                attempt.status().as_u16(),
+                origin.ascii_serialization()
+            ));
+            attempt.error(refused)
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            let refused = RedirectRefused(format!(
+                "more than {MAX_REDIRECTS} redirects (the last to {target})"
+            ));
+            attempt.error(refused)
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
+/// Why the redirect policy stopped a request; becomes [`HttpError::Redirect`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct RedirectRefused(String);
+
 async fn fetch_json<T: DeserializeOwned>(
     client: &Client,
     url: Url,
+    limit: usize,
 ) -> Result<(T, HttpMeta), HttpError> {
     let response = client.get(url).send().await.map_err(request_error)?;
     let status = response.status();
@@ -247,7 +342,7 @@ async fn fetch_json<T: DeserializeOwned>(
             })
             .collect(),
     };
-    let body = response.bytes().await.map_err(request_error)?;
+    let body = read_body(response, limit).await?;
     if !status.is_success() {
         return Err(HttpError::Status {
             status: status.as_u16(),
@@ -258,9 +353,46 @@ async fn fetch_json<T: DeserializeOwned>(
     Ok((data, meta))
 }
 
+/// The response's body, read chunk by chunk: [`HttpError::BodyTooLarge`] as soon as it would
+/// exceed `limit` bytes (or at once when its `Content-Length` does), so at most `limit` bytes are
+/// ever held.
+async fn read_body(mut response: Response, limit: usize) -> Result<Vec<u8>, HttpError> {
+    let too_large = || HttpError::BodyTooLarge { limit };
+    let declared = match response.content_length() {
+        Some(length) => usize::try_from(length).map_err(|_| too_large())?,
+        None => 0,
+    };
+    if declared > limit {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(declared);
+    while let Some(chunk) = response.chunk().await.map_err(request_error)? {
+        if chunk.len() > limit.saturating_sub(body.len()) {
+            return Err(too_large());
+        }
+        // Grow by doubling, as `Vec` does, but never past the limit.
+        let needed = body.len() + chunk.len();
+        if needed > body.capacity() {
+            let room = needed.max(body.capacity().saturating_mul(2)).min(limit);
+            body.reserve_exact(room - body.len());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 fn request_error(error: reqwest::Error) -> HttpError {
     if error.is_timeout() {
         HttpError::Timeout
+    } else if error.is_redirect() {
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            if let Some(refused) = cause.downcast_ref::<RedirectRefused>() {
+                return HttpError::Redirect(refused.0.clone());
+            }
+            source = cause.source();
+        }
+        HttpError::Redirect(error.to_string())
     } else {
         HttpError::Request(error.to_string())
     }

@@ -171,7 +171,9 @@ impl Api {
     }
 
     /// Remove every entry now (RTK's `resetApiState`, R7): lifecycles see their entries
-    /// removed, requests are aborted, timers cancelled. The api stays usable.
+    /// removed, requests are aborted, timers cancelled. The api stays usable. The memory the
+    /// cache's indexes grew to is given back (docs/performance.md says what stays: the bounded
+    /// trace, chiefly).
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -184,7 +186,13 @@ impl Api {
     /// # Ok(()) }
     /// ```
     pub fn reset(&self) {
-        self.owner.shared.with(|state, now| state.cache.reset(now));
+        self.owner.shared.reset();
+    }
+
+    /// The shared state, for the runtime's unit tests.
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.owner.shared
     }
 
     /// The events recorded so far (R23), with times in milliseconds since the api was built on

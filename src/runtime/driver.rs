@@ -423,6 +423,26 @@ impl Shared {
     pub(crate) fn tracked_lifetimes(&self) -> usize {
         self.lock().lifetimes.len()
     }
+
+    /// Remove every entry (R7), then give back the memory the runtime's maps grew to: they keep
+    /// their capacity as entries come and go, for a cache that fills up again, but after a reset
+    /// the cache may stay small for a long time. The core gives back its own
+    /// ([`Cache::reset`]).
+    pub(crate) fn reset(self: &Arc<Self>) {
+        self.with(|state, now| state.cache.reset(now));
+        // The reset's effects have run: the removed lifetimes and their aborted requests are
+        // gone from the maps, so these keep room only for what is left, if anything.
+        let mut state = self.lock();
+        state.lifetimes.shrink_to_fit();
+        state.requests.shrink_to_fit();
+    }
+
+    /// The capacities of the lifetime and request maps, for tests.
+    #[cfg(test)]
+    pub(crate) fn map_capacities(&self) -> [usize; 2] {
+        let state = self.lock();
+        [state.lifetimes.capacity(), state.requests.capacity()]
+    }
 }
 
 impl Drop for Shared {
@@ -467,6 +487,34 @@ async fn run_timer(shared: Weak<Shared>, timer: Arc<Notify>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Api;
+
+    /// Reset gives back the runtime's maps' memory too (hardening item 11).
+    #[tokio::test(flavor = "current_thread")]
+    async fn hardening_11_reset_gives_back_the_runtime_maps_memory() {
+        const N: u32 = 2_000;
+        let api = Api::builder().build();
+        let ep = api
+            .query::<u32, u32>("n")
+            .query_fn(|n: u32| async move { Ok(n) })
+            .build()
+            .expect("a fresh name");
+        for n in 0..N {
+            ep.prefetch(n, Refetch::IfMissing).expect("a key");
+        }
+        let shared = Arc::clone(api.shared());
+        let [lifetimes, requests] = shared.map_capacities();
+        assert!(lifetimes >= N as usize && requests >= N as usize);
+        // Let the requests run (finished or not, the reset removes them all).
+        tokio::task::yield_now().await;
+        api.reset();
+        assert!(api.is_empty());
+        assert_eq!(api.in_flight(), (0, 0));
+        assert_eq!(shared.map_capacities(), [0, 0]);
+        // It works as before.
+        let sub = ep.subscribe(7).expect("a key");
+        assert_eq!(sub.loaded().await.ok().as_deref(), Some(&7));
+    }
 
     /// The cached clock returns what converting each read would (R23's timestamps): the same
     /// millisecond until it ends, the next one from its first instant on, and jumps.

@@ -36,7 +36,10 @@ where
     }
 
     /// Remove every entry now, in ascending key order (R7). The cache stays usable; ids are
-    /// never reused.
+    /// never reused. The memory the cache's indexes grew to hold its entries is given back (they
+    /// keep it when entries are removed one by one); what stays is the bounded trace, the
+    /// subscriptions still held (until they are dropped) and the effects the reset queued, whose
+    /// queue gives back its memory once it has been drained.
     ///
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Refetch, CacheKey};
@@ -54,6 +57,8 @@ where
         for key in keys {
             self.remove_entry(&key, RemoveCause::Reset, self.now);
         }
+        self.entries.release_if_empty();
+        self.subscriptions.shrink_to_fit();
     }
 
     /// A lifecycle handler ended (R16): recorded under its key, whether or not the entry lives.

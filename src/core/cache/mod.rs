@@ -159,6 +159,10 @@ pub enum Patches {
 /// ```
 pub const DEFAULT_TRACE_LIMIT: usize = 25_000;
 
+/// How many queued effects' room the effect queue keeps once drained; a burst beyond it (a
+/// reset of many entries) gives the rest back.
+const EFFECTS_KEPT: usize = 1024;
+
 /// Api-wide settings of the core.
 ///
 /// ```
@@ -484,7 +488,12 @@ where
     /// ```
     #[must_use = "an effect is the driver's to carry out; dropping it loses it"]
     pub fn poll_effect(&mut self) -> Option<Effect<D>> {
-        self.effects.pop_front()
+        let effect = self.effects.pop_front();
+        if effect.is_none() && self.effects.capacity() > EFFECTS_KEPT {
+            // A burst (a reset of many entries) is over: give back what it grew the queue to.
+            self.effects.shrink_to(EFFECTS_KEPT);
+        }
+        effect
     }
 
     /// The events recorded so far — the most recent ones: the trace is bounded, so that a

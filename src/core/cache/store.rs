@@ -267,6 +267,24 @@ impl<D: PartialEq, E> Entries<D, E> {
             self.free.push(position);
         }
     }
+    /// An empty store gives its memory back: its maps and places keep the capacity of the most
+    /// entries they ever held otherwise (removal keeps it, for a cache that fills up again).
+    /// For `reset`, after which the cache may stay small for a long time.
+    pub(super) fn release_if_empty(&mut self) {
+        if self.by_key.is_empty() {
+            *self = Entries::new();
+        }
+    }
+    /// The capacities of the two maps, the places and the free list, for tests.
+    #[cfg(test)]
+    pub(super) fn capacities(&self) -> [usize; 4] {
+        [
+            self.by_key.capacity(),
+            self.by_lifetime.capacity(),
+            self.slots.capacity(),
+            self.free.capacity(),
+        ]
+    }
     pub(super) fn remove_entry(&mut self, key: &CacheKey) -> Option<(CacheKey, Slot<D, E>)> {
         let position = self.by_key.remove(key)?;
         let (key, slot) = self.slots.get_mut(position)?.take()?;
@@ -393,6 +411,72 @@ mod tests {
         assert_eq!(cache.entry(&a).and_then(|e| e.data.cloned()), Some(vec![3]));
         cache.handle_timeout(60_002);
         assert!(cache.is_empty());
+        assert_eq!(cache.entries.check(), Ok(()));
+    }
+
+    /// Reset gives back what the cache's indexes grew to (hardening item 11): 200,000 prefetched
+    /// keys then `reset()` left about 110 MiB of RSS behind, mostly these capacities. Removing
+    /// entries one at a time keeps them, for a cache that fills up again.
+    #[test]
+    fn hardening_11_reset_gives_back_the_memory_of_the_store_subscriptions_and_effects() {
+        const N: usize = 5_000;
+        let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+        let ep = cache
+            .add_endpoint("a", EndpointConfig::default())
+            .expect("endpoint names are distinct");
+        let keys: Vec<CacheKey> = (0..N)
+            .map(|i| CacheKey::verbatim(format!("a({i})")))
+            .collect();
+        let mut subs = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            if i % 2 == 0 {
+                cache
+                    .prefetch(0, ep, key, Refetch::IfMissing)
+                    .expect("the key is this endpoint's");
+            } else {
+                let sub = cache.subscribe(0, ep, key, Refetch::IfMissing);
+                subs.push(sub.expect("the key is this endpoint's"));
+            }
+        }
+        while cache.poll_effect().is_some() {}
+        let grown = cache.entries.capacities();
+        assert!(grown[..3].iter().all(|&c| c >= N), "{grown:?}");
+        assert!(cache.subscriptions.capacity() >= N / 2);
+
+        // Removal one by one keeps the capacity.
+        for key in &keys[..10] {
+            assert!(cache.remove(1, key));
+        }
+        let kept = cache.entries.capacities();
+        assert!(kept[..3].iter().all(|&c| c >= N), "{kept:?}");
+
+        // Ten subscriptions are still held at the reset: they stay (stale, R7a), the rest of the
+        // subscription map's room goes.
+        for id in subs.drain(10..) {
+            assert!(cache.unsubscribe(1, id));
+        }
+        cache.reset(2);
+        assert!(cache.is_empty());
+        assert_eq!(cache.entries.capacities(), [0; 4]);
+        assert_eq!(cache.entries.check(), Ok(()));
+        assert_eq!(cache.subscriptions.len(), 10);
+        assert!(cache.subscriptions.capacity() < 64);
+        // The reset queued an effect per entry at least; once drained, the queue keeps room for
+        // a bounded number only.
+        assert!(cache.effects.len() >= N - 10);
+        while cache.poll_effect().is_some() {}
+        assert!(cache.effects.capacity() <= crate::core::cache::EFFECTS_KEPT);
+
+        // The cache works as before, and the held subscriptions are stale.
+        for sub in subs {
+            assert!(!cache.refetch(3, sub));
+            assert!(!cache.unsubscribe(3, sub));
+        }
+        assert!(cache.subscriptions.is_empty());
+        cache
+            .prefetch(3, ep, &keys[0], Refetch::IfMissing)
+            .expect("the key is this endpoint's");
+        assert_eq!(cache.len(), 1);
         assert_eq!(cache.entries.check(), Ok(()));
     }
 

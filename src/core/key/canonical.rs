@@ -41,14 +41,18 @@ enum Work<'a> {
 /// Appends the canonical JSON of `value` to `out`.
 ///
 /// Uses an explicit stack rather than recursion, so deeply nested values cannot overflow the
-/// call stack.
-pub(super) fn write_canonical(value: &Value, out: &mut String) {
+/// call stack. Returns whether it wrote a `null` anywhere.
+pub(super) fn write_canonical(value: &Value, out: &mut String) -> bool {
+    let mut wrote_null = false;
     let mut stack = vec![Work::Value(value)];
     while let Some(work) = stack.pop() {
         match work {
             Work::Text(text) => out.push_str(text),
             Work::Key(key) => write_string(key, out),
-            Work::Value(Value::Null) => out.push_str("null"),
+            Work::Value(Value::Null) => {
+                wrote_null = true;
+                out.push_str("null");
+            }
             Work::Value(Value::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
             Work::Value(Value::Number(n)) => write_number(n, out),
             Work::Value(Value::String(s)) => write_string(s, out),
@@ -78,6 +82,7 @@ pub(super) fn write_canonical(value: &Value, out: &mut String) {
             }
         }
     }
+    wrote_null
 }
 
 /// The order in which RTK's sorted object is enumerated by `JSON.stringify`: array-index keys

@@ -36,7 +36,7 @@
 //!   `Number::toString`: the shortest digits that round-trip, plain decimal notation when the
 //!   decimal exponent is in `[-7, 21)` and exponent notation otherwise, so `5.0` → `5`,
 //!   `0.1` → `0.1`, `1e20` → `100000000000000000000`, `1e21` → `1e+21`, `1e-7` → `1e-7`, and
-//!   `-0.0` → `0`. Non-finite floats become `null` (serde_json already maps them so).
+//!   `-0.0` → `0`. Non-finite floats are refused (see below).
 //! * **Strings.** Escaped as `JSON.stringify` escapes them: `\"`, `\\`, `\b`, `\f`, `\n`, `\r`,
 //!   `\t`, other control characters below U+0020 as `\u00XX` with lowercase hex; nothing else is
 //!   escaped (not `/`, not U+2028/U+2029, not non-ASCII).
@@ -45,8 +45,14 @@
 //!
 //! * **Top-level `null`.** In JavaScript only `undefined` gives `name(undefined)`; an explicit
 //!   `null` argument gives `name(null)`. Rust has no `undefined`, so every top-level null
-//!   (`()`, `None`, `Value::Null`, and a non-finite float, which serde_json turns into null)
-//!   gives `name(undefined)`.
+//!   (`()`, `None`, `Value::Null`) gives `name(undefined)`.
+//! * **Non-finite numbers.** `JSON.stringify` writes `NaN` and `±Infinity` as `null`, so RTK gives
+//!   them the key of `null`. Here an argument holding a non-finite float anywhere is refused with
+//!   [`KeyError::NonFinite`]: otherwise NaN, `+∞`, `−∞` and `None` would all share one entry, and
+//!   a subscriber for one would read the data fetched for another.
+//! * **Skipped fields.** The key is what the argument's [`Serialize`] writes: fields marked
+//!   `#[serde(skip)]` or `skip_serializing` are not part of it (as RTK ignores properties that
+//!   are `undefined`), so arguments differing only in them are one entry.
 //! * **Missing versus null fields.** JavaScript drops object properties whose value is
 //!   `undefined`; serde writes an `Option` field that is `None` as `null`. To get the JavaScript
 //!   key of an object without that property, mark the field
@@ -105,7 +111,9 @@ const MAX_ARRAY_INDEX: u64 = 4_294_967_294;
 /// The cache key of one entry, such as `getUser(1)` or `list({"page":2})`.
 ///
 /// Build it with [`default_key`], [`key_from_override`] or [`CacheKey::verbatim`]. It serialises
-/// as a plain JSON string.
+/// as a plain JSON string. A default key is made of what the argument's [`Serialize`] writes:
+/// fields marked `#[serde(skip)]` are not part of it, and a non-finite float is refused
+/// ([`KeyError::NonFinite`]).
 ///
 /// ```
 /// use livecache::core::{CacheKey, default_key};
@@ -379,6 +387,45 @@ pub enum KeyError {
         /// serde_json's description of the failure.
         message: String,
     },
+    /// The argument holds a float that is not finite (NaN, +∞ or −∞), anywhere in it. JSON has no
+    /// such number: it would be written `null`, so NaN, ±∞ and `None` would all get one key and
+    /// share one entry's data. The key is refused instead.
+    ///
+    /// ```
+    /// use livecache::core::{KeyError, default_key};
+    ///
+    /// let err = default_key("near", &(1.0, f64::NAN)).unwrap_err();
+    /// assert!(matches!(err, KeyError::NonFinite { ref path, ref value, .. } if path == "/1" && value == "NaN"));
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "the argument of endpoint `near` holds the non-finite number NaN at /1: a cache key \
+    ///      cannot hold one (JSON would write it as null, the key of None)"
+    /// );
+    /// ```
+    #[error(
+        "the argument of endpoint `{endpoint}` holds the non-finite number {value} at {}: a cache \
+         key cannot hold one (JSON would write it as null, the key of None)",
+        place(.path)
+    )]
+    NonFinite {
+        /// The endpoint whose key was being computed.
+        endpoint: String,
+        /// Where the number is, as a JSON Pointer (RFC 6901) into the argument's JSON: empty for
+        /// the argument itself, `/filter/min` for field `min` of field `filter`, `/2` for the
+        /// third item of a sequence.
+        path: String,
+        /// The number as Rust writes it: `NaN`, `inf` or `-inf`.
+        value: String,
+    },
+}
+
+/// Where a [`KeyError::NonFinite`] is, in words.
+fn place(path: &str) -> &str {
+    if path.is_empty() {
+        "the top level"
+    } else {
+        path
+    }
 }
 
 /// What an endpoint's key override returns, mirroring RTK's per-endpoint `serializeQueryArgs`.
@@ -426,9 +473,16 @@ pub fn key_from_override(endpoint: &str, o: KeyOverride) -> CacheKey {
 /// The default cache key of `arg` for `endpoint`: `endpoint(<canonical JSON>)`, or
 /// `endpoint(undefined)` when the argument serialises to a top-level null.
 ///
+/// The key is what the argument's [`Serialize`] implementation writes, and nothing else: a field
+/// marked `#[serde(skip)]` (or `skip_serializing`, or skipped by `skip_serializing_if`) is not
+/// part of the key, so two arguments that differ only in such fields are one entry and share its
+/// data.
+///
 /// # Errors
 ///
-/// [`KeyError::Unserializable`] when `arg` cannot be turned into a [`serde_json::Value`].
+/// [`KeyError::Unserializable`] when `arg` cannot be turned into a [`serde_json::Value`];
+/// [`KeyError::NonFinite`] when it holds a NaN or an infinite float anywhere (nested too), which
+/// JSON would write as `null` and so key like `None`.
 ///
 /// ```
 /// use livecache::core::{BigInt, default_key};
@@ -439,6 +493,12 @@ pub fn key_from_override(endpoint: &str, o: KeyOverride) -> CacheKey {
 /// assert_eq!(default_key("test", &BigInt(10))?.as_str(), r#"test({"$bigint":"10"})"#);
 /// assert_eq!(default_key("a", &None::<u8>)?.as_str(), "a(undefined)");
 /// assert_eq!(default_key("a", &[Some(1), None])?.as_str(), "a([1,null])");
+/// assert!(default_key("a", &f64::INFINITY).is_err());
+///
+/// #[derive(serde::Serialize)]
+/// struct Page { n: u32, #[serde(skip)] _trace_id: u64 }
+/// // Skipped fields are not part of the key: these are one entry.
+/// assert_eq!(default_key("p", &Page { n: 1, _trace_id: 7 })?, default_key("p", &Page { n: 1, _trace_id: 8 })?);
 /// # Ok::<(), livecache::core::KeyError>(())
 /// ```
 pub fn default_key<A>(endpoint: &str, arg: &A) -> Result<CacheKey, KeyError>
@@ -449,21 +509,37 @@ where
         endpoint: endpoint.to_owned(),
         message: err.to_string(),
     })?;
-    Ok(key_from_value(endpoint, &value))
+    let (key, has_null) = key_and_nulls(endpoint, &value);
+    // serde_json writes a non-finite float as `null`: only an argument whose JSON holds a null
+    // can hold one, so only such an argument is walked again to find it.
+    if has_null && let Some(found) = finite::non_finite(arg) {
+        return Err(KeyError::NonFinite {
+            endpoint: endpoint.to_owned(),
+            path: found.path,
+            value: found.value,
+        });
+    }
+    Ok(key)
 }
 
 /// `endpoint(<canonical JSON>)`, with `undefined` for a top-level null.
 fn key_from_value(endpoint: &str, value: &Value) -> CacheKey {
+    key_and_nulls(endpoint, value).0
+}
+
+/// The key of `value` for `endpoint`, and whether the value holds a `null` anywhere.
+fn key_and_nulls(endpoint: &str, value: &Value) -> (CacheKey, bool) {
     let mut text = String::with_capacity(endpoint.len() + 2);
     text.push_str(endpoint);
     text.push('(');
-    if value.is_null() {
+    let has_null = if value.is_null() {
         text.push_str(UNDEFINED);
+        true
     } else {
-        write_canonical(value, &mut text);
-    }
+        write_canonical(value, &mut text)
+    };
     text.push(')');
-    CacheKey::from(text)
+    (CacheKey::from(text), has_null)
 }
 
 /// A JavaScript `bigint` argument: serialises as `{"$bigint":"<decimal>"}`, like RTK's replacer.
@@ -525,6 +601,7 @@ impl From<i128> for BigInt {
 }
 
 mod canonical;
+mod finite;
 
 pub use canonical::canonical_json;
 use canonical::write_canonical;
@@ -781,7 +858,136 @@ mod tests {
         let mut out = String::new();
         write_f64(f64::NAN, &mut out);
         assert_eq!(out, "null");
-        assert_eq!(key("e", &[f64::INFINITY]), "e([null])");
+    }
+
+    fn non_finite(endpoint: &str, arg: &(impl Serialize + ?Sized)) -> (String, String) {
+        match default_key(endpoint, arg) {
+            Err(KeyError::NonFinite {
+                endpoint: e,
+                path,
+                value,
+            }) => {
+                assert_eq!(e, endpoint);
+                (path, value)
+            }
+            other => panic!("{endpoint}: expected NonFinite, got {other:?}"),
+        }
+    }
+
+    #[derive(Serialize)]
+    struct Range {
+        min: f64,
+        max: Option<f32>,
+    }
+
+    #[derive(Serialize)]
+    enum Filter {
+        Near(f64),
+        Between(u8, f64),
+        Within { range: Range },
+    }
+
+    #[derive(Serialize)]
+    struct Search {
+        text: &'static str,
+        filters: Vec<Filter>,
+        #[serde(skip)]
+        _skipped: f64,
+    }
+
+    #[test]
+    fn hardening_10_non_finite_floats_refused_anywhere_none_and_finite_unchanged() {
+        // Top level: NaN, +inf, -inf, as f64 and f32, bare or in an Option; all refused rather
+        // than keyed `name(undefined)` like None.
+        for (arg, text) in [
+            (f64::NAN, "NaN"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
+            assert_eq!(non_finite("e", &arg), (String::new(), text.to_owned()));
+            assert_eq!(
+                non_finite("e", &Some(arg)),
+                (String::new(), text.to_owned())
+            );
+            #[allow(clippy::cast_possible_truncation)]
+            let narrow = arg as f32;
+            assert_eq!(non_finite("e", &narrow), (String::new(), text.to_owned()));
+        }
+        // Nested: sequences, tuples, maps, struct fields, every kind of enum variant.
+        assert_eq!(non_finite("e", &[1.0, 2.0, f64::NAN]).0, "/2");
+        assert_eq!(non_finite("e", &(1, (2.5, f64::INFINITY))).0, "/1/1");
+        let map = BTreeMap::from([("a/b~", vec![0.5]), ("c", vec![0.0, f64::NEG_INFINITY])]);
+        assert_eq!(non_finite("e", &map).0, "/c/1");
+        let range = Range {
+            min: 1.0,
+            max: Some(f32::NAN),
+        };
+        assert_eq!(non_finite("e", &range).0, "/max");
+        let search = |filter: Filter| Search {
+            text: "q",
+            filters: vec![Filter::Near(1.0), filter],
+            _skipped: 0.0,
+        };
+        assert_eq!(
+            non_finite("s", &search(Filter::Near(f64::NAN))).0,
+            "/filters/1/Near"
+        );
+        assert_eq!(
+            non_finite("s", &search(Filter::Between(1, f64::INFINITY))).0,
+            "/filters/1/Between/1"
+        );
+        let within = Filter::Within {
+            range: Range {
+                min: f64::NEG_INFINITY,
+                max: None,
+            },
+        };
+        assert_eq!(
+            non_finite("s", &search(within)),
+            ("/filters/1/Within/range/min".to_owned(), "-inf".to_owned())
+        );
+        // A map key with `/` and `~` is escaped as a JSON Pointer.
+        let map = BTreeMap::from([("a/b~", f64::NAN)]);
+        assert_eq!(non_finite("e", &map).0, "/a~1b~0");
+        // The error says where and what.
+        let err = default_key("s", &search(Filter::Near(f64::NAN))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the argument of endpoint `s` holds the non-finite number NaN at /filters/1/Near: a \
+             cache key cannot hold one (JSON would write it as null, the key of None)"
+        );
+        assert!(
+            default_key("e", &f64::NAN)
+                .unwrap_err()
+                .to_string()
+                .contains("at the top level")
+        );
+
+        // None still keys as `name(undefined)`, nested None as null, next to finite floats.
+        assert_eq!(key("e", &None::<f64>), "e(undefined)");
+        assert_eq!(key("e", &[None, Some(1.5)]), "e([null,1.5])");
+        assert_eq!(
+            key(
+                "e",
+                &Range {
+                    min: -0.0,
+                    max: None
+                }
+            ),
+            r#"e({"max":null,"min":0})"#
+        );
+        // Finite floats are written as before, extremes included.
+        assert_eq!(key("e", &f64::MAX), "e(1.7976931348623157e+308)");
+        assert_eq!(key("e", &f64::MIN_POSITIVE), "e(2.2250738585072014e-308)");
+        assert_eq!(key("e", &[0.1, 5.0, 1e21]), "e([0.1,5,1e+21])");
+        assert_eq!(
+            key("s", &search(Filter::Between(2, 0.5))),
+            r#"s({"filters":[{"Near":1},{"Between":[2,0.5]}],"text":"q"})"#
+        );
+        // A skipped field is not part of the key, even when it is not finite.
+        let mut skipped = search(Filter::Near(2.0));
+        skipped._skipped = f64::NAN;
+        assert_eq!(key("s", &skipped), key("s", &search(Filter::Near(2.0))));
     }
 
     #[test]
@@ -805,7 +1011,9 @@ mod tests {
     fn unserialisable_arg_is_an_error() {
         let arg: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
         let err = default_key("grid", &arg).unwrap_err();
-        let KeyError::Unserializable { endpoint, message } = &err;
+        let KeyError::Unserializable { endpoint, message } = &err else {
+            panic!("{err:?}");
+        };
         assert_eq!(endpoint, "grid");
         assert!(!message.is_empty());
         assert!(err.to_string().contains("grid"));
