@@ -35,6 +35,9 @@ pub struct CoreUnderTest {
     endpoints: Arc<[(String, EndpointId, bool)]>,
     /// The stream attached to a lifetime (until its attachment ends), with the lifetime's key.
     streams: BTreeMap<u64, (CacheKey, Attachment<Recipe>)>,
+    /// Time let pass with no tick ([`Op::Late`]): the next op is driven at the core's time plus
+    /// this, with no `handle_timeout` before it.
+    late: u64,
 }
 
 /// Run a model [`Recipe`] on a core draft: the same change `Recipe::apply` makes to plain data,
@@ -89,6 +92,7 @@ impl CoreUnderTest {
             cache,
             endpoints,
             streams: BTreeMap::new(),
+            late: 0,
         }
     }
 
@@ -105,8 +109,27 @@ impl CoreUnderTest {
     ///
     /// If an op names an endpoint index `config` does not have.
     pub fn apply(&mut self, op: &Op) -> OpResult {
-        let now = self.cache.now();
+        // Every op but `Late` and the stream ops takes the lateness with it
+        // (`AdvanceToDeadline` only if it ticks); a stream op is the runtime's side, which tells
+        // the cache the time only through what it applies or records, at the cache's own time.
+        let stream_op = matches!(
+            op,
+            Op::StreamAttach { .. }
+                | Op::StreamMessage { .. }
+                | Op::StreamSkip { .. }
+                | Op::StreamFinish { .. }
+        );
+        let late = if stream_op {
+            0
+        } else {
+            std::mem::take(&mut self.late)
+        };
+        let now = self.cache.now().saturating_add(late);
         let result = match op {
+            Op::Late { ms } => {
+                self.late = late.saturating_add(*ms);
+                OpResult::Unit
+            }
             Op::Subscribe { key, refetch } => {
                 let (ep, k) = self.key(*key);
                 OpResult::Subscribed(
@@ -134,8 +157,9 @@ impl CoreUnderTest {
                 OpResult::Unit
             }
             Op::AdvanceToDeadline => {
-                if let Some(at) = self.cache.poll_timeout() {
-                    self.cache.handle_timeout(at);
+                match self.cache.poll_timeout() {
+                    Some(at) => self.cache.handle_timeout(at.max(now)),
+                    None => self.late = late,
                 }
                 OpResult::Unit
             }

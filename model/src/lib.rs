@@ -181,6 +181,13 @@ pub enum Op {
     },
     /// Advance the clock exactly to the next removal deadline (if any) and run a timer tick.
     AdvanceToDeadline,
+    /// Let `ms` pass with no timer tick: the next op arrives that much later, and whatever fell
+    /// due strictly before it expires first, stamped at its deadline (the catch-up expiry of an
+    /// event that arrives late). A tick op takes the lateness with it.
+    Late {
+        /// Milliseconds.
+        ms: u64,
+    },
     /// A request result with data.
     Fulfil {
         /// The key the result is for.

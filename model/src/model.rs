@@ -113,6 +113,8 @@ pub struct Snapshot {
     pub subscriptions_issued: u64,
     /// How many removal deadlines have been armed (the arming sequence counter).
     pub armings: u64,
+    /// Time let pass with no tick ([`Op::Late`]): the next op arrives at `now + late`.
+    pub late: u64,
     /// Every live entry, by cache key.
     pub entries: BTreeMap<String, Entry>,
 }
@@ -123,6 +125,8 @@ pub struct Model {
     config: Config,
     /// The clock, in milliseconds; never goes backwards.
     now: u64,
+    /// Time let pass with no tick ([`Op::Late`]): the next op arrives at `now + late`.
+    late: u64,
     /// How many lifetime ids have been issued (ids start at 1, never reset).
     lifetimes_issued: u64,
     /// How many request ids have been issued (ids start at 1, never reset).
@@ -151,6 +155,7 @@ impl Model {
         Model {
             config,
             now: 0,
+            late: 0,
             lifetimes_issued: 0,
             requests_issued: 0,
             subscriptions_issued: 0,
@@ -252,6 +257,7 @@ impl Model {
             requests_issued: self.requests_issued,
             subscriptions_issued: self.subscriptions_issued,
             armings: self.armings,
+            late: self.late,
             entries: self.entries.clone(),
         }
     }
@@ -266,24 +272,38 @@ impl Model {
 
     fn apply_op(&mut self, op: &Op) -> OpResult {
         match op {
-            // Timer ticks: the only ops that move the clock.
+            // Timer ticks move the clock (taking any lateness with them).
             Op::Advance { ms } => {
-                let to = self.now.saturating_add(*ms);
+                let to = self.now.saturating_add(self.late).saturating_add(*ms);
+                self.late = 0;
                 self.tick(to);
                 OpResult::Unit
             }
             Op::AdvanceToDeadline => {
                 // No deadline armed: nothing at all happens.
                 if let Some(at) = self.next_deadline() {
-                    self.tick(at);
+                    let to = at.max(self.now.saturating_add(self.late));
+                    self.late = 0;
+                    self.tick(to);
                 }
                 OpResult::Unit
             }
-            // Every other op happens at `now`: first remove entries whose deadline is strictly
-            // before `now` (in the model that never finds anything, since a tick already removed
-            // every deadline `<= now` and a new deadline is never before `now`).
+            // Time passes, but nobody tells the cache until the next op.
+            Op::Late { ms } => {
+                self.late = self.late.saturating_add(*ms);
+                OpResult::Unit
+            }
+            // The stream ops are the runtime's side: they happen at `now`, and lateness waits for
+            // the next op that tells the cache (the attachment tells it nothing of time itself).
+            Op::StreamAttach { .. }
+            | Op::StreamMessage { .. }
+            | Op::StreamSkip { .. }
+            | Op::StreamFinish { .. } => self.apply_at_now(op),
+            // Every other op happens when it arrives, at `now + late`: first the entries whose
+            // deadline is strictly before that are removed, stamped at their deadlines (after a
+            // tick nothing is, since a tick removes every deadline `<= now`).
             other => {
-                self.expire_before_now();
+                self.arrive();
                 self.apply_at_now(other)
             }
         }
@@ -293,7 +313,7 @@ impl Model {
 
     fn apply_at_now(&mut self, op: &Op) -> OpResult {
         match op {
-            Op::Advance { .. } | Op::AdvanceToDeadline => OpResult::Unit,
+            Op::Advance { .. } | Op::AdvanceToDeadline | Op::Late { .. } => OpResult::Unit,
             Op::Subscribe { key, refetch } => OpResult::Subscribed(self.subscribe(*key, *refetch)),
             Op::Unsubscribe { subscription } => OpResult::Done(self.unsubscribe(*subscription)),
             Op::Refetch { subscription } => OpResult::Done(self.refetch(*subscription)),
@@ -956,17 +976,18 @@ impl Model {
         self.now = self.now.max(to);
     }
 
-    /// Before any non-tick event at `now`: remove the entries whose deadline is strictly before
-    /// `now`, stamped at their deadlines (a no-op in the model, kept to mirror the semantics).
-    fn expire_before_now(&mut self) {
-        let now = self.now;
+    /// Before any non-tick event, arriving at `now + late`: remove the entries whose deadline is
+    /// strictly before the arrival, stamped at their deadlines, then move the clock to it.
+    fn arrive(&mut self) {
+        let arrival = self.now.saturating_add(self.late);
+        self.late = 0;
         while let Some((key, deadline)) = self.earliest_deadline() {
-            if deadline.at_ms >= now {
+            if deadline.at_ms >= arrival {
                 break;
             }
             self.expire(&key, deadline);
         }
-        self.now = now;
+        self.now = self.now.max(arrival);
     }
 
     /// Remove one entry whose deadline fired, stamping its events at the deadline.

@@ -126,6 +126,8 @@ enum OpSel {
     StreamMessage(IdSel, Recipe),
     StreamSkip(IdSel),
     StreamFinish(IdSel, bool),
+    /// Time passes with no tick (added last too: earlier inputs decode to other sequences again).
+    Late(u8),
 }
 
 /// Keys stay within the three endpoints and three arguments, so ops collide often.
@@ -259,6 +261,9 @@ fn resolve(sel: OpSel, model: &Model) -> Op {
         OpSel::StreamFinish(id, failed) => Op::StreamFinish {
             lifetime: id.resolve(lifetimes),
             failed,
+        },
+        OpSel::Late(i) => Op::Late {
+            ms: STEPS[usize::from(i) % STEPS.len()],
         },
     }
 }

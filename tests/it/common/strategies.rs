@@ -57,7 +57,7 @@ pub fn step_ms() -> impl Strategy<Value = u64> {
 /// `stale_results` false, results are only ever delivered for requests in flight (a runtime's
 /// query functions cannot deliver any other).
 pub fn ops(state: &Model, stale_results: bool) -> BoxedStrategy<Op> {
-    ops_attaching(state, stale_results, true)
+    ops_attaching(state, stale_results, true, true)
 }
 
 /// [`ops`], with streams attached (R21) before a lifetime's first data too, or only to
@@ -67,6 +67,7 @@ pub fn ops_attaching(
     state: &Model,
     stale_results: bool,
     attach_before_data: bool,
+    late_events: bool,
 ) -> BoxedStrategy<Op> {
     let (lifetimes, requests, subscriptions) = state.issued();
     let sub_id = 1..=subscriptions + 1;
@@ -152,6 +153,11 @@ pub fn ops_attaching(
                 .boxed(),
         ),
     ];
+    // Events that arrive after a deadline nobody ticked for (the core's catch-up expiry); not for
+    // the runtime, whose timers fire as its clock moves.
+    if late_events {
+        arms.push((2, step_ms().prop_map(|ms| Op::Late { ms }).boxed()));
+    }
     // Attach to any lifetime id (before its data only if allowed: else to ended or never
     // issued ones and to those with data), and often to a live one without a stream.
     let observed = state.observe();
