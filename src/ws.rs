@@ -52,6 +52,14 @@ use crate::runtime::StreamError;
 /// ```
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 
+/// How long [`Connect::open`] may take by default — the TCP connection and the WebSocket
+/// handshake together — before it fails with [`WsError::Timeout`] (10 s).
+///
+/// ```
+/// assert_eq!(livecache::ws::DEFAULT_CONNECT_TIMEOUT.as_secs(), 10);
+/// ```
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a dropped stream waits for the server to answer its close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -69,6 +77,7 @@ pub fn connect<M: DeserializeOwned>(url: impl Into<String>) -> Connect<M> {
         validate: None,
         filter: None,
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
     }
 }
 
@@ -87,6 +96,7 @@ pub struct Connect<M> {
     validate: Option<Check<M>>,
     filter: Option<Check<M>>,
     max_message_bytes: usize,
+    connect_timeout: Duration,
 }
 
 impl<M: DeserializeOwned + Send + 'static> Connect<M> {
@@ -122,7 +132,24 @@ impl<M: DeserializeOwned + Send + 'static> Connect<M> {
         self
     }
 
-    /// Connect.
+    /// How long connecting may take — the TCP connection and the WebSocket handshake
+    /// together — before [`Connect::open`] fails with [`WsError::Timeout`] (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`], 10 s). In a lifecycle handler, also race the connection
+    /// against the entry's removal with
+    /// [`EntryHandle::until_removed`](crate::EntryHandle::until_removed), so that removing the
+    /// entry ends the attempt at once.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let c = livecache::ws::connect::<String>("ws://127.0.0.1:9/")
+    ///     .connect_timeout(Duration::from_secs(3));
+    /// ```
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Connect: the TCP connection and the WebSocket handshake, within the connect timeout.
     ///
     /// # Cancel safety
     ///
@@ -142,8 +169,10 @@ impl<M: DeserializeOwned + Send + 'static> Connect<M> {
         let config = WebSocketConfig::default()
             .max_message_size(Some(hard_limit))
             .max_frame_size(Some(hard_limit));
-        let (socket, _response) = connect_async_with_config(self.url.as_str(), Some(config))
+        let connecting = connect_async_with_config(self.url.as_str(), Some(config));
+        let (socket, _response) = tokio::time::timeout(self.connect_timeout, connecting)
             .await
+            .map_err(|_elapsed| WsError::Timeout(self.connect_timeout))?
             .map_err(|e| WsError::Connect(e.to_string()))?;
         let decoder = Decoder {
             validate: self.validate,
@@ -181,6 +210,10 @@ pub enum WsError {
     /// Connecting failed (fatal).
     #[error("websocket connect failed: {0}")]
     Connect(String),
+    /// Connecting (the TCP connection and the handshake) took longer than the connect timeout
+    /// (fatal); the attempt is abandoned and its socket closed.
+    #[error("websocket connect timed out after {0:?}")]
+    Timeout(Duration),
     /// A binary frame is not UTF-8 (skipped).
     #[error("frame is not UTF-8")]
     NotUtf8,
@@ -219,7 +252,7 @@ impl StreamError for WsError {
     fn is_fatal(&self) -> bool {
         matches!(
             self,
-            WsError::Connect(_) | WsError::Closed { .. } | WsError::Failed(_)
+            WsError::Connect(_) | WsError::Timeout(_) | WsError::Closed { .. } | WsError::Failed(_)
         )
     }
 }

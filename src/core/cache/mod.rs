@@ -565,7 +565,6 @@ where
     fn wants_data_loaded(&self, endpoint: EndpointId) -> bool {
         self.endpoint_config(endpoint).has_lifecycle
     }
-
 }
 
 /// The configuration of `endpoint` (the default for an id the cache did not give out); a free
