@@ -13,6 +13,11 @@
 //! [`WsError::Closed`]. Dropping the stream — which the attachment does when the entry is
 //! removed — closes the socket with a close frame (a short task finishes the handshake).
 //!
+//! Against a hostile server: connecting is bounded by a connect timeout
+//! ([`DEFAULT_CONNECT_TIMEOUT`]); a frame far over the size limit — over
+//! [`hard_message_limit`], twice it plus 4 KiB — is refused from its header, before its payload
+//! is buffered, and ends the stream ([`WsError::Refused`]).
+//!
 //! Only `ws://` URLs: no TLS backend is enabled.
 //!
 //! ```no_run
@@ -44,8 +49,9 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::runtime::StreamError;
 
-/// The default largest frame payload decoded, in bytes (1 MiB). Larger frames are skipped;
-/// [`Connect::max_message_bytes`] sets another limit.
+/// The default largest frame payload decoded, in bytes (1 MiB). Larger frames are skipped, up to
+/// the connection's hard limit ([`hard_message_limit`]); [`Connect::max_message_bytes`] sets
+/// another limit.
 ///
 /// ```
 /// assert_eq!(livecache::ws::DEFAULT_MAX_MESSAGE_BYTES, 1_048_576);
@@ -59,6 +65,22 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// assert_eq!(livecache::ws::DEFAULT_CONNECT_TIMEOUT.as_secs(), 10);
 /// ```
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection's hard limit for a decode limit of `max_message_bytes`: twice it plus 4 KiB.
+///
+/// A frame (or a fragmented message) over `max_message_bytes` but within the hard limit is
+/// received and skipped ([`WsError::TooLarge`]); the stream goes on. A frame over the hard
+/// limit is refused from its header, before its payload is buffered: at most one read buffer
+/// of it is ever received, and the stream ends with the fatal [`WsError::Refused`] (its socket
+/// is closed). A fragmented message is refused as soon as its fragments add up to more.
+///
+/// ```
+/// assert_eq!(livecache::ws::hard_message_limit(4096), 12_288);
+/// assert_eq!(livecache::ws::hard_message_limit(usize::MAX), usize::MAX);
+/// ```
+pub fn hard_message_limit(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_mul(2).saturating_add(4096)
+}
 
 /// How long a dropped stream waits for the server to answer its close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -122,7 +144,10 @@ impl<M: DeserializeOwned + Send + 'static> Connect<M> {
         self
     }
 
-    /// The largest frame payload decoded, in bytes; larger frames are skipped (default 1 MiB).
+    /// The largest frame payload decoded, in bytes (default 1 MiB). Larger frames are skipped
+    /// ([`WsError::TooLarge`]) up to the hard limit, twice this plus 4 KiB; a frame over the
+    /// hard limit is refused before it is buffered and ends the stream ([`WsError::Refused`]).
+    /// See [`hard_message_limit`].
     ///
     /// ```
     /// let c = livecache::ws::connect::<String>("ws://127.0.0.1:9/").max_message_bytes(4096);
@@ -164,8 +189,9 @@ impl<M: DeserializeOwned + Send + 'static> Connect<M> {
     /// # }
     /// ```
     pub async fn open(self) -> Result<WsStream<M>, WsError> {
-        // tungstenite's own limit (a fatal error) stays well above ours (a skipped frame).
-        let hard_limit = self.max_message_bytes.saturating_mul(4).max(64 << 20);
+        // tungstenite's own limit (a fatal error, checked on a frame's header before its payload
+        // is buffered) stays a little above ours (a skipped frame).
+        let hard_limit = hard_message_limit(self.max_message_bytes);
         let config = WebSocketConfig::default()
             .max_message_size(Some(hard_limit))
             .max_frame_size(Some(hard_limit));
@@ -234,6 +260,18 @@ pub enum WsError {
         /// The limit.
         limit: usize,
     },
+    /// A frame or message over the connection's hard limit ([`hard_message_limit`]) was refused
+    /// before it was received whole (fatal): the stream ends and the socket is closed.
+    #[error(
+        "message of {size} bytes refused before it was received: over the connection's \
+         {limit}-byte hard limit"
+    )]
+    Refused {
+        /// The size announced by the frame's header (or reached by a fragmented message).
+        size: usize,
+        /// The hard limit.
+        limit: usize,
+    },
     /// The server closed the connection (fatal).
     #[error("server closed the connection ({code}{}{reason})", if reason.is_empty() { "" } else { ": " })]
     Closed {
@@ -242,8 +280,7 @@ pub enum WsError {
         /// The close reason.
         reason: String,
     },
-    /// The connection failed (fatal): a protocol error, a reset, a frame over tungstenite's own
-    /// limit.
+    /// The connection failed (fatal): a protocol error, a reset.
     #[error("websocket failed: {0}")]
     Failed(String),
 }
@@ -252,7 +289,11 @@ impl StreamError for WsError {
     fn is_fatal(&self) -> bool {
         matches!(
             self,
-            WsError::Connect(_) | WsError::Timeout(_) | WsError::Closed { .. } | WsError::Failed(_)
+            WsError::Connect(_)
+                | WsError::Timeout(_)
+                | WsError::Refused { .. }
+                | WsError::Closed { .. }
+                | WsError::Failed(_)
         )
     }
 }
@@ -507,7 +548,7 @@ impl<M: DeserializeOwned> Stream for WsStream<M> {
                 }
                 Some(Err(e)) => {
                     self.socket = None;
-                    return Poll::Ready(Some(Err(WsError::Failed(e.to_string()))));
+                    return Poll::Ready(Some(Err(failure(e))));
                 }
                 Some(Ok(frame)) => frame,
             };
@@ -530,6 +571,19 @@ impl<M: DeserializeOwned> Stream for WsStream<M> {
                 return Poll::Ready(Some(item));
             }
         }
+    }
+}
+
+/// What a connection error means for the stream (always fatal).
+fn failure(error: async_tungstenite::tungstenite::Error) -> WsError {
+    use async_tungstenite::tungstenite::Error;
+    use async_tungstenite::tungstenite::error::CapacityError;
+    match error {
+        Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => WsError::Refused {
+            size,
+            limit: max_size,
+        },
+        other => WsError::Failed(other.to_string()),
     }
 }
 

@@ -13,12 +13,13 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures::StreamExt;
 use livecache::core::{HandlerOutcome, TraceKind};
 use livecache::ws::{self, WsError};
 use livecache::{Api, BoxError};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 type TestResult = Result<(), BoxError>;
@@ -131,6 +132,80 @@ fn lifecycle_outcomes(api: &Api) -> Vec<HandlerOutcome> {
         .collect()
 }
 
+// ----- raw frames -----
+
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+
+/// An unmasked frame header (a server's): FIN and opcode, then the payload length in its
+/// 7-bit, 16-bit or 64-bit form.
+fn header(opcode: u8, fin: bool, len: u64) -> Vec<u8> {
+    let mut bytes = vec![if fin { 0x80 | opcode } else { opcode }];
+    match len {
+        0..=125 => bytes.push(len as u8),
+        126..=0xffff => {
+            bytes.push(126);
+            bytes.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            bytes.push(127);
+            bytes.extend_from_slice(&len.to_be_bytes());
+        }
+    }
+    bytes
+}
+
+/// A whole unmasked frame.
+fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = header(opcode, fin, payload.len() as u64);
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// A server that accepts one connection, answers its upgrade (async-tungstenite's server
+/// side), then hands the raw TCP socket to `attack`, which writes frames by hand. Returns the
+/// server's `ws://` URL.
+async fn raw_server<F, Fut>(attack: F) -> std::io::Result<String>
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let url = format!("ws://{}/ws", listener.local_addr()?);
+    tokio::spawn(async move {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let Ok(socket) = async_tungstenite::tokio::accept_async(tcp).await else {
+            return;
+        };
+        attack(socket.into_inner().into_inner()).await;
+    });
+    Ok(url)
+}
+
+/// Read until the peer closes (a read returns 0 or fails); how many bytes were read.
+async fn drain_until_closed(tcp: &mut TcpStream) -> usize {
+    let mut read = 0;
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = tcp.read(&mut buf).await {
+        read += n;
+    }
+    read
+}
+
+/// Everything a stream yields until it ends (each wait bounded).
+async fn collect<M>(mut socket: ws::WsStream<M>) -> Vec<Result<M, WsError>>
+where
+    M: serde::de::DeserializeOwned,
+{
+    let mut items = Vec::new();
+    while let Some(item) = within("the stream's next item", socket.next()).await {
+        items.push(item);
+    }
+    items
+}
+
 // ===== 2. a server that never answers the upgrade =====
 
 /// Removing the entry ends a handler stuck connecting to a server that accepted the TCP
@@ -219,5 +294,71 @@ async fn hardening_02_connect_timeout_bounds_a_never_answered_upgrade() -> TestR
     );
     // The default is the documented one.
     assert_eq!(ws::DEFAULT_CONNECT_TIMEOUT, Duration::from_secs(10));
+    Ok(())
+}
+
+// ===== 7. max_message_bytes bounds memory =====
+
+/// With a 4,096-byte limit, a frame somewhat over it is still skipped and the stream goes on,
+/// but a frame whose header announces 64 MiB is refused from its header: the stream ends with
+/// `WsError::Refused` while the server has sent only 64 KiB of it, and the socket is closed.
+/// (Before, the hard limit was 64 MiB: the client waited to receive the frame whole.)
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn hardening_07_frame_over_the_hard_limit_refused_before_it_is_received() -> TestResult {
+    const LIMIT: usize = 4096;
+    const HUGE: u64 = 64 << 20;
+    const SENT_OF_HUGE: usize = 64 * 1024;
+    let (sent_tx, sent) = oneshot::channel();
+    let url = raw_server(move |mut tcp| async move {
+        let mut bytes = frame(TEXT, true, b"1");
+        bytes.extend(frame(TEXT, true, "x".repeat(5000).as_bytes()));
+        bytes.extend(frame(TEXT, true, b"2"));
+        bytes.extend(header(BINARY, true, HUGE));
+        bytes.extend(vec![b' '; SENT_OF_HUGE]);
+        let written = tcp.write_all(&bytes).await.map(|()| bytes.len());
+        // Hold the connection, never sending the rest, until the client closes it.
+        drain_until_closed(&mut tcp).await;
+        let _ = sent_tx.send(written.ok());
+    })
+    .await?;
+
+    let socket = ws::connect::<u64>(url)
+        .max_message_bytes(LIMIT)
+        .open()
+        .await?;
+    let hard = ws::hard_message_limit(LIMIT);
+    assert_eq!(hard, 2 * LIMIT + 4096);
+    let items = collect(socket).await;
+    assert_eq!(
+        items,
+        [
+            Ok(1),
+            Err(WsError::TooLarge {
+                size: 5000,
+                limit: LIMIT
+            }),
+            Ok(2),
+            Err(WsError::Refused {
+                size: HUGE as usize,
+                limit: hard
+            }),
+        ]
+    );
+    let sent = within("the server to see the socket closed", sent).await?;
+    let sent = sent.ok_or("the server's writes failed")?;
+    assert!(
+        (sent as u64) < HUGE / 100,
+        "refused after the server sent {sent} bytes of a {HUGE}-byte frame"
+    );
+    assert_eq!(
+        items
+            .last()
+            .and_then(|i| i.as_ref().err())
+            .map(ToString::to_string),
+        Some(format!(
+            "message of {HUGE} bytes refused before it was received: over the connection's \
+             {hard}-byte hard limit"
+        ))
+    );
     Ok(())
 }
