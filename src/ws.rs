@@ -82,6 +82,29 @@ pub fn hard_message_limit(max_message_bytes: usize) -> usize {
     max_message_bytes.saturating_mul(2).saturating_add(4096)
 }
 
+/// The default read buffer of a connection, in bytes (4 KiB; tungstenite's own default is
+/// 128 KiB). The buffer is allocated when the connection opens and filled by every read, so it
+/// is most of a quiet socket's memory; a frame larger than it is still received (the buffer
+/// grows for it, up to the hard limit). See [`Connect::read_buffer_bytes`].
+///
+/// ```
+/// assert_eq!(livecache::ws::DEFAULT_READ_BUFFER_BYTES, 4096);
+/// ```
+pub const DEFAULT_READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// The default write buffer target of a connection, in bytes (0: every reply — a pong, the
+/// close frame — is written at once; tungstenite's own default batches 128 KiB). A client that
+/// only receives has nothing to batch. See [`Connect::write_buffer_bytes`].
+///
+/// ```
+/// assert_eq!(livecache::ws::DEFAULT_WRITE_BUFFER_BYTES, 0);
+/// ```
+pub const DEFAULT_WRITE_BUFFER_BYTES: usize = 0;
+
+/// The smallest read buffer a connection is given, whatever [`Connect::read_buffer_bytes`]
+/// asks for.
+const MIN_READ_BUFFER_BYTES: usize = 256;
+
 /// How long a dropped stream waits for the server to answer its close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -100,6 +123,8 @@ pub fn connect<M: DeserializeOwned>(url: impl Into<String>) -> Connect<M> {
         filter: None,
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
+        write_buffer_bytes: DEFAULT_WRITE_BUFFER_BYTES,
     }
 }
 
@@ -119,6 +144,8 @@ pub struct Connect<M> {
     filter: Option<Check<M>>,
     max_message_bytes: usize,
     connect_timeout: Duration,
+    read_buffer_bytes: usize,
+    write_buffer_bytes: usize,
 }
 
 impl<M: DeserializeOwned + Send + 'static> Connect<M> {
@@ -174,6 +201,56 @@ impl<M: DeserializeOwned + Send + 'static> Connect<M> {
         self
     }
 
+    /// The connection's read buffer, in bytes (default [`DEFAULT_READ_BUFFER_BYTES`], 4 KiB;
+    /// at least 256). Allocated when the connection opens and filled by every read: a larger
+    /// buffer reads a fast stream in fewer system calls, a smaller one keeps many quiet sockets
+    /// cheap (docs/performance.md, "Memory per WebSocket").
+    ///
+    /// ```
+    /// let c = livecache::ws::connect::<String>("ws://127.0.0.1:9/").read_buffer_bytes(64 * 1024);
+    /// assert_eq!(c.limits().read_buffer_bytes, 64 * 1024);
+    /// ```
+    pub fn read_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.read_buffer_bytes = bytes;
+        self
+    }
+
+    /// How many bytes of replies (pongs, the close frame) the connection buffers before it
+    /// writes them out (default [`DEFAULT_WRITE_BUFFER_BYTES`], 0: at once).
+    ///
+    /// ```
+    /// let c = livecache::ws::connect::<String>("ws://127.0.0.1:9/").write_buffer_bytes(1024);
+    /// assert_eq!(c.limits().write_buffer_bytes, 1024);
+    /// ```
+    pub fn write_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.write_buffer_bytes = bytes;
+        self
+    }
+
+    /// The buffer sizes and limits the connection will be opened with.
+    ///
+    /// ```
+    /// use livecache::ws;
+    /// let limits = ws::connect::<String>("ws://127.0.0.1:9/").max_message_bytes(4096).limits();
+    /// assert_eq!(limits.read_buffer_bytes, ws::DEFAULT_READ_BUFFER_BYTES);
+    /// assert_eq!(limits.hard_message_bytes, ws::hard_message_limit(4096));
+    /// ```
+    pub fn limits(&self) -> WsLimits {
+        WsLimits::of(&self.websocket_config(), self.max_message_bytes)
+    }
+
+    /// The protocol layer's configuration: buffer sizes, and the hard limit on frames and
+    /// messages (tungstenite's own, a fatal error checked on a frame's header before its
+    /// payload is buffered), a little above ours (a skipped frame).
+    fn websocket_config(&self) -> WebSocketConfig {
+        let hard_limit = hard_message_limit(self.max_message_bytes);
+        WebSocketConfig::default()
+            .read_buffer_size(self.read_buffer_bytes.max(MIN_READ_BUFFER_BYTES))
+            .write_buffer_size(self.write_buffer_bytes)
+            .max_message_size(Some(hard_limit))
+            .max_frame_size(Some(hard_limit))
+    }
+
     /// Connect: the TCP connection and the WebSocket handshake, within the connect timeout.
     ///
     /// # Cancel safety
@@ -189,12 +266,7 @@ impl<M: DeserializeOwned + Send + 'static> Connect<M> {
     /// # }
     /// ```
     pub async fn open(self) -> Result<WsStream<M>, WsError> {
-        // tungstenite's own limit (a fatal error, checked on a frame's header before its payload
-        // is buffered) stays a little above ours (a skipped frame).
-        let hard_limit = hard_message_limit(self.max_message_bytes);
-        let config = WebSocketConfig::default()
-            .max_message_size(Some(hard_limit))
-            .max_frame_size(Some(hard_limit));
+        let config = self.websocket_config();
         let connecting = connect_async_with_config(self.url.as_str(), Some(config));
         let (socket, _response) = tokio::time::timeout(self.connect_timeout, connecting)
             .await
@@ -206,7 +278,9 @@ impl<M: DeserializeOwned + Send + 'static> Connect<M> {
             max_message_bytes: self.max_message_bytes,
             stats: Arc::default(),
         };
+        let limits = WsLimits::of(socket.get_config(), decoder.max_message_bytes);
         Ok(WsStream {
+            limits,
             socket: Some(socket),
             decoder,
         })
@@ -513,6 +587,8 @@ impl<M: DeserializeOwned> Decoder<M> {
 /// # Ok(()) }
 /// ```
 pub struct WsStream<M> {
+    /// As the connection holds them.
+    limits: WsLimits,
     socket: Option<WebSocketStream<ConnectStream>>,
     decoder: Decoder<M>,
 }
@@ -530,6 +606,56 @@ impl<M: DeserializeOwned> WsStream<M> {
     /// ```
     pub fn stats(&self) -> Arc<WsStats> {
         self.decoder.stats()
+    }
+
+    /// The buffer sizes and limits the connection runs with, read from its protocol layer
+    /// when it opened.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), livecache::ws::WsError> {
+    /// let socket = livecache::ws::connect::<String>("ws://127.0.0.1:8080/")
+    ///     .read_buffer_bytes(16 * 1024)
+    ///     .await?;
+    /// assert_eq!(socket.limits().read_buffer_bytes, 16 * 1024);
+    /// # Ok(()) }
+    /// ```
+    pub fn limits(&self) -> WsLimits {
+        self.limits
+    }
+}
+
+/// A connection's buffer sizes and size limits: what [`Connect::limits`] will open it with, or
+/// what an open [`WsStream::limits`] runs with.
+///
+/// ```
+/// let limits = livecache::ws::connect::<String>("ws://127.0.0.1:9/").limits();
+/// assert_eq!(limits.max_message_bytes, livecache::ws::DEFAULT_MAX_MESSAGE_BYTES);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WsLimits {
+    /// The read buffer, allocated when the connection opens and filled by every read.
+    pub read_buffer_bytes: usize,
+    /// Replies are buffered up to this many bytes before they are written (0: at once).
+    pub write_buffer_bytes: usize,
+    /// The decode limit: larger frames are skipped.
+    pub max_message_bytes: usize,
+    /// The hard limit: a larger frame or message is refused before it is buffered, and ends
+    /// the stream.
+    pub hard_message_bytes: usize,
+}
+
+impl WsLimits {
+    fn of(config: &WebSocketConfig, max_message_bytes: usize) -> Self {
+        WsLimits {
+            read_buffer_bytes: config.read_buffer_size,
+            write_buffer_bytes: config.write_buffer_size,
+            max_message_bytes,
+            hard_message_bytes: config
+                .max_frame_size
+                .unwrap_or(usize::MAX)
+                .min(config.max_message_size.unwrap_or(usize::MAX)),
+        }
     }
 }
 

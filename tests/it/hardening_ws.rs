@@ -362,3 +362,60 @@ async fn hardening_07_frame_over_the_hard_limit_refused_before_it_is_received() 
     );
     Ok(())
 }
+
+// ===== 12. memory per socket =====
+
+/// The read and write buffer sizes set on `Connect` reach the connection's protocol layer (read
+/// back from the open connection), and the defaults are the lean ones (docs/performance.md,
+/// "Memory per WebSocket": the read buffer is most of a quiet socket's memory).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn hardening_12_buffer_sizes_reach_the_connection_config() -> TestResult {
+    let hold = |mut tcp: TcpStream| async move {
+        drain_until_closed(&mut tcp).await;
+    };
+
+    let defaults = ws::connect::<u64>("ws://127.0.0.1:9/").limits();
+    assert_eq!(
+        (defaults.read_buffer_bytes, defaults.write_buffer_bytes),
+        (
+            ws::DEFAULT_READ_BUFFER_BYTES,
+            ws::DEFAULT_WRITE_BUFFER_BYTES
+        )
+    );
+    assert_eq!(
+        (defaults.read_buffer_bytes, defaults.write_buffer_bytes),
+        (4096, 0)
+    );
+    let socket = ws::connect::<u64>(raw_server(hold).await?).open().await?;
+    assert_eq!(
+        socket.limits(),
+        defaults,
+        "the defaults reach the connection"
+    );
+
+    let connect = ws::connect::<u64>(raw_server(hold).await?)
+        .read_buffer_bytes(2048)
+        .write_buffer_bytes(512)
+        .max_message_bytes(1000);
+    let planned = connect.limits();
+    assert_eq!(
+        (
+            planned.read_buffer_bytes,
+            planned.write_buffer_bytes,
+            planned.max_message_bytes,
+            planned.hard_message_bytes
+        ),
+        (2048, 512, 1000, ws::hard_message_limit(1000))
+    );
+    let socket = connect.open().await?;
+    assert_eq!(
+        socket.limits(),
+        planned,
+        "the configured sizes reach the connection"
+    );
+
+    // A read buffer too small to hold a frame header is raised to the minimum.
+    let tiny = ws::connect::<u64>("ws://127.0.0.1:9/").read_buffer_bytes(0);
+    assert_eq!(tiny.limits().read_buffer_bytes, 256);
+    Ok(())
+}
