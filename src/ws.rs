@@ -16,7 +16,9 @@
 //! Against a hostile server: connecting is bounded by a connect timeout
 //! ([`DEFAULT_CONNECT_TIMEOUT`]); a frame far over the size limit — over
 //! [`hard_message_limit`], twice it plus 4 KiB — is refused from its header, before its payload
-//! is buffered, and ends the stream ([`WsError::Refused`]).
+//! is buffered, and ends the stream ([`WsError::Refused`]); a server that does not read cannot
+//! make the replies to its pings pile up: past [`DEFAULT_MAX_WRITE_BUFFER_BYTES`] waiting, the
+//! stream ends ([`WsError::Backlog`]).
 //!
 //! Only `ws://` URLs: no TLS backend is enabled.
 //!
@@ -41,13 +43,21 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use async_tungstenite::WebSocketStream;
-use async_tungstenite::tokio::{ConnectStream, connect_async_with_config};
+use async_tungstenite::tokio::{TokioAdapter, client_async_with_config};
 use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::error::UrlError;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures::{Stream, StreamExt};
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::runtime::StreamError;
+
+mod transport;
+use transport::{Backlog, Transport};
+
+/// The socket under a [`WsStream`].
+type Socket = WebSocketStream<TokioAdapter<Transport>>;
 
 /// The default largest frame payload decoded, in bytes (1 MiB). Larger frames are skipped, up to
 /// the connection's hard limit ([`hard_message_limit`]); [`Connect::max_message_bytes`] sets
@@ -101,6 +111,15 @@ pub const DEFAULT_READ_BUFFER_BYTES: usize = 4 * 1024;
 /// ```
 pub const DEFAULT_WRITE_BUFFER_BYTES: usize = 0;
 
+/// The default bound on what waits to be written to a server that does not read, in bytes
+/// (64 KiB): past it the stream ends with [`WsError::Backlog`]. See
+/// [`Connect::max_write_buffer_bytes`].
+///
+/// ```
+/// assert_eq!(livecache::ws::DEFAULT_MAX_WRITE_BUFFER_BYTES, 65_536);
+/// ```
+pub const DEFAULT_MAX_WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
 /// The smallest read buffer a connection is given, whatever [`Connect::read_buffer_bytes`]
 /// asks for.
 const MIN_READ_BUFFER_BYTES: usize = 256;
@@ -125,6 +144,7 @@ pub fn connect<M: DeserializeOwned>(url: impl Into<String>) -> Connect<M> {
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
         write_buffer_bytes: DEFAULT_WRITE_BUFFER_BYTES,
+        max_write_buffer_bytes: DEFAULT_MAX_WRITE_BUFFER_BYTES,
     }
 }
 
@@ -146,6 +166,7 @@ pub struct Connect<M> {
     connect_timeout: Duration,
     read_buffer_bytes: usize,
     write_buffer_bytes: usize,
+    max_write_buffer_bytes: usize,
 }
 
 impl<M: DeserializeOwned + Send + 'static> Connect<M> {
@@ -227,6 +248,22 @@ impl<M: DeserializeOwned + Send + 'static> Connect<M> {
         self
     }
 
+    /// The most bytes that may wait to be written to the server (default
+    /// [`DEFAULT_MAX_WRITE_BUFFER_BYTES`], 64 KiB). The client writes only replies — a pong
+    /// for every ping, the close frame — but a server that sends pings and never reads would
+    /// otherwise make them pile up without bound. When the socket takes nothing and more than
+    /// this waits, the stream ends with the fatal [`WsError::Backlog`] and the socket is
+    /// closed.
+    ///
+    /// ```
+    /// let c = livecache::ws::connect::<String>("ws://127.0.0.1:9/").max_write_buffer_bytes(8192);
+    /// assert_eq!(c.limits().max_write_buffer_bytes, 8192);
+    /// ```
+    pub fn max_write_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.max_write_buffer_bytes = bytes;
+        self
+    }
+
     /// The buffer sizes and limits the connection will be opened with.
     ///
     /// ```
@@ -236,17 +273,28 @@ impl<M: DeserializeOwned + Send + 'static> Connect<M> {
     /// assert_eq!(limits.hard_message_bytes, ws::hard_message_limit(4096));
     /// ```
     pub fn limits(&self) -> WsLimits {
-        WsLimits::of(&self.websocket_config(), self.max_message_bytes)
+        WsLimits::of(
+            &self.websocket_config(),
+            self.max_message_bytes,
+            self.max_write_buffer_bytes,
+        )
     }
 
     /// The protocol layer's configuration: buffer sizes, and the hard limit on frames and
     /// messages (tungstenite's own, a fatal error checked on a frame's header before its
-    /// payload is buffered), a little above ours (a skipped frame).
+    /// payload is buffered), a little above ours (a skipped frame). The write buffer's own
+    /// bound is a backstop above the transport's (which ends the stream with a reason; at
+    /// tungstenite's, a pong would be dropped silently).
     fn websocket_config(&self) -> WebSocketConfig {
         let hard_limit = hard_message_limit(self.max_message_bytes);
+        let write_backstop = self
+            .max_write_buffer_bytes
+            .saturating_add(self.write_buffer_bytes)
+            .saturating_add(4096);
         WebSocketConfig::default()
             .read_buffer_size(self.read_buffer_bytes.max(MIN_READ_BUFFER_BYTES))
             .write_buffer_size(self.write_buffer_bytes)
+            .max_write_buffer_size(write_backstop)
             .max_message_size(Some(hard_limit))
             .max_frame_size(Some(hard_limit))
     }
@@ -267,8 +315,8 @@ impl<M: DeserializeOwned + Send + 'static> Connect<M> {
     /// ```
     pub async fn open(self) -> Result<WsStream<M>, WsError> {
         let config = self.websocket_config();
-        let connecting = connect_async_with_config(self.url.as_str(), Some(config));
-        let (socket, _response) = tokio::time::timeout(self.connect_timeout, connecting)
+        let connecting = connect_socket(&self.url, self.max_write_buffer_bytes, config);
+        let socket = tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .map_err(|_elapsed| WsError::Timeout(self.connect_timeout))?
             .map_err(|e| WsError::Connect(e.to_string()))?;
@@ -278,13 +326,46 @@ impl<M: DeserializeOwned + Send + 'static> Connect<M> {
             max_message_bytes: self.max_message_bytes,
             stats: Arc::default(),
         };
-        let limits = WsLimits::of(socket.get_config(), decoder.max_message_bytes);
+        let limits = WsLimits::of(
+            socket.get_config(),
+            decoder.max_message_bytes,
+            socket.get_ref().get_ref().max_unsent(),
+        );
         Ok(WsStream {
             limits,
             socket: Some(socket),
             decoder,
         })
     }
+}
+
+/// The TCP connection (to a `ws://` URL's host and port, 80 by default) and the handshake, on a
+/// [`Transport`] that bounds what waits to be written.
+async fn connect_socket(
+    url: &str,
+    max_unsent: usize,
+    config: WebSocketConfig,
+) -> Result<Socket, async_tungstenite::tungstenite::Error> {
+    use async_tungstenite::tungstenite::Error;
+    let request = url.into_client_request()?;
+    let uri = request.uri();
+    match uri.scheme_str() {
+        Some("ws") => {}
+        Some("wss") => return Err(Error::Url(UrlError::TlsFeatureNotEnabled)),
+        _ => return Err(Error::Url(UrlError::UnsupportedUrlScheme)),
+    }
+    let host = uri.host().ok_or(Error::Url(UrlError::NoHostName))?;
+    // An IPv6 literal keeps its brackets in a URI, not in a socket address.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(80);
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    let transport = Transport::new(tcp, max_unsent);
+    let (socket, _response) = client_async_with_config(request, transport, Some(config)).await?;
+    Ok(socket)
 }
 
 impl<M: DeserializeOwned + Send + 'static> IntoFuture for Connect<M> {
@@ -334,6 +415,19 @@ pub enum WsError {
         /// The limit.
         limit: usize,
     },
+    /// The server does not read, and more than the write limit
+    /// ([`Connect::max_write_buffer_bytes`]) of replies — pongs, the close frame — waits for it
+    /// (fatal): the stream ends and the socket is closed.
+    #[error(
+        "the server is not reading: {unsent} bytes of replies wait to be sent, over the \
+         {limit}-byte write limit"
+    )]
+    Backlog {
+        /// The bytes waiting.
+        unsent: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A frame or message over the connection's hard limit ([`hard_message_limit`]) was refused
     /// before it was received whole (fatal): the stream ends and the socket is closed.
     #[error(
@@ -366,6 +460,7 @@ impl StreamError for WsError {
             WsError::Connect(_)
                 | WsError::Timeout(_)
                 | WsError::Refused { .. }
+                | WsError::Backlog { .. }
                 | WsError::Closed { .. }
                 | WsError::Failed(_)
         )
@@ -589,7 +684,7 @@ impl<M: DeserializeOwned> Decoder<M> {
 pub struct WsStream<M> {
     /// As the connection holds them.
     limits: WsLimits,
-    socket: Option<WebSocketStream<ConnectStream>>,
+    socket: Option<Socket>,
     decoder: Decoder<M>,
 }
 
@@ -638,6 +733,8 @@ pub struct WsLimits {
     pub read_buffer_bytes: usize,
     /// Replies are buffered up to this many bytes before they are written (0: at once).
     pub write_buffer_bytes: usize,
+    /// The most bytes that may wait for a server that does not read.
+    pub max_write_buffer_bytes: usize,
     /// The decode limit: larger frames are skipped.
     pub max_message_bytes: usize,
     /// The hard limit: a larger frame or message is refused before it is buffered, and ends
@@ -646,10 +743,11 @@ pub struct WsLimits {
 }
 
 impl WsLimits {
-    fn of(config: &WebSocketConfig, max_message_bytes: usize) -> Self {
+    fn of(config: &WebSocketConfig, max_message_bytes: usize, max_unsent: usize) -> Self {
         WsLimits {
             read_buffer_bytes: config.read_buffer_size,
             write_buffer_bytes: config.write_buffer_size,
+            max_write_buffer_bytes: max_unsent,
             max_message_bytes,
             hard_message_bytes: config
                 .max_frame_size
@@ -704,6 +802,14 @@ impl<M: DeserializeOwned> Stream for WsStream<M> {
 fn failure(error: async_tungstenite::tungstenite::Error) -> WsError {
     use async_tungstenite::tungstenite::Error;
     use async_tungstenite::tungstenite::error::CapacityError;
+    if let Error::Io(io) = &error
+        && let Some(backlog) = io.get_ref().and_then(|e| e.downcast_ref::<Backlog>())
+    {
+        return WsError::Backlog {
+            unsent: backlog.unsent,
+            limit: backlog.limit,
+        };
+    }
     match error {
         Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => WsError::Refused {
             size,

@@ -136,6 +136,7 @@ fn lifecycle_outcomes(api: &Api) -> Vec<HandlerOutcome> {
 
 const TEXT: u8 = 0x1;
 const BINARY: u8 = 0x2;
+const PING: u8 = 0x9;
 
 /// An unmasked frame header (a server's): FIN and opcode, then the payload length in its
 /// 7-bit, 16-bit or 64-bit form.
@@ -294,6 +295,66 @@ async fn hardening_02_connect_timeout_bounds_a_never_answered_upgrade() -> TestR
     );
     // The default is the documented one.
     assert_eq!(ws::DEFAULT_CONNECT_TIMEOUT, Duration::from_secs(10));
+    Ok(())
+}
+
+// ===== 4. a server that sends pings and never reads =====
+
+/// A server sends up to 200,000 pings of 125 bytes and never reads: each would queue a
+/// 131-byte pong. With a 16 KiB write limit the stream ends with `WsError::Backlog` once the
+/// socket takes nothing more and the pongs waiting pass the limit — by at most one pong — and
+/// the socket is closed (the server's writes then fail). Before, the pongs piled up without
+/// bound and the stream never ended.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn hardening_04_pings_never_read_end_the_stream_at_the_write_limit() -> TestResult {
+    const PINGS: usize = 200_000;
+    const BATCH: usize = 500;
+    const LIMIT: usize = 16 * 1024;
+    const PONG: usize = 2 + 4 + 125; // header, mask, payload
+    let (sent_tx, sent) = oneshot::channel();
+    let url = raw_server(move |mut tcp| async move {
+        let batch: Vec<u8> = (0..BATCH)
+            .flat_map(|_| frame(PING, true, &[b'p'; 125]))
+            .collect();
+        let mut pings = 0;
+        while pings < PINGS && tcp.write_all(&batch).await.is_ok() {
+            pings += BATCH;
+        }
+        let _ = sent_tx.send(pings);
+        // Never read; hold the socket until the test ends.
+        std::future::pending::<()>().await;
+    })
+    .await?;
+
+    let socket = ws::connect::<u64>(url)
+        .max_write_buffer_bytes(LIMIT)
+        .open()
+        .await?;
+    assert_eq!(socket.limits().max_write_buffer_bytes, LIMIT);
+    let stats = socket.stats();
+    let items = collect(socket).await;
+    let [Err(WsError::Backlog { unsent, limit })] = items.as_slice() else {
+        panic!("expected the stream to end with a backlog, got {items:?}");
+    };
+    assert_eq!(*limit, LIMIT);
+    assert!(
+        (LIMIT + 1..=LIMIT + PONG).contains(unsent),
+        "{unsent} bytes waiting: over the limit by at most one pong"
+    );
+    let pings = within("the server to stop sending", sent).await?;
+    assert!(
+        pings < PINGS,
+        "the server's writes failed once the socket closed"
+    );
+    println!("hardening_04: {pings} pings sent; the stream ended with {unsent} bytes waiting");
+    assert!(stats.snapshot().control > 0);
+    assert_eq!(
+        items[0].as_ref().err().map(ToString::to_string),
+        Some(format!(
+            "the server is not reading: {unsent} bytes of replies wait to be sent, over the \
+             {LIMIT}-byte write limit"
+        ))
+    );
     Ok(())
 }
 
