@@ -6,9 +6,12 @@
 //! check). The result is a [`WsStream`]: a `Stream` of `Result<M, WsError>` to attach to a cache
 //! entry with [`EntryHandle::try_stream`](crate::EntryHandle::try_stream).
 //!
-//! A frame that is not UTF-8, not JSON, not a value of `M`, fails validation or exceeds the size
-//! limit is **skipped**: counted in [`WsStats`], yielded as a non-fatal [`WsError`] (which the
-//! attachment traces as `stream_skipped` with the reason), never a panic, never applied. Pings
+//! A frame (text or binary) that is not UTF-8, not JSON, not a value of `M`, fails validation
+//! or exceeds the size limit is **skipped**: counted in [`WsStats`], yielded as a non-fatal
+//! [`WsError`] (which the attachment traces as `stream_skipped` with the reason), never a
+//! panic, never applied. (tungstenite would fail the whole connection on a text frame that is
+//! not UTF-8, so the connection's transport hands text frames to it as binary ones, and the
+//! decoder checks UTF-8 on every frame.) Pings
 //! are answered (by tungstenite). A close frame from the server ends the stream with a fatal
 //! [`WsError::Closed`]. Dropping the stream — which the attachment does when the entry is
 //! removed — closes the socket with a close frame (a short task finishes the handshake).
@@ -395,7 +398,7 @@ pub enum WsError {
     /// (fatal); the attempt is abandoned and its socket closed.
     #[error("websocket connect timed out after {0:?}")]
     Timeout(Duration),
-    /// A binary frame is not UTF-8 (skipped).
+    /// A frame, text or binary, is not UTF-8 (skipped).
     #[error("frame is not UTF-8")]
     NotUtf8,
     /// A frame is not JSON (skipped).
@@ -497,7 +500,7 @@ pub struct WsCounts {
     pub messages: u64,
     /// Messages dropped by the filter.
     pub filtered: u64,
-    /// Binary frames that are not UTF-8.
+    /// Frames, text or binary, that are not UTF-8.
     pub not_utf8: u64,
     /// Frames that are not JSON.
     pub not_json: u64,
@@ -616,7 +619,9 @@ impl<M: DeserializeOwned> Decoder<M> {
         Arc::clone(&self.stats)
     }
 
-    /// Decode one data frame's payload (`binary`: a binary frame, which must be UTF-8 too).
+    /// Decode one data frame's payload. `binary`: the payload is not known to be UTF-8, so it
+    /// is checked (a [`WsStream`] passes `true` for every frame: text frames reach it as
+    /// binary, so that one that is not UTF-8 is skipped rather than failing the connection).
     /// `None`: the message was filtered out. Never panics.
     ///
     /// ```

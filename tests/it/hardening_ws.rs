@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use livecache::core::{HandlerOutcome, TraceKind};
 use livecache::ws::{self, WsError};
-use livecache::{Api, BoxError};
+use livecache::{Api, BoxError, StreamError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -195,14 +195,19 @@ async fn drain_until_closed(tcp: &mut TcpStream) -> usize {
     read
 }
 
-/// Everything a stream yields until it ends (each wait bounded).
+/// Everything a stream yields up to its end or its first fatal error, as an attachment reads
+/// it (each wait bounded).
 async fn collect<M>(mut socket: ws::WsStream<M>) -> Vec<Result<M, WsError>>
 where
     M: serde::de::DeserializeOwned,
 {
     let mut items = Vec::new();
     while let Some(item) = within("the stream's next item", socket.next()).await {
+        let fatal = item.as_ref().is_err_and(StreamError::is_fatal);
         items.push(item);
+        if fatal {
+            break;
+        }
     }
     items
 }
@@ -478,5 +483,93 @@ async fn hardening_12_buffer_sizes_reach_the_connection_config() -> TestResult {
     // A read buffer too small to hold a frame header is raised to the minimum.
     let tiny = ws::connect::<u64>("ws://127.0.0.1:9/").read_buffer_bytes(0);
     assert_eq!(tiny.limits().read_buffer_bytes, 256);
+    Ok(())
+}
+
+// ===== 5. a text frame that is not UTF-8 =====
+
+/// Valid, not-UTF-8 text, valid, a fragmented text message whose continuation is not UTF-8,
+/// valid: every valid message is yielded, each bad one skipped as `NotUtf8` and counted; the
+/// stream goes on to the server's close frame. (Before, tungstenite failed the connection at
+/// the first bad text frame.)
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn hardening_05_text_frame_not_utf8_is_skipped_and_the_stream_goes_on() -> TestResult {
+    const CONTINUATION: u8 = 0x0;
+    const CLOSE: u8 = 0x8;
+    let url = raw_server(|mut tcp| async move {
+        let mut bytes = frame(TEXT, true, b"1");
+        bytes.extend(frame(TEXT, true, &[b'1', 0xff, 0xfe]));
+        bytes.extend(frame(TEXT, true, b"2"));
+        bytes.extend(frame(TEXT, false, b"3"));
+        bytes.extend(frame(CONTINUATION, true, &[0xc3]));
+        bytes.extend(frame(TEXT, true, b"4"));
+        bytes.extend(frame(CLOSE, true, b"\x03\xe8done"));
+        let _ = tcp.write_all(&bytes).await;
+        drain_until_closed(&mut tcp).await;
+    })
+    .await?;
+
+    let socket = ws::connect::<u64>(url).open().await?;
+    let stats = socket.stats();
+    let items = collect(socket).await;
+    assert_eq!(
+        items,
+        [
+            Ok(1),
+            Err(WsError::NotUtf8),
+            Ok(2),
+            Err(WsError::NotUtf8),
+            Ok(4),
+            Err(WsError::Closed {
+                code: 1000,
+                reason: "done".into()
+            }),
+        ]
+    );
+    let counts = stats.snapshot();
+    assert_eq!(
+        (counts.messages, counts.not_utf8, counts.skipped()),
+        (3, 2, 2)
+    );
+    Ok(())
+}
+
+/// The same through a cache entry, its handler as the streaming guide writes it: both valid
+/// messages are applied, the bad frame is skipped and traced, the entry keeps streaming.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn hardening_05_text_frame_not_utf8_skipped_by_the_attachment() -> TestResult {
+    let url = raw_server(|mut tcp| async move {
+        let mut bytes = frame(TEXT, true, b"1");
+        bytes.extend(frame(TEXT, true, &[0xff]));
+        bytes.extend(frame(TEXT, true, b"2"));
+        let _ = tcp.write_all(&bytes).await;
+        drain_until_closed(&mut tcp).await;
+    })
+    .await?;
+    let api = Api::builder().build();
+    let (endpoint, _ended) = guide_endpoint(&api, url)?;
+    let sub = endpoint.subscribe(())?;
+    within("the data", sub.loaded()).await?;
+    within("both valid messages", async {
+        while sub.state().data() != Some(&vec![1, 2]) {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
+    let trace = api.trace();
+    let skipped: Vec<_> = trace
+        .iter()
+        .filter_map(|e| match &e.kind {
+            TraceKind::StreamSkipped { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(skipped, ["frame is not UTF-8"]);
+    assert!(
+        !trace
+            .iter()
+            .any(|e| matches!(e.kind, TraceKind::StreamEnded { .. })),
+        "the stream goes on"
+    );
     Ok(())
 }
