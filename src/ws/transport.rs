@@ -118,18 +118,29 @@ const MAX_HEADER: usize = 14;
 /// Where the server's byte stream is.
 #[derive(Debug)]
 enum Frames {
-    /// In the HTTP response to the upgrade: how many bytes of the blank line that ends it
-    /// (`\r\n\r\n`) were just seen.
-    Response(usize),
+    /// In the HTTP response to the upgrade, which ends with an empty line; line ends are
+    /// `\r\n` or a bare `\n`, as the handshake's parser (httparse) accepts them.
+    Response(Line),
     /// In a frame header: its bytes so far.
     Header { bytes: [u8; MAX_HEADER], len: usize },
     /// In a frame's payload: the bytes left.
     Payload(u64),
 }
 
+/// Where the HTTP response is, as far as finding its end goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Line {
+    /// Within a line.
+    Within,
+    /// At the start of a line (just after a line end).
+    Start,
+    /// At the start of a line, after a `\r`.
+    StartCr,
+}
+
 impl Default for Frames {
     fn default() -> Self {
-        Frames::Response(0)
+        Frames::Response(Line::Within)
     }
 }
 
@@ -138,22 +149,21 @@ impl Frames {
     /// that starts in it into binary's. Continuation frames are left alone: they belong to the
     /// message their first frame began, now binary.
     fn text_as_binary(&mut self, data: &mut [u8]) {
-        const END: &[u8; 4] = b"\r\n\r\n";
         let mut at = 0;
         while let Some(byte) = data.get_mut(at) {
             match self {
-                Frames::Response(matched) => {
+                Frames::Response(line) => {
                     at += 1;
-                    *matched = if END.get(*matched) == Some(byte) {
-                        *matched + 1
-                    } else if *byte == b'\r' {
-                        1
-                    } else {
-                        0
+                    *line = match (*line, *byte) {
+                        (Line::Start | Line::StartCr, b'\n') => {
+                            // The empty line: the frames begin.
+                            *self = Frames::header();
+                            continue;
+                        }
+                        (Line::Start, b'\r') => Line::StartCr,
+                        (_, b'\n') => Line::Start,
+                        _ => Line::Within,
                     };
-                    if *matched == END.len() {
-                        *self = Frames::header();
-                    }
                 }
                 Frames::Header { bytes, len } => {
                     if *len == 0 && *byte & 0x0f == OPCODE_TEXT {
@@ -273,6 +283,27 @@ mod tests {
         }
         for chunk in [1, 2, 3, 7, 64, 4096, stream.len()] {
             assert_eq!(rewritten(&stream, chunk), expected, "in chunks of {chunk}");
+        }
+    }
+
+    /// A response whose lines end with a bare `\n` (which the handshake's parser accepts) ends
+    /// at its empty line too; a `\r\n\r\n` inside a frame's payload later changes nothing.
+    #[test]
+    fn response_with_bare_line_feeds_ends_at_its_empty_line() {
+        for response in [
+            &b"HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\n\n"[..],
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\n",
+            b"HTTP/1.1 101 Switching Protocols\nUpgrade: websocket\n\r\n",
+        ] {
+            let mut stream = response.to_vec();
+            stream.extend_from_slice(&frame(0x82, b"\r\n\r\n\x81\x01"));
+            stream.extend_from_slice(&frame(0x81, b"x"));
+            let mut expected = response.to_vec();
+            expected.extend_from_slice(&frame(0x82, b"\r\n\r\n\x81\x01"));
+            expected.extend_from_slice(&frame(0x82, b"x"));
+            for chunk in [1, 5, stream.len()] {
+                assert_eq!(rewritten(&stream, chunk), expected, "in chunks of {chunk}");
+            }
         }
     }
 
