@@ -269,6 +269,18 @@ async fn hardening_02_never_answered_upgrade_ends_with_the_api_dropped() -> Test
         start.elapsed() < Duration::from_secs(1),
         "ended by the api's drop, not a timeout"
     );
+    // Nothing of the api is left running: the handler's task and the api's timer are gone;
+    // only the server's accept loop is alive.
+    within("the api's tasks to end", async {
+        while tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+            > 1
+        {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    })
+    .await;
     Ok(())
 }
 
