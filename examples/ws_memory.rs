@@ -7,9 +7,13 @@
 //!
 //! ```text
 //! cargo run --release --example ws_memory -- [sockets] [read_buffer_bytes] [write_buffer_bytes]
+//! cargo run --release --example ws_memory -- [sockets] old
 //! ```
 //!
 //! Without buffer sizes, the crate's defaults are used; `131072 131072` are tungstenite's own.
+//! `old` opens the sockets the way `ws::connect` did before its buffer sizes were configurable
+//! (async-tungstenite's `connect_async_with_config`, tungstenite's default buffers, the old
+//! 64 MiB limits), each polled the same way.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitCode, Stdio};
@@ -58,6 +62,19 @@ async fn serve() -> Result<(), BoxError> {
     }
 }
 
+/// A socket opened as `ws::connect` did before, polled in its own task.
+async fn open_as_before(url: &str) -> Result<tokio::task::JoinHandle<()>, BoxError> {
+    use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(64 << 20))
+        .max_frame_size(Some(64 << 20));
+    let (mut socket, _) =
+        async_tungstenite::tokio::connect_async_with_config(url, Some(config)).await?;
+    Ok(tokio::spawn(async move {
+        while let Some(Ok(_)) = socket.next().await {}
+    }))
+}
+
 /// The process's resident set, in KiB.
 fn vm_rss_kib() -> Result<u64, BoxError> {
     let status = std::fs::read_to_string("/proc/self/status")?;
@@ -77,8 +94,9 @@ async fn measure(args: &[String]) -> Result<(), BoxError> {
         Ok(args.get(i).map(|a| a.parse()).transpose()?)
     };
     let sockets = number(0)?.unwrap_or(1000);
-    let read_buffer = number(1)?;
-    let write_buffer = number(2)?;
+    let old = args.get(1).map(String::as_str) == Some("old");
+    let read_buffer = if old { None } else { number(1)? };
+    let write_buffer = if old { None } else { number(2)? };
 
     let exe = std::env::current_exe()?;
     let mut server = Command::new(exe)
@@ -102,6 +120,10 @@ async fn measure(args: &[String]) -> Result<(), BoxError> {
         let mut tasks = Vec::with_capacity(sockets);
         let mut limits = None;
         for _ in 0..sockets {
+            if old {
+                tasks.push(open_as_before(&url).await?);
+                continue;
+            }
             let mut connect = ws::connect::<serde_json::Value>(url.as_str());
             if let Some(bytes) = read_buffer {
                 connect = connect.read_buffer_bytes(bytes);
@@ -119,7 +141,10 @@ async fn measure(args: &[String]) -> Result<(), BoxError> {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let after = vm_rss_kib()?;
         let per_socket = after.saturating_sub(before) as f64 / sockets as f64;
-        println!("{limits:?}");
+        match limits {
+            Some(limits) => println!("{limits:?}"),
+            None => println!("opened as before"),
+        }
         println!(
             "{sockets} sockets: VmRSS {before} KiB -> {after} KiB, {per_socket:.1} KiB per socket"
         );
