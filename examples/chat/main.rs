@@ -61,11 +61,15 @@ async fn run() -> Result<(), BoxError> {
             let ws_url = ws_url.clone();
             async move {
                 // Open the socket when the entry is created, before its history arrives:
-                // messages that come first are buffered, not lost.
-                let socket = ws::connect::<Message>(ws_url)
+                // messages that come first are buffered, not lost. If the entry is removed
+                // while connecting (a server that never answers, say), give up at once.
+                let connect = ws::connect::<Message>(ws_url)
                     .validate(is_message)
-                    .filter(move |message| message.channel == channel)
-                    .await?;
+                    .filter(move |message| message.channel == channel);
+                let Some(socket) = entry.until_removed(connect).await else {
+                    return Ok(());
+                };
+                let socket = socket?;
                 // Append every message of this channel until the entry is removed; then the
                 // socket is dropped and closed with a close frame.
                 let end = entry

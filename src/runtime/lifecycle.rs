@@ -5,7 +5,7 @@
 //! yields can update the entry. Updating before data, or waiting for data twice, does not
 //! compile. After removal every update returns [`UpdateError::EntryRemoved`] (R14).
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -359,6 +359,64 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// ```
     pub fn is_removed(&self) -> bool {
         self.removal.is_closed()
+    }
+
+    /// Run `work` until it completes or the entry leaves the cache, whichever comes first:
+    /// `Some(output)`, or `None` once the entry is removed — then `work` is dropped, which
+    /// cancels it (a socket it was opening is closed). Removal is checked first: after it,
+    /// `work` is not polled at all.
+    ///
+    /// Wrap every wait of a handler that does not end by itself in this — connecting to a
+    /// server, above all: a server that accepts the connection but never answers would
+    /// otherwise hold the handler, its socket and its task after the entry is gone (the
+    /// handler is never aborted: it owns its clean-up). Removal includes `remove`, `reset`,
+    /// expiry and the api's last handle being dropped.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe if `work` is: dropping the future drops `work` and only stops waiting for
+    /// the removal.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let prices = api
+    ///     .query::<String, Vec<f64>>("prices")
+    ///     .query_fn(|_symbol: String| async move { Ok(vec![1.0]) })
+    ///     .on_cache_entry_added(|symbol, entry| async move {
+    ///         // e.g. `ws::connect(url).open()`; here a server that never answers
+    ///         let never = std::future::pending::<()>();
+    ///         assert_eq!(entry.until_removed(never).await, None); // ends at the removal
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = prices.subscribe("ACME".into())?;
+    /// sub.loaded().await.ok();
+    /// prices.remove(&"ACME".to_string())?;
+    /// # tokio::task::yield_now().await;
+    /// # tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    /// let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
+    ///     livecache::core::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
+    ///     _ => None,
+    /// }).collect();
+    /// assert_eq!(ended, [livecache::core::HandlerOutcome::Finished]);
+    /// # Ok(()) }
+    /// ```
+    pub fn until_removed<F: IntoFuture>(
+        &self,
+        work: F,
+    ) -> impl Future<Output = Option<F::Output>> + use<F, S, T, M> {
+        let removal = Arc::clone(&self.removal);
+        let work = work.into_future();
+        async move {
+            tokio::select! {
+                biased;
+                // No permit is ever added: the acquisition ends only with the close.
+                _ = removal.acquire() => None,
+                output = work => Some(output),
+            }
+        }
     }
 }
 

@@ -122,17 +122,22 @@ fn changes_stream_for_all<T: Data>(sub: Subscription<T>) {
 
 fn require_stream<S: Stream>(_: &S) {}
 
-/// `EntryHandle::data_loaded` is `Send + 'static` (it consumes the handle) and `removed` is
-/// `Send + 'static` on both handle states (it does not borrow the handle).
+/// `EntryHandle::data_loaded` is `Send + 'static` (it consumes the handle); `removed` is
+/// `Send + 'static` on both handle states (it does not borrow the handle), and so is
+/// `until_removed` of a `Send + 'static` future.
 fn entry_futures_for_all<T: Data, M: Send + Sync + 'static>(
     added: EntryHandle<BeforeData, T, M>,
     loaded: EntryHandle<WithData, T, M>,
 ) {
     let removed_added = added.removed();
     let removed_loaded = loaded.removed();
+    let until_added = added.until_removed(std::future::ready(1u8));
+    let until_loaded = loaded.until_removed(std::future::ready(1u8));
     drop(loaded);
     require_send_static(&removed_added);
     require_send_static(&removed_loaded);
+    require_send_static(&until_added);
+    require_send_static(&until_loaded);
     let data_loaded = added.data_loaded();
     require_send_static(&data_loaded);
 }
@@ -216,6 +221,15 @@ fn runtime_errors_are_error_send_sync() {
     is_error::<QueryError>();
     is_error::<EntryRemoved>();
     is_error::<RemovedBeforeLoaded>();
+}
+
+/// The WebSocket source: the connect future, the stream and its error cross tasks.
+#[test]
+fn ws_types_are_send() {
+    let connect = livecache::ws::connect::<String>("ws://127.0.0.1:9/").open();
+    require_send_static(&connect);
+    is_send_sync_static::<livecache::ws::WsStream<String>>();
+    is_error::<livecache::ws::WsError>();
 }
 
 #[test]

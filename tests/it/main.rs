@@ -13,6 +13,7 @@ mod exhaustive;
 mod fuzz_corpus;
 mod fuzz_findings;
 mod hardening_http;
+mod hardening_ws;
 mod model_equivalence;
 mod rule_traces;
 mod runtime_model;

@@ -298,11 +298,16 @@ impl Chat {
                 let url = url.clone();
                 let probe = Arc::clone(&handler_probe);
                 async move {
-                    let socket = ws::connect::<Message>(url)
+                    // As docs/streaming-updates.md writes it: the connection raced against the
+                    // entry's removal.
+                    let connect = ws::connect::<Message>(url)
                         .validate(is_message)
                         .filter(move |m| m.channel == channel)
-                        .max_message_bytes(MAX_BYTES)
-                        .await?;
+                        .max_message_bytes(MAX_BYTES);
+                    let Some(socket) = entry.until_removed(connect).await else {
+                        return Ok(());
+                    };
+                    let socket = socket?;
                     let lifetime = entry.lifetime();
                     probe.sockets.lock().expect("probe lock").push((
                         channel,
