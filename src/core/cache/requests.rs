@@ -8,7 +8,7 @@ use crate::core::data::CacheData;
 use crate::core::entry::any::AnyEntry;
 use crate::core::entry::{Added, Entry};
 use crate::core::key::CacheKey;
-use crate::core::trace::{AddCause, Recording, TraceKind};
+use crate::core::trace::{AddCause, Recording, TraceKind, bounded_display};
 
 impl<D, E> Cache<D, E>
 where
@@ -93,7 +93,8 @@ where
         }
         let recording = self.config.recording != Recording::Off;
         let text = if recording {
-            error.to_string()
+            // At most the cap is copied out of the error, however long its display (R23).
+            bounded_display(&error)
         } else {
             String::new()
         };
