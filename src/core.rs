@@ -48,7 +48,7 @@ pub use attachment::{Attachment, Finish, FirstData, Received, StreamEnd, StreamE
 pub use cache::{
     Cache, CacheConfig, DEFAULT_TRACE_BYTE_BUDGET, DEFAULT_TRACE_LIMIT, Effect, EndpointId,
     EntryView, KeyInUse, LifetimeId, LifetimePlace, NameTaken, Notify, PatchError, Patches,
-    RequestId, SubscriptionId, UpdateRefused,
+    RequestId, SubscriptionId, UpdateRefused, UpsertError,
 };
 pub use config::{EndpointConfig, Keep, MAX_KEEP_MS, Refetch};
 pub use data::CacheData;

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::core::Draft;
 use crate::core::{CacheKey, KeyOverride, default_key, key_from_override};
 use crate::core::{EndpointConfig, EndpointId, Keep, Refetch};
-use crate::core::{Patch, PatchSet};
+use crate::core::{Patch, PatchSet, UpsertError};
 use crate::runtime::driver::{Fetch, LifecycleStart, Owner, StartLifecycle, State};
 use crate::runtime::erased::{Data, ErasedData, ErasedMeta};
 use crate::runtime::error::UpdateError;
@@ -554,10 +554,14 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
         let key = self.key(&arg)?;
         let id = self.inner.id;
         self.owner.shared.with(|state, now| {
-            state.cache.upsert(now, id, &key, ErasedData::new(data))?;
-            // A new lifetime's runtime side is registered before the core's effects run.
+            let upserted = state.cache.upsert(now, id, &key, ErasedData::new(data));
+            if let Err(UpsertError::KeyInUse(in_use)) = upserted {
+                return Err(in_use.into());
+            }
+            // A new lifetime's runtime side is registered before the core's effects run (an
+            // upsert whose data's `PartialEq` panicked took effect too).
             state.ensure_lifetime(&key, || self.lifetime_parts(arg));
-            Ok(())
+            Ok(upserted?)
         })
     }
 

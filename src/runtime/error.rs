@@ -135,6 +135,15 @@ pub enum UpdateError {
     /// The data could not be serialised to compute patches; nothing was changed.
     #[error("the data could not be serialised for patches: {0}")]
     Serialize(String),
+    /// The data type's own code panicked: its `Serialize` computing patches (the data is what
+    /// it was before the update), or its `PartialEq` comparing upserted data with the cached
+    /// (the upsert took effect, the data counted as changed). The panic was contained: the entry
+    /// keeps its lifetime and `data_panicked` is traced under its key.
+    #[error("{message}")]
+    DataPanicked {
+        /// What panicked, and the panic message when it was a string.
+        message: String,
+    },
 }
 
 /// The entry was removed before its first data arrived: what `data_loaded` yields then (R13).
@@ -169,6 +178,17 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 impl From<crate::core::NameTaken> for Error {
     fn from(taken: crate::core::NameTaken) -> Self {
         Error::DuplicateEndpoint { name: taken.name }
+    }
+}
+
+impl From<crate::core::UpsertError> for Error {
+    fn from(error: crate::core::UpsertError) -> Self {
+        match error {
+            crate::core::UpsertError::KeyInUse(in_use) => in_use.into(),
+            crate::core::UpsertError::DataPanicked { message } => {
+                Error::Update(UpdateError::DataPanicked { message })
+            }
+        }
     }
 }
 

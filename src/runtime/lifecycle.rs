@@ -579,6 +579,7 @@ pub(crate) fn from_core(error: UpdateRefused) -> UpdateError {
     match error {
         UpdateRefused::NotLive | UpdateRefused::NotLoaded => UpdateError::EntryRemoved,
         UpdateRefused::Serialize(message) => UpdateError::Serialize(message),
+        UpdateRefused::DataPanicked { message } => UpdateError::DataPanicked { message },
     }
 }
 

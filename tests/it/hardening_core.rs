@@ -190,3 +190,301 @@ fn hardening_01_trace_texts_are_cut_and_held_within_a_byte_budget() {
             .any(|e| matches!(&e.kind, TraceKind::RequestRejected { error, .. } if error.len() <= TRACE_TEXT_CAP && error.ends_with("bytes]")))
     );
 }
+
+/// Data whose `PartialEq` panics when either side has `bomb` set (user code, like a recipe).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct EqBomb {
+    items: Vec<u32>,
+    bomb: bool,
+}
+
+impl PartialEq for EqBomb {
+    fn eq(&self, other: &Self) -> bool {
+        assert!(!(self.bomb || other.bomb), "eq bomb");
+        self.items == other.items
+    }
+}
+
+/// Data whose `Serialize` panics when `bomb` is set.
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+struct SerBomb {
+    items: Vec<u32>,
+    bomb: bool,
+}
+
+impl serde::Serialize for SerBomb {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        assert!(!self.bomb, "serialize bomb");
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("SerBomb", 2)?;
+        s.serialize_field("items", &self.items)?;
+        s.serialize_field("bomb", &self.bomb)?;
+        s.end()
+    }
+}
+
+fn count(trace: &[TraceEvent], key: &str, pick: impl Fn(&TraceKind) -> bool) -> usize {
+    trace
+        .iter()
+        .filter(|e| e.key == key && pick(&e.kind))
+        .count()
+}
+
+fn panicked_with(error: &livecache::Error, what: &str) -> bool {
+    matches!(error, livecache::Error::Update(livecache::UpdateError::DataPanicked { message })
+        if message.contains(what))
+        || matches!(error, livecache::Error::Patch(livecache::core::PatchError::DataPanicked { message })
+        if message.contains(what))
+}
+
+/// Item 6: a panic in the data type's own `PartialEq` or `Serialize` took the entry away
+/// silently (no `entry_removed`, its lifetime still counted, `removed()` never resolving), and
+/// `update_query_data` let the `Serialize` panic reach its caller. Now each is contained: a clear
+/// error (`UpdateError::DataPanicked`, `PatchError::DataPanicked`), `data_panicked` traced, the
+/// entry still there in its lifetime, and its removal as usual.
+#[tokio::test(start_paused = true)]
+async fn hardening_06_a_panicking_partial_eq_or_serialize_is_contained() {
+    use livecache::core::Patch;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    let api = livecache::Api::builder().build();
+    // --- PartialEq: the second fetch returns data whose comparison panics.
+    let fetches = Arc::new(AtomicU32::new(0));
+    let eq_removed = Arc::new(AtomicBool::new(false));
+    let eq = {
+        let (fetches, removed) = (Arc::clone(&fetches), Arc::clone(&eq_removed));
+        api.query::<u32, EqBomb>("eq")
+            .query_fn(move |n: u32| {
+                let fetch = fetches.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    Ok(EqBomb {
+                        items: vec![n, fetch],
+                        bomb: fetch > 0,
+                    })
+                }
+            })
+            .on_cache_entry_added(move |_n, entry| {
+                let removed = Arc::clone(&removed);
+                async move {
+                    let Ok((entry, _)) = entry.data_loaded().await else {
+                        return Ok(());
+                    };
+                    entry.removed().await;
+                    removed.store(true, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+            .build()
+            .expect("a new endpoint")
+    };
+    let sub = eq.subscribe(1).expect("a key");
+    sub.loaded().await.expect("loaded");
+    sub.refetch().expect("live");
+    tokio::task::yield_now().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    // The result was applied: the new data stored, counted as changed, the request settled.
+    let state = sub.state();
+    assert!(state.is_success() && !state.is_fetching, "{state:?}");
+    assert_eq!(state.data().map(|d| d.items.clone()), Some(vec![1, 1]));
+    let trace = api.trace();
+    assert_eq!(
+        count(
+            &trace,
+            "eq(1)",
+            |k| matches!(k, TraceKind::DataPanicked { message } if message.contains("PartialEq") && message.contains("eq bomb"))
+        ),
+        1
+    );
+    assert!(trace.iter().any(|e| matches!(
+        e.kind,
+        TraceKind::RequestFulfilled {
+            request: 2,
+            data_changed: true
+        }
+    )));
+    // An upsert of data whose comparison panics: a clear error; the upsert took effect.
+    let upserted = eq.upsert_query_data(
+        1,
+        EqBomb {
+            items: vec![7],
+            bomb: true,
+        },
+    );
+    assert!(
+        upserted
+            .as_ref()
+            .is_err_and(|e| panicked_with(e, "PartialEq")),
+        "{upserted:?}"
+    );
+    assert_eq!(
+        eq.state(&1).expect("a key").data().map(|d| d.items.clone()),
+        Some(vec![7])
+    );
+    // A patch whose result compares with a panic: an error, the data unchanged.
+    let patch: Patch =
+        serde_json::from_str(r#"[{"op": "replace", "path": "/items/0", "value": 8}]"#)
+            .expect("a patch");
+    let patched = eq.patch_query_data(&1, &patch);
+    assert!(
+        patched
+            .as_ref()
+            .is_err_and(|e| panicked_with(e, "PartialEq")),
+        "{patched:?}"
+    );
+    assert_eq!(
+        eq.state(&1).expect("a key").data().map(|d| d.items.clone()),
+        Some(vec![7])
+    );
+    // Still the one lifetime: never removed, its handler still waiting.
+    let trace = api.trace();
+    assert_eq!(
+        count(&trace, "eq(1)", |k| matches!(
+            k,
+            TraceKind::EntryAdded { .. }
+        )),
+        1
+    );
+    assert_eq!(
+        count(&trace, "eq(1)", |k| matches!(
+            k,
+            TraceKind::EntryRemoved { .. }
+        )),
+        0
+    );
+    assert_eq!(api.len(), 1);
+    assert_eq!(api.in_flight(), (0, 1));
+    assert!(!eq_removed.load(Ordering::SeqCst));
+
+    // --- Serialize: patches of data whose serialisation panics.
+    let (handler_tx, handler_rx) = tokio::sync::oneshot::channel();
+    let handler_tx = Arc::new(std::sync::Mutex::new(Some(handler_tx)));
+    let ser_removed = Arc::new(AtomicBool::new(false));
+    let ser = {
+        let removed = Arc::clone(&ser_removed);
+        api.query::<u32, SerBomb>("ser")
+            .query_fn(|n: u32| async move {
+                Ok(SerBomb {
+                    items: vec![n],
+                    bomb: false,
+                })
+            })
+            .on_cache_entry_added(move |_n, entry| {
+                let (removed, tx) = (Arc::clone(&removed), Arc::clone(&handler_tx));
+                async move {
+                    let Ok((entry, _)) = entry.data_loaded().await else {
+                        return Ok(());
+                    };
+                    let result = entry.update_cached_data_with_patches(|d| {
+                        d.items.clear();
+                        d.bomb = true;
+                    });
+                    let data = entry.cache_entry().data().cloned();
+                    if let Some(tx) = tx.lock().ok().and_then(|mut tx| tx.take()) {
+                        let _ = tx.send((result, data));
+                    }
+                    entry.removed().await;
+                    removed.store(true, Ordering::SeqCst);
+                    Ok(())
+                }
+            })
+            .build()
+            .expect("a new endpoint")
+    };
+    let before = SerBomb {
+        items: vec![2],
+        bomb: false,
+    };
+    ser.upsert_query_data(2, before.clone()).expect("upserted");
+    // Bounded on the paused clock: a handler that died without reporting fails, not hangs.
+    let (result, data) = tokio::time::timeout(std::time::Duration::from_secs(60), handler_rx)
+        .await
+        .expect("the handler reports in time")
+        .expect("the handler reports");
+    assert!(
+        matches!(&result, Err(livecache::UpdateError::DataPanicked { message }) if message.contains("Serialize")),
+        "{result:?}"
+    );
+    assert_eq!(data.as_ref(), Some(&before), "the data is what it was");
+    // `update_query_data`: the panic no longer reaches the caller.
+    let updated = ser.update_query_data(&2, |d| {
+        d.items.push(3);
+        d.bomb = true;
+    });
+    assert!(
+        updated
+            .as_ref()
+            .is_err_and(|e| panicked_with(e, "serialize bomb")),
+        "{:?}",
+        updated.err()
+    );
+    assert_eq!(ser.state(&2).expect("a key").data(), Some(&before));
+    // Data that panics already before the recipe: the recipe is not run.
+    let bombed = SerBomb {
+        items: vec![4],
+        bomb: true,
+    };
+    ser.upsert_query_data(2, bombed.clone()).expect("upserted");
+    let ran = AtomicBool::new(false);
+    let updated = ser.update_query_data(&2, |d| {
+        ran.store(true, Ordering::SeqCst);
+        d.items.clear();
+    });
+    assert!(updated.is_err() && !ran.load(Ordering::SeqCst));
+    let patched = ser.patch_query_data(&2, &patch);
+    assert!(
+        patched
+            .as_ref()
+            .is_err_and(|e| panicked_with(e, "Serialize")),
+        "{patched:?}"
+    );
+    assert_eq!(ser.state(&2).expect("a key").data(), Some(&bombed));
+    let trace = api.trace();
+    assert_eq!(
+        count(&trace, "ser(2)", |k| matches!(
+            k,
+            TraceKind::DataPanicked { .. }
+        )),
+        4
+    );
+    assert_eq!(
+        count(&trace, "ser(2)", |k| matches!(k, TraceKind::Updated { .. })),
+        0
+    );
+    assert_eq!(
+        count(&trace, "ser(2)", |k| matches!(
+            k,
+            TraceKind::EntryRemoved { .. }
+        )),
+        0
+    );
+    assert_eq!(api.in_flight(), (0, 2));
+
+    // Removal as usual: both handlers' `removed()` resolve, nothing is left.
+    drop(sub);
+    assert!(eq.remove(&1).expect("a key"));
+    assert!(ser.remove(&2).expect("a key"));
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    assert!(eq_removed.load(Ordering::SeqCst) && ser_removed.load(Ordering::SeqCst));
+    assert_eq!((api.len(), api.in_flight()), (0, (0, 0)));
+    let trace = api.trace();
+    for key in ["eq(1)", "ser(2)"] {
+        assert_eq!(
+            count(&trace, key, |k| matches!(k, TraceKind::EntryRemoved { .. })),
+            1
+        );
+        assert_eq!(
+            count(&trace, key, |k| matches!(
+                k,
+                TraceKind::LifecycleEnded {
+                    outcome: HandlerOutcome::Finished,
+                    ..
+                }
+            )),
+            1,
+            "{key}"
+        );
+    }
+}

@@ -51,7 +51,7 @@ use crate::core::status::{Phase, Status};
 use crate::core::trace::{Recording, TraceEvent, TraceKind, TraceLog};
 
 use deadlines::Deadlines;
-pub use effect::{Effect, KeyInUse, NameTaken, Notify, PatchError, UpdateRefused};
+pub use effect::{Effect, KeyInUse, NameTaken, Notify, PatchError, UpdateRefused, UpsertError};
 pub use store::LifetimePlace;
 use store::{Entries, Slot};
 
@@ -663,7 +663,13 @@ mod tests {
             in_use
         );
         assert_eq!(cache.prefetch(1, b, &key, Refetch::Always), in_use);
-        assert_eq!(cache.upsert(1, b, &key, 2), in_use);
+        assert_eq!(
+            cache.upsert(1, b, &key, 2).map_err(|e| match e {
+                UpsertError::KeyInUse(in_use) => in_use,
+                other => panic!("{other}"),
+            }),
+            in_use
+        );
         assert_eq!(cache.claim(b, &key), in_use);
         assert_eq!(
             cache.trace_len(),

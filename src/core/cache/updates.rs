@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::*;
-use crate::core::data::CacheData;
+use crate::core::data::{CacheData, contain};
 use crate::core::entry::any::AnyEntry;
 use crate::core::entry::{Draft, Updated};
 use crate::core::key::CacheKey;
@@ -259,28 +259,47 @@ where
         let Some(old) = slot.entry.data() else {
             return Err(PatchError::NoData);
         };
-        let before = old
-            .to_json()
-            .map_err(|e| PatchError::Schema(e.to_string()))?;
-        // Patch a scratch copy: a failed patch leaves the data untouched without json-patch's
-        // own rollback, which panics on some inputs (json-patch 5.0, found by the fuzzer).
-        let mut after = before.clone();
-        json_patch::patch_unsafe(&mut after, &patch.0)
-            .map_err(|e| PatchError::Apply(e.to_string()))?;
-        let new: D = old
-            .same_type_from_json(after)
-            .map_err(|e| PatchError::Schema(e.to_string()))?;
-        if &new == old {
-            return Ok(());
-        }
-        // The change as the data's own JSON sees it: the type may normalise the patched JSON
-        // (a removed optional field is `null` again), so the patch as given may not describe it.
-        let patches = if self.config.recording == Recording::EventsWithPatches {
-            new.to_json()
-                .ok()
-                .map(|after| PatchSet::between(&before, &after))
-        } else {
-            None
+        let record_patches = self.config.recording == Recording::EventsWithPatches;
+        // The data type's `Serialize`, `Deserialize` and `PartialEq` are user code: a panic of
+        // one is contained, and the data is left unchanged.
+        let panicked = |message| PatchError::DataPanicked { message };
+        let patched = (|| {
+            let before = contain("Serialize", || old.to_json())
+                .map_err(panicked)?
+                .map_err(|e| PatchError::Schema(e.to_string()))?;
+            // Patch a scratch copy: a failed patch leaves the data untouched without
+            // json-patch's own rollback, which panics on some inputs (json-patch 5.0, found by
+            // the fuzzer).
+            let mut after = before.clone();
+            json_patch::patch_unsafe(&mut after, &patch.0)
+                .map_err(|e| PatchError::Apply(e.to_string()))?;
+            let new: D = contain("Deserialize", || old.same_type_from_json(after))
+                .map_err(panicked)?
+                .map_err(|e| PatchError::Schema(e.to_string()))?;
+            if contain("PartialEq", || &new == old).map_err(panicked)? {
+                return Ok(None);
+            }
+            // The change as the data's own JSON sees it: the type may normalise the patched
+            // JSON (a removed optional field is `null` again), so the patch as given may not
+            // describe it.
+            let patches = if record_patches {
+                contain("Serialize", || new.to_json())
+                    .map_err(panicked)?
+                    .ok()
+                    .map(|after| PatchSet::between(&before, &after))
+            } else {
+                None
+            };
+            Ok(Some((new, patches)))
+        })();
+        let (new, patches) = match patched {
+            Ok(Some(patched)) => patched,
+            Ok(None) => return Ok(()),
+            Err(PatchError::DataPanicked { message }) => {
+                self.data_panicked(key, &message);
+                return Err(PatchError::DataPanicked { message });
+            }
+            Err(error) => return Err(error),
         };
         self.overwrite_data(key, new);
         self.record(
@@ -320,10 +339,16 @@ where
                 return;
             }
             let backup: D = (**draft).clone();
-            let before = match backup.to_json() {
-                Ok(v) => v,
-                Err(e) => {
+            // The data type's `Serialize` is user code: a panic of it is contained like a
+            // serialisation error, and the data is left as it was.
+            let before = match contain("Serialize", || backup.to_json()) {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
                     patch_result = Err(UpdateRefused::Serialize(e.to_string()));
+                    return;
+                }
+                Err(message) => {
+                    patch_result = Err(UpdateRefused::DataPanicked { message });
                     return;
                 }
             };
@@ -332,16 +357,22 @@ where
             if !touched {
                 return;
             }
-            match (**draft).to_json() {
-                Ok(after) => patch_result = Ok(Some(PatchSet::between(&before, &after))),
-                Err(e) => {
-                    **draft = backup;
-                    touched = false;
-                    patch_result = Err(UpdateRefused::Serialize(e.to_string()));
+            let failed = match contain("Serialize", || (**draft).to_json()) {
+                Ok(Ok(after)) => {
+                    patch_result = Ok(Some(PatchSet::between(&before, &after)));
+                    return;
                 }
-            }
+                Ok(Err(e)) => UpdateRefused::Serialize(e.to_string()),
+                Err(message) => UpdateRefused::DataPanicked { message },
+            };
+            draft.restore(backup);
+            touched = false;
+            patch_result = Err(failed);
         };
         self.update_in_place(key, wrapped);
+        if let Err(UpdateRefused::DataPanicked { message }) = &patch_result {
+            self.data_panicked(key, message);
+        }
         let patches = patch_result?;
         if touched {
             let traced = if record_patches {

@@ -547,6 +547,9 @@ mod tests {
                 skipped: 19,
             },
         ];
+        kinds.push(TraceKind::DataPanicked {
+            message: "the data's PartialEq panicked".into(),
+        });
         kinds.extend(
             outcomes
                 .into_iter()
@@ -656,6 +659,7 @@ mod tests {
                 TraceKind::RequestRejected { .. }
                     | TraceKind::StreamSkipped { .. }
                     | TraceKind::StreamEnded { .. }
+                    | TraceKind::DataPanicked { .. }
                     | TraceKind::Updated {
                         patches: Some(_),
                         ..

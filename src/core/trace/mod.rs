@@ -134,6 +134,7 @@ impl TraceKind {
             TraceKind::RequestRejected { error: text, .. }
             | TraceKind::StreamSkipped { reason: text, .. }
             | TraceKind::StreamEnded { reason: text, .. }
+            | TraceKind::DataPanicked { message: text }
             | TraceKind::LifecycleEnded {
                 outcome:
                     HandlerOutcome::Failed { error: text } | HandlerOutcome::Panicked { message: text },
@@ -397,6 +398,13 @@ pub enum TraceKind {
         /// Items skipped.
         skipped: u64,
     },
+    /// The data type's own code (its `PartialEq` or `Serialize`, say) panicked while the core
+    /// compared or serialised the entry's data; the panic was contained and the entry kept
+    /// (see `docs/semantics.md`, "Panics in the data type's code").
+    DataPanicked {
+        /// What panicked, and the panic message when it was a string.
+        message: String,
+    },
     /// The lifecycle handler of a lifetime ended (R16).
     LifecycleEnded {
         /// The lifetime.
@@ -536,6 +544,9 @@ impl fmt::Display for TraceKind {
                 f,
                 "stream_ended lifetime={lifetime} reason={reason:?} applied={applied} skipped={skipped}"
             ),
+            TraceKind::DataPanicked { message } => {
+                write!(f, "data_panicked message={message:?}")
+            }
             TraceKind::LifecycleEnded { lifetime, outcome } => {
                 write!(f, "lifecycle_ended lifetime={lifetime} {outcome}")
             }
