@@ -17,7 +17,7 @@ use crate::runtime::driver::{Fetch, LifecycleStart, Owner, StartLifecycle, State
 use crate::runtime::erased::{Data, ErasedData, ErasedMeta};
 use crate::runtime::error::UpdateError;
 use crate::runtime::error::{BoxError, Error, QueryError};
-use crate::runtime::lifecycle::{BeforeData, EntryHandle, from_core, run_typed_recipe};
+use crate::runtime::lifecycle::{BeforeData, EntryHandle, from_core, run_typed_recipe_atomic};
 use crate::runtime::state::{QueryState, read_state};
 use crate::runtime::subscription::Subscription;
 
@@ -498,8 +498,9 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
         let (result, panicked) = self.owner.shared.with(|state, now| {
             self.check_owner(state, &key)?;
             let mut panicked = None;
+            // Atomic: a recipe that panics leaves the data as it was (R15, R18).
             let result = state.cache.update_query_data(now, &key, |outer| {
-                panicked = run_typed_recipe(outer, recipe);
+                panicked = run_typed_recipe_atomic(outer, recipe);
             });
             Ok::<_, Error>((result, panicked))
         })?;

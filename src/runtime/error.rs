@@ -125,8 +125,11 @@ pub enum UpdateError {
     /// The entry's lifetime has ended (R14): nothing was changed.
     #[error("the cache entry was removed")]
     EntryRemoved,
-    /// The recipe panicked. What it changed before panicking is kept and subscribers are
-    /// notified; the panic does not reach the cache's other users.
+    /// The recipe panicked; the panic does not reach the cache's other users. Through
+    /// `update_query_data` and `update_cached_data_with_patches` the update is atomic: the data
+    /// is what it was, nobody is notified, no `updated` is traced. Through `update_cached_data`
+    /// (the streaming hot path, which keeps no copy of the data) what the recipe changed before
+    /// panicking is kept and subscribers are notified.
     #[error("the update recipe panicked: {message}")]
     RecipePanicked {
         /// The panic message, when it was a string.

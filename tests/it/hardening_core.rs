@@ -488,3 +488,118 @@ async fn hardening_06_a_panicking_partial_eq_or_serialize_is_contained() {
         );
     }
 }
+
+/// Item 9: a panicking `update_query_data` recipe kept its partial change (after `clear()` the
+/// data was gone) and returned no patches to undo it. An update is atomic: on a panic the data
+/// is what it was, nobody is notified, and no `updated` is traced — through the runtime
+/// (`update_query_data`, `update_cached_data_with_patches`) and through the core (whose caller
+/// gets the panic back, the entry in place).
+#[tokio::test(start_paused = true)]
+async fn hardening_09_a_panicking_update_recipe_changes_nothing() {
+    use futures::{FutureExt, StreamExt};
+    use std::sync::Arc;
+
+    fn clear_then_panic(list: &mut livecache::core::Draft<'_, Vec<u32>>) {
+        list.clear();
+        panic!("recipe bomb");
+    }
+
+    let api = livecache::Api::builder().build();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
+    let list = api
+        .query::<u32, Vec<u32>>("list")
+        .query_fn(|n: u32| async move { Ok(vec![n]) })
+        .on_cache_entry_added(move |_n, entry| {
+            let tx = Arc::clone(&tx);
+            async move {
+                let Ok((entry, _)) = entry.data_loaded().await else {
+                    return Ok(());
+                };
+                let result = entry.update_cached_data_with_patches(clear_then_panic);
+                let data = entry.cache_entry().data().cloned();
+                if let Some(tx) = tx.lock().ok().and_then(|mut tx| tx.take()) {
+                    let _ = tx.send((result, data));
+                }
+                entry.removed().await;
+                Ok(())
+            }
+        })
+        .build()
+        .expect("a new endpoint");
+    list.upsert_query_data(1, vec![1, 2, 3]).expect("upserted");
+    let (result, data) = tokio::time::timeout(std::time::Duration::from_secs(60), rx)
+        .await
+        .expect("the handler reports in time")
+        .expect("the handler reports");
+    assert!(
+        matches!(&result, Err(livecache::UpdateError::RecipePanicked { message }) if message == "recipe bomb"),
+        "{result:?}"
+    );
+    assert_eq!(data, Some(vec![1, 2, 3]));
+
+    let sub = list.subscribe(1).expect("a key");
+    let mut changes = Box::pin(sub.changes());
+    let first = changes.next().await.expect("the current state");
+    assert_eq!(first.data(), Some(&vec![1, 2, 3]));
+    let updated = list.update_query_data(&1, clear_then_panic);
+    assert!(
+        matches!(&updated, Err(livecache::Error::Update(livecache::UpdateError::RecipePanicked { message })) if message == "recipe bomb"),
+        "{:?}",
+        updated.err()
+    );
+    let state = sub.state();
+    assert_eq!(state.data(), Some(&vec![1, 2, 3]));
+    assert_eq!(
+        state.phase,
+        Some(livecache::core::Phase::Loaded),
+        "not even the phase moved"
+    );
+    tokio::task::yield_now().await;
+    assert!(
+        changes.next().now_or_never().is_none(),
+        "no change was announced"
+    );
+    let trace = api.trace();
+    assert_eq!(
+        count(&trace, "list(1)", |k| matches!(
+            k,
+            TraceKind::Updated { .. }
+        )),
+        0
+    );
+    // The entry goes on: a later update applies and can be undone.
+    let change = list
+        .update_query_data(&1, |l| l.push(4))
+        .expect("an update");
+    assert_eq!(
+        list.state(&1).expect("a key").data(),
+        Some(&vec![1, 2, 3, 4])
+    );
+    change.undo().expect("undone");
+    assert_eq!(list.state(&1).expect("a key").data(), Some(&vec![1, 2, 3]));
+
+    // The core: the caller's panic comes back, the entry and its data stay as they were.
+    let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    let ep = cache
+        .add_endpoint("list", EndpointConfig::default())
+        .expect("a new name");
+    let key = CacheKey::verbatim("list(1)");
+    cache.upsert(0, ep, &key, vec![1, 2, 3]).expect("upserted");
+    while cache.poll_effect().is_some() {}
+    let trace_before = cache.trace_len();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        cache.update_query_data(1, &key, clear_then_panic)
+    }));
+    assert!(
+        outcome.is_err(),
+        "the recipe's panic goes on to the core's caller"
+    );
+    let entry = cache.entry(&key).map(|e| (e.data.cloned(), e.phase));
+    assert_eq!(
+        entry,
+        Some((Some(vec![1, 2, 3]), livecache::core::Phase::Loaded))
+    );
+    assert_eq!(cache.trace_len(), trace_before, "nothing recorded");
+    assert!(!cache.has_effects(), "no notification");
+}

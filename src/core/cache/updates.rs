@@ -210,6 +210,28 @@ where
     /// called and the patch set is empty; otherwise as [`Cache::update_cached`], and the patch
     /// set (for undo) is always computed.
     ///
+    /// The update is atomic: if the recipe panics, the data is put back as it was (from the copy
+    /// the patches are computed from), nothing is recorded or notified, and the panic goes on to
+    /// the caller with the entry in place. So does [`Cache::update_cached`] when it computes
+    /// patches; without them it keeps no copy, and a recipe's partial change stays.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, CacheKey, EndpointConfig};
+    /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.upsert(0, ep, &key, vec![1, 2])?;
+    /// let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    ///     cache.update_query_data(1, &key, |list| {
+    ///         list.clear();
+    ///         panic!("half done");
+    ///     })
+    /// }));
+    /// assert!(panicked.is_err());
+    /// assert_eq!(cache.entry(&key).and_then(|e| e.data), Some(&vec![1, 2]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// ```
     /// use livecache::core::{Cache, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
@@ -332,6 +354,9 @@ where
         let need_patches = want_patches || record_patches;
         let mut patch_result: Result<Option<PatchSet>, UpdateRefused> = Ok(None);
         let mut touched = false;
+        // A recipe's panic on a path that keeps a copy of the data (for patches): the data is
+        // put back, and the panic goes on once the entry is back in its place.
+        let mut recipe_panic = None;
         let wrapped = |draft: &mut Draft<'_, D>| {
             if !need_patches {
                 recipe(draft);
@@ -352,7 +377,14 @@ where
                     return;
                 }
             };
-            recipe(draft);
+            // The update is atomic: if the recipe panics, the data is what it was (R15, R18).
+            if let Err(panic) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| recipe(draft)))
+            {
+                draft.restore(backup);
+                recipe_panic = Some(panic);
+                return;
+            }
             touched = draft.touched();
             if !touched {
                 return;
@@ -370,6 +402,9 @@ where
             patch_result = Err(failed);
         };
         self.update_in_place(key, wrapped);
+        if let Some(panic) = recipe_panic {
+            std::panic::resume_unwind(panic);
+        }
         if let Err(UpdateRefused::DataPanicked { message }) = &patch_result {
             self.data_panicked(key, message);
         }
