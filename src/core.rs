@@ -46,9 +46,9 @@ mod trace;
 
 pub use attachment::{Attachment, Finish, FirstData, Received, StreamEnd, StreamEndReason};
 pub use cache::{
-    Cache, CacheConfig, DEFAULT_TRACE_LIMIT, Effect, EndpointId, EntryView, KeyInUse, LifetimeId,
-    LifetimePlace, NameTaken, Notify, PatchError, Patches, RequestId, SubscriptionId,
-    UpdateRefused,
+    Cache, CacheConfig, DEFAULT_TRACE_BYTE_BUDGET, DEFAULT_TRACE_LIMIT, Effect, EndpointId,
+    EntryView, KeyInUse, LifetimeId, LifetimePlace, NameTaken, Notify, PatchError, Patches,
+    RequestId, SubscriptionId, UpdateRefused, UpsertError,
 };
 pub use config::{EndpointConfig, Keep, MAX_KEEP_MS, Refetch};
 pub use data::CacheData;
@@ -62,5 +62,6 @@ pub use key::{
 pub use patch::{Patch, PatchSet};
 pub use status::{Phase, Status};
 pub use trace::{
-    AddCause, HandlerOutcome, Recording, RemoveCause, TraceEvent, TraceKind, UpdateSource,
+    AddCause, HandlerOutcome, Recording, RemoveCause, TRACE_TEXT_CAP, TraceEvent, TraceKind,
+    UpdateSource,
 };

@@ -15,7 +15,7 @@ mod invariants;
 mod model;
 
 pub use invariants::check_invariants;
-pub use model::{Deadline, Entry, Model, Snapshot, Stream};
+pub use model::{Deadline, Entry, Model, Snapshot, Stream, trace_text};
 
 use livecache::core::{PatchSet, Phase, Refetch, Status};
 use serde::{Deserialize, Serialize};

@@ -9,12 +9,27 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use livecache::core::{AddCause, RemoveCause, TraceEvent, TraceKind, UpdateSource};
-use livecache::core::{MAX_KEEP_MS, PatchSet, Phase, Refetch, Status};
+use livecache::core::{MAX_KEEP_MS, PatchSet, Phase, Refetch, Status, TRACE_TEXT_CAP};
 
 use crate::{
     Config, Data, KeyRef, Observation, Op, OpResult, PatchError, Recipe, STREAM_FAILURE,
     STREAM_SKIP_REASON, StreamObservation, UpdateError,
 };
+
+/// A text as the trace records it (R23, `TRACE_TEXT_CAP`): whole if it has at most
+/// `TRACE_TEXT_CAP` bytes; else its longest prefix ending on a char boundary that leaves room for
+/// the marker `…[truncated, N bytes]` (N its length in bytes), then the marker.
+pub fn trace_text(text: &str) -> String {
+    if text.len() <= TRACE_TEXT_CAP {
+        return text.to_string();
+    }
+    let marker = format!("…[truncated, {} bytes]", text.len());
+    let mut end = TRACE_TEXT_CAP - marker.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{}", &text[..end], marker)
+}
 
 /// The keep time of an endpoint the configuration does not list (the api default, 60 s).
 const DEFAULT_KEEP_MS: u64 = 60_000;
@@ -540,7 +555,7 @@ impl Model {
             &key,
             TraceKind::RequestRejected {
                 request,
-                error: error.to_string(),
+                error: trace_text(error),
             },
         );
         self.rearm_if_unused(&key); // R4

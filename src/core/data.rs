@@ -46,3 +46,19 @@ impl<T: Clone + PartialEq + Serialize + DeserializeOwned> CacheData for T {
         serde_json::from_value(value)
     }
 }
+
+/// Run `f`, which calls the data type's own code (its `PartialEq`, `Serialize` or
+/// `Deserialize`: user code, like a recipe), containing a panic: `Err` with a message naming
+/// `what` panicked. The data `f` reads is left as it was, so it is safe to go on using it.
+pub(crate) fn contain<R>(what: &str, f: impl FnOnce() -> R) -> Result<R, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "non-string panic payload".to_owned()
+        };
+        format!("the data's {what} panicked: {message}")
+    })
+}

@@ -53,6 +53,7 @@ pub struct ApiBuilder {
     refetch_on_mount: Refetch,
     recording: Recording,
     trace_limit: Option<usize>,
+    trace_byte_budget: Option<usize>,
 }
 
 impl ApiBuilder {
@@ -130,6 +131,19 @@ impl ApiBuilder {
         self
     }
 
+    /// Hold at most `bytes` of text in the trace (default
+    /// [`DEFAULT_TRACE_BYTE_BUDGET`](crate::core::DEFAULT_TRACE_BYTE_BUDGET), 4 MiB), whatever
+    /// the event limit: errors and reasons come from peers, so the trace is bounded in bytes
+    /// too (see [`Cache::set_trace_byte_budget`](crate::core::Cache::set_trace_byte_budget)).
+    ///
+    /// ```
+    /// let builder = livecache::Api::builder().trace_byte_budget(1 << 20);
+    /// ```
+    pub fn trace_byte_budget(mut self, bytes: usize) -> Self {
+        self.trace_byte_budget = Some(bytes);
+        self
+    }
+
     fn build_on(self, handle: Handle) -> Api {
         let config = CacheConfig {
             keep: self.keep,
@@ -138,6 +152,9 @@ impl ApiBuilder {
         let shared = Shared::new(config, self.refetch_on_mount, handle);
         if let Some(limit) = self.trace_limit {
             shared.lock().cache.set_trace_limit(limit);
+        }
+        if let Some(bytes) = self.trace_byte_budget {
+            shared.lock().cache.set_trace_byte_budget(bytes);
         }
         Api {
             owner: Arc::new(Owner { shared }),

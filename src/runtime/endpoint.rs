@@ -12,12 +12,12 @@ use serde::Serialize;
 use crate::core::Draft;
 use crate::core::{CacheKey, KeyOverride, default_key, key_from_override};
 use crate::core::{EndpointConfig, EndpointId, Keep, Refetch};
-use crate::core::{Patch, PatchSet};
+use crate::core::{Patch, PatchSet, UpsertError};
 use crate::runtime::driver::{Fetch, LifecycleStart, Owner, StartLifecycle, State};
 use crate::runtime::erased::{Data, ErasedData, ErasedMeta};
 use crate::runtime::error::UpdateError;
 use crate::runtime::error::{BoxError, Error, QueryError};
-use crate::runtime::lifecycle::{BeforeData, EntryHandle, from_core, run_typed_recipe};
+use crate::runtime::lifecycle::{BeforeData, EntryHandle, from_core, run_typed_recipe_atomic};
 use crate::runtime::state::{QueryState, read_state};
 use crate::runtime::subscription::Subscription;
 
@@ -498,8 +498,9 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
         let (result, panicked) = self.owner.shared.with(|state, now| {
             self.check_owner(state, &key)?;
             let mut panicked = None;
+            // Atomic: a recipe that panics leaves the data as it was (R15, R18).
             let result = state.cache.update_query_data(now, &key, |outer| {
-                panicked = run_typed_recipe(outer, recipe);
+                panicked = run_typed_recipe_atomic(outer, recipe);
             });
             Ok::<_, Error>((result, panicked))
         })?;
@@ -554,10 +555,14 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
         let key = self.key(&arg)?;
         let id = self.inner.id;
         self.owner.shared.with(|state, now| {
-            state.cache.upsert(now, id, &key, ErasedData::new(data))?;
-            // A new lifetime's runtime side is registered before the core's effects run.
+            let upserted = state.cache.upsert(now, id, &key, ErasedData::new(data));
+            if let Err(UpsertError::KeyInUse(in_use)) = upserted {
+                return Err(in_use.into());
+            }
+            // A new lifetime's runtime side is registered before the core's effects run (an
+            // upsert whose data's `PartialEq` panicked took effect too).
             state.ensure_lifetime(&key, || self.lifetime_parts(arg));
-            Ok(())
+            Ok(upserted?)
         })
     }
 

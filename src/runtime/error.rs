@@ -125,8 +125,11 @@ pub enum UpdateError {
     /// The entry's lifetime has ended (R14): nothing was changed.
     #[error("the cache entry was removed")]
     EntryRemoved,
-    /// The recipe panicked. What it changed before panicking is kept and subscribers are
-    /// notified; the panic does not reach the cache's other users.
+    /// The recipe panicked; the panic does not reach the cache's other users. Through
+    /// `update_query_data` and `update_cached_data_with_patches` the update is atomic: the data
+    /// is what it was, nobody is notified, no `updated` is traced. Through `update_cached_data`
+    /// (the streaming hot path, which keeps no copy of the data) what the recipe changed before
+    /// panicking is kept and subscribers are notified.
     #[error("the update recipe panicked: {message}")]
     RecipePanicked {
         /// The panic message, when it was a string.
@@ -135,6 +138,15 @@ pub enum UpdateError {
     /// The data could not be serialised to compute patches; nothing was changed.
     #[error("the data could not be serialised for patches: {0}")]
     Serialize(String),
+    /// The data type's own code panicked: its `Serialize` computing patches (the data is what
+    /// it was before the update), or its `PartialEq` comparing upserted data with the cached
+    /// (the upsert took effect, the data counted as changed). The panic was contained: the entry
+    /// keeps its lifetime and `data_panicked` is traced under its key.
+    #[error("{message}")]
+    DataPanicked {
+        /// What panicked, and the panic message when it was a string.
+        message: String,
+    },
 }
 
 /// The entry was removed before its first data arrived: what `data_loaded` yields then (R13).
@@ -169,6 +181,17 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 impl From<crate::core::NameTaken> for Error {
     fn from(taken: crate::core::NameTaken) -> Self {
         Error::DuplicateEndpoint { name: taken.name }
+    }
+}
+
+impl From<crate::core::UpsertError> for Error {
+    fn from(error: crate::core::UpsertError) -> Self {
+        match error {
+            crate::core::UpsertError::KeyInUse(in_use) => in_use.into(),
+            crate::core::UpsertError::DataPanicked { message } => {
+                Error::Update(UpdateError::DataPanicked { message })
+            }
+        }
     }
 }
 

@@ -557,7 +557,7 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
             let result = state
                 .cache
                 .update_cached_at(now, place, Patches::Wanted, |outer| {
-                    panicked = run_typed_recipe(outer, recipe);
+                    panicked = run_typed_recipe_atomic(outer, recipe);
                 });
             ((result.map(Option::unwrap_or_default), panicked), false)
         });
@@ -622,6 +622,26 @@ pub(crate) fn run_typed_recipe<T: Data>(
     outcome.err().map(|payload| panic_message(&*payload))
 }
 
+/// [`run_typed_recipe`], atomically: if the recipe panics, the data is what it was before it
+/// and the draft counts as untouched (no update, no notification, no patches). For the paths
+/// that compute patches (`update_query_data`, `update_cached_data_with_patches`), where the core
+/// already holds a copy of the data to diff against: the backup taken here is one more share of
+/// the same allocation, so the recipe's first write copies the data once either way. The
+/// streaming hot path (`update_cached_data`) does not use it: there the copy would cost
+/// O(size of the entry) per update, which R15 rules out (its panicking recipe keeps what it
+/// changed, see [`UpdateError::RecipePanicked`]).
+pub(crate) fn run_typed_recipe_atomic<T: Data>(
+    outer: &mut Draft<'_, ErasedData>,
+    recipe: impl FnOnce(&mut Draft<'_, T>),
+) -> Option<String> {
+    let backup = (**outer).clone();
+    let panicked = run_typed_recipe(outer, recipe);
+    if panicked.is_some() {
+        outer.restore(backup);
+    }
+    panicked
+}
+
 /// An update's result, or the panic of its recipe.
 fn recipe_outcome<R>(
     result: Result<R, UpdateRefused>,
@@ -637,6 +657,7 @@ pub(crate) fn from_core(error: UpdateRefused) -> UpdateError {
     match error {
         UpdateRefused::NotLive | UpdateRefused::NotLoaded => UpdateError::EntryRemoved,
         UpdateRefused::Serialize(message) => UpdateError::Serialize(message),
+        UpdateRefused::DataPanicked { message } => UpdateError::DataPanicked { message },
     }
 }
 

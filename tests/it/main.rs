@@ -12,6 +12,7 @@ mod auto_traits;
 mod exhaustive;
 mod fuzz_corpus;
 mod fuzz_findings;
+mod hardening_core;
 mod hardening_http;
 mod hardening_ws;
 mod model_equivalence;

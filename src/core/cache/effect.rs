@@ -91,6 +91,41 @@ pub enum UpdateRefused {
     /// The data could not be serialised to compute patches; nothing changed.
     #[error("the cache entry's data could not be serialised for patches: {0}")]
     Serialize(String),
+    /// The data type's own code panicked (its `Serialize`, computing patches): the panic was
+    /// contained, the data is what it was before the update, and `data_panicked` is traced.
+    #[error("{message}")]
+    DataPanicked {
+        /// What panicked, and the panic message when it was a string.
+        message: String,
+    },
+}
+
+/// Why [`Cache::upsert`] reports an error.
+///
+/// ```
+/// use livecache::core::{Cache, CacheKey, EndpointConfig, UpsertError};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let a = cache.add_endpoint("a", EndpointConfig::default())?;
+/// let b = cache.add_endpoint("b", EndpointConfig::default())?;
+/// let key = CacheKey::verbatim("shared");
+/// cache.upsert(0, a, &key, 1)?;
+/// assert!(matches!(cache.upsert(1, b, &key, 2), Err(UpsertError::KeyInUse(_))));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpsertError {
+    /// The key's live entry belongs to another endpoint; nothing was done.
+    #[error(transparent)]
+    KeyInUse(#[from] KeyInUse),
+    /// The data type's `PartialEq` panicked comparing the new data with the cached data. The
+    /// panic was contained: the upsert took effect with the new data counted as changed
+    /// (subscribers are notified), the entry keeps its lifetime, and `data_panicked` is traced.
+    #[error("{message}")]
+    DataPanicked {
+        /// What panicked, and the panic message when it was a string.
+        message: String,
+    },
 }
 
 /// Why `patch_query_data` failed. In every case the data is unchanged (R19).
@@ -116,6 +151,13 @@ pub enum PatchError {
     /// The patched JSON is not a value of the entry's data type.
     #[error("the patched data does not fit the data type: {0}")]
     Schema(String),
+    /// The data type's own code (`Serialize`, `Deserialize` or `PartialEq`) panicked; the panic
+    /// was contained, the data is unchanged and `data_panicked` is traced.
+    #[error("{message}")]
+    DataPanicked {
+        /// What panicked, and the panic message when it was a string.
+        message: String,
+    },
 }
 
 /// [`Cache::queue_notify`] on the queue alone, for callers holding a borrow of the entries.

@@ -82,7 +82,10 @@ where
         self.record(
             self.now,
             key,
-            TraceKind::LifecycleEnded { lifetime, outcome },
+            TraceKind::LifecycleEnded {
+                lifetime,
+                outcome: outcome.bounded(),
+            },
         );
     }
 

@@ -51,7 +51,7 @@ use crate::core::status::{Phase, Status};
 use crate::core::trace::{Recording, TraceEvent, TraceKind, TraceLog};
 
 use deadlines::Deadlines;
-pub use effect::{Effect, KeyInUse, NameTaken, Notify, PatchError, UpdateRefused};
+pub use effect::{Effect, KeyInUse, NameTaken, Notify, PatchError, UpdateRefused, UpsertError};
 pub use store::LifetimePlace;
 use store::{Entries, Slot};
 
@@ -162,6 +162,20 @@ pub const DEFAULT_TRACE_LIMIT: usize = 25_000;
 /// How many queued effects' room the effect queue keeps once drained; a burst beyond it (a
 /// reset of many entries) gives the rest back.
 const EFFECTS_KEPT: usize = 1024;
+
+/// How many bytes of text the trace holds at most by default: 4 MiB. See
+/// [`Cache::set_trace_byte_budget`].
+///
+/// ```
+/// use livecache::core::{Cache, CacheKey, LifetimeId, DEFAULT_TRACE_BYTE_BUDGET};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// for n in 0..10_000 {
+///     cache.stream_skipped(n, &CacheKey::verbatim("a(1)"), LifetimeId(1), "x".repeat(2_000));
+/// }
+/// assert!(cache.trace_text_bytes() <= DEFAULT_TRACE_BYTE_BUDGET);
+/// assert!(cache.trace_len() < 10_000); // fewer events than the limit: the texts are large
+/// ```
+pub const DEFAULT_TRACE_BYTE_BUDGET: usize = 4 << 20;
 
 /// Api-wide settings of the core.
 ///
@@ -293,7 +307,7 @@ where
             next_request: 1,
             next_subscription: 1,
             effects: VecDeque::new(),
-            trace: TraceLog::new(DEFAULT_TRACE_LIMIT),
+            trace: TraceLog::new(DEFAULT_TRACE_LIMIT, DEFAULT_TRACE_BYTE_BUDGET),
         }
     }
 
@@ -548,6 +562,48 @@ where
         self.trace.set_limit(limit);
     }
 
+    /// Hold at most `bytes` of text in the trace (at least twice [`TRACE_TEXT_CAP`](crate::core::TRACE_TEXT_CAP);
+    /// [`DEFAULT_TRACE_BYTE_BUDGET`], 4 MiB, by default), whatever the event limit: the texts
+    /// events carry (errors, skip and end reasons, a handler's failure; each cut to
+    /// [`TRACE_TEXT_CAP`](crate::core::TRACE_TEXT_CAP) bytes) come from peers, so the trace is bounded in bytes as well as in
+    /// events. When the texts of the newest events would pass half the budget, the older half
+    /// of the trace is dropped early (so fewer than [`Cache::set_trace_limit`] events may be
+    /// kept); lowering the budget below what is held drops the oldest events at once. Events
+    /// without text (most of them) and patches are not counted.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, CacheKey, LifetimeId, TRACE_TEXT_CAP};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// cache.set_trace_byte_budget(64 * 1024);
+    /// for n in 0..1_000 {
+    ///     cache.stream_skipped(n, &CacheKey::verbatim("a(1)"), LifetimeId(1), "x".repeat(5_000));
+    /// }
+    /// assert!(cache.trace_text_bytes() <= 64 * 1024);
+    /// let texts: usize = cache.trace().iter().map(|e| match &e.kind {
+    ///     livecache::core::TraceKind::StreamSkipped { reason, .. } => reason.len(),
+    ///     _ => 0,
+    /// }).sum();
+    /// assert!(texts <= 64 * 1024 && cache.trace().len() >= 64 * 1024 / 2 / TRACE_TEXT_CAP - 1);
+    /// assert_eq!(cache.trace().last().map(|e| e.at_ms), Some(999));
+    /// ```
+    pub fn set_trace_byte_budget(&mut self, bytes: usize) {
+        self.trace.set_byte_budget(bytes);
+    }
+
+    /// How many bytes of text the trace holds now (at most the byte budget, see
+    /// [`Cache::set_trace_byte_budget`]).
+    ///
+    /// ```
+    /// # use livecache::core::LifetimeId;
+    /// use livecache::core::{Cache, CacheKey};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// cache.stream_skipped(0, &CacheKey::verbatim("a(1)"), LifetimeId(1), "not JSON".into());
+    /// assert_eq!(cache.trace_text_bytes(), 8);
+    /// ```
+    pub fn trace_text_bytes(&self) -> usize {
+        self.trace.text_bytes()
+    }
+
     /// Take the events recorded so far (built as [`Cache::trace`] does), leaving the trace empty
     /// and its storage released.
     ///
@@ -616,7 +672,13 @@ mod tests {
             in_use
         );
         assert_eq!(cache.prefetch(1, b, &key, Refetch::Always), in_use);
-        assert_eq!(cache.upsert(1, b, &key, 2), in_use);
+        assert_eq!(
+            cache.upsert(1, b, &key, 2).map_err(|e| match e {
+                UpsertError::KeyInUse(in_use) => in_use,
+                other => panic!("{other}"),
+            }),
+            in_use
+        );
         assert_eq!(cache.claim(b, &key), in_use);
         assert_eq!(
             cache.trace_len(),

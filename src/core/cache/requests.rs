@@ -4,11 +4,11 @@ use std::fmt;
 
 use super::*;
 use crate::core::config::Refetch;
-use crate::core::data::CacheData;
+use crate::core::data::{CacheData, contain};
 use crate::core::entry::any::AnyEntry;
 use crate::core::entry::{Added, Entry};
 use crate::core::key::CacheKey;
-use crate::core::trace::{AddCause, Recording, TraceKind};
+use crate::core::trace::{AddCause, Recording, TraceKind, bound_text, bounded_display};
 
 impl<D, E> Cache<D, E>
 where
@@ -67,7 +67,9 @@ where
             self.record(self.now, key, TraceKind::ResultIgnored { request });
             return;
         }
-        self.receive(key, Some(request), data);
+        // A panic of the data's `PartialEq` is contained and traced in `receive`; the driver
+        // of a request has nobody to report it to.
+        let _ = self.receive(key, Some(request), data);
     }
 
     /// A request was rejected. Ignored (and traced) unless it is the key's request in flight
@@ -93,7 +95,8 @@ where
         }
         let recording = self.config.recording != Recording::Off;
         let text = if recording {
-            error.to_string()
+            // At most the cap is copied out of the error, however long its display (R23).
+            bounded_display(&error)
         } else {
             String::new()
         };
@@ -115,6 +118,10 @@ where
 
     /// Upsert data (R20): creates the entry (lifecycle started, data-loaded resolved without
     /// meta) or replaces its data. A request in flight keeps running and its result still applies.
+    /// A key whose entry belongs to another endpoint is refused ([`UpsertError::KeyInUse`]); a
+    /// panic of the data's `PartialEq` comparing the new data with the cached is contained: the
+    /// upsert takes effect with the data counted as changed, and is reported
+    /// ([`UpsertError::DataPanicked`]).
     ///
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Phase, CacheKey};
@@ -132,12 +139,14 @@ where
         endpoint: EndpointId,
         key: &CacheKey,
         data: D,
-    ) -> Result<(), KeyInUse> {
+    ) -> Result<(), UpsertError> {
         self.advance(now);
         self.claim(endpoint, key)?;
         if self.entries.contains_key(key) {
-            self.receive(key, None, data);
-            return Ok(());
+            return match self.receive(key, None, data) {
+                Some(message) => Err(UpsertError::DataPanicked { message }),
+                None => Ok(()),
+            };
         }
         let lifetime = self.create(key, AddCause::Upsert);
         self.start_lifecycle(key, endpoint, lifetime);
@@ -211,26 +220,43 @@ where
         }
     }
 
-    /// Data from a request (`Some(request)`) or an upsert (`None`) for a live entry.
-    pub(super) fn receive(&mut self, key: &CacheKey, request: Option<u64>, data: D) {
+    /// Data from a request (`Some(request)`) or an upsert (`None`) for a live entry. The data's
+    /// `PartialEq` is user code: it is called here, not inside the transition (whose panic would
+    /// take the entry away), and a panic of it is contained — the new data is stored, counted as
+    /// changed, and `data_panicked` is traced before the result's event. Returns the panic's
+    /// message, if it panicked.
+    pub(super) fn receive(
+        &mut self,
+        key: &CacheKey,
+        request: Option<u64>,
+        data: D,
+    ) -> Option<String> {
         let now = self.now;
-        let Some((endpoint, lifetime, data_changed, first)) =
+        let compared = match self.entries.get(key).and_then(|slot| slot.entry.data()) {
+            Some(old) => contain("PartialEq", || *old != data),
+            None => Ok(true),
+        };
+        let (changed, panicked) = match compared {
+            Ok(changed) => (changed, None),
+            Err(message) => (true, Some(message)),
+        };
+        let (endpoint, lifetime, data_changed, first) =
             self.entries.transition(key, |mut slot| {
                 if request.is_some() {
                     slot.entry.settle();
                 }
                 let lifetime = slot.entry.lifetime();
-                let (entry, data_changed, first) = slot.entry.receive(data, now);
+                let (entry, data_changed, first) = slot.entry.receive(data, now, changed);
                 slot.entry = entry;
                 if data_changed {
                     slot.version += 1;
                 }
                 let endpoint = slot.endpoint;
                 (slot, (endpoint, lifetime, data_changed, first))
-            })
-        else {
-            return;
-        };
+            })?;
+        if let Some(message) = &panicked {
+            self.data_panicked(key, message);
+        }
         let first_data = (first && self.wants_data_loaded(endpoint))
             .then(|| {
                 self.entries
@@ -251,6 +277,15 @@ where
         }
         self.removal_follows_subscribers(key);
         self.notify(key);
+        panicked
+    }
+
+    /// Record that the data type's own code panicked (contained) on `key`'s entry.
+    pub(super) fn data_panicked(&mut self, key: &CacheKey, message: &str) {
+        if self.config.recording != Recording::Off {
+            let message = bound_text(message.to_owned());
+            self.record(self.now, key, TraceKind::DataPanicked { message });
+        }
     }
 
     pub(super) fn data_loaded(

@@ -6,7 +6,7 @@ use super::*;
 use crate::core::data::CacheData;
 use crate::core::entry::any::AnyEntry;
 use crate::core::key::CacheKey;
-use crate::core::trace::TraceKind;
+use crate::core::trace::{TraceKind, bound_text};
 
 impl<D, E> Cache<D, E>
 where
@@ -84,6 +84,7 @@ where
     ) {
         let lifetime = lifetime.0;
         self.advance(now);
+        let reason = bound_text(reason);
         self.record(self.now, key, TraceKind::StreamSkipped { lifetime, reason });
     }
 
@@ -113,7 +114,7 @@ where
             key,
             TraceKind::StreamEnded {
                 lifetime,
-                reason,
+                reason: bound_text(reason),
                 applied,
                 skipped,
             },

@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::*;
-use crate::core::data::CacheData;
+use crate::core::data::{CacheData, contain};
 use crate::core::entry::any::AnyEntry;
 use crate::core::entry::{Draft, Updated};
 use crate::core::key::CacheKey;
@@ -210,6 +210,28 @@ where
     /// called and the patch set is empty; otherwise as [`Cache::update_cached`], and the patch
     /// set (for undo) is always computed.
     ///
+    /// The update is atomic: if the recipe panics, the data is put back as it was (from the copy
+    /// the patches are computed from), nothing is recorded or notified, and the panic goes on to
+    /// the caller with the entry in place. So does [`Cache::update_cached`] when it computes
+    /// patches; without them it keeps no copy, and a recipe's partial change stays.
+    ///
+    /// ```
+    /// use livecache::core::{Cache, CacheKey, EndpointConfig};
+    /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.upsert(0, ep, &key, vec![1, 2])?;
+    /// let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    ///     cache.update_query_data(1, &key, |list| {
+    ///         list.clear();
+    ///         panic!("half done");
+    ///     })
+    /// }));
+    /// assert!(panicked.is_err());
+    /// assert_eq!(cache.entry(&key).and_then(|e| e.data), Some(&vec![1, 2]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// ```
     /// use livecache::core::{Cache, CacheKey};
     /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
@@ -259,28 +281,47 @@ where
         let Some(old) = slot.entry.data() else {
             return Err(PatchError::NoData);
         };
-        let before = old
-            .to_json()
-            .map_err(|e| PatchError::Schema(e.to_string()))?;
-        // Patch a scratch copy: a failed patch leaves the data untouched without json-patch's
-        // own rollback, which panics on some inputs (json-patch 5.0, found by the fuzzer).
-        let mut after = before.clone();
-        json_patch::patch_unsafe(&mut after, &patch.0)
-            .map_err(|e| PatchError::Apply(e.to_string()))?;
-        let new: D = old
-            .same_type_from_json(after)
-            .map_err(|e| PatchError::Schema(e.to_string()))?;
-        if &new == old {
-            return Ok(());
-        }
-        // The change as the data's own JSON sees it: the type may normalise the patched JSON
-        // (a removed optional field is `null` again), so the patch as given may not describe it.
-        let patches = if self.config.recording == Recording::EventsWithPatches {
-            new.to_json()
-                .ok()
-                .map(|after| PatchSet::between(&before, &after))
-        } else {
-            None
+        let record_patches = self.config.recording == Recording::EventsWithPatches;
+        // The data type's `Serialize`, `Deserialize` and `PartialEq` are user code: a panic of
+        // one is contained, and the data is left unchanged.
+        let panicked = |message| PatchError::DataPanicked { message };
+        let patched = (|| {
+            let before = contain("Serialize", || old.to_json())
+                .map_err(panicked)?
+                .map_err(|e| PatchError::Schema(e.to_string()))?;
+            // Patch a scratch copy: a failed patch leaves the data untouched without
+            // json-patch's own rollback, which panics on some inputs (json-patch 5.0, found by
+            // the fuzzer).
+            let mut after = before.clone();
+            json_patch::patch_unsafe(&mut after, &patch.0)
+                .map_err(|e| PatchError::Apply(e.to_string()))?;
+            let new: D = contain("Deserialize", || old.same_type_from_json(after))
+                .map_err(panicked)?
+                .map_err(|e| PatchError::Schema(e.to_string()))?;
+            if contain("PartialEq", || &new == old).map_err(panicked)? {
+                return Ok(None);
+            }
+            // The change as the data's own JSON sees it: the type may normalise the patched
+            // JSON (a removed optional field is `null` again), so the patch as given may not
+            // describe it.
+            let patches = if record_patches {
+                contain("Serialize", || new.to_json())
+                    .map_err(panicked)?
+                    .ok()
+                    .map(|after| PatchSet::between(&before, &after))
+            } else {
+                None
+            };
+            Ok(Some((new, patches)))
+        })();
+        let (new, patches) = match patched {
+            Ok(Some(patched)) => patched,
+            Ok(None) => return Ok(()),
+            Err(PatchError::DataPanicked { message }) => {
+                self.data_panicked(key, &message);
+                return Err(PatchError::DataPanicked { message });
+            }
+            Err(error) => return Err(error),
         };
         self.overwrite_data(key, new);
         self.record(
@@ -313,6 +354,9 @@ where
         let need_patches = want_patches || record_patches;
         let mut patch_result: Result<Option<PatchSet>, UpdateRefused> = Ok(None);
         let mut touched = false;
+        // A recipe's panic on a path that keeps a copy of the data (for patches): the data is
+        // put back, and the panic goes on once the entry is back in its place.
+        let mut recipe_panic = None;
         let wrapped = |draft: &mut Draft<'_, D>| {
             if !need_patches {
                 recipe(draft);
@@ -320,28 +364,50 @@ where
                 return;
             }
             let backup: D = (**draft).clone();
-            let before = match backup.to_json() {
-                Ok(v) => v,
-                Err(e) => {
+            // The data type's `Serialize` is user code: a panic of it is contained like a
+            // serialisation error, and the data is left as it was.
+            let before = match contain("Serialize", || backup.to_json()) {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
                     patch_result = Err(UpdateRefused::Serialize(e.to_string()));
                     return;
                 }
+                Err(message) => {
+                    patch_result = Err(UpdateRefused::DataPanicked { message });
+                    return;
+                }
             };
-            recipe(draft);
+            // The update is atomic: if the recipe panics, the data is what it was (R15, R18).
+            if let Err(panic) =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| recipe(draft)))
+            {
+                draft.restore(backup);
+                recipe_panic = Some(panic);
+                return;
+            }
             touched = draft.touched();
             if !touched {
                 return;
             }
-            match (**draft).to_json() {
-                Ok(after) => patch_result = Ok(Some(PatchSet::between(&before, &after))),
-                Err(e) => {
-                    **draft = backup;
-                    touched = false;
-                    patch_result = Err(UpdateRefused::Serialize(e.to_string()));
+            let failed = match contain("Serialize", || (**draft).to_json()) {
+                Ok(Ok(after)) => {
+                    patch_result = Ok(Some(PatchSet::between(&before, &after)));
+                    return;
                 }
-            }
+                Ok(Err(e)) => UpdateRefused::Serialize(e.to_string()),
+                Err(message) => UpdateRefused::DataPanicked { message },
+            };
+            draft.restore(backup);
+            touched = false;
+            patch_result = Err(failed);
         };
         self.update_in_place(key, wrapped);
+        if let Some(panic) = recipe_panic {
+            std::panic::resume_unwind(panic);
+        }
+        if let Err(UpdateRefused::DataPanicked { message }) = &patch_result {
+            self.data_panicked(key, message);
+        }
         let patches = patch_result?;
         if touched {
             let traced = if record_patches {

@@ -86,17 +86,19 @@ impl<D: PartialEq, E> AnyEntry<D, E> {
     pub(crate) fn remove(self) -> Entry<Removed, E> {
         each_state!(self, e => e.remove())
     }
-    /// New data from a request or an upsert. Returns (data changed, first data of the lifetime).
+    /// New data from a request or an upsert, `changed` saying whether it differs from the data
+    /// held (compared by the caller; ignored when there is none). Returns (data changed, first
+    /// data of the lifetime).
     #[inline]
-    pub(crate) fn receive(self, data: D, now: u64) -> (AnyEntry<D, E>, bool, bool) {
+    pub(crate) fn receive(self, data: D, now: u64, changed: bool) -> (AnyEntry<D, E>, bool, bool) {
         match self {
             AnyEntry::Loading(e) => (AnyEntry::Loaded(e.load(data, now)), true, true),
             AnyEntry::Loaded(mut e) => {
-                let changed = e.replace(data, now);
+                e.store(data, now, changed);
                 (AnyEntry::Loaded(e), changed, false)
             }
             AnyEntry::Streaming(mut e) => {
-                let changed = e.replace(data, now);
+                e.store(data, now, changed);
                 (AnyEntry::Streaming(e), changed, false)
             }
         }

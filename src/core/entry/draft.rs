@@ -104,6 +104,16 @@ impl<'a, D> Draft<'a, D> {
         }
     }
 
+    /// Put `value` back as the data and count the draft as untouched: the update is undone (a
+    /// recipe that panicked, patches that could not be computed).
+    pub(crate) fn restore(&mut self, value: D) {
+        match &mut self.target {
+            Target::Owned(d) => **d = value,
+            Target::Shared(a) => **a = std::sync::Arc::new(value),
+        }
+        self.touched = false;
+    }
+
     /// Record that the data was changed through [`Draft::as_mut_untracked`].
     ///
     /// ```

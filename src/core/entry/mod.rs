@@ -545,14 +545,20 @@ where
     /// assert_eq!((*e.data(), e.fulfilled_at()), (8, Some(2)));
     /// ```
     pub fn replace(&mut self, data: S::Data, now: u64) -> bool {
+        let changed = *self.state.data() != data;
+        self.store(data, now, changed);
+        changed
+    }
+
+    /// [`Entry::replace`] with the comparison already made by the caller (which contains a
+    /// panic of the data type's `PartialEq`): the data is stored if `changed`.
+    pub(crate) fn store(&mut self, data: S::Data, now: u64, changed: bool) {
         self.status = Status::Fulfilled;
         self.error = None;
         self.fulfilled_at = Some(now);
-        let changed = *self.state.data() != data;
         if changed {
             *self.state.data_mut() = data;
         }
-        changed
     }
 }
 

@@ -6,6 +6,9 @@ use crate::core::key::CacheKey;
 /// The largest limit: 2^30 events (a generation's indices fit in 30 bits).
 const MAX_LIMIT: usize = 1 << 30;
 
+/// The smallest byte budget: two texts of the largest size, one per generation.
+const MIN_BYTE_BUDGET: usize = 2 * TRACE_TEXT_CAP;
+
 /// Where the core keeps its trace: two generations of at most `limit` events each; when the
 /// current one is full, the old one is dropped and the current one becomes old, so the log holds
 /// between `limit` and twice `limit` events. An event is a 16-byte record with nothing to drop:
@@ -20,11 +23,21 @@ const MAX_LIMIT: usize = 1 << 30;
 /// recording allocates nothing once the generation's storage has grown, and dropping a
 /// generation only visits its keys and its kinds with text or patches.
 /// [`TraceLog::events`] builds the public [`TraceEvent`]s.
+///
+/// The texts the kinds kept hold (errors, reasons, outcome messages, each at most
+/// [`TRACE_TEXT_CAP`] bytes) are counted per generation against a byte budget: a generation
+/// whose texts would pass half of it is made old early, so the texts held never pass the budget,
+/// whatever the event limit (fewer events than the limit are then held).
 #[derive(Clone, Debug)]
 pub(crate) struct TraceLog {
     limit: usize,
+    /// The most bytes of text held, over both generations.
+    byte_budget: usize,
     old: Generation,
     current: Generation,
+    /// The bytes of text held by the kinds kept in `old` and in `current`.
+    old_text: usize,
+    current_text: usize,
     /// The current generation's number, counted from 1.
     generation: u64,
 }
@@ -273,13 +286,38 @@ impl Generation {
 
 impl TraceLog {
     /// An empty log keeping at least the last `limit` events (at least 1) and at most twice that.
-    pub(crate) fn new(limit: usize) -> Self {
+    pub(crate) fn new(limit: usize, byte_budget: usize) -> Self {
         TraceLog {
             limit: limit.clamp(1, MAX_LIMIT),
+            byte_budget: byte_budget.max(MIN_BYTE_BUDGET),
             old: Generation::default(),
             current: Generation::default(),
+            old_text: 0,
+            current_text: 0,
             generation: 1,
         }
+    }
+
+    /// Hold at most `bytes` of text (at least twice [`TRACE_TEXT_CAP`]) from now on: a lower
+    /// budget drops the old generation at once if the texts held pass it, and the current one
+    /// too if its texts alone do.
+    pub(crate) fn set_byte_budget(&mut self, bytes: usize) {
+        self.byte_budget = bytes.max(MIN_BYTE_BUDGET);
+        if self.text_bytes() > self.byte_budget {
+            self.old.clear();
+            self.old_text = 0;
+        }
+        if self.current_text > self.byte_budget / 2 {
+            self.rotate();
+            self.old.clear();
+            self.old_text = 0;
+        }
+    }
+
+    /// The bytes of text the kinds held keep (those of events a lower limit drained count until
+    /// their generation is dropped).
+    pub(crate) fn text_bytes(&self) -> usize {
+        self.old_text + self.current_text
     }
 
     /// Keep at least the last `limit` events (at least 1, at most 2^30) and at most twice that
@@ -320,6 +358,12 @@ impl TraceLog {
     /// A kind with text or patches goes to the current generation's `kinds`.
     fn record_kept(&mut self, at_ms: u64, key: &CacheKey, kind: TraceKind) {
         self.make_room();
+        let bytes = kind.text_len();
+        if self.current_text + bytes > self.byte_budget / 2 && !self.current.events.is_empty() {
+            // The current generation's texts would pass half the budget: it becomes old early.
+            self.rotate();
+        }
+        self.current_text += bytes;
         // No more kinds kept than events in the current generation: the index fits (see
         // `Packed::other`).
         let index = self.current.kinds.len() as u32;
@@ -367,6 +411,7 @@ impl TraceLog {
     fn rotate(&mut self) {
         std::mem::swap(&mut self.old, &mut self.current);
         self.current.clear();
+        self.old_text = std::mem::take(&mut self.current_text);
         self.generation += 1;
     }
 
@@ -388,6 +433,7 @@ impl TraceLog {
         let mut all = Vec::with_capacity(self.len());
         all.extend(std::mem::take(&mut self.old).into_events());
         all.extend(std::mem::take(&mut self.current).into_events());
+        (self.old_text, self.current_text) = (0, 0);
         self.generation += 1;
         all
     }
@@ -501,6 +547,9 @@ mod tests {
                 skipped: 19,
             },
         ];
+        kinds.push(TraceKind::DataPanicked {
+            message: "the data's PartialEq panicked".into(),
+        });
         kinds.extend(
             outcomes
                 .into_iter()
@@ -528,7 +577,7 @@ mod tests {
             let keys: Vec<CacheKey> = (0..4).map(|k| CacheKey::verbatim(format!("k({k})"))).collect();
             let mut known = [TraceKeyRef::default(); 4];
             let mut limit = first_limit;
-            let mut log = TraceLog::new(limit);
+            let mut log = TraceLog::new(limit, usize::MAX);
             let mut all = Vec::new();
             // How many of the newest events the log must hold.
             let mut owed = 0usize;
@@ -572,7 +621,7 @@ mod tests {
     #[test]
     fn every_kind_comes_back_as_it_was_recorded_read_or_taken() {
         let key = CacheKey::verbatim("a(1)");
-        let mut log = TraceLog::new(1_000);
+        let mut log = TraceLog::new(1_000, usize::MAX);
         let kinds = every_kind();
         for (n, kind) in kinds.iter().enumerate() {
             log.record(n as u64, &key, kind.clone());
@@ -586,7 +635,7 @@ mod tests {
     #[test]
     fn a_lower_limit_then_take_keeps_the_kinds_of_the_events_left() {
         let key = CacheKey::verbatim("a(1)");
-        let mut log = TraceLog::new(10);
+        let mut log = TraceLog::new(10, usize::MAX);
         let all: Vec<TraceKind> = (0..25).map(kind).collect();
         for (n, kind) in all.iter().enumerate() {
             log.record(n as u64, &key, kind.clone());
@@ -610,6 +659,7 @@ mod tests {
                 TraceKind::RequestRejected { .. }
                     | TraceKind::StreamSkipped { .. }
                     | TraceKind::StreamEnded { .. }
+                    | TraceKind::DataPanicked { .. }
                     | TraceKind::Updated {
                         patches: Some(_),
                         ..
@@ -654,7 +704,7 @@ mod tests {
     fn a_lower_limit_drops_the_oldest_events_at_once() {
         let key = CacheKey::verbatim("a(1)");
         for (before, after) in [(50, 3), (50, 1), (7, 5), (3, 40)] {
-            let mut log = TraceLog::new(before);
+            let mut log = TraceLog::new(before, usize::MAX);
             for n in 0..100 {
                 log.record(n, &key, kind(n));
             }
@@ -685,10 +735,51 @@ mod tests {
         }
     }
 
+    /// Item 1 of the hardening issue: the texts held stay within the byte budget whatever the
+    /// event limit, the newest events are the ones kept, and the count is exact.
+    #[test]
+    fn hardening_01_texts_held_stay_within_the_byte_budget() {
+        let key = CacheKey::verbatim("a(1)");
+        let budget = 8 * TRACE_TEXT_CAP;
+        let mut log = TraceLog::new(1_000, budget);
+        for n in 0..500u64 {
+            let text = "x".repeat((n as usize * 37) % (TRACE_TEXT_CAP + 1));
+            log.record(
+                n,
+                &key,
+                TraceKind::StreamSkipped {
+                    lifetime: 1,
+                    reason: text,
+                },
+            );
+            log.record(n, &key, TraceKind::RequestStarted { request: n });
+            let held = log.events();
+            let texts: usize = held.iter().map(|e| e.kind.text_len()).sum();
+            assert!(
+                log.text_bytes() <= budget,
+                "{} bytes at {n}",
+                log.text_bytes()
+            );
+            assert_eq!(texts, log.text_bytes(), "at {n}");
+            assert_eq!(held.last().map(|e| e.at_ms), Some(n));
+            // At least half the budget's worth of texts, or all of them, is kept.
+            assert!(held.len() >= 2 * (n as usize + 1) || texts >= budget / 2 - TRACE_TEXT_CAP);
+        }
+        // A lower budget drops the oldest at once; a higher one keeps what is held.
+        log.set_byte_budget(2 * TRACE_TEXT_CAP);
+        assert!(log.text_bytes() <= 2 * TRACE_TEXT_CAP);
+        log.set_byte_budget(usize::MAX);
+        let held = log.len();
+        log.record(500, &key, TraceKind::RequestStarted { request: 500 });
+        assert_eq!(log.len(), held + 1);
+        let _ = log.take();
+        assert_eq!(log.text_bytes(), 0);
+    }
+
     #[test]
     fn a_remembered_place_is_refreshed_in_a_new_generation() {
         let (a, b) = (CacheKey::verbatim("a(1)"), CacheKey::verbatim("b(1)"));
-        let mut log = TraceLog::new(2);
+        let mut log = TraceLog::new(2, usize::MAX);
         let mut known_a = TraceKeyRef::default();
         log.record_update_for(0, &a, &mut known_a, UpdateSource::Lifecycle);
         log.record(1, &b, kind(1));

@@ -29,6 +29,122 @@ mod log;
 
 pub(crate) use log::{TraceKeyRef, TraceLog};
 
+/// The most bytes of one text the trace keeps: an error's or a skip reason's display, a
+/// handler's failure or panic message. A peer controls these texts (a server's error body, a
+/// frame quoted in a schema error), so a longer one is cut on a `char` boundary and ends with a
+/// marker that gives its original length in bytes: `…[truncated, N bytes]`, the whole kept text
+/// (marker included) at most this long. Only what the trace records is cut: an entry's own
+/// error `E` is the caller's data and is stored whole.
+///
+/// ```
+/// use livecache::core::{Cache, CacheKey, EndpointConfig, LifetimeId, TraceKind, TRACE_TEXT_CAP};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// let reason = "a".repeat(1 << 20);
+/// cache.stream_skipped(0, &CacheKey::verbatim("a(1)"), LifetimeId(1), reason);
+/// let TraceKind::StreamSkipped { reason, .. } = &cache.trace()[0].kind else { unreachable!() };
+/// assert!(reason.len() <= TRACE_TEXT_CAP);
+/// assert!(reason.starts_with("aaa"));
+/// assert!(reason.ends_with("…[truncated, 1048576 bytes]"));
+/// ```
+pub const TRACE_TEXT_CAP: usize = 1024;
+
+/// `text` as the trace keeps it: whole if it fits in [`TRACE_TEXT_CAP`] bytes, else cut (see
+/// there).
+pub(crate) fn bound_text(text: String) -> String {
+    if text.len() <= TRACE_TEXT_CAP {
+        return text;
+    }
+    cut(&text, text.len())
+}
+
+/// The first bytes of a text of `total` bytes (more than the cap) that `prefix` begins, cut to
+/// leave room for the marker, on a `char` boundary, and the marker.
+fn cut(prefix: &str, total: usize) -> String {
+    let marker = format!("…[truncated, {total} bytes]");
+    let mut end = TRACE_TEXT_CAP
+        .saturating_sub(marker.len())
+        .min(prefix.len());
+    while !prefix.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut kept = String::with_capacity(end + marker.len());
+    kept.push_str(&prefix[..end]);
+    kept.push_str(&marker);
+    kept
+}
+
+/// [`bound_text`] of `value`'s display, without ever holding more than [`TRACE_TEXT_CAP`] bytes
+/// of it: a 100 MiB error body is counted, not copied.
+pub(crate) fn bounded_display(value: &dyn fmt::Display) -> String {
+    /// The text's first bytes (a prefix of it, at most the cap) and its length.
+    struct Bounded {
+        kept: String,
+        full: bool,
+        total: usize,
+    }
+    impl fmt::Write for Bounded {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.total = self.total.saturating_add(s.len());
+            if !self.full {
+                let room = TRACE_TEXT_CAP - self.kept.len();
+                let mut end = room.min(s.len());
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                self.kept.push_str(&s[..end]);
+                // Once a piece did not fit whole, nothing after it may follow (a prefix).
+                self.full = end < s.len();
+            }
+            Ok(())
+        }
+    }
+    let mut out = Bounded {
+        kept: String::new(),
+        full: false,
+        total: 0,
+    };
+    // A `Display` that fails is kept as far as it wrote.
+    let _ = fmt::Write::write_fmt(&mut out, format_args!("{value}"));
+    if out.total <= TRACE_TEXT_CAP {
+        out.kept
+    } else {
+        cut(&out.kept, out.total)
+    }
+}
+
+impl HandlerOutcome {
+    /// The outcome with its text bounded as the trace keeps it.
+    pub(crate) fn bounded(self) -> Self {
+        match self {
+            HandlerOutcome::Finished => HandlerOutcome::Finished,
+            HandlerOutcome::Failed { error } => HandlerOutcome::Failed {
+                error: bound_text(error),
+            },
+            HandlerOutcome::Panicked { message } => HandlerOutcome::Panicked {
+                message: bound_text(message),
+            },
+        }
+    }
+}
+
+impl TraceKind {
+    /// The bytes of text this kind holds (its error, reason or outcome text).
+    pub(crate) fn text_len(&self) -> usize {
+        match self {
+            TraceKind::RequestRejected { error: text, .. }
+            | TraceKind::StreamSkipped { reason: text, .. }
+            | TraceKind::StreamEnded { reason: text, .. }
+            | TraceKind::DataPanicked { message: text }
+            | TraceKind::LifecycleEnded {
+                outcome:
+                    HandlerOutcome::Failed { error: text } | HandlerOutcome::Panicked { message: text },
+                ..
+            } => text.len(),
+            _ => 0,
+        }
+    }
+}
+
 /// How much the core records (SPEC R23).
 ///
 /// The default, [`Recording::Events`], never computes patches, so it adds nothing proportional to
@@ -282,6 +398,13 @@ pub enum TraceKind {
         /// Items skipped.
         skipped: u64,
     },
+    /// The data type's own code (its `PartialEq` or `Serialize`, say) panicked while the core
+    /// compared or serialised the entry's data; the panic was contained and the entry kept
+    /// (see `docs/semantics.md`, "Panics in the data type's code").
+    DataPanicked {
+        /// What panicked, and the panic message when it was a string.
+        message: String,
+    },
     /// The lifecycle handler of a lifetime ended (R16).
     LifecycleEnded {
         /// The lifetime.
@@ -421,6 +544,9 @@ impl fmt::Display for TraceKind {
                 f,
                 "stream_ended lifetime={lifetime} reason={reason:?} applied={applied} skipped={skipped}"
             ),
+            TraceKind::DataPanicked { message } => {
+                write!(f, "data_panicked message={message:?}")
+            }
             TraceKind::LifecycleEnded { lifetime, outcome } => {
                 write!(f, "lifecycle_ended lifetime={lifetime} {outcome}")
             }
