@@ -32,7 +32,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use crate::core::LifetimeId;
+use crate::core::cache::LifetimeId;
 
 /// Why a stream attachment ended.
 ///
