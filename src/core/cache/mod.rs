@@ -501,13 +501,19 @@ where
     /// assert!(cache.poll_effect().is_none());
     /// ```
     #[must_use = "an effect is the driver's to carry out; dropping it loses it"]
+    #[inline]
     pub fn poll_effect(&mut self) -> Option<Effect<D>> {
         let effect = self.effects.pop_front();
         if effect.is_none() && self.effects.capacity() > EFFECTS_KEPT {
-            // A burst (a reset of many entries) is over: give back what it grew the queue to.
-            self.effects.shrink_to(EFFECTS_KEPT);
+            self.shrink_effects();
         }
         effect
+    }
+
+    /// A burst (a reset of many entries) is over: give back what it grew the effect queue to.
+    #[cold]
+    fn shrink_effects(&mut self) {
+        self.effects.shrink_to(EFFECTS_KEPT);
     }
 
     /// The events recorded so far — the most recent ones: the trace is bounded, so that a

@@ -258,6 +258,7 @@ impl<D: PartialEq, E> Entries<D, E> {
         self.by_lifetime.insert(new, position);
     }
     /// `position` no longer holds an entry.
+    #[inline]
     pub(super) fn free_place(&mut self, position: usize) {
         if self.by_key.is_empty() {
             // Nothing live: start again from the front (the capacity is kept).
@@ -285,6 +286,7 @@ impl<D: PartialEq, E> Entries<D, E> {
             self.free.capacity(),
         ]
     }
+    #[inline]
     pub(super) fn remove_entry(&mut self, key: &CacheKey) -> Option<(CacheKey, Slot<D, E>)> {
         let position = self.by_key.remove(key)?;
         let (key, slot) = self.slots.get_mut(position)?.take()?;
@@ -292,6 +294,7 @@ impl<D: PartialEq, E> Entries<D, E> {
         self.free_place(position);
         Some((key, slot))
     }
+    #[inline]
     pub(super) fn remove(&mut self, key: &CacheKey) -> Option<Slot<D, E>> {
         self.remove_entry(key).map(|(_, slot)| slot)
     }
