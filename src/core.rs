@@ -44,6 +44,9 @@ mod patch;
 mod status;
 mod trace;
 
+#[cfg(test)]
+mod observed_details;
+
 pub use attachment::{Attachment, Finish, FirstData, Received, StreamEnd, StreamEndReason};
 pub use cache::{
     Cache, CacheConfig, DEFAULT_TRACE_BYTE_BUDGET, DEFAULT_TRACE_LIMIT, Effect, EndpointId,

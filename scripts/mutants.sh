@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Mutation testing of the sans-IO core: cargo-mutants changes the code of src/core one mutation at
+# a time (an operator flipped, a return value replaced, a body emptied) and runs the core's own
+# tests against each: its unit tests, the model comparison (property tests and the exhaustive
+# check), the rule traces, the fuzz corpus replay and the core's hardening tests. A mutant no test
+# notices is a gap in the proof (or an equivalent mutant: docs/testing.md, "Mutation testing").
+#
+#   scripts/mutants.sh            every mutant of src/core (several hours on two cores)
+#   scripts/mutants.sh --list     the mutants only, nothing run
+#   scripts/mutants.sh -f 'src/core/cache/deadlines.rs'   one file (extra cargo-mutants flags)
+#
+# Results go to mutants.out/ (caught.txt, missed.txt, timeout.txt, unviable.txt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo-mutants >/dev/null 2>&1; then
+  cargo install --locked cargo-mutants
+fi
+
+# The test binaries' filters: the core's unit tests and the integration modules that check it.
+filters=(core:: model_equivalence:: exhaustive:: rule_traces:: fuzz_corpus:: fuzz_findings:: hardening_core::)
+
+files=(--file 'src/core.rs' --file 'src/core/**/*.rs')
+for arg in "$@"; do
+  case "$arg" in
+    -f | --file) files=() ;;
+  esac
+done
+
+exec cargo mutants --package livecache "${files[@]}" "$@" -- --lib --test it -- "${filters[@]}"

@@ -1,0 +1,170 @@
+//! Unit tests of details the model comparison does not observe: small public behaviours (texts,
+//! conversions, predicates) and effects the harness only drains. Each pins a change that a
+//! mutation of the code made without any other core test failing.
+
+use std::time::Duration;
+
+use crate::core::cache::{Cache, CacheConfig, Effect, EndpointId, LifetimeId, RequestId};
+use crate::core::config::{EndpointConfig, Keep, Refetch};
+use crate::core::key::CacheKey;
+use crate::core::patch::{Patch, PatchSet};
+use crate::core::status::{Phase, Status};
+use crate::core::trace::HandlerOutcome;
+
+fn effects(cache: &mut Cache<Vec<u8>>) -> Vec<Effect<Vec<u8>>> {
+    std::iter::from_fn(|| cache.poll_effect()).collect()
+}
+
+#[test]
+fn endpoint_names_and_emptiness_are_reported() {
+    let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+    assert!(cache.is_empty());
+    assert_eq!(cache.endpoint_name(EndpointId(0)), None);
+    let a = cache.add_endpoint("alpha", EndpointConfig::default());
+    let Ok(a) = a else {
+        panic!("a new name is accepted");
+    };
+    assert_eq!(cache.endpoint_name(a), Some("alpha"));
+    assert!(cache.is_empty());
+    let key = CacheKey::verbatim("alpha(1)");
+    assert_eq!(cache.upsert(0, a, &key, vec![1]), Ok(()));
+    assert!(!cache.is_empty());
+}
+
+/// A patch on a Streaming entry is a visible change: subscribers are told (the data's version
+/// moves on; a bump that left it equal would notify no one).
+#[test]
+fn a_patch_on_a_streaming_entry_notifies_its_subscribers() {
+    let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+    let Ok(ep) = cache.add_endpoint("a", EndpointConfig::default()) else {
+        panic!("a new name is accepted");
+    };
+    let key = CacheKey::verbatim("a(1)");
+    assert_eq!(cache.upsert(0, ep, &key, vec![1]), Ok(()));
+    assert_eq!(cache.stream_attached(1, LifetimeId(1), 0), Ok(()));
+    assert_eq!(cache.entry(&key).map(|e| e.phase), Some(Phase::Streaming));
+    effects(&mut cache);
+    for (at, value) in [(2, 7), (3, 8)] {
+        let patch: Patch = serde_json::from_value(serde_json::json!([
+            { "op": "add", "path": "/-", "value": value }
+        ]))
+        .unwrap_or_else(|e| panic!("a valid patch: {e}"));
+        assert_eq!(cache.patch_query_data(at, &key, &patch), Ok(()));
+        assert_eq!(effects(&mut cache), [Effect::Notify { key: key.clone() }]);
+    }
+}
+
+/// Data-loaded is resolved only for an endpoint with a lifecycle handler (nobody waits on
+/// the others).
+#[test]
+fn data_loaded_is_resolved_only_for_endpoints_with_a_handler() {
+    let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+    let with = cache.add_endpoint(
+        "with",
+        EndpointConfig {
+            keep: None,
+            has_lifecycle: true,
+        },
+    );
+    let without = cache.add_endpoint("without", EndpointConfig::default());
+    let (Ok(with), Ok(without)) = (with, without) else {
+        panic!("two new names are accepted");
+    };
+    for (ep, name, handler) in [(with, "with(1)", true), (without, "without(1)", false)] {
+        let key = CacheKey::verbatim(name);
+        assert!(cache.subscribe(0, ep, &key, Refetch::IfMissing).is_ok());
+        let request = effects(&mut cache).into_iter().find_map(|e| match e {
+            Effect::StartRequest { request, .. } => Some(request),
+            _ => None,
+        });
+        cache.fulfil(1, &key, request.unwrap_or(RequestId(0)), vec![1]);
+        let resolved = effects(&mut cache)
+            .iter()
+            .any(|e| matches!(e, Effect::ResolveDataLoaded { .. }));
+        assert_eq!(resolved, handler, "{name}");
+    }
+}
+
+/// Attaching a stream moves a Loaded entry to Streaming; a Loading one has no data to stream
+/// into, and an ended lifetime is not live.
+#[test]
+fn stream_attached_moves_loaded_to_streaming_and_refuses_the_rest() {
+    use crate::core::cache::UpdateRefused;
+    let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+    let Ok(ep) = cache.add_endpoint("a", EndpointConfig::default()) else {
+        panic!("a new name is accepted");
+    };
+    let loading = CacheKey::verbatim("a(1)");
+    assert!(cache.subscribe(0, ep, &loading, Refetch::IfMissing).is_ok());
+    assert_eq!(
+        cache.stream_attached(1, LifetimeId(1), 0),
+        Err(UpdateRefused::NotLoaded)
+    );
+    assert_eq!(cache.entry(&loading).map(|e| e.phase), Some(Phase::Loading));
+    let loaded = CacheKey::verbatim("a(2)");
+    assert_eq!(cache.upsert(2, ep, &loaded, vec![1]), Ok(()));
+    assert_eq!(cache.entry(&loaded).map(|e| e.phase), Some(Phase::Loaded));
+    assert_eq!(cache.stream_attached(3, LifetimeId(2), 0), Ok(()));
+    assert_eq!(cache.entry(&loaded).map(|e| e.phase), Some(Phase::Streaming));
+    assert!(cache.remove(4, &loaded));
+    assert_eq!(
+        cache.stream_attached(5, LifetimeId(2), 0),
+        Err(UpdateRefused::NotLive)
+    );
+}
+
+#[test]
+fn keep_seconds_are_milliseconds_times_a_thousand() {
+    assert_eq!(Keep::seconds(2.0), Keep::For(2_000));
+    assert_eq!(Keep::seconds(0.5), Keep::For(500));
+    assert_eq!(Keep::seconds(60.0), Keep::For(60_000));
+}
+
+#[test]
+fn a_duration_refetches_data_at_least_that_old() {
+    assert_eq!(
+        Refetch::from(Duration::from_millis(1_500)),
+        Refetch::IfOlderThan(1_500)
+    );
+    assert_eq!(
+        Refetch::from(Duration::from_secs(3)),
+        Refetch::IfOlderThan(3_000)
+    );
+}
+
+#[test]
+fn a_cache_key_equals_its_text() {
+    let key = CacheKey::verbatim("a(1)");
+    assert!(key == *"a(1)");
+    assert!(key != *"a(2)");
+    assert!(key == "a(1)".to_string());
+    assert!(key != "a(2)".to_string());
+}
+
+#[test]
+fn a_patch_set_is_empty_only_without_patches_either_way() {
+    assert!(PatchSet::default().is_empty());
+    let set = PatchSet::between(&serde_json::json!([1]), &serde_json::json!([1, 2]));
+    assert!(!set.is_empty());
+}
+
+#[test]
+fn statuses_and_handler_outcomes_read_as_words() {
+    let statuses = [
+        Status::Uninitialized,
+        Status::Pending,
+        Status::Fulfilled,
+        Status::Rejected,
+    ];
+    let texts: Vec<String> = statuses.iter().map(ToString::to_string).collect();
+    assert_eq!(texts, ["uninitialized", "pending", "fulfilled", "rejected"]);
+    assert_eq!(HandlerOutcome::Finished.to_string(), "finished");
+    let failed = HandlerOutcome::Failed {
+        error: "refused".into(),
+    };
+    assert_eq!(failed.to_string(), "failed: refused");
+    let panicked = HandlerOutcome::Panicked {
+        message: "boom".into(),
+    };
+    assert_eq!(panicked.to_string(), "panicked: boom");
+}
