@@ -105,7 +105,10 @@ fn stream_attached_moves_loaded_to_streaming_and_refuses_the_rest() {
     assert_eq!(cache.upsert(2, ep, &loaded, vec![1]), Ok(()));
     assert_eq!(cache.entry(&loaded).map(|e| e.phase), Some(Phase::Loaded));
     assert_eq!(cache.stream_attached(3, LifetimeId(2), 0), Ok(()));
-    assert_eq!(cache.entry(&loaded).map(|e| e.phase), Some(Phase::Streaming));
+    assert_eq!(
+        cache.entry(&loaded).map(|e| e.phase),
+        Some(Phase::Streaming)
+    );
     assert!(cache.remove(4, &loaded));
     assert_eq!(
         cache.stream_attached(5, LifetimeId(2), 0),
