@@ -140,8 +140,9 @@ fn a_cache_key_equals_its_text() {
     let key = CacheKey::verbatim("a(1)");
     assert!(key == *"a(1)");
     assert!(key != *"a(2)");
-    assert!(key == "a(1)".to_string());
-    assert!(key != "a(2)".to_string());
+    let (same, other) = (String::from("a(1)"), String::from("a(2)"));
+    assert!(key == same);
+    assert!(key != other);
 }
 
 #[test]
