@@ -19,7 +19,7 @@ use livecache::core::{
     UpdateRefused as CoreUpdateError,
 };
 use livecache::core::{CacheKey, default_key};
-use livecache::core::{Recording, TraceEvent};
+use livecache::core::{Recording, TraceEvent, TraceKind};
 use livecache_model::{
     Config, Data, KeyRef, Model, Observation, Op, OpResult, PatchError, Recipe, STREAM_FAILURE,
     STREAM_SKIP_REASON, StreamObservation, UpdateError,
@@ -38,6 +38,11 @@ pub struct CoreUnderTest {
     /// Time let pass with no tick ([`Op::Late`]): the next op is driven at the core's time plus
     /// this, with no `handle_timeout` before it.
     late: u64,
+    /// The effects the last op queued (and the stream attachments' part of carrying them out
+    /// queued in turn), in queue order, for [`compare`].
+    effects: Vec<Effect<Data>>,
+    /// How many of the model's trace events [`compare`] has already matched with effects.
+    events_matched: std::cell::Cell<usize>,
 }
 
 /// Run a model [`Recipe`] on a core draft: the same change `Recipe::apply` makes to plain data,
@@ -93,6 +98,8 @@ impl CoreUnderTest {
             endpoints,
             streams: BTreeMap::new(),
             late: 0,
+            effects: Vec::new(),
+            events_matched: std::cell::Cell::new(0),
         }
     }
 
@@ -245,6 +252,7 @@ impl CoreUnderTest {
                 OpResult::Done(self.stream_finish(now, *lifetime, *failed))
             }
         };
+        self.effects.clear();
         self.carry_out_effects();
         result
     }
@@ -257,6 +265,7 @@ impl CoreUnderTest {
         // queued, so popping one at a time keeps the queue order.
         while let Some(effect) = self.cache.poll_effect() {
             let now = self.cache.now();
+            self.effects.push(effect.clone());
             match effect {
                 Effect::ResolveDataLoaded { lifetime, .. } => {
                     if self.streams.contains_key(&lifetime.0) {
@@ -538,7 +547,88 @@ pub fn compare(
             core.next_deadline()
         ));
     }
+    // The effects: what the driver is asked to do follows from what happened (the model's new
+    // trace events), notifications aside (the core coalesces them by its own visible-change
+    // rule, which the model does not state).
+    let events = model
+        .trace()
+        .get(core.events_matched.get()..)
+        .unwrap_or_default();
+    core.events_matched.set(model.trace().len());
+    let expected: Vec<Asked> = events
+        .iter()
+        .filter_map(|event| asked_for(model.config(), event))
+        .collect();
+    let queued: Vec<Asked> = core.effects.iter().filter_map(Asked::from_effect).collect();
+    if expected != queued {
+        return Err(format!(
+            "step {step} {op:?}: effects differ\n model: {expected:?}\n core:  {queued:?}"
+        ));
+    }
     Ok(())
+}
+
+/// An effect as the comparison sees it: what the driver is asked to do, for which key and
+/// lifetime or request (the first data itself is compared through the observations).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Asked {
+    StartLifecycle(String, u64),
+    StartRequest(String, u64),
+    AbortRequest(String, u64),
+    ResolveDataLoaded(u64, Option<u64>),
+    EntryRemoved(String, u64, bool),
+}
+
+impl Asked {
+    fn from_effect(effect: &Effect<Data>) -> Option<Asked> {
+        Some(match effect {
+            Effect::StartLifecycle { key, lifetime } => {
+                Asked::StartLifecycle(key.to_string(), lifetime.0)
+            }
+            Effect::StartRequest { key, request } => {
+                Asked::StartRequest(key.to_string(), request.0)
+            }
+            Effect::AbortRequest { key, request } => {
+                Asked::AbortRequest(key.to_string(), request.0)
+            }
+            Effect::ResolveDataLoaded {
+                lifetime, request, ..
+            } => Asked::ResolveDataLoaded(lifetime.0, request.map(|r| r.0)),
+            Effect::EntryRemoved {
+                key,
+                lifetime,
+                loaded,
+            } => Asked::EntryRemoved(key.to_string(), lifetime.0, *loaded),
+            _ => return None,
+        })
+    }
+}
+
+/// What the driver must be asked to do when `event` happens (R1, R5, R7, R12–R14): start a
+/// lifecycle handler or a request, abort one, resolve data-loaded (only for an endpoint with a
+/// handler: nobody else waits for it), report a removal.
+fn asked_for(config: &Config, event: &TraceEvent) -> Option<Asked> {
+    let key = event.key.to_string();
+    Some(match &event.kind {
+        TraceKind::LifecycleStarted { lifetime } => Asked::StartLifecycle(key, *lifetime),
+        TraceKind::RequestStarted { request } => Asked::StartRequest(key, *request),
+        TraceKind::RequestAborted { request } => Asked::AbortRequest(key, *request),
+        TraceKind::DataLoaded { lifetime, request } => {
+            let endpoint = key.split('(').next().unwrap_or_default();
+            let has_handler = config
+                .endpoints
+                .iter()
+                .any(|spec| spec.name == endpoint && spec.lifecycle);
+            if !has_handler {
+                return None;
+            }
+            Asked::ResolveDataLoaded(*lifetime, *request)
+        }
+        TraceKind::EntryRemoved {
+            lifetime, loaded, ..
+        } => Asked::EntryRemoved(key, *lifetime, *loaded),
+        _ => return None,
+    })
 }
 
 /// The model's "the caller asks for the patch set" as the core's [`Patches`].
