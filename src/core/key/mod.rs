@@ -102,6 +102,12 @@ use serde::ser::{SerializeMap, Serializer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod canonical;
+mod finite;
+
+pub use canonical::canonical_json;
+use canonical::write_canonical;
+
 /// The text written for a top-level null argument, as RTK writes a top-level `undefined`.
 const UNDEFINED: &str = "undefined";
 
@@ -599,12 +605,6 @@ impl From<i128> for BigInt {
         Self(value)
     }
 }
-
-mod canonical;
-mod finite;
-
-pub use canonical::canonical_json;
-use canonical::write_canonical;
 
 #[cfg(test)]
 mod tests {
