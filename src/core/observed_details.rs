@@ -172,3 +172,21 @@ fn statuses_and_handler_outcomes_read_as_words() {
     };
     assert_eq!(panicked.to_string(), "panicked: boom");
 }
+
+/// Notifications coalesce while undrained: a second change of the same key right after its
+/// notification adds none, a change of another key adds its own.
+#[test]
+fn back_to_back_notifications_coalesce_per_key() {
+    let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+    let Ok(ep) = cache.add_endpoint("a", EndpointConfig::default()) else {
+        panic!("a new name is accepted");
+    };
+    let (one, two) = (CacheKey::verbatim("a(1)"), CacheKey::verbatim("a(2)"));
+    assert!(cache.upsert(0, ep, &one, vec![1]).is_ok());
+    assert!(cache.upsert(1, ep, &one, vec![2]).is_ok());
+    assert!(cache.upsert(2, ep, &two, vec![3]).is_ok());
+    assert_eq!(
+        effects(&mut cache),
+        [Effect::Notify { key: one }, Effect::Notify { key: two }]
+    );
+}
