@@ -41,7 +41,6 @@ use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -52,11 +51,19 @@ use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::error::UrlError;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures::{Stream, StreamExt};
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::DeserializeOwned;
 
 use crate::runtime::StreamError;
 
+mod decoder;
+mod error;
+mod stats;
 mod transport;
+
+pub use decoder::Decoder;
+pub use error::WsError;
+use stats::bump;
+pub use stats::{WsCounts, WsStats};
 use transport::{Backlog, Transport};
 
 /// The socket under a [`WsStream`].
@@ -377,296 +384,6 @@ impl<M: DeserializeOwned + Send + 'static> IntoFuture for Connect<M> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.open())
-    }
-}
-
-/// Why a frame was skipped, or why the stream ended.
-///
-/// ```
-/// use livecache::StreamError;
-/// use livecache::ws::WsError;
-/// assert!(!WsError::NotJson("expected value".into()).is_fatal());
-/// assert!(WsError::Closed { code: 1000, reason: "bye".into() }.is_fatal());
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum WsError {
-    /// Connecting failed (fatal).
-    #[error("websocket connect failed: {0}")]
-    Connect(String),
-    /// Connecting (the TCP connection and the handshake) took longer than the connect timeout
-    /// (fatal); the attempt is abandoned and its socket closed.
-    #[error("websocket connect timed out after {0:?}")]
-    Timeout(Duration),
-    /// A frame, text or binary, is not UTF-8 (skipped).
-    #[error("frame is not UTF-8")]
-    NotUtf8,
-    /// A frame is not JSON (skipped).
-    #[error("frame is not JSON: {0}")]
-    NotJson(String),
-    /// A frame is JSON but not a message (skipped).
-    #[error("frame does not match the message schema: {0}")]
-    Schema(String),
-    /// A message failed validation (skipped).
-    #[error("message failed validation")]
-    Invalid,
-    /// A frame exceeds the size limit (skipped).
-    #[error("frame of {size} bytes exceeds the {limit}-byte limit")]
-    TooLarge {
-        /// The frame's payload size.
-        size: usize,
-        /// The limit.
-        limit: usize,
-    },
-    /// The server does not read, and more than the write limit
-    /// ([`Connect::max_write_buffer_bytes`]) of replies — pongs, the close frame — waits for it
-    /// (fatal): the stream ends and the socket is closed.
-    #[error(
-        "the server is not reading: {unsent} bytes of replies wait to be sent, over the \
-         {limit}-byte write limit"
-    )]
-    Backlog {
-        /// The bytes waiting.
-        unsent: usize,
-        /// The limit.
-        limit: usize,
-    },
-    /// A frame or message over the connection's hard limit ([`hard_message_limit`]) was refused
-    /// before it was received whole (fatal): the stream ends and the socket is closed.
-    #[error(
-        "message of {size} bytes refused before it was received: over the connection's \
-         {limit}-byte hard limit"
-    )]
-    Refused {
-        /// The size announced by the frame's header (or reached by a fragmented message).
-        size: usize,
-        /// The hard limit.
-        limit: usize,
-    },
-    /// The server closed the connection (fatal).
-    #[error("server closed the connection ({code}{}{reason})", if reason.is_empty() { "" } else { ": " })]
-    Closed {
-        /// The close code (1005 when the server sent none).
-        code: u16,
-        /// The close reason.
-        reason: String,
-    },
-    /// The connection failed (fatal): a protocol error, a reset.
-    #[error("websocket failed: {0}")]
-    Failed(String),
-}
-
-impl StreamError for WsError {
-    fn is_fatal(&self) -> bool {
-        matches!(
-            self,
-            WsError::Connect(_)
-                | WsError::Timeout(_)
-                | WsError::Refused { .. }
-                | WsError::Backlog { .. }
-                | WsError::Closed { .. }
-                | WsError::Failed(_)
-        )
-    }
-}
-
-/// Counters of what a [`WsStream`] received, shared with the stream (read them while it runs).
-///
-/// ```
-/// let stats = livecache::ws::WsStats::default();
-/// assert_eq!(stats.snapshot().skipped(), 0);
-/// ```
-#[derive(Debug, Default)]
-pub struct WsStats {
-    messages: AtomicU64,
-    filtered: AtomicU64,
-    not_utf8: AtomicU64,
-    not_json: AtomicU64,
-    schema: AtomicU64,
-    invalid: AtomicU64,
-    too_large: AtomicU64,
-    control: AtomicU64,
-}
-
-/// A snapshot of [`WsStats`].
-///
-/// ```
-/// let counts = livecache::ws::WsCounts { not_json: 2, schema: 1, ..Default::default() };
-/// assert_eq!(counts.skipped(), 3);
-/// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct WsCounts {
-    /// Messages yielded.
-    pub messages: u64,
-    /// Messages dropped by the filter.
-    pub filtered: u64,
-    /// Frames, text or binary, that are not UTF-8.
-    pub not_utf8: u64,
-    /// Frames that are not JSON.
-    pub not_json: u64,
-    /// Frames that are JSON but not a message.
-    pub schema: u64,
-    /// Messages that failed validation.
-    pub invalid: u64,
-    /// Frames over the size limit.
-    pub too_large: u64,
-    /// Ping, pong and raw frames (answered or ignored).
-    pub control: u64,
-}
-
-impl WsCounts {
-    /// Frames skipped, for any reason.
-    ///
-    /// ```
-    /// assert_eq!(livecache::ws::WsCounts { too_large: 1, ..Default::default() }.skipped(), 1);
-    /// ```
-    pub fn skipped(&self) -> u64 {
-        [self.not_json, self.schema, self.invalid, self.too_large]
-            .into_iter()
-            .fold(self.not_utf8, u64::saturating_add)
-    }
-}
-
-impl WsStats {
-    /// The counters now.
-    ///
-    /// ```
-    /// assert_eq!(livecache::ws::WsStats::default().snapshot(), Default::default());
-    /// ```
-    pub fn snapshot(&self) -> WsCounts {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        WsCounts {
-            messages: get(&self.messages),
-            filtered: get(&self.filtered),
-            not_utf8: get(&self.not_utf8),
-            not_json: get(&self.not_json),
-            schema: get(&self.schema),
-            invalid: get(&self.invalid),
-            too_large: get(&self.too_large),
-            control: get(&self.control),
-        }
-    }
-}
-
-fn bump(counter: &AtomicU64) {
-    counter.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Turns frame payloads into messages: size limit, UTF-8, JSON, schema, validation, filter —
-/// counting every outcome. [`WsStream`] uses one; it is public so that frames from another
-/// transport (or a fuzzer) go through exactly the same checks.
-///
-/// ```
-/// use livecache::ws::{Decoder, WsError};
-/// let decoder = Decoder::<Vec<u8>>::new(16);
-/// assert_eq!(decoder.decode(b"[1, 2]", false), Some(Ok(vec![1, 2])));
-/// assert!(matches!(decoder.decode(b"[1,", false), Some(Err(WsError::NotJson(_)))));
-/// assert!(matches!(decoder.decode(&[0xff], true), Some(Err(WsError::NotUtf8))));
-/// assert_eq!(decoder.stats().snapshot().skipped(), 2);
-/// ```
-pub struct Decoder<M> {
-    validate: Option<Check<M>>,
-    filter: Option<Check<M>>,
-    max_message_bytes: usize,
-    stats: Arc<WsStats>,
-}
-
-impl<M: DeserializeOwned> Decoder<M> {
-    /// A decoder with a size limit and no validation or filter.
-    ///
-    /// ```
-    /// let decoder = livecache::ws::Decoder::<String>::new(1024);
-    /// ```
-    pub fn new(max_message_bytes: usize) -> Self {
-        Decoder {
-            validate: None,
-            filter: None,
-            max_message_bytes,
-            stats: Arc::default(),
-        }
-    }
-
-    /// Skip messages for which `valid` is false (counted as invalid).
-    ///
-    /// ```
-    /// let d = livecache::ws::Decoder::<u8>::new(8).with_validation(|n| *n < 10);
-    /// assert!(d.decode(b"12", false).is_some_and(|r| r.is_err()));
-    /// ```
-    pub fn with_validation(mut self, valid: impl Fn(&M) -> bool + Send + Sync + 'static) -> Self {
-        self.validate = Some(Arc::new(valid));
-        self
-    }
-
-    /// Drop messages for which `keep` is false (counted as filtered, not an error).
-    ///
-    /// ```
-    /// let d = livecache::ws::Decoder::<u8>::new(8).with_filter(|n| n % 2 == 0);
-    /// assert_eq!(d.decode(b"3", false), None);
-    /// ```
-    pub fn with_filter(mut self, keep: impl Fn(&M) -> bool + Send + Sync + 'static) -> Self {
-        self.filter = Some(Arc::new(keep));
-        self
-    }
-
-    /// The decoder's counters.
-    ///
-    /// ```
-    /// let d = livecache::ws::Decoder::<u8>::new(8);
-    /// d.decode(b"1", false);
-    /// assert_eq!(d.stats().snapshot().messages, 1);
-    /// ```
-    pub fn stats(&self) -> Arc<WsStats> {
-        Arc::clone(&self.stats)
-    }
-
-    /// Decode one data frame's payload. `binary`: the payload is not known to be UTF-8, so it
-    /// is checked (a [`WsStream`] passes `true` for every frame: text frames reach it as
-    /// binary, so that one that is not UTF-8 is skipped rather than failing the connection).
-    /// `None`: the message was filtered out. Never panics.
-    ///
-    /// ```
-    /// let d = livecache::ws::Decoder::<u8>::new(2);
-    /// assert!(matches!(d.decode(b"100", false), Some(Err(livecache::ws::WsError::TooLarge { .. }))));
-    /// ```
-    pub fn decode(&self, payload: &[u8], binary: bool) -> Option<Result<M, WsError>> {
-        let stats = &self.stats;
-        if payload.len() > self.max_message_bytes {
-            bump(&stats.too_large);
-            return Some(Err(WsError::TooLarge {
-                size: payload.len(),
-                limit: self.max_message_bytes,
-            }));
-        }
-        if binary && std::str::from_utf8(payload).is_err() {
-            bump(&stats.not_utf8);
-            return Some(Err(WsError::NotUtf8));
-        }
-        let message: M = match serde_json::from_slice(payload) {
-            Ok(message) => message,
-            // serde stops at the first error, a type error before a syntax error or the other
-            // way round, so its category does not tell the two apart; on this (rare) path, a
-            // second parse that only checks the syntax does.
-            Err(e) => match serde_json::from_slice::<IgnoredAny>(payload) {
-                Ok(_) => {
-                    bump(&stats.schema);
-                    return Some(Err(WsError::Schema(e.to_string())));
-                }
-                Err(syntax) => {
-                    bump(&stats.not_json);
-                    return Some(Err(WsError::NotJson(syntax.to_string())));
-                }
-            },
-        };
-        if self.validate.as_ref().is_some_and(|valid| !valid(&message)) {
-            bump(&stats.invalid);
-            return Some(Err(WsError::Invalid));
-        }
-        if self.filter.as_ref().is_some_and(|keep| !keep(&message)) {
-            bump(&stats.filtered);
-            return None;
-        }
-        bump(&stats.messages);
-        Some(Ok(message))
     }
 }
 
