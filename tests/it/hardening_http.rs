@@ -2,7 +2,7 @@
 //! (`hardening_NN_…`), and of a prefetch behaviour docs/api.md states. The servers are axum on loopback ports chosen by the system; every request
 //! count is small and every wait bounded (a few seconds at most), failing with what it waited for.
 
-use std::future::Future;
+use crate::common::waits::{STEP, TestResult, serve_http, within};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,32 +15,7 @@ use livecache::http::{HttpError, HttpQuery};
 use livecache::{Api, Data, Endpoint, Subscription};
 use serde_json::{Value, json};
 
-/// The most any single wait may take.
-const STEP: Duration = Duration::from_secs(5);
-
-type TestResult = Result<(), livecache::BoxError>;
-
 // ===== helpers =====
-
-/// Await `future`, failing (not hanging) after [`STEP`].
-async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(STEP, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("timed out after {STEP:?} waiting for {what}"),
-    }
-}
-
-/// Serve `app` on a loopback port chosen by the system; abort the handle to stop.
-async fn serve_http(
-    app: axum::Router,
-) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let addr = listener.local_addr()?;
-    let serving = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((addr, serving))
-}
 
 /// Wait until the subscription's entry is in `status` and no request is in flight.
 async fn wait_settled<T: Data>(sub: &Subscription<T>, status: Status) {

@@ -10,6 +10,7 @@
 //!
 //! Run them with `cargo test --test it hardening_ws`.
 
+use crate::common::waits::{TestResult, within};
 use std::future::Future;
 use std::time::Duration;
 
@@ -21,19 +22,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-
-type TestResult = Result<(), BoxError>;
-
-/// The most any single wait may take (on the paused clock).
-const STEP: Duration = Duration::from_secs(5);
-
-/// Await `future`, failing (not hanging) after [`STEP`].
-async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(STEP, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("timed out after {STEP:?} waiting for {what}"),
-    }
-}
 
 /// What a loopback server saw of one connection.
 #[derive(Debug, PartialEq, Eq)]

@@ -16,8 +16,8 @@
 #[path = "../../examples/chat/server.rs"]
 mod server;
 
+use crate::common::waits::{STEP, TestResult, serve_http, within};
 use std::fmt::Debug;
-use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,24 +32,12 @@ use livecache::{Api, Data, Endpoint, QueryError, Subscription};
 use serde::{Deserialize, Serialize};
 use server::{Channel, ChatServer, Message, Outgoing};
 
-/// The most any single wait may take.
-const STEP: Duration = Duration::from_secs(5);
 /// The sockets' frame size limit: larger frames are skipped.
 const MAX_BYTES: usize = 256;
 /// How long unused entries are kept when a test does not care.
 const KEEP_LONG: Duration = Duration::from_secs(60);
 
-type TestResult = Result<(), livecache::BoxError>;
-
 // ===== helpers =====
-
-/// Await `future`, failing (not hanging) after [`STEP`].
-async fn within<F: Future>(what: &str, future: F) -> F::Output {
-    match tokio::time::timeout(STEP, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("timed out after {STEP:?} waiting for {what}"),
-    }
-}
 
 /// Poll `done` every few milliseconds until it holds, failing after `limit`.
 async fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -1311,18 +1299,6 @@ fn get_path(base: &str) -> Result<Endpoint<String, Vec<Message>>, livecache::Box
         .query::<String, Vec<Message>>("get")
         .query_fn(http.get_json(|path: &String| path.clone()))
         .build()?)
-}
-
-/// Serve `app` on a loopback port chosen by the system; abort the handle to stop.
-async fn serve_http(
-    app: axum::Router,
-) -> std::io::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let addr = listener.local_addr()?;
-    let serving = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok((addr, serving))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,5 +3,6 @@
 #![allow(dead_code)]
 
 pub mod strategies;
+pub mod waits;
 
 pub use livecache_check::harness::*;
