@@ -269,50 +269,50 @@ impl ser::Serializer for Finder {
     }
 }
 
-impl ser::SerializeSeq for Items {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Stop> {
-        self.item(value)
-    }
-    fn end(self) -> Result<(), Stop> {
-        Ok(())
-    }
+/// The collections whose items are values only (sequences, tuples): each item is checked.
+macro_rules! items_of_values {
+    ($($trait:ident::$method:ident),* $(,)?) => {$(
+        impl ser::$trait for Items {
+            type Ok = ();
+            type Error = Stop;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Stop> {
+                self.item(value)
+            }
+            fn end(self) -> Result<(), Stop> {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Items {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Stop> {
-        self.item(value)
-    }
-    fn end(self) -> Result<(), Stop> {
-        Ok(())
-    }
+items_of_values! {
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field,
 }
 
-impl ser::SerializeTupleStruct for Items {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Stop> {
-        self.item(value)
-    }
-    fn end(self) -> Result<(), Stop> {
-        Ok(())
-    }
+/// The collections whose items are named fields (structs): each field is checked under its name.
+macro_rules! items_of_fields {
+    ($($trait:ident),* $(,)?) => {$(
+        impl ser::$trait for Items {
+            type Ok = ();
+            type Error = Stop;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                name: &'static str,
+                value: &T,
+            ) -> Result<(), Stop> {
+                self.field(name, value)
+            }
+            fn end(self) -> Result<(), Stop> {
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTupleVariant for Items {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Stop> {
-        self.item(value)
-    }
-    fn end(self) -> Result<(), Stop> {
-        Ok(())
-    }
-}
-
+items_of_fields! { SerializeStruct, SerializeStructVariant }
 impl ser::SerializeMap for Items {
     type Ok = ();
     type Error = Stop;
@@ -329,36 +329,6 @@ impl ser::SerializeMap for Items {
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Stop> {
         let key = std::mem::take(&mut self.key);
         self.field(&key, value)
-    }
-    fn end(self) -> Result<(), Stop> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStruct for Items {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        value: &T,
-    ) -> Result<(), Stop> {
-        self.field(name, value)
-    }
-    fn end(self) -> Result<(), Stop> {
-        Ok(())
-    }
-}
-
-impl ser::SerializeStructVariant for Items {
-    type Ok = ();
-    type Error = Stop;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        value: &T,
-    ) -> Result<(), Stop> {
-        self.field(name, value)
     }
     fn end(self) -> Result<(), Stop> {
         Ok(())
