@@ -119,14 +119,7 @@ impl CoreUnderTest {
         // Every op but `Late` and the stream ops takes the lateness with it
         // (`AdvanceToDeadline` only if it ticks); a stream op is the runtime's side, which tells
         // the cache the time only through what it applies or records, at the cache's own time.
-        let stream_op = matches!(
-            op,
-            Op::StreamAttach { .. }
-                | Op::StreamMessage { .. }
-                | Op::StreamSkip { .. }
-                | Op::StreamFinish { .. }
-        );
-        let late = if stream_op {
+        let late = if op.is_stream_op() {
             0
         } else {
             std::mem::take(&mut self.late)

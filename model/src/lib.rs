@@ -273,6 +273,20 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// Whether the op is one of the stream ops (R21): the runtime's side of an attachment, which
+    /// tells the cache the time only through what it applies or records.
+    pub fn is_stream_op(&self) -> bool {
+        matches!(
+            self,
+            Op::StreamAttach { .. }
+                | Op::StreamMessage { .. }
+                | Op::StreamSkip { .. }
+                | Op::StreamFinish { .. }
+        )
+    }
+}
+
 /// Why an update through a lifecycle handle was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum UpdateError {

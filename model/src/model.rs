@@ -310,10 +310,7 @@ impl Model {
             }
             // The stream ops are the runtime's side: they happen at `now`, and lateness waits for
             // the next op that tells the cache (the attachment tells it nothing of time itself).
-            Op::StreamAttach { .. }
-            | Op::StreamMessage { .. }
-            | Op::StreamSkip { .. }
-            | Op::StreamFinish { .. } => self.apply_at_now(op),
+            stream if stream.is_stream_op() => self.apply_at_now(stream),
             // Every other op happens when it arrives, at `now + late`: first the entries whose
             // deadline is strictly before that are removed, stamped at their deadlines (after a
             // tick nothing is, since a tick removes every deadline `<= now`).

@@ -313,6 +313,7 @@ macro_rules! items_of_fields {
 }
 
 items_of_fields! { SerializeStruct, SerializeStructVariant }
+
 impl ser::SerializeMap for Items {
     type Ok = ();
     type Error = Stop;
