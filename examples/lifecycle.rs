@@ -19,6 +19,7 @@ fn main() -> Result<(), KeyError> {
             EndpointConfig {
                 keep: None,
                 has_lifecycle: true,
+                versions: None,
             },
         )
         .expect("endpoint names are distinct");

@@ -42,18 +42,20 @@ pub(crate) mod ids;
 mod key;
 mod patch;
 mod status;
+mod stream_status;
 mod trace;
+mod version;
 
 #[cfg(test)]
 mod observed_details;
 
 pub use attachment::{Attachment, Finish, FirstData, Received, StreamEnd, StreamEndReason};
 pub use cache::{
-    Cache, CacheConfig, DEFAULT_TRACE_BYTE_BUDGET, DEFAULT_TRACE_LIMIT, Effect, EndpointId,
-    EntryView, KeyInUse, LifetimeId, LifetimePlace, NameTaken, Notify, PatchError, Patches,
-    RequestId, SubscriptionId, UpdateRefused, UpsertError,
+    Cache, CacheConfig, DEFAULT_TRACE_BYTE_BUDGET, DEFAULT_TRACE_LIMIT, Delivery, Effect,
+    EndpointId, EntryView, KeyInUse, LifetimeId, LifetimePlace, NameTaken, Notify, PatchError,
+    Patches, RequestId, SubscriptionId, UpdateRefused, UpsertError,
 };
-pub use config::{EndpointConfig, Keep, MAX_KEEP_MS, Refetch};
+pub use config::{EndpointConfig, Keep, MAX_KEEP_MS, Refetch, Resync, Versioning};
 pub use data::CacheData;
 pub use entry::{
     Added, AwaitingData, Draft, Entry, HasData, Live, Loaded, Loading, Removed, Started, State,
@@ -64,7 +66,9 @@ pub use key::{
 };
 pub use patch::{Patch, PatchSet};
 pub use status::{Phase, Status};
+pub use stream_status::StreamStatus;
 pub use trace::{
-    AddCause, HandlerOutcome, Recording, RemoveCause, TRACE_TEXT_CAP, TraceEvent, TraceKind,
+    AddCause, HandlerOutcome, Queue, Recording, RemoveCause, TRACE_TEXT_CAP, TraceEvent, TraceKind,
     UpdateSource,
 };
+pub use version::{Version, VersionParseError};

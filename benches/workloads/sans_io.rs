@@ -235,6 +235,7 @@ pub fn run(cfg: &Cfg) -> Result<Map<String, Value>, String> {
             EndpointConfig {
                 keep: None,
                 has_lifecycle: true,
+                versions: None,
             },
         )
         .expect("endpoint names are distinct");

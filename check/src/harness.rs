@@ -20,6 +20,7 @@ use livecache::core::{
 };
 use livecache::core::{CacheKey, default_key};
 use livecache::core::{Recording, TraceEvent, TraceKind};
+use livecache::core::{Resync, Version, Versioning};
 use livecache_model::{
     Config, Data, KeyRef, Model, Observation, Op, OpResult, PatchError, Recipe, STREAM_FAILURE,
     STREAM_SKIP_REASON, StreamObservation, UpdateError,
@@ -33,8 +34,11 @@ pub struct CoreUnderTest {
     /// Each endpoint's name and id, and whether it has a lifecycle handler (a live lifetime of
     /// such an endpoint has a handle to attach a stream with). Shared by the clones.
     endpoints: Arc<[(String, EndpointId, bool)]>,
-    /// The stream attached to a lifetime (until its attachment ends), with the lifetime's key.
-    streams: BTreeMap<u64, (CacheKey, Attachment<Recipe>)>,
+    /// The endpoints that declare versions.
+    versioned: Arc<[EndpointId]>,
+    /// The stream attached to a lifetime (until its attachment ends), with the lifetime's key:
+    /// its messages, each with its version if it has one.
+    streams: BTreeMap<u64, (CacheKey, Attachment<Message>)>,
     /// Time let pass with no tick ([`Op::Late`]): the next op is driven at the core's time plus
     /// this, with no `handle_timeout` before it.
     late: u64,
@@ -44,6 +48,9 @@ pub struct CoreUnderTest {
     /// How many of the model's trace events [`compare`] has already matched with effects.
     events_matched: std::cell::Cell<usize>,
 }
+
+/// A stream message as the harness's attachments hold it: its version, if any, and its recipe.
+type Message = (Option<u64>, Recipe);
 
 /// Run a model [`Recipe`] on a core draft: the same change `Recipe::apply` makes to plain data,
 /// taking mutable access exactly when the recipe "touches".
@@ -87,15 +94,32 @@ impl CoreUnderTest {
                         EndpointConfig {
                             keep,
                             has_lifecycle: spec.lifecycle,
+                            versions: spec.versions.map(|v| Versioning {
+                                contiguous: v.contiguous,
+                                resync: if v.resume {
+                                    Resync::Resume
+                                } else {
+                                    Resync::Refetch
+                                },
+                                max_queued: v.max_queued,
+                            }),
                         },
                     )
                     .expect("endpoint names are distinct");
                 (spec.name.clone(), id, spec.lifecycle)
             })
+            .collect::<Vec<_>>();
+        let versioned = config
+            .endpoints
+            .iter()
+            .zip(&endpoints)
+            .filter(|(spec, _)| spec.versions.is_some())
+            .map(|(_, (_, id, _))| *id)
             .collect();
         CoreUnderTest {
             cache,
-            endpoints,
+            endpoints: endpoints.into(),
+            versioned,
             streams: BTreeMap::new(),
             late: 0,
             effects: Vec::new(),
@@ -169,6 +193,38 @@ impl CoreUnderTest {
                     .fulfil(now, &k, RequestId(*request), data.clone());
                 OpResult::Unit
             }
+            Op::FulfilVersioned {
+                key,
+                request,
+                data,
+                watermark,
+            } => {
+                let (_, k) = self.key(*key);
+                let watermark = Version::new(*watermark);
+                self.cache
+                    .fulfil_versioned(now, &k, RequestId(*request), data.clone(), watermark);
+                OpResult::Unit
+            }
+            Op::UpsertVersioned {
+                key,
+                data,
+                watermark,
+            } => {
+                let (ep, k) = self.key(*key);
+                let watermark = Version::new(*watermark);
+                self.cache
+                    .upsert_versioned(now, ep, &k, data.clone(), watermark)
+                    .expect("the key is this endpoint's");
+                OpResult::Unit
+            }
+            Op::StreamReport { lifetime, report } => {
+                let status = report.status(now);
+                let reported = self.cache.stream_status(now, LifetimeId(*lifetime), status);
+                OpResult::Done(reported.is_ok())
+            }
+            Op::ResyncDone { lifetime } => {
+                OpResult::Done(self.cache.resync_done(now, LifetimeId(*lifetime)).is_ok())
+            }
             Op::Reject {
                 key,
                 request,
@@ -237,9 +293,11 @@ impl CoreUnderTest {
                 OpResult::Unit
             }
             Op::StreamAttach { lifetime } => OpResult::Done(self.stream_attach(now, *lifetime)),
-            Op::StreamMessage { lifetime, recipe } => {
-                OpResult::Done(self.stream_message(now, *lifetime, *recipe))
-            }
+            Op::StreamMessage {
+                lifetime,
+                recipe,
+                version,
+            } => OpResult::Done(self.stream_message(now, *lifetime, (*version, *recipe))),
             Op::StreamSkip { lifetime } => OpResult::Done(self.stream_skip(now, *lifetime)),
             Op::StreamFinish { lifetime, failed } => {
                 OpResult::Done(self.stream_finish(now, *lifetime, *failed))
@@ -271,7 +329,9 @@ impl CoreUnderTest {
                         self.end_stream(now, lifetime.0, reason);
                     }
                 }
-                Effect::StartRequest { .. }
+                // The runtime would ask the source to replay; here the ops are the source.
+                Effect::Resume { .. }
+                | Effect::StartRequest { .. }
                 | Effect::AbortRequest { .. }
                 | Effect::Notify { .. }
                 | Effect::StartLifecycle { .. } => {}
@@ -316,10 +376,15 @@ impl CoreUnderTest {
     /// What the runtime's `run` does once the handle has data: report the attachment with the
     /// number of held messages, apply them in order, then end if the stream finished meanwhile.
     fn go_live(&mut self, now: u64, lifetime: u64) {
+        let versioned = self.is_versioned(lifetime);
         let Some((_, attachment)) = self.streams.get_mut(&lifetime) else {
             return;
         };
-        let first = attachment.data_loaded();
+        let first = if versioned {
+            attachment.data_loaded_in_order(|(version, _)| version.map(Version::new))
+        } else {
+            attachment.data_loaded()
+        };
         if self
             .cache
             .stream_attached(now, LifetimeId(lifetime), first.held.len())
@@ -338,22 +403,33 @@ impl CoreUnderTest {
         }
     }
 
-    /// The runtime's `apply_burst`: apply `messages` in order, each an update through the
-    /// lifecycle handle without patches, stopping at the first refusal; count those applied.
+    /// The runtime's `apply_burst`: deliver `messages` in order — a versioned one on a
+    /// versioned endpoint through `stream_message` (R24–R26), any other as an update through the
+    /// lifecycle handle without patches — stopping at the first refusal; count those delivered.
     fn apply_messages(
         &mut self,
         now: u64,
         lifetime: u64,
-        messages: Vec<Recipe>,
+        messages: Vec<Message>,
     ) -> Result<(), StreamEndReason> {
         let mut applied = 0;
         let mut refused = false;
-        for recipe in messages {
-            let result =
-                self.cache
+        let versioned = self.is_versioned(lifetime);
+        for (version, recipe) in messages {
+            let result = match version.filter(|_| versioned) {
+                Some(version) => self
+                    .cache
+                    .stream_message(now, LifetimeId(lifetime), Version::new(version), move |d| {
+                        run_recipe(recipe, d)
+                    })
+                    .map(|_| ()),
+                None => self
+                    .cache
                     .update_cached(now, LifetimeId(lifetime), Patches::NotWanted, |d| {
                         run_recipe(recipe, d)
-                    });
+                    })
+                    .map(|_| ()),
+            };
             if result.is_err() {
                 refused = true;
                 break;
@@ -371,20 +447,27 @@ impl CoreUnderTest {
         }
     }
 
+    /// Whether `lifetime`'s entry is live and of a versioned endpoint.
+    fn is_versioned(&self, lifetime: u64) -> bool {
+        self.cache
+            .lifetime_entry(LifetimeId(lifetime))
+            .is_some_and(|e| self.versioned.contains(&e.endpoint))
+    }
+
     /// The attachment of `lifetime`, if one is attached and its stream is still read.
-    fn reading(&mut self, lifetime: u64) -> Option<&mut (CacheKey, Attachment<Recipe>)> {
+    fn reading(&mut self, lifetime: u64) -> Option<&mut (CacheKey, Attachment<Message>)> {
         self.streams
             .get_mut(&lifetime)
             .filter(|(_, attachment)| attachment.wants_items())
     }
 
     /// `StreamMessage`: the attachment decides: held, or applied now.
-    fn stream_message(&mut self, now: u64, lifetime: u64, recipe: Recipe) -> bool {
+    fn stream_message(&mut self, now: u64, lifetime: u64, message: Message) -> bool {
         let Some((_, attachment)) = self.reading(lifetime) else {
             return false;
         };
-        if let Received::Apply(recipe) = attachment.message(recipe)
-            && let Err(reason) = self.apply_messages(now, lifetime, vec![recipe])
+        if let Received::Apply(message) = attachment.message(message)
+            && let Err(reason) = self.apply_messages(now, lifetime, vec![message])
         {
             self.end_stream(now, lifetime, reason);
         }
@@ -430,14 +513,8 @@ impl CoreUnderTest {
             return;
         };
         let end = attachment.end(reason);
-        self.cache.stream_ended(
-            now,
-            &key,
-            LifetimeId(lifetime),
-            end.reason.to_string(),
-            end.applied,
-            end.skipped,
-        );
+        self.cache
+            .stream_ended(now, &key, LifetimeId(lifetime), &end);
     }
 
     /// Every live entry as an observer sees it, sorted by key string.
@@ -469,6 +546,8 @@ impl CoreUnderTest {
                             reading: attachment.wants_items(),
                         }
                     }),
+                    stream_status: e.stream,
+                    watermark: e.watermark,
                 })
             })
             .collect()
@@ -570,6 +649,7 @@ enum Asked {
     AbortRequest(String, u64),
     ResolveDataLoaded(u64, Option<u64>),
     EntryRemoved(String, u64, bool),
+    Resume(String, u64, Option<Version>),
 }
 
 impl Asked {
@@ -592,6 +672,11 @@ impl Asked {
                 lifetime,
                 loaded,
             } => Asked::EntryRemoved(key.to_string(), lifetime.0, *loaded),
+            Effect::Resume {
+                key,
+                lifetime,
+                from,
+            } => Asked::Resume(key.to_string(), lifetime.0, *from),
             _ => return None,
         })
     }
@@ -620,6 +705,11 @@ fn asked_for(config: &Config, event: &TraceEvent) -> Option<Asked> {
         TraceKind::EntryRemoved {
             lifetime, loaded, ..
         } => Asked::EntryRemoved(key, *lifetime, *loaded),
+        TraceKind::ResyncStarted {
+            lifetime,
+            policy: Resync::Resume,
+            from,
+        } => Asked::Resume(key, *lifetime, *from),
         _ => return None,
     })
 }

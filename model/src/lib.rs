@@ -15,9 +15,9 @@ mod invariants;
 mod model;
 
 pub use invariants::check_invariants;
-pub use model::{Deadline, Entry, Model, Snapshot, Stream, trace_text};
+pub use model::{Deadline, Entry, Live, Model, Snapshot, Stream, trace_text};
 
-use livecache::core::{PatchSet, Phase, Refetch, Status};
+use livecache::core::{PatchSet, Phase, Refetch, Status, StreamStatus, Version};
 use serde::{Deserialize, Serialize};
 
 /// RFC 6902 patches for a `Vec<u8>`: some apply, some fail an operation, some break the schema.
@@ -57,6 +57,20 @@ pub struct EndpointSpec {
     pub keep_ms: Option<u64>,
     /// Whether it has an `on_cache_entry_added` handler.
     pub lifecycle: bool,
+    /// Whether its messages and snapshots carry versions (R24–R27, R33); `None`: unversioned.
+    #[serde(default)]
+    pub versions: Option<VersionSpec>,
+}
+
+/// How a versioned endpoint of the model keeps its messages in order (R24–R27, R33).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct VersionSpec {
+    /// Each message's version is the previous one's plus one: one further ahead is a gap (R26).
+    pub contiguous: bool,
+    /// A resync resumes the source from the watermark's next version (else it refetches).
+    pub resume: bool,
+    /// The most messages held across a gap, and the most kept for a rebase (R33).
+    pub max_queued: usize,
 }
 
 /// The model's configuration.
@@ -76,6 +90,7 @@ impl Config {
             name: name.to_string(),
             keep_ms,
             lifecycle,
+            versions: None,
         };
         Config {
             endpoints: vec![
@@ -85,6 +100,30 @@ impl Config {
             ],
             record_patches,
         }
+    }
+
+    /// The standard universe and three versioned endpoints, each with a lifecycle and queues of
+    /// at most 2 messages: `v` (keep 60 s, contiguous, resyncs by refetch), `r` (keep never,
+    /// contiguous, resyncs by resuming) and `n` (keep 60 s, not contiguous: no gaps, only
+    /// stale messages and the refetch rebase).
+    pub fn versioned(record_patches: bool) -> Config {
+        let mut config = Config::standard(record_patches);
+        let ep = |name: &str, keep_ms, contiguous, resume| EndpointSpec {
+            name: name.to_string(),
+            keep_ms,
+            lifecycle: true,
+            versions: Some(VersionSpec {
+                contiguous,
+                resume,
+                max_queued: 2,
+            }),
+        };
+        config.endpoints.extend([
+            ep("v", Some(60_000), true, false),
+            ep("r", None, true, true),
+            ep("n", Some(60_000), false, false),
+        ]);
+        config
     }
 
     /// The cache key of a [`KeyRef`]: `name(arg)`.
@@ -250,12 +289,17 @@ pub enum Op {
         lifetime: u64,
     },
     /// The stream attached to `lifetime` delivers a message, applied as `recipe` (an update
-    /// through the lifecycle handle without patches), now or once the first data lands.
+    /// through the lifecycle handle without patches), now or once the first data lands. On a
+    /// versioned endpoint a message with a version follows R24–R26 (`None` there, or a version
+    /// on an unversioned endpoint: applied as an unversioned message).
     StreamMessage {
         /// The lifetime the stream is attached to.
         lifetime: u64,
         /// What the message does to the data.
         recipe: Recipe,
+        /// Its version.
+        #[serde(default)]
+        version: Option<u64>,
     },
     /// The stream attached to `lifetime` yields a bad frame: skipped, counted and traced with
     /// [`STREAM_SKIP_REASON`] (R22); the stream goes on.
@@ -271,6 +315,70 @@ pub enum Op {
         /// Whether it failed (else it ended).
         failed: bool,
     },
+    /// A request result with data and its watermark (R24, R27); on an unversioned endpoint the
+    /// watermark is ignored.
+    FulfilVersioned {
+        /// The key the result is for.
+        key: KeyRef,
+        /// The request id (current or stale).
+        request: u64,
+        /// The data.
+        data: Data,
+        /// The snapshot's watermark.
+        watermark: u64,
+    },
+    /// `upsert_query_data` with a watermark (R20, R24).
+    UpsertVersioned {
+        /// The key.
+        key: KeyRef,
+        /// The data.
+        data: Data,
+        /// The snapshot's watermark.
+        watermark: u64,
+    },
+    /// The source of `lifetime`'s stream reports its status (R28).
+    StreamReport {
+        /// The lifetime.
+        lifetime: u64,
+        /// What it reports.
+        report: Report,
+    },
+    /// The source of `lifetime`'s stream replayed what a resume asked for (R26, R33).
+    ResyncDone {
+        /// The lifetime.
+        lifetime: u64,
+    },
+}
+
+/// A status a stream's source reports (R28); `Ended` and `Failed` come with
+/// [`Op::StreamFinish`].
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Report {
+    /// `Connecting`.
+    Connecting,
+    /// `Live`.
+    Live,
+    /// `Reconnecting { attempt: 1, since_ms: now, last_error: STREAM_LOST }`.
+    Reconnecting,
+}
+
+/// The `last_error` of every reported `Reconnecting` ([`Report::Reconnecting`]).
+pub const STREAM_LOST: &str = "connection lost";
+
+impl Report {
+    /// The stream status reported at `now`.
+    pub fn status(self, now: u64) -> StreamStatus {
+        match self {
+            Report::Connecting => StreamStatus::Connecting,
+            Report::Live => StreamStatus::Live,
+            Report::Reconnecting => StreamStatus::Reconnecting {
+                attempt: 1,
+                since_ms: now,
+                last_error: STREAM_LOST.to_string(),
+            },
+        }
+    }
 }
 
 impl Op {
@@ -283,6 +391,8 @@ impl Op {
                 | Op::StreamMessage { .. }
                 | Op::StreamSkip { .. }
                 | Op::StreamFinish { .. }
+                | Op::StreamReport { .. }
+                | Op::ResyncDone { .. }
         )
     }
 }
@@ -352,6 +462,10 @@ pub struct Observation {
     /// The message stream attached to the lifetime, as its driver sees it (R21); `None` when
     /// none is attached (never was, or it ended).
     pub stream: Option<StreamObservation>,
+    /// The stream status (R28).
+    pub stream_status: StreamStatus,
+    /// The watermark, on a versioned endpoint (R24).
+    pub watermark: Option<Version>,
 }
 
 /// What the driver of an attached stream sees of it (R21).

@@ -8,13 +8,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use livecache::core::{AddCause, RemoveCause, TraceEvent, TraceKind, UpdateSource};
-use livecache::core::{MAX_KEEP_MS, PatchSet, Phase, Refetch, Status, TRACE_TEXT_CAP};
+use livecache::core::{AddCause, RemoveCause, StreamStatus, TraceEvent, TraceKind, UpdateSource};
+use livecache::core::{MAX_KEEP_MS, PatchSet, Phase, Refetch, Status, TRACE_TEXT_CAP, Version};
 
 use crate::{
     Config, Data, KeyRef, Observation, Op, OpResult, PatchError, Recipe, STREAM_FAILURE,
     STREAM_SKIP_REASON, StreamObservation, UpdateError,
 };
+
+mod live;
 
 /// A text as the trace records it (R23, `TRACE_TEXT_CAP`): whole if it has at most
 /// `TRACE_TEXT_CAP` bytes; else its longest prefix ending on a char boundary that leaves room for
@@ -76,14 +78,50 @@ pub struct Entry {
     pub deadline: Option<Deadline>,
     /// The message stream the lifecycle handler attached, if one is attached (R21).
     pub stream: Option<Stream>,
+    /// Its live state: stream status, watermark, held messages, rebase log (R24–R28, R33).
+    pub live: Live,
+}
+
+/// The live state of an entry (R24–R28, R33), as plain data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Live {
+    /// What the source last reported (or what its attachment's start and end said).
+    pub source: StreamStatus,
+    /// Since when a resync is under way (the data is stale), if one is.
+    pub stale_since: Option<u64>,
+    /// Messages were dropped from a full held queue, or a snapshot could not be rebased: only
+    /// a snapshot with a watermark or `resync_done` ends the resync.
+    pub awaiting_snapshot: bool,
+    /// The version of the newest change the data reflects.
+    pub watermark: Option<u64>,
+    /// Messages past a gap, by version (R26).
+    pub held: BTreeMap<u64, Recipe>,
+    /// Messages applied while a request is in flight, in order (R27).
+    pub rebase: Vec<(u64, Recipe)>,
+    /// The rebase log overflowed during the request in flight.
+    pub rebase_overflowed: bool,
+}
+
+impl Live {
+    /// The stream status an observer sees: `Resyncing` while stale over a well source.
+    pub fn status(&self) -> StreamStatus {
+        match (self.stale_since, &self.source) {
+            (
+                Some(since_ms),
+                StreamStatus::Idle | StreamStatus::Connecting | StreamStatus::Live,
+            ) => StreamStatus::Resyncing { since_ms },
+            (_, source) => source.clone(),
+        }
+    }
 }
 
 /// A message stream attached to one lifetime by its lifecycle handler (R21).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Stream {
-    /// The messages that arrived before the lifetime's first data, in arrival order; `None`
-    /// once the data has landed (messages are then applied as they arrive).
-    pub held: Option<Vec<Recipe>>,
+    /// The messages that arrived before the lifetime's first data, in arrival order, each with
+    /// its version if it has one; `None` once the data has landed (messages are then applied as
+    /// they arrive).
+    pub held: Option<Vec<(Option<u64>, Recipe)>>,
     /// Before the first data only: the stream finished, with this end reason. It delivers
     /// nothing more; the attachment ends right after its held messages are applied.
     pub finished: Option<String>,
@@ -225,6 +263,8 @@ impl Model {
                     held: s.held.as_ref().map_or(0, Vec::len),
                     reading: s.finished.is_none(),
                 }),
+                stream_status: e.live.status(),
+                watermark: e.live.watermark.map(Version::new),
             })
             .collect()
     }
@@ -334,9 +374,30 @@ impl Model {
                 OpResult::Unit
             }
             Op::Fulfil { key, request, data } => {
-                self.fulfil(*key, *request, data);
+                self.fulfil(*key, *request, data, None);
                 OpResult::Unit
             }
+            Op::FulfilVersioned {
+                key,
+                request,
+                data,
+                watermark,
+            } => {
+                self.fulfil(*key, *request, data, Some(*watermark));
+                OpResult::Unit
+            }
+            Op::UpsertVersioned {
+                key,
+                data,
+                watermark,
+            } => {
+                self.upsert(*key, data, Some(*watermark));
+                OpResult::Unit
+            }
+            Op::StreamReport { lifetime, report } => {
+                OpResult::Done(self.stream_report(*lifetime, *report))
+            }
+            Op::ResyncDone { lifetime } => OpResult::Done(self.resync_done(*lifetime)),
             Op::Reject {
                 key,
                 request,
@@ -357,7 +418,7 @@ impl Model {
                 OpResult::Patched(self.patch_query_data(*key, patch))
             }
             Op::Upsert { key, data } => {
-                self.upsert(*key, data);
+                self.upsert(*key, data, None);
                 OpResult::Unit
             }
             Op::Remove { key } => OpResult::Done(self.remove_key(*key)),
@@ -366,9 +427,11 @@ impl Model {
                 OpResult::Unit
             }
             Op::StreamAttach { lifetime } => OpResult::Done(self.stream_attach(*lifetime)),
-            Op::StreamMessage { lifetime, recipe } => {
-                OpResult::Done(self.stream_message(*lifetime, *recipe))
-            }
+            Op::StreamMessage {
+                lifetime,
+                recipe,
+                version,
+            } => OpResult::Done(self.stream_message(*lifetime, *recipe, *version)),
             Op::StreamSkip { lifetime } => OpResult::Done(self.stream_skip(*lifetime)),
             Op::StreamFinish { lifetime, failed } => {
                 OpResult::Done(self.stream_finish(*lifetime, *failed))
@@ -484,7 +547,7 @@ impl Model {
     }
 
     /// A request result with data (R8, R10).
-    fn fulfil(&mut self, key_ref: KeyRef, request: u64, data: &Data) {
+    fn fulfil(&mut self, key_ref: KeyRef, request: u64, data: &Data, watermark: Option<u64>) {
         let key = self.config.key(key_ref);
         let now = self.now;
         let Some(entry) = self.entries.get_mut(&key) else {
@@ -529,6 +592,10 @@ impl Model {
             );
             self.first_data_landed(&key, lifetime);
         }
+        // R24, R27: a versioned snapshot sets the watermark and is rebased.
+        let before = self.stream_status_of(&key);
+        self.snapshot_landed(&key, lifetime, watermark, true);
+        self.status_follows(&key, lifetime, before);
         // R4: a request settling with zero subscribers re-arms from the settle time.
         self.rearm_if_unused(&key);
     }
@@ -545,9 +612,14 @@ impl Model {
             return;
         }
         // R9: status rejected, error stored, data and phase kept (data_loaded stays pending).
+        let before = entry.live.status();
         entry.in_flight = None;
         entry.status = Status::Rejected;
         entry.error = Some(error.to_string());
+        // R27: the rebase log of the rejected request is dropped; the data is kept.
+        entry.live.rebase.clear();
+        entry.live.rebase_overflowed = false;
+        let lifetime = entry.lifetime;
         self.record(
             &key,
             TraceKind::RequestRejected {
@@ -555,6 +627,7 @@ impl Model {
                 error: trace_text(error),
             },
         );
+        self.status_follows(&key, lifetime, before);
         self.rearm_if_unused(&key); // R4
     }
 
@@ -671,7 +744,7 @@ impl Model {
     }
 
     /// `upsert_query_data` (R20).
-    fn upsert(&mut self, key_ref: KeyRef, data: &Data) {
+    fn upsert(&mut self, key_ref: KeyRef, data: &Data, watermark: Option<u64>) {
         let key = self.config.key(key_ref);
         let now = self.now;
         if !self.entries.contains_key(&key) {
@@ -692,6 +765,9 @@ impl Model {
                     request: None,
                 },
             );
+            let before = self.stream_status_of(&key);
+            self.snapshot_landed(&key, lifetime, watermark, false);
+            self.status_follows(&key, lifetime, before);
             // R20: zero subscribers → removal scheduled.
             self.arm_if_finite(&key);
             return;
@@ -723,6 +799,9 @@ impl Model {
             );
             self.first_data_landed(&key, lifetime);
         }
+        let before = self.stream_status_of(&key);
+        self.snapshot_landed(&key, lifetime, watermark, false);
+        self.status_follows(&key, lifetime, before);
         self.rearm_if_unused(&key);
     }
 
@@ -783,6 +862,8 @@ impl Model {
                     buffered: 0,
                 },
             );
+            // R28: an attached stream is live.
+            self.set_source(&key, lifetime, StreamStatus::Live);
         } else {
             // Before the first data: messages are held until it lands; nothing is recorded yet.
             entry.stream = Some(Stream {
@@ -809,7 +890,7 @@ impl Model {
 
     /// `StreamMessage`: held before the first data, applied now after it. Whether a stream
     /// took it.
-    fn stream_message(&mut self, lifetime: u64, recipe: Recipe) -> bool {
+    fn stream_message(&mut self, lifetime: u64, recipe: Recipe, version: Option<u64>) -> bool {
         let Some(key) = self.reading_stream(lifetime) else {
             return false;
         };
@@ -817,11 +898,12 @@ impl Model {
             return false;
         };
         match &mut stream.held {
-            Some(held) => held.push(recipe),
+            Some(held) => held.push((version, recipe)),
             None => {
-                // Applied now, as an update through the lifecycle handle without patches.
+                // Delivered now: counted, then applied as an update through the lifecycle
+                // handle without patches, or by the version rules (R24–R26).
                 stream.applied += 1;
-                self.run_recipe(&key, recipe, UpdateSource::Lifecycle);
+                self.deliver(&key, lifetime, recipe, version);
             }
         }
         true
@@ -879,6 +961,7 @@ impl Model {
                 skipped,
             },
         );
+        self.stream_finished(&key, lifetime, failed);
         true
     }
 
@@ -948,11 +1031,18 @@ impl Model {
                 buffered: held.len(),
             },
         );
-        for recipe in held {
+        self.set_source(key, lifetime, StreamStatus::Live);
+        // R25: on a versioned endpoint, in version order (those without one first, in arrival
+        // order); the version rules then drop those at or below the snapshot's watermark.
+        let mut held = held;
+        if self.versions(key).is_some() {
+            held.sort_by_key(|(version, _)| *version);
+        }
+        for (version, recipe) in held {
             if let Some(stream) = self.entries.get_mut(key).and_then(|e| e.stream.as_mut()) {
                 stream.applied += 1;
             }
-            self.run_recipe(key, recipe, UpdateSource::Lifecycle);
+            self.deliver(key, lifetime, recipe, version);
         }
         if let Some(reason) = finished {
             let Some(entry) = self.entries.get_mut(key) else {
@@ -961,6 +1051,7 @@ impl Model {
             let Some(stream) = entry.stream.take() else {
                 return;
             };
+            let failed = reason != ENDED_BY_ITSELF;
             self.record(
                 key,
                 TraceKind::StreamEnded {
@@ -970,7 +1061,23 @@ impl Model {
                     skipped: stream.skipped,
                 },
             );
+            self.stream_finished(key, lifetime, failed);
         }
+    }
+
+    /// R28: a stream that finished by itself says so in its entry's stream status: `Ended`, or
+    /// `Failed` with the stream's error.
+    fn stream_finished(&mut self, key: &str, lifetime: u64, failed: bool) {
+        let status = if failed {
+            StreamStatus::Failed {
+                error: STREAM_FAILURE.to_string(),
+            }
+        } else {
+            StreamStatus::Ended {
+                reason: ENDED_BY_ITSELF.to_string(),
+            }
+        };
+        self.set_source(key, lifetime, status);
     }
 
     // ===== Timers =====
@@ -1079,6 +1186,7 @@ impl Model {
                 subscriptions: BTreeSet::new(),
                 deadline: None,
                 stream: None,
+                live: Live::default(),
             },
         );
         self.record(key, TraceKind::EntryAdded { lifetime, cause });
@@ -1718,7 +1826,11 @@ mod tests {
                         11 => Op::Remove { key },
                         12 => Op::Reset,
                         13 => Op::StreamAttach { lifetime },
-                        14 => Op::StreamMessage { lifetime, recipe },
+                        14 => Op::StreamMessage {
+                            lifetime,
+                            recipe,
+                            version: None,
+                        },
                         15 => Op::StreamSkip { lifetime },
                         _ => Op::StreamFinish {
                             lifetime,
@@ -1761,6 +1873,7 @@ mod tests {
             assert!(done(
                 &mut m,
                 Op::StreamMessage {
+                    version: None,
                     lifetime: 1,
                     recipe
                 }
@@ -1786,6 +1899,7 @@ mod tests {
         assert!(!done(
             &mut m,
             Op::StreamMessage {
+                version: None,
                 lifetime: 1,
                 recipe: Recipe::Pop
             }
@@ -1839,6 +1953,7 @@ mod tests {
         assert!(done(
             &mut m,
             Op::StreamMessage {
+                version: None,
                 lifetime: 2,
                 recipe: Recipe::SetFirst(8)
             }
@@ -1846,6 +1961,7 @@ mod tests {
         assert!(done(
             &mut m,
             Op::StreamMessage {
+                version: None,
                 lifetime: 2,
                 recipe: Recipe::Noop
             }
@@ -1897,6 +2013,7 @@ mod tests {
             assert!(done(
                 &mut m,
                 Op::StreamMessage {
+                    version: None,
                     lifetime,
                     recipe: Recipe::Push(5)
                 }

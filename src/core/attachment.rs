@@ -33,6 +33,7 @@ use std::collections::VecDeque;
 use std::fmt;
 
 use crate::core::cache::LifetimeId;
+use crate::core::version::Version;
 
 /// Why a stream attachment ended.
 ///
@@ -368,6 +369,30 @@ impl<M> Attachment<M> {
                 then_end: None,
             },
         }
+    }
+
+    /// As [`Attachment::data_loaded`], for a versioned endpoint (R25): the held messages come
+    /// in version order (`version` reads a message's; those without one first, each group in
+    /// arrival order). Applied through `Cache::stream_message`, those at or below the snapshot's
+    /// watermark are then dropped as stale, and every one above it is applied exactly once.
+    ///
+    /// ```
+    /// # use livecache::core::LifetimeId;
+    /// use livecache::core::{Attachment, Version};
+    /// let mut stream: Attachment<u64> = Attachment::before_data(LifetimeId(1));
+    /// for n in [3, 1, 2] {
+    ///     let _ = stream.message(n);
+    /// }
+    /// let first = stream.data_loaded_in_order(|n| Some(Version::new(*n)));
+    /// assert_eq!(first.held, vec![1, 2, 3]);
+    /// ```
+    pub fn data_loaded_in_order(
+        &mut self,
+        version: impl Fn(&M) -> Option<Version>,
+    ) -> FirstData<M> {
+        let mut first = self.data_loaded();
+        first.held.sort_by_key(|message| version(message));
+        first
     }
 
     /// The entry was removed: the attachment ends, dropping any held messages. The reason says

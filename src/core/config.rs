@@ -4,7 +4,7 @@
 //! use std::time::Duration;
 //! use livecache::core::{EndpointConfig, Keep, Refetch};
 //! // RTK's `keepUnusedDataFor: 5` and `refetchOnMountOrArgChange: 30`.
-//! let cfg = EndpointConfig { keep: Some(Keep::from(Duration::from_secs(5))), has_lifecycle: true };
+//! let cfg = EndpointConfig { keep: Some(Keep::from(Duration::from_secs(5))), has_lifecycle: true, versions: None };
 //! assert_eq!(cfg.keep_or(Keep::default()), Keep::For(5_000));
 //! assert_eq!(Refetch::from(Duration::from_secs(30)), Refetch::IfOlderThan(30_000));
 //! ```
@@ -169,7 +169,7 @@ impl From<Duration> for Refetch {
 ///
 /// ```
 /// use livecache::core::{EndpointConfig, Keep};
-/// let cfg = EndpointConfig { keep: Some(Keep::Never), has_lifecycle: true };
+/// let cfg = EndpointConfig { keep: Some(Keep::Never), has_lifecycle: true, versions: None };
 /// assert_eq!(cfg.keep_or(Keep::default()), Keep::Never);
 /// assert_eq!(EndpointConfig::default().keep_or(Keep::For(29_000)), Keep::For(29_000));
 /// ```
@@ -179,6 +179,60 @@ pub struct EndpointConfig {
     pub keep: Option<Keep>,
     /// Whether the endpoint has an `on_cache_entry_added` handler.
     pub has_lifecycle: bool,
+    /// Whether its messages and snapshots carry versions, and how they are kept in order
+    /// (R24–R27, R33); `None`: unversioned, as in v1.
+    #[serde(default)]
+    pub versions: Option<Versioning>,
+}
+
+/// How a versioned endpoint's entries keep their messages in order (SPEC R24–R27, R33).
+///
+/// ```
+/// use livecache::core::{Resync, Versioning};
+/// let v = Versioning::default();
+/// assert_eq!((v.contiguous, v.resync, v.max_queued), (false, Resync::Refetch, 10_000));
+/// let gap_free = Versioning { contiguous: true, resync: Resync::Resume, ..Versioning::default() };
+/// assert!(gap_free.contiguous);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Versioning {
+    /// Each message's version is the previous one's [`next`](crate::core::Version::next): a
+    /// message further ahead is a gap, held until the missing ones arrive or a resync ends it
+    /// (R26).
+    pub contiguous: bool,
+    /// How a gap or an overflowed queue is resynced (R26, R33).
+    pub resync: Resync,
+    /// The most messages each of an entry's queues holds — messages held across a gap, and the
+    /// rebase log kept while a request is in flight (R33). Past it, the queue is dropped and the
+    /// entry resyncs.
+    pub max_queued: usize,
+}
+
+impl Default for Versioning {
+    fn default() -> Self {
+        Versioning {
+            contiguous: false,
+            resync: Resync::Refetch,
+            max_queued: 10_000,
+        }
+    }
+}
+
+/// How an entry whose messages are missing catches up (R26).
+///
+/// ```
+/// assert_eq!(livecache::core::Resync::default(), livecache::core::Resync::Refetch);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resync {
+    /// Refetch the entry (joining a request in flight); the snapshot's watermark closes the gap
+    /// and what was applied meanwhile is rebased onto it (R27).
+    #[default]
+    Refetch,
+    /// Ask the source to replay from the watermark's next version
+    /// ([`Effect::Resume`](crate::core::Effect::Resume)).
+    Resume,
 }
 
 impl EndpointConfig {
@@ -186,7 +240,7 @@ impl EndpointConfig {
     ///
     /// ```
     /// use livecache::core::{EndpointConfig, Keep};
-    /// let cfg = EndpointConfig { keep: Some(Keep::For(35_000)), has_lifecycle: false };
+    /// let cfg = EndpointConfig { keep: Some(Keep::For(35_000)), has_lifecycle: false, versions: None };
     /// assert_eq!(cfg.keep_or(Keep::For(29_000)), Keep::For(35_000));
     /// ```
     pub fn keep_or(&self, api: Keep) -> Keep {

@@ -356,6 +356,9 @@ impl Shared {
                     // data-loaded yield "removed before loaded" if it never resolved.
                     state.lifetimes.remove(&lifetime);
                 }
+                // Endpoints built by this runtime declare no versions (`EndpointConfig::versions`
+                // is `None`), so the core asks none of their sources to resume.
+                Effect::Resume { .. } => {}
                 Effect::Notify { key } => {
                     // The hinted lifetime, if the core's lifetime index maps it to this key (the
                     // same shared text, so the comparison is a pointer check): it is live, and

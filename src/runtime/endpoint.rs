@@ -291,6 +291,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> EndpointBuilder<A, T, M, WithQue
         let config = EndpointConfig {
             keep: self.keep,
             has_lifecycle: self.lifecycle.is_some(),
+            versions: None,
         };
         let name = self.name;
         let id = self

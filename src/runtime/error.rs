@@ -147,6 +147,9 @@ pub enum UpdateError {
         /// What panicked, and the panic message when it was a string.
         message: String,
     },
+    /// A versioned message for an endpoint that declares no versions; nothing was changed.
+    #[error("the endpoint declares no versions")]
+    NotVersioned,
 }
 
 /// The entry was removed before its first data arrived: what `data_loaded` yields then (R13).

@@ -658,6 +658,7 @@ pub(crate) fn from_core(error: UpdateRefused) -> UpdateError {
         UpdateRefused::NotLive | UpdateRefused::NotLoaded => UpdateError::EntryRemoved,
         UpdateRefused::Serialize(message) => UpdateError::Serialize(message),
         UpdateRefused::DataPanicked { message } => UpdateError::DataPanicked { message },
+        UpdateRefused::NotVersioned => UpdateError::NotVersioned,
     }
 }
 

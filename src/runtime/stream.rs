@@ -86,12 +86,7 @@ impl<Msg> Recorder<Msg> {
         } = self;
         let lifetime = attachment.lifetime();
         let end = attachment.end(reason);
-        let text = end.reason.to_string();
-        shared.with(|state, now| {
-            state
-                .cache
-                .stream_ended(now, &key, lifetime, text, end.applied, end.skipped)
-        });
+        shared.with(|state, now| state.cache.stream_ended(now, &key, lifetime, &end));
         end
     }
 }

@@ -138,6 +138,7 @@ fn stream_alphabet(model: &Model) -> Vec<Op> {
         },
         Op::StreamAttach { lifetime: 1 },
         Op::StreamMessage {
+            version: None,
             lifetime: 1,
             recipe: Recipe::Push(next),
         },

@@ -3,7 +3,7 @@
 
 use livecache::core::{
     Cache, CacheKey, Effect, EndpointConfig, HandlerOutcome, LifetimeId, Refetch, RequestId,
-    TRACE_TEXT_CAP, TraceEvent, TraceKind,
+    StreamEnd, StreamEndReason, StreamStatus, TRACE_TEXT_CAP, TraceEvent, TraceKind,
 };
 use livecache_model::{Config, KeyRef, Model, Op, trace_text};
 
@@ -16,6 +16,10 @@ fn text_of(kind: &TraceKind) -> Option<&str> {
         TraceKind::StreamSkipped { reason, .. } | TraceKind::StreamEnded { reason, .. } => {
             Some(reason)
         }
+        TraceKind::StreamStatusChanged {
+            status: StreamStatus::Failed { error: text },
+            ..
+        } => Some(text),
         TraceKind::LifecycleEnded {
             outcome:
                 HandlerOutcome::Failed { error: text } | HandlerOutcome::Panicked { message: text },
@@ -76,7 +80,12 @@ fn hardening_01_trace_texts_are_cut_and_held_within_a_byte_budget() {
         now += 1;
         cache.stream_skipped(now, &key, LifetimeId(1), frame.clone());
         if n % 20 == 0 {
-            cache.stream_ended(now, &key, LifetimeId(1), body.clone(), n, n);
+            let end = StreamEnd {
+                reason: StreamEndReason::StreamFailed(body.clone()),
+                applied: n,
+                skipped: n,
+            };
+            cache.stream_ended(now, &key, LifetimeId(1), &end);
             cache.lifecycle_ended(
                 now,
                 &key,
@@ -123,6 +132,10 @@ fn hardening_01_trace_texts_are_cut_and_held_within_a_byte_budget() {
                 outcome: HandlerOutcome::Panicked { message },
                 ..
             } => assert_bounded(message, &frame),
+            // The stream's end gives its reason ("stream failed: " and the error).
+            TraceKind::StreamEnded { reason, .. } => {
+                assert_bounded(reason, &format!("stream failed: {body}"));
+            }
             kind => {
                 if let Some(text) = text_of(kind) {
                     assert_bounded(text, &body);

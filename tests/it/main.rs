@@ -15,6 +15,7 @@ mod fuzz_findings;
 mod hardening_core;
 mod hardening_http;
 mod hardening_ws;
+mod live_equivalence;
 mod model_equivalence;
 mod rule_traces;
 mod runtime_model;

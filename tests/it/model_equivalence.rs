@@ -20,7 +20,7 @@ use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 
-struct Reference;
+pub(crate) struct Reference;
 
 impl ReferenceStateMachine for Reference {
     type State = Model;
@@ -43,7 +43,7 @@ impl ReferenceStateMachine for Reference {
 }
 
 /// The system under test: the core, plus a model copy that gives each op's result.
-struct System {
+pub(crate) struct System {
     core: CoreUnderTest,
     model: Model,
     step: usize,
@@ -54,6 +54,20 @@ impl StateMachineTest for System {
     type Reference = Reference;
 
     fn init_test(reference: &Model) -> Self {
+        System::start(reference)
+    }
+
+    fn apply(sut: Self, reference: &Model, op: Op) -> Self {
+        sut.step(reference, op)
+    }
+
+    fn check_invariants(sut: &Self, reference: &Model) {
+        sut.check(reference);
+    }
+}
+
+impl System {
+    pub(crate) fn start(reference: &Model) -> Self {
         System {
             core: CoreUnderTest::new(reference.config()),
             model: reference.clone(),
@@ -61,7 +75,9 @@ impl StateMachineTest for System {
         }
     }
 
-    fn apply(mut sut: Self, reference: &Model, op: Op) -> Self {
+    /// Apply `op` to the model copy and the core, and compare them.
+    pub(crate) fn step(self, reference: &Model, op: Op) -> Self {
+        let mut sut = self;
         let model_result = sut.model.apply(&op);
         let core_result = sut.core.apply(&op);
         assert_eq!(
@@ -83,15 +99,16 @@ impl StateMachineTest for System {
         sut
     }
 
-    fn check_invariants(sut: &Self, reference: &Model) {
+    /// The model's invariants hold, and the core observes what the model does.
+    pub(crate) fn check(&self, reference: &Model) {
         if let Err(violation) = check_invariants(reference.config(), reference.trace()) {
             panic!("model invariant violated: {violation}");
         }
-        assert_eq!(sut.core.observe(), reference.observe());
+        assert_eq!(self.core.observe(), reference.observe());
     }
 }
 
-fn cases() -> u32 {
+pub(crate) fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -99,7 +116,7 @@ fn cases() -> u32 {
 }
 
 /// `cases` sequences, failures persisted in `regressions` (under `proptest-regressions/`).
-fn config(cases: u32, regressions: &'static str) -> ProptestConfig {
+pub(crate) fn config(cases: u32, regressions: &'static str) -> ProptestConfig {
     ProptestConfig {
         cases,
         // Shrinking prints every failing attempt; keep the output readable.

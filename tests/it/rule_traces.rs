@@ -41,6 +41,7 @@ fn with_lifecycle() -> EndpointConfig {
     EndpointConfig {
         keep: None,
         has_lifecycle: true,
+        versions: None,
     }
 }
 
@@ -49,6 +50,7 @@ fn plain(keep: Option<Keep>) -> EndpointConfig {
     EndpointConfig {
         keep,
         has_lifecycle: false,
+        versions: None,
     }
 }
 
@@ -1782,14 +1784,7 @@ fn end_stream(
 ) {
     let lifetime = stream.lifetime();
     let end = stream.end(reason);
-    cache.stream_ended(
-        at,
-        key,
-        lifetime,
-        end.reason.to_string(),
-        end.applied,
-        end.skipped,
-    );
+    cache.stream_ended(at, key, lifetime, &end);
 }
 
 #[test]
@@ -1891,10 +1886,13 @@ fn r21_stream_holds_messages_before_data_applies_them_in_order_then_ends() {
             "request_fulfilled",
             "data_loaded",
             "stream_attached",
+            "stream_status_changed",
             "updated",
             "updated",
             "stream_ended",
+            "stream_status_changed",
             "stream_attached",
+            "stream_status_changed",
             "updated",
             "entry_removed",
             "stream_ended",

@@ -44,6 +44,7 @@ fn config(record_patches: bool) -> Config {
         name: name.into(),
         keep_ms,
         lifecycle: true,
+        versions: None,
     };
     Config {
         endpoints: vec![ep("a", Some(60_000)), ep("b", Some(0)), ep("c", None)],
@@ -332,8 +333,15 @@ impl System {
                 None
             }
             Op::StreamAttach { lifetime } => Some(OpResult::Done(self.attach(*lifetime))),
-            Op::StreamMessage { lifetime, recipe } => {
-                Some(OpResult::Done(self.feed(*lifetime, Ok(*recipe))))
+            // A version on an unversioned endpoint is ignored (every endpoint here is one).
+            Op::StreamMessage {
+                lifetime, recipe, ..
+            } => Some(OpResult::Done(self.feed(*lifetime, Ok(*recipe)))),
+            Op::FulfilVersioned { .. }
+            | Op::UpsertVersioned { .. }
+            | Op::StreamReport { .. }
+            | Op::ResyncDone { .. } => {
+                unreachable!("the runtime's strategy generates no live ops (R24–R28) yet")
             }
             Op::StreamSkip { lifetime } => {
                 Some(OpResult::Done(self.feed(*lifetime, Err(Bad::Frame))))

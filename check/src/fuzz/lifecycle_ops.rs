@@ -5,7 +5,8 @@ use std::sync::OnceLock;
 use arbitrary::{Arbitrary, Unstructured};
 use livecache::core::{MAX_KEEP_MS, Phase, Refetch};
 use livecache_model::{
-    Config, Data, EndpointSpec, KeyRef, Model, Observation, Op, Recipe, check_invariants,
+    Config, Data, EndpointSpec, KeyRef, Model, Observation, Op, Recipe, Report, VersionSpec,
+    check_invariants,
 };
 
 use crate::harness::{CoreUnderTest, compare};
@@ -54,22 +55,32 @@ impl KeepSel {
     }
 }
 
-/// The universe: three endpoints `a`, `b`, `c` with arbitrary keep times and handlers.
+/// The universe: three endpoints `a`, `b`, `c` with arbitrary keep times and handlers, each
+/// unversioned or versioned (R24–R27, R33: contiguous or not, resyncing by resume or refetch,
+/// queues of 1 to 4 messages).
 #[derive(Arbitrary, Debug)]
 struct ConfigSel {
     record_patches: bool,
-    endpoints: [(KeepSel, bool); 3],
+    endpoints: [(KeepSel, bool, Option<VersionsSel>); 3],
 }
+
+/// A versioned endpoint: contiguous or not, resyncing by resume or refetch, its queue bound.
+type VersionsSel = (bool, bool, u8);
 
 impl ConfigSel {
     fn config(&self) -> Config {
         let endpoints = ["a", "b", "c"]
             .iter()
             .zip(self.endpoints)
-            .map(|(name, (keep, lifecycle))| EndpointSpec {
+            .map(|(name, (keep, lifecycle, versions))| EndpointSpec {
                 name: (*name).to_owned(),
                 keep_ms: keep.millis(),
                 lifecycle,
+                versions: versions.map(|(contiguous, resume, queued)| VersionSpec {
+                    contiguous,
+                    resume,
+                    max_queued: usize::from(queued % 4) + 1,
+                }),
             })
             .collect();
         Config {
@@ -128,6 +139,12 @@ enum OpSel {
     StreamFinish(IdSel, bool),
     /// Time passes with no tick (added last too: earlier inputs decode to other sequences again).
     Late(u8),
+    // The live ops (R24–R28, R33), added last again.
+    StreamVersioned(IdSel, Recipe, u8),
+    FulfilVersioned(u8, Vec<u8>, u8),
+    UpsertVersioned(KeyRef, Vec<u8>, u8),
+    StreamReport(IdSel, Report),
+    ResyncDone(IdSel),
 }
 
 /// Keys stay within the three endpoints and three arguments, so ops collide often.
@@ -254,6 +271,34 @@ fn resolve(sel: OpSel, model: &Model) -> Op {
         OpSel::StreamMessage(id, recipe) => Op::StreamMessage {
             lifetime: id.resolve(lifetimes),
             recipe,
+            version: None,
+        },
+        // Versions from a small range, so duplicates, stale messages and gaps are common.
+        OpSel::StreamVersioned(id, recipe, v) => Op::StreamMessage {
+            lifetime: id.resolve(lifetimes),
+            recipe,
+            version: Some(u64::from(v % 8)),
+        },
+        OpSel::FulfilVersioned(i, d, w) => {
+            let (key, request) = current(i).unwrap_or((key_for(i), requests + 1));
+            Op::FulfilVersioned {
+                key,
+                request,
+                data: data(&d),
+                watermark: u64::from(w % 8),
+            }
+        }
+        OpSel::UpsertVersioned(k, d, w) => Op::UpsertVersioned {
+            key: key(k),
+            data: data(&d),
+            watermark: u64::from(w % 8),
+        },
+        OpSel::StreamReport(id, report) => Op::StreamReport {
+            lifetime: id.resolve(lifetimes),
+            report,
+        },
+        OpSel::ResyncDone(id) => Op::ResyncDone {
+            lifetime: id.resolve(lifetimes),
         },
         OpSel::StreamSkip(id) => Op::StreamSkip {
             lifetime: id.resolve(lifetimes),

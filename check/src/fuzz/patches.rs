@@ -148,6 +148,7 @@ where
             EndpointConfig {
                 keep: None,
                 has_lifecycle: true,
+                versions: None,
             },
         )
         .expect("endpoint names are distinct");

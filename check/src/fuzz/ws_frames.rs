@@ -533,6 +533,7 @@ fn check(
             name: ENDPOINT.to_owned(),
             keep_ms: Some(60_000),
             lifecycle: true,
+            versions: None,
         }],
         record_patches: false,
     };

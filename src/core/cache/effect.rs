@@ -69,6 +69,17 @@ pub enum Effect<D> {
         /// The key.
         key: CacheKey,
     },
+    /// Ask the lifetime's source to replay its messages from `from` (R26, the
+    /// [`Resync::Resume`](crate::core::Resync::Resume) policy), then report
+    /// `Cache::resync_done`. `None`: past the last version, nothing to replay.
+    Resume {
+        /// The key.
+        key: CacheKey,
+        /// The lifetime whose source replays.
+        lifetime: LifetimeId,
+        /// The first version to replay (the watermark's next, or 0 without a watermark).
+        from: Option<crate::core::Version>,
+    },
 }
 
 /// Why an update through a lifecycle handle (or `update_query_data`) failed.
@@ -88,6 +99,9 @@ pub enum UpdateRefused {
     /// The entry has no data yet; wait for data-loaded (R15).
     #[error("the cache entry has no data yet")]
     NotLoaded,
+    /// A versioned message for an endpoint that declares no versions (R24).
+    #[error("the cache entry's endpoint declares no versions")]
+    NotVersioned,
     /// The data could not be serialised to compute patches; nothing changed.
     #[error("the cache entry's data could not be serialised for patches: {0}")]
     Serialize(String),

@@ -107,6 +107,7 @@ where
             notified: None,
             trace_key: TraceKeyRef::default(),
             entry,
+            live: None,
         };
         self.entries.insert(key.clone(), slot);
     }

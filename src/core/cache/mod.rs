@@ -34,11 +34,13 @@
 mod deadlines;
 mod effect;
 mod lifetimes;
+mod live;
 mod requests;
 mod store;
 mod streams;
 mod subscriptions;
 mod updates;
+mod versions;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -48,12 +50,15 @@ use crate::core::data::CacheData;
 use crate::core::ids::IdMap;
 use crate::core::key::CacheKey;
 use crate::core::status::{Phase, Status};
+use crate::core::stream_status::StreamStatus;
 use crate::core::trace::{Recording, TraceEvent, TraceKind, TraceLog};
+use crate::core::version::Version;
 
 use deadlines::Deadlines;
 pub use effect::{Effect, KeyInUse, NameTaken, Notify, PatchError, UpdateRefused, UpsertError};
 pub use store::LifetimePlace;
 use store::{Entries, Slot};
+pub use versions::Delivery;
 
 /// Identifies an endpoint registered with [`Cache::add_endpoint`]. An id the cache did not give
 /// out is treated as an endpoint with the default configuration ([`EndpointConfig::default`]).
@@ -227,6 +232,10 @@ pub struct EntryView<'a, D, E> {
     pub subscribers: usize,
     /// The armed removal deadline, if any.
     pub removal_deadline: Option<u64>,
+    /// The health of its live source (R28).
+    pub stream: StreamStatus,
+    /// The version of the newest change its data reflects, on a versioned endpoint (R24).
+    pub watermark: Option<Version>,
 }
 
 /// The sans-IO cache: entries keyed by [`CacheKey`], with data `D` and errors `E`.
@@ -458,6 +467,11 @@ where
             fulfilled_at: slot.entry.fulfilled_at(),
             subscribers: slot.subscribers,
             removal_deadline: slot.deadline.map(|armed| armed.at),
+            stream: slot
+                .live
+                .as_ref()
+                .map_or(StreamStatus::Idle, |live| live.status()),
+            watermark: slot.live.as_ref().and_then(|live| live.watermark),
         }
     }
 

@@ -9,6 +9,7 @@ use crate::core::entry::any::AnyEntry;
 use crate::core::entry::{Added, Entry};
 use crate::core::key::CacheKey;
 use crate::core::trace::{AddCause, Recording, TraceKind, bound_text, bounded_display};
+use crate::core::version::Version;
 
 impl<D, E> Cache<D, E>
 where
@@ -61,6 +62,49 @@ where
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn fulfil(&mut self, now: u64, key: &CacheKey, request: RequestId, data: D) {
+        self.fulfil_at(now, key, request, data, None);
+    }
+
+    /// A request succeeded with a snapshot and its watermark, on a versioned endpoint (R24,
+    /// R27): as [`Cache::fulfil`], and the messages applied while the request ran, above the
+    /// watermark, are re-applied onto the snapshot in order, so no update is lost to a refetch.
+    ///
+    /// ```
+    /// # use livecache::core::{LifetimeId, RequestId};
+    /// use livecache::core::{Cache, CacheKey, EndpointConfig, Refetch, Version, Versioning};
+    /// let mut cache: Cache<Vec<u64>> = Cache::new(Default::default());
+    /// let versions = Some(Versioning::default());
+    /// let ep = cache.add_endpoint("chat", EndpointConfig { versions, ..Default::default() })?;
+    /// let key = CacheKey::verbatim("chat(1)");
+    /// let sub = cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
+    /// cache.fulfil_versioned(1, &key, RequestId(1), vec![1], Version::new(1));
+    /// cache.refetch(2, sub);                                            // request 2 runs…
+    /// cache.stream_message(3, LifetimeId(1), Version::new(2), |d| d.push(2))?;
+    /// cache.stream_message(4, LifetimeId(1), Version::new(3), |d| d.push(3))?;
+    /// // …and its snapshot was taken at version 2: message 3 is re-applied onto it.
+    /// cache.fulfil_versioned(5, &key, RequestId(2), vec![1, 2], Version::new(2));
+    /// assert_eq!(cache.entry(&key).and_then(|e| e.data), Some(&vec![1, 2, 3]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fulfil_versioned(
+        &mut self,
+        now: u64,
+        key: &CacheKey,
+        request: RequestId,
+        data: D,
+        watermark: Version,
+    ) {
+        self.fulfil_at(now, key, request, data, Some(watermark));
+    }
+
+    fn fulfil_at(
+        &mut self,
+        now: u64,
+        key: &CacheKey,
+        request: RequestId,
+        data: D,
+        watermark: Option<Version>,
+    ) {
         let request = request.0;
         self.advance(now);
         if !self.is_current(key, request) {
@@ -69,7 +113,7 @@ where
         }
         // A panic of the data's `PartialEq` is contained and traced in `receive`; the driver
         // of a request has nobody to report it to.
-        let _ = self.receive(key, Some(request), data);
+        let _ = self.receive(key, Some(request), data, watermark);
     }
 
     /// A request was rejected. Ignored (and traced) unless it is the key's request in flight
@@ -100,10 +144,13 @@ where
         } else {
             String::new()
         };
+        let before = self.stream_status_of(key);
         let Some(slot) = self.entries.get_mut(key) else {
             return;
         };
         slot.entry.reject(error);
+        let lifetime = slot.entry.lifetime();
+        self.rebase_dropped(key);
         self.record(
             self.now,
             key,
@@ -112,6 +159,7 @@ where
                 error: text,
             },
         );
+        self.status_follows(key, lifetime, before);
         self.removal_follows_subscribers(key);
         self.notify(key);
     }
@@ -140,10 +188,46 @@ where
         key: &CacheKey,
         data: D,
     ) -> Result<(), UpsertError> {
+        self.upsert_at(now, endpoint, key, data, None)
+    }
+
+    /// Upsert a snapshot with its watermark, on a versioned endpoint (R20, R24): as
+    /// [`Cache::upsert`], and messages kept for a request in flight above the watermark are
+    /// re-applied onto it (R27).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, CacheKey, EndpointConfig, Version, Versioning};
+    /// let mut cache: Cache<Vec<u64>> = Cache::new(Default::default());
+    /// let versions = Some(Versioning::default());
+    /// let ep = cache.add_endpoint("chat", EndpointConfig { versions, ..Default::default() })?;
+    /// let key = CacheKey::verbatim("chat(1)");
+    /// cache.upsert_versioned(0, ep, &key, vec![7], Version::new(7))?;
+    /// assert_eq!(cache.entry(&key).and_then(|e| e.watermark), Some(Version::new(7)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn upsert_versioned(
+        &mut self,
+        now: u64,
+        endpoint: EndpointId,
+        key: &CacheKey,
+        data: D,
+        watermark: Version,
+    ) -> Result<(), UpsertError> {
+        self.upsert_at(now, endpoint, key, data, Some(watermark))
+    }
+
+    fn upsert_at(
+        &mut self,
+        now: u64,
+        endpoint: EndpointId,
+        key: &CacheKey,
+        data: D,
+        watermark: Option<Version>,
+    ) -> Result<(), UpsertError> {
         self.advance(now);
         self.claim(endpoint, key)?;
         if self.entries.contains_key(key) {
-            return match self.receive(key, None, data) {
+            return match self.receive(key, None, data, watermark) {
                 Some(message) => Err(UpsertError::DataPanicked { message }),
                 None => Ok(()),
             };
@@ -158,6 +242,9 @@ where
         self.insert(key, endpoint, AnyEntry::Loaded(loaded));
         self.record(self.now, key, TraceKind::Upserted { data_changed: true });
         self.data_loaded(key, lifetime, None, first);
+        let before = self.stream_status_of(key);
+        self.snapshot_landed(key, lifetime, watermark, false);
+        self.status_follows(key, lifetime, before);
         self.removal_follows_subscribers(key);
         self.notify(key);
         Ok(())
@@ -230,8 +317,10 @@ where
         key: &CacheKey,
         request: Option<u64>,
         data: D,
+        watermark: Option<Version>,
     ) -> Option<String> {
         let now = self.now;
+        let before = self.stream_status_of(key);
         let compared = match self.entries.get(key).and_then(|slot| slot.entry.data()) {
             Some(old) => contain("PartialEq", || *old != data),
             None => Ok(true),
@@ -275,6 +364,8 @@ where
         if first {
             self.data_loaded(key, lifetime, request, first_data);
         }
+        self.snapshot_landed(key, lifetime, watermark, request.is_some());
+        self.status_follows(key, lifetime, before);
         self.removal_follows_subscribers(key);
         self.notify(key);
         panicked

@@ -14,13 +14,15 @@ pub(super) struct Slot<D, E> {
     pub(super) subscribers: usize,
     /// `(deadline, arming sequence)`, mirrored in `Cache::deadlines`.
     pub(super) deadline: Option<Armed>,
-    /// Incremented whenever the data changes.
+    /// Incremented whenever the data or the stream status changes.
     pub(super) version: u64,
     /// What subscribers were last told about ([`Visible`]); `None` before the first notification.
     pub(super) notified: Option<Visible>,
     /// Where this entry's key sits in the trace's current generation, if it does.
     pub(super) trace_key: TraceKeyRef,
     pub(super) entry: AnyEntry<D, E>,
+    /// Its live state (R24–R28, R33), once something live happened to it.
+    pub(super) live: Option<Box<super::live::LiveState<D>>>,
 }
 
 /// What a subscriber can see of an entry: a change to any of these is worth a notification.
@@ -612,7 +614,7 @@ mod tests {
         fn an_update_at_a_remembered_place_is_an_update_of_its_lifetime(
             ops in proptest::collection::vec((0u8..8, 0usize..3, 0usize..8), 0..100)
         ) {
-            let keep_0 = EndpointConfig { keep: Some(Keep::For(0)), has_lifecycle: true };
+            let keep_0 = EndpointConfig { keep: Some(Keep::For(0)), has_lifecycle: true, versions: None };
             let mut by_lifetime: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
             let mut by_place: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
             by_lifetime.add_endpoint("a", keep_0).expect("endpoint names are distinct");
@@ -673,7 +675,7 @@ mod tests {
             keep in prop_oneof![Just(0u64), 1u64..4],
         ) {
             let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
-            let keep = EndpointConfig { keep: Some(Keep::For(keep)), has_lifecycle: true };
+            let keep = EndpointConfig { keep: Some(Keep::For(keep)), has_lifecycle: true, versions: None };
             let ep = cache.add_endpoint("a", keep).expect("endpoint names are distinct");
             let keys: Vec<CacheKey> = (0..3).map(|k| CacheKey::verbatim(format!("a({k})"))).collect();
             let mut subs: Vec<Vec<SubscriptionId>> = vec![Vec::new(); 3];

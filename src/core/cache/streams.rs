@@ -3,9 +3,11 @@
 use std::fmt;
 
 use super::*;
+use crate::core::attachment::{StreamEnd, StreamEndReason};
 use crate::core::data::CacheData;
 use crate::core::entry::any::AnyEntry;
 use crate::core::key::CacheKey;
+use crate::core::stream_status::StreamStatus;
 use crate::core::trace::{TraceKind, bound_text};
 
 impl<D, E> Cache<D, E>
@@ -62,6 +64,7 @@ where
             &key,
             TraceKind::StreamAttached { lifetime, buffered },
         );
+        self.set_source(&key, lifetime, StreamStatus::Live);
         self.notify(&key);
         Ok(())
     }
@@ -89,13 +92,15 @@ where
     }
 
     /// A stream attachment ended (R21): recorded with the reason and its counts, whether or not
-    /// the entry lives.
+    /// the entry lives. A live entry's stream status says how it ended (R28): `Ended` when the
+    /// stream ended by itself, `Failed` when it failed or its apply function panicked.
     ///
     /// ```
     /// # use livecache::core::LifetimeId;
-    /// use livecache::core::{Cache, CacheKey};
+    /// use livecache::core::{Cache, CacheKey, StreamEnd, StreamEndReason};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// cache.stream_ended(0, &CacheKey::verbatim("a(1)"), LifetimeId(1), "server closed".into(), 3, 1);
+    /// let end = StreamEnd { reason: StreamEndReason::StreamEnded, applied: 3, skipped: 1 };
+    /// cache.stream_ended(0, &CacheKey::verbatim("a(1)"), LifetimeId(1), &end);
     /// assert_eq!(cache.trace().len(), 1);
     /// ```
     pub fn stream_ended(
@@ -103,21 +108,35 @@ where
         now: u64,
         key: &CacheKey,
         lifetime: LifetimeId,
-        reason: String,
-        applied: u64,
-        skipped: u64,
+        end: &StreamEnd,
     ) {
         let lifetime = lifetime.0;
         self.advance(now);
+        let reason = end.reason.to_string();
         self.record(
             self.now,
             key,
             TraceKind::StreamEnded {
                 lifetime,
-                reason: bound_text(reason),
-                applied,
-                skipped,
+                reason: bound_text(reason.clone()),
+                applied: end.applied,
+                skipped: end.skipped,
             },
         );
+        let status = match &end.reason {
+            StreamEndReason::StreamEnded => StreamStatus::Ended {
+                reason: bound_text(reason),
+            },
+            StreamEndReason::StreamFailed(error) => StreamStatus::Failed {
+                error: bound_text(error.clone()),
+            },
+            StreamEndReason::ApplyPanicked(_) => StreamStatus::Failed {
+                error: bound_text(reason),
+            },
+            _ => return,
+        };
+        if self.entries.key_of(lifetime) == Some(key) {
+            self.set_source(key, lifetime, status);
+        }
     }
 }

@@ -207,6 +207,7 @@ set_aside_whole! {
     RequestAborted { request: u64 },
     EntryRemoved { lifetime: u64, cause: RemoveCause, loaded: bool },
     StreamAttached { lifetime: u64, buffered: usize },
+    QueueOverflowed { lifetime: u64, queue: Queue },
 }
 
 impl Generation {
@@ -550,6 +551,43 @@ mod tests {
         kinds.push(TraceKind::DataPanicked {
             message: "the data's PartialEq panicked".into(),
         });
+        kinds.extend([
+            TraceKind::StreamStale {
+                lifetime: 21,
+                version: Version::new(22),
+            },
+            TraceKind::StreamHeld {
+                lifetime: 23,
+                version: Version::pair(24, 25),
+            },
+            TraceKind::ResyncStarted {
+                lifetime: 26,
+                policy: Resync::Refetch,
+                from: None,
+            },
+            TraceKind::ResyncStarted {
+                lifetime: 27,
+                policy: Resync::Resume,
+                from: Some(Version::new(28)),
+            },
+            TraceKind::WatermarkSet {
+                lifetime: 29,
+                watermark: Version::new(30),
+                reapplied: 31,
+            },
+            TraceKind::QueueOverflowed {
+                lifetime: 32,
+                queue: Queue::Rebase,
+            },
+            TraceKind::StreamStatusChanged {
+                lifetime: 33,
+                status: StreamStatus::Reconnecting {
+                    attempt: 2,
+                    since_ms: 34,
+                    last_error: "refused".into(),
+                },
+            },
+        ]);
         kinds.extend(
             outcomes
                 .into_iter()
@@ -660,6 +698,7 @@ mod tests {
                     | TraceKind::StreamSkipped { .. }
                     | TraceKind::StreamEnded { .. }
                     | TraceKind::DataPanicked { .. }
+                    | TraceKind::StreamStatusChanged { .. }
                     | TraceKind::Updated {
                         patches: Some(_),
                         ..
@@ -669,6 +708,16 @@ mod tests {
                         ..
                     }
             );
+            // Kinds with a version are kept too: set aside, they would make every record's
+            // `Aside` larger than 24 bytes.
+            let with_version = matches!(
+                &kind,
+                TraceKind::StreamStale { .. }
+                    | TraceKind::StreamHeld { .. }
+                    | TraceKind::ResyncStarted { .. }
+                    | TraceKind::WatermarkSet { .. }
+            );
+            let holds_heap = holds_heap || with_version;
             match Aside::of(kind.clone()) {
                 Ok(aside) => {
                     assert!(!holds_heap, "{kind} set aside whole");

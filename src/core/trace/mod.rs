@@ -22,8 +22,11 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::config::Resync;
 use crate::core::key::CacheKey;
 use crate::core::patch::PatchSet;
+use crate::core::stream_status::StreamStatus;
+use crate::core::version::Version;
 
 mod log;
 
@@ -140,6 +143,7 @@ impl TraceKind {
                     HandlerOutcome::Failed { error: text } | HandlerOutcome::Panicked { message: text },
                 ..
             } => text.len(),
+            TraceKind::StreamStatusChanged { status, .. } => status.text().map_or(0, str::len),
             _ => 0,
         }
     }
@@ -405,6 +409,57 @@ pub enum TraceKind {
         /// What panicked, and the panic message when it was a string.
         message: String,
     },
+    /// A versioned message at or below the watermark was dropped, a stale one or a duplicate
+    /// (R24, R25); it changed nothing and notified no one.
+    StreamStale {
+        /// The lifetime.
+        lifetime: u64,
+        /// The message's version.
+        version: Version,
+    },
+    /// A versioned message past a gap was held until the gap closes (R26).
+    StreamHeld {
+        /// The lifetime.
+        lifetime: u64,
+        /// The message's version.
+        version: Version,
+    },
+    /// A resync started by the endpoint's policy (R26, R33): a refetch follows, or the source is
+    /// asked to resume from `from`.
+    ResyncStarted {
+        /// The lifetime.
+        lifetime: u64,
+        /// How it resyncs.
+        policy: Resync,
+        /// With [`Resync::Resume`]: the first version asked for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<Version>,
+    },
+    /// A snapshot with a watermark landed on a versioned entry (R24, R27): the messages kept
+    /// while its request ran and above the watermark were re-applied onto it.
+    WatermarkSet {
+        /// The lifetime.
+        lifetime: u64,
+        /// The snapshot's watermark.
+        watermark: Version,
+        /// Kept messages re-applied onto the snapshot.
+        reapplied: usize,
+    },
+    /// A queue a remote peer fills reached its bound and was dropped (R33).
+    QueueOverflowed {
+        /// The lifetime.
+        lifetime: u64,
+        /// Which queue.
+        queue: Queue,
+    },
+    /// The entry's stream status changed (R28).
+    StreamStatusChanged {
+        /// The lifetime.
+        lifetime: u64,
+        /// The new status.
+        #[serde(flatten)]
+        status: StreamStatus,
+    },
     /// The lifecycle handler of a lifetime ended (R16).
     LifecycleEnded {
         /// The lifetime.
@@ -443,6 +498,30 @@ impl fmt::Display for UpdateSource {
             UpdateSource::Lifecycle => "lifecycle",
             UpdateSource::UpdateQueryData => "update_query_data",
             UpdateSource::PatchQueryData => "patch_query_data",
+        })
+    }
+}
+
+/// A bounded queue of an entry's live state (R33), named when it overflows.
+///
+/// ```
+/// assert_eq!(livecache::core::Queue::Rebase.to_string(), "rebase");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Queue {
+    /// Messages held across a gap (R26).
+    Held,
+    /// Messages kept for the rebase of the request in flight (R27).
+    Rebase,
+}
+
+impl fmt::Display for Queue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Queue::Held => "held",
+            Queue::Rebase => "rebase",
         })
     }
 }
@@ -549,6 +628,37 @@ impl fmt::Display for TraceKind {
             }
             TraceKind::LifecycleEnded { lifetime, outcome } => {
                 write!(f, "lifecycle_ended lifetime={lifetime} {outcome}")
+            }
+            TraceKind::StreamStale { lifetime, version } => {
+                write!(f, "stream_stale lifetime={lifetime} version={version}")
+            }
+            TraceKind::StreamHeld { lifetime, version } => {
+                write!(f, "stream_held lifetime={lifetime} version={version}")
+            }
+            TraceKind::ResyncStarted {
+                lifetime,
+                policy,
+                from,
+            } => {
+                write!(f, "resync_started lifetime={lifetime} policy={policy:?}")?;
+                match from {
+                    Some(from) => write!(f, " from={from}"),
+                    None => Ok(()),
+                }
+            }
+            TraceKind::WatermarkSet {
+                lifetime,
+                watermark,
+                reapplied,
+            } => write!(
+                f,
+                "watermark_set lifetime={lifetime} watermark={watermark} reapplied={reapplied}"
+            ),
+            TraceKind::QueueOverflowed { lifetime, queue } => {
+                write!(f, "queue_overflowed lifetime={lifetime} queue={queue}")
+            }
+            TraceKind::StreamStatusChanged { lifetime, status } => {
+                write!(f, "stream_status lifetime={lifetime} {status}")
             }
         }
     }

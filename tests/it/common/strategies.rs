@@ -1,7 +1,7 @@
 //! Op strategies shared by the property tests (core vs model, runtime vs model).
 
 use livecache::core::Refetch;
-use livecache_model::{Data, KeyRef, Model, Op, Recipe};
+use livecache_model::{Data, KeyRef, Model, Op, Recipe, Report};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::strategy::Union;
@@ -136,7 +136,11 @@ pub fn ops_attaching(
         (
             1,
             (lifetime_id.clone(), recipe())
-                .prop_map(|(lifetime, recipe)| Op::StreamMessage { lifetime, recipe })
+                .prop_map(|(lifetime, recipe)| Op::StreamMessage {
+                    lifetime,
+                    recipe,
+                    version: None,
+                })
                 .boxed(),
         ),
         (
@@ -198,7 +202,11 @@ pub fn ops_attaching(
         arms.push((
             5,
             (attached.clone(), recipe())
-                .prop_map(|(lifetime, recipe)| Op::StreamMessage { lifetime, recipe })
+                .prop_map(|(lifetime, recipe)| Op::StreamMessage {
+                    lifetime,
+                    recipe,
+                    version: None,
+                })
                 .boxed(),
         ));
         arms.push((
@@ -254,6 +262,137 @@ pub fn ops_attaching(
                     key,
                     request,
                     error: "late".into(),
+                })
+                .boxed(),
+        ));
+    }
+    Union::new_weighted(arms).boxed()
+}
+
+/// A key of one of the versioned endpoints of `Config::versioned` (`v`, `r`, `n`).
+pub fn live_key() -> impl Strategy<Value = KeyRef> {
+    (3usize..6, 1u8..=2).prop_map(|(endpoint, arg)| KeyRef { endpoint, arg })
+}
+
+/// Versions from a small range, so stale messages, duplicates and gaps are common.
+pub fn version() -> impl Strategy<Value = u64> {
+    0u64..7
+}
+
+pub fn report() -> impl Strategy<Value = Report> {
+    prop_oneof![
+        Just(Report::Connecting),
+        Just(Report::Live),
+        Just(Report::Reconnecting),
+    ]
+}
+
+/// [`ops`] in the versioned universe (`Config::versioned`), with the live ops (R24–R28, R33)
+/// added and weighted so that versioned entries get streams, versioned messages (in order,
+/// repeated, out of order, past gaps), snapshots with watermarks while messages flow, refetches,
+/// rejections, status reports and resumes.
+pub fn live_ops(state: &Model) -> BoxedStrategy<Op> {
+    let (lifetimes, _, subscriptions) = state.issued();
+    let observed = state.observe();
+    let lifetime_id = 1..=lifetimes + 1;
+    let mut arms: Vec<(u32, BoxedStrategy<Op>)> = vec![
+        (6, ops(state, true)),
+        (
+            4,
+            (live_key(), refetch())
+                .prop_map(|(key, refetch)| Op::Subscribe { key, refetch })
+                .boxed(),
+        ),
+        (
+            2,
+            (1..=subscriptions + 1)
+                .prop_map(|subscription| Op::Refetch { subscription })
+                .boxed(),
+        ),
+        (
+            2,
+            (live_key(), data(), version())
+                .prop_map(|(key, data, watermark)| Op::UpsertVersioned {
+                    key,
+                    data,
+                    watermark,
+                })
+                .boxed(),
+        ),
+        (
+            1,
+            (lifetime_id.clone(), report())
+                .prop_map(|(lifetime, report)| Op::StreamReport { lifetime, report })
+                .boxed(),
+        ),
+        (
+            1,
+            lifetime_id
+                .prop_map(|lifetime| Op::ResyncDone { lifetime })
+                .boxed(),
+        ),
+    ];
+    // Streams on versioned entries: attach, then versioned messages (the watermark's next one
+    // most often, so runs get long; else any small version).
+    let live: Vec<(u64, u64)> = observed
+        .iter()
+        .filter(|o| o.key.starts_with(['v', 'r', 'n']))
+        .map(|o| (o.lifetime, o.watermark.map_or(0, |w| w.parts().1)))
+        .collect();
+    if !live.is_empty() {
+        let lifetimes: Vec<u64> = live.iter().map(|(l, _)| *l).collect();
+        arms.push((
+            3,
+            select(lifetimes)
+                .prop_map(|lifetime| Op::StreamAttach { lifetime })
+                .boxed(),
+        ));
+        let attached: Vec<(u64, u64)> = live
+            .iter()
+            .copied()
+            .filter(|(l, _)| {
+                observed
+                    .iter()
+                    .any(|o| o.lifetime == *l && o.stream.is_some_and(|s| s.reading))
+            })
+            .collect();
+        if !attached.is_empty() {
+            arms.push((
+                8,
+                (select(attached.clone()), recipe(), 1u64..3)
+                    .prop_map(|((lifetime, watermark), recipe, ahead)| Op::StreamMessage {
+                        lifetime,
+                        recipe,
+                        version: Some(watermark + ahead),
+                    })
+                    .boxed(),
+            ));
+            arms.push((
+                4,
+                (select(attached), recipe(), version())
+                    .prop_map(|((lifetime, _), recipe, version)| Op::StreamMessage {
+                        lifetime,
+                        recipe,
+                        version: Some(version),
+                    })
+                    .boxed(),
+            ));
+        }
+    }
+    let in_flight: Vec<(KeyRef, u64)> = state
+        .in_flight()
+        .into_iter()
+        .filter(|(key, _)| key.endpoint >= 3)
+        .collect();
+    if !in_flight.is_empty() {
+        arms.push((
+            6,
+            (select(in_flight), data(), version())
+                .prop_map(|((key, request), data, watermark)| Op::FulfilVersioned {
+                    key,
+                    request,
+                    data,
+                    watermark,
                 })
                 .boxed(),
         ));

@@ -1,0 +1,97 @@
+//! An entry's live state (R24–R28, R33): its stream status, its watermark, the messages held
+//! across a gap and the rebase log kept while a request is in flight. Plain data; the rules that
+//! change it are in `versions.rs`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::core::entry::Draft;
+use crate::core::stream_status::StreamStatus;
+use crate::core::version::Version;
+
+/// A message kept to be applied later (held across a gap) or again (re-applied by a rebase):
+/// its recipe, shared so the cache stays `Clone`.
+pub(super) type Replay<D> = Arc<dyn Fn(&mut Draft<'_, D>) + Send + Sync>;
+
+/// The live state of one entry. Created the first time something live happens to the entry; an
+/// entry without one is `Idle`, unversioned and without a watermark.
+pub(super) struct LiveState<D> {
+    /// What the source last reported (or what its attachment's start and end said).
+    pub(super) source: StreamStatus,
+    /// A resync is under way, since this time: the data is stale (R26, R33).
+    pub(super) stale_since: Option<u64>,
+    /// Messages were dropped (a queue overflowed): only a snapshot with a watermark, or the
+    /// source's `resync_done`, ends the resync.
+    pub(super) awaiting_snapshot: bool,
+    /// The version of the newest change the data reflects (R24).
+    pub(super) watermark: Option<Version>,
+    /// Messages above `watermark.next()` on a contiguous endpoint, held until the gap closes
+    /// (R26). At most `max_queued`.
+    pub(super) held: BTreeMap<Version, Replay<D>>,
+    /// Messages applied while a request is in flight, in order, for the rebase (R27). At most
+    /// `max_queued`.
+    pub(super) rebase: Vec<(Version, Replay<D>)>,
+    /// The rebase log overflowed during the request in flight: its snapshot cannot be rebased.
+    pub(super) rebase_overflowed: bool,
+}
+
+impl<D> Default for LiveState<D> {
+    fn default() -> Self {
+        LiveState {
+            source: StreamStatus::Idle,
+            stale_since: None,
+            awaiting_snapshot: false,
+            watermark: None,
+            held: BTreeMap::new(),
+            rebase: Vec::new(),
+            rebase_overflowed: false,
+        }
+    }
+}
+
+impl<D> Clone for LiveState<D> {
+    fn clone(&self) -> Self {
+        LiveState {
+            source: self.source.clone(),
+            stale_since: self.stale_since,
+            awaiting_snapshot: self.awaiting_snapshot,
+            watermark: self.watermark,
+            held: self.held.clone(),
+            rebase: self.rebase.clone(),
+            rebase_overflowed: self.rebase_overflowed,
+        }
+    }
+}
+
+impl<D> fmt::Debug for LiveState<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LiveState")
+            .field("source", &self.source)
+            .field("stale_since", &self.stale_since)
+            .field("awaiting_snapshot", &self.awaiting_snapshot)
+            .field("watermark", &self.watermark)
+            .field("held", &self.held.keys().collect::<Vec<_>>())
+            .field(
+                "rebase",
+                &self.rebase.iter().map(|(v, _)| v).collect::<Vec<_>>(),
+            )
+            .field("rebase_overflowed", &self.rebase_overflowed)
+            .finish()
+    }
+}
+
+impl<D> LiveState<D> {
+    /// The stream status subscribers see (R28): `Resyncing` while a resync is under way and the
+    /// source is otherwise well; the source's own trouble (reconnecting, ended, failed) shows
+    /// over it.
+    pub(super) fn status(&self) -> StreamStatus {
+        match (self.stale_since, &self.source) {
+            (
+                Some(since_ms),
+                StreamStatus::Idle | StreamStatus::Connecting | StreamStatus::Live,
+            ) => StreamStatus::Resyncing { since_ms },
+            (_, source) => source.clone(),
+        }
+    }
+}

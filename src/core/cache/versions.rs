@@ -1,0 +1,451 @@
+//! Versioned messages, watermarks, gaps, the refetch rebase, the bounded queues and the stream
+//! status (R24–R28, R33). `docs/semantics.md`, "Live entries", states each step in order.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::live::{LiveState, Replay};
+use super::*;
+use crate::core::config::{Resync, Versioning};
+use crate::core::data::CacheData;
+use crate::core::entry::Draft;
+use crate::core::key::CacheKey;
+use crate::core::stream_status::StreamStatus;
+use crate::core::trace::{Queue, TraceKind, UpdateSource};
+use crate::core::version::Version;
+
+/// What became of a versioned stream message ([`Cache::stream_message`], R24–R26).
+///
+/// ```
+/// use livecache::core::Delivery;
+/// assert_ne!(Delivery::Applied, Delivery::Stale);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// Applied: the watermark is its version now (and held messages it made contiguous were
+    /// applied after it).
+    Applied,
+    /// At or below the watermark: a duplicate or a stale message, dropped and traced (R24).
+    Stale,
+    /// Past a gap: held until the missing messages arrive or a resync ends it (R26).
+    Held,
+}
+
+impl<D, E> Cache<D, E>
+where
+    D: CacheData,
+    E: fmt::Display,
+{
+    /// A versioned message from `lifetime`'s stream (R24–R26): applied if its version is the
+    /// next one, dropped if it is at or below the entry's watermark, held past a gap on a
+    /// contiguous endpoint (the entry then resyncs by its policy). While a request is in flight
+    /// an applied message is also kept for the rebase (R27).
+    ///
+    /// `recipe` is kept only when the message is held or logged for a rebase, so a message
+    /// applied at once costs no allocation.
+    ///
+    /// ```
+    /// # use livecache::core::{Delivery, LifetimeId, Version};
+    /// use livecache::core::{Cache, CacheKey, EndpointConfig, Versioning};
+    /// let mut cache: Cache<Vec<u64>> = Cache::new(Default::default());
+    /// let versions = Some(Versioning::default());
+    /// let ep = cache.add_endpoint("chat", EndpointConfig { versions, ..Default::default() })?;
+    /// let key = CacheKey::verbatim("chat(1)");
+    /// cache.upsert_versioned(0, ep, &key, vec![1, 2], Version::new(2))?;
+    /// let lifetime = LifetimeId(1);
+    /// let push = |n: u64| move |d: &mut livecache::core::Draft<'_, Vec<u64>>| d.push(n);
+    /// assert_eq!(cache.stream_message(1, lifetime, Version::new(2), push(2)), Ok(Delivery::Stale));
+    /// assert_eq!(cache.stream_message(2, lifetime, Version::new(3), push(3)), Ok(Delivery::Applied));
+    /// assert_eq!(cache.entry(&key).and_then(|e| e.data), Some(&vec![1, 2, 3]));
+    /// assert_eq!(cache.entry(&key).and_then(|e| e.watermark), Some(Version::new(3)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stream_message<F>(
+        &mut self,
+        now: u64,
+        lifetime: LifetimeId,
+        version: Version,
+        recipe: F,
+    ) -> Result<Delivery, UpdateRefused>
+    where
+        F: Fn(&mut Draft<'_, D>) + Send + Sync + 'static,
+    {
+        self.advance(now);
+        let lifetime = lifetime.0;
+        let Some(key) = self.entries.key_of(lifetime).cloned() else {
+            return Err(UpdateRefused::NotLive);
+        };
+        let Some(slot) = self.entries.get(&key) else {
+            return Err(UpdateRefused::NotLive);
+        };
+        let Some(versioning) = self.endpoint_config(slot.endpoint).versions else {
+            return Err(UpdateRefused::NotVersioned);
+        };
+        if slot.entry.data().is_none() {
+            return Err(UpdateRefused::NotLoaded);
+        }
+        let before = self.stream_status_of(&key);
+        let delivered = self.deliver(&key, lifetime, versioning, version, recipe);
+        self.status_follows(&key, lifetime, before);
+        delivered
+    }
+
+    /// The source of `lifetime`'s stream reports its status (R28): `Connecting`, `Live`,
+    /// `Reconnecting`, `Ended` or `Failed`. A resync under way shows as `Resyncing` over a
+    /// well source. A change notifies and is traced (`stream_status_changed`).
+    ///
+    /// ```
+    /// # use livecache::core::LifetimeId;
+    /// use livecache::core::{Cache, CacheKey, EndpointConfig, StreamStatus};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.upsert(0, ep, &key, 1)?;
+    /// cache.stream_status(1, LifetimeId(1), StreamStatus::Connecting)?;
+    /// assert_eq!(cache.entry(&key).map(|e| e.stream), Some(StreamStatus::Connecting));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stream_status(
+        &mut self,
+        now: u64,
+        lifetime: LifetimeId,
+        status: StreamStatus,
+    ) -> Result<(), UpdateRefused> {
+        self.advance(now);
+        let lifetime = lifetime.0;
+        let Some(key) = self.entries.key_of(lifetime).cloned() else {
+            return Err(UpdateRefused::NotLive);
+        };
+        self.set_source(&key, lifetime, status);
+        Ok(())
+    }
+
+    /// The source replayed what a [`Resume`](Effect::Resume) asked for (R26, R33): a resync
+    /// that waits for dropped messages ends (held messages still wait for their gap to close).
+    ///
+    /// ```
+    /// # use livecache::core::LifetimeId;
+    /// use livecache::core::{Cache, UpdateRefused};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// assert_eq!(cache.resync_done(0, LifetimeId(4)), Err(UpdateRefused::NotLive));
+    /// ```
+    pub fn resync_done(&mut self, now: u64, lifetime: LifetimeId) -> Result<(), UpdateRefused> {
+        self.advance(now);
+        let lifetime = lifetime.0;
+        let Some(key) = self.entries.key_of(lifetime).cloned() else {
+            return Err(UpdateRefused::NotLive);
+        };
+        let before = self.stream_status_of(&key);
+        if let Some(live) = self.live_mut(&key) {
+            live.awaiting_snapshot = false;
+        }
+        self.status_follows(&key, lifetime, before);
+        Ok(())
+    }
+
+    /// Set the source's status and follow with the entry's.
+    pub(super) fn set_source(&mut self, key: &CacheKey, lifetime: u64, status: StreamStatus) {
+        let before = self.stream_status_of(key);
+        if let Some(live) = self.live_mut(key) {
+            live.source = status;
+        }
+        self.status_follows(key, lifetime, before);
+    }
+
+    /// The stream status of `key`'s entry, `Idle` without a live state.
+    pub(super) fn stream_status_of(&self, key: &CacheKey) -> StreamStatus {
+        self.entries
+            .get(key)
+            .and_then(|slot| slot.live.as_ref())
+            .map_or(StreamStatus::Idle, |live| live.status())
+    }
+
+    /// The entry's live state, created on first use.
+    pub(super) fn live_mut(&mut self, key: &CacheKey) -> Option<&mut LiveState<D>> {
+        let slot = self.entries.get_mut(key)?;
+        Some(slot.live.get_or_insert_with(Box::default))
+    }
+
+    /// After an operation on `key`'s entry: the resync state follows the queues (stale while
+    /// messages are held or missing), and a changed stream status is traced and notified (R28).
+    pub(super) fn status_follows(&mut self, key: &CacheKey, lifetime: u64, before: StreamStatus) {
+        let now = self.now;
+        let Some(slot) = self.entries.get_mut(key) else {
+            return;
+        };
+        let Some(live) = slot.live.as_mut() else {
+            return;
+        };
+        let missing = !live.held.is_empty() || live.awaiting_snapshot || live.rebase_overflowed;
+        match (missing, live.stale_since) {
+            (true, None) => live.stale_since = Some(now),
+            (false, Some(_)) => live.stale_since = None,
+            _ => {}
+        }
+        let status = live.status();
+        if status == before {
+            return;
+        }
+        slot.version += 1;
+        self.record(
+            now,
+            key,
+            TraceKind::StreamStatusChanged { lifetime, status },
+        );
+        self.notify(key);
+    }
+
+    fn deliver<F>(
+        &mut self,
+        key: &CacheKey,
+        lifetime: u64,
+        versioning: Versioning,
+        version: Version,
+        recipe: F,
+    ) -> Result<Delivery, UpdateRefused>
+    where
+        F: Fn(&mut Draft<'_, D>) + Send + Sync + 'static,
+    {
+        let Some(live) = self.live_mut(key) else {
+            return Err(UpdateRefused::NotLive);
+        };
+        let watermark = live.watermark;
+        if watermark.is_some_and(|w| version <= w) || live.held.contains_key(&version) {
+            self.record(self.now, key, TraceKind::StreamStale { lifetime, version });
+            return Ok(Delivery::Stale);
+        }
+        let gap = versioning.contiguous && watermark.is_some_and(|w| w.next() != Some(version));
+        if gap {
+            let was_stale = live.stale_since.is_some();
+            live.held.insert(version, Arc::new(recipe));
+            let overflowed = live.held.len() > versioning.max_queued;
+            if overflowed {
+                live.held.clear();
+                live.awaiting_snapshot = true;
+            }
+            self.record(self.now, key, TraceKind::StreamHeld { lifetime, version });
+            if overflowed {
+                let queue = Queue::Held;
+                self.record(
+                    self.now,
+                    key,
+                    TraceKind::QueueOverflowed { lifetime, queue },
+                );
+            }
+            if overflowed || !was_stale {
+                self.resync(key, lifetime, versioning);
+            }
+            return Ok(Delivery::Held);
+        }
+        let keep = self
+            .entries
+            .get(key)
+            .is_some_and(|slot| slot.entry.in_flight().is_some());
+        if keep {
+            self.apply_kept(key, lifetime, versioning, version, Arc::new(recipe))?;
+        } else {
+            self.apply_update(key, UpdateSource::Lifecycle, false, |d| recipe(d))?;
+            if let Some(live) = self.live_mut(key) {
+                live.watermark = Some(version);
+            }
+        }
+        self.drain_held(key, lifetime, versioning)?;
+        Ok(Delivery::Applied)
+    }
+
+    /// Apply a message and log it for the rebase of the request in flight (R27, R33).
+    fn apply_kept(
+        &mut self,
+        key: &CacheKey,
+        lifetime: u64,
+        versioning: Versioning,
+        version: Version,
+        replay: Replay<D>,
+    ) -> Result<(), UpdateRefused> {
+        self.apply_update(key, UpdateSource::Lifecycle, false, |d| replay(d))?;
+        let Some(live) = self.live_mut(key) else {
+            return Ok(());
+        };
+        live.watermark = Some(version);
+        if live.rebase_overflowed {
+            return Ok(());
+        }
+        if live.rebase.len() < versioning.max_queued {
+            live.rebase.push((version, replay));
+            return Ok(());
+        }
+        live.rebase.clear();
+        live.rebase_overflowed = true;
+        let queue = Queue::Rebase;
+        self.record(
+            self.now,
+            key,
+            TraceKind::QueueOverflowed { lifetime, queue },
+        );
+        Ok(())
+    }
+
+    /// Apply the held messages the watermark has reached, in order; drop those at or below it
+    /// (R26).
+    fn drain_held(
+        &mut self,
+        key: &CacheKey,
+        lifetime: u64,
+        versioning: Versioning,
+    ) -> Result<(), UpdateRefused> {
+        loop {
+            let Some(live) = self.live_mut(key) else {
+                return Ok(());
+            };
+            let Some(watermark) = live.watermark else {
+                return Ok(());
+            };
+            let Some((&first, _)) = live.held.first_key_value() else {
+                return Ok(());
+            };
+            if first <= watermark {
+                live.held.remove(&first);
+                let version = first;
+                self.record(self.now, key, TraceKind::StreamStale { lifetime, version });
+                continue;
+            }
+            if watermark.next() != Some(first) {
+                return Ok(());
+            }
+            let Some(replay) = live.held.remove(&first) else {
+                return Ok(());
+            };
+            let keep = self
+                .entries
+                .get(key)
+                .is_some_and(|slot| slot.entry.in_flight().is_some());
+            if keep {
+                self.apply_kept(key, lifetime, versioning, first, replay)?;
+            } else {
+                self.apply_update(key, UpdateSource::Lifecycle, false, |d| replay(d))?;
+                if let Some(live) = self.live_mut(key) {
+                    live.watermark = Some(first);
+                }
+            }
+        }
+    }
+
+    /// Start a resync by the endpoint's policy (R26): a refetch (joining one in flight) or a
+    /// resume from the watermark's next version.
+    fn resync(&mut self, key: &CacheKey, lifetime: u64, versioning: Versioning) {
+        let Some(slot) = self.entries.get(key) else {
+            return;
+        };
+        let in_flight = slot.entry.in_flight();
+        let watermark = slot.live.as_ref().and_then(|live| live.watermark);
+        match versioning.resync {
+            Resync::Refetch => {
+                self.record(
+                    self.now,
+                    key,
+                    TraceKind::ResyncStarted {
+                        lifetime,
+                        policy: Resync::Refetch,
+                        from: None,
+                    },
+                );
+                match in_flight {
+                    Some(request) => {
+                        self.record(self.now, key, TraceKind::RequestJoined { request });
+                    }
+                    None => self.start_request(key),
+                }
+            }
+            Resync::Resume => {
+                let from = watermark.map_or(Some(Version::new(0)), Version::next);
+                let policy = Resync::Resume;
+                let kind = TraceKind::ResyncStarted {
+                    lifetime,
+                    policy,
+                    from,
+                };
+                self.record(self.now, key, kind);
+                self.effects.push_back(Effect::Resume {
+                    key: key.clone(),
+                    lifetime: LifetimeId(lifetime),
+                    from,
+                });
+            }
+        }
+    }
+
+    /// A snapshot landed on a versioned entry (a fulfilled request, or an upsert, R24, R27):
+    /// with a watermark, the messages kept while the request ran and above it are re-applied in
+    /// order; without one the snapshot wins. `settles`: the request in flight ended with it.
+    pub(super) fn snapshot_landed(
+        &mut self,
+        key: &CacheKey,
+        lifetime: u64,
+        watermark: Option<Version>,
+        settles: bool,
+    ) {
+        let Some(slot) = self.entries.get(key) else {
+            return;
+        };
+        let Some(versioning) = self.endpoint_config(slot.endpoint).versions else {
+            return;
+        };
+        let Some(live) = self.live_mut(key) else {
+            return;
+        };
+        let (kept, overflowed) = if settles {
+            let overflowed = std::mem::take(&mut live.rebase_overflowed);
+            (std::mem::take(&mut live.rebase), overflowed)
+        } else {
+            (live.rebase.clone(), live.rebase_overflowed)
+        };
+        let Some(watermark) = watermark else {
+            return;
+        };
+        live.watermark = Some(watermark);
+        let mut reapplied = 0;
+        for (version, replay) in kept.iter().filter(|(v, _)| *v > watermark) {
+            self.update_in_place(key, |d| replay(d));
+            if let Some(live) = self.live_mut(key) {
+                live.watermark = Some(*version);
+            }
+            reapplied += 1;
+        }
+        self.record(
+            self.now,
+            key,
+            TraceKind::WatermarkSet {
+                lifetime,
+                watermark,
+                reapplied,
+            },
+        );
+        if let Some(live) = self.live_mut(key) {
+            live.awaiting_snapshot = overflowed;
+        }
+        // A message's recipe may panic here only as it did when first applied; its error, like
+        // any refusal, leaves the rest held.
+        let _ = self.drain_held(key, lifetime, versioning);
+        let gap_left = self
+            .entries
+            .get(key)
+            .and_then(|slot| slot.live.as_ref())
+            .is_some_and(|live| !live.held.is_empty() || live.awaiting_snapshot);
+        if gap_left {
+            self.resync(key, lifetime, versioning);
+        }
+    }
+
+    /// The request in flight was rejected: its rebase log is dropped, the data kept (R27).
+    pub(super) fn rebase_dropped(&mut self, key: &CacheKey) {
+        if let Some(live) = self
+            .entries
+            .get_mut(key)
+            .and_then(|slot| slot.live.as_mut())
+        {
+            live.rebase.clear();
+            live.rebase_overflowed = false;
+        }
+    }
+}
