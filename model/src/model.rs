@@ -1923,9 +1923,11 @@ mod tests {
                 "0ms a(1) request_fulfilled request=1 data_changed=true",
                 "0ms a(1) data_loaded lifetime=1 request=1",
                 "0ms a(1) stream_attached lifetime=1 buffered=3",
+                "0ms a(1) stream_status lifetime=1 live",
                 r#"0ms a(1) updated source=lifecycle patches=[{"op":"add","path":"/1","value":1}]"#,
                 r#"0ms a(1) updated source=lifecycle patches=[{"op":"add","path":"/2","value":2}]"#,
                 r#"0ms a(1) stream_ended lifetime=1 reason="stream failed: connection reset" applied=3 skipped=1"#,
+                "0ms a(1) stream_status lifetime=1 failed: connection reset",
             ]
         );
         assert_ok(&m);
@@ -1987,9 +1989,12 @@ mod tests {
             tail,
             [
                 "0ms c(1) stream_attached lifetime=2 buffered=0",
+                "0ms c(1) stream_status lifetime=2 live",
                 r#"0ms c(1) updated source=lifecycle patches=[{"op":"replace","path":"/0","value":8}]"#,
                 r#"0ms c(1) stream_ended lifetime=2 reason="stream ended" applied=2 skipped=0"#,
+                "0ms c(1) stream_status lifetime=2 ended: stream ended",
                 "0ms c(1) stream_attached lifetime=2 buffered=0",
+                "0ms c(1) stream_status lifetime=2 live",
             ]
         );
         assert_eq!(m.observe()[1].data, Some(vec![8]));

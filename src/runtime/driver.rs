@@ -17,17 +17,21 @@ use crate::core::CacheKey;
 use crate::core::HandlerOutcome;
 use crate::core::LifetimePlace;
 use crate::core::ids::IdMap;
-use crate::core::{Cache, CacheConfig, Effect, LifetimeId, Refetch, RequestId};
+use crate::core::{Cache, CacheConfig, Effect, LifetimeId, Refetch, RequestId, Version};
 use crate::runtime::erased::{ErasedData, ErasedMeta};
 use crate::runtime::error::{BoxError, QueryError, panic_message};
 use crate::runtime::signal;
 
 /// Runs an entry's query function once.
-pub(crate) type Fetch = Arc<
-    dyn Fn() -> BoxFuture<'static, Result<(ErasedData, Option<ErasedMeta>), QueryError>>
-        + Send
-        + Sync,
->;
+/// What a query function delivered, erased: the data, its meta, the snapshot's watermark.
+pub(crate) struct ErasedFetched {
+    pub(crate) data: ErasedData,
+    pub(crate) meta: Option<ErasedMeta>,
+    pub(crate) watermark: Option<Version>,
+}
+
+pub(crate) type Fetch =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<ErasedFetched, QueryError>> + Send + Sync>;
 
 /// What a lifecycle handler is started with.
 pub(crate) struct LifecycleStart {
@@ -388,14 +392,23 @@ impl Shared {
         self: &Arc<Self>,
         key: &CacheKey,
         request: RequestId,
-        result: Result<(ErasedData, Option<ErasedMeta>), QueryError>,
+        result: Result<ErasedFetched, QueryError>,
     ) {
         match result {
-            Ok((data, meta)) => {
+            Ok(ErasedFetched {
+                data,
+                meta,
+                watermark,
+            }) => {
                 let meta = meta.map(|m| (request, m));
                 self.with_meta(meta, None, |state, now| {
                     state.requests.remove(&request);
-                    state.cache.fulfil(now, key, request, data);
+                    match watermark {
+                        Some(watermark) => state
+                            .cache
+                            .fulfil_versioned(now, key, request, data, watermark),
+                        None => state.cache.fulfil(now, key, request, data),
+                    }
                     ((), false)
                 });
             }

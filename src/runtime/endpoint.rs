@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use crate::core::Draft;
 use crate::core::{CacheKey, KeyOverride, default_key, key_from_override};
-use crate::core::{EndpointConfig, EndpointId, Keep, Refetch};
+use crate::core::{EndpointConfig, EndpointId, Keep, Refetch, Resync, Version, Versioning};
 use crate::core::{Patch, PatchSet, UpsertError};
-use crate::runtime::driver::{Fetch, LifecycleStart, Owner, StartLifecycle, State};
+use crate::runtime::driver::{ErasedFetched, Fetch, LifecycleStart, Owner, StartLifecycle, State};
 use crate::runtime::erased::{Data, ErasedData, ErasedMeta};
 use crate::runtime::error::UpdateError;
 use crate::runtime::error::{BoxError, Error, QueryError};
@@ -31,8 +31,16 @@ use crate::runtime::subscription::Subscription;
 pub trait Arg: Clone + Serialize + Send + Sync + 'static {}
 impl<A: Clone + Serialize + Send + Sync + 'static> Arg for A {}
 
+/// What a query function delivered: the data, its meta if the function gives one, and the
+/// snapshot's watermark on a versioned endpoint (R24).
+struct Fetched<T, M> {
+    data: T,
+    meta: Option<M>,
+    watermark: Option<Version>,
+}
+
 type QueryFn<A, T, M> =
-    Arc<dyn Fn(A) -> BoxFuture<'static, Result<(T, Option<M>), BoxError>> + Send + Sync>;
+    Arc<dyn Fn(A) -> BoxFuture<'static, Result<Fetched<T, M>, BoxError>> + Send + Sync>;
 type Handler<A, T, M> = Arc<
     dyn Fn(A, EntryHandle<BeforeData, T, M>) -> BoxFuture<'static, Result<(), BoxError>>
         + Send
@@ -84,6 +92,7 @@ pub struct EndpointBuilder<A, T, M = (), Q = NoQueryFn> {
     owner: Arc<Owner>,
     name: String,
     keep: Option<Keep>,
+    versions: Option<Versioning>,
     serialize: Option<Serializer<A>>,
     lifecycle: Option<Handler<A, T, M>>,
     query: Q,
@@ -96,6 +105,7 @@ impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
             owner,
             name,
             keep: None,
+            versions: None,
             serialize: None,
             lifecycle: None,
             query: NoQueryFn,
@@ -122,8 +132,62 @@ impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
         F: Fn(A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, BoxError>> + Send + 'static,
     {
-        let query: QueryFn<A, T, ()> =
-            Arc::new(move |arg| query(arg).map(|r| r.map(|data| (data, None))).boxed());
+        let query: QueryFn<A, T, ()> = Arc::new(move |arg| {
+            query(arg)
+                .map(|r| {
+                    r.map(|data| Fetched {
+                        data,
+                        meta: None,
+                        watermark: None,
+                    })
+                })
+                .boxed()
+        });
+        self.with_query(query)
+    }
+
+    /// A query function for a versioned endpoint (R24, R27): it returns the snapshot with its
+    /// watermark, the version of the newest change the snapshot reflects. Messages streamed
+    /// with [`EntryHandle::stream_versioned`] at or below it are dropped as duplicates, those
+    /// above it applied exactly once, and a refetch's snapshot is rebased: what was applied
+    /// while it ran, above its watermark, is applied again onto it. Declares the endpoint
+    /// versioned with [`Versioning::default`] unless [`EndpointBuilder::versioning`] says
+    /// otherwise.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// use livecache::core::Version;
+    /// let feed = api
+    ///     .query::<(), Vec<u64>>("feed")
+    ///     .query_fn_versioned(|()| async { Ok((vec![1, 2], Version::new(2))) })
+    ///     .build()?;
+    /// let sub = feed.subscribe(())?;
+    /// sub.loaded().await.ok();
+    /// assert_eq!(sub.state().watermark, Some(Version::new(2)));
+    /// # Ok(()) }
+    /// ```
+    pub fn query_fn_versioned<F, Fut>(
+        mut self,
+        query: F,
+    ) -> EndpointBuilder<A, T, (), WithQueryFn<A, T, ()>>
+    where
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(T, Version), BoxError>> + Send + 'static,
+    {
+        self.versions.get_or_insert_with(Versioning::default);
+        let query: QueryFn<A, T, ()> = Arc::new(move |arg| {
+            query(arg)
+                .map(|r| {
+                    r.map(|(data, watermark)| Fetched {
+                        data,
+                        meta: None,
+                        watermark: Some(watermark),
+                    })
+                })
+                .boxed()
+        });
         self.with_query(query)
     }
 
@@ -168,7 +232,13 @@ impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
     {
         let query: QueryFn<A, T, M> = Arc::new(move |arg| {
             query(arg)
-                .map(|r| r.map(|(data, meta)| (data, Some(meta))))
+                .map(|r| {
+                    r.map(|(data, meta)| Fetched {
+                        data,
+                        meta: Some(meta),
+                        watermark: None,
+                    })
+                })
                 .boxed()
         });
         self.with_query(query)
@@ -182,6 +252,7 @@ impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
             owner: self.owner,
             name: self.name,
             keep: self.keep,
+            versions: self.versions,
             serialize: self.serialize,
             lifecycle: None,
             query: WithQueryFn(query),
@@ -211,6 +282,30 @@ impl<A: Arg, T: Data, M, Q> EndpointBuilder<A, T, M, Q> {
     /// ```
     pub fn keep_unused_data_for(mut self, keep: impl Into<Keep>) -> Self {
         self.keep = Some(keep.into());
+        self
+    }
+
+    /// Declare the endpoint versioned, with these rules (R24–R27, R33): whether versions are
+    /// contiguous (a message further ahead than the next version is a gap, held while the
+    /// entry resyncs by refetching), and how many messages each queue holds. This runtime
+    /// resyncs by [`Resync::Refetch`]; [`Resync::Resume`] comes with the shared connection and is
+    /// refused by [`build`](EndpointBuilder::build) until then.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// use livecache::core::{Version, Versioning};
+    /// let chat = api
+    ///     .query::<(), Vec<String>>("chat")
+    ///     .versioning(Versioning { contiguous: true, ..Versioning::default() })
+    ///     .query_fn_versioned(|()| async { Ok((vec![], Version::new(0))) })
+    ///     .build()?;
+    /// # drop(chat);
+    /// # Ok(()) }
+    /// ```
+    pub fn versioning(mut self, versioning: Versioning) -> Self {
+        self.versions = Some(versioning);
         self
     }
 
@@ -288,12 +383,23 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> EndpointBuilder<A, T, M, WithQue
     /// # Ok(()) }
     /// ```
     pub fn build(self) -> Result<Endpoint<A, T, M>, Error> {
+        let name = self.name;
+        if self
+            .versions
+            .is_some_and(|versions| versions.resync == Resync::Resume)
+        {
+            return Err(Error::Unsupported {
+                name,
+                what: "resyncing by resume needs a source that replays, which comes with the \
+                       shared connection; resync by refetch (Resync::Refetch)"
+                    .into(),
+            });
+        }
         let config = EndpointConfig {
             keep: self.keep,
             has_lifecycle: self.lifecycle.is_some(),
-            versions: None,
+            versions: self.versions,
         };
-        let name = self.name;
         let id = self
             .owner
             .shared
@@ -553,10 +659,44 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// # Ok(()) }
     /// ```
     pub fn upsert_query_data(&self, arg: A, data: T) -> Result<(), Error> {
+        self.upsert_at(arg, data, None)
+    }
+
+    /// [`Endpoint::upsert_query_data`] with the snapshot's watermark, on a versioned endpoint
+    /// (R20, R24): messages at or below it are duplicates from then on, and what a request in
+    /// flight has applied above it is applied again onto it (R27).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// use livecache::core::Version;
+    /// let feed = api
+    ///     .query::<(), Vec<u64>>("feed")
+    ///     .query_fn_versioned(|()| async { Ok((vec![], Version::new(0))) })
+    ///     .build()?;
+    /// feed.upsert_query_data_versioned((), vec![1, 2, 3], Version::new(3))?;
+    /// assert_eq!(feed.state(&())?.watermark, Some(Version::new(3)));
+    /// # Ok(()) }
+    /// ```
+    pub fn upsert_query_data_versioned(
+        &self,
+        arg: A,
+        data: T,
+        watermark: Version,
+    ) -> Result<(), Error> {
+        self.upsert_at(arg, data, Some(watermark))
+    }
+
+    fn upsert_at(&self, arg: A, data: T, watermark: Option<Version>) -> Result<(), Error> {
         let key = self.key(&arg)?;
         let id = self.inner.id;
         self.owner.shared.with(|state, now| {
-            let upserted = state.cache.upsert(now, id, &key, ErasedData::new(data));
+            let data = ErasedData::new(data);
+            let upserted = match watermark {
+                Some(watermark) => state.cache.upsert_versioned(now, id, &key, data, watermark),
+                None => state.cache.upsert(now, id, &key, data),
+            };
             if let Err(UpsertError::KeyInUse(in_use)) = upserted {
                 return Err(in_use.into());
             }
@@ -603,11 +743,10 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
             query(fetch_arg.clone())
                 .map(|result| {
                     result
-                        .map(|(data, meta)| {
-                            (
-                                ErasedData::new(data),
-                                meta.map(|m| Arc::new(m) as ErasedMeta),
-                            )
+                        .map(|fetched| ErasedFetched {
+                            data: ErasedData::new(fetched.data),
+                            meta: fetched.meta.map(|m| Arc::new(m) as ErasedMeta),
+                            watermark: fetched.watermark,
                         })
                         .map_err(QueryError::new)
                 })

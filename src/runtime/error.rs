@@ -112,6 +112,14 @@ pub enum Error {
     /// An update failed.
     #[error(transparent)]
     Update(#[from] UpdateError),
+    /// The endpoint asks for something this runtime does not do yet.
+    #[error("endpoint {name}: {what}")]
+    Unsupported {
+        /// The endpoint.
+        name: String,
+        /// What it asked for, and what to do instead.
+        what: String,
+    },
 }
 
 /// Why an update through a lifecycle handle or `update_query_data` failed.

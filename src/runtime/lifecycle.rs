@@ -8,7 +8,7 @@
 use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Semaphore, oneshot};
 
@@ -16,8 +16,8 @@ use crate::core::CacheKey;
 use crate::core::Draft;
 use crate::core::LifetimeId;
 use crate::core::PatchSet;
-use crate::core::UpdateRefused;
 use crate::core::{LifetimePlace, Notify, Patches};
+use crate::core::{StreamStatus, UpdateRefused, Version};
 use crate::runtime::driver::{Hint, LifecycleStart, LoadedMsg, Shared};
 use crate::runtime::erased::{Data, ErasedData};
 use crate::runtime::error::{RemovedBeforeLoaded, UpdateError, panic_message};
@@ -418,6 +418,80 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
             }
         }
     }
+
+    /// Report the health of the entry's live source (R28): `Connecting`, `Live`,
+    /// `Reconnecting { .. }`, `Ended { .. }` or `Failed { .. }` (texts are cut like the trace's).
+    /// Subscribers see it in [`QueryState::stream`]; a change wakes them and is traced. A
+    /// stream attached with [`EntryHandle::stream`] reports `Live` itself when it starts and
+    /// `Ended` or `Failed` when it stops.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// use livecache::core::StreamStatus;
+    /// let quotes = api
+    ///     .query::<(), u32>("quotes")
+    ///     .query_fn(|()| async { Ok(1) })
+    ///     .on_cache_entry_added(|(), entry| async move {
+    ///         entry.report_stream_status(StreamStatus::Connecting)?;
+    ///         entry.removed().await;
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = quotes.subscribe(())?;
+    /// sub.loaded().await.ok();
+    /// assert_eq!(sub.state().stream, StreamStatus::Connecting);
+    /// # Ok(()) }
+    /// ```
+    pub fn report_stream_status(&self, status: StreamStatus) -> Result<(), UpdateError> {
+        let lifetime = self.place.lifetime();
+        self.shared.with_lifetime(&self.hint(), |state, now| {
+            let reported = state.cache.stream_status(now, lifetime, status);
+            (reported.map_err(from_core), false)
+        })
+    }
+
+    /// Open the entry's live source — a WebSocket, say — with its status reported (R28):
+    /// `Connecting` while `opening` runs, `Failed` with the error if it fails. `None` if the
+    /// entry is removed first (the opening is dropped, closing what it had opened). Attach the
+    /// opened stream with [`EntryHandle::stream`]: it reports `Live`, then `Ended` or `Failed`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// use livecache::core::StreamStatus;
+    /// let quotes = api
+    ///     .query::<(), u32>("quotes")
+    ///     .query_fn(|()| async { Ok(1) })
+    ///     .on_cache_entry_added(|(), entry| async move {
+    ///         let refused = async { Err::<(), _>("connection refused") };
+    ///         let _ = entry.open_source(refused).await;
+    ///         entry.removed().await;
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = quotes.subscribe(())?;
+    /// sub.loaded().await.ok();
+    /// let error = "connection refused".to_string();
+    /// assert_eq!(sub.state().stream, StreamStatus::Failed { error });
+    /// # Ok(()) }
+    /// ```
+    pub async fn open_source<F, O, E>(&self, opening: F) -> Option<Result<O, E>>
+    where
+        F: IntoFuture<Output = Result<O, E>>,
+        E: std::fmt::Display,
+    {
+        // Reporting fails only once the entry is gone; the opening then ends at once too.
+        let _ = self.report_stream_status(StreamStatus::Connecting);
+        let opened = self.until_removed(opening).await;
+        if let Some(Err(error)) = &opened {
+            let error = error.to_string();
+            let _ = self.report_stream_status(StreamStatus::Failed { error });
+        }
+        opened
+    }
 }
 
 /// A loaded handle can be cloned, to update the entry from several places — a socket callback
@@ -601,6 +675,47 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
                 applied += 1;
             }
             ((applied, Ok(())), notify)
+        })
+    }
+}
+
+/// How a versioned message changes the data: by reference, since a rebase applies it again.
+pub(crate) type ApplyVersioned<T, Msg> = Arc<dyn Fn(&mut Draft<'_, T>, &Msg) + Send + Sync>;
+
+impl<T: Data, M> EntryHandle<WithData, T, M> {
+    /// Deliver versioned `messages` in order under one acquisition of the cache's lock (R24–R26,
+    /// R34): the core applies each, drops it as stale, or holds it past a gap. Stops at the first
+    /// refusal or panic of `apply`; returns how many were delivered.
+    pub(crate) fn deliver_versioned<Msg: Send + Sync + 'static>(
+        &self,
+        messages: impl IntoIterator<Item = Msg>,
+        version: &impl Fn(&Msg) -> Version,
+        apply: &ApplyVersioned<T, Msg>,
+    ) -> (u64, Result<(), UpdateError>) {
+        let lifetime = self.place.lifetime();
+        // Where the recipe of the message being delivered reports a panic; a message re-applied
+        // later (a rebase) reports to it too, and nobody reads it then: the panic stays contained.
+        let panicked: Arc<Mutex<Option<String>>> = Arc::default();
+        self.shared.with_lifetime(&self.hint(), |state, now| {
+            let mut delivered = 0;
+            for message in messages {
+                let at = version(&message);
+                let (apply, report) = (Arc::clone(apply), Arc::clone(&panicked));
+                let recipe = move |outer: &mut Draft<'_, ErasedData>| {
+                    if let Some(message) = run_typed_recipe(outer, |draft| apply(draft, &message))
+                        && let Ok(mut slot) = report.lock()
+                    {
+                        slot.get_or_insert(message);
+                    }
+                };
+                let result = state.cache.stream_message(now, lifetime, at, recipe);
+                let panic = panicked.lock().ok().and_then(|mut slot| slot.take());
+                if let Err(error) = recipe_outcome(result, panic) {
+                    return ((delivered, Err(error)), false);
+                }
+                delivered += 1;
+            }
+            ((delivered, Ok(())), false)
         })
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::core::CacheKey;
 use crate::core::LifetimeId;
-use crate::core::{Phase, Status};
+use crate::core::{Phase, Status, StreamStatus, Version};
 use crate::runtime::driver::State;
 use crate::runtime::erased::{Data, ErasedData};
 use crate::runtime::error::QueryError;
@@ -33,6 +33,14 @@ pub struct QueryState<T> {
     pub is_fetching: bool,
     /// When the data was last fulfilled or upserted, in milliseconds on the api's clock.
     pub fulfilled_at_ms: Option<u64>,
+    /// The health of the entry's live source (R28): `Idle` without a stream, `Live` while one
+    /// is attached and current, `Resyncing` while messages are missing, `Ended` or `Failed`
+    /// once it stopped. Every change is a change of the state ([`Subscription::changes`]).
+    ///
+    /// [`Subscription::changes`]: crate::Subscription::changes
+    pub stream: StreamStatus,
+    /// The version of the newest change the data reflects, on a versioned endpoint (R24).
+    pub watermark: Option<Version>,
 }
 
 impl<T> Clone for QueryState<T> {
@@ -44,6 +52,8 @@ impl<T> Clone for QueryState<T> {
             error: self.error.clone(),
             is_fetching: self.is_fetching,
             fulfilled_at_ms: self.fulfilled_at_ms,
+            stream: self.stream.clone(),
+            watermark: self.watermark,
         }
     }
 }
@@ -62,6 +72,8 @@ impl<T> QueryState<T> {
             error: None,
             is_fetching: false,
             fulfilled_at_ms: None,
+            stream: StreamStatus::Idle,
+            watermark: None,
         }
     }
 
@@ -133,5 +145,7 @@ pub(crate) fn read_state<T: Data>(
         error: entry.error.cloned(),
         is_fetching: entry.in_flight.is_some(),
         fulfilled_at_ms: entry.fulfilled_at,
+        stream: entry.stream,
+        watermark: entry.watermark,
     }
 }

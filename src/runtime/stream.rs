@@ -13,12 +13,12 @@ use futures::{Stream, StreamExt};
 
 use crate::core::CacheKey;
 use crate::core::Draft;
-use crate::core::{Attachment, Finish};
+use crate::core::{Attachment, Finish, FirstData, Version};
 use crate::core::{StreamEnd, StreamEndReason};
 use crate::runtime::driver::Shared;
 use crate::runtime::erased::Data;
 use crate::runtime::error::UpdateError;
-use crate::runtime::lifecycle::{BeforeData, EntryHandle, HandleState, WithData};
+use crate::runtime::lifecycle::{ApplyVersioned, BeforeData, EntryHandle, HandleState, WithData};
 
 /// An error a message stream can yield: either it only skipped an item (a bad frame) and goes
 /// on, or the stream has failed and the attachment ends.
@@ -189,6 +189,97 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
         E: StreamError + Send,
         F: FnMut(&mut Draft<'_, T>, Msg) + Send,
     {
+        self.attach(stream, Plain(apply)).await
+    }
+
+    /// [`EntryHandle::stream`] for a versioned endpoint (R24–R26): `version` reads each
+    /// message's version. Messages that arrive before the first data are held and applied after
+    /// it in version order; from then on a message at or below the entry's watermark is a
+    /// duplicate, dropped (traced `stream_stale`); one past a gap, on a contiguous endpoint, is
+    /// held while the entry resyncs (its stream status `Resyncing`); every other one is applied
+    /// with `apply` exactly once. `apply` takes the message by reference: a refetch's snapshot is
+    /// rebased by applying again what was applied while it ran (R27).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// use livecache::core::Version;
+    /// let chat = api
+    ///     .query::<(), Vec<u64>>("chat")
+    ///     .query_fn_versioned(|()| async { Ok((vec![1, 2], Version::new(2))) })
+    ///     .on_cache_entry_added(|(), entry| async move {
+    ///         // 2 is in the snapshot already, 3 and 4 are new; 3 arrives twice
+    ///         let messages = futures::stream::iter([4, 2, 3, 3]);
+    ///         entry
+    ///             .stream_versioned(messages, |n| Version::new(*n), |list, n| list.push(*n))
+    ///             .await;
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = chat.subscribe(())?;
+    /// sub.loaded().await.ok();
+    /// tokio::task::yield_now().await;
+    /// assert_eq!(sub.state().data(), Some(&vec![1, 2, 3, 4]));
+    /// # Ok(()) }
+    /// ```
+    pub async fn stream_versioned<S, V, F>(self, stream: S, version: V, apply: F) -> StreamEnd
+    where
+        S: Stream + Send,
+        S::Item: Send + Sync + 'static,
+        V: Fn(&S::Item) -> Version + Send,
+        F: Fn(&mut Draft<'_, T>, &S::Item) + Send + Sync + 'static,
+    {
+        self.try_stream_versioned(stream.map(Ok::<_, Infallible>), version, apply)
+            .await
+    }
+
+    /// [`EntryHandle::stream_versioned`] for a stream of `Result`s, as
+    /// [`EntryHandle::try_stream`] is for [`EntryHandle::stream`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// use livecache::core::Version;
+    /// let feed = api
+    ///     .query::<(), Vec<u64>>("feed")
+    ///     .query_fn_versioned(|()| async { Ok((vec![], Version::new(0))) })
+    ///     .on_cache_entry_added(|(), entry| async move {
+    ///         let items = futures::stream::iter([Ok::<u64, std::convert::Infallible>(1)]);
+    ///         entry.try_stream_versioned(items, |n| Version::new(*n), |l, n| l.push(*n)).await;
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = feed.subscribe(())?;
+    /// sub.loaded().await.ok();
+    /// tokio::task::yield_now().await;
+    /// assert_eq!(sub.state().data(), Some(&vec![1]));
+    /// # Ok(()) }
+    /// ```
+    pub async fn try_stream_versioned<S, Msg, E, V, F>(
+        self,
+        stream: S,
+        version: V,
+        apply: F,
+    ) -> StreamEnd
+    where
+        S: Stream<Item = Result<Msg, E>> + Send,
+        Msg: Send + Sync + 'static,
+        E: StreamError + Send,
+        V: Fn(&Msg) -> Version + Send,
+        F: Fn(&mut Draft<'_, T>, &Msg) + Send + Sync + 'static,
+    {
+        self.attach(stream, Versioned::new(version, apply)).await
+    }
+
+    async fn attach<S, Msg, E, A>(self, stream: S, apply: A) -> StreamEnd
+    where
+        S: Stream<Item = Result<Msg, E>> + Send,
+        Msg: Send,
+        E: StreamError + Send,
+        A: Applier<T, Msg> + Send,
+    {
         let attachment = Attachment::before_data(self.place.lifetime());
         let mut recorder = Recorder::new(&self, attachment);
         let mut stream = pin!(stream);
@@ -288,22 +379,99 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
         F: FnMut(&mut Draft<'_, T>, Msg) + Send,
     {
         let recorder = Recorder::new(self, Attachment::live(self.place.lifetime()));
+        self.run(pin!(stream), Plain(apply), recorder).await
+    }
+
+    /// [`EntryHandle::stream_versioned`] on the loaded entry: each message is dropped as stale,
+    /// held past a gap, or applied exactly once (R24–R26).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// use livecache::core::Version;
+    /// let chat = api
+    ///     .query::<(), Vec<u64>>("chat")
+    ///     .query_fn_versioned(|()| async { Ok((vec![1], Version::new(1))) })
+    ///     .on_cache_entry_added(|(), entry| async move {
+    ///         let Ok((entry, _)) = entry.data_loaded().await else { return Ok(()) };
+    ///         let messages = futures::stream::iter([1, 2]);
+    ///         entry.stream_versioned(messages, |n| Version::new(*n), |l, n| l.push(*n)).await;
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = chat.subscribe(())?;
+    /// sub.loaded().await.ok();
+    /// for _ in 0..4 { tokio::task::yield_now().await; }
+    /// assert_eq!(sub.state().data(), Some(&vec![1, 2]));
+    /// # Ok(()) }
+    /// ```
+    pub async fn stream_versioned<S, V, F>(&self, stream: S, version: V, apply: F) -> StreamEnd
+    where
+        S: Stream + Send,
+        S::Item: Send + Sync + 'static,
+        V: Fn(&S::Item) -> Version + Send,
+        F: Fn(&mut Draft<'_, T>, &S::Item) + Send + Sync + 'static,
+    {
+        self.try_stream_versioned(stream.map(Ok::<_, Infallible>), version, apply)
+            .await
+    }
+
+    /// [`EntryHandle::try_stream`] for a versioned endpoint, as
+    /// [`EntryHandle::stream_versioned`] (on the loaded handle).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// use livecache::core::Version;
+    /// let feed = api
+    ///     .query::<(), Vec<u64>>("feed")
+    ///     .query_fn_versioned(|()| async { Ok((vec![], Version::new(0))) })
+    ///     .on_cache_entry_added(|(), entry| async move {
+    ///         let Ok((entry, _)) = entry.data_loaded().await else { return Ok(()) };
+    ///         let items = futures::stream::iter([Ok::<u64, std::convert::Infallible>(1)]);
+    ///         entry.try_stream_versioned(items, |n| Version::new(*n), |l, n| l.push(*n)).await;
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = feed.subscribe(())?;
+    /// sub.loaded().await.ok();
+    /// for _ in 0..4 { tokio::task::yield_now().await; }
+    /// assert_eq!(sub.state().data(), Some(&vec![1]));
+    /// # Ok(()) }
+    /// ```
+    pub async fn try_stream_versioned<S, Msg, E, V, F>(
+        &self,
+        stream: S,
+        version: V,
+        apply: F,
+    ) -> StreamEnd
+    where
+        S: Stream<Item = Result<Msg, E>> + Send,
+        Msg: Send + Sync + 'static,
+        E: StreamError + Send,
+        V: Fn(&Msg) -> Version + Send,
+        F: Fn(&mut Draft<'_, T>, &Msg) + Send + Sync + 'static,
+    {
+        let recorder = Recorder::new(self, Attachment::live(self.place.lifetime()));
+        let apply = Versioned::new(version, apply);
         self.run(pin!(stream), apply, recorder).await
     }
 
-    async fn run<S, Msg, E, F>(
+    async fn run<S, Msg, E, A>(
         &self,
         mut stream: std::pin::Pin<&mut S>,
-        mut apply: F,
+        mut apply: A,
         mut recorder: Recorder<Msg>,
     ) -> StreamEnd
     where
         S: Stream<Item = Result<Msg, E>> + Send,
         E: StreamError,
-        F: FnMut(&mut Draft<'_, T>, Msg),
+        A: Applier<T, Msg>,
     {
         let lifetime = self.place.lifetime();
-        let first = recorder.attachment.data_loaded();
+        let first = apply.first_data(&mut recorder.attachment);
         let count = first.held.len();
         let attached = self
             .shared
@@ -375,13 +543,13 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
     fn apply_burst<Msg>(
         &self,
         burst: &mut Vec<Msg>,
-        apply: &mut impl FnMut(&mut Draft<'_, T>, Msg),
+        apply: &mut impl Applier<T, Msg>,
         recorder: &mut Recorder<Msg>,
     ) -> Result<(), StreamEndReason> {
         if burst.is_empty() {
             return Ok(());
         }
-        let (applied, result) = self.update_each(burst.drain(..), apply);
+        let (applied, result) = apply.deliver(self, burst);
         recorder.attachment.applied(applied);
         match result {
             Ok(()) => Ok(()),
@@ -390,5 +558,68 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
             }
             Err(_) => Err(recorder.attachment.removed()),
         }
+    }
+}
+
+/// How an attachment's messages reach the cache: as plain updates in arrival order (R21), or by
+/// the version rules (R24–R26).
+trait Applier<T, Msg> {
+    /// The first data landed: what the attachment held, in the order to deliver it.
+    fn first_data(&self, attachment: &mut Attachment<Msg>) -> FirstData<Msg>;
+
+    /// Deliver `burst` (emptying it) under one lock acquisition: how many were delivered, and
+    /// the first refusal or panic.
+    fn deliver<M>(
+        &mut self,
+        handle: &EntryHandle<WithData, T, M>,
+        burst: &mut Vec<Msg>,
+    ) -> (u64, Result<(), UpdateError>);
+}
+
+/// Messages applied as updates through the handle, in arrival order.
+struct Plain<F>(F);
+
+impl<T: Data, Msg, F: FnMut(&mut Draft<'_, T>, Msg)> Applier<T, Msg> for Plain<F> {
+    fn first_data(&self, attachment: &mut Attachment<Msg>) -> FirstData<Msg> {
+        attachment.data_loaded()
+    }
+
+    fn deliver<M>(
+        &mut self,
+        handle: &EntryHandle<WithData, T, M>,
+        burst: &mut Vec<Msg>,
+    ) -> (u64, Result<(), UpdateError>) {
+        handle.update_each(burst.drain(..), &mut self.0)
+    }
+}
+
+/// Versioned messages, delivered to the core's version rules.
+struct Versioned<T, Msg, V> {
+    version: V,
+    apply: ApplyVersioned<T, Msg>,
+}
+
+impl<T, Msg, V> Versioned<T, Msg, V> {
+    fn new(version: V, apply: impl Fn(&mut Draft<'_, T>, &Msg) + Send + Sync + 'static) -> Self {
+        Versioned {
+            version,
+            apply: Arc::new(apply),
+        }
+    }
+}
+
+impl<T: Data, Msg: Send + Sync + 'static, V: Fn(&Msg) -> Version> Applier<T, Msg>
+    for Versioned<T, Msg, V>
+{
+    fn first_data(&self, attachment: &mut Attachment<Msg>) -> FirstData<Msg> {
+        attachment.data_loaded_in_order(|message| Some((self.version)(message)))
+    }
+
+    fn deliver<M>(
+        &mut self,
+        handle: &EntryHandle<WithData, T, M>,
+        burst: &mut Vec<Msg>,
+    ) -> (u64, Result<(), UpdateError>) {
+        handle.deliver_versioned(burst.drain(..), &self.version, &self.apply)
     }
 }

@@ -11,7 +11,7 @@ use crate::core::data::CacheData;
 use crate::core::entry::Draft;
 use crate::core::key::CacheKey;
 use crate::core::stream_status::StreamStatus;
-use crate::core::trace::{Queue, TraceKind, UpdateSource};
+use crate::core::trace::{Queue, TraceKind, UpdateSource, bound_text};
 use crate::core::version::Version;
 
 /// What became of a versioned stream message ([`Cache::stream_message`], R24–R26).
@@ -116,6 +116,25 @@ where
         let lifetime = lifetime.0;
         let Some(key) = self.entries.key_of(lifetime).cloned() else {
             return Err(UpdateRefused::NotLive);
+        };
+        // The texts are a peer's words: cut like the trace's (R23).
+        let status = match status {
+            StreamStatus::Reconnecting {
+                attempt,
+                since_ms,
+                last_error,
+            } => StreamStatus::Reconnecting {
+                attempt,
+                since_ms,
+                last_error: bound_text(last_error),
+            },
+            StreamStatus::Ended { reason } => StreamStatus::Ended {
+                reason: bound_text(reason),
+            },
+            StreamStatus::Failed { error } => StreamStatus::Failed {
+                error: bound_text(error),
+            },
+            other => other,
         };
         self.set_source(&key, lifetime, status);
         Ok(())
