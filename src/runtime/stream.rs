@@ -556,7 +556,10 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
             Err(UpdateError::RecipePanicked { message }) => {
                 Err(StreamEndReason::ApplyPanicked(message))
             }
-            Err(_) => Err(recorder.attachment.removed()),
+            Err(UpdateError::EntryRemoved) => Err(recorder.attachment.removed()),
+            // Any other refusal (a versioned stream on an unversioned endpoint, the data's own
+            // code panicking) fails the stream, loudly: the entry lives on and says so (R28).
+            Err(other) => Err(StreamEndReason::StreamFailed(other.to_string())),
         }
     }
 }
