@@ -16,6 +16,7 @@ mod hardening_core;
 mod hardening_http;
 mod hardening_ws;
 mod live_equivalence;
+mod live_rules;
 mod model_equivalence;
 mod rule_traces;
 mod runtime_model;

@@ -1,0 +1,1242 @@
+//! One or more trace tests per live-entry rule of `docs/spec.md` (R24–R28, R33), driven through
+//! the sans-IO core.
+//!
+//! Each test plays a short scenario on a chat room whose messages carry versions (message `n`
+//! appends `"m{n}"`, so a snapshot at watermark `w` is `m1..m{w}` and the data shows at a glance
+//! which messages were applied, and in which order), asserts what the rule states on the data,
+//! the watermark, the stream status, each message's [`Delivery`] and the drained effects, and
+//! then snapshots the whole trace (`tests/it/snapshots/it__live_rules__rNN_*.snap`). The
+//! snapshots were checked by hand against the rules; a change to one is a change of behaviour and
+//! needs the same review.
+//!
+//! The scenarios drive the core the way the runtime's stream task does: the lifecycle's stream
+//! attaches once the entry has data (`stream_attached`), each message goes in with
+//! `stream_message`, and the source's health with `stream_status` / `stream_ended`.
+
+use livecache::core::{
+    Attachment, Cache, CacheConfig, Delivery, Draft, Effect, EndpointConfig, Keep, LifetimeId,
+    Patches, Recording, RequestId, Resync, StreamEnd, StreamEndReason, StreamStatus,
+    SubscriptionId, UpdateRefused, Version, Versioning,
+};
+use livecache::core::{CacheKey, Refetch, default_key};
+
+type Data = Vec<String>;
+type Core = Cache<Data>;
+
+/// The lifetime of the chat room's first (and only) entry in every scenario.
+const ROOM: LifetimeId = LifetimeId(1);
+
+/// A core recording events with patches, with the default keep time.
+fn new_cache() -> Core {
+    Cache::new(CacheConfig {
+        keep: Keep::default(),
+        recording: Recording::EventsWithPatches,
+    })
+}
+
+/// A versioned endpoint with an `on_cache_entry_added` handler (its stream).
+fn versioned(contiguous: bool, resync: Resync, max_queued: usize) -> EndpointConfig {
+    EndpointConfig {
+        keep: None,
+        has_lifecycle: true,
+        versions: Some(Versioning {
+            contiguous,
+            resync,
+            max_queued,
+        }),
+    }
+}
+
+/// An endpoint with a handler and no versions, as in v1.
+fn unversioned() -> EndpointConfig {
+    EndpointConfig {
+        keep: None,
+        has_lifecycle: true,
+        versions: None,
+    }
+}
+
+fn key(endpoint: &str, arg: &str) -> CacheKey {
+    default_key(endpoint, &arg).expect("a string argument always serialises")
+}
+
+fn room() -> CacheKey {
+    key("chat", "redux")
+}
+
+/// The room's messages `m1..=m{n}`: a snapshot at watermark `n`.
+fn up_to(n: u64) -> Data {
+    (1..=n).map(|i| format!("m{i}")).collect()
+}
+
+fn msgs(items: &[&str]) -> Data {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// The recipe of message `text`: append it.
+fn push(text: String) -> impl Fn(&mut Draft<'_, Data>) + Send + Sync + 'static {
+    move |d: &mut Draft<'_, Data>| d.push(text.clone())
+}
+
+/// Message `n` (`"m{n}"`, version `n`) from the room's stream, at `at`.
+fn send(cache: &mut Core, at: u64, n: u64) -> Result<Delivery, UpdateRefused> {
+    cache.stream_message(at, ROOM, Version::new(n), push(format!("m{n}")))
+}
+
+fn drain(cache: &mut Core) -> Vec<Effect<Data>> {
+    std::iter::from_fn(|| cache.poll_effect()).collect()
+}
+
+fn notify(key: &CacheKey) -> Effect<Data> {
+    Effect::Notify { key: key.clone() }
+}
+
+fn start_request(key: &CacheKey, request: u64) -> Effect<Data> {
+    Effect::StartRequest {
+        key: key.clone(),
+        request: RequestId(request),
+    }
+}
+
+fn start_lifecycle(key: &CacheKey, lifetime: u64) -> Effect<Data> {
+    Effect::StartLifecycle {
+        key: key.clone(),
+        lifetime: LifetimeId(lifetime),
+    }
+}
+
+fn resume(key: &CacheKey, from: u64) -> Effect<Data> {
+    Effect::Resume {
+        key: key.clone(),
+        lifetime: ROOM,
+        from: Some(Version::new(from)),
+    }
+}
+
+fn data(cache: &Core, key: &CacheKey) -> Option<Data> {
+    cache.entry(key).and_then(|e| e.data.cloned())
+}
+
+fn watermark(cache: &Core, key: &CacheKey) -> Option<Version> {
+    cache.entry(key).and_then(|e| e.watermark)
+}
+
+fn stream(cache: &Core, key: &CacheKey) -> StreamStatus {
+    cache.entry(key).expect("the entry is live").stream
+}
+
+fn v(n: u64) -> Option<Version> {
+    Some(Version::new(n))
+}
+
+/// The event names (`entry_added`, `stream_held`, …) recorded for `key`, in order.
+fn names(cache: &Core, key: &CacheKey) -> Vec<String> {
+    cache
+        .trace()
+        .iter()
+        .filter(|e| e.key == key.as_str())
+        .map(|e| {
+            let json = serde_json::to_value(&e.kind).expect("trace kinds serialise");
+            json["event"]
+                .as_str()
+                .expect("tagged with `event`")
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The event names recorded after the first `from` events.
+fn names_since(cache: &Core, key: &CacheKey, from: usize) -> Vec<String> {
+    names(cache, key).split_off(from)
+}
+
+fn count(cache: &Core, name: &str) -> usize {
+    cache
+        .trace()
+        .iter()
+        .filter(|e| serde_json::to_value(&e.kind).expect("serialises")["event"] == name)
+        .count()
+}
+
+/// The room on an endpoint `config`: subscribed at 0, its first request fulfilled at 100 with
+/// the snapshot `m1..m{w}` at watermark `w`, its stream attached at 100 (`Live`). The effects
+/// of the set-up are checked and drained.
+fn live_room(config: EndpointConfig, w: u64) -> (Core, CacheKey, SubscriptionId) {
+    let mut cache = new_cache();
+    let chat = cache
+        .add_endpoint("chat", config)
+        .expect("endpoint names are distinct");
+    let room = room();
+    let sub = cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    assert_eq!(stream(&cache, &room), StreamStatus::Idle);
+    cache.fulfil_versioned(100, &room, RequestId(1), up_to(w), Version::new(w));
+    cache
+        .stream_attached(100, ROOM, 0)
+        .expect("the entry has data");
+    let effects = drain(&mut cache);
+    assert_eq!(
+        effects[..2],
+        [start_lifecycle(&room, 1), start_request(&room, 1)]
+    );
+    assert_eq!(effects.last(), Some(&notify(&room)));
+    assert_eq!(data(&cache, &room), Some(up_to(w)));
+    assert_eq!(watermark(&cache, &room), v(w));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    (cache, room, sub)
+}
+
+// ===== R24: watermarks; stale and duplicate messages =====
+
+#[test]
+fn r24_watermark_set_by_snapshots_and_advanced_by_each_applied_message() {
+    let config = versioned(false, Resync::Refetch, 10_000);
+    let (mut cache, room, _) = live_room(config, 3);
+
+    // each applied message advances the watermark to its version and notifies
+    assert_eq!(send(&mut cache, 200, 4), Ok(Delivery::Applied));
+    assert_eq!(watermark(&cache, &room), v(4));
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    assert_eq!(send(&mut cache, 300, 5), Ok(Delivery::Applied));
+    assert_eq!(watermark(&cache, &room), v(5));
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    // not contiguous: a message further ahead applies too
+    assert_eq!(send(&mut cache, 400, 8), Ok(Delivery::Applied));
+    assert_eq!(watermark(&cache, &room), v(8));
+    assert_eq!(
+        data(&cache, &room),
+        Some(msgs(&["m1", "m2", "m3", "m4", "m5", "m8"]))
+    );
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+
+    // an upsert that carries a watermark sets it
+    let chat = cache.entry(&room).expect("live").endpoint;
+    cache
+        .upsert_versioned(500, chat, &room, up_to(10), Version::new(10))
+        .expect("the key is this endpoint's");
+    assert_eq!(watermark(&cache, &room), v(10));
+    assert_eq!(data(&cache, &room), Some(up_to(10)));
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    assert_eq!(send(&mut cache, 600, 10), Ok(Delivery::Stale));
+    assert_eq!(send(&mut cache, 700, 11), Ok(Delivery::Applied));
+    assert_eq!(data(&cache, &room), Some(up_to(11)));
+    assert_eq!(watermark(&cache, &room), v(11));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+
+    assert_eq!(count(&cache, "watermark_set"), 2);
+    assert_eq!(count(&cache, "stream_stale"), 1);
+    insta::assert_yaml_snapshot!(
+        "r24_watermark_set_by_snapshots_and_advanced_by_each_applied_message",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r24_stale_and_duplicate_messages_are_dropped_traced_and_notify_no_one() {
+    let config = versioned(false, Resync::Refetch, 10_000);
+    let (mut cache, room, _) = live_room(config, 3);
+
+    // below the watermark (stale) and at it (a duplicate of what the snapshot holds)
+    let traced = cache.trace().len();
+    assert_eq!(send(&mut cache, 200, 2), Ok(Delivery::Stale));
+    assert_eq!(send(&mut cache, 210, 3), Ok(Delivery::Stale));
+    assert_eq!(data(&cache, &room), Some(up_to(3)));
+    assert_eq!(watermark(&cache, &room), v(3));
+    assert_eq!(drain(&mut cache), [], "a dropped message notifies no one");
+    assert_eq!(cache.trace().len(), traced + 2);
+
+    // applied once; sent again, it is a duplicate
+    assert_eq!(send(&mut cache, 300, 4), Ok(Delivery::Applied));
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    assert_eq!(send(&mut cache, 310, 4), Ok(Delivery::Stale));
+    assert_eq!(send(&mut cache, 320, 1), Ok(Delivery::Stale));
+    assert_eq!(drain(&mut cache), []);
+    assert_eq!(data(&cache, &room), Some(up_to(4)));
+    assert_eq!(watermark(&cache, &room), v(4));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+
+    assert_eq!(
+        names_since(&cache, &room, traced),
+        [
+            "stream_stale",
+            "stream_stale",
+            "updated",
+            "stream_stale",
+            "stream_stale"
+        ]
+    );
+    assert_eq!(count(&cache, "updated"), 1);
+    insta::assert_yaml_snapshot!(
+        "r24_stale_and_duplicate_messages_are_dropped_traced_and_notify_no_one",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r24_a_message_equal_to_one_held_is_a_duplicate() {
+    let config = versioned(true, Resync::Resume, 10_000);
+    let (mut cache, room, _) = live_room(config, 3);
+
+    // 6 is past a gap (4 and 5 are missing): held
+    assert_eq!(send(&mut cache, 200, 6), Ok(Delivery::Held));
+    assert_eq!(
+        drain(&mut cache),
+        [resume(&room, 4), notify(&room)],
+        "the resync asks the source to replay from 4"
+    );
+    // 6 again: dropped, nothing queued, nothing changed
+    let traced = cache.trace().len();
+    assert_eq!(send(&mut cache, 210, 6), Ok(Delivery::Stale));
+    assert_eq!(drain(&mut cache), []);
+    assert_eq!(names_since(&cache, &room, traced), ["stream_stale"]);
+    assert_eq!(data(&cache, &room), Some(up_to(3)));
+    assert_eq!(watermark(&cache, &room), v(3));
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Resyncing { since_ms: 200 }
+    );
+
+    // the gap closes: the one held 6 is applied once
+    assert_eq!(send(&mut cache, 300, 4), Ok(Delivery::Applied));
+    assert_eq!(send(&mut cache, 310, 5), Ok(Delivery::Applied));
+    assert_eq!(data(&cache, &room), Some(up_to(6)));
+    assert_eq!(watermark(&cache, &room), v(6));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(count(&cache, "updated"), 3);
+    insta::assert_yaml_snapshot!(
+        "r24_a_message_equal_to_one_held_is_a_duplicate",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r24_without_a_watermark_any_version_applies_and_sets_it() {
+    let mut cache = new_cache();
+    let chat = cache
+        .add_endpoint("chat", versioned(true, Resync::Refetch, 10_000))
+        .expect("endpoint names are distinct");
+    let room = room();
+    cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    // a plain fulfil carries no watermark
+    cache.fulfil(100, &room, RequestId(1), msgs(&["hello"]));
+    cache
+        .stream_attached(100, ROOM, 0)
+        .expect("the entry has data");
+    drain(&mut cache);
+    assert_eq!(watermark(&cache, &room), None);
+
+    // even on a contiguous endpoint: no watermark, no gap; the first message sets it
+    assert_eq!(send(&mut cache, 200, 42), Ok(Delivery::Applied));
+    assert_eq!(watermark(&cache, &room), v(42));
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    assert_eq!(send(&mut cache, 300, 43), Ok(Delivery::Applied));
+    assert_eq!(send(&mut cache, 400, 41), Ok(Delivery::Stale));
+    assert_eq!(data(&cache, &room), Some(msgs(&["hello", "m42", "m43"])));
+    assert_eq!(watermark(&cache, &room), v(43));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(count(&cache, "watermark_set"), 0);
+    assert_eq!(count(&cache, "resync_started"), 0);
+    insta::assert_yaml_snapshot!(
+        "r24_without_a_watermark_any_version_applies_and_sets_it",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r24_pair_versions_order_by_major_then_minor() {
+    let mut cache = new_cache();
+    let chat = cache
+        .add_endpoint("chat", versioned(false, Resync::Refetch, 10_000))
+        .expect("endpoint names are distinct");
+    let room = room();
+    // a Redis stream: ids `ms-seq`
+    cache
+        .upsert_versioned(0, chat, &room, msgs(&["a"]), Version::pair(1_700, 3))
+        .expect("the key is this endpoint's");
+    cache
+        .stream_attached(0, ROOM, 0)
+        .expect("the entry has data");
+    drain(&mut cache);
+    let mut send_id = |at: u64, ms: u64, seq: u64, text: &str| {
+        cache.stream_message(at, ROOM, Version::pair(ms, seq), push(text.to_owned()))
+    };
+    assert_eq!(send_id(100, 1_700, 2, "old"), Ok(Delivery::Stale));
+    assert_eq!(send_id(200, 1_700, 4, "b"), Ok(Delivery::Applied));
+    assert_eq!(send_id(300, 1_701, 0, "c"), Ok(Delivery::Applied));
+    assert_eq!(send_id(400, 1_700, 9, "late"), Ok(Delivery::Stale));
+    assert_eq!(data(&cache, &room), Some(msgs(&["a", "b", "c"])));
+    assert_eq!(watermark(&cache, &room), Some(Version::pair(1_701, 0)));
+    insta::assert_yaml_snapshot!("r24_pair_versions_order_by_major_then_minor", cache.trace());
+}
+
+#[test]
+fn r24_unversioned_endpoint_refuses_versioned_messages_and_keeps_v1_behaviour() {
+    let mut cache = new_cache();
+    let chat = cache
+        .add_endpoint("chat", unversioned())
+        .expect("endpoint names are distinct");
+    let room = room();
+    cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    cache.fulfil(100, &room, RequestId(1), up_to(1));
+    cache
+        .stream_attached(100, ROOM, 0)
+        .expect("the entry has data");
+    drain(&mut cache);
+
+    let traced = cache.trace().len();
+    assert_eq!(send(&mut cache, 200, 2), Err(UpdateRefused::NotVersioned));
+    assert_eq!(data(&cache, &room), Some(up_to(1)));
+    assert_eq!(drain(&mut cache), []);
+    assert_eq!(
+        cache.trace().len(),
+        traced,
+        "a refused message records nothing"
+    );
+
+    // v1 updates apply as before, without a watermark
+    cache
+        .update_cached(300, ROOM, Patches::NotWanted, |d| d.push("m2".into()))
+        .expect("the entry has data");
+    assert_eq!(data(&cache, &room), Some(up_to(2)));
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    // a watermark given to an unversioned endpoint is not kept: the snapshot wins, as in v1
+    cache
+        .upsert_versioned(400, chat, &room, msgs(&["x"]), Version::new(9))
+        .expect("the key is this endpoint's");
+    assert_eq!(data(&cache, &room), Some(msgs(&["x"])));
+    assert_eq!(watermark(&cache, &room), None);
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(count(&cache, "watermark_set"), 0);
+    insta::assert_yaml_snapshot!(
+        "r24_unversioned_endpoint_refuses_versioned_messages_and_keeps_v1_behaviour",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r24_messages_are_refused_before_data_and_after_the_lifetime_ended() {
+    let mut cache = new_cache();
+    let chat = cache
+        .add_endpoint("chat", versioned(false, Resync::Refetch, 10_000))
+        .expect("endpoint names are distinct");
+    let room = room();
+    cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    assert_eq!(send(&mut cache, 50, 1), Err(UpdateRefused::NotLoaded));
+    cache.fulfil_versioned(100, &room, RequestId(1), up_to(1), Version::new(1));
+    assert_eq!(send(&mut cache, 150, 2), Ok(Delivery::Applied));
+    assert!(cache.remove(200, &room));
+    assert_eq!(send(&mut cache, 250, 3), Err(UpdateRefused::NotLive));
+    // a new lifetime of the key: the old lifetime's messages still go nowhere
+    cache
+        .upsert_versioned(300, chat, &room, up_to(2), Version::new(2))
+        .expect("the key is this endpoint's");
+    assert_eq!(cache.entry(&room).map(|e| e.lifetime), Some(LifetimeId(2)));
+    assert_eq!(send(&mut cache, 350, 3), Err(UpdateRefused::NotLive));
+    assert_eq!(data(&cache, &room), Some(up_to(2)));
+    assert_eq!(count(&cache, "updated"), 1);
+    insta::assert_yaml_snapshot!(
+        "r24_messages_are_refused_before_data_and_after_the_lifetime_ended",
+        cache.trace()
+    );
+}
+
+// ===== R25: the pre-load buffer in version order =====
+
+/// Messages `arrived` (versions, in arrival order) held by an attachment before the first data;
+/// the snapshot at `w` lands; the held messages come back in version order, each applied with
+/// `stream_message`. Returns each one's version and delivery.
+fn preload(
+    cache: &mut Core,
+    room: &CacheKey,
+    arrived: &[u64],
+    w: u64,
+) -> Vec<(u64, Result<Delivery, UpdateRefused>)> {
+    let mut attachment: Attachment<u64> = Attachment::before_data(ROOM);
+    for &n in arrived {
+        assert_eq!(attachment.message(n), livecache::core::Received::Held);
+    }
+    cache.fulfil_versioned(100, room, RequestId(1), up_to(w), Version::new(w));
+    let first = attachment.data_loaded_in_order(|n| Some(Version::new(*n)));
+    cache
+        .stream_attached(100, ROOM, first.held.len())
+        .expect("the entry has data");
+    first
+        .held
+        .into_iter()
+        .map(|n| (n, send(cache, 100, n)))
+        .collect()
+}
+
+#[test]
+fn r25_preload_buffer_applies_in_version_order_skipping_those_at_or_below_the_snapshot() {
+    let mut cache = new_cache();
+    let chat = cache
+        .add_endpoint("chat", versioned(false, Resync::Refetch, 10_000))
+        .expect("endpoint names are distinct");
+    let room = room();
+    cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    drain(&mut cache);
+
+    // out of order, one already in the snapshot, one below it, one sent twice
+    let delivered = preload(&mut cache, &room, &[5, 2, 6, 4, 3, 5], 3);
+    assert_eq!(
+        delivered,
+        [
+            (2, Ok(Delivery::Stale)),
+            (3, Ok(Delivery::Stale)),
+            (4, Ok(Delivery::Applied)),
+            (5, Ok(Delivery::Applied)),
+            (5, Ok(Delivery::Stale)),
+            (6, Ok(Delivery::Applied)),
+        ]
+    );
+    // every message above 3 applied exactly once, in order
+    assert_eq!(data(&cache, &room), Some(up_to(6)));
+    assert_eq!(watermark(&cache, &room), v(6));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(count(&cache, "updated"), 3);
+    assert_eq!(count(&cache, "stream_stale"), 3);
+    insta::assert_yaml_snapshot!(
+        "r25_preload_buffer_applies_in_version_order_skipping_those_at_or_below_the_snapshot",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r25_contiguous_preload_buffer_in_version_order_needs_no_resync() {
+    let mut cache = new_cache();
+    let chat = cache
+        .add_endpoint("chat", versioned(true, Resync::Refetch, 10_000))
+        .expect("endpoint names are distinct");
+    let room = room();
+    cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    drain(&mut cache);
+
+    // in arrival order 6 would be a gap after 3; in version order there is none
+    let delivered = preload(&mut cache, &room, &[6, 4, 5], 3);
+    assert_eq!(
+        delivered,
+        [
+            (4, Ok(Delivery::Applied)),
+            (5, Ok(Delivery::Applied)),
+            (6, Ok(Delivery::Applied)),
+        ]
+    );
+    assert_eq!(data(&cache, &room), Some(up_to(6)));
+    assert_eq!(watermark(&cache, &room), v(6));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert!(
+        !drain(&mut cache)
+            .iter()
+            .any(|e| matches!(e, Effect::StartRequest { .. } | Effect::Resume { .. })),
+        "no resync"
+    );
+    assert_eq!(count(&cache, "stream_held"), 0);
+    assert_eq!(count(&cache, "resync_started"), 0);
+    insta::assert_yaml_snapshot!(
+        "r25_contiguous_preload_buffer_in_version_order_needs_no_resync",
+        cache.trace()
+    );
+}
+
+// ===== R26: gaps on a contiguous endpoint =====
+
+#[test]
+fn r26_gap_holds_the_message_and_resyncs_by_refetch_whose_snapshot_closes_it() {
+    let config = versioned(true, Resync::Refetch, 10_000);
+    let (mut cache, room, _) = live_room(config, 3);
+
+    // 5 is past the gap (4 is missing): held, not applied; a refetch starts
+    let traced = cache.trace().len();
+    assert_eq!(send(&mut cache, 200, 5), Ok(Delivery::Held));
+    assert_eq!(data(&cache, &room), Some(up_to(3)));
+    assert_eq!(watermark(&cache, &room), v(3));
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Resyncing { since_ms: 200 }
+    );
+    assert_eq!(
+        cache.entry(&room).map(|e| e.in_flight),
+        Some(Some(RequestId(2)))
+    );
+    assert_eq!(drain(&mut cache), [start_request(&room, 2), notify(&room)]);
+    assert_eq!(
+        names_since(&cache, &room, traced),
+        [
+            "stream_held",
+            "resync_started",
+            "request_started",
+            "stream_status_changed"
+        ]
+    );
+    // another one past the gap: held too; the resync under way is not started again
+    let traced = cache.trace().len();
+    assert_eq!(send(&mut cache, 300, 6), Ok(Delivery::Held));
+    assert_eq!(drain(&mut cache), []);
+    assert_eq!(names_since(&cache, &room, traced), ["stream_held"]);
+
+    // the snapshot (taken at 5) closes the gap: held 5 is stale, held 6 applies
+    cache.fulfil_versioned(400, &room, RequestId(2), up_to(5), Version::new(5));
+    assert_eq!(data(&cache, &room), Some(up_to(6)));
+    assert_eq!(watermark(&cache, &room), v(6));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    insta::assert_yaml_snapshot!(
+        "r26_gap_holds_the_message_and_resyncs_by_refetch_whose_snapshot_closes_it",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r26_gap_resyncs_by_resume_and_the_missing_messages_close_it() {
+    let config = versioned(true, Resync::Resume, 10_000);
+    let (mut cache, room, _) = live_room(config, 3);
+
+    assert_eq!(send(&mut cache, 200, 6), Ok(Delivery::Held));
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Resyncing { since_ms: 200 }
+    );
+    assert_eq!(drain(&mut cache), [resume(&room, 4), notify(&room)]);
+    assert_eq!(cache.entry(&room).and_then(|e| e.in_flight), None);
+    assert_eq!(send(&mut cache, 210, 5), Ok(Delivery::Held));
+    assert_eq!(drain(&mut cache), [], "one resync at a time");
+
+    // the source replays from 4: the held messages apply after it, in order
+    assert_eq!(send(&mut cache, 300, 4), Ok(Delivery::Applied));
+    assert_eq!(data(&cache, &room), Some(up_to(6)));
+    assert_eq!(watermark(&cache, &room), v(6));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    // the replay goes on past what was held: duplicates, dropped
+    assert_eq!(send(&mut cache, 310, 5), Ok(Delivery::Stale));
+    assert_eq!(send(&mut cache, 320, 6), Ok(Delivery::Stale));
+    // the source says it is done: nothing changes, nothing is recorded
+    let traced = cache.trace().len();
+    cache.resync_done(330, ROOM).expect("the lifetime is live");
+    assert_eq!(cache.trace().len(), traced);
+    assert_eq!(drain(&mut cache), []);
+    assert_eq!(send(&mut cache, 400, 7), Ok(Delivery::Applied));
+    assert_eq!(data(&cache, &room), Some(up_to(7)));
+    insta::assert_yaml_snapshot!(
+        "r26_gap_resyncs_by_resume_and_the_missing_messages_close_it",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r26_gap_during_a_refetch_joins_the_request_in_flight() {
+    let config = versioned(true, Resync::Refetch, 10_000);
+    let (mut cache, room, sub) = live_room(config, 3);
+
+    assert!(cache.refetch(200, sub));
+    assert_eq!(drain(&mut cache), [start_request(&room, 2), notify(&room)]);
+    let traced = cache.trace().len();
+    assert_eq!(send(&mut cache, 300, 5), Ok(Delivery::Held));
+    assert_eq!(
+        names_since(&cache, &room, traced),
+        [
+            "stream_held",
+            "resync_started",
+            "request_joined",
+            "stream_status_changed"
+        ]
+    );
+    assert_eq!(drain(&mut cache), [notify(&room)], "no second request");
+    assert_eq!(
+        cache.entry(&room).and_then(|e| e.in_flight),
+        Some(RequestId(2))
+    );
+
+    // 4 arrives before the snapshot: the gap closes, back to live
+    assert_eq!(send(&mut cache, 400, 4), Ok(Delivery::Applied));
+    assert_eq!(data(&cache, &room), Some(up_to(5)));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    // the snapshot was taken at 4: 5 is re-applied onto it (R27)
+    cache.fulfil_versioned(500, &room, RequestId(2), up_to(4), Version::new(4));
+    assert_eq!(data(&cache, &room), Some(up_to(5)));
+    assert_eq!(watermark(&cache, &room), v(5));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    insta::assert_yaml_snapshot!(
+        "r26_gap_during_a_refetch_joins_the_request_in_flight",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r26_snapshot_past_the_held_messages_drops_them_as_stale() {
+    let config = versioned(true, Resync::Refetch, 10_000);
+    let (mut cache, room, _) = live_room(config, 3);
+
+    assert_eq!(send(&mut cache, 200, 5), Ok(Delivery::Held));
+    assert_eq!(send(&mut cache, 210, 6), Ok(Delivery::Held));
+    drain(&mut cache);
+    let traced = cache.trace().len();
+    cache.fulfil_versioned(300, &room, RequestId(2), up_to(7), Version::new(7));
+    assert_eq!(data(&cache, &room), Some(up_to(7)));
+    assert_eq!(watermark(&cache, &room), v(7));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(
+        names_since(&cache, &room, traced),
+        [
+            "request_fulfilled",
+            "watermark_set",
+            "stream_stale",
+            "stream_stale",
+            "stream_status_changed"
+        ]
+    );
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    assert_eq!(count(&cache, "updated"), 0, "no held message was applied");
+    insta::assert_yaml_snapshot!(
+        "r26_snapshot_past_the_held_messages_drops_them_as_stale",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r26_snapshot_short_of_the_held_messages_leaves_a_gap_and_resyncs_again() {
+    let config = versioned(true, Resync::Refetch, 10_000);
+    let (mut cache, room, _) = live_room(config, 3);
+
+    assert_eq!(send(&mut cache, 200, 6), Ok(Delivery::Held));
+    assert_eq!(send(&mut cache, 210, 7), Ok(Delivery::Held));
+    assert_eq!(drain(&mut cache), [start_request(&room, 2), notify(&room)]);
+
+    // the snapshot was taken at 4: 5 is still missing, another refetch starts
+    let traced = cache.trace().len();
+    cache.fulfil_versioned(300, &room, RequestId(2), up_to(4), Version::new(4));
+    assert_eq!(data(&cache, &room), Some(up_to(4)));
+    assert_eq!(watermark(&cache, &room), v(4));
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Resyncing { since_ms: 200 }
+    );
+    assert_eq!(
+        cache.entry(&room).and_then(|e| e.in_flight),
+        Some(RequestId(3))
+    );
+    assert_eq!(
+        names_since(&cache, &room, traced),
+        [
+            "request_fulfilled",
+            "watermark_set",
+            "resync_started",
+            "request_started"
+        ]
+    );
+    assert_eq!(drain(&mut cache), [start_request(&room, 3), notify(&room)]);
+
+    // the next snapshot, at 6, drops held 6 and applies held 7
+    cache.fulfil_versioned(400, &room, RequestId(3), up_to(6), Version::new(6));
+    assert_eq!(data(&cache, &room), Some(up_to(7)));
+    assert_eq!(watermark(&cache, &room), v(7));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    insta::assert_yaml_snapshot!(
+        "r26_snapshot_short_of_the_held_messages_leaves_a_gap_and_resyncs_again",
+        cache.trace()
+    );
+}
+
+// ===== R27: the refetch rebase =====
+
+#[test]
+fn r27_messages_applied_during_a_refetch_are_reapplied_onto_its_snapshot() {
+    let config = versioned(false, Resync::Refetch, 10_000);
+    let (mut cache, room, sub) = live_room(config, 2);
+
+    assert!(cache.refetch(200, sub));
+    drain(&mut cache);
+    // applied at once while the request runs (and kept)
+    for (at, n) in [(300, 3), (310, 4), (320, 5)] {
+        assert_eq!(send(&mut cache, at, n), Ok(Delivery::Applied));
+    }
+    assert_eq!(data(&cache, &room), Some(up_to(5)));
+    assert_eq!(watermark(&cache, &room), v(5));
+
+    // the snapshot was taken at 3: 4 and 5 are re-applied onto it, in order
+    let traced = cache.trace().len();
+    cache.fulfil_versioned(400, &room, RequestId(2), up_to(3), Version::new(3));
+    assert_eq!(data(&cache, &room), Some(up_to(5)));
+    assert_eq!(watermark(&cache, &room), v(5));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(
+        names_since(&cache, &room, traced),
+        ["request_fulfilled", "watermark_set"]
+    );
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+
+    // the log went with the request: a snapshot past every message re-applies nothing
+    assert!(cache.refetch(500, sub));
+    assert_eq!(send(&mut cache, 600, 6), Ok(Delivery::Applied));
+    cache.fulfil_versioned(700, &room, RequestId(3), up_to(6), Version::new(6));
+    assert_eq!(data(&cache, &room), Some(up_to(6)));
+    assert_eq!(watermark(&cache, &room), v(6));
+    insta::assert_yaml_snapshot!(
+        "r27_messages_applied_during_a_refetch_are_reapplied_onto_its_snapshot",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r27_upsert_with_a_watermark_during_a_refetch_is_rebased_too() {
+    let config = versioned(false, Resync::Refetch, 10_000);
+    let (mut cache, room, sub) = live_room(config, 2);
+    let chat = cache.entry(&room).expect("live").endpoint;
+
+    assert!(cache.refetch(200, sub));
+    assert_eq!(send(&mut cache, 300, 3), Ok(Delivery::Applied));
+    assert_eq!(send(&mut cache, 310, 4), Ok(Delivery::Applied));
+    // an upsert at 3 while the request runs: 4 is re-applied onto it; the log stays for the
+    // request
+    cache
+        .upsert_versioned(400, chat, &room, up_to(3), Version::new(3))
+        .expect("the key is this endpoint's");
+    assert_eq!(data(&cache, &room), Some(up_to(4)));
+    assert_eq!(watermark(&cache, &room), v(4));
+    assert_eq!(
+        cache.entry(&room).and_then(|e| e.in_flight),
+        Some(RequestId(2))
+    );
+    // the request's own snapshot, taken at 2: 3 and 4 are re-applied onto it
+    cache.fulfil_versioned(500, &room, RequestId(2), up_to(2), Version::new(2));
+    assert_eq!(data(&cache, &room), Some(up_to(4)));
+    assert_eq!(watermark(&cache, &room), v(4));
+    insta::assert_yaml_snapshot!(
+        "r27_upsert_with_a_watermark_during_a_refetch_is_rebased_too",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r27_rejected_refetch_drops_the_kept_messages_and_keeps_the_data() {
+    let config = versioned(false, Resync::Refetch, 10_000);
+    let (mut cache, room, sub) = live_room(config, 2);
+
+    assert!(cache.refetch(200, sub));
+    assert_eq!(send(&mut cache, 300, 3), Ok(Delivery::Applied));
+    cache.reject(400, &room, RequestId(2), "offline".to_owned());
+    assert_eq!(data(&cache, &room), Some(up_to(3)));
+    assert_eq!(watermark(&cache, &room), v(3));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+
+    // the next refetch's snapshot comes from a replica behind by one (at 2): only what was
+    // kept for this request, 4, is re-applied — 3 went with the rejected one
+    assert!(cache.refetch(500, sub));
+    assert_eq!(send(&mut cache, 600, 4), Ok(Delivery::Applied));
+    cache.fulfil_versioned(700, &room, RequestId(3), up_to(2), Version::new(2));
+    assert_eq!(data(&cache, &room), Some(msgs(&["m1", "m2", "m4"])));
+    assert_eq!(watermark(&cache, &room), v(4));
+    insta::assert_yaml_snapshot!(
+        "r27_rejected_refetch_drops_the_kept_messages_and_keeps_the_data",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r27_plain_fulfil_on_a_versioned_entry_lets_the_snapshot_win() {
+    let config = versioned(false, Resync::Refetch, 10_000);
+    let (mut cache, room, sub) = live_room(config, 2);
+
+    assert!(cache.refetch(200, sub));
+    drain(&mut cache);
+    assert_eq!(send(&mut cache, 300, 3), Ok(Delivery::Applied));
+    let traced = cache.trace().len();
+    cache.fulfil(400, &room, RequestId(2), msgs(&["snapshot"]));
+    assert_eq!(data(&cache, &room), Some(msgs(&["snapshot"])));
+    assert_eq!(watermark(&cache, &room), v(3), "the watermark is unchanged");
+    assert_eq!(names_since(&cache, &room, traced), ["request_fulfilled"]);
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    // messages go on from the watermark
+    assert_eq!(send(&mut cache, 500, 3), Ok(Delivery::Stale));
+    assert_eq!(send(&mut cache, 510, 4), Ok(Delivery::Applied));
+    assert_eq!(data(&cache, &room), Some(msgs(&["snapshot", "m4"])));
+    insta::assert_yaml_snapshot!(
+        "r27_plain_fulfil_on_a_versioned_entry_lets_the_snapshot_win",
+        cache.trace()
+    );
+}
+
+// ===== R28: the stream status =====
+
+#[test]
+fn r28_status_is_idle_until_something_live_happens_then_follows_the_source() {
+    let mut cache = new_cache();
+    let chat = cache
+        .add_endpoint("chat", versioned(false, Resync::Refetch, 10_000))
+        .expect("endpoint names are distinct");
+    let room = room();
+    cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    drain(&mut cache);
+    assert_eq!(stream(&cache, &room), StreamStatus::Idle);
+
+    // the handler connects before the data
+    cache
+        .stream_status(50, ROOM, StreamStatus::Connecting)
+        .expect("the lifetime is live");
+    assert_eq!(stream(&cache, &room), StreamStatus::Connecting);
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    // the same again: no change, no event
+    let traced = cache.trace().len();
+    cache
+        .stream_status(60, ROOM, StreamStatus::Connecting)
+        .expect("the lifetime is live");
+    assert_eq!(cache.trace().len(), traced);
+    assert_eq!(drain(&mut cache), []);
+
+    cache.fulfil_versioned(100, &room, RequestId(1), up_to(3), Version::new(3));
+    assert_eq!(stream(&cache, &room), StreamStatus::Connecting);
+    drain(&mut cache);
+    cache
+        .stream_attached(100, ROOM, 0)
+        .expect("the entry has data");
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+
+    let lost = StreamStatus::Reconnecting {
+        attempt: 1,
+        since_ms: 200,
+        last_error: "connection reset".into(),
+    };
+    cache
+        .stream_status(200, ROOM, lost.clone())
+        .expect("the lifetime is live");
+    assert_eq!(stream(&cache, &room), lost);
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    let again = StreamStatus::Reconnecting {
+        attempt: 2,
+        since_ms: 200,
+        last_error: "timed out".into(),
+    };
+    cache
+        .stream_status(300, ROOM, again.clone())
+        .expect("the lifetime is live");
+    assert_eq!(stream(&cache, &room), again);
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    cache
+        .stream_status(400, ROOM, StreamStatus::Live)
+        .expect("the lifetime is live");
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+
+    assert_eq!(count(&cache, "stream_status_changed"), 5);
+    assert_eq!(
+        cache.stream_status(500, LifetimeId(9), StreamStatus::Live),
+        Err(UpdateRefused::NotLive)
+    );
+    insta::assert_yaml_snapshot!(
+        "r28_status_is_idle_until_something_live_happens_then_follows_the_source",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r28_a_stream_that_ends_or_fails_says_so() {
+    let mut cache = new_cache();
+    let chat = cache
+        .add_endpoint("chat", unversioned())
+        .expect("endpoint names are distinct");
+    let room = room();
+    cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the key is this endpoint's");
+    cache.fulfil(100, &room, RequestId(1), up_to(1));
+    cache
+        .stream_attached(100, ROOM, 0)
+        .expect("the entry has data");
+    drain(&mut cache);
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    let traced = cache.trace().len();
+
+    let ended = StreamEnd {
+        reason: StreamEndReason::StreamEnded,
+        applied: 0,
+        skipped: 0,
+    };
+    cache.stream_ended(200, &room, ROOM, &ended);
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Ended {
+            reason: "stream ended".into()
+        }
+    );
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+
+    // the handler attaches a new stream, which fails
+    cache
+        .stream_attached(300, ROOM, 0)
+        .expect("the entry has data");
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    let failed = StreamEnd {
+        reason: StreamEndReason::StreamFailed("connection reset".into()),
+        applied: 0,
+        skipped: 0,
+    };
+    cache.stream_ended(400, &room, ROOM, &failed);
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Failed {
+            error: "connection reset".into()
+        }
+    );
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    assert_eq!(
+        names_since(&cache, &room, traced),
+        [
+            "stream_ended",
+            "stream_status_changed",
+            "stream_attached",
+            "stream_status_changed",
+            "stream_ended",
+            "stream_status_changed"
+        ]
+    );
+    insta::assert_yaml_snapshot!("r28_a_stream_that_ends_or_fails_says_so", cache.trace());
+}
+
+#[test]
+fn r28_resyncing_shows_over_a_well_source_and_the_sources_trouble_over_resyncing() {
+    let config = versioned(true, Resync::Resume, 10_000);
+    let (mut cache, room, _) = live_room(config, 3);
+
+    assert_eq!(send(&mut cache, 300, 5), Ok(Delivery::Held));
+    let resyncing = StreamStatus::Resyncing { since_ms: 300 };
+    assert_eq!(stream(&cache, &room), resyncing);
+    assert_eq!(drain(&mut cache), [resume(&room, 4), notify(&room)]);
+
+    // the source's trouble shows over the resync…
+    let lost = StreamStatus::Reconnecting {
+        attempt: 1,
+        since_ms: 400,
+        last_error: "timed out".into(),
+    };
+    cache
+        .stream_status(400, ROOM, lost.clone())
+        .expect("the lifetime is live");
+    assert_eq!(stream(&cache, &room), lost);
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    // …and once it is well again, the resync under way shows, stale since the gap
+    cache
+        .stream_status(500, ROOM, StreamStatus::Connecting)
+        .expect("the lifetime is live");
+    assert_eq!(stream(&cache, &room), resyncing);
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    let traced = cache.trace().len();
+    cache
+        .stream_status(600, ROOM, StreamStatus::Live)
+        .expect("the lifetime is live");
+    assert_eq!(stream(&cache, &room), resyncing);
+    assert_eq!(
+        cache.trace().len(),
+        traced,
+        "still resyncing: no change, no event"
+    );
+    assert_eq!(drain(&mut cache), []);
+
+    // the gap closes: what the source said
+    assert_eq!(send(&mut cache, 700, 4), Ok(Delivery::Applied));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(data(&cache, &room), Some(up_to(5)));
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+
+    // a new gap, then the source fails: failed shows over it
+    assert_eq!(send(&mut cache, 800, 7), Ok(Delivery::Held));
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Resyncing { since_ms: 800 }
+    );
+    assert_eq!(drain(&mut cache), [resume(&room, 6), notify(&room)]);
+    let failed = StreamEnd {
+        reason: StreamEndReason::StreamFailed("gone".into()),
+        applied: 2,
+        skipped: 0,
+    };
+    cache.stream_ended(900, &room, ROOM, &failed);
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Failed {
+            error: "gone".into()
+        }
+    );
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+    assert_eq!(count(&cache, "stream_status_changed"), 7);
+    insta::assert_yaml_snapshot!(
+        "r28_resyncing_shows_over_a_well_source_and_the_sources_trouble_over_resyncing",
+        cache.trace()
+    );
+}
+
+// ===== R33: bounded queues =====
+
+#[test]
+fn r33_held_queue_past_its_bound_is_dropped_and_the_entry_waits_for_a_snapshot() {
+    let config = versioned(true, Resync::Refetch, 2);
+    let (mut cache, room, _) = live_room(config, 3);
+
+    assert_eq!(send(&mut cache, 200, 5), Ok(Delivery::Held));
+    assert_eq!(drain(&mut cache), [start_request(&room, 2), notify(&room)]);
+    assert_eq!(send(&mut cache, 210, 6), Ok(Delivery::Held));
+    // a third held message is past the bound of 2: the queue is dropped, the resync starts again
+    // (joining the refetch under way)
+    let traced = cache.trace().len();
+    assert_eq!(send(&mut cache, 220, 7), Ok(Delivery::Held));
+    assert_eq!(
+        names_since(&cache, &room, traced),
+        [
+            "stream_held",
+            "queue_overflowed",
+            "resync_started",
+            "request_joined"
+        ]
+    );
+    assert_eq!(drain(&mut cache), []);
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Resyncing { since_ms: 200 }
+    );
+
+    // 4 arrives: it applies, but with 5–7 dropped the entry still waits for a snapshot
+    assert_eq!(send(&mut cache, 300, 4), Ok(Delivery::Applied));
+    assert_eq!(data(&cache, &room), Some(up_to(4)));
+    assert_eq!(watermark(&cache, &room), v(4));
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Resyncing { since_ms: 200 }
+    );
+    assert_eq!(count(&cache, "stream_status_changed"), 2);
+
+    cache.fulfil_versioned(400, &room, RequestId(2), up_to(7), Version::new(7));
+    assert_eq!(data(&cache, &room), Some(up_to(7)));
+    assert_eq!(watermark(&cache, &room), v(7));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(cache.entry(&room).and_then(|e| e.in_flight), None);
+    insta::assert_yaml_snapshot!(
+        "r33_held_queue_past_its_bound_is_dropped_and_the_entry_waits_for_a_snapshot",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r33_held_overflow_with_resume_waits_for_resync_done_or_an_upsert() {
+    let config = versioned(true, Resync::Resume, 2);
+    let (mut cache, room, _) = live_room(config, 3);
+    let chat = cache.entry(&room).expect("live").endpoint;
+
+    assert_eq!(send(&mut cache, 200, 5), Ok(Delivery::Held));
+    assert_eq!(send(&mut cache, 210, 6), Ok(Delivery::Held));
+    assert_eq!(drain(&mut cache), [resume(&room, 4), notify(&room)]);
+    assert_eq!(send(&mut cache, 220, 7), Ok(Delivery::Held));
+    assert_eq!(drain(&mut cache), [resume(&room, 4)], "asked again");
+    assert_eq!(count(&cache, "queue_overflowed"), 1);
+
+    // the source replays 4–7: all apply, but the entry waits for the source to say it is done
+    for (at, n) in [(300, 4), (310, 5), (320, 6), (330, 7)] {
+        assert_eq!(send(&mut cache, at, n), Ok(Delivery::Applied));
+    }
+    assert_eq!(data(&cache, &room), Some(up_to(7)));
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Resyncing { since_ms: 200 }
+    );
+    cache.resync_done(400, ROOM).expect("the lifetime is live");
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(drain(&mut cache), [notify(&room)]);
+
+    // again, and this time an upsert with a watermark ends the wait
+    assert_eq!(send(&mut cache, 500, 9), Ok(Delivery::Held));
+    assert_eq!(send(&mut cache, 510, 10), Ok(Delivery::Held));
+    assert_eq!(send(&mut cache, 520, 11), Ok(Delivery::Held));
+    assert_eq!(
+        drain(&mut cache),
+        [resume(&room, 8), notify(&room), resume(&room, 8)]
+    );
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Resyncing { since_ms: 500 }
+    );
+    cache
+        .upsert_versioned(600, chat, &room, up_to(11), Version::new(11))
+        .expect("the key is this endpoint's");
+    assert_eq!(data(&cache, &room), Some(up_to(11)));
+    assert_eq!(watermark(&cache, &room), v(11));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(count(&cache, "queue_overflowed"), 2);
+    insta::assert_yaml_snapshot!(
+        "r33_held_overflow_with_resume_waits_for_resync_done_or_an_upsert",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r33_rebase_log_past_its_bound_is_dropped_and_another_refetch_follows_the_snapshot() {
+    let config = versioned(false, Resync::Refetch, 2);
+    let (mut cache, room, sub) = live_room(config, 2);
+
+    assert!(cache.refetch(200, sub));
+    drain(&mut cache);
+    assert_eq!(send(&mut cache, 300, 3), Ok(Delivery::Applied));
+    assert_eq!(send(&mut cache, 310, 4), Ok(Delivery::Applied));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    // the third kept message is past the bound of 2: the log is dropped (the message applies)
+    let traced = cache.trace().len();
+    assert_eq!(send(&mut cache, 320, 5), Ok(Delivery::Applied));
+    assert_eq!(
+        names_since(&cache, &room, traced),
+        ["updated", "queue_overflowed", "stream_status_changed"]
+    );
+    assert_eq!(data(&cache, &room), Some(up_to(5)));
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Resyncing { since_ms: 320 }
+    );
+
+    // the snapshot, taken at 3, cannot be rebased: it lands as it is and another refetch starts
+    let traced = cache.trace().len();
+    cache.fulfil_versioned(400, &room, RequestId(2), up_to(3), Version::new(3));
+    assert_eq!(data(&cache, &room), Some(up_to(3)));
+    assert_eq!(watermark(&cache, &room), v(3));
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Resyncing { since_ms: 320 }
+    );
+    assert_eq!(
+        cache.entry(&room).and_then(|e| e.in_flight),
+        Some(RequestId(3))
+    );
+    assert_eq!(
+        names_since(&cache, &room, traced),
+        [
+            "request_fulfilled",
+            "watermark_set",
+            "resync_started",
+            "request_started"
+        ]
+    );
+    assert!(drain(&mut cache).contains(&start_request(&room, 3)));
+
+    // this request's log stays within the bound: its snapshot, at 5, is rebased and ends it
+    assert_eq!(send(&mut cache, 500, 6), Ok(Delivery::Applied));
+    cache.fulfil_versioned(600, &room, RequestId(3), up_to(5), Version::new(5));
+    assert_eq!(data(&cache, &room), Some(up_to(6)));
+    assert_eq!(watermark(&cache, &room), v(6));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(cache.entry(&room).and_then(|e| e.in_flight), None);
+    insta::assert_yaml_snapshot!(
+        "r33_rebase_log_past_its_bound_is_dropped_and_another_refetch_follows_the_snapshot",
+        cache.trace()
+    );
+}
