@@ -1,12 +1,19 @@
-//! The streaming-updates guide, end to end, in one process.
+//! The streaming-updates guide, end to end, in one process, with versioned messages.
 //!
 //! A chat server (axum, 127.0.0.1, ephemeral port) serves each channel's history over HTTP and
-//! broadcasts new messages over a WebSocket. The client `Api` has the guide's `getMessages`
-//! endpoint: the history comes from `GET /messages/{channel}`, and the entry's lifecycle opens a
-//! WebSocket, keeps the messages of its own channel that pass `is_message`, and appends them to
-//! the cached list. Two channels are subscribed; a few messages are posted and appear live in
-//! the right entry; a malformed frame is skipped; then the subscriptions are dropped and, after
-//! the (short) grace period, each entry is removed and its socket closed with a close frame.
+//! broadcasts new messages over a WebSocket. Message ids are versions: the history comes with
+//! its watermark, the id of the newest message posted when it was read. The client `Api` has
+//! the guide's `getMessages` endpoint, versioned: the history comes from
+//! `GET /history/{channel}`, and the entry's lifecycle opens a WebSocket (its stream status
+//! `connecting`, then `live`), keeps the messages of its own channel that pass `is_message`, and
+//! appends each message it has not seen yet to the cached list.
+//!
+//! Two channels are subscribed while the server holds their history back; a message posted
+//! then reaches the client twice — on the socket before the history, and inside the history —
+//! and is shown exactly once (the socket's copy is at the history's watermark: a duplicate,
+//! dropped). More messages appear live in the right entry; a malformed frame is skipped; the
+//! server closes #redux's socket and that entry's status leaves `live`; then the subscriptions
+//! are dropped and, after the (short) grace period, each entry is removed and its socket closed.
 //!
 //! Run with `cargo run --example chat`. It exits by itself within seconds.
 
@@ -16,10 +23,11 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
+use livecache::core::{StreamStatus, TraceKind, Version};
 use livecache::http::HttpQuery;
 use livecache::{Api, BoxError, Subscription, ws};
-use server::{Channel, ChatServer, Message, Outgoing};
+use server::{Channel, ChatServer, History, Message, Outgoing};
 
 /// How long unused entries are kept (RTK's 60 s, shortened for the example).
 const GRACE: Duration = Duration::from_millis(300);
@@ -52,28 +60,40 @@ async fn run() -> Result<(), BoxError> {
 
     // ----- the client: RTK's streaming-updates guide in Rust -----
     let http = HttpQuery::with_timeout(&server.http_url(), STEP)?;
+    let history = http.get_json(|channel: &Channel| format!("history/{}", channel.as_str()));
     let ws_url = server.ws_url();
     let api = Api::builder().keep_unused_data_for(GRACE).build();
     let get_messages = api
         .query::<Channel, Vec<Message>>("getMessages")
-        .query_fn(http.get_json(|channel: &Channel| format!("messages/{}", channel.as_str())))
+        // The history with its watermark: messages up to it are in the snapshot.
+        .query_fn_versioned(move |channel| {
+            history(channel).map(|read: Result<History, BoxError>| {
+                read.map(|h| (h.messages, Version::new(h.watermark)))
+            })
+        })
         .on_cache_entry_added(move |channel, entry| {
-            let ws_url = ws_url.clone();
+            let url = format!("{ws_url}?channel={}", channel.as_str());
             async move {
                 // Open the socket when the entry is created, before its history arrives:
-                // messages that come first are buffered, not lost. If the entry is removed
-                // while connecting (a server that never answers, say), give up at once.
-                let connect = ws::connect::<Message>(ws_url)
+                // messages that come first are held, not lost. The entry's stream status is
+                // `connecting` meanwhile (`failed` if it cannot connect); if the entry is
+                // removed while connecting, give up at once.
+                let connect = ws::connect::<Message>(url)
                     .validate(is_message)
                     .filter(move |message| message.channel == channel);
-                let Some(socket) = entry.until_removed(connect).await else {
+                let Some(socket) = entry.open_source(connect).await else {
                     return Ok(());
                 };
                 let socket = socket?;
-                // Append every message of this channel until the entry is removed; then the
-                // socket is dropped and closed with a close frame.
+                // Append each message of this channel not seen yet (its id above the
+                // entry's watermark) until the entry is removed; then the socket is dropped
+                // and closed with a close frame.
                 let end = entry
-                    .try_stream(socket, |messages, message| messages.push(message))
+                    .try_stream_versioned(
+                        socket,
+                        |message| Version::new(message.id),
+                        |messages, message| messages.push(message.clone()),
+                    )
                     .await;
                 println!("  {} stream ended: {}", label(channel), end.reason);
                 Ok(())
@@ -81,18 +101,44 @@ async fn run() -> Result<(), BoxError> {
         })
         .build()?;
 
-    // ----- two components subscribe -----
+    // ----- two components subscribe; the server holds their history back -----
+    let gate = server.delay_history();
     let redux = get_messages.subscribe(Channel::Redux)?;
     let general = get_messages.subscribe(Channel::General)?;
     let printers = [
         printer(Channel::Redux, &redux),
         printer(Channel::General, &general),
     ];
+    if !server.wait_open(2, STEP).await {
+        return Err("the two sockets did not connect".into());
+    }
+    // Posted now, it goes out on the sockets at once (held: no history yet) and is in the
+    // history the server then sends: the client receives it twice.
+    let both = server.post(Channel::Redux, "ada", "sent while the history loads");
+    gate.add_permits(2);
     for sub in [&redux, &general] {
         tokio::time::timeout(STEP, sub.loaded()).await??;
     }
-    if !server.wait_open(2, STEP).await {
-        return Err("the two sockets did not connect".into());
+    // The socket's copy is at or below the history's watermark: dropped as a duplicate.
+    let version = Version::new(both.id);
+    let duplicate = |event: &livecache::core::TraceEvent| matches!(event.kind, TraceKind::StreamStale { version: v, .. } if v == version);
+    tokio::time::timeout(STEP, async {
+        while !api.trace().iter().any(duplicate) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await?;
+    let shown = redux
+        .state()
+        .data()
+        .map_or(0, |list| list.iter().filter(|m| m.id == both.id).count());
+    println!(
+        "message {} came in the history and on the socket; the socket's copy was a duplicate \
+         (stream_stale): shown {shown} time(s)",
+        both.id
+    );
+    if shown != 1 {
+        return Err(format!("message {} shown {shown} times, not once", both.id).into());
     }
 
     // ----- messages arrive live; a malformed frame is skipped -----
@@ -109,8 +155,25 @@ async fn run() -> Result<(), BoxError> {
         "mark",
         "no message lost between connect and load",
     );
-    wait_for_len(&redux, 3).await?;
+    wait_for_len(&redux, 4).await?;
     wait_for_len(&general, 2).await?;
+
+    // ----- the server closes #redux's socket: its entry says so -----
+    server.send(Outgoing::CloseChannel(Channel::Redux));
+    let mut changes = Box::pin(redux.changes());
+    tokio::time::timeout(STEP, async {
+        while let Some(state) = changes.next().await {
+            if !state.stream.is_live() {
+                return;
+            }
+        }
+    })
+    .await?;
+    println!(
+        "#redux is {}; #general is {}",
+        redux.state().stream,
+        general.state().stream
+    );
 
     // ----- the components unmount -----
     drop((redux, general));
@@ -139,12 +202,18 @@ async fn run() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Print each channel's messages as they arrive, until its entry is gone.
+/// Print each channel's messages as they arrive, and its stream status when it changes, until
+/// its entry is gone.
 fn printer(channel: Channel, sub: &Subscription<Vec<Message>>) -> tokio::task::JoinHandle<()> {
     let mut changes = Box::pin(sub.changes());
     tokio::spawn(async move {
         let mut shown = 0;
+        let mut status = StreamStatus::Idle;
         while let Some(state) = changes.next().await {
+            if state.stream != status && state.status != livecache::core::Status::Uninitialized {
+                status = state.stream.clone();
+                println!("{:<9} stream: {status}", label(channel));
+            }
             let Some(messages) = state.data() else {
                 continue;
             };

@@ -1,7 +1,10 @@
 //! The chat server of the streaming example, on axum: `GET /messages/{channel}` serves a
-//! channel's history as JSON, `GET /ws` is a WebSocket that broadcasts every new message (of
-//! every channel) to every client. Tests drive it too: they send malformed frames, pings and
-//! closes through it and read what it observed (close frames, dropped connections).
+//! channel's history as JSON, `GET /history/{channel}` the same with its watermark (the id of
+//! the newest message posted when the history was read: message ids are versions), `GET /ws` is
+//! a WebSocket that broadcasts every new message (of every channel) to every client; a client may
+//! name its channel (`/ws?channel=redux`) so the server can close that channel's sockets alone.
+//! Tests drive it too: they send malformed frames, pings and closes through it and read what it
+//! observed (close frames, dropped connections).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -11,12 +14,12 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::ws::{Message as Frame, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, Semaphore, broadcast};
 
 /// A chat channel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -66,6 +69,16 @@ pub enum Outgoing {
     Close,
     /// Drop the connection without a close frame.
     Drop,
+    /// A close frame to the sockets that named this channel, then their connections end.
+    CloseChannel(Channel),
+}
+
+/// A channel's history with its watermark: every message with a larger id was posted after it
+/// was read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    pub messages: Vec<Message>,
+    pub watermark: u64,
 }
 
 /// What the server saw of its WebSocket clients.
@@ -85,6 +98,8 @@ struct Shared {
     observed: Arc<Observed>,
     /// When set, a history request takes its snapshot, then waits for this before answering.
     history_gate: Mutex<Option<Arc<Notify>>>,
+    /// When set, a history request waits for a permit of this before taking its snapshot.
+    snapshot_gate: Mutex<Option<Arc<Semaphore>>>,
     /// Channels whose history requests fail with 503.
     failing: Mutex<Vec<Channel>>,
     connection_changed: Notify,
@@ -110,6 +125,7 @@ impl ChatServer {
             outgoing,
             observed: Arc::default(),
             history_gate: Mutex::new(None),
+            snapshot_gate: Mutex::new(None),
             failing: Mutex::new(Vec::new()),
             connection_changed: Notify::new(),
             history_held: AtomicUsize::new(0),
@@ -123,6 +139,7 @@ impl ChatServer {
         server.seed(Channel::General, "lenz", "Welcome to #general!");
         let app = Router::new()
             .route("/messages/{channel}", get(history))
+            .route("/history/{channel}", get(versioned_history))
             .route("/ws", get(upgrade))
             .with_state(Arc::clone(&server.shared));
         let listener = tokio::net::TcpListener::bind(server.addr).await?;
@@ -142,27 +159,29 @@ impl ChatServer {
     }
 
     fn seed(&self, channel: Channel, user: &str, text: &str) {
-        let message = self.message(channel, user, text);
-        if let Ok(mut history) = self.shared.history.lock() {
-            history.entry(channel).or_default().push(message);
-        }
+        self.store(channel, user, text);
     }
 
-    fn message(&self, channel: Channel, user: &str, text: &str) -> Message {
-        Message {
+    /// A new message, numbered and stored under the history's lock: a history read sees every
+    /// message up to its watermark and none after it.
+    fn store(&self, channel: Channel, user: &str, text: &str) -> Message {
+        let mut history = match self.shared.history.lock() {
+            Ok(history) => history,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let message = Message {
             id: self.shared.next_id.fetch_add(1, Ordering::SeqCst),
             channel,
             user_name: user.to_string(),
             text: text.to_string(),
-        }
+        };
+        history.entry(channel).or_default().push(message.clone());
+        message
     }
 
     /// Post a message: stored in the history and broadcast to every WebSocket client.
     pub fn post(&self, channel: Channel, user: &str, text: &str) -> Message {
-        let message = self.message(channel, user, text);
-        if let Ok(mut history) = self.shared.history.lock() {
-            history.entry(channel).or_default().push(message.clone());
-        }
+        let message = self.store(channel, user, text);
         let json = serde_json::to_string(&message).unwrap_or_default();
         let _ = self.shared.outgoing.send(Outgoing::Text(json));
         message
@@ -182,6 +201,16 @@ impl ChatServer {
     pub fn hold_history(&self) -> Arc<Notify> {
         let gate = Arc::new(Notify::new());
         if let Ok(mut slot) = self.shared.history_gate.lock() {
+            *slot = Some(Arc::clone(&gate));
+        }
+        gate
+    }
+
+    /// From now on, `GET /history/…` requests wait before reading the history until the
+    /// returned gate is opened (`add_permits`).
+    pub fn delay_history(&self) -> Arc<Semaphore> {
+        let gate = Arc::new(Semaphore::new(0));
+        if let Ok(mut slot) = self.shared.snapshot_gate.lock() {
             *slot = Some(Arc::clone(&gate));
         }
         gate
@@ -252,11 +281,42 @@ async fn history(State(shared): State<Arc<Shared>>, Path(channel): Path<String>)
     axum::Json(snapshot).into_response()
 }
 
-async fn upgrade(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| client(socket, shared))
+/// `GET /history/{channel}`: the history and its watermark, read together under the lock.
+async fn versioned_history(
+    State(shared): State<Arc<Shared>>,
+    Path(channel): Path<String>,
+) -> Response {
+    let Some(channel) = Channel::parse(&channel) else {
+        return (StatusCode::NOT_FOUND, "no such channel").into_response();
+    };
+    let gate = shared.snapshot_gate.lock().ok().and_then(|g| g.clone());
+    if let Some(gate) = gate {
+        // The permit goes back at once: an opened gate lets every request through.
+        let _ = gate.acquire().await;
+    }
+    let history = {
+        let history = match shared.history.lock() {
+            Ok(history) => history,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        History {
+            messages: history.get(&channel).cloned().unwrap_or_default(),
+            watermark: shared.next_id.load(Ordering::SeqCst) - 1,
+        }
+    };
+    axum::Json(history).into_response()
 }
 
-async fn client(mut socket: WebSocket, shared: Arc<Shared>) {
+async fn upgrade(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let channel = params.get("channel").and_then(|c| Channel::parse(c));
+    ws.on_upgrade(move |socket| client(socket, shared, channel))
+}
+
+async fn client(mut socket: WebSocket, shared: Arc<Shared>, channel: Option<Channel>) {
     let observed = Arc::clone(&shared.observed);
     let mut outgoing = shared.outgoing.subscribe();
     observed.connected.fetch_add(1, Ordering::SeqCst);
@@ -269,7 +329,8 @@ async fn client(mut socket: WebSocket, shared: Arc<Shared>) {
                     Ok(Outgoing::Text(text)) => socket.send(Frame::Text(text.into())).await,
                     Ok(Outgoing::Binary(bytes)) => socket.send(Frame::Binary(bytes.into())).await,
                     Ok(Outgoing::Ping) => socket.send(Frame::Ping(Vec::new().into())).await,
-                    Ok(Outgoing::Close) => {
+                    Ok(Outgoing::CloseChannel(closed)) if Some(closed) != channel => Ok(()),
+                    Ok(Outgoing::Close | Outgoing::CloseChannel(_)) => {
                         let _ = socket.send(Frame::Close(None)).await;
                         // wait for the client's answer, then end
                         while let Some(Ok(frame)) = socket.recv().await {
