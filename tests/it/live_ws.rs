@@ -5,16 +5,13 @@
 //! Real sockets, real time: every wait is bounded and fails with what it was waiting for. Each
 //! test starts its own server.
 
-#[path = "../../examples/chat/server.rs"]
-mod server;
-
 use std::time::Duration;
 
+use crate::ws_e2e::server::{Channel, ChatServer, History, Message, Outgoing};
 use futures::{FutureExt, StreamExt};
 use livecache::core::{StreamStatus, TraceKind, Version};
 use livecache::http::HttpQuery;
 use livecache::{Api, BoxError, Endpoint, Subscription, ws};
-use server::{Channel, ChatServer, History, Message, Outgoing};
 
 use crate::common::waits::STEP;
 

@@ -14,7 +14,7 @@
 //! Run with the timings printed: `cargo test --test it ws_e2e:: -- --nocapture`.
 
 #[path = "../../examples/chat/server.rs"]
-mod server;
+pub(crate) mod server;
 
 use crate::common::waits::{STEP, TestResult, serve_http, within};
 use std::fmt::Debug;
