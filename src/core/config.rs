@@ -247,3 +247,24 @@ impl EndpointConfig {
         self.keep.unwrap_or(api)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_seconds_maps_nan_and_negatives_to_zero_and_infinity_to_never() {
+        assert_eq!(Keep::seconds(f64::NAN), Keep::For(0));
+        assert_eq!(Keep::seconds(-0.5), Keep::For(0));
+        assert_eq!(Keep::seconds(0.0), Keep::For(0));
+        assert_eq!(Keep::seconds(f64::INFINITY), Keep::Never);
+        assert_eq!(Keep::seconds(f64::NEG_INFINITY), Keep::For(0));
+        assert_eq!(Keep::seconds(1e300), Keep::For(MAX_KEEP_MS));
+    }
+
+    #[test]
+    fn refetch_from_bool_is_always_or_if_missing() {
+        assert_eq!(Refetch::from(true), Refetch::Always);
+        assert_eq!(Refetch::from(false), Refetch::IfMissing);
+    }
+}

@@ -654,3 +654,30 @@ pub(crate) mod any;
 mod draft;
 
 pub use draft::Draft;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_state_reports_its_phase_and_removed_none() {
+        let added: Entry<Added> = Entry::new(1);
+        assert_eq!(added.phase(), Some(Phase::Added));
+        let loading = added.start_request(1);
+        assert_eq!(loading.phase(), Some(Phase::Loading));
+        let loaded = loading.load(vec![1u8], 0);
+        assert_eq!(loaded.phase(), Some(Phase::Loaded));
+        let streaming = loaded.start_streaming();
+        assert_eq!(streaming.phase(), Some(Phase::Streaming));
+        assert_eq!(streaming.remove().phase(), None);
+    }
+
+    #[test]
+    fn replace_reports_whether_the_data_changed_and_stores_only_a_change() {
+        let mut entry = Entry::<Added>::new(1).load(vec![1u8], 0);
+        assert!(!entry.replace(vec![1], 5));
+        assert_eq!(entry.fulfilled_at(), Some(5));
+        assert!(entry.replace(vec![2], 6));
+        assert_eq!(*entry.data(), vec![2]);
+    }
+}
