@@ -49,7 +49,9 @@ mod version;
 #[cfg(test)]
 mod observed_details;
 
-pub use attachment::{Attachment, Finish, FirstData, Received, StreamEnd, StreamEndReason};
+pub use attachment::{
+    Attachment, Finish, FirstData, Overflow, Received, StreamEnd, StreamEndReason,
+};
 pub use cache::{
     Cache, CacheConfig, DEFAULT_TRACE_BYTE_BUDGET, DEFAULT_TRACE_LIMIT, Delivery, Effect,
     EndpointId, EntryView, KeyInUse, LifetimeId, LifetimePlace, NameTaken, Notify, PatchError,

@@ -164,6 +164,7 @@ pub mod ws;
 #[cfg(feature = "runtime")]
 pub use runtime::{
     Api, ApiBuilder, Arg, BeforeData, BoxError, Data, DataLoaded, Endpoint, EndpointBuilder,
-    EntryHandle, EntryRemoved, Error, HandleState, NoQueryFn, PatchCollection, QueryError,
-    QueryState, RemovedBeforeLoaded, StreamError, Subscription, UpdateError, WithData, WithQueryFn,
+    EntryHandle, EntryRemoved, Error, HandleState, MAX_BUFFERED, NoQueryFn, PatchCollection,
+    QueryError, QueryState, RemovedBeforeLoaded, StreamError, Subscription, UpdateError, WithData,
+    WithQueryFn,
 };

@@ -35,5 +35,5 @@ pub use erased::Data;
 pub use error::{BoxError, EntryRemoved, Error, QueryError, RemovedBeforeLoaded, UpdateError};
 pub use lifecycle::{BeforeData, DataLoaded, EntryHandle, HandleState, WithData};
 pub use state::QueryState;
-pub use stream::StreamError;
+pub use stream::{MAX_BUFFERED, StreamError};
 pub use subscription::Subscription;

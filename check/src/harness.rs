@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use livecache::core::{Attachment, Finish, Received, StreamEndReason};
+use livecache::core::{Attachment, Finish, Overflow, Received, StreamEndReason};
 use livecache::core::{
     Cache, CacheConfig, Effect, EndpointConfig, EndpointId, Keep, LifetimeId,
     PatchError as CorePatchError, Patches, RequestId, SubscriptionId,
@@ -36,6 +36,8 @@ pub struct CoreUnderTest {
     endpoints: Arc<[(String, EndpointId, bool)]>,
     /// The endpoints that declare versions.
     versioned: Arc<[EndpointId]>,
+    /// What each endpoint's streams hold before the first data, and what overflowing does.
+    buffers: Arc<[(EndpointId, usize, Overflow)]>,
     /// The stream attached to a lifetime (until its attachment ends), with the lifetime's key:
     /// its messages, each with its version if it has one.
     streams: BTreeMap<u64, (CacheKey, Attachment<Message>)>,
@@ -116,10 +118,23 @@ impl CoreUnderTest {
             .filter(|(spec, _)| spec.versions.is_some())
             .map(|(_, (_, id, _))| *id)
             .collect();
+        let buffers = config
+            .endpoints
+            .iter()
+            .zip(&endpoints)
+            .filter_map(
+                |(spec, (_, id, _))| match (spec.versions, spec.max_buffered) {
+                    (Some(v), _) => Some((*id, v.max_queued, Overflow::Resync)),
+                    (None, Some(max)) => Some((*id, max, Overflow::Fail)),
+                    (None, None) => None,
+                },
+            )
+            .collect();
         CoreUnderTest {
             cache,
             endpoints: endpoints.into(),
             versioned,
+            buffers,
             streams: BTreeMap::new(),
             late: 0,
             effects: Vec::new(),
@@ -365,10 +380,18 @@ impl CoreUnderTest {
                 .insert(lifetime, (key, Attachment::live(LifetimeId(lifetime))));
             self.go_live(now, lifetime);
         } else {
-            self.streams.insert(
-                lifetime,
-                (key, Attachment::before_data(LifetimeId(lifetime))),
-            );
+            let endpoint = self
+                .cache
+                .lifetime_entry(LifetimeId(lifetime))
+                .map(|e| e.endpoint);
+            let bound = self.buffers.iter().find(|(id, _, _)| Some(*id) == endpoint);
+            let attachment = match bound {
+                Some(&(_, max, overflow)) => {
+                    Attachment::before_data_bounded(LifetimeId(lifetime), max, overflow)
+                }
+                None => Attachment::before_data(LifetimeId(lifetime)),
+            };
+            self.streams.insert(lifetime, (key, attachment));
         }
         true
     }
@@ -396,6 +419,15 @@ impl CoreUnderTest {
         }
         if let Err(reason) = self.apply_messages(now, lifetime, first.held) {
             self.end_stream(now, lifetime, reason);
+            return;
+        }
+        if first.lost && self.cache.stream_lost(now, LifetimeId(lifetime)).is_err() {
+            let reason = self.streams.get_mut(&lifetime).map(|(_, a)| a.removed());
+            self.end_stream(
+                now,
+                lifetime,
+                reason.unwrap_or(StreamEndReason::EntryRemoved),
+            );
             return;
         }
         if let Some(reason) = first.then_end {

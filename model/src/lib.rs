@@ -60,6 +60,11 @@ pub struct EndpointSpec {
     /// Whether its messages and snapshots carry versions (R24–R27, R33); `None`: unversioned.
     #[serde(default)]
     pub versions: Option<VersionSpec>,
+    /// Unversioned only: the most messages a stream holds before the first data; one more
+    /// fails the stream (R33). `None`: unbounded. (A versioned endpoint holds `max_queued`,
+    /// then drops them and resyncs.)
+    #[serde(default)]
+    pub max_buffered: Option<usize>,
 }
 
 /// How a versioned endpoint of the model keeps its messages in order (R24–R27, R33).
@@ -91,6 +96,7 @@ impl Config {
             keep_ms,
             lifecycle,
             versions: None,
+            max_buffered: None,
         };
         Config {
             endpoints: vec![
@@ -102,8 +108,8 @@ impl Config {
         }
     }
 
-    /// The standard universe and three versioned endpoints, each with a lifecycle and queues of
-    /// at most 2 messages: `v` (keep 60 s, contiguous, resyncs by refetch), `r` (keep never,
+    /// The standard universe (with `a`'s pre-data buffer bounded to 2 messages) and three
+    /// versioned endpoints, each with a lifecycle and queues of at most 2 messages: `v` (keep 60 s, contiguous, resyncs by refetch), `r` (keep never,
     /// contiguous, resyncs by resuming) and `n` (keep 60 s, not contiguous: no gaps, only
     /// stale messages and the refetch rebase).
     pub fn versioned(record_patches: bool) -> Config {
@@ -117,7 +123,12 @@ impl Config {
                 resume,
                 max_queued: 2,
             }),
+            max_buffered: None,
         };
+        // `a`'s streams hold at most 2 messages before the first data, then fail.
+        if let Some(a) = config.endpoints.first_mut() {
+            a.max_buffered = Some(2);
+        }
         config.endpoints.extend([
             ep("v", Some(60_000), true, false),
             ep("r", None, true, true),

@@ -129,6 +129,9 @@ pub struct Stream {
     pub applied: u64,
     /// Bad frames skipped so far.
     pub skipped: u64,
+    /// Before the first data only: held messages were dropped (a versioned stream's buffer
+    /// overflowed, R33); the entry resyncs once the data lands.
+    pub lost: bool,
 }
 
 /// Something an op did to a lifetime with an attached stream, carried out right after the
@@ -853,6 +856,7 @@ impl Model {
                 finished: None,
                 applied: 0,
                 skipped: 0,
+                lost: false,
             });
             entry.phase = Phase::Streaming;
             self.record(
@@ -871,6 +875,7 @@ impl Model {
                 finished: None,
                 applied: 0,
                 skipped: 0,
+                lost: false,
             });
         }
         true
@@ -894,11 +899,29 @@ impl Model {
         let Some(key) = self.reading_stream(lifetime) else {
             return false;
         };
+        // R33: a versioned stream holds at most `max_queued` before the data, then drops them
+        // and resyncs once the data lands; an unversioned one fails at its `max_buffered`.
+        let bound = match self.versions(&key) {
+            Some(spec) => Some((spec.max_queued, true)),
+            None => self.buffer_bound(&key).map(|max| (max, false)),
+        };
         let Some(stream) = self.entries.get_mut(&key).and_then(|e| e.stream.as_mut()) else {
             return false;
         };
         match &mut stream.held {
-            Some(held) => held.push((version, recipe)),
+            Some(held) => match bound {
+                Some((max, false)) if held.len() >= max => {
+                    // Dropped, and the stream fails after what it holds is applied.
+                    let error = format!("more than {max} messages arrived before the first data");
+                    stream.finished = Some(format!("stream failed: {error}"));
+                }
+                Some((max, true)) if held.len() >= max => {
+                    held.clear();
+                    held.push((version, recipe));
+                    stream.lost = true;
+                }
+                _ => held.push((version, recipe)),
+            },
             None => {
                 // Delivered now: counted, then applied as an update through the lifecycle
                 // handle without patches, or by the version rules (R24–R26).
@@ -956,12 +979,12 @@ impl Model {
             &key,
             TraceKind::StreamEnded {
                 lifetime,
-                reason,
+                reason: reason.clone(),
                 applied,
                 skipped,
             },
         );
-        self.stream_finished(&key, lifetime, failed);
+        self.stream_finished(&key, lifetime, &reason);
         true
     }
 
@@ -1023,6 +1046,7 @@ impl Model {
             return;
         };
         let finished = stream.finished.take();
+        let lost = std::mem::take(&mut stream.lost);
         entry.phase = Phase::Streaming;
         self.record(
             key,
@@ -1044,6 +1068,9 @@ impl Model {
             }
             self.deliver(key, lifetime, recipe, version);
         }
+        if lost {
+            self.stream_lost(key, lifetime);
+        }
         if let Some(reason) = finished {
             let Some(entry) = self.entries.get_mut(key) else {
                 return;
@@ -1051,33 +1078,37 @@ impl Model {
             let Some(stream) = entry.stream.take() else {
                 return;
             };
-            let failed = reason != ENDED_BY_ITSELF;
             self.record(
                 key,
                 TraceKind::StreamEnded {
                     lifetime,
-                    reason,
+                    reason: reason.clone(),
                     applied: stream.applied,
                     skipped: stream.skipped,
                 },
             );
-            self.stream_finished(key, lifetime, failed);
+            self.stream_finished(key, lifetime, &reason);
         }
     }
 
     /// R28: a stream that finished by itself says so in its entry's stream status: `Ended`, or
     /// `Failed` with the stream's error.
-    fn stream_finished(&mut self, key: &str, lifetime: u64, failed: bool) {
-        let status = if failed {
-            StreamStatus::Failed {
-                error: STREAM_FAILURE.to_string(),
-            }
-        } else {
-            StreamStatus::Ended {
-                reason: ENDED_BY_ITSELF.to_string(),
-            }
+    fn stream_finished(&mut self, key: &str, lifetime: u64, reason: &str) {
+        let status = match reason.strip_prefix("stream failed: ") {
+            Some(error) => StreamStatus::Failed {
+                error: error.to_string(),
+            },
+            None => StreamStatus::Ended {
+                reason: reason.to_string(),
+            },
         };
         self.set_source(key, lifetime, status);
+    }
+
+    /// An unversioned endpoint's bound on what a stream holds before the first data (R33).
+    fn buffer_bound(&self, key: &str) -> Option<usize> {
+        let key_ref = self.entries.get(key)?.key_ref;
+        self.config.endpoints.get(key_ref.endpoint)?.max_buffered
     }
 
     // ===== Timers =====
@@ -2067,5 +2098,38 @@ mod tests {
         assert_eq!(m.snapshot(), snap);
         m.apply(&Op::Unsubscribe { subscription: s });
         assert_ne!(m.snapshot(), snap);
+    }
+    #[test]
+    fn r33_an_unversioned_buffer_fails_at_its_bound_after_applying_what_it_held() {
+        let mut m = Model::new(Config::versioned(false));
+        let sub = sub(&mut m, A);
+        assert_eq!(sub, 1);
+        assert!(done(&mut m, Op::StreamAttach { lifetime: 1 }));
+        for b in 1..=3 {
+            let op = Op::StreamMessage {
+                lifetime: 1,
+                recipe: Recipe::Push(b),
+                version: None,
+            };
+            // The third is past the bound: dropped, and the stream reads nothing more.
+            assert!(done(&mut m, op) || b == 3);
+        }
+        assert_eq!(
+            m.observe()[0].stream.map(|s| (s.held, s.reading)),
+            Some((2, false))
+        );
+        m.apply(&Op::Fulfil {
+            key: A,
+            request: 1,
+            data: vec![0],
+        });
+        let obs = &m.observe()[0];
+        assert_eq!(obs.data, Some(vec![0, 1, 2]));
+        let error = "more than 2 messages arrived before the first data".to_string();
+        assert_eq!(obs.stream_status, StreamStatus::Failed { error });
+        assert!(lines(&m).iter().any(|l| l.contains(
+            r#"stream_ended lifetime=1 reason="stream failed: more than 2 messages arrived before the first data" applied=2"#
+        )));
+        assert_ok(&m);
     }
 }

@@ -125,6 +125,9 @@ pub enum Received<M> {
     Apply(M),
     /// Held until the first data lands (nothing to do now).
     Held,
+    /// Dropped: the stream finished before the first data, or it overflowed what may be held
+    /// ([`Overflow::Fail`]; the attachment then ends after the first data, failed).
+    Dropped,
 }
 
 /// What the first data's landing asks of the driver ([`Attachment::data_loaded`]).
@@ -146,6 +149,9 @@ pub struct FirstData<M> {
     /// If the stream finished while they were held: end the attachment with this reason once
     /// they are applied.
     pub then_end: Option<StreamEndReason>,
+    /// Held messages were dropped ([`Overflow::Resync`]): once these are applied, report it with
+    /// `Cache::stream_lost`, and the entry resyncs.
+    pub lost: bool,
 }
 
 impl<M> Received<M> {
@@ -159,7 +165,7 @@ impl<M> Received<M> {
     pub fn into_apply(self) -> Option<M> {
         match self {
             Received::Apply(message) => Some(message),
-            Received::Held => None,
+            Received::Held | Received::Dropped => None,
         }
     }
 }
@@ -170,6 +176,8 @@ enum Stage<M> {
     BeforeData {
         held: VecDeque<M>,
         finished: Option<StreamEndReason>,
+        /// Held messages were dropped ([`Overflow::Resync`]).
+        lost: bool,
     },
     /// The lifetime has data: messages are applied as they come.
     Live,
@@ -201,6 +209,27 @@ pub struct Attachment<M> {
     stage: Stage<M>,
     applied: u64,
     skipped: u64,
+    /// The most messages held before the first data, and what a message past it does (R33).
+    max_held: usize,
+    overflow: Overflow,
+}
+
+/// What an attachment does with a message that arrives before the first data when it already
+/// holds as many as it may (R33): no flood grows memory without bound.
+///
+/// ```
+/// use livecache::core::Overflow;
+/// assert_ne!(Overflow::Fail, Overflow::Resync);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// The message is dropped and the stream fails (what it held is still applied after the
+    /// first data, then the attachment ends `Failed`): for an unversioned entry, whose lost
+    /// messages nothing can recover.
+    Fail,
+    /// The held messages are dropped and the stream goes on; once the first data lands the
+    /// entry resyncs ([`FirstData::lost`], `Cache::stream_lost`): for a versioned entry.
+    Resync,
 }
 
 impl<M> Attachment<M> {
@@ -212,14 +241,35 @@ impl<M> Attachment<M> {
     /// assert_eq!((stream.lifetime(), stream.held()), (LifetimeId(2), 0));
     /// ```
     pub fn before_data(lifetime: LifetimeId) -> Self {
+        Attachment::before_data_bounded(lifetime, usize::MAX, Overflow::Fail)
+    }
+
+    /// [`Attachment::before_data`], holding at most `max_held` messages before the first data;
+    /// `overflow` says what a message past that does (R33).
+    ///
+    /// ```
+    /// # use livecache::core::LifetimeId;
+    /// use livecache::core::{Attachment, Overflow, Received};
+    /// let mut stream: Attachment<u8> = Attachment::before_data_bounded(LifetimeId(1), 2, Overflow::Fail);
+    /// let (_, _) = (stream.message(1), stream.message(2));
+    /// assert_eq!(stream.message(3), Received::Dropped);     // the stream fails…
+    /// assert!(!stream.wants_items());
+    /// let first = stream.data_loaded();
+    /// assert_eq!(first.held, vec![1, 2]);                    // …after what it held is applied
+    /// assert!(first.then_end.is_some());
+    /// ```
+    pub fn before_data_bounded(lifetime: LifetimeId, max_held: usize, overflow: Overflow) -> Self {
         Attachment {
             lifetime,
             stage: Stage::BeforeData {
                 held: VecDeque::new(),
                 finished: None,
+                lost: false,
             },
             applied: 0,
             skipped: 0,
+            max_held,
+            overflow,
         }
     }
 
@@ -236,6 +286,8 @@ impl<M> Attachment<M> {
             stage: Stage::Live,
             applied: 0,
             skipped: 0,
+            max_held: usize::MAX,
+            overflow: Overflow::Fail,
         }
     }
 
@@ -291,7 +343,30 @@ impl<M> Attachment<M> {
     /// ```
     pub fn message(&mut self, message: M) -> Received<M> {
         match &mut self.stage {
-            Stage::BeforeData { held, .. } => {
+            Stage::BeforeData {
+                held,
+                finished,
+                lost,
+            } => {
+                if finished.is_some() {
+                    return Received::Dropped;
+                }
+                if held.len() >= self.max_held {
+                    match self.overflow {
+                        Overflow::Fail => {
+                            let error = format!(
+                                "more than {} messages arrived before the first data",
+                                self.max_held
+                            );
+                            *finished = Some(StreamEndReason::StreamFailed(error));
+                            return Received::Dropped;
+                        }
+                        Overflow::Resync => {
+                            held.clear();
+                            *lost = true;
+                        }
+                    }
+                }
                 held.push_back(message);
                 Received::Held
             }
@@ -360,13 +435,19 @@ impl<M> Attachment<M> {
     /// ```
     pub fn data_loaded(&mut self) -> FirstData<M> {
         match std::mem::replace(&mut self.stage, Stage::Live) {
-            Stage::BeforeData { held, finished } => FirstData {
+            Stage::BeforeData {
+                held,
+                finished,
+                lost,
+            } => FirstData {
                 held: held.into(),
                 then_end: finished,
+                lost,
             },
             Stage::Live => FirstData {
                 held: Vec::new(),
                 then_end: None,
+                lost: false,
             },
         }
     }

@@ -13,7 +13,7 @@ use futures::{Stream, StreamExt};
 
 use crate::core::CacheKey;
 use crate::core::Draft;
-use crate::core::{Attachment, Finish, FirstData, Version};
+use crate::core::{Attachment, Finish, FirstData, Overflow, Version};
 use crate::core::{StreamEnd, StreamEndReason};
 use crate::runtime::driver::Shared;
 use crate::runtime::erased::Data;
@@ -51,6 +51,13 @@ impl StreamError for Infallible {
 
 /// The most messages applied under one lock acquisition.
 const BURST: usize = 256;
+
+/// The most messages a stream attached before the first data holds until the data lands (R33).
+///
+/// ```
+/// assert_eq!(livecache::MAX_BUFFERED, 10_000);
+/// ```
+pub const MAX_BUFFERED: usize = 10_000;
 
 /// An attachment's decisions ([`Attachment`], the core's) and what it needs to record its events.
 struct Recorder<Msg> {
@@ -97,8 +104,11 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
     /// none sent between connecting and loading is lost. Runs until the entry is removed (the
     /// stream is then dropped) or the stream ends.
     ///
-    /// The buffer is not bounded: a stream that floods an entry whose data never loads grows it
-    /// until the entry is removed.
+    /// The buffer is bounded (R33): it holds at most [`MAX_BUFFERED`] messages. A message past
+    /// that fails the stream — what it holds is applied after the data, then the attachment
+    /// ends `Failed` (its stream status says so) — since nothing can tell an unversioned entry
+    /// what it missed. (A versioned stream drops its buffer instead, and the entry resyncs:
+    /// [`EntryHandle::stream_versioned`].)
     ///
     /// # Cancel safety
     ///
@@ -280,7 +290,8 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
         E: StreamError + Send,
         A: Applier<T, Msg> + Send,
     {
-        let attachment = Attachment::before_data(self.place.lifetime());
+        let lifetime = self.place.lifetime();
+        let attachment = Attachment::before_data_bounded(lifetime, MAX_BUFFERED, apply.overflow());
         let mut recorder = Recorder::new(&self, attachment);
         let mut stream = pin!(stream);
         let mut loaded = pin!(self.data_loaded());
@@ -484,6 +495,17 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
         if let Err(reason) = self.apply_burst(&mut burst, &mut apply, &mut recorder) {
             return recorder.end(reason);
         }
+        if first.lost {
+            // What the buffer dropped is recovered by a resync (R33); only versioned streams
+            // drop.
+            let lost = self
+                .shared
+                .with(|state, now| state.cache.stream_lost(now, lifetime));
+            if lost.is_err() {
+                let reason = recorder.attachment.removed();
+                return recorder.end(reason);
+            }
+        }
         if let Some(reason) = first.then_end {
             return recorder.end(reason);
         }
@@ -567,6 +589,9 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
 /// How an attachment's messages reach the cache: as plain updates in arrival order (R21), or by
 /// the version rules (R24–R26).
 trait Applier<T, Msg> {
+    /// What a message past the buffer's bound does before the first data (R33).
+    fn overflow(&self) -> Overflow;
+
     /// The first data landed: what the attachment held, in the order to deliver it.
     fn first_data(&self, attachment: &mut Attachment<Msg>) -> FirstData<Msg>;
 
@@ -583,6 +608,10 @@ trait Applier<T, Msg> {
 struct Plain<F>(F);
 
 impl<T: Data, Msg, F: FnMut(&mut Draft<'_, T>, Msg)> Applier<T, Msg> for Plain<F> {
+    fn overflow(&self) -> Overflow {
+        Overflow::Fail
+    }
+
     fn first_data(&self, attachment: &mut Attachment<Msg>) -> FirstData<Msg> {
         attachment.data_loaded()
     }
@@ -614,6 +643,10 @@ impl<T, Msg, V> Versioned<T, Msg, V> {
 impl<T: Data, Msg: Send + Sync + 'static, V: Fn(&Msg) -> Version> Applier<T, Msg>
     for Versioned<T, Msg, V>
 {
+    fn overflow(&self) -> Overflow {
+        Overflow::Resync
+    }
+
     fn first_data(&self, attachment: &mut Attachment<Msg>) -> FirstData<Msg> {
         attachment.data_loaded_in_order(|message| Some((self.version)(message)))
     }

@@ -64,8 +64,9 @@ prop_state_machine! {
 
 /// The strategy reaches every live rule: over 300 random sequences of 60 ops, each live event
 /// happens — a stale message, a held one, a resync of each policy, a snapshot that re-applies
-/// kept messages, each queue overflowing, an entry resyncing and back to live — so the property
-/// above is not passing for want of trying.
+/// kept messages, each queue overflowing (a versioned stream's buffer before the data too, and
+/// an unversioned one failing at its bound), an entry resyncing and back to live — so the
+/// property above is not passing for want of trying.
 #[test]
 fn live_ops_reach_every_live_rule() {
     use livecache::core::{Queue, Resync, StreamStatus, TraceKind};
@@ -107,6 +108,15 @@ fn live_ops_reach_every_live_rule() {
                     queue: Queue::Rebase,
                     ..
                 } => "rebase overflowed",
+                TraceKind::QueueOverflowed {
+                    queue: Queue::Buffered,
+                    ..
+                } => "buffer overflowed",
+                TraceKind::StreamEnded { reason, .. }
+                    if reason.contains("before the first data") =>
+                {
+                    "buffer failed"
+                }
                 TraceKind::StreamStatusChanged {
                     status: StreamStatus::Resyncing { .. },
                     ..
@@ -121,6 +131,8 @@ fn live_ops_reach_every_live_rule() {
         }
     }
     let all = [
+        "buffer failed",
+        "buffer overflowed",
         "held",
         "held overflowed",
         "live",

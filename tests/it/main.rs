@@ -17,6 +17,7 @@ mod hardening_http;
 mod hardening_ws;
 mod live_equivalence;
 mod live_rules;
+mod live_runtime;
 mod live_ws;
 mod model_equivalence;
 mod rule_traces;

@@ -45,6 +45,7 @@ fn config(record_patches: bool) -> Config {
         keep_ms,
         lifecycle: true,
         versions: None,
+        max_buffered: None,
     };
     Config {
         endpoints: vec![ep("a", Some(60_000)), ep("b", Some(0)), ep("c", None)],

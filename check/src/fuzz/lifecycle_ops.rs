@@ -61,7 +61,7 @@ impl KeepSel {
 #[derive(Arbitrary, Debug)]
 struct ConfigSel {
     record_patches: bool,
-    endpoints: [(KeepSel, bool, Option<VersionsSel>); 3],
+    endpoints: [(KeepSel, bool, Option<VersionsSel>, Option<u8>); 3],
 }
 
 /// A versioned endpoint: contiguous or not, resyncing by resume or refetch, its queue bound.
@@ -72,16 +72,19 @@ impl ConfigSel {
         let endpoints = ["a", "b", "c"]
             .iter()
             .zip(self.endpoints)
-            .map(|(name, (keep, lifecycle, versions))| EndpointSpec {
-                name: (*name).to_owned(),
-                keep_ms: keep.millis(),
-                lifecycle,
-                versions: versions.map(|(contiguous, resume, queued)| VersionSpec {
-                    contiguous,
-                    resume,
-                    max_queued: usize::from(queued % 4) + 1,
-                }),
-            })
+            .map(
+                |(name, (keep, lifecycle, versions, buffered))| EndpointSpec {
+                    name: (*name).to_owned(),
+                    keep_ms: keep.millis(),
+                    lifecycle,
+                    versions: versions.map(|(contiguous, resume, queued)| VersionSpec {
+                        contiguous,
+                        resume,
+                        max_queued: usize::from(queued % 4) + 1,
+                    }),
+                    max_buffered: buffered.map(|max| usize::from(max % 4) + 1),
+                },
+            )
             .collect();
         Config {
             endpoints,

@@ -534,6 +534,7 @@ fn check(
             keep_ms: Some(60_000),
             lifecycle: true,
             versions: None,
+            max_buffered: None,
         }],
         record_patches: false,
     };

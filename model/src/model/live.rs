@@ -74,6 +74,22 @@ impl Model {
         true
     }
 
+    /// R33: a versioned stream's buffer dropped messages before the first data; once the data
+    /// landed and what it still held was delivered, the entry resyncs, stale until a snapshot.
+    pub(super) fn stream_lost(&mut self, key: &str, lifetime: u64) {
+        let Some(spec) = self.versions(key) else {
+            return;
+        };
+        let before = self.stream_status_of(key);
+        let queue = livecache::core::Queue::Buffered;
+        self.record(key, TraceKind::QueueOverflowed { lifetime, queue });
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.live.awaiting_snapshot = true;
+        }
+        self.resync(key, lifetime, spec);
+        self.status_follows(key, lifetime, before);
+    }
+
     /// A message delivered to an entry with data: by the version rules when both the endpoint
     /// and the message have versions, else applied as an unversioned update.
     pub(super) fn deliver(

@@ -163,6 +163,54 @@ where
         Ok(())
     }
 
+    /// The lifetime's stream dropped messages it held before the first data (its buffer
+    /// overflowed, [`Overflow::Resync`](crate::core::Overflow::Resync), R33): traced
+    /// `queue_overflowed { queue: buffered }`, and the entry resyncs by its policy, stale until
+    /// a snapshot lands (or the source reports `resync_done`). Call it once the first data has
+    /// landed and the messages still held were delivered.
+    ///
+    /// ```
+    /// # use livecache::core::{LifetimeId, RequestId, Version};
+    /// use livecache::core::{Cache, CacheKey, EndpointConfig, Refetch, StreamStatus, Versioning};
+    /// let mut cache: Cache<Vec<u64>> = Cache::new(Default::default());
+    /// let versions = Some(Versioning::default());
+    /// let ep = cache.add_endpoint("chat", EndpointConfig { versions, ..Default::default() })?;
+    /// let key = CacheKey::verbatim("chat(1)");
+    /// cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
+    /// cache.fulfil_versioned(1, &key, RequestId(1), vec![], Version::new(4));
+    /// cache.stream_lost(2, LifetimeId(1))?;
+    /// let entry = cache.entry(&key).unwrap();
+    /// assert_eq!(entry.stream, StreamStatus::Resyncing { since_ms: 2 });
+    /// assert_eq!(entry.in_flight, Some(RequestId(2)));          // the refetch that resyncs
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stream_lost(&mut self, now: u64, lifetime: LifetimeId) -> Result<(), UpdateRefused> {
+        self.advance(now);
+        let lifetime = lifetime.0;
+        let Some(key) = self.entries.key_of(lifetime).cloned() else {
+            return Err(UpdateRefused::NotLive);
+        };
+        let Some(slot) = self.entries.get(&key) else {
+            return Err(UpdateRefused::NotLive);
+        };
+        let Some(versioning) = self.endpoint_config(slot.endpoint).versions else {
+            return Err(UpdateRefused::NotVersioned);
+        };
+        let before = self.stream_status_of(&key);
+        let queue = Queue::Buffered;
+        self.record(
+            self.now,
+            &key,
+            TraceKind::QueueOverflowed { lifetime, queue },
+        );
+        if let Some(live) = self.live_mut(&key) {
+            live.awaiting_snapshot = true;
+        }
+        self.resync(&key, lifetime, versioning);
+        self.status_follows(&key, lifetime, before);
+        Ok(())
+    }
+
     /// Set the source's status and follow with the entry's.
     pub(super) fn set_source(&mut self, key: &CacheKey, lifetime: u64, status: StreamStatus) {
         let before = self.stream_status_of(key);

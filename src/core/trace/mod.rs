@@ -515,6 +515,8 @@ pub enum Queue {
     Held,
     /// Messages kept for the rebase of the request in flight (R27).
     Rebase,
+    /// Messages held by a stream attachment before the first data (R21, R25).
+    Buffered,
 }
 
 impl fmt::Display for Queue {
@@ -522,6 +524,7 @@ impl fmt::Display for Queue {
         f.write_str(match self {
             Queue::Held => "held",
             Queue::Rebase => "rebase",
+            Queue::Buffered => "buffered",
         })
     }
 }

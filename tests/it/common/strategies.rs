@@ -379,6 +379,38 @@ pub fn live_ops(state: &Model) -> BoxedStrategy<Op> {
             ));
         }
     }
+    // Floods before the first data (R33): streams attached to entries still loading, of any
+    // endpoint, fed until their bounded buffer overflows.
+    let loading_unattached: Vec<u64> = observed
+        .iter()
+        .filter(|o| !o.phase.has_data() && o.stream.is_none())
+        .map(|o| o.lifetime)
+        .collect();
+    if !loading_unattached.is_empty() {
+        arms.push((
+            3,
+            select(loading_unattached)
+                .prop_map(|lifetime| Op::StreamAttach { lifetime })
+                .boxed(),
+        ));
+    }
+    let loading_attached: Vec<u64> = observed
+        .iter()
+        .filter(|o| !o.phase.has_data() && o.stream.is_some_and(|s| s.reading))
+        .map(|o| o.lifetime)
+        .collect();
+    if !loading_attached.is_empty() {
+        arms.push((
+            4,
+            (select(loading_attached), recipe())
+                .prop_map(|(lifetime, recipe)| Op::StreamMessage {
+                    lifetime,
+                    recipe,
+                    version: None,
+                })
+                .boxed(),
+        ));
+    }
     let in_flight: Vec<(KeyRef, u64)> = state
         .in_flight()
         .into_iter()

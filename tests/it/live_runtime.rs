@@ -1,0 +1,109 @@
+//! The live rules through the tokio runtime, without sockets: paused time, in-memory streams.
+
+use std::time::Duration;
+
+use livecache::core::{Queue, Resync, StreamStatus, TraceKind, Version};
+use livecache::{Api, MAX_BUFFERED};
+
+/// R33: a stream that floods an entry before its first data holds at most `MAX_BUFFERED`
+/// messages. Unversioned, the message past the bound fails the stream — what it held is applied
+/// after the data, then the entry's status is `Failed` with the reason. Versioned, the buffer is
+/// dropped instead and the stream goes on; once the data lands the entry resyncs (a refetch),
+/// stale until its snapshot, and ends up with every message.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn r33_a_flood_before_the_first_data_is_bounded() {
+    let api = Api::builder().build();
+    let flood = api
+        .query::<(), Vec<u64>>("flood")
+        .query_fn(|()| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok(vec![])
+        })
+        .on_cache_entry_added(|(), entry| async move {
+            let messages = futures::stream::iter(0..=MAX_BUFFERED as u64);
+            entry.stream(messages, |list, n| list.push(n)).await;
+            Ok(())
+        })
+        .build()
+        .expect("a new endpoint");
+    let sub = flood.subscribe(()).expect("a key");
+    sub.loaded().await.expect("loads");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let state = sub.state();
+    assert_eq!(
+        state.data().map(Vec::len),
+        Some(MAX_BUFFERED),
+        "what it held is applied"
+    );
+    let error = format!("more than {MAX_BUFFERED} messages arrived before the first data");
+    assert_eq!(state.stream, StreamStatus::Failed { error });
+
+    // Versioned: the buffer is dropped, the stream goes on, the entry resyncs by refetching.
+    let total = MAX_BUFFERED as u64 + 10;
+    let fetches = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = std::sync::Arc::clone(&fetches);
+    let versioned = api
+        .query::<(), Vec<u64>>("versioned")
+        .query_fn_versioned(move |()| {
+            let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                // The first snapshot is empty; the resync's has every message.
+                Ok(if n == 0 {
+                    (vec![], Version::new(0))
+                } else {
+                    ((1..=total).collect(), Version::new(total))
+                })
+            }
+        })
+        .on_cache_entry_added(move |(), entry| async move {
+            let messages = futures::stream::iter(1..=total);
+            entry
+                .stream_versioned(messages, |n| Version::new(*n), |list, n| list.push(*n))
+                .await;
+            Ok(())
+        })
+        .build()
+        .expect("a new endpoint");
+    let sub = versioned.subscribe(()).expect("a key");
+    sub.loaded().await.expect("loads");
+    tokio::task::yield_now().await;
+    let kinds: Vec<TraceKind> = api.trace().into_iter().map(|e| e.kind).collect();
+    let overflowed = kinds.iter().position(|k| {
+        matches!(
+            k,
+            TraceKind::QueueOverflowed {
+                queue: Queue::Buffered,
+                ..
+            }
+        )
+    });
+    let resynced = kinds.iter().position(|k| {
+        matches!(
+            k,
+            TraceKind::ResyncStarted {
+                policy: Resync::Refetch,
+                ..
+            }
+        )
+    });
+    assert!(
+        overflowed.is_some() && resynced > overflowed,
+        "the buffer overflowed, then a resync started: {kinds:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let state = sub.state();
+    assert_eq!(
+        fetches.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "one resync"
+    );
+    assert_eq!(state.data().map(Vec::len), Some(total as usize));
+    assert_eq!(state.watermark, Some(Version::new(total)));
+    // The resync is over; the source's own end shows (the in-memory stream ran out).
+    assert!(
+        matches!(state.stream, StreamStatus::Ended { .. }),
+        "{:?}",
+        state.stream
+    );
+}
