@@ -55,7 +55,7 @@ pub use attachment::{
 pub use cache::{
     Cache, CacheConfig, DEFAULT_TRACE_BYTE_BUDGET, DEFAULT_TRACE_LIMIT, Delivery, Effect,
     EndpointId, EntryView, KeyInUse, LifetimeId, LifetimePlace, NameTaken, Notify, PatchError,
-    Patches, RequestId, SubscriptionId, UpdateRefused, UpsertError,
+    Patches, RequestEvent, RequestId, SubscriptionId, UpdateRefused, UpsertError,
 };
 pub use config::{EndpointConfig, Keep, MAX_KEEP_MS, Refetch, Resync, Versioning};
 pub use data::CacheData;
@@ -70,7 +70,7 @@ pub use patch::{Patch, PatchSet};
 pub use status::{Phase, Status};
 pub use stream_status::StreamStatus;
 pub use trace::{
-    AddCause, HandlerOutcome, Queue, Recording, RemoveCause, TRACE_TEXT_CAP, TraceEvent, TraceKind,
-    UpdateSource,
+    AddCause, HandlerOutcome, Queue, Recording, RemoveCause, RequestReason, TRACE_TEXT_CAP,
+    TraceEvent, TraceKind, UpdateSource,
 };
 pub use version::{Version, VersionParseError};

@@ -20,7 +20,7 @@ use livecache::core::{
 };
 use livecache::core::{CacheKey, default_key};
 use livecache::core::{Recording, TraceEvent, TraceKind};
-use livecache::core::{Resync, Version, Versioning};
+use livecache::core::{RequestEvent, RequestReason, Resync, Version, Versioning};
 use livecache_model::{
     Config, Data, KeyRef, Model, Observation, Op, OpResult, PatchError, Recipe, STREAM_FAILURE,
     STREAM_SKIP_REASON, StreamObservation, UpdateError,
@@ -240,6 +240,9 @@ impl CoreUnderTest {
             Op::ResyncDone { lifetime } => {
                 OpResult::Done(self.cache.resync_done(now, LifetimeId(*lifetime)).is_ok())
             }
+            Op::RefetchLifetime { lifetime } => {
+                OpResult::Done(self.cache.refetch_lifetime(now, LifetimeId(*lifetime)))
+            }
             Op::Reject {
                 key,
                 request,
@@ -344,8 +347,10 @@ impl CoreUnderTest {
                         self.end_stream(now, lifetime.0, reason);
                     }
                 }
-                // The runtime would ask the source to replay; here the ops are the source.
+                // The runtime would ask the source to replay; here the ops are the source. A
+                // request event goes to the lifecycle handler, which the ops stand for too.
                 Effect::Resume { .. }
+                | Effect::RequestEvent { .. }
                 | Effect::StartRequest { .. }
                 | Effect::AbortRequest { .. }
                 | Effect::Notify { .. }
@@ -661,7 +666,7 @@ pub fn compare(
     core.events_matched.set(model.trace().len());
     let expected: Vec<Asked> = events
         .iter()
-        .filter_map(|event| asked_for(model.config(), event))
+        .flat_map(|event| asked_for(model.config(), event))
         .collect();
     let queued: Vec<Asked> = core.effects.iter().filter_map(Asked::from_effect).collect();
     if expected != queued {
@@ -682,6 +687,9 @@ enum Asked {
     ResolveDataLoaded(u64, Option<u64>),
     EntryRemoved(String, u64, bool),
     Resume(String, u64, Option<Version>),
+    /// A request event for the key's lifecycle handler: the request, and its reason when it
+    /// started.
+    RequestEvent(String, u64, Option<RequestReason>),
 }
 
 impl Asked {
@@ -709,6 +717,13 @@ impl Asked {
                 lifetime,
                 from,
             } => Asked::Resume(key.to_string(), lifetime.0, *from),
+            Effect::RequestEvent { key, event, .. } => {
+                let reason = match event {
+                    RequestEvent::Started { reason, .. } => Some(*reason),
+                    _ => None,
+                };
+                Asked::RequestEvent(key.to_string(), event.request().0, reason)
+            }
             _ => return None,
         })
     }
@@ -717,11 +732,41 @@ impl Asked {
 /// What the driver must be asked to do when `event` happens (R1, R5, R7, R12–R14): start a
 /// lifecycle handler or a request, abort one, resolve data-loaded (only for an endpoint with a
 /// handler: nobody else waits for it), report a removal.
-fn asked_for(config: &Config, event: &TraceEvent) -> Option<Asked> {
+fn asked_for(config: &Config, event: &TraceEvent) -> Vec<Asked> {
+    let key = event.key.to_string();
+    let endpoint = key.split('(').next().unwrap_or_default();
+    let has_handler = config
+        .endpoints
+        .iter()
+        .any(|spec| spec.name == endpoint && spec.lifecycle);
+    // R29: the lifecycle handler is told of its entry's requests.
+    let told = |request: u64, reason: Option<RequestReason>| {
+        has_handler.then(|| Asked::RequestEvent(key.clone(), request, reason))
+    };
+    match &event.kind {
+        TraceKind::RequestStarted { request, reason } => {
+            return [
+                Some(Asked::StartRequest(key.clone(), *request)),
+                told(*request, Some(*reason)),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+        }
+        TraceKind::RequestFulfilled { request, .. }
+        | TraceKind::RequestRejected { request, .. } => {
+            return told(*request, None).into_iter().collect();
+        }
+        _ => {}
+    }
+    asked_once(config, event).into_iter().collect()
+}
+
+/// [`asked_for`], for the events that ask for one effect at most.
+fn asked_once(config: &Config, event: &TraceEvent) -> Option<Asked> {
     let key = event.key.to_string();
     Some(match &event.kind {
         TraceKind::LifecycleStarted { lifetime } => Asked::StartLifecycle(key, *lifetime),
-        TraceKind::RequestStarted { request } => Asked::StartRequest(key, *request),
         TraceKind::RequestAborted { request } => Asked::AbortRequest(key, *request),
         TraceKind::DataLoaded { lifetime, request } => {
             let endpoint = key.split('(').next().unwrap_or_default();

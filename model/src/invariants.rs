@@ -354,7 +354,14 @@ mod tests {
                 },
             ),
             ev(0, "a(1)", TraceKind::LifecycleStarted { lifetime: 1 }),
-            ev(0, "a(1)", TraceKind::RequestStarted { request: 1 }),
+            ev(
+                0,
+                "a(1)",
+                TraceKind::RequestStarted {
+                    request: 1,
+                    reason: livecache::core::RequestReason::Load,
+                },
+            ),
             ev(
                 5,
                 "a(1)",
@@ -685,7 +692,14 @@ mod tests {
 
     #[test]
     fn rejects_events_without_a_lifetime() {
-        let t = vec![ev(0, "a(1)", TraceKind::RequestStarted { request: 1 })];
+        let t = vec![ev(
+            0,
+            "a(1)",
+            TraceKind::RequestStarted {
+                request: 1,
+                reason: livecache::core::RequestReason::Load,
+            },
+        )];
         rejects(&t, "(6) event for a key with no live lifetime");
         let mut t = good();
         t.push(ev(

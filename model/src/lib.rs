@@ -359,6 +359,11 @@ pub enum Op {
         /// The lifetime.
         lifetime: u64,
     },
+    /// The lifecycle handler of `lifetime` refetches its entry through its handle (R29).
+    RefetchLifetime {
+        /// The lifetime of the handle.
+        lifetime: u64,
+    },
 }
 
 /// A status a stream's source reports (R28); `Ended` and `Failed` come with

@@ -8,7 +8,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use livecache::core::{AddCause, RemoveCause, StreamStatus, TraceEvent, TraceKind, UpdateSource};
+use livecache::core::{
+    AddCause, RemoveCause, RequestReason, StreamStatus, TraceEvent, TraceKind, UpdateSource,
+};
 use livecache::core::{MAX_KEEP_MS, PatchSet, Phase, Refetch, Status, TRACE_TEXT_CAP, Version};
 
 use crate::{
@@ -401,6 +403,7 @@ impl Model {
                 OpResult::Done(self.stream_report(*lifetime, *report))
             }
             Op::ResyncDone { lifetime } => OpResult::Done(self.resync_done(*lifetime)),
+            Op::RefetchLifetime { lifetime } => OpResult::Done(self.refetch_lifetime(*lifetime)),
             Op::Reject {
                 key,
                 request,
@@ -486,7 +489,7 @@ impl Model {
                 },
             );
             self.start_lifecycle_if_any(key_ref, &key, lifetime);
-            self.start_request(&key);
+            self.start_request(&key, RequestReason::Load);
         }
         s
     }
@@ -500,7 +503,7 @@ impl Model {
         } else {
             let lifetime = self.create_entry(key_ref, &key, AddCause::Prefetch);
             self.start_lifecycle_if_any(key_ref, &key, lifetime);
-            self.start_request(&key);
+            self.start_request(&key, RequestReason::Load);
             // R4, R6: zero subscribers, so a removal deadline is armed (if keep is finite).
             self.arm_if_finite(&key);
         }
@@ -544,7 +547,21 @@ impl Model {
             // R3: join the running request.
             Some(request) => self.record(&key, TraceKind::RequestJoined { request }),
             // R11: status pending, data kept.
-            None => self.start_request(&key),
+            None => self.start_request(&key, RequestReason::Refetch),
+        }
+        true
+    }
+
+    /// `RefetchLifetime` (R29): the lifecycle handler of `lifetime` refetches its entry, as a
+    /// subscription's refetch does. Whether the lifetime is live (R7a).
+    fn refetch_lifetime(&mut self, lifetime: u64) -> bool {
+        let Some(key) = self.key_of_lifetime(lifetime) else {
+            return false;
+        };
+        let in_flight = self.entries.get(&key).and_then(|e| e.in_flight);
+        match in_flight {
+            Some(request) => self.record(&key, TraceKind::RequestJoined { request }),
+            None => self.start_request(&key, RequestReason::Refetch),
         }
         true
     }
@@ -1231,8 +1248,9 @@ impl Model {
         }
     }
 
-    /// *start request*: next request id, `in_flight`, status pending, `request_started`.
-    fn start_request(&mut self, key: &str) {
+    /// *start request*: next request id, `in_flight`, status pending, `request_started` with
+    /// why (R29).
+    fn start_request(&mut self, key: &str, reason: RequestReason) {
         let Some(entry) = self.entries.get_mut(key) else {
             return;
         };
@@ -1240,7 +1258,7 @@ impl Model {
         let request = self.requests_issued;
         entry.in_flight = Some(request);
         entry.status = Status::Pending;
-        self.record(key, TraceKind::RequestStarted { request });
+        self.record(key, TraceKind::RequestStarted { request, reason });
     }
 
     /// *maybe request* for an existing entry with a refetch policy (R2, R3).
@@ -1256,9 +1274,9 @@ impl Model {
             }
         } else if entry.data.is_none() {
             // Never loaded (e.g. its request was rejected): always request.
-            self.start_request(key);
+            self.start_request(key, RequestReason::Load);
         } else if want {
-            self.start_request(key);
+            self.start_request(key, RequestReason::Mount);
         }
     }
 
@@ -1421,7 +1439,7 @@ mod tests {
                 "0ms a(1) entry_added lifetime=1 cause=subscribe",
                 "0ms a(1) subscribed subscription=1 subscribers=1",
                 "0ms a(1) lifecycle_started lifetime=1",
-                "0ms a(1) request_started request=1",
+                "0ms a(1) request_started request=1 reason=load",
                 "0ms a(1) request_fulfilled request=1 data_changed=true",
                 "0ms a(1) data_loaded lifetime=1 request=1",
                 "0ms a(1) unsubscribed subscription=1 subscribers=0",
@@ -1491,7 +1509,7 @@ mod tests {
             [
                 "0ms b(1) entry_added lifetime=1 cause=subscribe",
                 "0ms b(1) subscribed subscription=1 subscribers=1",
-                "0ms b(1) request_started request=1",
+                "0ms b(1) request_started request=1 reason=load",
                 "0ms b(1) unsubscribed subscription=1 subscribers=0",
                 "0ms b(1) removal_scheduled deadline=0ms",
                 "0ms b(1) request_fulfilled request=1 data_changed=true",
@@ -1544,7 +1562,7 @@ mod tests {
             [
                 "0ms a(1) entry_added lifetime=1 cause=prefetch",
                 "0ms a(1) lifecycle_started lifetime=1",
-                "0ms a(1) request_started request=1",
+                "0ms a(1) request_started request=1 reason=load",
                 "0ms a(1) removal_scheduled deadline=60000ms",
                 "10000ms a(1) request_joined request=1",
                 "10000ms a(1) request_rejected request=1 error=\"boom\"",
@@ -1590,7 +1608,7 @@ mod tests {
         assert_eq!(
             tail,
             [
-                "0ms a(1) request_started request=2",
+                "0ms a(1) request_started request=2 reason=refetch",
                 "0ms a(1) result_ignored request=1",
                 "0ms a(1) request_aborted request=2",
                 "0ms a(1) entry_removed lifetime=1 cause=removed loaded=true",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, Semaphore, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -17,7 +17,9 @@ use crate::core::CacheKey;
 use crate::core::HandlerOutcome;
 use crate::core::LifetimePlace;
 use crate::core::ids::IdMap;
-use crate::core::{Cache, CacheConfig, Effect, LifetimeId, Refetch, RequestId, Version};
+use crate::core::{
+    Cache, CacheConfig, Effect, LifetimeId, Refetch, RequestEvent, RequestId, Version,
+};
 use crate::runtime::erased::{ErasedData, ErasedMeta};
 use crate::runtime::error::{BoxError, QueryError, panic_message};
 use crate::runtime::signal;
@@ -43,7 +45,13 @@ pub(crate) struct LifecycleStart {
     pub(crate) removal: Arc<Semaphore>,
     /// Announces the lifetime's visible changes (see [`Shared::with_lifetime`]).
     pub(crate) changed: signal::Notifier,
+    /// The requests on the entry, as they start and settle (R29).
+    pub(crate) events: Option<mpsc::Receiver<RequestEvent>>,
 }
+
+/// How many request events a lifecycle handler may leave unread; later ones are dropped until
+/// it reads (they are the handler's information, never the cache's state).
+pub(crate) const REQUEST_EVENTS: usize = 64;
 
 /// The lifetime an operation concerns and its change signal, so that its notification needs no
 /// lookup in the runtime's own map.
@@ -74,6 +82,9 @@ struct LifetimeRt {
     loaded_rx: Option<oneshot::Receiver<LoadedMsg>>,
     fetch: Fetch,
     start: Option<StartLifecycle>,
+    /// Request events for the lifecycle handler (R29), and their receiver until it starts.
+    events_tx: mpsc::Sender<RequestEvent>,
+    events_rx: Option<mpsc::Receiver<RequestEvent>>,
 }
 
 impl Drop for LifetimeRt {
@@ -145,6 +156,7 @@ impl State {
         let rt = self.lifetimes.entry(lifetime).or_insert_with(|| {
             let (fetch, start) = make();
             let (loaded_tx, loaded_rx) = oneshot::channel();
+            let (events_tx, events_rx) = mpsc::channel(REQUEST_EVENTS);
             LifetimeRt {
                 changed: signal::Sender::new(),
                 removal: None,
@@ -152,6 +164,8 @@ impl State {
                 loaded_rx: Some(loaded_rx),
                 fetch,
                 start,
+                events_tx,
+                events_rx: Some(events_rx),
             }
         });
         Some((lifetime, rt.changed.subscribe()))
@@ -285,6 +299,7 @@ impl Shared {
                         loaded,
                         removal,
                         changed: rt.changed.notifier(),
+                        events: rt.events_rx.take(),
                     };
                     let shared = Arc::clone(self);
                     self.handle.spawn(async move {
@@ -363,6 +378,14 @@ impl Shared {
                 // Endpoints built by this runtime declare no versions (`EndpointConfig::versions`
                 // is `None`), so the core asks none of their sources to resume.
                 Effect::Resume { .. } => {}
+                Effect::RequestEvent {
+                    lifetime, event, ..
+                } => {
+                    if let Some(rt) = state.lifetimes.get(&lifetime) {
+                        // Full: the handler is not reading; the event is dropped (REQUEST_EVENTS).
+                        let _ = rt.events_tx.try_send(event);
+                    }
+                }
                 Effect::Notify { key } => {
                     // The hinted lifetime, if the core's lifetime index maps it to this key (the
                     // same shared text, so the comparison is a pointer check): it is live, and

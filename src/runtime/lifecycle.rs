@@ -10,17 +10,17 @@ use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::core::CacheKey;
 use crate::core::Draft;
 use crate::core::LifetimeId;
 use crate::core::PatchSet;
 use crate::core::{LifetimePlace, Notify, Patches};
-use crate::core::{StreamStatus, UpdateRefused, Version};
+use crate::core::{RequestEvent, StreamStatus, UpdateRefused, Version};
 use crate::runtime::driver::{Hint, LifecycleStart, LoadedMsg, Shared};
 use crate::runtime::erased::{Data, ErasedData};
-use crate::runtime::error::{RemovedBeforeLoaded, UpdateError, panic_message};
+use crate::runtime::error::{EntryRemoved, RemovedBeforeLoaded, UpdateError, panic_message};
 use crate::runtime::signal;
 use crate::runtime::state::{QueryState, read_state};
 
@@ -119,6 +119,8 @@ pub struct EntryHandle<S: HandleState, T, M = ()> {
     removal: Arc<Semaphore>,
     /// Announces this lifetime's visible changes to its subscribers.
     changed: signal::Notifier,
+    /// The request events of the entry (R29), until [`EntryHandle::request_events`] takes them.
+    events: Arc<Mutex<Option<mpsc::Receiver<RequestEvent>>>>,
     state: S,
     _data: PhantomData<fn() -> (T, M)>,
 }
@@ -131,6 +133,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
             place: start.place,
             removal: start.removal,
             changed: start.changed,
+            events: Arc::new(Mutex::new(start.events)),
             state: BeforeData {
                 loaded: start.loaded,
             },
@@ -181,6 +184,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
             place,
             removal,
             changed,
+            events,
             state,
             ..
         } = self;
@@ -193,6 +197,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
             place,
             removal,
             changed,
+            events,
             state: WithData(()),
             _data: PhantomData,
         };
@@ -419,6 +424,82 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
         }
     }
 
+    /// The requests on this entry, as they start (with why: a refetch, a resync, …), fulfil and
+    /// fail (R29). The first call takes them; later calls get an empty stream. Up to 64 unread
+    /// events wait; more are dropped until the handler reads. The stream ends when the entry is
+    /// removed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// use futures::StreamExt;
+    /// use livecache::core::{RequestEvent, RequestReason};
+    /// let (tx, rx) = tokio::sync::oneshot::channel();
+    /// let tx = std::sync::Mutex::new(Some(tx));
+    /// let feed = api
+    ///     .query::<(), u32>("feed")
+    ///     .query_fn(|()| async { Ok(1) })
+    ///     .on_cache_entry_added(move |(), entry| {
+    ///         let tx = tx.lock().ok().and_then(|mut t| t.take());
+    ///         async move {
+    ///             let mut events = Box::pin(entry.request_events());
+    ///             let first = events.next().await;
+    ///             let _ = tx.map(|tx| tx.send(first));
+    ///             Ok(())
+    ///         }
+    ///     })
+    ///     .build()?;
+    /// let _sub = feed.subscribe(())?;
+    /// let first = rx.await.ok().flatten();
+    /// assert!(matches!(first, Some(RequestEvent::Started { reason: RequestReason::Load, .. })));
+    /// # Ok(()) }
+    /// ```
+    pub fn request_events(&self) -> impl futures::Stream<Item = RequestEvent> + Send + 'static {
+        let events = self.events.lock().ok().and_then(|mut slot| slot.take());
+        futures::stream::unfold(events, |events| async move {
+            let mut events = events?;
+            let event = events.recv().await?;
+            Some((event, Some(events)))
+        })
+    }
+
+    /// Refetch the entry (R29): joins a request in flight, else starts one (reason
+    /// `Refetch`). The handler needs no endpoint for it — holding one would keep the entry, its
+    /// task and its socket alive after everything else let go of them.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let n = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    /// let counted = std::sync::Arc::clone(&n);
+    /// let counter = api
+    ///     .query::<(), u32>("counter")
+    ///     .query_fn(move |()| {
+    ///         let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    ///         async move { Ok(n) }
+    ///     })
+    ///     .on_cache_entry_added(|(), entry| async move {
+    ///         let Ok((entry, _)) = entry.data_loaded().await else { return Ok(()) };
+    ///         entry.refetch()?;
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = counter.subscribe(())?;
+    /// sub.loaded().await.ok();
+    /// for _ in 0..4 { tokio::task::yield_now().await; }
+    /// assert_eq!(sub.state().data(), Some(&1));
+    /// # Ok(()) }
+    /// ```
+    pub fn refetch(&self) -> Result<(), EntryRemoved> {
+        let lifetime = self.place.lifetime();
+        let refetched = self
+            .shared
+            .with(|state, now| state.cache.refetch_lifetime(now, lifetime));
+        if refetched { Ok(()) } else { Err(EntryRemoved) }
+    }
+
     /// Report the health of the entry's live source (R28): `Connecting`, `Live`,
     /// `Reconnecting { .. }`, `Ended { .. }` or `Failed { .. }` (texts are cut like the trace's).
     /// Subscribers see it in [`QueryState::stream`]; a change wakes them and is traced. A
@@ -530,6 +611,7 @@ impl<T, M> Clone for EntryHandle<WithData, T, M> {
             place: self.place,
             removal: Arc::clone(&self.removal),
             changed: self.changed.clone(),
+            events: Arc::clone(&self.events),
             state: WithData(()),
             _data: PhantomData,
         }

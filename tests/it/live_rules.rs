@@ -15,8 +15,8 @@
 
 use livecache::core::{
     Attachment, Cache, CacheConfig, Delivery, Draft, Effect, EndpointConfig, Keep, LifetimeId,
-    Patches, Recording, RequestId, Resync, StreamEnd, StreamEndReason, StreamStatus,
-    SubscriptionId, UpdateRefused, Version, Versioning,
+    Patches, Recording, RequestEvent, RequestId, RequestReason, Resync, StreamEnd, StreamEndReason,
+    StreamStatus, SubscriptionId, UpdateRefused, Version, Versioning,
 };
 use livecache::core::{CacheKey, Refetch, default_key};
 
@@ -83,8 +83,12 @@ fn send(cache: &mut Core, at: u64, n: u64) -> Result<Delivery, UpdateRefused> {
     cache.stream_message(at, ROOM, Version::new(n), push(format!("m{n}")))
 }
 
+/// The effects queued, request events for the lifecycle aside (R29's, pinned in
+/// `r29_…` tests; here they would only repeat each request's start and end).
 fn drain(cache: &mut Core) -> Vec<Effect<Data>> {
-    std::iter::from_fn(|| cache.poll_effect()).collect()
+    std::iter::from_fn(|| cache.poll_effect())
+        .filter(|e| !matches!(e, Effect::RequestEvent { .. }))
+        .collect()
 }
 
 fn notify(key: &CacheKey) -> Effect<Data> {
@@ -1237,6 +1241,133 @@ fn r33_rebase_log_past_its_bound_is_dropped_and_another_refetch_follows_the_snap
     assert_eq!(cache.entry(&room).and_then(|e| e.in_flight), None);
     insta::assert_yaml_snapshot!(
         "r33_rebase_log_past_its_bound_is_dropped_and_another_refetch_follows_the_snapshot",
+        cache.trace()
+    );
+}
+
+// ===== R29: the lifecycle is told of requests, and refetches through its handle =====
+
+/// The request events queued for the lifecycle, as (request, reason when started).
+fn request_events(cache: &mut Core) -> Vec<RequestEvent> {
+    std::iter::from_fn(|| cache.poll_effect())
+        .filter_map(|e| match e {
+            Effect::RequestEvent { event, .. } => Some(event),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn r29_the_lifecycle_is_told_of_each_request_started_with_why_and_how_it_settled() {
+    let mut cache = new_cache();
+    let chat = cache
+        .add_endpoint("chat", versioned(true, Resync::Refetch, 100))
+        .expect("a new name");
+    let room = room();
+    let sub = cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the endpoint's key");
+    let started = |request, reason| RequestEvent::Started {
+        request: RequestId(request),
+        reason,
+    };
+    assert_eq!(
+        request_events(&mut cache),
+        [started(1, RequestReason::Load)]
+    );
+    cache.reject(10, &room, RequestId(1), "offline".into());
+    let rejected = RequestEvent::Rejected {
+        request: RequestId(1),
+    };
+    assert_eq!(request_events(&mut cache), [rejected]);
+    // No data yet: a mount loads.
+    cache
+        .prefetch(20, chat, &room, Refetch::IfMissing)
+        .expect("the endpoint's key");
+    assert_eq!(
+        request_events(&mut cache),
+        [started(2, RequestReason::Load)]
+    );
+    cache.fulfil_versioned(30, &room, RequestId(2), up_to(1), Version::new(1));
+    let fulfilled = RequestEvent::Fulfilled {
+        request: RequestId(2),
+    };
+    assert_eq!(request_events(&mut cache), [fulfilled]);
+    // With data: a mount that asks for fresh data, an explicit refetch, a resync.
+    let _again = cache
+        .subscribe(40, chat, &room, Refetch::Always)
+        .expect("the endpoint's key");
+    assert_eq!(
+        request_events(&mut cache),
+        [started(3, RequestReason::Mount)]
+    );
+    cache.fulfil_versioned(50, &room, RequestId(3), up_to(1), Version::new(1));
+    assert!(cache.refetch(60, sub));
+    let events = request_events(&mut cache);
+    assert_eq!(events[1..], [started(4, RequestReason::Refetch)]);
+    cache.fulfil_versioned(70, &room, RequestId(4), up_to(1), Version::new(1));
+    assert_eq!(send(&mut cache, 80, 3), Ok(Delivery::Held));
+    let events = request_events(&mut cache);
+    assert_eq!(events[1..], [started(5, RequestReason::Resync)]);
+    insta::assert_yaml_snapshot!(
+        "r29_the_lifecycle_is_told_of_each_request_started_with_why_and_how_it_settled",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r29_an_endpoint_without_a_handler_queues_no_request_events() {
+    let mut cache = new_cache();
+    let plain = cache
+        .add_endpoint(
+            "plain",
+            EndpointConfig {
+                has_lifecycle: false,
+                ..EndpointConfig::default()
+            },
+        )
+        .expect("a new name");
+    let key = key("plain", "x");
+    cache
+        .subscribe(0, plain, &key, Refetch::IfMissing)
+        .expect("the endpoint's key");
+    cache.fulfil(1, &key, RequestId(1), vec![]);
+    assert_eq!(request_events(&mut cache), []);
+}
+
+#[test]
+fn r29_the_lifecycle_refetches_its_own_entry_joining_a_request_in_flight() {
+    let mut cache = new_cache();
+    let chat = cache
+        .add_endpoint("chat", unversioned())
+        .expect("a new name");
+    let room = room();
+    cache
+        .upsert(0, chat, &room, msgs(&["hello"]))
+        .expect("the endpoint's key");
+    let _ = drain(&mut cache);
+    assert!(cache.refetch_lifetime(10, ROOM));
+    assert_eq!(
+        cache.entry(&room).and_then(|e| e.in_flight),
+        Some(RequestId(1))
+    );
+    let started = RequestEvent::Started {
+        request: RequestId(1),
+        reason: RequestReason::Refetch,
+    };
+    assert_eq!(request_events(&mut cache), [started]);
+    // A second one joins the first.
+    assert!(cache.refetch_lifetime(20, ROOM));
+    assert_eq!(
+        cache.entry(&room).and_then(|e| e.in_flight),
+        Some(RequestId(1))
+    );
+    assert_eq!(request_events(&mut cache), []);
+    // An ended lifetime's handle refetches nothing (R7a).
+    assert!(cache.remove(30, &room));
+    assert!(!cache.refetch_lifetime(40, ROOM));
+    insta::assert_yaml_snapshot!(
+        "r29_the_lifecycle_refetches_its_own_entry_joining_a_request_in_flight",
         cache.trace()
     );
 }

@@ -107,3 +107,90 @@ async fn r33_a_flood_before_the_first_data_is_bounded() {
         state.stream
     );
 }
+
+/// R29 through the runtime: the handler hears of its entry's requests (started with why,
+/// fulfilled) and refetches through its handle, holding no endpoint: once the last subscriber
+/// is gone for the keep time the entry is removed and the handler's `removed()` resolves — no
+/// reference cycle keeps it alive.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn r29_a_handler_hears_of_requests_and_refetches_through_its_handle() {
+    use futures::StreamExt;
+    use livecache::core::{RequestEvent, RequestReason};
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let api = Api::builder()
+        .keep_unused_data_for(Duration::from_secs(1))
+        .build();
+    let fetches = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&fetches);
+    let heard: Arc<Mutex<Vec<RequestEvent>>> = Arc::default();
+    let told = Arc::clone(&heard);
+    let ended = Arc::new(AtomicBool::new(false));
+    let done = Arc::clone(&ended);
+    let counter = api
+        .query::<(), u32>("counter")
+        .query_fn(move |()| {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(n) }
+        })
+        .on_cache_entry_added(move |(), entry| {
+            let (told, done) = (Arc::clone(&told), Arc::clone(&done));
+            async move {
+                let mut events = Box::pin(entry.request_events());
+                let Ok((entry, _)) = entry.data_loaded().await else {
+                    return Ok(());
+                };
+                entry.refetch()?;
+                let listen = async {
+                    while let Some(event) = events.next().await {
+                        if let Ok(mut heard) = told.lock() {
+                            heard.push(event);
+                        }
+                    }
+                };
+                tokio::select! {
+                    () = entry.removed() => {}
+                    () = listen => {}
+                }
+                done.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+        .build()
+        .expect("a new endpoint");
+    let sub = counter.subscribe(()).expect("a key");
+    sub.loaded().await.expect("loads");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(sub.state().data(), Some(&1), "the handler's refetch ran");
+    let reasons: Vec<Option<RequestReason>> = heard
+        .lock()
+        .map(|h| {
+            h.iter()
+                .map(|e| match e {
+                    RequestEvent::Started { reason, .. } => Some(*reason),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        reasons,
+        [
+            Some(RequestReason::Load),
+            None,
+            Some(RequestReason::Refetch),
+            None
+        ],
+        "started (load), fulfilled, started (refetch), fulfilled"
+    );
+    drop(sub);
+    drop(counter);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(api.is_empty(), "the entry is removed");
+    assert!(
+        ended.load(Ordering::SeqCst),
+        "the handler ended with its entry"
+    );
+    assert_eq!(fetches.load(Ordering::SeqCst), 2);
+}

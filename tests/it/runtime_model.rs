@@ -341,7 +341,8 @@ impl System {
             Op::FulfilVersioned { .. }
             | Op::UpsertVersioned { .. }
             | Op::StreamReport { .. }
-            | Op::ResyncDone { .. } => {
+            | Op::ResyncDone { .. }
+            | Op::RefetchLifetime { .. } => {
                 unreachable!("the runtime's strategy generates no live ops (R24–R28) yet")
             }
             Op::StreamSkip { lifetime } => {

@@ -148,6 +148,7 @@ enum OpSel {
     UpsertVersioned(KeyRef, Vec<u8>, u8),
     StreamReport(IdSel, Report),
     ResyncDone(IdSel),
+    RefetchLifetime(IdSel),
 }
 
 /// Keys stay within the three endpoints and three arguments, so ops collide often.
@@ -301,6 +302,9 @@ fn resolve(sel: OpSel, model: &Model) -> Op {
             report,
         },
         OpSel::ResyncDone(id) => Op::ResyncDone {
+            lifetime: id.resolve(lifetimes),
+        },
+        OpSel::RefetchLifetime(id) => Op::RefetchLifetime {
             lifetime: id.resolve(lifetimes),
         },
         OpSel::StreamSkip(id) => Op::StreamSkip {

@@ -24,6 +24,7 @@ fn forge_handle(entry: &EntryHandle<BeforeData, Messages>) -> EntryHandle<WithDa
         place: anything(),
         removal: anything(),
         changed: anything(),
+        events: anything(),
         state: anything(),
         _data: std::marker::PhantomData,
     }

@@ -241,7 +241,7 @@ impl Model {
         self.record(key, kind);
         match in_flight {
             Some(request) => self.record(key, TraceKind::RequestJoined { request }),
-            None => self.start_request(key),
+            None => self.start_request(key, livecache::core::RequestReason::Resync),
         }
     }
 

@@ -69,6 +69,16 @@ pub enum Effect<D> {
         /// The key.
         key: CacheKey,
     },
+    /// Tell the lifetime's lifecycle handler about a request on its entry (R29): started (with
+    /// why), fulfilled, rejected. Only for endpoints with a lifecycle handler.
+    RequestEvent {
+        /// The key.
+        key: CacheKey,
+        /// The lifetime whose handler is told.
+        lifetime: LifetimeId,
+        /// What happened.
+        event: RequestEvent,
+    },
     /// Ask the lifetime's source to replay its messages from `from` (R26, the
     /// [`Resync::Resume`](crate::core::Resync::Resume) policy), then report
     /// `Cache::resync_done`. `None`: past the last version, nothing to replay.
@@ -80,6 +90,51 @@ pub enum Effect<D> {
         /// The first version to replay (the watermark's next, or 0 without a watermark).
         from: Option<crate::core::Version>,
     },
+}
+
+/// A request on an entry, as its lifecycle handler is told of it (R29).
+///
+/// ```
+/// use livecache::core::{RequestEvent, RequestId, RequestReason};
+/// let started = RequestEvent::Started { request: RequestId(2), reason: RequestReason::Refetch };
+/// assert_eq!(started.request(), RequestId(2));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestEvent {
+    /// A request started.
+    Started {
+        /// The request.
+        request: RequestId,
+        /// Why.
+        reason: crate::core::RequestReason,
+    },
+    /// The request fulfilled: the entry has its data.
+    Fulfilled {
+        /// The request.
+        request: RequestId,
+    },
+    /// The request was rejected: the entry keeps its data, with the error.
+    Rejected {
+        /// The request.
+        request: RequestId,
+    },
+}
+
+impl RequestEvent {
+    /// The request the event is about.
+    ///
+    /// ```
+    /// use livecache::core::{RequestEvent, RequestId};
+    /// assert_eq!(RequestEvent::Rejected { request: RequestId(4) }.request(), RequestId(4));
+    /// ```
+    pub fn request(self) -> RequestId {
+        match self {
+            RequestEvent::Started { request, .. }
+            | RequestEvent::Fulfilled { request }
+            | RequestEvent::Rejected { request } => request,
+        }
+    }
 }
 
 /// Why an update through a lifecycle handle (or `update_query_data`) failed.
@@ -176,7 +231,13 @@ pub enum PatchError {
 
 /// [`Cache::queue_notify`] on the queue alone, for callers holding a borrow of the entries.
 pub(super) fn queue_notify<D>(effects: &mut VecDeque<Effect<D>>, key: &CacheKey) {
-    if let Some(Effect::Notify { key: last }) = effects.back()
+    // Request events for a lifecycle (R29) tell of requests, not of the state: a notification
+    // queued before them still covers this one.
+    let last = effects
+        .iter()
+        .rev()
+        .find(|effect| !matches!(effect, Effect::RequestEvent { .. }));
+    if let Some(Effect::Notify { key: last }) = last
         && last == key
     {
         return;

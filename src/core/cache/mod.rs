@@ -55,7 +55,9 @@ use crate::core::trace::{Recording, TraceEvent, TraceKind, TraceLog};
 use crate::core::version::Version;
 
 use deadlines::Deadlines;
-pub use effect::{Effect, KeyInUse, NameTaken, Notify, PatchError, UpdateRefused, UpsertError};
+pub use effect::{
+    Effect, KeyInUse, NameTaken, Notify, PatchError, RequestEvent, UpdateRefused, UpsertError,
+};
 pub use store::LifetimePlace;
 use store::{Entries, Slot};
 pub use versions::Delivery;

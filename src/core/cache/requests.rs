@@ -8,7 +8,9 @@ use crate::core::data::{CacheData, contain};
 use crate::core::entry::any::AnyEntry;
 use crate::core::entry::{Added, Entry};
 use crate::core::key::CacheKey;
-use crate::core::trace::{AddCause, Recording, TraceKind, bound_text, bounded_display};
+use crate::core::trace::{
+    AddCause, Recording, RequestReason, TraceKind, bound_text, bounded_display,
+};
 use crate::core::version::Version;
 
 impl<D, E> Cache<D, E>
@@ -39,7 +41,37 @@ where
         if let Some(request) = self.entries.get(&key).and_then(|s| s.entry.in_flight()) {
             self.record(self.now, &key, TraceKind::RequestJoined { request });
         } else {
-            self.start_request(&key);
+            self.start_request(&key, RequestReason::Refetch);
+        }
+        self.notify(&key);
+        true
+    }
+
+    /// Refetch the entry of `lifetime` — what its lifecycle handler asks through its handle
+    /// (R29): joins a request in flight (R3), else starts one (reason `Refetch`). Returns false,
+    /// doing nothing, when the lifetime has ended (R7a).
+    ///
+    /// ```
+    /// # use livecache::core::{LifetimeId, RequestId};
+    /// use livecache::core::{Cache, CacheKey, EndpointConfig};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
+    /// let key = CacheKey::verbatim("a(1)");
+    /// cache.upsert(0, ep, &key, 1)?;
+    /// assert!(cache.refetch_lifetime(1, LifetimeId(1)));
+    /// assert_eq!(cache.entry(&key).unwrap().in_flight, Some(RequestId(1)));
+    /// assert!(!cache.refetch_lifetime(2, LifetimeId(9)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn refetch_lifetime(&mut self, now: u64, lifetime: LifetimeId) -> bool {
+        self.advance(now);
+        let Some(key) = self.entries.key_of(lifetime.0).cloned() else {
+            return false;
+        };
+        if let Some(request) = self.entries.get(&key).and_then(|s| s.entry.in_flight()) {
+            self.record(self.now, &key, TraceKind::RequestJoined { request });
+        } else {
+            self.start_request(&key, RequestReason::Refetch);
         }
         self.notify(&key);
         true
@@ -159,6 +191,8 @@ where
                 error: text,
             },
         );
+        let request = RequestId(request);
+        self.tell_lifecycle(key, RequestEvent::Rejected { request });
         self.status_follows(key, lifetime, before);
         self.removal_follows_subscribers(key);
         self.notify(key);
@@ -272,25 +306,43 @@ where
         let request = self.next_request();
         let loading = entry.start_request(request);
         self.insert(key, endpoint, AnyEntry::Loading(loading));
-        self.record(self.now, key, TraceKind::RequestStarted { request });
-        self.effects.push_back(Effect::StartRequest {
-            key: key.clone(),
-            request: RequestId(request),
-        });
+        self.request_started(key, request, RequestReason::Load);
     }
 
     /// Another request on an existing entry.
-    pub(super) fn start_request(&mut self, key: &CacheKey) {
+    pub(super) fn start_request(&mut self, key: &CacheKey, reason: RequestReason) {
         let request = self.next_request();
         let Some(slot) = self.entries.get_mut(key) else {
             return;
         };
         slot.entry.begin_request(request);
-        self.record(self.now, key, TraceKind::RequestStarted { request });
+        self.request_started(key, request, reason);
+    }
+
+    /// Record a started request, ask the driver to run it, and tell the entry's lifecycle.
+    fn request_started(&mut self, key: &CacheKey, request: u64, reason: RequestReason) {
+        self.record(self.now, key, TraceKind::RequestStarted { request, reason });
         self.effects.push_back(Effect::StartRequest {
             key: key.clone(),
             request: RequestId(request),
         });
+        let request = RequestId(request);
+        self.tell_lifecycle(key, RequestEvent::Started { request, reason });
+    }
+
+    /// Queue a request event for the entry's lifecycle handler, if its endpoint has one (R29).
+    pub(super) fn tell_lifecycle(&mut self, key: &CacheKey, event: RequestEvent) {
+        let Some(slot) = self.entries.get(key) else {
+            return;
+        };
+        if self.wants_data_loaded(slot.endpoint) {
+            let lifetime = LifetimeId(slot.entry.lifetime());
+            self.effects.push_back(Effect::RequestEvent {
+                key: key.clone(),
+                lifetime,
+                event,
+            });
+        }
     }
 
     pub(super) fn maybe_request(&mut self, key: &CacheKey, refetch: Refetch) {
@@ -302,8 +354,10 @@ where
             if wants {
                 self.record(self.now, key, TraceKind::RequestJoined { request });
             }
-        } else if slot.entry.data().is_none() || wants {
-            self.start_request(key);
+        } else if slot.entry.data().is_none() {
+            self.start_request(key, RequestReason::Load);
+        } else if wants {
+            self.start_request(key, RequestReason::Mount);
         }
     }
 
@@ -361,6 +415,10 @@ where
             None => TraceKind::Upserted { data_changed },
         };
         self.record(self.now, key, kind);
+        if let Some(request) = request {
+            let request = RequestId(request);
+            self.tell_lifecycle(key, RequestEvent::Fulfilled { request });
+        }
         if first {
             self.data_loaded(key, lifetime, request, first_data);
         }

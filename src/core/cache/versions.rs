@@ -11,7 +11,7 @@ use crate::core::data::CacheData;
 use crate::core::entry::Draft;
 use crate::core::key::CacheKey;
 use crate::core::stream_status::StreamStatus;
-use crate::core::trace::{Queue, TraceKind, UpdateSource, bound_text};
+use crate::core::trace::{Queue, RequestReason, TraceKind, UpdateSource, bound_text};
 use crate::core::version::Version;
 
 /// What became of a versioned stream message ([`Cache::stream_message`], R24–R26).
@@ -421,7 +421,7 @@ where
                     Some(request) => {
                         self.record(self.now, key, TraceKind::RequestJoined { request });
                     }
-                    None => self.start_request(key),
+                    None => self.start_request(key, RequestReason::Resync),
                 }
             }
             Resync::Resume => {

@@ -197,7 +197,7 @@ set_aside_whole! {
     Subscribed { subscription: u64, subscribers: usize },
     Unsubscribed { subscription: u64, subscribers: usize },
     LifecycleStarted { lifetime: u64 },
-    RequestStarted { request: u64 },
+    RequestStarted { request: u64, reason: RequestReason },
     RequestJoined { request: u64 },
     RequestFulfilled { request: u64, data_changed: bool },
     ResultIgnored { request: u64 },
@@ -456,7 +456,10 @@ mod tests {
     /// mixed.
     fn kind(n: u64) -> TraceKind {
         match n % 5 {
-            0 => TraceKind::RequestStarted { request: n },
+            0 => TraceKind::RequestStarted {
+                request: n,
+                reason: RequestReason::Load,
+            },
             1 => updated(UpdateSource::UpdateQueryData),
             2 => TraceKind::DataLoaded {
                 lifetime: n,
@@ -496,7 +499,10 @@ mod tests {
                 subscribers: 0,
             },
             TraceKind::LifecycleStarted { lifetime: 5 },
-            TraceKind::RequestStarted { request: 6 },
+            TraceKind::RequestStarted {
+                request: 6,
+                reason: RequestReason::Resync,
+            },
             TraceKind::RequestJoined { request: 7 },
             TraceKind::RequestFulfilled {
                 request: 8,
@@ -801,7 +807,14 @@ mod tests {
                     reason: text,
                 },
             );
-            log.record(n, &key, TraceKind::RequestStarted { request: n });
+            log.record(
+                n,
+                &key,
+                TraceKind::RequestStarted {
+                    request: n,
+                    reason: RequestReason::Load,
+                },
+            );
             let held = log.events();
             let texts: usize = held.iter().map(|e| e.kind.text_len()).sum();
             assert!(
@@ -819,7 +832,14 @@ mod tests {
         assert!(log.text_bytes() <= 2 * TRACE_TEXT_CAP);
         log.set_byte_budget(usize::MAX);
         let held = log.len();
-        log.record(500, &key, TraceKind::RequestStarted { request: 500 });
+        log.record(
+            500,
+            &key,
+            TraceKind::RequestStarted {
+                request: 500,
+                reason: RequestReason::Mount,
+            },
+        );
         assert_eq!(log.len(), held + 1);
         let _ = log.take();
         assert_eq!(log.text_bytes(), 0);

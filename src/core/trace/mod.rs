@@ -272,8 +272,12 @@ pub enum HandlerOutcome {
 ///
 /// ```
 /// use livecache::core::TraceKind;
-/// let k = TraceKind::RequestStarted { request: 3 };
-/// assert_eq!(serde_json::to_string(&k).unwrap(), r#"{"event":"request_started","request":3}"#);
+/// use livecache::core::RequestReason;
+/// let k = TraceKind::RequestStarted { request: 3, reason: RequestReason::Load };
+/// assert_eq!(
+///     serde_json::to_string(&k).unwrap(),
+///     r#"{"event":"request_started","request":3,"reason":"load"}"#
+/// );
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -309,6 +313,8 @@ pub enum TraceKind {
     RequestStarted {
         /// The request's id (unique for the api).
         request: u64,
+        /// Why (R29).
+        reason: RequestReason,
     },
     /// A refetch was asked for while a request was in flight and joined it (R3).
     RequestJoined {
@@ -502,6 +508,38 @@ impl fmt::Display for UpdateSource {
     }
 }
 
+/// Why a request started (R29): told to the entry's lifecycle with the request.
+///
+/// ```
+/// use livecache::core::RequestReason;
+/// assert_eq!(RequestReason::Resync.to_string(), "resync");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RequestReason {
+    /// The entry has no data: its first request, or one after a failed first request.
+    Load,
+    /// A subscription or a prefetch found the entry and its refetch policy asked for fresh data
+    /// (R2, R6).
+    Mount,
+    /// An explicit refetch, through a subscription (R11) or the lifecycle's handle (R29).
+    Refetch,
+    /// A resync: messages are missing (R26, R33).
+    Resync,
+}
+
+impl fmt::Display for RequestReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RequestReason::Load => "load",
+            RequestReason::Mount => "mount",
+            RequestReason::Refetch => "refetch",
+            RequestReason::Resync => "resync",
+        })
+    }
+}
+
 /// A bounded queue of an entry's live state (R33), named when it overflows.
 ///
 /// ```
@@ -566,7 +604,9 @@ impl fmt::Display for TraceKind {
             TraceKind::LifecycleStarted { lifetime } => {
                 write!(f, "lifecycle_started lifetime={lifetime}")
             }
-            TraceKind::RequestStarted { request } => write!(f, "request_started request={request}"),
+            TraceKind::RequestStarted { request, reason } => {
+                write!(f, "request_started request={request} reason={reason}")
+            }
             TraceKind::RequestJoined { request } => write!(f, "request_joined request={request}"),
             TraceKind::RequestFulfilled {
                 request,

@@ -328,7 +328,14 @@ pub fn live_ops(state: &Model) -> BoxedStrategy<Op> {
         (
             1,
             lifetime_id
+                .clone()
                 .prop_map(|lifetime| Op::ResyncDone { lifetime })
+                .boxed(),
+        ),
+        (
+            2,
+            lifetime_id
+                .prop_map(|lifetime| Op::RefetchLifetime { lifetime })
                 .boxed(),
         ),
     ];
