@@ -102,6 +102,8 @@ pub struct Live {
     pub rebase: Vec<(u64, Recipe)>,
     /// The rebase log overflowed during the request in flight.
     pub rebase_overflowed: bool,
+    /// The watermark when the request in flight started (R27).
+    pub rebase_base: Option<u64>,
 }
 
 impl Live {
@@ -570,6 +572,7 @@ impl Model {
     fn fulfil(&mut self, key_ref: KeyRef, request: u64, data: &Data, watermark: Option<u64>) {
         let key = self.config.key(key_ref);
         let now = self.now;
+        let stale = watermark.is_some_and(|w| self.snapshot_is_stale(&key, w));
         let Some(entry) = self.entries.get_mut(&key) else {
             // R10: absent entry: ignored, never re-created.
             self.record(&key, TraceKind::ResultIgnored { request });
@@ -581,8 +584,9 @@ impl Model {
             return;
         }
         entry.in_flight = None;
-        // R8: changed iff there was no data or the new data differs (PartialEq).
-        let data_changed = entry.data.as_ref() != Some(data);
+        // R8: changed iff there was no data or the new data differs (PartialEq); R27: a stale
+        // snapshot leaves the data as it is.
+        let data_changed = !stale && entry.data.as_ref() != Some(data);
         if data_changed {
             entry.data = Some(data.clone());
         }
@@ -614,7 +618,7 @@ impl Model {
         }
         // R24, R27: a versioned snapshot sets the watermark and is rebased.
         let before = self.stream_status_of(&key);
-        self.snapshot_landed(&key, lifetime, watermark, true);
+        self.snapshot_landed(&key, lifetime, watermark, true, stale);
         self.status_follows(&key, lifetime, before);
         // R4: a request settling with zero subscribers re-arms from the settle time.
         self.rearm_if_unused(&key);
@@ -786,16 +790,17 @@ impl Model {
                 },
             );
             let before = self.stream_status_of(&key);
-            self.snapshot_landed(&key, lifetime, watermark, false);
+            self.snapshot_landed(&key, lifetime, watermark, false, false);
             self.status_follows(&key, lifetime, before);
             // R20: zero subscribers → removal scheduled.
             self.arm_if_finite(&key);
             return;
         }
+        let stale = watermark.is_some_and(|w| self.snapshot_is_stale(&key, w));
         let Some(entry) = self.entries.get_mut(&key) else {
             return;
         };
-        let data_changed = entry.data.as_ref() != Some(data);
+        let data_changed = !stale && entry.data.as_ref() != Some(data);
         if data_changed {
             entry.data = Some(data.clone());
         }
@@ -820,7 +825,7 @@ impl Model {
             self.first_data_landed(&key, lifetime);
         }
         let before = self.stream_status_of(&key);
-        self.snapshot_landed(&key, lifetime, watermark, false);
+        self.snapshot_landed(&key, lifetime, watermark, false, stale);
         self.status_follows(&key, lifetime, before);
         self.rearm_if_unused(&key);
     }
@@ -1258,6 +1263,8 @@ impl Model {
         let request = self.requests_issued;
         entry.in_flight = Some(request);
         entry.status = Status::Pending;
+        // R27: its snapshot must reach the watermark it starts from to be rebased.
+        entry.live.rebase_base = entry.live.watermark;
         self.record(key, TraceKind::RequestStarted { request, reason });
     }
 

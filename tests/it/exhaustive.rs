@@ -419,10 +419,10 @@ fn r24_r28_r33_every_live_sequence_up_to_depth_agrees_and_keeps_invariants() {
     let expected = match depth {
         1 => Some((9, 9)),
         2 => Some((44, 38)),
-        3 => Some((147, 112)),
-        4 => Some((367, 263)),
-        5 => Some((756, 522)),
-        6 => Some((1360, 923)),
+        3 => Some((151, 114)),
+        4 => Some((395, 280)),
+        5 => Some((852, 590)),
+        6 => Some((1570, 1095)),
         _ => None,
     };
     if let Some(expected) = expected {

@@ -245,6 +245,26 @@ impl Model {
         }
     }
 
+    /// R27: whether a snapshot at `watermark` is older than what the entry's data reflected
+    /// when its request started (with none in flight, than its watermark).
+    pub(super) fn snapshot_is_stale(&self, key: &str, watermark: u64) -> bool {
+        if self.versions(key).is_none() {
+            return false;
+        }
+        let Some(entry) = self.entries.get(key) else {
+            return false;
+        };
+        if entry.data.is_none() {
+            return false;
+        }
+        let base = if entry.in_flight.is_some() {
+            entry.live.rebase_base
+        } else {
+            entry.live.watermark
+        };
+        base.is_some_and(|base| watermark < base)
+    }
+
     /// R24, R27: a snapshot landed (a fulfil settling the request in flight, or an upsert). The
     /// rebase log is taken (kept, for an upsert: the request still runs). With a watermark it
     /// is set, the kept messages above it are re-applied in order, held messages it reaches
@@ -256,6 +276,7 @@ impl Model {
         lifetime: u64,
         watermark: Option<u64>,
         settles: bool,
+        stale: bool,
     ) {
         let Some(spec) = self.versions(key) else {
             return;
@@ -273,6 +294,24 @@ impl Model {
         let Some(watermark) = watermark else {
             return;
         };
+        if stale {
+            // R27: older than what the data reflected when its request started: the data
+            // stays, and a resync it was to end goes on.
+            let missing = !live.held.is_empty() || live.awaiting_snapshot;
+            if missing || overflowed {
+                live.awaiting_snapshot |= overflowed;
+            }
+            let version = Version::new(watermark);
+            let kind = TraceKind::SnapshotStale {
+                lifetime,
+                watermark: version,
+            };
+            self.record(key, kind);
+            if missing || overflowed {
+                self.resync(key, lifetime, spec);
+            }
+            return;
+        }
         live.watermark = Some(watermark);
         let mut reapplied = 0;
         for (version, recipe) in kept.into_iter().filter(|(v, _)| *v > watermark) {

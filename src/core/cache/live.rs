@@ -34,6 +34,9 @@ pub(super) struct LiveState<D> {
     pub(super) rebase: Vec<(Version, Replay<D>)>,
     /// The rebase log overflowed during the request in flight: its snapshot cannot be rebased.
     pub(super) rebase_overflowed: bool,
+    /// The watermark when the request in flight started: its snapshot must reach it, or the
+    /// messages between would be lost to the rebase (R27).
+    pub(super) rebase_base: Option<Version>,
 }
 
 impl<D> Default for LiveState<D> {
@@ -46,6 +49,7 @@ impl<D> Default for LiveState<D> {
             held: BTreeMap::new(),
             rebase: Vec::new(),
             rebase_overflowed: false,
+            rebase_base: None,
         }
     }
 }
@@ -60,6 +64,7 @@ impl<D> Clone for LiveState<D> {
             held: self.held.clone(),
             rebase: self.rebase.clone(),
             rebase_overflowed: self.rebase_overflowed,
+            rebase_base: self.rebase_base,
         }
     }
 }
@@ -77,6 +82,7 @@ impl<D> fmt::Debug for LiveState<D> {
                 &self.rebase.iter().map(|(v, _)| v).collect::<Vec<_>>(),
             )
             .field("rebase_overflowed", &self.rebase_overflowed)
+            .field("rebase_base", &self.rebase_base)
             .finish()
     }
 }

@@ -277,7 +277,7 @@ where
         self.record(self.now, key, TraceKind::Upserted { data_changed: true });
         self.data_loaded(key, lifetime, None, first);
         let before = self.stream_status_of(key);
-        self.snapshot_landed(key, lifetime, watermark, false);
+        self.snapshot_landed(key, lifetime, watermark, false, false);
         self.status_follows(key, lifetime, before);
         self.removal_follows_subscribers(key);
         self.notify(key);
@@ -309,13 +309,17 @@ where
         self.request_started(key, request, RequestReason::Load);
     }
 
-    /// Another request on an existing entry.
+    /// Another request on an existing entry. On a versioned entry the watermark it starts
+    /// from is kept: its snapshot must reach it to be rebased (R27).
     pub(super) fn start_request(&mut self, key: &CacheKey, reason: RequestReason) {
         let request = self.next_request();
         let Some(slot) = self.entries.get_mut(key) else {
             return;
         };
         slot.entry.begin_request(request);
+        if let Some(live) = slot.live.as_mut() {
+            live.rebase_base = live.watermark;
+        }
         self.request_started(key, request, reason);
     }
 
@@ -375,7 +379,11 @@ where
     ) -> Option<String> {
         let now = self.now;
         let before = self.stream_status_of(key);
+        // R27: a snapshot older than what the data reflected when its request started cannot be
+        // rebased without losing messages: stale, the data stays.
+        let stale = watermark.is_some_and(|w| self.snapshot_is_stale(key, w));
         let compared = match self.entries.get(key).and_then(|slot| slot.entry.data()) {
+            Some(_) if stale => Ok(false),
             Some(old) => contain("PartialEq", || *old != data),
             None => Ok(true),
         };
@@ -422,7 +430,7 @@ where
         if first {
             self.data_loaded(key, lifetime, request, first_data);
         }
-        self.snapshot_landed(key, lifetime, watermark, request.is_some());
+        self.snapshot_landed(key, lifetime, watermark, request.is_some(), stale);
         self.status_follows(key, lifetime, before);
         self.removal_follows_subscribers(key);
         self.notify(key);

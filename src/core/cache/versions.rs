@@ -451,6 +451,7 @@ where
         lifetime: u64,
         watermark: Option<Version>,
         settles: bool,
+        stale: bool,
     ) {
         let Some(slot) = self.entries.get(key) else {
             return;
@@ -470,6 +471,29 @@ where
         let Some(watermark) = watermark else {
             return;
         };
+        if stale {
+            // The data stays; a resync this snapshot was to end goes on.
+            self.record(
+                self.now,
+                key,
+                TraceKind::SnapshotStale {
+                    lifetime,
+                    watermark,
+                },
+            );
+            let missing = self
+                .entries
+                .get(key)
+                .and_then(|slot| slot.live.as_ref())
+                .is_some_and(|live| !live.held.is_empty() || live.awaiting_snapshot);
+            if missing || overflowed {
+                if let Some(live) = self.live_mut(key) {
+                    live.awaiting_snapshot |= overflowed;
+                }
+                self.resync(key, lifetime, versioning);
+            }
+            return;
+        }
         live.watermark = Some(watermark);
         let mut reapplied = 0;
         for (version, replay) in kept.iter().filter(|(v, _)| *v > watermark) {
@@ -502,6 +526,27 @@ where
         if gap_left {
             self.resync(key, lifetime, versioning);
         }
+    }
+
+    /// Whether a snapshot at `watermark` is older than what the entry's data reflected when its
+    /// request started (or, with none in flight, than its watermark): rebased, it would lose the
+    /// messages between (R27).
+    pub(super) fn snapshot_is_stale(&self, key: &CacheKey, watermark: Version) -> bool {
+        let Some(slot) = self.entries.get(key) else {
+            return false;
+        };
+        if self.endpoint_config(slot.endpoint).versions.is_none() || slot.entry.data().is_none() {
+            return false;
+        }
+        let Some(live) = slot.live.as_ref() else {
+            return false;
+        };
+        let base = if slot.entry.in_flight().is_some() {
+            live.rebase_base
+        } else {
+            live.watermark
+        };
+        base.is_some_and(|base| watermark < base)
     }
 
     /// The request in flight was rejected: its rebase log is dropped, the data kept (R27).

@@ -585,6 +585,10 @@ mod tests {
                 lifetime: 32,
                 queue: Queue::Rebase,
             },
+            TraceKind::SnapshotStale {
+                lifetime: 35,
+                watermark: Version::new(36),
+            },
             TraceKind::StreamStatusChanged {
                 lifetime: 33,
                 status: StreamStatus::Reconnecting {
@@ -722,6 +726,7 @@ mod tests {
                     | TraceKind::StreamHeld { .. }
                     | TraceKind::ResyncStarted { .. }
                     | TraceKind::WatermarkSet { .. }
+                    | TraceKind::SnapshotStale { .. }
             );
             let holds_heap = holds_heap || with_version;
             match Aside::of(kind.clone()) {

@@ -451,6 +451,15 @@ pub enum TraceKind {
         /// Kept messages re-applied onto the snapshot.
         reapplied: usize,
     },
+    /// A snapshot older than what the data reflected when its request started (or, for an
+    /// upsert, than the watermark) was not taken: rebased, it would have lost the messages
+    /// between (R27). The data stays.
+    SnapshotStale {
+        /// The lifetime.
+        lifetime: u64,
+        /// The snapshot's watermark.
+        watermark: Version,
+    },
     /// A queue a remote peer fills reached its bound and was dropped (R33).
     QueueOverflowed {
         /// The lifetime.
@@ -696,6 +705,13 @@ impl fmt::Display for TraceKind {
             } => write!(
                 f,
                 "watermark_set lifetime={lifetime} watermark={watermark} reapplied={reapplied}"
+            ),
+            TraceKind::SnapshotStale {
+                lifetime,
+                watermark,
+            } => write!(
+                f,
+                "snapshot_stale lifetime={lifetime} watermark={watermark}"
             ),
             TraceKind::QueueOverflowed { lifetime, queue } => {
                 write!(f, "queue_overflowed lifetime={lifetime} queue={queue}")
