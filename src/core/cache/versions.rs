@@ -73,16 +73,12 @@ where
     {
         self.advance(now);
         let lifetime = lifetime.0;
-        let Some(key) = self.entries.key_of(lifetime).cloned() else {
-            return Err(UpdateRefused::NotLive);
-        };
-        let Some(slot) = self.entries.get(&key) else {
-            return Err(UpdateRefused::NotLive);
-        };
-        let Some(versioning) = self.endpoint_config(slot.endpoint).versions else {
-            return Err(UpdateRefused::NotVersioned);
-        };
-        if slot.entry.data().is_none() {
+        let (key, versioning) = self.versioned_key(lifetime)?;
+        if self
+            .entries
+            .get(&key)
+            .is_some_and(|slot| slot.entry.data().is_none())
+        {
             return Err(UpdateRefused::NotLoaded);
         }
         let before = self.stream_status_of(&key);
@@ -114,9 +110,7 @@ where
     ) -> Result<(), UpdateRefused> {
         self.advance(now);
         let lifetime = lifetime.0;
-        let Some(key) = self.entries.key_of(lifetime).cloned() else {
-            return Err(UpdateRefused::NotLive);
-        };
+        let key = self.live_key(lifetime)?;
         // The texts are a peer's words: cut like the trace's (R23).
         let status = match status {
             StreamStatus::Reconnecting {
@@ -152,9 +146,7 @@ where
     pub fn resync_done(&mut self, now: u64, lifetime: LifetimeId) -> Result<(), UpdateRefused> {
         self.advance(now);
         let lifetime = lifetime.0;
-        let Some(key) = self.entries.key_of(lifetime).cloned() else {
-            return Err(UpdateRefused::NotLive);
-        };
+        let key = self.live_key(lifetime)?;
         let before = self.stream_status_of(&key);
         if let Some(live) = self.live_mut(&key) {
             live.awaiting_snapshot = false;
@@ -187,15 +179,7 @@ where
     pub fn stream_lost(&mut self, now: u64, lifetime: LifetimeId) -> Result<(), UpdateRefused> {
         self.advance(now);
         let lifetime = lifetime.0;
-        let Some(key) = self.entries.key_of(lifetime).cloned() else {
-            return Err(UpdateRefused::NotLive);
-        };
-        let Some(slot) = self.entries.get(&key) else {
-            return Err(UpdateRefused::NotLive);
-        };
-        let Some(versioning) = self.endpoint_config(slot.endpoint).versions else {
-            return Err(UpdateRefused::NotVersioned);
-        };
+        let (key, versioning) = self.versioned_key(lifetime)?;
         let before = self.stream_status_of(&key);
         let queue = Queue::Buffered;
         self.record(
@@ -209,6 +193,20 @@ where
         self.resync(&key, lifetime, versioning);
         self.status_follows(&key, lifetime, before);
         Ok(())
+    }
+
+    /// The key of `lifetime`'s live entry.
+    fn live_key(&self, lifetime: u64) -> Result<CacheKey, UpdateRefused> {
+        let key = self.entries.key_of(lifetime).cloned();
+        key.ok_or(UpdateRefused::NotLive)
+    }
+
+    /// The key of `lifetime`'s live entry and its endpoint's version rules.
+    fn versioned_key(&self, lifetime: u64) -> Result<(CacheKey, Versioning), UpdateRefused> {
+        let key = self.live_key(lifetime)?;
+        let endpoint = self.entries.get(&key).map(|slot| slot.endpoint);
+        let versions = endpoint.and_then(|endpoint| self.endpoint_config(endpoint).versions);
+        Ok((key, versions.ok_or(UpdateRefused::NotVersioned)?))
     }
 
     /// Set the source's status and follow with the entry's.
