@@ -55,4 +55,13 @@ mod tests {
         assert_eq!(low.len(), 1024, "distinct bucket indices");
         assert!(top.len() > 100, "hashbrown's 7-bit tags are spread");
     }
+
+    #[test]
+    fn keys_written_as_bytes_or_usize_hash_apart_too() {
+        use std::hash::BuildHasher;
+        let build = BuildHasherDefault::<IdHasher>::default();
+        assert_ne!(build.hash_one([1u8, 2]), build.hash_one([2u8, 1]));
+        assert_ne!(build.hash_one(1usize), build.hash_one(2usize));
+        assert_eq!(build.hash_one(7usize), build.hash_one(7u64));
+    }
 }

@@ -616,6 +616,14 @@ mod tests {
     use super::canonical::write_f64;
     use super::*;
 
+    #[test]
+    fn debug_shows_the_key_text() {
+        assert_eq!(
+            format!("{:?}", CacheKey::verbatim("a(1)")),
+            r#"CacheKey("a(1)")"#
+        );
+    }
+
     fn key(endpoint: &str, arg: &(impl Serialize + ?Sized)) -> String {
         default_key(endpoint, arg).unwrap().as_str().to_owned()
     }
