@@ -1,6 +1,6 @@
 //! The peers' streaming-update workloads (W1–W4, as `benches/peers` runs them on RTK Query and
-//! TanStack Query), W5 (a loopback WebSocket into the cache) and the floor, through livecache's
-//! public API. `cargo bench --bench workloads` runs them; `docs/performance.md` has the results
+//! TanStack Query), W5 (a loopback WebSocket into the cache), W6 (a flood of stream messages into
+//! one entry) and the floor, through livecache's public API. `cargo bench --bench workloads` runs them; `docs/performance.md` has the results
 //! and how to read them.
 //!
 //! Like the peers, the parent process runs every measured run in a fresh child process (this same
@@ -9,7 +9,7 @@
 //! `"peer": "livecache"`. Progress goes to stderr.
 //!
 //! ```text
-//! cargo bench --bench workloads -- --workload=append,fanout,patch,churn,e2e \
+//! cargo bench --bench workloads -- --workload=append,fanout,patch,churn,e2e,flood \
 //!     --path=runtime,core,floor --patches=false,true --recording=events,off --runs=3 --budget=60
 //! ```
 //!
@@ -25,9 +25,34 @@
 //!   (`update_cached_data_with_patches`).
 //! * `recording`: `events` (the library default), `off`, `events_with_patches`.
 //! * `delivery`: `sync` (the feed calls `update_cached_data` directly, like the peers' sync
-//!   delivery) or `stream` (each entry's handler consumes a channel with `EntryHandle::stream`).
+//!   delivery) or `task` (each entry's handler consumes a channel with `EntryHandle::stream`,
+//!   the feed yielding after every message).
+//! * `versioned`: `false` or `true`: W1, W2 and W6 on a versioned endpoint, each message carrying
+//!   the entry's next version — on the core through `Cache::stream_message`, through the runtime
+//!   with `EntryHandle::stream_versioned` (so with `--delivery=task`; the sync delivery has no
+//!   versioned form). A versioned recipe takes its message by reference (a rebase applies it
+//!   again), so it pushes a clone. After the configurations, the parent prints one
+//!   `"summary":"versioned"` line per pair of variants measured in the same run, with the ratio
+//!   of their times per update.
+//! * `clone`: `false` or `true`: the unversioned recipe of W1 and W2 pushes a clone of the
+//!   message, as a versioned one must (the control that isolates what versioning itself costs;
+//!   the `"summary":"versioned"` line then also gives `ratio_vs_clone`).
+//! * `flood-n`, `subscribers`: W6's size (1,000,000 messages) and subscriber count (100).
+//! * `alternate`: run 1 of every configuration, then run 2 of every one, and so on (instead of
+//!   every run of one configuration in turn), so that variants compared with each other see the
+//!   same drift of the machine; the summary lines then also give the median of the per-round
+//!   ratios (`ratio_paired`, `growth_over_floor_paired`).
 //! * `flavor`: `current_thread` (default) or `multi_thread` (2 workers).
 //! * `memory` is an extra workload: bytes per idle entry and per subscription.
+//! * `flood` (W6) streams `flood-n` messages, as fast as `futures::stream::iter` yields them,
+//!   into one entry through the runtime (`EntryHandle::stream`, or `stream_versioned`), with
+//!   `subscribers` tasks each awaiting `changes()`. Nothing lost, every subscriber reaching the
+//!   final state and at most one wake-up per burst are checked: a failed check panics, and the
+//!   parent, once its other configurations have run, fails too.
+//!
+//! When W2 ran at 100 and 10,000 entries on the floor and on another path, the parent also
+//! prints a `"summary":"fanout_growth"` line: each path's growth of the time per update from 100
+//! to 10,000 entries, divided by the floor's growth in the same run (target: at most 1.5).
 
 #![allow(clippy::cast_precision_loss)]
 
@@ -35,6 +60,8 @@
 mod data;
 #[path = "workloads/e2e.rs"]
 mod e2e;
+#[path = "workloads/flood.rs"]
+mod flood;
 #[path = "workloads/floor.rs"]
 mod floor;
 #[path = "workloads/memory.rs"]
@@ -153,6 +180,11 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("patches", "false"),
     ("recording", "events"),
     ("delivery", "sync"),
+    ("versioned", "false"),
+    ("clone", "false"),
+    ("flood-n", "1000000"),
+    ("subscribers", "100"),
+    ("alternate", "false"),
     ("flavor", "current_thread"),
     ("e2e-updates", "100000"),
     ("memory-n", "100000"),
@@ -223,10 +255,16 @@ pub struct Cfg {
     pub recording: String,
     pub delivery: String,
     pub flavor: String,
+    /// A versioned endpoint, each message carrying the next version.
+    pub versioned: bool,
+    /// The unversioned recipe pushes a clone of the message (the versioned one always does).
+    pub clone: bool,
     pub entries: usize,
     pub updates: usize,
     pub size: usize,
     pub concurrency: usize,
+    /// W6: tasks awaiting the entry's `changes()`.
+    pub subscribers: usize,
     pub budget: Duration,
 }
 
@@ -240,10 +278,13 @@ impl Cfg {
             format!("--recording={}", self.recording),
             format!("--delivery={}", self.delivery),
             format!("--flavor={}", self.flavor),
+            format!("--versioned={}", self.versioned),
+            format!("--clone={}", self.clone),
             format!("--entries={}", self.entries),
             format!("--updates={}", self.updates),
             format!("--size={}", self.size),
             format!("--concurrency={}", self.concurrency),
+            format!("--subscribers={}", self.subscribers),
             format!("--budget={}", self.budget.as_secs_f64()),
         ]
     }
@@ -256,23 +297,29 @@ impl Cfg {
             recording: o.str("recording").to_owned(),
             delivery: o.str("delivery").to_owned(),
             flavor: o.str("flavor").to_owned(),
+            versioned: o.flag("versioned"),
+            clone: o.flag("clone"),
             entries: o.num("entries"),
             updates: o.num("updates"),
             size: o.num("size"),
             concurrency: o.num("concurrency").max(1),
+            subscribers: o.num("subscribers"),
             budget: Duration::from_secs_f64(o.str("budget").parse().unwrap_or(60.0)),
         }
     }
 
     /// A label for progress lines.
     fn label(&self) -> String {
-        let mut s = format!(
-            "{} path={} E={} U={}",
-            self.workload, self.path, self.entries, self.updates
-        );
+        let mut s = format!("{} E={} U={}", self.workload, self.entries, self.updates);
         if self.workload == "churn" {
             s += &format!(" C={}", self.concurrency);
         }
+        s + " " + &self.variant()
+    }
+
+    /// The path and every option that differs from the default.
+    fn variant(&self) -> String {
+        let mut s = format!("path={}", self.path);
         if self.patches {
             s += " patches";
         }
@@ -282,7 +329,36 @@ impl Cfg {
         if self.delivery != "sync" {
             s += &format!(" delivery={}", self.delivery);
         }
+        if self.flavor != "current_thread" {
+            s += &format!(" flavor={}", self.flavor);
+        }
+        if self.versioned {
+            s += " versioned";
+        }
+        if self.clone {
+            s += " clone";
+        }
+        if self.workload == "flood" {
+            s += &format!(" subscribers={}", self.subscribers);
+        }
         s
+    }
+
+    /// Everything that makes a variant but `versioned` and `clone`: the key that pairs a
+    /// versioned configuration with its unversioned twins.
+    fn twin_key(&self) -> String {
+        format!(
+            "{} E={} U={} {} patches={} recording={} delivery={} flavor={} subscribers={}",
+            self.workload,
+            self.entries,
+            self.updates,
+            self.path,
+            self.patches,
+            self.recording,
+            self.delivery,
+            self.flavor,
+            self.subscribers
+        )
     }
 
     /// Whether this combination means anything.
@@ -294,12 +370,27 @@ impl Cfg {
             "append" | "fanout" | "patch" => cache_path || p == "floor",
             "churn" | "memory" => cache_path,
             "e2e" => p == "runtime" || p == "floor" || p == "socket",
+            "flood" => p == "runtime",
             _ => false,
         };
         let patches_ok =
             !self.patches || (cache_path && matches!(w, "append" | "fanout" | "patch"));
-        let delivery_ok = self.delivery == "sync" || (p == "runtime" && w != "churn");
-        ok && patches_ok && delivery_ok
+        // W6 always streams.
+        let delivery_ok = if w == "flood" {
+            self.delivery == "stream"
+        } else {
+            self.delivery == "sync" || (p == "runtime" && w != "churn")
+        };
+        // Versioned: W1 and W2 on the core, or through the runtime's versioned stream; W6.
+        let versioned_ok = !self.versioned
+            || w == "flood"
+            || (matches!(w, "append" | "fanout")
+                && !self.patches
+                && ((p == "core" && self.delivery == "sync")
+                    || (p == "runtime" && self.delivery == "task")));
+        let clone_ok = !self.clone
+            || (matches!(w, "append" | "fanout") && cache_path && !self.patches && !self.versioned);
+        ok && patches_ok && delivery_ok && versioned_ok && clone_ok
     }
 }
 
@@ -308,87 +399,109 @@ fn configs(o: &Opts) -> Vec<Cfg> {
     let mut workloads = o.list("workload");
     if workloads.iter().any(|w| w == "all") {
         workloads.retain(|w| w != "all");
-        for w in ["append", "fanout", "patch", "churn", "e2e"] {
+        for w in ["append", "fanout", "patch", "churn", "e2e", "flood"] {
             workloads.push(w.to_owned());
         }
     }
     let budget = Duration::from_secs_f64(o.str("budget").parse().unwrap_or(60.0));
     let mut out = Vec::new();
+    let mut bases = Vec::new();
     for path in o.list("path") {
         for patches in o.list("patches") {
             for recording in o.list("recording") {
                 for delivery in o.list("delivery") {
-                    let base = Cfg {
-                        workload: String::new(),
-                        path: path.clone(),
-                        patches: patches == "true",
-                        recording: recording.clone(),
-                        delivery: delivery.clone(),
-                        flavor: o.str("flavor").to_owned(),
-                        entries: 1,
-                        updates: 0,
-                        size: 0,
-                        concurrency: 1,
-                        budget,
-                    };
-                    for w in &workloads {
-                        let with = |entries, updates| Cfg {
-                            workload: w.clone(),
-                            entries,
-                            updates,
-                            ..base.clone()
-                        };
-                        match w.as_str() {
-                            "append" => {
-                                let sizes: &[usize] = if quick {
-                                    &[1000, 5000]
-                                } else {
-                                    &[1000, 10_000, 50_000]
-                                };
-                                for u in o.nums("updates", sizes) {
-                                    out.push(with(1, u));
-                                }
-                            }
-                            "fanout" => {
-                                let total = if quick { 10_000 } else { o.num("total") };
-                                let sizes: &[usize] = if quick {
-                                    &[10, 100]
-                                } else {
-                                    &[100, 1000, 10_000]
-                                };
-                                for e in o.nums("entries", sizes) {
-                                    out.push(with(e, (total as f64 / e as f64).round() as usize));
-                                }
-                            }
-                            "patch" => {
-                                let (size, u) = if quick {
-                                    (1000, 1000)
-                                } else {
-                                    (o.num("size"), o.num("patch-updates"))
-                                };
-                                out.push(Cfg { size, ..with(1, u) });
-                            }
-                            "churn" => {
-                                let n = if quick { 300 } else { o.num("churn-n") };
-                                for c in o.nums("concurrency", &[1, 100]) {
-                                    out.push(Cfg {
-                                        concurrency: c,
-                                        ..with(n, 0)
-                                    });
-                                }
-                            }
-                            "e2e" => {
-                                let u = if quick { 10_000 } else { o.num("e2e-updates") };
-                                out.push(with(1, u));
-                            }
-                            "memory" => {
-                                let n = if quick { 10_000 } else { o.num("memory-n") };
-                                out.push(with(n, 0));
-                            }
-                            other => eprintln!("[livecache] unknown workload {other}"),
-                        }
+                    for (versioned, clone) in o
+                        .list("versioned")
+                        .iter()
+                        .flat_map(|v| o.list("clone").into_iter().map(move |c| (v.clone(), c)))
+                    {
+                        bases.push(Cfg {
+                            workload: String::new(),
+                            path: path.clone(),
+                            patches: patches == "true",
+                            recording: recording.clone(),
+                            delivery: delivery.clone(),
+                            flavor: o.str("flavor").to_owned(),
+                            versioned: versioned == "true",
+                            clone: clone == "true",
+                            entries: 1,
+                            updates: 0,
+                            size: 0,
+                            concurrency: 1,
+                            subscribers: 0,
+                            budget,
+                        });
                     }
                 }
+            }
+        }
+    }
+    for base in bases {
+        for w in &workloads {
+            let with = |entries, updates| Cfg {
+                workload: w.clone(),
+                entries,
+                updates,
+                ..base.clone()
+            };
+            match w.as_str() {
+                "append" => {
+                    let sizes: &[usize] = if quick {
+                        &[1000, 5000]
+                    } else {
+                        &[1000, 10_000, 50_000]
+                    };
+                    for u in o.nums("updates", sizes) {
+                        out.push(with(1, u));
+                    }
+                }
+                "fanout" => {
+                    let total = if quick { 10_000 } else { o.num("total") };
+                    let sizes: &[usize] = if quick {
+                        &[10, 100]
+                    } else {
+                        &[100, 1000, 10_000]
+                    };
+                    for e in o.nums("entries", sizes) {
+                        out.push(with(e, (total as f64 / e as f64).round() as usize));
+                    }
+                }
+                "patch" => {
+                    let (size, u) = if quick {
+                        (1000, 1000)
+                    } else {
+                        (o.num("size"), o.num("patch-updates"))
+                    };
+                    out.push(Cfg { size, ..with(1, u) });
+                }
+                "churn" => {
+                    let n = if quick { 300 } else { o.num("churn-n") };
+                    for c in o.nums("concurrency", &[1, 100]) {
+                        out.push(Cfg {
+                            concurrency: c,
+                            ..with(n, 0)
+                        });
+                    }
+                }
+                "e2e" => {
+                    let u = if quick { 10_000 } else { o.num("e2e-updates") };
+                    out.push(with(1, u));
+                }
+                "memory" => {
+                    let n = if quick { 10_000 } else { o.num("memory-n") };
+                    out.push(with(n, 0));
+                }
+                // Always a stream: made once, from the `sync` delivery's variants.
+                "flood" if base.delivery == "sync" => {
+                    let n = if quick { 100_000 } else { o.num("flood-n") };
+                    out.push(Cfg {
+                        delivery: "stream".to_owned(),
+                        subscribers: o.num("subscribers"),
+                        ..with(1, n)
+                    });
+                }
+                "flood" => {}
+                other => eprintln!("[livecache] unknown workload {other}"),
             }
         }
     }
@@ -414,6 +527,8 @@ const ORDER: &[&str] = &[
     "recording",
     "delivery",
     "flavor",
+    "versioned",
+    "clone",
     "mode",
     "lib_version",
     "runs",
@@ -433,6 +548,10 @@ const ORDER: &[&str] = &[
     "entries_done",
     "entries_per_sec",
     "array_size",
+    "subscribers",
+    "wakes_per_subscriber",
+    "wakes_max",
+    "bursts_min",
 ];
 
 pub fn to_line(map: &Map<String, Value>) -> String {
@@ -469,6 +588,8 @@ pub fn base_line(cfg: &Cfg) -> Map<String, Value> {
     m.insert("recording".into(), json!(cfg.recording));
     m.insert("delivery".into(), json!(cfg.delivery));
     m.insert("flavor".into(), json!(cfg.flavor));
+    m.insert("versioned".into(), json!(cfg.versioned));
+    m.insert("clone".into(), json!(cfg.clone));
     m.insert(
         "mode".into(),
         json!(if cfg!(debug_assertions) {
@@ -523,6 +644,8 @@ fn summarize(cfg: &Cfg, runs: &[Map<String, Value>]) -> Map<String, Value> {
         "heap_used_mb",
         "ns_per_update",
         "notifications",
+        "wakes_per_subscriber",
+        "wakes_max",
     ] {
         if let Some(v) = med(k) {
             line.insert(
@@ -611,6 +734,66 @@ fn run_child(cfg: &Cfg) -> Map<String, Value> {
     }
 }
 
+/// One measured run of `cfg` in its own child process, with its progress line.
+fn measure(cfg: &Cfg, r: usize, runs: usize, out_file: &str) -> Map<String, Value> {
+    eprint!("[livecache] {} run {}/{} ... ", cfg.label(), r + 1, runs);
+    let res = run_child(cfg);
+    match res.get("error") {
+        Some(e) => eprintln!("ERROR {e}"),
+        None => eprintln!(
+            "{:.4} s{} verified={}",
+            res.get("seconds")
+                .and_then(Value::as_f64)
+                .unwrap_or(f64::NAN),
+            if res.get("completed") == Some(&json!(true)) {
+                ""
+            } else {
+                " (cut at budget)"
+            },
+            res.get("verified").unwrap_or(&Value::Null)
+        ),
+    }
+    if !out_file.is_empty() {
+        append_line(out_file, &to_line(&res));
+    }
+    res
+}
+
+/// A configuration's runs and the line that summarises them.
+struct Measured {
+    cfg: Cfg,
+    runs: Vec<Map<String, Value>>,
+    line: Map<String, Value>,
+}
+
+impl Measured {
+    fn ns(&self) -> Option<f64> {
+        self.line.get("ns_per_update").and_then(Value::as_f64)
+    }
+
+    /// Each successful run's time per update, in run order.
+    fn ns_each(&self) -> Vec<Option<f64>> {
+        self.runs
+            .iter()
+            .map(|r| {
+                if r.contains_key("error") {
+                    None
+                } else {
+                    r.get("ns_per_update").and_then(Value::as_f64)
+                }
+            })
+            .collect()
+    }
+}
+
+fn print_line(line: &Map<String, Value>, out_file: &str) {
+    let text = to_line(line);
+    println!("{text}");
+    if !out_file.is_empty() {
+        append_line(out_file, &text);
+    }
+}
+
 fn parent(o: &Opts) {
     let runs = if o.flag("quick") {
         1
@@ -622,13 +805,34 @@ fn parent(o: &Opts) {
         eprintln!("[livecache] warning: a debug build; run `cargo bench` for release numbers");
     }
     let out_file = o.str("out").to_owned();
+    let measured = if o.flag("alternate") {
+        alternated(&configs(o), runs, &out_file)
+    } else {
+        in_turn(configs(o), runs, stop_after, &out_file)
+    };
+    summaries(&measured, &out_file);
+    let failed: Vec<String> = measured
+        .iter()
+        .filter(|m| m.cfg.workload == "flood" && m.runs.iter().any(|r| r.contains_key("error")))
+        .map(|m| m.cfg.label())
+        .collect();
+    // W6's checks are hard failures: once the other configurations have run, the bench fails.
+    assert!(
+        failed.is_empty(),
+        "W6 flood failed its checks in {failed:?}; the child's panic message is above"
+    );
+}
+
+/// Every run of one configuration, then the next (the peers' order).
+fn in_turn(cfgs: Vec<Cfg>, runs: usize, stop_after: f64, out_file: &str) -> Vec<Measured> {
     // W1: once a size was cut at the budget (or took longer than stop-after), larger U is not
     // attempted for that variant, as the peers do.
     let mut stopped: Vec<String> = Vec::new();
-    for cfg in configs(o) {
+    let mut measured = Vec::new();
+    for cfg in cfgs {
         let variant = format!(
-            "{} {} {} {}",
-            cfg.path, cfg.patches, cfg.recording, cfg.delivery
+            "{} {} {} {} {} {}",
+            cfg.path, cfg.patches, cfg.recording, cfg.delivery, cfg.versioned, cfg.clone
         );
         if cfg.workload == "append" && stopped.contains(&variant) {
             let mut line = base_line(&cfg);
@@ -641,26 +845,7 @@ fn parent(o: &Opts) {
         }
         let mut results = Vec::new();
         for r in 0..runs {
-            eprint!("[livecache] {} run {}/{} ... ", cfg.label(), r + 1, runs);
-            let res = run_child(&cfg);
-            match res.get("error") {
-                Some(e) => eprintln!("ERROR {e}"),
-                None => eprintln!(
-                    "{:.4} s{} verified={}",
-                    res.get("seconds")
-                        .and_then(Value::as_f64)
-                        .unwrap_or(f64::NAN),
-                    if res.get("completed") == Some(&json!(true)) {
-                        ""
-                    } else {
-                        " (cut at budget)"
-                    },
-                    res.get("verified").unwrap_or(&Value::Null)
-                ),
-            }
-            if !out_file.is_empty() {
-                append_line(&out_file, &to_line(&res));
-            }
+            let res = measure(&cfg, r, runs, out_file);
             let cut = res.get("completed") != Some(&json!(true));
             let failed = res.contains_key("error");
             results.push(res);
@@ -669,17 +854,175 @@ fn parent(o: &Opts) {
             }
         }
         let line = summarize(&cfg, &results);
-        let text = to_line(&line);
-        println!("{text}");
-        if !out_file.is_empty() {
-            append_line(&out_file, &text);
-        }
+        print_line(&line, out_file);
         let secs = line.get("seconds").and_then(Value::as_f64).unwrap_or(0.0);
         if cfg.workload == "append"
             && (line.get("completed") != Some(&json!(true)) || secs > stop_after)
         {
             stopped.push(variant);
         }
+        measured.push(Measured {
+            cfg,
+            runs: results,
+            line,
+        });
+    }
+    measured
+}
+
+/// `--alternate`: run 1 of every configuration, then run 2 of every one, and so on, so that
+/// variants compared with each other see the same drift of the machine; a configuration whose
+/// run failed (or, for W1, was cut at the budget) is not run again.
+fn alternated(cfgs: &[Cfg], runs: usize, out_file: &str) -> Vec<Measured> {
+    let mut results: Vec<Vec<Map<String, Value>>> = vec![Vec::new(); cfgs.len()];
+    let mut ended = vec![false; cfgs.len()];
+    for r in 0..runs {
+        for (i, cfg) in cfgs.iter().enumerate() {
+            if ended[i] {
+                continue;
+            }
+            let res = measure(cfg, r, runs, out_file);
+            let cut = res.get("completed") != Some(&json!(true));
+            ended[i] = res.contains_key("error") || (cfg.workload == "append" && cut);
+            results[i].push(res);
+        }
+    }
+    cfgs.iter()
+        .zip(results)
+        .map(|(cfg, runs)| {
+            let line = summarize(cfg, &runs);
+            print_line(&line, out_file);
+            Measured {
+                cfg: cfg.clone(),
+                runs,
+                line,
+            }
+        })
+        .collect()
+}
+
+/// The median of `f` over runs paired by their index (the same round of `--alternate`).
+fn paired(a: &[Option<f64>], b: &[Option<f64>], f: impl Fn(f64, f64) -> f64) -> Option<f64> {
+    median(
+        a.iter()
+            .zip(b)
+            .filter_map(|(x, y)| Some(f((*x)?, (*y)?)))
+            .collect(),
+    )
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1e3).round() / 1e3
+}
+
+/// The ratios the targets are stated in, from configurations measured in this run: versioned
+/// against unversioned, and W2's growth from 100 to 10,000 entries against the floor's.
+fn summaries(measured: &[Measured], out_file: &str) {
+    for v in measured.iter().filter(|m| m.cfg.versioned) {
+        let key = v.cfg.twin_key();
+        let twin = |clone: bool| {
+            measured
+                .iter()
+                .find(|m| !m.cfg.versioned && m.cfg.clone == clone && m.cfg.twin_key() == key)
+        };
+        let Some(u) = twin(false) else {
+            continue;
+        };
+        let (Some(nv), Some(nu)) = (v.ns(), u.ns()) else {
+            continue;
+        };
+        let ratio = nv / nu;
+        let mut line = Map::new();
+        line.insert("peer".into(), json!("livecache"));
+        line.insert("summary".into(), json!("versioned"));
+        line.insert("of".into(), json!(v.cfg.label()));
+        line.insert("ns_unversioned".into(), json!(nu));
+        line.insert("ns_versioned".into(), json!(nv));
+        line.insert("ratio".into(), json!(round3(ratio)));
+        line.insert(
+            "ratio_paired".into(),
+            json!(paired(&v.ns_each(), &u.ns_each(), |a, b| a / b).map(round3)),
+        );
+        if let Some(c) = twin(true)
+            && let Some(nc) = c.ns()
+        {
+            line.insert("ns_unversioned_clone".into(), json!(nc));
+            line.insert("ratio_vs_clone".into(), json!(round3(nv / nc)));
+            line.insert(
+                "ratio_vs_clone_paired".into(),
+                json!(paired(&v.ns_each(), &c.ns_each(), |a, b| a / b).map(round3)),
+            );
+        }
+        line.insert("target".into(), json!(1.2));
+        line.insert("met".into(), json!(ratio <= 1.2));
+        print_line(&line, out_file);
+    }
+    let fanout =
+        |m: &Measured, entries: usize| m.cfg.workload == "fanout" && m.cfg.entries == entries;
+    let twin = |small: &Measured| {
+        measured.iter().find(|m| {
+            fanout(m, 10_000)
+                && Cfg {
+                    entries: 100,
+                    updates: small.cfg.updates,
+                    ..m.cfg.clone()
+                }
+                .twin_key()
+                    == small.cfg.twin_key()
+                && m.cfg.versioned == small.cfg.versioned
+                && m.cfg.clone == small.cfg.clone
+        })
+    };
+    let floor_small = measured
+        .iter()
+        .find(|m| fanout(m, 100) && m.cfg.path == "floor");
+    let Some((f100, f10k)) = floor_small.and_then(|f| Some((f, twin(f)?))) else {
+        return;
+    };
+    let (Some(fa), Some(fb)) = (f100.ns(), f10k.ns()) else {
+        return;
+    };
+    let floor_growth = fb / fa;
+    for small in measured
+        .iter()
+        .filter(|m| fanout(m, 100) && m.cfg.path != "floor")
+    {
+        let Some(large) = twin(small) else { continue };
+        let (Some(a), Some(b)) = (small.ns(), large.ns()) else {
+            continue;
+        };
+        let growth = b / a;
+        let ratio = growth / floor_growth;
+        let growth_each: Vec<Option<f64>> = small
+            .ns_each()
+            .iter()
+            .zip(large.ns_each())
+            .map(|(a, b)| Some(b? / (*a)?))
+            .collect();
+        let floor_each: Vec<Option<f64>> = f100
+            .ns_each()
+            .iter()
+            .zip(f10k.ns_each())
+            .map(|(a, b)| Some(b? / (*a)?))
+            .collect();
+        let mut line = Map::new();
+        line.insert("peer".into(), json!("livecache"));
+        line.insert("summary".into(), json!("fanout_growth"));
+        line.insert("of".into(), json!(small.cfg.variant()));
+        line.insert("ns_e100".into(), json!(a));
+        line.insert("ns_e10000".into(), json!(b));
+        line.insert("growth".into(), json!(round3(growth)));
+        line.insert("floor_ns_e100".into(), json!(fa));
+        line.insert("floor_ns_e10000".into(), json!(fb));
+        line.insert("floor_growth".into(), json!(round3(floor_growth)));
+        line.insert("growth_over_floor".into(), json!(round3(ratio)));
+        line.insert(
+            "growth_over_floor_paired".into(),
+            json!(paired(&growth_each, &floor_each, |g, f| g / f).map(round3)),
+        );
+        line.insert("target".into(), json!(1.5));
+        line.insert("met".into(), json!(ratio <= 1.5));
+        print_line(&line, out_file);
     }
 }
 
@@ -700,6 +1043,7 @@ fn child(o: &Opts) {
     let result = match (cfg.workload.as_str(), cfg.path.as_str()) {
         ("e2e", _) => e2e::run(&cfg),
         ("memory", _) => memory::run(&cfg),
+        ("flood", _) => flood::run(&cfg),
         (_, "runtime") => runtime::run(&cfg),
         (_, "core") => sans_io::run(&cfg),
         (_, "floor") => floor::run(&cfg),

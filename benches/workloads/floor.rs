@@ -37,13 +37,11 @@ fn watcher(entry: &Arc<Entry>, probe: Arc<Probe>) {
     tokio::spawn(async move {
         let mut rx = pin!(rx);
         while rx.changed().await.is_ok() {
-            let is_final = probe.notified();
+            let applied = probe.notified_at();
             let Some(entry) = weak.upgrade() else { break };
             std::hint::black_box(read(&entry).len());
             drop(entry);
-            if is_final {
-                probe.saw_final();
-            }
+            probe.read_done(applied);
         }
     });
 }

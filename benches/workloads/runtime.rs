@@ -2,23 +2,28 @@
 //! with `keep_unused_data_for(0)`, a query function returning the initial data, and an
 //! `on_cache_entry_added` handler that waits for `data_loaded()`, attaches a listener to a fake
 //! push source (the feed) that owns a clone of the `Loaded` handle and calls
-//! `update_cached_data` on every message, then waits for `removed()` and detaches.
+//! `update_cached_data` on every message, then waits for `removed()` and detaches. With
+//! `--delivery=task` the handler attaches a channel with `EntryHandle::stream` instead, and with
+//! `--versioned=true` (task delivery only) the endpoint is versioned (`query_fn_versioned`, the
+//! first data at version 0) and the channel's messages, each carrying its entry's next version,
+//! go through `EntryHandle::stream_versioned`.
 
 use std::collections::HashMap;
 use std::pin::pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use livecache::core::Recording;
+use livecache::core::{Recording, Version};
 use livecache::{Api, BeforeData, BoxError, Endpoint, EntryHandle, Subscription};
 use serde_json::{Map, Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::data::{Message, WARMUP_SEED_OFFSET, churn_name};
 use crate::shared::{
-    CHECK_EVERY, ChurnRun, Payload, Probe, PushRun, apply, churn_line, emitted_to, prepare,
-    push_line, until, verify, warmup_cfg,
+    CHECK_EVERY, ChurnRun, Payload, Probe, PushRun, apply, apply_ref, churn_line, emitted_to,
+    prepare, push_line, until, verify, warmup_cfg,
 };
 use crate::{Cfg, heap_bytes, peak_rss_mb};
 
@@ -135,19 +140,32 @@ impl Harness {
         let feed = Arc::new(Feed::default());
         let registry = Arc::new(Registry::default());
         let initial: Arc<Mutex<HashMap<String, Vec<Message>>>> = Arc::default();
-        let (patches, task) = (cfg.patches, cfg.delivery == "task");
+        let delivery = match (cfg.delivery.as_str(), cfg.versioned) {
+            ("task", true) => Delivery::Versioned,
+            ("task", false) => Delivery::Task,
+            _ if cfg.patches => Delivery::SyncWithPatches,
+            _ => Delivery::Sync,
+        };
+        let clone = cfg.clone;
         let query_initial = Arc::clone(&initial);
         let (h_feed, h_registry) = (Arc::clone(&feed), Arc::clone(&registry));
-        let endpoint = api
-            .query::<String, Vec<Message>>("messages")
-            .query_fn(move |arg: String| {
+        let builder = api.query::<String, Vec<Message>>("messages");
+        let builder = if cfg.versioned {
+            builder.query_fn_versioned(move |arg: String| {
+                let data = lock(&query_initial).remove(&arg).unwrap_or_default();
+                async move { Ok((data, Version::new(0))) }
+            })
+        } else {
+            builder.query_fn(move |arg: String| {
                 let data = lock(&query_initial).remove(&arg).unwrap_or_default();
                 async move { Ok(data) }
             })
+        };
+        let endpoint = builder
             .on_cache_entry_added(move |arg, entry| {
                 let feed = Arc::clone(&h_feed);
                 let registry = Arc::clone(&h_registry);
-                handler(arg, entry, feed, registry, patches, task)
+                handler(arg, entry, feed, registry, delivery, clone)
             })
             .build()
             .map_err(|e| e.to_string())?;
@@ -161,21 +179,60 @@ impl Harness {
     }
 }
 
+/// How the handler applies the feed's messages.
+#[derive(Clone, Copy)]
+enum Delivery {
+    /// The feed's listener calls `update_cached_data`.
+    Sync,
+    /// The listener calls `update_cached_data_with_patches`.
+    SyncWithPatches,
+    /// The listener sends each message into a channel the handler attaches with `stream`.
+    Task,
+    /// As `Task`, each message with its entry's next version, attached with `stream_versioned`.
+    Versioned,
+}
+
 /// The lifecycle handler, as in the peers and the streaming guide.
 async fn handler(
     arg: String,
     entry: EntryHandle<BeforeData, Vec<Message>>,
     feed: Arc<Feed>,
     registry: Arc<Registry>,
-    patches: bool,
-    task: bool,
+    delivery: Delivery,
+    clone: bool,
 ) -> Result<(), BoxError> {
     let probe = registry.probe(&arg);
     let Ok((entry, _)) = entry.data_loaded().await else {
         registry.removed(&arg);
         return Ok(());
     };
-    if task {
+    let patches = matches!(delivery, Delivery::SyncWithPatches);
+    if let Delivery::Versioned = delivery {
+        // The feed numbers the entry's messages 1, 2, … (the first data is version 0).
+        let (tx, rx) = mpsc::unbounded_channel::<(u64, Payload)>();
+        let last = AtomicU64::new(0);
+        feed.on(
+            &arg,
+            Arc::new(move |p| {
+                let version = last.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                tx.send((version, p)).is_ok()
+            }),
+        );
+        registry.loaded(&arg);
+        let items =
+            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+        let counted = Arc::clone(&probe);
+        entry
+            .stream_versioned(
+                items,
+                |(version, _)| Version::new(*version),
+                move |draft, (_, p)| {
+                    apply_ref(draft, p);
+                    counted.bump();
+                },
+            )
+            .await;
+    } else if let Delivery::Task = delivery {
         // Each message is a channel item the handler's task applies with `EntryHandle::stream`.
         let (tx, rx) = mpsc::unbounded_channel::<Payload>();
         feed.on(&arg, Arc::new(move |p| tx.send(p).is_ok()));
@@ -183,12 +240,21 @@ async fn handler(
         let items =
             futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|p| (p, rx)) });
         let counted = Arc::clone(&probe);
-        entry
-            .stream(items, move |draft, p| {
-                apply(draft, p);
-                counted.bump();
-            })
-            .await;
+        if clone {
+            entry
+                .stream(items, move |draft, p| {
+                    apply_ref(draft, &p);
+                    counted.bump();
+                })
+                .await;
+        } else {
+            entry
+                .stream(items, move |draft, p| {
+                    apply(draft, p);
+                    counted.bump();
+                })
+                .await;
+        }
     } else {
         // The listener owns a clone of the handle (docs/api.md's socket-callback pattern); the
         // handler keeps `entry` for `removed()`.
@@ -198,6 +264,8 @@ async fn handler(
                 updater
                     .update_cached_data_with_patches(|draft| apply(draft, p))
                     .map(drop)
+            } else if clone {
+                updater.update_cached_data(|draft| apply_ref(draft, &p))
             } else {
                 updater.update_cached_data(|draft| apply(draft, p))
             };
@@ -224,15 +292,13 @@ fn watch(sub: &Arc<Subscription<Vec<Message>>>, probe: Arc<Probe>) {
         let mut changes = pin!(changes);
         while let Some(state) = changes.next().await {
             drop(state);
-            let is_final = probe.notified();
+            let applied = probe.notified_at();
             let Some(sub) = weak.upgrade() else { break };
             let state = sub.state();
             drop(sub);
             std::hint::black_box(state.data().map(Vec::len));
             drop(state);
-            if is_final {
-                probe.saw_final();
-            }
+            probe.read_done(applied);
         }
     });
 }

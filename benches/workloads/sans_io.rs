@@ -2,18 +2,21 @@
 //! tasks. The driver does what the runtime does with the effects, minus spawning: it answers
 //! `StartRequest` with `fulfil`, counts `Notify` effects as notifications, and calls
 //! `handle_timeout` for removals. The clock is read every 64 updates (milliseconds since the
-//! start), as a driver batching its clock reads would.
+//! start), as a driver batching its clock reads would. `--versioned=true`: the endpoint is
+//! versioned, the first data lands with `fulfil_versioned` at version 0, and each message goes
+//! through `stream_message` with its entry's next version (it must be applied).
 
 use std::time::Instant;
 
 use livecache::core::{Cache, CacheConfig, Effect, EndpointConfig, EndpointId, Keep, Refetch};
-use livecache::core::{CacheKey, Patches, RequestId, default_key};
+use livecache::core::{CacheKey, Delivery, Patches, RequestId, Version, Versioning, default_key};
 use serde_json::{Map, Value, json};
 
 use crate::data::{Message, WARMUP_SEED_OFFSET, churn_name};
 use crate::runtime::recording;
 use crate::shared::{
-    CHECK_EVERY, ChurnRun, PushRun, apply, churn_line, prepare, push_line, verify, warmup_cfg,
+    CHECK_EVERY, ChurnRun, PushRun, apply, apply_ref, churn_line, prepare, push_line, verify,
+    warmup_cfg,
 };
 use crate::{Cfg, heap_bytes, peak_rss_mb};
 
@@ -77,37 +80,55 @@ fn push(
         let mut d = Drained::default();
         drain(cache, &mut d);
         let request = d.request.ok_or("no request started")?;
-        cache.fulfil(
-            now,
-            k,
-            RequestId(request),
-            initial.take().unwrap_or_default(),
-        );
+        let data = initial.take().unwrap_or_default();
+        if cfg.versioned {
+            cache.fulfil_versioned(now, k, RequestId(request), data, Version::new(0));
+        } else {
+            cache.fulfil(now, k, RequestId(request), data);
+        }
         drain(cache, &mut Drained::default());
         lifetimes.push(cache.entry(k).ok_or("no entry")?.lifetime);
     }
     let setup_seconds = t_setup.elapsed().as_secs_f64();
 
     let patches = cfg.patches;
+    let (versioned, clone) = (cfg.versioned, cfg.clone);
+    // Each entry's last version: the next message carries the one after it.
+    let mut versions = vec![0u64; lifetimes.len()];
     let mut stream = std::mem::take(&mut prep.stream).into_iter();
     let mut done = 0usize;
     let mut dropped = 0usize;
     let mut effects = Drained::default();
     let t0 = Instant::now();
     for (e, payload) in stream.by_ref() {
-        if cache
-            .update_cached(
-                now,
-                lifetimes[e],
-                if patches {
-                    Patches::Wanted
-                } else {
-                    Patches::NotWanted
-                },
-                |draft| apply(draft, payload),
-            )
-            .is_err()
-        {
+        let applied = if versioned {
+            versions[e] += 1;
+            let version = Version::new(versions[e]);
+            let delivered = cache.stream_message(now, lifetimes[e], version, move |draft| {
+                apply_ref(draft, &payload);
+            });
+            delivered == Ok(Delivery::Applied)
+        } else if clone {
+            cache
+                .update_cached(now, lifetimes[e], Patches::NotWanted, |draft| {
+                    apply_ref(draft, &payload);
+                })
+                .is_ok()
+        } else {
+            cache
+                .update_cached(
+                    now,
+                    lifetimes[e],
+                    if patches {
+                        Patches::Wanted
+                    } else {
+                        Patches::NotWanted
+                    },
+                    |draft| apply(draft, payload),
+                )
+                .is_ok()
+        };
+        if !applied {
             dropped += 1;
         }
         drain(cache, &mut effects);
@@ -235,7 +256,7 @@ pub fn run(cfg: &Cfg) -> Result<Map<String, Value>, String> {
             EndpointConfig {
                 keep: None,
                 has_lifecycle: true,
-                versions: None,
+                versions: cfg.versioned.then(Versioning::default),
             },
         )
         .expect("endpoint names are distinct");

@@ -29,11 +29,22 @@ pub fn apply<D: DerefMut<Target = Vec<Message>>>(draft: &mut D, payload: Payload
     }
 }
 
+/// The update recipe of a versioned message, which takes it by reference (a rebase may apply it
+/// again): the same change, with a clone of what it adds.
+pub fn apply_ref<D: DerefMut<Target = Vec<Message>>>(draft: &mut D, payload: &Payload) {
+    match payload {
+        Payload::Push(m) => draft.push(m.clone()),
+        Payload::Patch(u) => draft[u.index].text.clone_from(&u.text),
+    }
+}
+
 /// Per entry: how many updates the feed applied, how many the driver emitted (set once the emit
 /// loop ends), and what a subscriber saw.
 pub struct Probe {
     applied: AtomicU64,
     target: AtomicU64,
+    /// The most updates a subscriber's completed read is known to include.
+    read: AtomicU64,
     final_seen: AtomicBool,
     pub notifications: AtomicU64,
 }
@@ -43,6 +54,7 @@ impl Default for Probe {
         Probe {
             applied: AtomicU64::new(0),
             target: AtomicU64::new(u64::MAX),
+            read: AtomicU64::new(0),
             final_seen: AtomicBool::new(false),
             notifications: AtomicU64::new(0),
         }
@@ -60,8 +72,30 @@ impl Probe {
         self.applied.load(Ordering::Acquire)
     }
 
+    /// The driver emitted `n` updates. If a subscriber already read a state with all of them
+    /// (a stream's subscriber can be woken for the last one before the emit loop ends), it has
+    /// seen the final state.
     pub fn set_target(&self, n: u64) {
-        self.target.store(n, Ordering::Release);
+        self.target.store(n, Ordering::SeqCst);
+        if self.read.load(Ordering::SeqCst) >= n {
+            self.saw_final();
+        }
+    }
+
+    /// A subscriber was notified: counts it and returns how many updates were applied. It must
+    /// call this *before* it reads the state, and [`Probe::read_done`] with the result after.
+    pub fn notified_at(&self) -> u64 {
+        self.notifications.fetch_add(1, Ordering::Relaxed);
+        self.applied()
+    }
+
+    /// A subscriber's read, begun after `applied` updates, is done: it saw the final state if
+    /// that was all of them (whichever of this and [`Probe::set_target`] comes second says so).
+    pub fn read_done(&self, applied: u64) {
+        self.read.fetch_max(applied, Ordering::SeqCst);
+        if applied >= self.target.load(Ordering::SeqCst) {
+            self.saw_final();
+        }
     }
 
     /// A subscriber was notified. It must call this *before* it reads the state: if every

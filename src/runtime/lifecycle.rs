@@ -774,14 +774,34 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
         version: &impl Fn(&Msg) -> Version,
         apply: &ApplyVersioned<T, Msg>,
     ) -> (u64, Result<(), UpdateError>) {
-        let lifetime = self.place.lifetime();
+        let (place, lifetime) = (self.place, self.place.lifetime());
         // Where the recipe of the message being delivered reports a panic; a message re-applied
         // later (a rebase) reports to it too, and nobody reads it then: the panic stays contained.
         let panicked: Arc<Mutex<Option<String>>> = Arc::default();
         self.shared.with_lifetime(&self.hint(), |state, now| {
             let mut delivered = 0;
+            let mut notify = false;
             for message in messages {
                 let at = version(&message);
+                // The common case: the next message of an entry in order, applied at once (the
+                // recipe borrows the message; nothing is kept) and its subscribers woken once
+                // for the whole burst, through the handle's signal.
+                let mut fast_panic = None;
+                let fast = state
+                    .cache
+                    .stream_message_in_order(now, place, at, |outer| {
+                        fast_panic = run_typed_recipe(outer, |draft| apply(draft, &message));
+                    });
+                if let Ok(n) = fast {
+                    notify |= n == Notify::Caller;
+                    if let Some(message) = fast_panic {
+                        let error = UpdateError::RecipePanicked { message };
+                        return ((delivered, Err(error)), notify);
+                    }
+                    delivered += 1;
+                    continue;
+                }
+                // Any other case goes by the version rules, with a recipe the core may keep.
                 let (apply, report) = (Arc::clone(apply), Arc::clone(&panicked));
                 let recipe = move |outer: &mut Draft<'_, ErasedData>| {
                     if let Some(message) = run_typed_recipe(outer, |draft| apply(draft, &message))
@@ -793,11 +813,11 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
                 let result = state.cache.stream_message(now, lifetime, at, recipe);
                 let panic = panicked.lock().ok().and_then(|mut slot| slot.take());
                 if let Err(error) = recipe_outcome(result, panic) {
-                    return ((delivered, Err(error)), false);
+                    return ((delivered, Err(error)), notify);
                 }
                 delivered += 1;
             }
-            ((delivered, Ok(())), false)
+            ((delivered, Ok(())), notify)
         })
     }
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::core::config::Versioning;
 use crate::core::entry::Draft;
 use crate::core::stream_status::StreamStatus;
 use crate::core::version::Version;
@@ -88,6 +89,24 @@ impl<D> fmt::Debug for LiveState<D> {
 }
 
 impl<D> LiveState<D> {
+    /// Whether a message at `version` is simply the next one to apply: nothing is held or
+    /// missing (no resync under way) and it is above the watermark — on a contiguous endpoint,
+    /// right after it.
+    pub(super) fn takes_next(&self, versioning: Versioning, version: Version) -> bool {
+        let quiet = self.held.is_empty()
+            && self.stale_since.is_none()
+            && !self.awaiting_snapshot
+            && !self.rebase_overflowed;
+        quiet
+            && self.watermark.is_none_or(|w| {
+                if versioning.contiguous {
+                    w.next() == Some(version)
+                } else {
+                    version > w
+                }
+            })
+    }
+
     /// The stream status subscribers see (R28): `Resyncing` while a resync is under way and the
     /// source is otherwise well; the source's own trouble (reconnecting, ended, failed) shows
     /// over it.

@@ -72,6 +72,26 @@ where
         F: Fn(&mut Draft<'_, D>) + Send + Sync + 'static,
     {
         self.advance(now);
+        let recipe = match self.entries.place_of(lifetime.0) {
+            Some(place) => match self.stream_next(place, version, recipe, true) {
+                Ok(_) => return Ok(Delivery::Applied),
+                Err(recipe) => recipe,
+            },
+            None => recipe,
+        };
+        self.deliver_by_rules(lifetime, version, recipe)
+    }
+
+    /// [`Cache::stream_message`] by the general rules, time already advanced.
+    fn deliver_by_rules<F>(
+        &mut self,
+        lifetime: LifetimeId,
+        version: Version,
+        recipe: F,
+    ) -> Result<Delivery, UpdateRefused>
+    where
+        F: Fn(&mut Draft<'_, D>) + Send + Sync + 'static,
+    {
         let lifetime = lifetime.0;
         let (key, versioning) = self.versioned_key(lifetime)?;
         if self
@@ -85,6 +105,64 @@ where
         let delivered = self.deliver(&key, lifetime, versioning, version, recipe);
         self.status_follows(&key, lifetime, before);
         delivered
+    }
+
+    /// [`Cache::stream_message`] of the lifetime at `place` (a lifecycle handle's), in its common
+    /// case only: the message is the next one of a Streaming entry whose stream is in order (see
+    /// `stream_next`), and it is applied, without a lookup and without keeping the recipe (so
+    /// `recipe` need not be `'static`); the notification is handed to the caller as in
+    /// [`Cache::update_cached_deferring_notify`]. In any other case nothing is done and the
+    /// recipe comes back: the caller then delivers the message with [`Cache::stream_message`].
+    pub(crate) fn stream_message_in_order<F: FnOnce(&mut Draft<'_, D>)>(
+        &mut self,
+        now: u64,
+        place: LifetimePlace,
+        version: Version,
+        recipe: F,
+    ) -> Result<Notify, F> {
+        self.advance(now);
+        match self.stream_next(place, version, recipe, false) {
+            Ok(true) => Ok(Notify::Caller),
+            Ok(false) => Ok(Notify::Queued),
+            Err(recipe) => Err(recipe),
+        }
+    }
+
+    /// The common case of [`Cache::stream_message`]: the next message of a Streaming entry whose
+    /// stream is in order — nothing held, nothing missing, no request in flight whose snapshot
+    /// would need a rebase — goes through the streaming hot path (the steps `deliver` takes for
+    /// it: the update, its trace record and notification, then the watermark; the stream status
+    /// cannot change). Returns whether the caller is to notify (only if not `queue`, as
+    /// `update_streaming`); anything else gives the recipe back for the general path.
+    fn stream_next<F: FnOnce(&mut Draft<'_, D>)>(
+        &mut self,
+        place: LifetimePlace,
+        version: Version,
+        recipe: F,
+        queue: bool,
+    ) -> Result<bool, F> {
+        let Some((_, slot)) = self.entries.at_place(place) else {
+            return Err(recipe);
+        };
+        let Some(versioning) = self.endpoint_config(slot.endpoint).versions else {
+            return Err(recipe);
+        };
+        let in_order = slot.entry.in_flight().is_none()
+            && slot
+                .live
+                .as_deref()
+                .is_some_and(|live| live.takes_next(versioning, version));
+        if !in_order {
+            return Err(recipe);
+        }
+        // Not Streaming yet (the first update moves it there), or patches recorded: `Err`.
+        let notify = self.update_streaming(place, false, recipe, queue)?;
+        if let Some((_, slot)) = self.entries.at_place_mut(place)
+            && let Some(live) = slot.live.as_deref_mut()
+        {
+            live.watermark = Some(version);
+        }
+        Ok(notify)
     }
 
     /// The source of `lifetime`'s stream reports its status (R28): `Connecting`, `Live`,
@@ -556,6 +634,129 @@ where
         {
             live.rebase.clear();
             live.rebase_overflowed = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::{EndpointConfig, Refetch};
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Message(u64),
+        Refetch,
+        Fulfil(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..14u64).prop_map(Op::Message),
+            1 => Just(Op::Refetch),
+            1 => (0..14u64).prop_map(Op::Fulfil),
+        ]
+    }
+
+    /// A cache with one versioned entry, loaded at version 0, and its subscription.
+    fn loaded(versioning: Versioning) -> (Cache<Vec<u64>>, CacheKey, SubscriptionId) {
+        let mut cache: Cache<Vec<u64>> = Cache::new(CacheConfig::default());
+        let versions = Some(versioning);
+        let config = EndpointConfig {
+            versions,
+            ..EndpointConfig::default()
+        };
+        let Ok(ep) = cache.add_endpoint("room", config) else {
+            panic!("one endpoint");
+        };
+        let key = CacheKey::verbatim("room(1)");
+        let Ok(sub) = cache.subscribe(0, ep, &key, Refetch::IfMissing) else {
+            panic!("the key is the endpoint's");
+        };
+        let request = started(&mut cache).0.unwrap_or(RequestId(0));
+        cache.fulfil_versioned(0, &key, request, vec![], Version::new(0));
+        started(&mut cache);
+        (cache, key, sub)
+    }
+
+    /// Drain the effects: the last request started, whether a notification was queued, and
+    /// every other effect.
+    fn started(cache: &mut Cache<Vec<u64>>) -> (Option<RequestId>, bool, Vec<Effect<Vec<u64>>>) {
+        let (mut request, mut notified, mut others) = (None, false, Vec::new());
+        while let Some(effect) = cache.poll_effect() {
+            match effect {
+                Effect::StartRequest { request: r, .. } => request = Some(r),
+                Effect::Notify { .. } => notified = true,
+                other => others.push(other),
+            }
+        }
+        (request, notified, others)
+    }
+
+    proptest! {
+        /// The runtime's way to deliver a message — `stream_message_in_order` first, and
+        /// `stream_message` when it declines — does exactly what the general rules alone do:
+        /// the same data, watermark, status and trace, the same effects, and a notification
+        /// (handed back or queued) after the same operations.
+        #[test]
+        fn in_order_first_is_stream_message(
+            ops in prop::collection::vec(op(), 0..40),
+            contiguous in any::<bool>(),
+            resume in any::<bool>(),
+        ) {
+            let resync = if resume { Resync::Resume } else { Resync::Refetch };
+            let versioning = Versioning { contiguous, resync, max_queued: 3 };
+            let (mut plain, key, sub) = loaded(versioning);
+            let (mut fast, _, _) = loaded(versioning);
+            let lifetime = plain.entry(&key).map_or(LifetimeId(0), |e| e.lifetime);
+            let place = fast.lifetime_place(lifetime);
+            prop_assert!(place.is_some());
+            let Some(place) = place else { return Ok(()) };
+            let mut in_flight: [Option<RequestId>; 2] = [None, None];
+            for (at, op) in (1u64..).zip(&ops) {
+                let mut handed_back = false;
+                match *op {
+                    Op::Message(v) => {
+                        let version = Version::new(v);
+                        plain.advance(at);
+                        let a = plain.deliver_by_rules(lifetime, version, move |d| d.push(v));
+                        let b = match fast.stream_message_in_order(at, place, version, |d| d.push(v)) {
+                            Ok(notify) => {
+                                handed_back = notify == Notify::Caller;
+                                Ok(Delivery::Applied)
+                            }
+                            Err(_) => fast.stream_message(at, lifetime, version, move |d| d.push(v)),
+                        };
+                        prop_assert_eq!(a, b);
+                    }
+                    Op::Refetch => {
+                        prop_assert_eq!(plain.refetch(at, sub), fast.refetch(at, sub));
+                    }
+                    Op::Fulfil(w) => {
+                        for (cache, request) in [&mut plain, &mut fast].into_iter().zip(&mut in_flight) {
+                            if let Some(r) = request.take() {
+                                cache.fulfil_versioned(at, &key, r, vec![w], Version::new(w));
+                            }
+                        }
+                    }
+                }
+                let (ra, na, ea) = started(&mut plain);
+                let (rb, nb, eb) = started(&mut fast);
+                prop_assert_eq!(ra, rb);
+                prop_assert_eq!(na, nb || handed_back, "notified after {:?}", op);
+                prop_assert_eq!(ea, eb);
+                for (request, started) in in_flight.iter_mut().zip([ra, rb]) {
+                    if started.is_some() {
+                        *request = started;
+                    }
+                }
+                let view = |c: &Cache<Vec<u64>>| {
+                    c.entry(&key).map(|e| (e.data.cloned(), e.watermark, e.stream, e.in_flight))
+                };
+                prop_assert_eq!(view(&plain), view(&fast));
+            }
+            prop_assert_eq!(plain.trace(), fast.trace());
         }
     }
 }
