@@ -29,10 +29,11 @@ use livecache::core::{Keep, PatchError as CorePatchError, Phase, Status};
 use livecache::core::{Recording, TraceEvent, TraceKind};
 use livecache::{Api, Endpoint, EntryHandle, Error, StreamError, UpdateError, WithData};
 use livecache_model::{
-    Config, Data, EndpointSpec, KeyRef, Model, Op, OpResult, PatchError, Recipe, STREAM_FAILURE,
-    STREAM_SKIP_REASON, UpdateError as ModelUpdateError,
+    Config, Data, EndpointSpec, KeyRef, Model, Op, OpResult, PatchError, Recipe, Report,
+    STREAM_FAILURE, STREAM_SKIP_REASON, UpdateError as ModelUpdateError,
 };
 use proptest::prelude::*;
+use proptest::sample::select;
 use proptest::test_runner::FileFailurePersistence;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 use tokio::sync::oneshot;
@@ -66,17 +67,33 @@ impl ReferenceStateMachine for Reference {
     }
 
     fn transitions(state: &Model) -> BoxedStrategy<Op> {
-        strategies::ops_attaching(state, false, false, false)
+        // R28, R29 through the handle: a status report and a refetch, on a lifetime that has
+        // data or has ended (a handler holds a loaded handle only once its data landed).
+        let (lifetimes, _, _) = state.issued();
+        let handled: Vec<u64> = (1..=lifetimes + 1)
+            .filter(|l| !loading(state, *l))
+            .collect();
+        let report = prop_oneof![
+            Just(Report::Connecting),
+            Just(Report::Live),
+            Just(Report::Reconnecting)
+        ];
+        prop_oneof![
+            20 => strategies::ops_attaching(state, false, false, false),
+            1 => select(handled.clone()).prop_map(|lifetime| Op::RefetchLifetime { lifetime }),
+            1 => (select(handled), report)
+                .prop_map(|(lifetime, report)| Op::StreamReport { lifetime, report }),
+        ]
+        .boxed()
     }
 
     /// Shrinking must not turn an attachment into one before the lifetime's data (which this
     /// test cannot make: see the module documentation).
     fn preconditions(state: &Model, op: &Op) -> bool {
         match op {
-            Op::StreamAttach { lifetime } => !state
-                .observe()
-                .iter()
-                .any(|o| o.lifetime == *lifetime && !o.phase.has_data()),
+            Op::StreamAttach { lifetime }
+            | Op::RefetchLifetime { lifetime }
+            | Op::StreamReport { lifetime, .. } => !loading(state, *lifetime),
             _ => true,
         }
     }
@@ -85,6 +102,14 @@ impl ReferenceStateMachine for Reference {
         apply_with_tick(&mut state, op);
         state
     }
+}
+
+/// Whether `lifetime` is live and has no data yet (its handler has no loaded handle).
+fn loading(state: &Model, lifetime: u64) -> bool {
+    state
+        .observe()
+        .iter()
+        .any(|o| o.lifetime == lifetime && !o.phase.has_data())
 }
 
 /// Apply an op to the model, then the timer tick the runtime's timer task performs as soon as
@@ -338,12 +363,20 @@ impl System {
             Op::StreamMessage {
                 lifetime, recipe, ..
             } => Some(OpResult::Done(self.feed(*lifetime, Ok(*recipe)))),
-            Op::FulfilVersioned { .. }
-            | Op::UpsertVersioned { .. }
-            | Op::StreamReport { .. }
-            | Op::ResyncDone { .. }
-            | Op::RefetchLifetime { .. } => {
-                unreachable!("the runtime's strategy generates no live ops (R24–R28) yet")
+            Op::RefetchLifetime { lifetime } => {
+                let handles = lock(&self.handles);
+                let handle = handles.loaded.get(lifetime);
+                Some(OpResult::Done(handle.is_some_and(|h| h.refetch().is_ok())))
+            }
+            Op::StreamReport { lifetime, report } => {
+                let handles = lock(&self.handles);
+                let handle = handles.loaded.get(lifetime);
+                let now = self.model.now();
+                let reported = handle.map(|h| h.report_stream_status(report.status(now)));
+                Some(OpResult::Done(reported.is_some_and(|r| r.is_ok())))
+            }
+            Op::FulfilVersioned { .. } | Op::UpsertVersioned { .. } | Op::ResyncDone { .. } => {
+                unreachable!("the runtime's universe declares no versions")
             }
             Op::StreamSkip { lifetime } => {
                 Some(OpResult::Done(self.feed(*lifetime, Err(Bad::Frame))))
