@@ -63,3 +63,25 @@ impl PatchSet {
         self.patches.0.is_empty() && self.inverse_patches.0.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_set_is_empty_only_without_patches_either_way() {
+        assert!(PatchSet::default().is_empty());
+        let one: Patch =
+            serde_json::from_str(r#"[{"op":"add","path":"/-","value":1}]"#).unwrap_or_default();
+        let forward = PatchSet {
+            patches: one.clone(),
+            ..PatchSet::default()
+        };
+        let inverse = PatchSet {
+            inverse_patches: one,
+            ..PatchSet::default()
+        };
+        assert!(!forward.is_empty());
+        assert!(!inverse.is_empty());
+    }
+}

@@ -95,3 +95,22 @@ impl fmt::Display for Phase {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_display_as_their_names() {
+        let names: Vec<String> = [
+            Phase::Added,
+            Phase::Loading,
+            Phase::Loaded,
+            Phase::Streaming,
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(names, ["added", "loading", "loaded", "streaming"]);
+    }
+}

@@ -617,6 +617,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_big_int_from_i128_keeps_its_value() {
+        assert_eq!(BigInt::from(-7_i128).0, -7);
+    }
+
+    #[test]
     fn debug_shows_the_key_text() {
         assert_eq!(
             format!("{:?}", CacheKey::verbatim("a(1)")),

@@ -79,28 +79,6 @@ fn cut(prefix: &str, total: usize) -> String {
 /// [`bound_text`] of `value`'s display, without ever holding more than [`TRACE_TEXT_CAP`] bytes
 /// of it: a 100 MiB error body is counted, not copied.
 pub(crate) fn bounded_display(value: &dyn fmt::Display) -> String {
-    /// The text's first bytes (a prefix of it, at most the cap) and its length.
-    struct Bounded {
-        kept: String,
-        full: bool,
-        total: usize,
-    }
-    impl fmt::Write for Bounded {
-        fn write_str(&mut self, s: &str) -> fmt::Result {
-            self.total = self.total.saturating_add(s.len());
-            if !self.full {
-                let room = TRACE_TEXT_CAP - self.kept.len();
-                let mut end = room.min(s.len());
-                while !s.is_char_boundary(end) {
-                    end -= 1;
-                }
-                self.kept.push_str(&s[..end]);
-                // Once a piece did not fit whole, nothing after it may follow (a prefix).
-                self.full = end < s.len();
-            }
-            Ok(())
-        }
-    }
     let mut out = Bounded {
         kept: String::new(),
         full: false,
@@ -112,6 +90,57 @@ pub(crate) fn bounded_display(value: &dyn fmt::Display) -> String {
         out.kept
     } else {
         cut(&out.kept, out.total)
+    }
+}
+
+/// A display being written: its first bytes (a prefix of it, at most the cap) and its length.
+struct Bounded {
+    kept: String,
+    full: bool,
+    total: usize,
+}
+
+impl fmt::Write for Bounded {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.total = self.total.saturating_add(s.len());
+        if !self.full {
+            let room = TRACE_TEXT_CAP - self.kept.len();
+            let mut end = room.min(s.len());
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.kept.push_str(&s[..end]);
+            // Once a piece did not fit whole, nothing after it may follow (a prefix).
+            self.full = end < s.len();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fmt::Write;
+
+    #[test]
+    fn a_display_written_in_pieces_is_held_within_the_cap_on_a_char_boundary() {
+        let mut out = Bounded {
+            kept: String::new(),
+            full: false,
+            total: 0,
+        };
+        // Pieces of 3-byte chars: the cap falls inside one.
+        for _ in 0..1_000 {
+            let _ = out.write_str("€€€€€€€");
+        }
+        assert!(
+            out.kept.len() <= TRACE_TEXT_CAP,
+            "{} bytes held",
+            out.kept.len()
+        );
+        assert!(out.kept.len() > TRACE_TEXT_CAP - 3);
+        assert_eq!(out.total, 21_000);
+        assert!(out.kept.chars().all(|c| c == '€'));
     }
 }
 
