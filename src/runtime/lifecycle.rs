@@ -525,11 +525,12 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// assert_eq!(sub.state().stream, StreamStatus::Connecting);
     /// # Ok(()) }
     /// ```
-    pub fn report_stream_status(&self, status: StreamStatus) -> Result<(), UpdateError> {
+    pub fn report_stream_status(&self, status: StreamStatus) -> Result<(), EntryRemoved> {
         let lifetime = self.place.lifetime();
         self.shared.with_lifetime(&self.hint(), |state, now| {
             let reported = state.cache.stream_status(now, lifetime, status);
-            (reported.map_err(from_core), false)
+            // The core refuses a report only for a lifetime that has ended.
+            (reported.map_err(|_| EntryRemoved), false)
         })
     }
 
