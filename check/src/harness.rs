@@ -449,30 +449,29 @@ impl CoreUnderTest {
         lifetime: u64,
         messages: Vec<Message>,
     ) -> Result<(), StreamEndReason> {
-        let mut applied = 0;
-        let mut refused = false;
         let versioned = self.is_versioned(lifetime);
-        for (version, recipe) in messages {
-            let result = match version.filter(|_| versioned) {
-                Some(version) => self
-                    .cache
-                    .stream_message(now, LifetimeId(lifetime), Version::new(version), move |d| {
-                        run_recipe(recipe, d)
-                    })
-                    .map(|_| ()),
-                None => self
-                    .cache
-                    .update_cached(now, LifetimeId(lifetime), Patches::NotWanted, |d| {
-                        run_recipe(recipe, d)
-                    })
-                    .map(|_| ()),
-            };
-            if result.is_err() {
-                refused = true;
-                break;
+        // One burst, one batch (R34), as the runtime applies it under one lock.
+        let (applied, refused) = self.cache.batch(|cache| {
+            let mut applied = 0;
+            for (version, recipe) in messages {
+                let id = LifetimeId(lifetime);
+                let result = match version.filter(|_| versioned) {
+                    Some(version) => cache
+                        .stream_message(now, id, Version::new(version), move |d| {
+                            run_recipe(recipe, d)
+                        })
+                        .map(|_| ()),
+                    None => cache
+                        .update_cached(now, id, Patches::NotWanted, |d| run_recipe(recipe, d))
+                        .map(|_| ()),
+                };
+                if result.is_err() {
+                    return (applied, true);
+                }
+                applied += 1;
             }
-            applied += 1;
-        }
+            (applied, false)
+        });
         let Some((_, attachment)) = self.streams.get_mut(&lifetime) else {
             return Ok(());
         };

@@ -384,6 +384,7 @@ mod tests {
                 TraceKind::Updated {
                     source: UpdateSource::Lifecycle,
                     patches: None,
+                    count: 1,
                 },
             ),
             ev(
@@ -512,6 +513,7 @@ mod tests {
             TraceKind::Updated {
                 source: UpdateSource::UpdateQueryData,
                 patches: None,
+                count: 1,
             },
         ));
         rejects(&t, "(2) updated with no live lifetime");

@@ -201,6 +201,10 @@ pub struct Model {
     trace: Vec<TraceEvent>,
     /// What the op being applied did to attached streams (empty between ops).
     due: Vec<StreamDue>,
+    /// Applying a stream's burst (R34): consecutive updates of one entry are one event.
+    batching: bool,
+    /// In a burst, the newest event is an update the burst recorded (without patches).
+    batch_folds: bool,
 }
 
 /// The JSON form of the data: exactly what `serde_json::to_value(&Vec<u8>)` produces (an array
@@ -223,6 +227,8 @@ impl Model {
             entries: BTreeMap::new(),
             trace: Vec::new(),
             due: Vec::new(),
+            batching: false,
+            batch_folds: false,
         }
     }
 
@@ -715,8 +721,44 @@ impl Model {
         } else {
             None
         };
-        self.record(key, TraceKind::Updated { source, patches });
+        self.record_update(key, source, patches);
         set
+    }
+
+    /// Record an update; in a batch (R34), one without patches right after an update of the
+    /// same key, source and time (also without patches) adds to that event's count instead.
+    fn record_update(&mut self, key: &str, source: UpdateSource, patches: Option<PatchSet>) {
+        let now = self.now;
+        if self.batch_folds
+            && patches.is_none()
+            && let Some(TraceEvent {
+                at_ms,
+                key: last_key,
+                kind:
+                    TraceKind::Updated {
+                        source: last_source,
+                        patches: None,
+                        count,
+                    },
+            }) = self.trace.last_mut()
+            && *at_ms == now
+            && last_key.as_str() == key
+            && *last_source == source
+        {
+            *count += 1;
+            return;
+        }
+        let count = 1;
+        let patched = patches.is_some();
+        self.record(
+            key,
+            TraceKind::Updated {
+                source,
+                patches,
+                count,
+            },
+        );
+        self.batch_folds = self.batching && !patched;
     }
 
     /// `patch_query_data` with RFC 6902 patches (R19).
@@ -762,6 +804,7 @@ impl Model {
             TraceKind::Updated {
                 source: UpdateSource::PatchQueryData,
                 patches,
+                count: 1,
             },
         );
         Ok(())
@@ -946,9 +989,14 @@ impl Model {
             },
             None => {
                 // Delivered now: counted, then applied as an update through the lifecycle
-                // handle without patches, or by the version rules (R24–R26).
+                // handle without patches, or by the version rules (R24–R26) — a burst of one
+                // message, one batch (R34: what it makes follow on folds into one update).
                 stream.applied += 1;
+                self.batching = true;
+                self.batch_folds = false;
                 self.deliver(&key, lifetime, recipe, version);
+                self.batching = false;
+                self.batch_folds = false;
             }
         }
         true
@@ -1084,12 +1132,17 @@ impl Model {
         if self.versions(key).is_some() {
             held.sort_by_key(|(version, _)| *version);
         }
+        // R34: the held messages are one burst, applied as one batch.
+        self.batching = true;
+        self.batch_folds = false;
         for (version, recipe) in held {
             if let Some(stream) = self.entries.get_mut(key).and_then(|e| e.stream.as_mut()) {
                 stream.applied += 1;
             }
             self.deliver(key, lifetime, recipe, version);
         }
+        self.batching = false;
+        self.batch_folds = false;
         if lost {
             self.stream_lost(key, lifetime);
         }
@@ -1355,6 +1408,7 @@ impl Model {
             key: key.into(),
             kind,
         });
+        self.batch_folds = false;
     }
 }
 

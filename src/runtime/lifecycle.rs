@@ -742,22 +742,23 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
     ) -> (u64, Result<(), UpdateError>) {
         let place = self.place;
         self.shared.with_lifetime(&self.hint(), |state, now| {
-            let mut applied = 0;
-            let mut notify = false;
-            for message in messages {
-                let mut panicked = None;
-                let result = state
-                    .cache
-                    .update_cached_deferring_notify(now, place, |outer| {
+            // One burst, one batch: its updates are traced as one (R34).
+            state.cache.batch(|cache| {
+                let mut applied = 0;
+                let mut notify = false;
+                for message in messages {
+                    let mut panicked = None;
+                    let result = cache.update_cached_deferring_notify(now, place, |outer| {
                         panicked = run_typed_recipe(outer, |draft| apply(draft, message));
                     });
-                notify |= matches!(result, Ok(Notify::Caller));
-                if let Err(error) = recipe_outcome(result, panicked) {
-                    return ((applied, Err(error)), notify);
+                    notify |= matches!(result, Ok(Notify::Caller));
+                    if let Err(error) = recipe_outcome(result, panicked) {
+                        return ((applied, Err(error)), notify);
+                    }
+                    applied += 1;
                 }
-                applied += 1;
-            }
-            ((applied, Ok(())), notify)
+                ((applied, Ok(())), notify)
+            })
         })
     }
 }
@@ -780,45 +781,47 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
         // later (a rebase) reports to it too, and nobody reads it then: the panic stays contained.
         let panicked: Arc<Mutex<Option<String>>> = Arc::default();
         self.shared.with_lifetime(&self.hint(), |state, now| {
-            let mut delivered = 0;
-            let mut notify = false;
-            for message in messages {
-                let at = version(&message);
-                // The common case: the next message of an entry in order, applied at once (the
-                // recipe borrows the message; nothing is kept) and its subscribers woken once
-                // for the whole burst, through the handle's signal.
-                let mut fast_panic = None;
-                let fast = state
-                    .cache
-                    .stream_message_in_order(now, place, at, |outer| {
+            // One burst, one batch: consecutive updates are traced as one (R34).
+            state.cache.batch(|cache| {
+                let mut delivered = 0;
+                let mut notify = false;
+                for message in messages {
+                    let at = version(&message);
+                    // The common case: the next message of an entry in order, applied at once (the
+                    // recipe borrows the message; nothing is kept) and its subscribers woken once
+                    // for the whole burst, through the handle's signal.
+                    let mut fast_panic = None;
+                    let fast = cache.stream_message_in_order(now, place, at, |outer| {
                         fast_panic = run_typed_recipe(outer, |draft| apply(draft, &message));
                     });
-                if let Ok(n) = fast {
-                    notify |= n == Notify::Caller;
-                    if let Some(message) = fast_panic {
-                        let error = UpdateError::RecipePanicked { message };
+                    if let Ok(n) = fast {
+                        notify |= n == Notify::Caller;
+                        if let Some(message) = fast_panic {
+                            let error = UpdateError::RecipePanicked { message };
+                            return ((delivered, Err(error)), notify);
+                        }
+                        delivered += 1;
+                        continue;
+                    }
+                    // Any other case goes by the version rules, with a recipe the core may keep.
+                    let (apply, report) = (Arc::clone(apply), Arc::clone(&panicked));
+                    let recipe = move |outer: &mut Draft<'_, ErasedData>| {
+                        if let Some(message) =
+                            run_typed_recipe(outer, |draft| apply(draft, &message))
+                            && let Ok(mut slot) = report.lock()
+                        {
+                            slot.get_or_insert(message);
+                        }
+                    };
+                    let result = cache.stream_message(now, lifetime, at, recipe);
+                    let panic = panicked.lock().ok().and_then(|mut slot| slot.take());
+                    if let Err(error) = recipe_outcome(result, panic) {
                         return ((delivered, Err(error)), notify);
                     }
                     delivered += 1;
-                    continue;
                 }
-                // Any other case goes by the version rules, with a recipe the core may keep.
-                let (apply, report) = (Arc::clone(apply), Arc::clone(&panicked));
-                let recipe = move |outer: &mut Draft<'_, ErasedData>| {
-                    if let Some(message) = run_typed_recipe(outer, |draft| apply(draft, &message))
-                        && let Ok(mut slot) = report.lock()
-                    {
-                        slot.get_or_insert(message);
-                    }
-                };
-                let result = state.cache.stream_message(now, lifetime, at, recipe);
-                let panic = panicked.lock().ok().and_then(|mut slot| slot.take());
-                if let Err(error) = recipe_outcome(result, panic) {
-                    return ((delivered, Err(error)), notify);
-                }
-                delivered += 1;
-            }
-            ((delivered, Ok(())), notify)
+                ((delivered, Ok(())), notify)
+            })
         })
     }
 }

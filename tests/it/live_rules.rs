@@ -18,7 +18,7 @@ use livecache::core::{
     Patches, Recording, RequestEvent, RequestId, RequestReason, Resync, StreamEnd, StreamEndReason,
     StreamStatus, SubscriptionId, UpdateRefused, Version, Versioning,
 };
-use livecache::core::{CacheKey, Refetch, default_key};
+use livecache::core::{CacheKey, Refetch, TraceKind, default_key};
 
 type Data = Vec<String>;
 type Core = Cache<Data>;
@@ -1372,4 +1372,89 @@ fn r29_the_lifecycle_refetches_its_own_entry_joining_a_request_in_flight() {
         "r29_the_lifecycle_refetches_its_own_entry_joining_a_request_in_flight",
         cache.trace()
     );
+}
+
+// ===== R34: a burst is one batch, traced as one update =====
+
+#[test]
+fn r34_a_burst_is_traced_as_one_update_with_its_count() {
+    let mut cache = Cache::new(CacheConfig {
+        keep: Keep::default(),
+        recording: Recording::Events,
+    });
+    let chat = cache
+        .add_endpoint("chat", versioned(false, Resync::Refetch, 100))
+        .expect("a new name");
+    let room = room();
+    cache
+        .upsert_versioned(0, chat, &room, up_to(1), Version::new(1))
+        .expect("the key is this endpoint's");
+    let _ = cache.stream_attached(0, ROOM, 0);
+    // A burst: 2, 3, a duplicate of 3, then 4 and 5.
+    let delivered = cache.batch(|cache| {
+        [2, 3, 3, 4, 5]
+            .map(|n| send(cache, 10, n))
+            .into_iter()
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(
+        delivered,
+        [
+            Ok(Delivery::Applied),
+            Ok(Delivery::Applied),
+            Ok(Delivery::Stale),
+            Ok(Delivery::Applied),
+            Ok(Delivery::Applied)
+        ]
+    );
+    assert_eq!(data(&cache, &room), Some(up_to(5)));
+    let counts: Vec<(String, u32)> = cache
+        .trace()
+        .into_iter()
+        .filter(|e| e.at_ms == 10)
+        .map(|e| match e.kind {
+            TraceKind::Updated { count, .. } => ("updated".to_owned(), count),
+            other => (other.to_string(), 0),
+        })
+        .collect();
+    // Two runs of updates, the duplicate between them.
+    assert_eq!(counts[0], ("updated".to_owned(), 2));
+    assert!(counts[1].0.starts_with("stream_stale"));
+    assert_eq!(counts[2], ("updated".to_owned(), 2));
+    assert_eq!(counts.len(), 3);
+    // Outside a batch each update is its own event.
+    assert_eq!(send(&mut cache, 20, 6), Ok(Delivery::Applied));
+    assert_eq!(send(&mut cache, 20, 7), Ok(Delivery::Applied));
+    let singles = cache.trace().iter().filter(|e| e.at_ms == 20).count();
+    assert_eq!(singles, 2);
+    insta::assert_yaml_snapshot!(
+        "r34_a_burst_is_traced_as_one_update_with_its_count",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r34_recording_patches_keeps_one_event_per_update_in_a_batch() {
+    let mut cache = new_cache();
+    let chat = cache
+        .add_endpoint("chat", unversioned())
+        .expect("a new name");
+    let room = room();
+    cache
+        .upsert(0, chat, &room, msgs(&[]))
+        .expect("the key is this endpoint's");
+    cache.batch(|cache| {
+        for n in 0..3 {
+            let _ = cache.update_cached(1, ROOM, Patches::NotWanted, push(format!("m{n}")));
+        }
+    });
+    let updates: Vec<u32> = cache
+        .trace()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            TraceKind::Updated { count, .. } => Some(count),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(updates, [1, 1, 1]);
 }

@@ -1280,7 +1280,8 @@ fn r15_update_cached_data_applies_once_with_invertible_patches() {
         last_event(&quiet).kind,
         TraceKind::Updated {
             source: UpdateSource::Lifecycle,
-            patches: None
+            patches: None,
+            count: 1,
         }
     );
     insta::assert_yaml_snapshot!(

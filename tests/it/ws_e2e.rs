@@ -218,11 +218,16 @@ fn removals(trace: &[TraceEvent], lifetime: u64) -> Vec<RemoveCause> {
 }
 
 /// Lifecycle updates recorded under `key`.
+/// The updates of `key` recorded, a batch's `updated { count }` counting for its count (R34).
 fn lifecycle_updates(trace: &[TraceEvent], key: &str) -> usize {
     trace
         .iter()
-        .filter(|e| e.key == key && matches!(e.kind, TraceKind::Updated { .. }))
-        .count()
+        .filter(|e| e.key == key)
+        .map(|e| match e.kind {
+            TraceKind::Updated { count, .. } => count as usize,
+            _ => 0,
+        })
+        .sum()
 }
 
 // ----- the chat client -----

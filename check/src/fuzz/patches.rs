@@ -203,6 +203,7 @@ where
                 let TraceKind::Updated {
                     source: UpdateSource::PatchQueryData,
                     patches: Some(set),
+                    ..
                 } = &event.kind
                 else {
                     panic!("expected updated(patch_query_data) with patches, got {event}")

@@ -293,6 +293,11 @@ pub struct Cache<D, E = String> {
     next_subscription: u64,
     effects: VecDeque<Effect<D>>,
     trace: TraceLog,
+    /// Inside [`Cache::batch`]: consecutive updates of one entry are traced as one (R34).
+    batching: bool,
+    /// In a batch, the newest event is an update the batch recorded: the next update of the
+    /// same entry folds into it.
+    batch_folds: bool,
 }
 
 impl<D, E> Cache<D, E>
@@ -319,7 +324,39 @@ where
             next_subscription: 1,
             effects: VecDeque::new(),
             trace: TraceLog::new(DEFAULT_TRACE_LIMIT, DEFAULT_TRACE_BYTE_BUDGET),
+            batching: false,
+            batch_folds: false,
         }
+    }
+
+    /// Run `f` as one batch (R34) — what a stream's driver does with a burst of messages it
+    /// applies under one lock: consecutive updates of one entry in it are traced as one
+    /// `updated { count }` (those recording patches keep one event each, with its patch).
+    /// Nothing else changes: each update is applied, decided and notified as outside a batch.
+    ///
+    /// ```
+    /// # use livecache::core::{LifetimeId, Patches};
+    /// use livecache::core::{Cache, CacheKey, EndpointConfig, TraceKind};
+    /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("a", EndpointConfig::default())?;
+    /// cache.upsert(0, ep, &CacheKey::verbatim("a(1)"), vec![])?;
+    /// cache.batch(|cache| {
+    ///     for n in 0..3 {
+    ///         let _ = cache.update_cached(1, LifetimeId(1), Patches::NotWanted, |d| d.push(n));
+    ///     }
+    /// });
+    /// let last = cache.trace().pop().map(|e| e.kind);
+    /// assert!(matches!(last, Some(TraceKind::Updated { count: 3, .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn batch<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let outer = std::mem::replace(&mut self.batching, true);
+        let folds = std::mem::replace(&mut self.batch_folds, false);
+        // A panic in `f` (a core user's recipe) ends the batch too, then goes on.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
+        self.batching = outer;
+        self.batch_folds = folds && outer;
+        result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
     /// Register an endpoint. Names are unique: a name already registered is refused.
@@ -643,6 +680,7 @@ where
         if self.config.recording != Recording::Off {
             self.trace.record(at_ms, key, kind);
         }
+        self.batch_folds = false;
     }
 
     fn endpoint_config(&self, endpoint: EndpointId) -> EndpointConfig {

@@ -178,7 +178,12 @@ where
         }
         slot.version += 1;
         let notify = slot.mark_notified();
-        if self.config.recording != Recording::Off {
+        if self.config.recording != Recording::Off
+            && !(self.batch_folds
+                && self
+                    .trace
+                    .fold_update(self.now, key, UpdateSource::Lifecycle))
+        {
             self.trace.record_update_for(
                 self.now,
                 key,
@@ -186,6 +191,7 @@ where
                 UpdateSource::Lifecycle,
             );
         }
+        self.batch_folds = self.batching;
         if notify && queue {
             // The effects, not `self`: `key` borrows the entries.
             effect::queue_notify(&mut self.effects, key);
@@ -330,6 +336,7 @@ where
             TraceKind::Updated {
                 source: UpdateSource::PatchQueryData,
                 patches,
+                count: 1,
             },
         );
         self.notify(key);
@@ -415,14 +422,23 @@ where
             } else {
                 None
             };
-            self.record(
-                self.now,
-                key,
-                TraceKind::Updated {
-                    source,
-                    patches: traced,
-                },
-            );
+            let fold = traced.is_none() && self.batch_folds;
+            let folded = fold
+                && self.config.recording != Recording::Off
+                && self.trace.fold_update(self.now, key, source);
+            if !folded {
+                let patched = traced.is_some();
+                self.record(
+                    self.now,
+                    key,
+                    TraceKind::Updated {
+                        source,
+                        patches: traced,
+                        count: 1,
+                    },
+                );
+                self.batch_folds = self.batching && !patched;
+            }
             self.notify(key);
         }
         Ok(patches)

@@ -160,6 +160,7 @@ macro_rules! set_aside_whole {
                     TraceKind::Updated {
                         source,
                         patches: None,
+                        count: 1,
                     } => Aside::Updated { source },
                     _ => return Err(std::mem::ManuallyDrop::into_inner(kind)),
                 })
@@ -184,6 +185,7 @@ macro_rules! set_aside_whole {
                     Aside::Updated { source } => TraceKind::Updated {
                         source,
                         patches: None,
+                        count: 1,
                     },
                     Aside::Kept(index) => return Err(index as usize),
                 })
@@ -398,6 +400,58 @@ impl TraceLog {
         });
     }
 
+    /// Fold an update of `key` into the newest event when that is an update of the same key,
+    /// source and time without patches (R34: a batch's consecutive updates of one entry are one
+    /// event, its `count` the number of them). Whether it did; if not, record the update.
+    pub(crate) fn fold_update(&mut self, at_ms: u64, key: &CacheKey, source: UpdateSource) -> bool {
+        let generation = if self.current.events.is_empty() {
+            &mut self.old
+        } else {
+            &mut self.current
+        };
+        let Some(last) = generation.events.last().copied() else {
+            return false;
+        };
+        if last.at_ms != at_ms || generation.keys.get(last.key as usize) != Some(key) {
+            return false;
+        }
+        match last.kind.unpack() {
+            Ok(recorded) if recorded == source => {
+                // A whole update in its record: it becomes a kept kind with a count of 2, the
+                // newest kind of the generation (the kinds stay in the order of their events).
+                let index = generation.kinds.len() as u32;
+                generation.kinds.push(TraceKind::Updated {
+                    source,
+                    patches: None,
+                    count: 2,
+                });
+                let aside = generation.aside.len() as u32;
+                generation.aside.push(Aside::Kept(index));
+                if let Some(event) = generation.events.last_mut() {
+                    event.kind = Packed::other(aside);
+                }
+                true
+            }
+            Ok(_) => false,
+            Err(aside) => {
+                let Some(&Aside::Kept(index)) = generation.aside.get(aside) else {
+                    return false;
+                };
+                match generation.kinds.get_mut(index as usize) {
+                    Some(TraceKind::Updated {
+                        source: kept,
+                        patches: None,
+                        count,
+                    }) if *kept == source => {
+                        *count = count.saturating_add(1);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
     #[inline]
     fn make_room(&mut self) {
         if self.current.events.len() >= self.limit {
@@ -449,6 +503,7 @@ mod tests {
         TraceKind::Updated {
             source,
             patches: None,
+            count: 1,
         }
     }
 
@@ -472,6 +527,7 @@ mod tests {
             _ => TraceKind::Updated {
                 source: UpdateSource::PatchQueryData,
                 patches: Some(PatchSet::default()),
+                count: 1,
             },
         }
     }
@@ -528,6 +584,7 @@ mod tests {
             TraceKind::Updated {
                 source: UpdateSource::UpdateQueryData,
                 patches: Some(PatchSet::default()),
+                count: 1,
             },
             TraceKind::RemovalScheduled {
                 deadline_ms: 60_000,

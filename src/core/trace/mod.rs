@@ -388,6 +388,11 @@ pub enum TraceKind {
         /// The change, when recording with patches.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         patches: Option<PatchSet>,
+        /// How many updates of a batch this one event stands for (R34): a stream's burst,
+        /// applied under one lock, records its consecutive updates of one entry as one event
+        /// (without patches). 1 for a single update (and then not serialised).
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        count: u32,
     },
     /// A removal deadline was armed (R4, R6).
     RemovalScheduled {
@@ -546,6 +551,14 @@ impl fmt::Display for UpdateSource {
     }
 }
 
+fn one() -> u32 {
+    1
+}
+
+fn is_one(count: &u32) -> bool {
+    *count == 1
+}
+
 /// Why a request started (R29): told to the entry's lifecycle with the request.
 ///
 /// ```
@@ -666,8 +679,15 @@ impl fmt::Display for TraceKind {
             TraceKind::Upserted { data_changed } => {
                 write!(f, "upserted data_changed={data_changed}")
             }
-            TraceKind::Updated { source, patches } => {
+            TraceKind::Updated {
+                source,
+                patches,
+                count,
+            } => {
                 write!(f, "updated source={source}")?;
+                if *count != 1 {
+                    write!(f, " count={count}")?;
+                }
                 if let Some(p) = patches {
                     let json = serde_json::to_string(&p.patches).map_err(|_| fmt::Error)?;
                     write!(f, " patches={json}")?;
