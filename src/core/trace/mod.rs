@@ -141,6 +141,27 @@ mod tests {
         assert!(out.kept.len() > TRACE_TEXT_CAP - 3);
         assert_eq!(out.total, 21_000);
         assert!(out.kept.chars().all(|c| c == '€'));
+        // After a piece that did not fit whole, nothing more is kept, even what would fit: the
+        // kept text stays a prefix of the whole.
+        let _ = out.write_str("x");
+        assert!(out.kept.chars().all(|c| c == '€'));
+        assert_eq!(out.total, 21_001);
+    }
+
+    #[test]
+    fn update_sources_display_as_their_names() {
+        let names: Vec<String> = [
+            UpdateSource::Lifecycle,
+            UpdateSource::UpdateQueryData,
+            UpdateSource::PatchQueryData,
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(
+            names,
+            ["lifecycle", "update_query_data", "patch_query_data"]
+        );
     }
 }
 
