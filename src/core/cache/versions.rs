@@ -113,6 +113,7 @@ where
     /// `recipe` need not be `'static`); the notification is handed to the caller as in
     /// [`Cache::update_cached_deferring_notify`]. In any other case nothing is done and the
     /// recipe comes back: the caller then delivers the message with [`Cache::stream_message`].
+    #[cfg(feature = "runtime")]
     pub(crate) fn stream_message_in_order<F: FnOnce(&mut Draft<'_, D>)>(
         &mut self,
         now: u64,
