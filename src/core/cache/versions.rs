@@ -32,6 +32,36 @@ pub enum Delivery {
     Held,
 }
 
+/// A message's recipe on its way to the data: run now, and kept (for a rebase) only if it must
+/// be — a fresh one is boxed then, one held across a gap is kept already.
+trait Pending<D> {
+    fn run(&self, draft: &mut Draft<'_, D>);
+    fn keep(self) -> Replay<D>;
+}
+
+/// A recipe just received, not boxed.
+struct Fresh<F>(F);
+
+impl<D, F: Fn(&mut Draft<'_, D>) + Send + Sync + 'static> Pending<D> for Fresh<F> {
+    fn run(&self, draft: &mut Draft<'_, D>) {
+        (self.0)(draft)
+    }
+
+    fn keep(self) -> Replay<D> {
+        Arc::new(self.0)
+    }
+}
+
+impl<D> Pending<D> for Replay<D> {
+    fn run(&self, draft: &mut Draft<'_, D>) {
+        self(draft)
+    }
+
+    fn keep(self) -> Replay<D> {
+        self
+    }
+}
+
 impl<D, E> Cache<D, E>
 where
     D: CacheData,
@@ -382,20 +412,33 @@ where
             }
             return Ok(Delivery::Held);
         }
+        self.apply_next(key, lifetime, versioning, version, Fresh(recipe))?;
+        self.drain_held(key, lifetime, versioning)?;
+        Ok(Delivery::Applied)
+    }
+
+    /// Apply the message that follows the watermark, which becomes its version; while a request
+    /// is in flight it is also kept for the rebase (a fresh recipe is boxed only then).
+    fn apply_next(
+        &mut self,
+        key: &CacheKey,
+        lifetime: u64,
+        versioning: Versioning,
+        version: Version,
+        recipe: impl Pending<D>,
+    ) -> Result<(), UpdateRefused> {
         let keep = self
             .entries
             .get(key)
             .is_some_and(|slot| slot.entry.in_flight().is_some());
         if keep {
-            self.apply_kept(key, lifetime, versioning, version, Arc::new(recipe))?;
-        } else {
-            self.apply_update(key, UpdateSource::Lifecycle, false, |d| recipe(d))?;
-            if let Some(live) = self.live_mut(key) {
-                live.watermark = Some(version);
-            }
+            return self.apply_kept(key, lifetime, versioning, version, recipe.keep());
         }
-        self.drain_held(key, lifetime, versioning)?;
-        Ok(Delivery::Applied)
+        self.apply_update(key, UpdateSource::Lifecycle, false, |d| recipe.run(d))?;
+        if let Some(live) = self.live_mut(key) {
+            live.watermark = Some(version);
+        }
+        Ok(())
     }
 
     /// Apply a message and log it for the rebase of the request in flight (R27, R33).
@@ -460,18 +503,7 @@ where
             let Some(replay) = live.held.remove(&first) else {
                 return Ok(());
             };
-            let keep = self
-                .entries
-                .get(key)
-                .is_some_and(|slot| slot.entry.in_flight().is_some());
-            if keep {
-                self.apply_kept(key, lifetime, versioning, first, replay)?;
-            } else {
-                self.apply_update(key, UpdateSource::Lifecycle, false, |d| replay(d))?;
-                if let Some(live) = self.live_mut(key) {
-                    live.watermark = Some(first);
-                }
-            }
+            self.apply_next(key, lifetime, versioning, first, replay)?;
         }
     }
 
