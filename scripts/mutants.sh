@@ -9,7 +9,9 @@
 #   scripts/mutants.sh --list     the mutants only, nothing run
 #   scripts/mutants.sh -f 'src/core/cache/deadlines.rs'   one file (extra cargo-mutants flags)
 #
-# Results go to mutants.out/ (caught.txt, missed.txt, timeout.txt, unviable.txt).
+# Results go to mutants.out/ (caught.txt, missed.txt, timeout.txt, unviable.txt). It builds with
+# the `mutants` profile of Cargo.toml (optimised, no debug info): the model checks then take
+# about 6 s instead of 35 s, so a mutant costs about 20 s instead of 50.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,8 +19,9 @@ if ! command -v cargo-mutants >/dev/null 2>&1; then
   cargo install --locked cargo-mutants
 fi
 
-# The test binaries' filters: the core's unit tests and the integration modules that check it.
-filters=(core:: model_equivalence:: exhaustive:: rule_traces:: fuzz_corpus:: fuzz_findings:: hardening_core::)
+# The test binaries' filters: the core's unit tests and the integration modules that check it
+# (the v1 lifecycle and the live entries of section 4).
+filters=(core:: model_equivalence:: live_equivalence:: live_rules:: exhaustive:: rule_traces:: fuzz_corpus:: fuzz_findings:: hardening_core::)
 
 files=(--file 'src/core.rs' --file 'src/core/**/*.rs')
 for arg in "$@"; do
@@ -27,4 +30,4 @@ for arg in "$@"; do
   esac
 done
 
-exec cargo mutants --package livecache "${files[@]}" "$@" -- --lib --test it -- "${filters[@]}"
+exec cargo mutants --package livecache --profile mutants "${files[@]}" "$@" -- --lib --test it -- "${filters[@]}"
