@@ -54,8 +54,9 @@ pub use attachment::{
 };
 pub use cache::{
     Cache, CacheConfig, DEFAULT_TRACE_BYTE_BUDGET, DEFAULT_TRACE_LIMIT, Delivery, Effect,
-    EndpointId, EntryView, KeyInUse, LifetimeId, LifetimePlace, NameTaken, Notify, PatchError,
-    Patches, RequestEvent, RequestId, SubscriptionId, UpdateRefused, UpsertError,
+    EndpointId, EntryView, HandlerId, KeyInUse, LifetimeId, LifetimePlace, NameTaken, Notify,
+    PatchError, Patches, RequestEvent, RequestId, RestartRefused, SubscriptionId, UpdateRefused,
+    UpsertError,
 };
 pub use config::{EndpointConfig, Keep, MAX_KEEP_MS, Refetch, Resync, Versioning};
 pub use data::CacheData;

@@ -20,6 +20,7 @@
 
 mod api;
 mod driver;
+mod ending;
 mod endpoint;
 mod erased;
 mod error;
@@ -30,6 +31,7 @@ mod stream;
 mod subscription;
 
 pub use api::{Api, ApiBuilder};
+pub use ending::Ended;
 pub use endpoint::{Arg, Endpoint, EndpointBuilder, NoQueryFn, PatchCollection, WithQueryFn};
 pub use erased::Data;
 pub use error::{BoxError, EntryRemoved, Error, QueryError, RemovedBeforeLoaded, UpdateError};

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use livecache::core::{Attachment, Finish, Overflow, Received, StreamEndReason};
 use livecache::core::{
-    Cache, CacheConfig, Effect, EndpointConfig, EndpointId, Keep, LifetimeId,
+    Cache, CacheConfig, Effect, EndpointConfig, EndpointId, HandlerId, Keep, LifetimeId,
     PatchError as CorePatchError, Patches, RequestId, SubscriptionId,
     UpdateRefused as CoreUpdateError,
 };
@@ -234,14 +234,17 @@ impl CoreUnderTest {
             }
             Op::StreamReport { lifetime, report } => {
                 let status = report.status(now);
-                let reported = self.cache.stream_status(now, LifetimeId(*lifetime), status);
+                let handler = self.handler(*lifetime);
+                let reported = self.cache.stream_status(now, handler, status);
                 OpResult::Done(reported.is_ok())
             }
             Op::ResyncDone { lifetime } => {
-                OpResult::Done(self.cache.resync_done(now, LifetimeId(*lifetime)).is_ok())
+                let handler = self.handler(*lifetime);
+                OpResult::Done(self.cache.resync_done(now, handler).is_ok())
             }
             Op::RefetchLifetime { lifetime } => {
-                OpResult::Done(self.cache.refetch_lifetime(now, LifetimeId(*lifetime)))
+                let handler = self.handler(*lifetime);
+                OpResult::Done(self.cache.refetch_lifetime(now, handler))
             }
             Op::Reject {
                 key,
@@ -255,13 +258,21 @@ impl CoreUnderTest {
             }
             Op::UpdateCached {
                 lifetime,
+                generation,
                 recipe,
                 patches,
             } => {
                 let recipe = *recipe;
+                let handler = match generation {
+                    Some(generation) => HandlerId {
+                        lifetime: LifetimeId(*lifetime),
+                        generation: *generation,
+                    },
+                    None => self.handler(*lifetime),
+                };
                 let result = self
                     .cache
-                    .update_cached(now, LifetimeId(*lifetime), patches_wanted(*patches), |d| {
+                    .update_cached(now, handler, patches_wanted(*patches), |d| {
                         run_recipe(recipe, d)
                     })
                     .map_err(|e| match e {
@@ -310,6 +321,10 @@ impl CoreUnderTest {
                 self.cache.reset(now);
                 OpResult::Unit
             }
+            Op::Restart { key } => {
+                let (_, k) = self.key(*key);
+                OpResult::Done(self.cache.restart(now, &k).is_ok())
+            }
             Op::StreamAttach { lifetime } => OpResult::Done(self.stream_attach(now, *lifetime)),
             Op::StreamMessage {
                 lifetime,
@@ -347,6 +362,14 @@ impl CoreUnderTest {
                         self.end_stream(now, lifetime.0, reason);
                     }
                 }
+                // The old handler's stream is dropped with it (R30), as the runtime's ends when
+                // the handler's `removed()` resolves with `Restarted`.
+                Effect::RestartLifecycle { handler, .. } => {
+                    let lifetime = handler.lifetime.0;
+                    if self.streams.contains_key(&lifetime) {
+                        self.end_stream(now, lifetime, StreamEndReason::HandlerRestarted);
+                    }
+                }
                 // The runtime would ask the source to replay; here the ops are the source. A
                 // request event goes to the lifecycle handler, which the ops stand for too.
                 Effect::Resume { .. }
@@ -380,9 +403,10 @@ impl CoreUnderTest {
         else {
             return false;
         };
+        let handler = self.handler(lifetime);
         if has_data {
             self.streams
-                .insert(lifetime, (key, Attachment::live(LifetimeId(lifetime))));
+                .insert(lifetime, (key, Attachment::live(handler)));
             self.go_live(now, lifetime);
         } else {
             let endpoint = self
@@ -392,9 +416,9 @@ impl CoreUnderTest {
             let bound = self.buffers.iter().find(|(id, _, _)| Some(*id) == endpoint);
             let attachment = match bound {
                 Some(&(_, max, overflow)) => {
-                    Attachment::before_data_bounded(LifetimeId(lifetime), max, overflow)
+                    Attachment::before_data_bounded(handler, max, overflow)
                 }
-                None => Attachment::before_data(LifetimeId(lifetime)),
+                None => Attachment::before_data(handler),
             };
             self.streams.insert(lifetime, (key, attachment));
         }
@@ -408,6 +432,7 @@ impl CoreUnderTest {
         let Some((_, attachment)) = self.streams.get_mut(&lifetime) else {
             return;
         };
+        let handler = attachment.handler();
         let first = if versioned {
             attachment.data_loaded_in_order(|(version, _)| version.map(Version::new))
         } else {
@@ -415,7 +440,7 @@ impl CoreUnderTest {
         };
         if self
             .cache
-            .stream_attached(now, LifetimeId(lifetime), first.held.len())
+            .stream_attached(now, handler, first.held.len())
             .is_err()
         {
             let reason = attachment.removed();
@@ -426,7 +451,7 @@ impl CoreUnderTest {
             self.end_stream(now, lifetime, reason);
             return;
         }
-        if first.lost && self.cache.stream_lost(now, LifetimeId(lifetime)).is_err() {
+        if first.lost && self.cache.stream_lost(now, handler).is_err() {
             let reason = self.streams.get_mut(&lifetime).map(|(_, a)| a.removed());
             self.end_stream(
                 now,
@@ -450,11 +475,13 @@ impl CoreUnderTest {
         messages: Vec<Message>,
     ) -> Result<(), StreamEndReason> {
         let versioned = self.is_versioned(lifetime);
+        let Some(id) = self.streams.get(&lifetime).map(|(_, a)| a.handler()) else {
+            return Ok(());
+        };
         // One burst, one batch (R34), as the runtime applies it under one lock.
         let (applied, refused) = self.cache.batch(|cache| {
             let mut applied = 0;
             for (version, recipe) in messages {
-                let id = LifetimeId(lifetime);
                 let result = match version.filter(|_| versioned) {
                     Some(version) => cache
                         .stream_message(now, id, Version::new(version), move |d| {
@@ -548,9 +575,17 @@ impl CoreUnderTest {
         let Some((key, attachment)) = self.streams.remove(&lifetime) else {
             return;
         };
+        let handler = attachment.handler();
         let end = attachment.end(reason);
+        self.cache.stream_ended(now, &key, handler, &end);
+    }
+
+    /// The current handler of `lifetime` (R30): what a handle a driver holds now names; for a
+    /// lifetime that is not live, its first handler (the core refuses it either way).
+    fn handler(&self, lifetime: u64) -> HandlerId {
         self.cache
-            .stream_ended(now, &key, LifetimeId(lifetime), &end);
+            .lifetime_entry(LifetimeId(lifetime))
+            .map_or(HandlerId::from(LifetimeId(lifetime)), |e| e.handler)
     }
 
     /// Every live entry as an observer sees it, sorted by key string.
@@ -584,6 +619,7 @@ impl CoreUnderTest {
                     }),
                     stream_status: e.stream,
                     watermark: e.watermark,
+                    handler: e.handler.generation,
                 })
             })
             .collect()
@@ -681,6 +717,8 @@ pub fn compare(
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Asked {
     StartLifecycle(String, u64),
+    /// The key, the lifetime, the new handler's generation (R30).
+    RestartLifecycle(String, u64, u32),
     StartRequest(String, u64),
     AbortRequest(String, u64),
     ResolveDataLoaded(u64, Option<u64>),
@@ -699,6 +737,9 @@ impl Asked {
             }
             Effect::StartRequest { key, request } => {
                 Asked::StartRequest(key.to_string(), request.0)
+            }
+            Effect::RestartLifecycle { key, handler } => {
+                Asked::RestartLifecycle(key.to_string(), handler.lifetime.0, handler.generation)
             }
             Effect::AbortRequest { key, request } => {
                 Asked::AbortRequest(key.to_string(), request.0)
@@ -755,6 +796,17 @@ fn asked_for(config: &Config, event: &TraceEvent) -> Vec<Asked> {
         TraceKind::RequestFulfilled { request, .. }
         | TraceKind::RequestRejected { request, .. } => {
             return told(*request, None).into_iter().collect();
+        }
+        // R30: the new handler starts; with data, its data-loaded resolves at once (no
+        // request, so no meta).
+        TraceKind::LifecycleRestarted {
+            lifetime,
+            generation,
+            loaded,
+        } => {
+            let restart = Asked::RestartLifecycle(key.clone(), *lifetime, *generation);
+            let resolve = loaded.then_some(Asked::ResolveDataLoaded(*lifetime, None));
+            return [Some(restart), resolve].into_iter().flatten().collect();
         }
         _ => {}
     }

@@ -307,6 +307,24 @@ pub fn check_invariants(config: &Config, trace: &[TraceEvent]) -> Result<(), Str
                     return fail("(2) stream_attached before data_loaded".to_string());
                 }
             }
+            // R30: a restart replaces the handler of the live lifetime; its new handler's
+            // data-loaded resolves at once iff the lifetime's did.
+            TraceKind::LifecycleRestarted {
+                lifetime, loaded, ..
+            } => {
+                if *lifetime != live.lifetime {
+                    return fail(format!(
+                        "(6) lifecycle_restarted for lifetime {lifetime}, live is {}",
+                        live.lifetime
+                    ));
+                }
+                if *loaded != live.loaded {
+                    return fail(format!(
+                        "(1) lifecycle_restarted loaded={loaded} but data_loaded happened: {}",
+                        live.loaded
+                    ));
+                }
+            }
             // TraceKind is non-exhaustive: a kind added to the core after these invariants were
             // written states nothing here until it is added above.
             _ => {}

@@ -260,6 +260,10 @@ pub enum Op {
     UpdateCached {
         /// The lifetime of the handle.
         lifetime: u64,
+        /// Which of the lifetime's handlers holds the handle (R30): `None` its current one,
+        /// else that generation (0 the first, one more per restart), perhaps an ended one.
+        #[serde(default)]
+        generation: Option<u32>,
         /// The recipe.
         recipe: Recipe,
         /// Whether the caller asks for the patch set.
@@ -363,6 +367,12 @@ pub enum Op {
     RefetchLifetime {
         /// The lifetime of the handle.
         lifetime: u64,
+    },
+    /// `restart(arg)` on the key's endpoint (R30): its entry's lifecycle handler is replaced
+    /// by a new one; the entry keeps its data, subscribers and watermark. Whether it did.
+    Restart {
+        /// The key.
+        key: KeyRef,
     },
 }
 
@@ -482,6 +492,8 @@ pub struct Observation {
     pub stream_status: StreamStatus,
     /// The watermark, on a versioned endpoint (R24).
     pub watermark: Option<Version>,
+    /// The generation of the lifetime's current lifecycle handler (R30).
+    pub handler: u32,
 }
 
 /// What the driver of an attached stream sees of it (R21).

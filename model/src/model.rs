@@ -19,6 +19,7 @@ use crate::{
 };
 
 mod live;
+mod restart;
 
 /// A text as the trace records it (R23, `TRACE_TEXT_CAP`): whole if it has at most
 /// `TRACE_TEXT_CAP` bytes; else its longest prefix ending on a char boundary that leaves room for
@@ -42,6 +43,8 @@ const DEFAULT_KEEP_MS: u64 = 60_000;
 const ENDED_REMOVED: &str = "entry removed";
 /// …before its first data (the held messages are dropped with it)…
 const ENDED_REMOVED_BEFORE_LOADED: &str = "entry removed before its data loaded";
+/// …or its lifecycle handler was restarted (R30)…
+const ENDED_RESTARTED: &str = "handler restarted";
 /// …or the stream ended by itself (a failure's reason is `stream failed: <error>`).
 const ENDED_BY_ITSELF: &str = "stream ended";
 
@@ -82,6 +85,8 @@ pub struct Entry {
     pub stream: Option<Stream>,
     /// Its live state: stream status, watermark, held messages, rebase log (R24–R28, R33).
     pub live: Live,
+    /// The generation of its current lifecycle handler: 0, one more per restart (R30).
+    pub handler: u32,
 }
 
 /// The live state of an entry (R24–R28, R33), as plain data.
@@ -148,6 +153,15 @@ enum StreamDue {
         key: String,
         /// The lifetime.
         lifetime: u64,
+    },
+    /// The lifetime's handler was restarted; the old handler's attachment ends (R30).
+    Restarted {
+        /// The entry's key.
+        key: String,
+        /// The lifetime.
+        lifetime: u64,
+        /// The attachment as it was at the restart.
+        stream: Stream,
     },
     /// The lifetime was removed; its attachment ends.
     Removed {
@@ -278,6 +292,7 @@ impl Model {
                 }),
                 stream_status: e.live.status(),
                 watermark: e.live.watermark.map(Version::new),
+                handler: e.handler,
             })
             .collect()
     }
@@ -422,9 +437,11 @@ impl Model {
             }
             Op::UpdateCached {
                 lifetime,
+                generation,
                 recipe,
                 patches,
-            } => OpResult::Updated(self.update_cached(*lifetime, *recipe, *patches)),
+            } => OpResult::Updated(self.update_cached(*lifetime, *generation, *recipe, *patches)),
+            Op::Restart { key } => OpResult::Done(self.restart(*key)),
             Op::UpdateQueryData { key, recipe } => {
                 OpResult::QueryDataUpdated(self.update_query_data(*key, *recipe))
             }
@@ -665,13 +682,19 @@ impl Model {
     fn update_cached(
         &mut self,
         lifetime: u64,
+        generation: Option<u32>,
         recipe: Recipe,
         want_patches: bool,
     ) -> Result<Option<PatchSet>, UpdateError> {
-        // R7a: a handle of an ended lifetime touches nothing.
+        // R7a: a handle of an ended lifetime touches nothing; R30: nor one of a handler that
+        // was restarted.
         let Some(key) = self.key_of_lifetime(lifetime) else {
             return Err(UpdateError::NotLive);
         };
+        let current = self.entries.get(&key).map(|e| e.handler);
+        if generation.is_some_and(|g| Some(g) != current) {
+            return Err(UpdateError::NotLive);
+        }
         let has_data = self.entries.get(&key).is_some_and(|e| e.phase.has_data());
         if !has_data {
             return Err(UpdateError::NotLoaded);
@@ -1074,6 +1097,22 @@ impl Model {
         for due in std::mem::take(&mut self.due) {
             match due {
                 StreamDue::FirstData { key, lifetime } => self.apply_held(&key, lifetime),
+                StreamDue::Restarted {
+                    key,
+                    lifetime,
+                    stream,
+                } => {
+                    // Held messages are dropped with it; the entry's status is not its to say.
+                    self.record(
+                        &key,
+                        TraceKind::StreamEnded {
+                            lifetime,
+                            reason: ENDED_RESTARTED.to_string(),
+                            applied: stream.applied,
+                            skipped: stream.skipped,
+                        },
+                    );
+                }
                 StreamDue::Removed {
                     key,
                     lifetime,
@@ -1293,6 +1332,7 @@ impl Model {
                 deadline: None,
                 stream: None,
                 live: Live::default(),
+                handler: 0,
             },
         );
         self.record(key, TraceKind::EntryAdded { lifetime, cause });
@@ -1710,6 +1750,7 @@ mod tests {
         // Updates through the lifecycle handle now apply.
         let r = m.apply(&Op::UpdateCached {
             lifetime: 1,
+            generation: None,
             recipe: Recipe::Push(4),
             patches: true,
         });
@@ -1721,18 +1762,21 @@ mod tests {
         assert_eq!(m.observe()[0].data, Some(vec![3, 4]));
         let r = m.apply(&Op::UpdateCached {
             lifetime: 1,
+            generation: None,
             recipe: Recipe::Noop,
             patches: true,
         });
         assert_eq!(r, OpResult::Updated(Ok(Some(PatchSet::default()))));
         let r = m.apply(&Op::UpdateCached {
             lifetime: 1,
+            generation: None,
             recipe: Recipe::Noop,
             patches: false,
         });
         assert_eq!(r, OpResult::Updated(Ok(None)));
         let r = m.apply(&Op::UpdateCached {
             lifetime: 2,
+            generation: None,
             recipe: Recipe::Pop,
             patches: false,
         });
@@ -1746,6 +1790,7 @@ mod tests {
         sub(&mut m, A);
         let r = m.apply(&Op::UpdateCached {
             lifetime: 1,
+            generation: None,
             recipe: Recipe::Pop,
             patches: false,
         });
@@ -1928,6 +1973,7 @@ mod tests {
                         },
                         8 => Op::UpdateCached {
                             lifetime: next(m.issued().0 + 1) + 1,
+                            generation: None,
                             recipe,
                             patches: next(2) == 0,
                         },

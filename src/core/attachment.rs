@@ -32,7 +32,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use crate::core::cache::LifetimeId;
+use crate::core::cache::{HandlerId, LifetimeId};
 use crate::core::version::Version;
 
 /// Why a stream attachment ended.
@@ -54,6 +54,9 @@ pub enum StreamEndReason {
     StreamFailed(String),
     /// The apply function panicked; the entry keeps what it had changed.
     ApplyPanicked(String),
+    /// The lifecycle handler that attached the stream was restarted (R30): the stream was
+    /// dropped with it (messages it held before the first data too); the entry lives on.
+    HandlerRestarted,
 }
 
 impl fmt::Display for StreamEndReason {
@@ -66,6 +69,7 @@ impl fmt::Display for StreamEndReason {
             StreamEndReason::StreamEnded => f.write_str("stream ended"),
             StreamEndReason::StreamFailed(e) => write!(f, "stream failed: {e}"),
             StreamEndReason::ApplyPanicked(m) => write!(f, "apply panicked: {m}"),
+            StreamEndReason::HandlerRestarted => f.write_str("handler restarted"),
         }
     }
 }
@@ -205,7 +209,7 @@ enum Stage<M> {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Attachment<M> {
-    lifetime: LifetimeId,
+    handler: HandlerId,
     stage: Stage<M>,
     applied: u64,
     skipped: u64,
@@ -240,8 +244,8 @@ impl<M> Attachment<M> {
     /// let stream = livecache::core::Attachment::<u8>::before_data(LifetimeId(2));
     /// assert_eq!((stream.lifetime(), stream.held()), (LifetimeId(2), 0));
     /// ```
-    pub fn before_data(lifetime: LifetimeId) -> Self {
-        Attachment::before_data_bounded(lifetime, usize::MAX, Overflow::Fail)
+    pub fn before_data(handler: impl Into<HandlerId>) -> Self {
+        Attachment::before_data_bounded(handler, usize::MAX, Overflow::Fail)
     }
 
     /// [`Attachment::before_data`], holding at most `max_held` messages before the first data;
@@ -258,9 +262,13 @@ impl<M> Attachment<M> {
     /// assert_eq!(first.held, vec![1, 2]);                    // …after what it held is applied
     /// assert!(first.then_end.is_some());
     /// ```
-    pub fn before_data_bounded(lifetime: LifetimeId, max_held: usize, overflow: Overflow) -> Self {
+    pub fn before_data_bounded(
+        handler: impl Into<HandlerId>,
+        max_held: usize,
+        overflow: Overflow,
+    ) -> Self {
         Attachment {
-            lifetime,
+            handler: handler.into(),
             stage: Stage::BeforeData {
                 held: VecDeque::new(),
                 finished: None,
@@ -280,9 +288,9 @@ impl<M> Attachment<M> {
     /// let stream = livecache::core::Attachment::<u8>::live(LifetimeId(2));
     /// assert!(stream.wants_items());
     /// ```
-    pub fn live(lifetime: LifetimeId) -> Self {
+    pub fn live(handler: impl Into<HandlerId>) -> Self {
         Attachment {
-            lifetime,
+            handler: handler.into(),
             stage: Stage::Live,
             applied: 0,
             skipped: 0,
@@ -298,7 +306,18 @@ impl<M> Attachment<M> {
     /// assert_eq!(livecache::core::Attachment::<u8>::live(LifetimeId(4)).lifetime(), LifetimeId(4));
     /// ```
     pub fn lifetime(&self) -> LifetimeId {
-        self.lifetime
+        self.handler.lifetime
+    }
+
+    /// The lifecycle handler that attached the stream (R30).
+    ///
+    /// ```
+    /// # use livecache::core::{HandlerId, LifetimeId};
+    /// let handler = HandlerId { lifetime: LifetimeId(4), generation: 1 };
+    /// assert_eq!(livecache::core::Attachment::<u8>::live(handler).handler(), handler);
+    /// ```
+    pub fn handler(&self) -> HandlerId {
+        self.handler
     }
 
     /// How many messages are held, waiting for the first data.

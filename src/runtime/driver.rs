@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -20,6 +20,7 @@ use crate::core::ids::IdMap;
 use crate::core::{
     Cache, CacheConfig, Effect, LifetimeId, Refetch, RequestEvent, RequestId, Version,
 };
+use crate::runtime::ending::{Ended, Ending};
 use crate::runtime::erased::{ErasedData, ErasedMeta};
 use crate::runtime::error::{BoxError, QueryError, panic_message};
 use crate::runtime::signal;
@@ -41,8 +42,8 @@ pub(crate) struct LifecycleStart {
     pub(crate) key: CacheKey,
     pub(crate) place: LifetimePlace,
     pub(crate) loaded: oneshot::Receiver<LoadedMsg>,
-    /// Closed when the lifetime ends.
-    pub(crate) removal: Arc<Semaphore>,
+    /// Ends when the lifetime ends or the handler is restarted.
+    pub(crate) ending: Arc<Ending>,
     /// Announces the lifetime's visible changes (see [`Shared::with_lifetime`]).
     pub(crate) changed: signal::Notifier,
     /// The requests on the entry, as they start and settle (R29).
@@ -60,9 +61,10 @@ pub(crate) struct Hint<'a> {
     pub(crate) changed: &'a signal::Notifier,
 }
 
-/// Starts an entry's lifecycle handler (typed by the endpoint that created the entry).
+/// Starts an entry's lifecycle handler (typed by the endpoint that created the entry): once when
+/// the entry is added, again at each restart (R30).
 pub(crate) type StartLifecycle =
-    Box<dyn FnOnce(LifecycleStart) -> BoxFuture<'static, Result<(), BoxError>> + Send>;
+    Arc<dyn Fn(LifecycleStart) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
 
 /// The first data of a lifetime, for its lifecycle handler.
 pub(crate) struct LoadedMsg {
@@ -74,9 +76,10 @@ pub(crate) struct LoadedMsg {
 struct LifetimeRt {
     /// Bumped on every visible change; dropped at removal, which ends change streams.
     changed: signal::Sender,
-    /// The lifecycle handle's removal signal, made when the handler starts; closed when this is
-    /// dropped at removal, which resolves `removed()` (R14).
-    removal: Option<Arc<Semaphore>>,
+    /// The current lifecycle handler's end signal, made when it starts; ended when this is
+    /// dropped at removal, which resolves `removed()` (R14), or when the handler is restarted
+    /// (R30).
+    ending: Option<Arc<Ending>>,
     /// Resolves data-loaded; dropped unsent at removal before loading (R13).
     loaded_tx: Option<oneshot::Sender<LoadedMsg>>,
     loaded_rx: Option<oneshot::Receiver<LoadedMsg>>,
@@ -89,8 +92,8 @@ struct LifetimeRt {
 
 impl Drop for LifetimeRt {
     fn drop(&mut self) {
-        if let Some(removal) = &self.removal {
-            removal.close();
+        if let Some(ending) = &self.ending {
+            ending.end(Ended::Removed);
         }
     }
 }
@@ -159,7 +162,7 @@ impl State {
             let (events_tx, events_rx) = mpsc::channel(REQUEST_EVENTS);
             LifetimeRt {
                 changed: signal::Sender::new(),
-                removal: None,
+                ending: None,
                 loaded_tx: Some(loaded_tx),
                 loaded_rx: Some(loaded_rx),
                 fetch,
@@ -281,45 +284,36 @@ impl Shared {
         while let Some(effect) = state.cache.poll_effect() {
             match effect {
                 Effect::StartLifecycle { key, lifetime } => {
+                    let place = state.cache.lifetime_place(lifetime);
                     let Some(rt) = state.lifetimes.get_mut(&lifetime) else {
                         continue;
                     };
-                    let (Some(start), Some(loaded)) = (rt.start.take(), rt.loaded_rx.take()) else {
+                    // Once per lifetime: the first data's receiver is taken by the first start.
+                    let Some(loaded) = rt.loaded_rx.take() else {
                         continue;
                     };
-                    let removal = Arc::clone(
-                        rt.removal
-                            .get_or_insert_with(|| Arc::new(Semaphore::new(0))),
-                    );
-                    let place = state.cache.lifetime_place(lifetime);
-                    let start_with = LifecycleStart {
-                        shared: Arc::clone(self),
-                        key: key.clone(),
-                        place: place.unwrap_or(LifetimePlace::gone(lifetime)),
-                        loaded,
-                        removal,
-                        changed: rt.changed.notifier(),
-                        events: rt.events_rx.take(),
+                    let place = place.unwrap_or(LifetimePlace::gone(lifetime));
+                    self.start_handler(rt, key, place, loaded);
+                }
+                Effect::RestartLifecycle { key, handler } => {
+                    let place = state.cache.lifetime_place(handler);
+                    let Some(rt) = state.lifetimes.get_mut(&handler.lifetime) else {
+                        continue;
                     };
-                    let shared = Arc::clone(self);
-                    self.handle.spawn(async move {
-                        // The user's handler is called here, in its own task: never under the
-                        // cache's lock, and a panic in its synchronous part is contained like
-                        // one in its future (R16).
-                        let handler = async move { start(start_with).await };
-                        let outcome = match AssertUnwindSafe(handler).catch_unwind().await {
-                            Ok(Ok(())) => HandlerOutcome::Finished,
-                            Ok(Err(error)) => HandlerOutcome::Failed {
-                                error: error.to_string(),
-                            },
-                            Err(payload) => HandlerOutcome::Panicked {
-                                message: panic_message(&*payload),
-                            },
-                        };
-                        shared.with(|state, now| {
-                            state.cache.lifecycle_ended(now, &key, lifetime, outcome)
-                        });
-                    });
+                    // The old handler's entry is gone for it: `removed()` resolves with
+                    // `Restarted`, its data-loaded (if still waited for) fails, its request
+                    // events end.
+                    if let Some(old) = rt.ending.take() {
+                        old.end(Ended::Restarted);
+                    }
+                    let (loaded_tx, loaded) = oneshot::channel();
+                    rt.loaded_tx = Some(loaded_tx);
+                    rt.loaded_rx = None;
+                    let (events_tx, events_rx) = mpsc::channel(REQUEST_EVENTS);
+                    rt.events_tx = events_tx;
+                    rt.events_rx = Some(events_rx);
+                    let place = place.unwrap_or(LifetimePlace::gone_for(handler));
+                    self.start_handler(rt, key, place, loaded);
                 }
                 Effect::StartRequest { key, request } => {
                     let Some(lifetime) = state.cache.entry(&key).map(|e| e.lifetime) else {
@@ -408,6 +402,46 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Spawn the lifetime's lifecycle handler for the handler at `place` (R1, R12, R30).
+    fn start_handler(
+        self: &Arc<Self>,
+        rt: &mut LifetimeRt,
+        key: CacheKey,
+        place: LifetimePlace,
+        loaded: oneshot::Receiver<LoadedMsg>,
+    ) {
+        let Some(start) = rt.start.clone() else {
+            return;
+        };
+        let ending = Arc::clone(rt.ending.get_or_insert_with(|| Arc::new(Ending::new())));
+        let start_with = LifecycleStart {
+            shared: Arc::clone(self),
+            key: key.clone(),
+            place,
+            loaded,
+            ending,
+            changed: rt.changed.notifier(),
+            events: rt.events_rx.take(),
+        };
+        let shared = Arc::clone(self);
+        let handler = place.handler();
+        self.handle.spawn(async move {
+            // The user's handler is called here, in its own task: never under the cache's lock,
+            // and a panic in its synchronous part is contained like one in its future (R16).
+            let run = async move { start(start_with).await };
+            let outcome = match AssertUnwindSafe(run).catch_unwind().await {
+                Ok(Ok(())) => HandlerOutcome::Finished,
+                Ok(Err(error)) => HandlerOutcome::Failed {
+                    error: error.to_string(),
+                },
+                Err(payload) => HandlerOutcome::Panicked {
+                    message: panic_message(&*payload),
+                },
+            };
+            shared.with(|state, now| state.cache.lifecycle_ended(now, &key, handler, outcome));
+        });
     }
 
     /// A request's query function finished.

@@ -727,6 +727,57 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
         })
     }
 
+    /// Restart the lifecycle handler of the entry for `arg` (R30): the running handler's
+    /// [`removed`](EntryHandle::removed) resolves with [`Ended::Restarted`](crate::Ended) — its
+    /// streams end, closing their sockets, and its handle is refused from now on — and the
+    /// endpoint's handler starts again with `arg` on the same entry, which keeps its data,
+    /// subscribers, request in flight and watermark. The new handler's `data_loaded` resolves
+    /// at once if the entry has data (without meta: no request brought it), else with the first
+    /// data. For a fresh auth token, or another server. Returns whether there was an entry;
+    /// an endpoint without a handler is refused ([`Error::Restart`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// let api = livecache::Api::builder().build();
+    /// let started = Arc::new(AtomicU32::new(0));
+    /// let count = Arc::clone(&started);
+    /// let feed = api
+    ///     .query::<u32, Vec<u32>>("feed")
+    ///     .query_fn(|_n: u32| async move { Ok(vec![]) })
+    ///     .on_cache_entry_added(move |_n, entry| {
+    ///         let handler = count.fetch_add(1, Ordering::SeqCst);
+    ///         async move {
+    ///             let Ok((entry, _)) = entry.data_loaded().await else { return Ok(()) };
+    ///             entry.update_cached_data(|list| list.push(handler))?;
+    ///             entry.removed().await;
+    ///             Ok(())
+    ///         }
+    ///     })
+    ///     .build()?;
+    /// let sub = feed.subscribe(1)?;
+    /// sub.loaded().await.ok();
+    /// tokio::task::yield_now().await;
+    /// assert!(feed.restart(&1)?);
+    /// tokio::task::yield_now().await;
+    /// assert_eq!(sub.state().data(), Some(&vec![0, 1])); // the data stayed; handler 1 added to it
+    /// assert!(!feed.restart(&2)?);                         // no entry
+    /// # Ok(()) }
+    /// ```
+    pub fn restart(&self, arg: &A) -> Result<bool, Error> {
+        let key = self.key(arg)?;
+        self.owner.shared.with(|state, now| {
+            if state.cache.entry(&key).is_none() {
+                return Ok(false);
+            }
+            self.check_owner(state, &key)?;
+            state.cache.restart(now, &key)?;
+            Ok(true)
+        })
+    }
+
     /// An entry of another endpoint under the same key (custom serialisers can collide) is not
     /// this endpoint's to read or touch: the core decides ([`Cache::claim`]).
     ///
@@ -753,8 +804,9 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
                 .boxed()
         });
         let start = self.inner.lifecycle.clone().map(|handler| {
-            let start: StartLifecycle =
-                Box::new(move |start: LifecycleStart| handler(arg, EntryHandle::added(start)));
+            let start: StartLifecycle = Arc::new(move |start: LifecycleStart| {
+                handler(arg.clone(), EntryHandle::added(start))
+            });
             start
         });
         (fetch, start)

@@ -112,6 +112,9 @@ pub enum Error {
     /// An update failed.
     #[error(transparent)]
     Update(#[from] UpdateError),
+    /// A restart was refused: the endpoint has no lifecycle handler (R30).
+    #[error(transparent)]
+    Restart(#[from] crate::core::RestartRefused),
     /// The endpoint asks for something this runtime does not do yet.
     #[error("endpoint {name}: {what}")]
     Unsupported {

@@ -10,15 +10,16 @@ use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::core::CacheKey;
 use crate::core::Draft;
-use crate::core::LifetimeId;
 use crate::core::PatchSet;
+use crate::core::{HandlerId, LifetimeId};
 use crate::core::{LifetimePlace, Notify, Patches};
 use crate::core::{RequestEvent, StreamStatus, UpdateRefused, Version};
 use crate::runtime::driver::{Hint, LifecycleStart, LoadedMsg, Shared};
+use crate::runtime::ending::{Ended, Ending};
 use crate::runtime::erased::{Data, ErasedData};
 use crate::runtime::error::{EntryRemoved, RemovedBeforeLoaded, UpdateError, panic_message};
 use crate::runtime::signal;
@@ -114,9 +115,9 @@ pub struct EntryHandle<S: HandleState, T, M = ()> {
     pub(crate) key: CacheKey,
     /// The lifetime and where the core keeps its entry.
     pub(crate) place: LifetimePlace,
-    /// Closed when the lifetime ends (it never has permits): resolves `removed` (R14). Updates
-    /// do not touch it, so a task waiting for removal is not woken by them.
-    removal: Arc<Semaphore>,
+    /// Ends when the lifetime ends (R14) or this handler is restarted (R30): resolves
+    /// `removed`. Updates do not touch it, so a task waiting for removal is not woken by them.
+    pub(crate) ending: Arc<Ending>,
     /// Announces this lifetime's visible changes to its subscribers.
     changed: signal::Notifier,
     /// The request events of the entry (R29), until [`EntryHandle::request_events`] takes them.
@@ -131,7 +132,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
             shared: start.shared,
             key: start.key,
             place: start.place,
-            removal: start.removal,
+            ending: start.ending,
             changed: start.changed,
             events: Arc::new(Mutex::new(start.events)),
             state: BeforeData {
@@ -182,7 +183,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
             shared,
             key,
             place,
-            removal,
+            ending,
             changed,
             events,
             state,
@@ -195,7 +196,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
             shared,
             key,
             place,
-            removal,
+            ending,
             changed,
             events,
             state: WithData(()),
@@ -265,6 +266,32 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
         self.place.lifetime()
     }
 
+    /// The handler this handle belongs to (R30): its lifetime, and which of the lifetime's
+    /// handlers — 0 for the one started with the entry, one more per
+    /// [`restart`](crate::Endpoint::restart).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    /// let feed = api
+    ///     .query::<u32, u32>("feed")
+    ///     .query_fn(|n: u32| async move { Ok(n) })
+    ///     .on_cache_entry_added(move |_n, entry| {
+    ///         let _ = tx.send(entry.handler().generation);
+    ///         async { Ok(()) }
+    ///     })
+    ///     .build()?;
+    /// let sub = feed.subscribe(1)?;
+    /// feed.restart(&1)?;
+    /// assert_eq!((rx.recv().await, rx.recv().await), (Some(0), Some(1)));
+    /// # Ok(()) }
+    /// ```
+    pub fn handler(&self) -> HandlerId {
+        self.place.handler()
+    }
+
     /// The entry's current state (RTK's `getCacheEntry()`); `Uninitialized` once removed.
     ///
     /// ```
@@ -294,9 +321,11 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
         read_state(&self.shared.lock(), &self.key, Some(self.place.lifetime()))
     }
 
-    /// Resolves once the entry has left the cache (RTK's `cacheEntryRemoved`, R14). Borrows the
-    /// handle, so it can be awaited in a `select!` beside a stream that updates the entry;
-    /// after it resolves the handle can do nothing more.
+    /// Resolves once the entry has left the cache (RTK's `cacheEntryRemoved`, R14), or this
+    /// handler was replaced by a [`restart`](crate::Endpoint::restart) (R30): [`Ended`] says
+    /// which. Borrows the handle, so it can be awaited in a `select!` beside a stream that
+    /// updates the entry; after it resolves the handle can do nothing more (its streams end and
+    /// its updates are refused).
     ///
     /// # Cancel safety
     ///
@@ -329,15 +358,13 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # assert_eq!(ended, [livecache::core::HandlerOutcome::Finished], "the handler's assertions held");
     /// # Ok(()) }
     /// ```
-    pub fn removed(&self) -> impl Future<Output = ()> + Send + 'static {
-        let removal = Arc::clone(&self.removal);
-        // No permit is ever added: the acquisition ends only with the close.
-        async move {
-            let _ = removal.acquire().await;
-        }
+    pub fn removed(&self) -> impl Future<Output = Ended> + Send + 'static {
+        let ending = Arc::clone(&self.ending);
+        async move { ending.wait().await }
     }
 
-    /// Whether the entry has left the cache.
+    /// Whether the entry has left the cache, or this handler was restarted (R30): the handle
+    /// can do nothing more.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -363,7 +390,7 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # Ok(()) }
     /// ```
     pub fn is_removed(&self) -> bool {
-        self.removal.is_closed()
+        self.ending.is_ended()
     }
 
     /// Run `work` until it completes or the entry leaves the cache, whichever comes first:
@@ -412,13 +439,12 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
         &self,
         work: F,
     ) -> impl Future<Output = Option<F::Output>> + use<F, S, T, M> {
-        let removal = Arc::clone(&self.removal);
+        let ending = Arc::clone(&self.ending);
         let work = work.into_future();
         async move {
             tokio::select! {
                 biased;
-                // No permit is ever added: the acquisition ends only with the close.
-                _ = removal.acquire() => None,
+                _ = ending.wait() => None,
                 output = work => Some(output),
             }
         }
@@ -493,10 +519,10 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # Ok(()) }
     /// ```
     pub fn refetch(&self) -> Result<(), EntryRemoved> {
-        let lifetime = self.place.lifetime();
+        let handler = self.place.handler();
         let refetched = self
             .shared
-            .with(|state, now| state.cache.refetch_lifetime(now, lifetime));
+            .with(|state, now| state.cache.refetch_lifetime(now, handler));
         if refetched { Ok(()) } else { Err(EntryRemoved) }
     }
 
@@ -526,9 +552,9 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// # Ok(()) }
     /// ```
     pub fn report_stream_status(&self, status: StreamStatus) -> Result<(), EntryRemoved> {
-        let lifetime = self.place.lifetime();
+        let handler = self.place.handler();
         self.shared.with_lifetime(&self.hint(), |state, now| {
-            let reported = state.cache.stream_status(now, lifetime, status);
+            let reported = state.cache.stream_status(now, handler, status);
             // The core refuses a report only for a lifetime that has ended.
             (reported.map_err(|_| EntryRemoved), false)
         })
@@ -610,7 +636,7 @@ impl<T, M> Clone for EntryHandle<WithData, T, M> {
             shared: Arc::clone(&self.shared),
             key: self.key.clone(),
             place: self.place,
-            removal: Arc::clone(&self.removal),
+            ending: Arc::clone(&self.ending),
             changed: self.changed.clone(),
             events: Arc::clone(&self.events),
             state: WithData(()),
@@ -776,7 +802,7 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
         version: &impl Fn(&Msg) -> Version,
         apply: &ApplyVersioned<T, Msg>,
     ) -> (u64, Result<(), UpdateError>) {
-        let (place, lifetime) = (self.place, self.place.lifetime());
+        let (place, handler) = (self.place, self.place.handler());
         // Where the recipe of the message being delivered reports a panic; a message re-applied
         // later (a rebase) reports to it too, and nobody reads it then: the panic stays contained.
         let panicked: Arc<Mutex<Option<String>>> = Arc::default();
@@ -813,7 +839,7 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
                             slot.get_or_insert(message);
                         }
                     };
-                    let result = cache.stream_message(now, lifetime, at, recipe);
+                    let result = cache.stream_message(now, handler, at, recipe);
                     let panic = panicked.lock().ok().and_then(|mut slot| slot.take());
                     if let Err(error) = recipe_outcome(result, panic) {
                         return ((delivered, Err(error)), notify);

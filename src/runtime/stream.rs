@@ -16,6 +16,7 @@ use crate::core::Draft;
 use crate::core::{Attachment, Finish, FirstData, Overflow, Version};
 use crate::core::{StreamEnd, StreamEndReason};
 use crate::runtime::driver::Shared;
+use crate::runtime::ending::{Ended, Ending};
 use crate::runtime::erased::Data;
 use crate::runtime::error::UpdateError;
 use crate::runtime::lifecycle::{ApplyVersioned, BeforeData, EntryHandle, HandleState, WithData};
@@ -64,6 +65,8 @@ struct Recorder<Msg> {
     shared: Arc<Shared>,
     key: CacheKey,
     attachment: Attachment<Msg>,
+    /// The handler's end signal: says whether it was restarted (R30) or its entry removed.
+    ending: Arc<Ending>,
 }
 
 impl<Msg> Recorder<Msg> {
@@ -75,6 +78,16 @@ impl<Msg> Recorder<Msg> {
             shared: Arc::clone(&handle.shared),
             key: handle.key.clone(),
             attachment,
+            ending: Arc::clone(&handle.ending),
+        }
+    }
+
+    /// Why the stream ends now that its handler's entry is gone for it: the handler was
+    /// restarted (R30), or the entry was removed (before or after its first data).
+    fn gone(&mut self) -> StreamEndReason {
+        match self.ending.why() {
+            Some(Ended::Restarted) => StreamEndReason::HandlerRestarted,
+            _ => self.attachment.removed(),
         }
     }
 
@@ -90,10 +103,11 @@ impl<Msg> Recorder<Msg> {
             shared,
             key,
             attachment,
+            ..
         } = self;
-        let lifetime = attachment.lifetime();
+        let handler = attachment.handler();
         let end = attachment.end(reason);
-        shared.with(|state, now| state.cache.stream_ended(now, &key, lifetime, &end));
+        shared.with(|state, now| state.cache.stream_ended(now, &key, handler, &end));
         end
     }
 }
@@ -290,8 +304,8 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
         E: StreamError + Send,
         A: Applier<T, Msg> + Send,
     {
-        let lifetime = self.place.lifetime();
-        let attachment = Attachment::before_data_bounded(lifetime, MAX_BUFFERED, apply.overflow());
+        let handler = self.place.handler();
+        let attachment = Attachment::before_data_bounded(handler, MAX_BUFFERED, apply.overflow());
         let mut recorder = Recorder::new(&self, attachment);
         let mut stream = pin!(stream);
         let mut loaded = pin!(self.data_loaded());
@@ -301,7 +315,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
                 result = &mut loaded => match result {
                     Ok((handle, _first)) => break handle,
                     Err(_) => {
-                        let reason = recorder.attachment.removed();
+                        let reason = recorder.gone();
                         return recorder.end(reason);
                     }
                 },
@@ -389,7 +403,7 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
         E: StreamError + Send,
         F: FnMut(&mut Draft<'_, T>, Msg) + Send,
     {
-        let recorder = Recorder::new(self, Attachment::live(self.place.lifetime()));
+        let recorder = Recorder::new(self, Attachment::live(self.place.handler()));
         self.run(pin!(stream), Plain(apply), recorder).await
     }
 
@@ -465,7 +479,7 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
         V: Fn(&Msg) -> Version + Send,
         F: Fn(&mut Draft<'_, T>, &Msg) + Send + Sync + 'static,
     {
-        let recorder = Recorder::new(self, Attachment::live(self.place.lifetime()));
+        let recorder = Recorder::new(self, Attachment::live(self.place.handler()));
         let apply = Versioned::new(version, apply);
         self.run(pin!(stream), apply, recorder).await
     }
@@ -481,14 +495,14 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
         E: StreamError,
         A: Applier<T, Msg>,
     {
-        let lifetime = self.place.lifetime();
+        let handler = self.place.handler();
         let first = apply.first_data(&mut recorder.attachment);
         let count = first.held.len();
         let attached = self
             .shared
-            .with(|state, now| state.cache.stream_attached(now, lifetime, count));
+            .with(|state, now| state.cache.stream_attached(now, handler, count));
         if attached.is_err() {
-            let reason = recorder.attachment.removed();
+            let reason = recorder.gone();
             return recorder.end(reason);
         }
         let mut burst: Vec<Msg> = first.held;
@@ -500,9 +514,9 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
             // drop.
             let lost = self
                 .shared
-                .with(|state, now| state.cache.stream_lost(now, lifetime));
+                .with(|state, now| state.cache.stream_lost(now, handler));
             if lost.is_err() {
-                let reason = recorder.attachment.removed();
+                let reason = recorder.gone();
                 return recorder.end(reason);
             }
         }
@@ -513,8 +527,8 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
         loop {
             let first = tokio::select! {
                 biased;
-                () = &mut removed => {
-                    let reason = recorder.attachment.removed();
+                _ = &mut removed => {
+                    let reason = recorder.gone();
                     return recorder.end(reason);
                 }
                 item = stream.next() => item,
@@ -578,7 +592,7 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
             Err(UpdateError::RecipePanicked { message }) => {
                 Err(StreamEndReason::ApplyPanicked(message))
             }
-            Err(UpdateError::EntryRemoved) => Err(recorder.attachment.removed()),
+            Err(UpdateError::EntryRemoved) => Err(recorder.gone()),
             // Any other refusal (a versioned stream on an unversioned endpoint, the data's own
             // code panicking) fails the stream, loudly: the entry lives on and says so (R28).
             Err(other) => Err(StreamEndReason::StreamFailed(other.to_string())),

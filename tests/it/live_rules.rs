@@ -1,4 +1,4 @@
-//! One or more trace tests per live-entry rule of `docs/spec.md` (R24–R28, R33), driven through
+//! One or more trace tests per live-entry rule of `docs/spec.md` (R24–R30, R33, R34), driven through
 //! the sans-IO core.
 //!
 //! Each test plays a short scenario on a chat room whose messages carry versions (message `n`
@@ -14,9 +14,10 @@
 //! `stream_message`, and the source's health with `stream_status` / `stream_ended`.
 
 use livecache::core::{
-    Attachment, Cache, CacheConfig, Delivery, Draft, Effect, EndpointConfig, Keep, LifetimeId,
-    Patches, Recording, RequestEvent, RequestId, RequestReason, Resync, StreamEnd, StreamEndReason,
-    StreamStatus, SubscriptionId, UpdateRefused, Version, Versioning,
+    Attachment, Cache, CacheConfig, Delivery, Draft, Effect, EndpointConfig, HandlerId,
+    HandlerOutcome, Keep, LifetimeId, Patches, Recording, RequestEvent, RequestId, RequestReason,
+    RestartRefused, Resync, StreamEnd, StreamEndReason, StreamStatus, SubscriptionId,
+    UpdateRefused, Version, Versioning,
 };
 use livecache::core::{CacheKey, Refetch, TraceKind, default_key};
 
@@ -1457,4 +1458,198 @@ fn r34_recording_patches_keeps_one_event_per_update_in_a_batch() {
         })
         .collect();
     assert_eq!(updates, [1, 1, 1]);
+}
+
+// ===== R30: restart =====
+
+/// The room's handler of `generation`.
+fn handler(generation: u32) -> HandlerId {
+    HandlerId {
+        lifetime: ROOM,
+        generation,
+    }
+}
+
+#[test]
+fn r30_restart_keeps_data_subscribers_and_watermark_and_refuses_the_old_handle() {
+    let config = versioned(true, Resync::Refetch, 10);
+    let (mut cache, room, _) = live_room(config, 3);
+    assert_eq!(send(&mut cache, 110, 4), Ok(Delivery::Applied));
+    let _ = drain(&mut cache);
+
+    let new = cache
+        .restart(200, &room)
+        .expect("the endpoint has a handler");
+    assert_eq!(new, handler(1));
+    assert_eq!(
+        drain(&mut cache),
+        [
+            Effect::RestartLifecycle {
+                key: room.clone(),
+                handler: new
+            },
+            // The entry has data: the new handler's data-loaded resolves at once, without a
+            // request (so without meta).
+            Effect::ResolveDataLoaded {
+                lifetime: ROOM,
+                request: None,
+                data: up_to(4)
+            },
+            notify(&room),
+        ]
+    );
+    let entry = cache.entry(&room).expect("the entry lives on");
+    assert_eq!(
+        (entry.lifetime, entry.handler, entry.subscribers),
+        (ROOM, new, 1)
+    );
+    assert_eq!(data(&cache, &room), Some(up_to(4)));
+    assert_eq!(watermark(&cache, &room), v(4));
+    // The source was the old handler's: nothing is live until the new one's reports.
+    assert_eq!(stream(&cache, &room), StreamStatus::Idle);
+
+    // Every way the old handler's handle could reach the entry is refused (R7a within one
+    // lifetime).
+    assert_eq!(send(&mut cache, 210, 5), Err(UpdateRefused::NotLive));
+    let update = cache.update_cached(210, ROOM, Patches::NotWanted, |d| d.clear());
+    assert_eq!(update, Err(UpdateRefused::NotLive));
+    assert_eq!(
+        cache.stream_status(210, ROOM, StreamStatus::Live),
+        Err(UpdateRefused::NotLive)
+    );
+    assert!(!cache.refetch_lifetime(210, ROOM));
+    assert!(cache.lifetime_place(ROOM).is_none());
+    // Its stream ends with it; the entry's status is not its to say any more.
+    let end = StreamEnd {
+        reason: StreamEndReason::HandlerRestarted,
+        applied: 1,
+        skipped: 0,
+    };
+    cache.stream_ended(220, &room, ROOM, &end);
+    cache.lifecycle_ended(220, &room, ROOM, HandlerOutcome::Finished);
+    assert_eq!(stream(&cache, &room), StreamStatus::Idle);
+    assert_eq!(data(&cache, &room), Some(up_to(4)));
+
+    // The new handler's stream goes on from the watermark the entry kept.
+    cache
+        .stream_attached(300, new, 0)
+        .expect("the new handler's handle");
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    let message = cache.stream_message(310, new, Version::new(5), push("m5".into()));
+    assert_eq!(message, Ok(Delivery::Applied));
+    assert_eq!(data(&cache, &room), Some(up_to(5)));
+    // A second restart: generation 2; handler 1 is refused in turn.
+    assert_eq!(cache.restart(400, &room), Ok(handler(2)));
+    let stale = cache.stream_message(410, new, Version::new(6), push("m6".into()));
+    assert_eq!(stale, Err(UpdateRefused::NotLive));
+    cache.lifecycle_ended(420, &room, new, HandlerOutcome::Finished);
+    insta::assert_yaml_snapshot!(
+        "r30_restart_keeps_data_subscribers_and_watermark_and_refuses_the_old_handle",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r30_restart_during_a_resync_asks_the_new_handler_to_resume() {
+    let config = versioned(true, Resync::Resume, 10);
+    let (mut cache, room, _) = live_room(config, 3);
+    // A gap: message 5 is held, the old source asked to resume from 4.
+    assert_eq!(send(&mut cache, 110, 5), Ok(Delivery::Held));
+    assert_eq!(drain(&mut cache), [resume(&room, 4), notify(&room)]);
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Resyncing { since_ms: 110 }
+    );
+
+    // That source is gone with its handler: the new one is asked again.
+    let new = cache.restart(200, &room).expect("a handler");
+    let effects = drain(&mut cache);
+    assert_eq!(
+        effects,
+        [
+            Effect::RestartLifecycle {
+                key: room.clone(),
+                handler: new
+            },
+            Effect::ResolveDataLoaded {
+                lifetime: ROOM,
+                request: None,
+                data: up_to(3)
+            },
+            resume(&room, 4),
+        ]
+    );
+    // Still resyncing (the held message waits for its gap), over an idle source.
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Resyncing { since_ms: 110 }
+    );
+    cache.stream_attached(210, new, 0).expect("the new handle");
+    let replayed = cache.stream_message(220, new, Version::new(4), push("m4".into()));
+    assert_eq!(replayed, Ok(Delivery::Applied));
+    // The held message followed: the gap closed, the entry is live again.
+    assert_eq!(data(&cache, &room), Some(up_to(5)));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    insta::assert_yaml_snapshot!(
+        "r30_restart_during_a_resync_asks_the_new_handler_to_resume",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r30_restart_before_the_first_data_gives_the_first_data_to_the_new_handler() {
+    let mut cache = new_cache();
+    let chat = cache
+        .add_endpoint("chat", unversioned())
+        .expect("a new name");
+    let room = room();
+    cache
+        .subscribe(0, chat, &room, Refetch::IfMissing)
+        .expect("the endpoint's key");
+    let _ = drain(&mut cache);
+    let new = cache.restart(10, &room).expect("a handler");
+    // No data yet: only the restart; the old handler's data-loaded is the runtime's to fail.
+    assert_eq!(
+        drain(&mut cache),
+        [Effect::RestartLifecycle {
+            key: room.clone(),
+            handler: new
+        }]
+    );
+    cache.fulfil(20, &room, RequestId(1), msgs(&["hello"]));
+    let effects = drain(&mut cache);
+    assert!(effects.contains(&Effect::ResolveDataLoaded {
+        lifetime: ROOM,
+        request: Some(RequestId(1)),
+        data: msgs(&["hello"])
+    }));
+    // The old handler cannot update the data it never got; the new one can.
+    let old = cache.update_cached(30, ROOM, Patches::NotWanted, |d| d.clear());
+    assert_eq!(old, Err(UpdateRefused::NotLive));
+    let ok = cache.update_cached(30, new, Patches::NotWanted, |d| d.push("hi".into()));
+    assert_eq!(ok, Ok(None));
+    assert_eq!(data(&cache, &room), Some(msgs(&["hello", "hi"])));
+    insta::assert_yaml_snapshot!(
+        "r30_restart_before_the_first_data_gives_the_first_data_to_the_new_handler",
+        cache.trace()
+    );
+}
+
+#[test]
+fn r30_only_an_entry_with_a_handler_restarts() {
+    let mut cache = new_cache();
+    let plain = EndpointConfig {
+        has_lifecycle: false,
+        ..unversioned()
+    };
+    let list = cache.add_endpoint("list", plain).expect("a new name");
+    let key = key("list", "all");
+    assert_eq!(cache.restart(0, &key), Err(RestartRefused::NotLive));
+    cache.upsert(0, list, &key, msgs(&["a"])).expect("its key");
+    assert_eq!(cache.restart(1, &key), Err(RestartRefused::NoHandler));
+    assert_eq!(
+        cache.entry(&key).map(|e| e.handler),
+        Some(HandlerId::from(LifetimeId(1)))
+    );
+    assert_eq!(count(&cache, "lifecycle_restarted"), 0);
 }

@@ -150,7 +150,7 @@ async fn r29_a_handler_hears_of_requests_and_refetches_through_its_handle() {
                     }
                 };
                 tokio::select! {
-                    () = entry.removed() => {}
+                    _ = entry.removed() => {}
                     () = listen => {}
                 }
                 done.store(true, Ordering::SeqCst);
@@ -193,4 +193,125 @@ async fn r29_a_handler_hears_of_requests_and_refetches_through_its_handle() {
         "the handler ended with its entry"
     );
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
+}
+
+/// R30: `restart(arg)` ends the running handler — its `removed()` resolves with `Restarted`,
+/// its stream ends (traced `handler restarted`), its handle is refused — and starts the
+/// endpoint's handler again on the same entry: same lifetime, data, subscriber and watermark;
+/// the new handler's data-loaded resolves at once with the data, and its stream goes on from
+/// the watermark the entry kept.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn r30_restart_ends_the_handler_and_its_stream_and_starts_a_new_one_on_the_same_entry() {
+    use futures::channel::mpsc;
+    use livecache::core::{HandlerOutcome, StreamEndReason};
+    use livecache::{EntryHandle, UpdateError, WithData};
+    use std::sync::{Arc, Mutex};
+
+    type Feed = mpsc::UnboundedSender<u64>;
+    /// What each handler left behind: its feed, its loaded handle, how its `removed()` ended.
+    #[derive(Default)]
+    struct Seen {
+        feeds: Vec<Feed>,
+        handles: Vec<EntryHandle<WithData, Vec<u64>>>,
+        ended: Vec<livecache::Ended>,
+        stream_ends: Vec<StreamEndReason>,
+        first_data: Vec<Vec<u64>>,
+    }
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let api = Api::builder().build();
+    let shared = Arc::clone(&seen);
+    let feed = api
+        .query::<(), Vec<u64>>("feed")
+        .query_fn_versioned(|()| async { Ok((vec![1, 2], Version::new(2))) })
+        .on_cache_entry_added(move |(), entry| {
+            let seen = Arc::clone(&shared);
+            async move {
+                let (tx, rx) = mpsc::unbounded();
+                let Ok((entry, first)) = entry.data_loaded().await else {
+                    return Ok(());
+                };
+                {
+                    let mut seen = seen.lock().expect("not poisoned");
+                    seen.feeds.push(tx);
+                    seen.handles.push(entry.clone());
+                    seen.first_data.push((*first.data).clone());
+                }
+                let ended = entry.clone();
+                let end = entry
+                    .stream_versioned(rx, |n| Version::new(*n), |list, n| list.push(*n))
+                    .await;
+                let why = ended.removed().await;
+                let mut seen = seen.lock().expect("not poisoned");
+                seen.stream_ends.push(end.reason);
+                seen.ended.push(why);
+                Ok(())
+            }
+        })
+        .build()
+        .expect("a new endpoint");
+    let sub = feed.subscribe(()).expect("a key");
+    sub.loaded().await.expect("loads");
+    tokio::task::yield_now().await;
+    let first_feed = seen.lock().expect("not poisoned").feeds[0].clone();
+    first_feed.unbounded_send(3).expect("the stream reads");
+    tokio::task::yield_now().await;
+    assert_eq!(sub.state().data(), Some(&vec![1, 2, 3]));
+    assert_eq!(sub.state().watermark, Some(Version::new(3)));
+
+    assert!(feed.restart(&()).expect("the endpoint has a handler"));
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    {
+        let seen = seen.lock().expect("not poisoned");
+        assert_eq!(seen.ended, [livecache::Ended::Restarted]);
+        assert_eq!(seen.stream_ends, [StreamEndReason::HandlerRestarted]);
+        // The new handler got the data the entry kept, at once.
+        assert_eq!(seen.first_data, [vec![1, 2], vec![1, 2, 3]]);
+        assert_eq!(seen.handles[1].handler().generation, 1);
+        assert_eq!(seen.handles[0].lifetime(), seen.handles[1].lifetime());
+        // The old handle can do nothing more.
+        assert!(seen.handles[0].is_removed());
+        let refused = seen.handles[0].update_cached_data(|list| list.clear());
+        assert_eq!(refused, Err(UpdateError::EntryRemoved));
+    }
+    // The old stream is gone (its receiver dropped); the new one goes on from watermark 3.
+    assert!(first_feed.unbounded_send(4).is_err());
+    let second_feed = seen.lock().expect("not poisoned").feeds[1].clone();
+    second_feed.unbounded_send(3).expect("reads"); // stale: at the watermark
+    second_feed.unbounded_send(4).expect("reads");
+    tokio::task::yield_now().await;
+    let state = sub.state();
+    assert_eq!(state.data(), Some(&vec![1, 2, 3, 4]));
+    assert_eq!(state.stream, StreamStatus::Live);
+
+    let kinds: Vec<TraceKind> = api.trace().into_iter().map(|e| e.kind).collect();
+    assert!(kinds.contains(&TraceKind::LifecycleRestarted {
+        lifetime: 1,
+        generation: 1,
+        loaded: true
+    }));
+    assert!(kinds.iter().any(|k| matches!(
+        k,
+        TraceKind::StreamEnded { reason, applied: 1, .. } if reason == "handler restarted"
+    )));
+    assert!(kinds.contains(&TraceKind::LifecycleEnded {
+        lifetime: 1,
+        generation: 0,
+        outcome: HandlerOutcome::Finished
+    }));
+    // Removal ends the second handler the usual way.
+    drop(sub);
+    assert!(feed.remove(&()).expect("a key"));
+    for _ in 0..4 {
+        tokio::task::yield_now().await;
+    }
+    let seen = seen.lock().expect("not poisoned");
+    let removed = [livecache::Ended::Restarted, livecache::Ended::Removed];
+    assert_eq!(seen.ended, removed);
+    let ends = [
+        StreamEndReason::HandlerRestarted,
+        StreamEndReason::EntryRemoved,
+    ];
+    assert_eq!(seen.stream_ends, ends);
 }

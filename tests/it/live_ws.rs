@@ -160,3 +160,50 @@ async fn r28_a_socket_closed_by_the_server_leaves_its_entry_not_live() {
     );
     assert_eq!(general.state().stream, StreamStatus::Live);
 }
+
+/// R30 over a real socket: a restart closes the old handler's socket (with a close frame) and
+/// the new handler opens its own; the entry stays, goes live again, and a message posted after
+/// the restart is shown once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r30_restart_closes_the_old_socket_and_the_new_handler_opens_its_own() {
+    use std::sync::atomic::Ordering;
+    let server = ChatServer::start().await.expect("a loopback server");
+    let api = Api::builder().build();
+    let chat = get_messages(&api, &server);
+    let redux = chat.subscribe(Channel::Redux).expect("a key");
+    wait_state("live", &redux, |s| s.stream == StreamStatus::Live).await;
+    assert!(server.wait_open(1, STEP).await, "one socket open");
+    let before = redux.state().data().map_or(0, Vec::len);
+    let observed = server.observed();
+    assert_eq!(observed.connected.load(Ordering::SeqCst), 1);
+
+    assert!(chat.restart(&Channel::Redux).expect("a handler"));
+    // The old socket closes with a close frame; the new one connects and goes live.
+    let reconnected = async {
+        while observed.connected.load(Ordering::SeqCst) < 2
+            || observed.close_frames.load(Ordering::SeqCst) < 1
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(STEP, reconnected)
+        .await
+        .expect("the old socket closed and a new one connected");
+    assert!(server.wait_open(1, STEP).await, "one socket open again");
+    wait_state("live again", &redux, |s| s.stream == StreamStatus::Live).await;
+    assert_eq!(
+        redux.state().data().map_or(0, Vec::len),
+        before,
+        "data kept"
+    );
+
+    let posted = server.post(Channel::Redux, "ada", "after the restart");
+    wait_state("the new message", &redux, |s| {
+        s.data()
+            .is_some_and(|d| d.iter().any(|m| m.id == posted.id))
+    })
+    .await;
+    let data = redux.state().data().cloned().unwrap_or_default();
+    assert_eq!(data.iter().filter(|m| m.id == posted.id).count(), 1);
+    assert_eq!(data.len(), before + 1);
+}

@@ -1333,6 +1333,7 @@ fn r16_failed_or_panicked_handler_is_traced_under_its_key_and_disturbs_nothing()
             key: a.clone(),
             kind: TraceKind::LifecycleEnded {
                 lifetime: 1,
+                generation: 0,
                 outcome: failed
             },
         }
@@ -1357,6 +1358,7 @@ fn r16_failed_or_panicked_handler_is_traced_under_its_key_and_disturbs_nothing()
         last_event(&cache).kind,
         TraceKind::LifecycleEnded {
             lifetime: 2,
+            generation: 0,
             outcome: panicked
         }
     );

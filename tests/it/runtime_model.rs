@@ -150,12 +150,21 @@ impl StreamError for Bad {
 type Feed = mpsc::UnboundedSender<Result<Recipe, Bad>>;
 type Pending = Arc<Mutex<HashMap<(usize, u8), oneshot::Sender<Reply>>>>;
 
-/// What the lifecycle handlers tell the test.
+/// What the lifecycle handlers tell the test, by lifetime and handler generation (R30).
 #[derive(Default)]
 struct Handles {
-    started: HashSet<u64>,
-    loaded: HashMap<u64, EntryHandle<WithData, Data>>,
-    ended_before_loading: HashSet<u64>,
+    /// The newest generation started, by lifetime.
+    started: HashMap<u64, u32>,
+    loaded: HashMap<(u64, u32), EntryHandle<WithData, Data>>,
+    ended_before_loading: HashSet<(u64, u32)>,
+}
+
+impl Handles {
+    /// The loaded handle of `lifetime`'s newest handler, if it has one.
+    fn current(&self, lifetime: u64) -> Option<&EntryHandle<WithData, Data>> {
+        let generation = self.started.get(&lifetime)?;
+        self.loaded.get(&(lifetime, *generation))
+    }
 }
 
 /// The runtime under test, with the model beside it for each op's result.
@@ -218,14 +227,20 @@ impl System {
                         .on_cache_entry_added(move |_arg, entry| {
                             let handles = Arc::clone(&handles);
                             async move {
-                                let lifetime = entry.lifetime();
-                                lock(&handles).started.insert(lifetime.0);
+                                let handler = entry.handler();
+                                let id = (handler.lifetime.0, handler.generation);
+                                let newest = handler.generation;
+                                {
+                                    let mut started = lock(&handles);
+                                    let at = started.started.entry(id.0).or_insert(newest);
+                                    *at = (*at).max(newest);
+                                }
                                 match entry.data_loaded().await {
                                     Ok((entry, _)) => {
-                                        lock(&handles).loaded.insert(lifetime.0, entry);
+                                        lock(&handles).loaded.insert(id, entry);
                                     }
                                     Err(_) => {
-                                        lock(&handles).ended_before_loading.insert(lifetime.0);
+                                        lock(&handles).ended_before_loading.insert(id);
                                     }
                                 }
                                 Ok(())
@@ -320,13 +335,22 @@ impl System {
                 self.reply(*key, Err(error.clone()));
                 None
             }
+            Op::Restart { key } => Some(OpResult::Done(
+                endpoint(key)
+                    .restart(&key.arg)
+                    .expect("every endpoint has a handler"),
+            )),
             Op::UpdateCached {
                 lifetime,
+                generation,
                 recipe,
                 patches,
-            } => Some(OpResult::Updated(
-                self.update_cached(*lifetime, *recipe, *patches),
-            )),
+            } => Some(OpResult::Updated(self.update_cached(
+                *lifetime,
+                *generation,
+                *recipe,
+                *patches,
+            ))),
             Op::UpdateQueryData { key, recipe } => {
                 let collection = endpoint(key)
                     .update_query_data(&key.arg, recipe_fn(*recipe))
@@ -365,12 +389,12 @@ impl System {
             } => Some(OpResult::Done(self.feed(*lifetime, Ok(*recipe)))),
             Op::RefetchLifetime { lifetime } => {
                 let handles = lock(&self.handles);
-                let handle = handles.loaded.get(lifetime);
+                let handle = handles.current(*lifetime);
                 Some(OpResult::Done(handle.is_some_and(|h| h.refetch().is_ok())))
             }
             Op::StreamReport { lifetime, report } => {
                 let handles = lock(&self.handles);
-                let handle = handles.loaded.get(lifetime);
+                let handle = handles.current(*lifetime);
                 let now = self.model.now();
                 let reported = handle.map(|h| h.report_stream_status(report.status(now)));
                 Some(OpResult::Done(reported.is_some_and(|r| r.is_ok())))
@@ -415,8 +439,7 @@ impl System {
             return false;
         }
         let Some(handle) = lock(&self.handles)
-            .loaded
-            .get(&lifetime)
+            .current(lifetime)
             .filter(|handle| !handle.is_removed())
             .cloned()
         else {
@@ -443,11 +466,16 @@ impl System {
     fn update_cached(
         &self,
         lifetime: u64,
+        generation: Option<u32>,
         recipe: Recipe,
         patches: bool,
     ) -> Result<Option<livecache::core::PatchSet>, ModelUpdateError> {
         let handles = lock(&self.handles);
-        if let Some(handle) = handles.loaded.get(&lifetime) {
+        let newest = handles.started.get(&lifetime).copied();
+        let Some(generation) = generation.or(newest) else {
+            return Err(ModelUpdateError::NotLive);
+        };
+        if let Some(handle) = handles.loaded.get(&(lifetime, generation)) {
             let result = if patches {
                 handle
                     .update_cached_data_with_patches(recipe_fn(recipe))
@@ -460,9 +488,11 @@ impl System {
                 other => panic!("unexpected error {other}"),
             });
         }
-        // No loaded handle: the lifetime is waiting for data, or it ended (or never began).
-        let waiting = handles.started.contains(&lifetime)
-            && !handles.ended_before_loading.contains(&lifetime);
+        // No loaded handle: the handler is waiting for data, or it ended (or never began).
+        let waiting = newest == Some(generation)
+            && !handles
+                .ended_before_loading
+                .contains(&(lifetime, generation));
         Err(if waiting {
             ModelUpdateError::NotLoaded
         } else {

@@ -95,7 +95,9 @@ fn lifecycle_ends(api: &Api, key: &CacheKey) -> Vec<(u64, HandlerOutcome)> {
     events(api, key)
         .into_iter()
         .filter_map(|e| match e.kind {
-            TraceKind::LifecycleEnded { lifetime, outcome } => Some((lifetime, outcome)),
+            TraceKind::LifecycleEnded {
+                lifetime, outcome, ..
+            } => Some((lifetime, outcome)),
             _ => None,
         })
         .collect()

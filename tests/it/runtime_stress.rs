@@ -611,7 +611,9 @@ fn check_trace(trace: &[livecache::core::TraceEvent], starts: usize, loaded: usi
             TraceKind::LifecycleStarted { lifetime } => {
                 lifetimes.entry(*lifetime).or_default().lifecycle_started += 1;
             }
-            TraceKind::LifecycleEnded { lifetime, outcome } => {
+            TraceKind::LifecycleEnded {
+                lifetime, outcome, ..
+            } => {
                 lifetimes
                     .entry(*lifetime)
                     .or_default()

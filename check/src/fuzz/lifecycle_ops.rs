@@ -149,6 +149,10 @@ enum OpSel {
     StreamReport(IdSel, Report),
     ResyncDone(IdSel),
     RefetchLifetime(IdSel),
+    // Restart (R30), and an update through the handle of a handler of some generation, added
+    // last again.
+    Restart(KeyRef),
+    UpdateCachedBy(IdSel, u8, Recipe),
 }
 
 /// Keys stay within the three endpoints and three arguments, so ops collide often.
@@ -252,6 +256,7 @@ fn resolve(sel: OpSel, model: &Model) -> Op {
         },
         OpSel::UpdateCached(id, recipe, patches) => Op::UpdateCached {
             lifetime: id.resolve(lifetimes),
+            generation: None,
             recipe,
             patches,
         },
@@ -316,6 +321,13 @@ fn resolve(sel: OpSel, model: &Model) -> Op {
         },
         OpSel::Late(i) => Op::Late {
             ms: STEPS[usize::from(i) % STEPS.len()],
+        },
+        OpSel::Restart(k) => Op::Restart { key: key(k) },
+        OpSel::UpdateCachedBy(id, generation, recipe) => Op::UpdateCached {
+            lifetime: id.resolve(lifetimes),
+            generation: Some(u32::from(generation % 4)),
+            recipe,
+            patches: false,
         },
     }
 }

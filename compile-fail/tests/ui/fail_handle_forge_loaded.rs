@@ -22,7 +22,7 @@ fn forge_handle(entry: &EntryHandle<BeforeData, Messages>) -> EntryHandle<WithDa
         shared: anything(),
         key: entry.key().clone(),
         place: anything(),
-        removal: anything(),
+        ending: anything(),
         changed: anything(),
         events: anything(),
         state: anything(),

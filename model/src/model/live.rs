@@ -215,7 +215,7 @@ impl Model {
 
     /// R26: a resync by the endpoint's policy: a refetch (joining one in flight), or asking the
     /// source to resume from the watermark's next version.
-    fn resync(&mut self, key: &str, lifetime: u64, spec: VersionSpec) {
+    pub(super) fn resync(&mut self, key: &str, lifetime: u64, spec: VersionSpec) {
         let Some(entry) = self.entries.get(key) else {
             return;
         };

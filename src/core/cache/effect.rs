@@ -79,6 +79,16 @@ pub enum Effect<D> {
         /// What happened.
         event: RequestEvent,
     },
+    /// End the lifetime's current lifecycle handler and start a new one on the same entry (R30,
+    /// [`Cache::restart`]): the old handler's `entry_removed` resolves (its streams end), its
+    /// handle is refused from now on, and the new handler, `handler`, starts; if the entry has
+    /// data a [`ResolveDataLoaded`](Effect::ResolveDataLoaded) for it follows.
+    RestartLifecycle {
+        /// The key.
+        key: CacheKey,
+        /// The new handler.
+        handler: HandlerId,
+    },
     /// Ask the lifetime's source to replay its messages from `from` (R26, the
     /// [`Resync::Resume`](crate::core::Resync::Resume) policy), then report
     /// `Cache::resync_done`. `None`: past the last version, nothing to replay.
@@ -135,6 +145,27 @@ impl RequestEvent {
             | RequestEvent::Rejected { request } => request,
         }
     }
+}
+
+/// Why [`Cache::restart`] did not restart a handler.
+///
+/// ```
+/// use livecache::core::{Cache, CacheKey, RestartRefused};
+/// let mut cache: Cache<u32> = Cache::new(Default::default());
+/// assert_eq!(cache.restart(0, &CacheKey::verbatim("a(1)")), Err(RestartRefused::NotLive));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestartRefused {
+    /// The key has no entry.
+    #[error("the key has no cache entry")]
+    NotLive,
+    /// The entry's endpoint has no lifecycle handler to restart.
+    #[error("the cache entry's endpoint has no lifecycle handler")]
+    NoHandler,
+    /// The lifetime has been restarted `u32::MAX` times: no generation is left.
+    #[error("the cache entry's handler was restarted too many times")]
+    Exhausted,
 }
 
 /// Why an update through a lifecycle handle (or `update_query_data`) failed.

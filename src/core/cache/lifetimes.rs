@@ -61,7 +61,8 @@ where
         self.subscriptions.shrink_to_fit();
     }
 
-    /// A lifecycle handler ended (R16): recorded under its key, whether or not the entry lives.
+    /// A lifecycle handler ended (R16): recorded under its key, whether or not the entry lives,
+    /// with the handler's generation (R30).
     ///
     /// ```
     /// # use livecache::core::LifetimeId;
@@ -74,16 +75,17 @@ where
         &mut self,
         now: u64,
         key: &CacheKey,
-        lifetime: LifetimeId,
+        handler: impl Into<HandlerId>,
         outcome: HandlerOutcome,
     ) {
-        let lifetime = lifetime.0;
+        let handler = handler.into();
         self.advance(now);
         self.record(
             self.now,
             key,
             TraceKind::LifecycleEnded {
-                lifetime,
+                lifetime: handler.lifetime.0,
+                generation: handler.generation,
                 outcome: outcome.bounded(),
             },
         );
@@ -108,6 +110,7 @@ where
             trace_key: TraceKeyRef::default(),
             entry,
             live: None,
+            handler: 0,
         };
         self.entries.insert(key.clone(), slot);
     }

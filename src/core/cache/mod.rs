@@ -36,6 +36,7 @@ mod effect;
 mod lifetimes;
 mod live;
 mod requests;
+mod restart;
 mod store;
 mod streams;
 mod subscriptions;
@@ -56,7 +57,8 @@ use crate::core::version::Version;
 
 use deadlines::Deadlines;
 pub use effect::{
-    Effect, KeyInUse, NameTaken, Notify, PatchError, RequestEvent, UpdateRefused, UpsertError,
+    Effect, KeyInUse, NameTaken, Notify, PatchError, RequestEvent, RestartRefused, UpdateRefused,
+    UpsertError,
 };
 pub use store::LifetimePlace;
 use store::{Entries, Slot};
@@ -116,6 +118,44 @@ pub struct LifetimeId(
     /// The id's number (unique for the cache, never reused).
     pub u64,
 );
+
+/// Identifies one lifecycle handler of an entry lifetime (R30): the lifetime, and which of its
+/// handlers — 0 for the one started with the entry, one more for each
+/// [`restart`](Cache::restart). Everything a handler's handle does to its entry names it; once
+/// the lifetime ends or its handler is restarted, a handle of the old handler is refused
+/// ([`UpdateRefused::NotLive`]). A bare [`LifetimeId`] names the lifetime's first handler.
+///
+/// ```
+/// # use livecache::core::Patches;
+/// use livecache::core::{Cache, CacheKey, EndpointConfig, HandlerId, LifetimeId, UpdateRefused};
+/// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+/// let ep = cache.add_endpoint("a", EndpointConfig { has_lifecycle: true, ..Default::default() })?;
+/// let key = CacheKey::verbatim("a(1)");
+/// cache.upsert(0, ep, &key, vec![])?;
+/// let first = HandlerId::from(LifetimeId(1));
+/// let second = cache.restart(1, &key)?;
+/// assert_eq!(second, HandlerId { lifetime: LifetimeId(1), generation: 1 });
+/// let refused = cache.update_cached(2, first, Patches::NotWanted, |d| d.push(1));
+/// assert_eq!(refused, Err(UpdateRefused::NotLive));
+/// assert!(cache.update_cached(2, second, Patches::NotWanted, |d| d.push(1)).is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HandlerId {
+    /// The entry lifetime the handler belongs to.
+    pub lifetime: LifetimeId,
+    /// Which handler of that lifetime: 0 for the first, then one more per restart.
+    pub generation: u32,
+}
+
+impl From<LifetimeId> for HandlerId {
+    fn from(lifetime: LifetimeId) -> Self {
+        HandlerId {
+            lifetime,
+            generation: 0,
+        }
+    }
+}
 
 /// Identifies one request: one run of the query function for an entry, reported back with
 /// [`Cache::fulfil`] or [`Cache::reject`] under this id (R8–R10). Unique for the cache.
@@ -218,6 +258,8 @@ pub struct EntryView<'a, D, E> {
     pub endpoint: EndpointId,
     /// The lifetime id.
     pub lifetime: LifetimeId,
+    /// The lifetime's current lifecycle handler (R30): the one whose handle may update it.
+    pub handler: HandlerId,
     /// The lifecycle phase.
     pub phase: Phase,
     /// The query status.
@@ -487,9 +529,8 @@ where
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn lifetime_entry(&self, lifetime: LifetimeId) -> Option<EntryView<'_, D, E>> {
-        let lifetime = lifetime.0;
-        let place = self.entries.place_of(lifetime)?;
-        let (key, slot) = self.entries.at_place(place)?;
+        let key = self.entries.key_of(lifetime.0)?;
+        let (key, slot) = self.entries.get_key_value(key)?;
         Some(Self::view(key, slot))
     }
 
@@ -498,6 +539,10 @@ where
             key,
             endpoint: slot.endpoint,
             lifetime: LifetimeId(slot.entry.lifetime()),
+            handler: HandlerId {
+                lifetime: LifetimeId(slot.entry.lifetime()),
+                generation: slot.handler,
+            },
             phase: slot.entry.phase(),
             status: slot.entry.status(),
             data: slot.entry.data(),

@@ -63,9 +63,9 @@ where
     /// assert!(!cache.refetch_lifetime(2, LifetimeId(9)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn refetch_lifetime(&mut self, now: u64, lifetime: LifetimeId) -> bool {
+    pub fn refetch_lifetime(&mut self, now: u64, handler: impl Into<HandlerId>) -> bool {
         self.advance(now);
-        let Some(key) = self.entries.key_of(lifetime.0).cloned() else {
+        let Some(key) = self.entries.key_of_handler(handler.into()).cloned() else {
             return false;
         };
         if let Some(request) = self.entries.get(&key).and_then(|s| s.entry.in_flight()) {

@@ -23,6 +23,8 @@ pub(super) struct Slot<D, E> {
     pub(super) entry: AnyEntry<D, E>,
     /// Its live state (R24–R28, R33), once something live happened to it.
     pub(super) live: Option<Box<super::live::LiveState<D>>>,
+    /// The generation of its current lifecycle handler (R30): 0, then one more per restart.
+    pub(super) handler: u32,
 }
 
 /// What a subscriber can see of an entry: a change to any of these is worth a notification.
@@ -57,14 +59,30 @@ impl<D: PartialEq, E> Slot<D, E> {
 /// Where a lifetime's entry sits in the store, for a driver that updates it often (a lifecycle
 /// handle): an entry keeps its place for its whole lifetime, and a place is reused only by another
 /// lifetime, so checking the lifetime found there is as exact as looking the lifetime up, without
-/// the lookup. Found with [`Cache::lifetime_place`].
+/// the lookup. Found with [`Cache::lifetime_place`]. A place belongs to one handler of the
+/// lifetime: after a [`restart`](Cache::restart) the old handler's place finds nothing (R30).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LifetimePlace {
     lifetime: u64,
+    generation: u32,
     position: usize,
 }
 
 impl LifetimePlace {
+    /// The handler the place belongs to.
+    ///
+    /// ```
+    /// # use livecache::core::{HandlerId, LifetimeId};
+    /// let place = livecache::core::LifetimePlace::gone(LifetimeId(4));
+    /// assert_eq!(place.handler(), HandlerId::from(LifetimeId(4)));
+    /// ```
+    pub fn handler(self) -> HandlerId {
+        HandlerId {
+            lifetime: LifetimeId(self.lifetime),
+            generation: self.generation,
+        }
+    }
+
     /// The lifetime.
     ///
     /// ```
@@ -76,7 +94,8 @@ impl LifetimePlace {
     }
 
     /// A place no entry has: every update through it finds the lifetime gone (for a handle made
-    /// after its lifetime ended).
+    /// after its lifetime ended). It names the lifetime's handler 0; [`LifetimePlace::gone_for`]
+    /// names any handler.
     ///
     /// ```
     /// # use livecache::core::{LifetimeId, Patches};
@@ -86,8 +105,20 @@ impl LifetimePlace {
     /// assert_eq!(r, Err(UpdateRefused::NotLive));
     /// ```
     pub fn gone(lifetime: LifetimeId) -> Self {
+        Self::gone_for(HandlerId::from(lifetime))
+    }
+
+    /// A place no entry has, for `handler` (see [`LifetimePlace::gone`]).
+    ///
+    /// ```
+    /// # use livecache::core::{HandlerId, LifetimeId, LifetimePlace};
+    /// let handler = HandlerId { lifetime: LifetimeId(2), generation: 3 };
+    /// assert_eq!(LifetimePlace::gone_for(handler).handler(), handler);
+    /// ```
+    pub fn gone_for(handler: HandlerId) -> Self {
         LifetimePlace {
-            lifetime: lifetime.0,
+            lifetime: handler.lifetime.0,
+            generation: handler.generation,
             position: usize::MAX,
         }
     }
@@ -170,17 +201,31 @@ impl<D: PartialEq, E> Entries<D, E> {
         let position = *self.by_lifetime.get(&lifetime)?;
         self.slot(position).map(|(key, _)| key)
     }
-    /// Where a live lifetime's entry sits: the same place for the whole lifetime.
+    /// The key of a live lifetime whose current handler is `handler` (R30).
     #[inline]
-    pub(super) fn place_of(&self, lifetime: u64) -> Option<LifetimePlace> {
-        let position = *self.by_lifetime.get(&lifetime)?;
-        Some(LifetimePlace { lifetime, position })
+    pub(super) fn key_of_handler(&self, handler: HandlerId) -> Option<&CacheKey> {
+        let position = *self.by_lifetime.get(&handler.lifetime.0)?;
+        let (key, slot) = self.slot(position)?;
+        (slot.handler == handler.generation).then_some(key)
+    }
+    /// Where a live lifetime's entry sits, for its current handler `handler`: the same place for
+    /// the whole lifetime, a handler's own.
+    #[inline]
+    pub(super) fn place_of(&self, handler: HandlerId) -> Option<LifetimePlace> {
+        let position = *self.by_lifetime.get(&handler.lifetime.0)?;
+        let (_, slot) = self.slot(position)?;
+        (slot.handler == handler.generation).then_some(LifetimePlace {
+            lifetime: handler.lifetime.0,
+            generation: handler.generation,
+            position,
+        })
     }
     /// The key and entry at `place`, if its lifetime is still live there.
     #[inline]
     pub(super) fn at_place(&self, place: LifetimePlace) -> Option<(&CacheKey, &Slot<D, E>)> {
         let (key, slot) = self.slot(place.position)?;
-        (slot.entry.lifetime() == place.lifetime).then_some((key, slot))
+        let current = slot.entry.lifetime() == place.lifetime && slot.handler == place.generation;
+        current.then_some((key, slot))
     }
     /// [`Entries::at_place`], mutably.
     #[inline]
@@ -189,7 +234,8 @@ impl<D: PartialEq, E> Entries<D, E> {
         place: LifetimePlace,
     ) -> Option<(&CacheKey, &mut Slot<D, E>)> {
         let (key, slot) = self.slot_mut(place.position)?;
-        (slot.entry.lifetime() == place.lifetime).then_some((&*key, slot))
+        let current = slot.entry.lifetime() == place.lifetime && slot.handler == place.generation;
+        current.then_some((&*key, slot))
     }
     /// Insert or replace the entry of `key` (a new lifetime replaces the key's old one).
     pub(super) fn insert(&mut self, key: CacheKey, slot: Slot<D, E>) {

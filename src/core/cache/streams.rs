@@ -33,12 +33,13 @@ where
     pub fn stream_attached(
         &mut self,
         now: u64,
-        lifetime: LifetimeId,
+        handler: impl Into<HandlerId>,
         buffered: usize,
     ) -> Result<(), UpdateRefused> {
-        let lifetime = lifetime.0;
+        let handler = handler.into();
+        let lifetime = handler.lifetime.0;
         self.advance(now);
-        let Some(key) = self.entries.key_of(lifetime).cloned() else {
+        let Some(key) = self.entries.key_of_handler(handler).cloned() else {
             return Err(UpdateRefused::NotLive);
         };
         let attached = self.entries.transition(&key, |mut slot| {
@@ -107,10 +108,11 @@ where
         &mut self,
         now: u64,
         key: &CacheKey,
-        lifetime: LifetimeId,
+        handler: impl Into<HandlerId>,
         end: &StreamEnd,
     ) {
-        let lifetime = lifetime.0;
+        let handler = handler.into();
+        let lifetime = handler.lifetime.0;
         self.advance(now);
         let reason = end.reason.to_string();
         self.record(
@@ -135,7 +137,8 @@ where
             },
             _ => return,
         };
-        if self.entries.key_of(lifetime) == Some(key) {
+        // A stream of a restarted handler no longer speaks for the entry's source (R30).
+        if self.entries.key_of_handler(handler) == Some(key) {
             self.set_source(key, lifetime, status);
         }
     }

@@ -36,16 +36,16 @@ where
     pub fn update_cached(
         &mut self,
         now: u64,
-        lifetime: LifetimeId,
+        handler: impl Into<HandlerId>,
         patches: Patches,
         recipe: impl FnOnce(&mut Draft<'_, D>),
     ) -> Result<Option<PatchSet>, UpdateRefused> {
-        let (lifetime, want_patches) = (lifetime.0, patches == Patches::Wanted);
+        let (handler, want_patches) = (handler.into(), patches == Patches::Wanted);
         self.advance(now);
         // Looked up after `advance`, which may have removed it.
         let place = self
             .entries
-            .place_of(lifetime)
+            .place_of(handler)
             .ok_or(UpdateRefused::NotLive)?;
         self.update_placed(place, want_patches, recipe)
     }
@@ -65,8 +65,8 @@ where
     /// assert!(cache.lifetime_place(LifetimeId(2)).is_none());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn lifetime_place(&self, lifetime: LifetimeId) -> Option<LifetimePlace> {
-        self.entries.place_of(lifetime.0)
+    pub fn lifetime_place(&self, handler: impl Into<HandlerId>) -> Option<LifetimePlace> {
+        self.entries.place_of(handler.into())
     }
 
     /// [`Cache::update_cached`] of the lifetime at `place`, found without a lookup. A place whose

@@ -94,7 +94,7 @@ where
     pub fn stream_message<F>(
         &mut self,
         now: u64,
-        lifetime: LifetimeId,
+        handler: impl Into<HandlerId>,
         version: Version,
         recipe: F,
     ) -> Result<Delivery, UpdateRefused>
@@ -102,28 +102,29 @@ where
         F: Fn(&mut Draft<'_, D>) + Send + Sync + 'static,
     {
         self.advance(now);
-        let recipe = match self.entries.place_of(lifetime.0) {
+        let handler = handler.into();
+        let recipe = match self.entries.place_of(handler) {
             Some(place) => match self.stream_next(place, version, recipe, true) {
                 Ok(_) => return Ok(Delivery::Applied),
                 Err(recipe) => recipe,
             },
             None => recipe,
         };
-        self.deliver_by_rules(lifetime, version, recipe)
+        self.deliver_by_rules(handler, version, recipe)
     }
 
     /// [`Cache::stream_message`] by the general rules, time already advanced.
     fn deliver_by_rules<F>(
         &mut self,
-        lifetime: LifetimeId,
+        handler: HandlerId,
         version: Version,
         recipe: F,
     ) -> Result<Delivery, UpdateRefused>
     where
         F: Fn(&mut Draft<'_, D>) + Send + Sync + 'static,
     {
-        let lifetime = lifetime.0;
-        let (key, versioning) = self.versioned_key(lifetime)?;
+        let (key, versioning) = self.versioned_key(handler)?;
+        let lifetime = handler.lifetime.0;
         if self
             .entries
             .get(&key)
@@ -214,12 +215,12 @@ where
     pub fn stream_status(
         &mut self,
         now: u64,
-        lifetime: LifetimeId,
+        handler: impl Into<HandlerId>,
         status: StreamStatus,
     ) -> Result<(), UpdateRefused> {
         self.advance(now);
-        let lifetime = lifetime.0;
-        let key = self.live_key(lifetime)?;
+        let handler = handler.into();
+        let (key, lifetime) = (self.live_key(handler)?, handler.lifetime.0);
         // The texts are a peer's words: cut like the trace's (R23).
         let status = match status {
             StreamStatus::Reconnecting {
@@ -252,10 +253,14 @@ where
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
     /// assert_eq!(cache.resync_done(0, LifetimeId(4)), Err(UpdateRefused::NotLive));
     /// ```
-    pub fn resync_done(&mut self, now: u64, lifetime: LifetimeId) -> Result<(), UpdateRefused> {
+    pub fn resync_done(
+        &mut self,
+        now: u64,
+        handler: impl Into<HandlerId>,
+    ) -> Result<(), UpdateRefused> {
         self.advance(now);
-        let lifetime = lifetime.0;
-        let key = self.live_key(lifetime)?;
+        let handler = handler.into();
+        let (key, lifetime) = (self.live_key(handler)?, handler.lifetime.0);
         let before = self.stream_status_of(&key);
         if let Some(live) = self.live_mut(&key) {
             live.awaiting_snapshot = false;
@@ -285,10 +290,15 @@ where
     /// assert_eq!(entry.in_flight, Some(RequestId(2)));          // the refetch that resyncs
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn stream_lost(&mut self, now: u64, lifetime: LifetimeId) -> Result<(), UpdateRefused> {
+    pub fn stream_lost(
+        &mut self,
+        now: u64,
+        handler: impl Into<HandlerId>,
+    ) -> Result<(), UpdateRefused> {
         self.advance(now);
-        let lifetime = lifetime.0;
-        let (key, versioning) = self.versioned_key(lifetime)?;
+        let handler = handler.into();
+        let (key, versioning) = self.versioned_key(handler)?;
+        let lifetime = handler.lifetime.0;
         let before = self.stream_status_of(&key);
         let queue = Queue::Buffered;
         self.record(
@@ -304,15 +314,15 @@ where
         Ok(())
     }
 
-    /// The key of `lifetime`'s live entry.
-    fn live_key(&self, lifetime: u64) -> Result<CacheKey, UpdateRefused> {
-        let key = self.entries.key_of(lifetime).cloned();
+    /// The key of the live entry whose current handler is `handler` (R30).
+    fn live_key(&self, handler: HandlerId) -> Result<CacheKey, UpdateRefused> {
+        let key = self.entries.key_of_handler(handler).cloned();
         key.ok_or(UpdateRefused::NotLive)
     }
 
-    /// The key of `lifetime`'s live entry and its endpoint's version rules.
-    fn versioned_key(&self, lifetime: u64) -> Result<(CacheKey, Versioning), UpdateRefused> {
-        let key = self.live_key(lifetime)?;
+    /// The key of `handler`'s live entry and its endpoint's version rules.
+    fn versioned_key(&self, handler: HandlerId) -> Result<(CacheKey, Versioning), UpdateRefused> {
+        let key = self.live_key(handler)?;
         let endpoint = self.entries.get(&key).map(|slot| slot.endpoint);
         let versions = endpoint.and_then(|endpoint| self.endpoint_config(endpoint).versions);
         Ok((key, versions.ok_or(UpdateRefused::NotVersioned)?))
@@ -509,7 +519,7 @@ where
 
     /// Start a resync by the endpoint's policy (R26): a refetch (joining one in flight) or a
     /// resume from the watermark's next version.
-    fn resync(&mut self, key: &CacheKey, lifetime: u64, versioning: Versioning) {
+    pub(super) fn resync(&mut self, key: &CacheKey, lifetime: u64, versioning: Versioning) {
         let Some(slot) = self.entries.get(key) else {
             return;
         };
@@ -753,7 +763,7 @@ mod tests {
                     Op::Message(v) => {
                         let version = Version::new(v);
                         plain.advance(at);
-                        let a = plain.deliver_by_rules(lifetime, version, move |d| d.push(v));
+                        let a = plain.deliver_by_rules(lifetime.into(), version, move |d| d.push(v));
                         let b = match fast.stream_message_in_order(at, place, version, |d| d.push(v)) {
                             Ok(notify) => {
                                 handed_back = notify == Notify::Caller;

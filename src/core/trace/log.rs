@@ -129,7 +129,7 @@ macro_rules! set_aside_whole {
             /// bytes).
             DataLoaded { lifetime: u64, request: u64, by_request: bool },
             /// `LifecycleEnded` with [`HandlerOutcome::Finished`].
-            LifecycleFinished { lifetime: u64 },
+            LifecycleFinished { lifetime: u64, generation: u32 },
             /// `Updated` without patches: never kept in `aside`, its record holds it ([`Packed`]).
             Updated { source: UpdateSource },
             /// Any other kind: its index in the generation's `kinds` (< 2^30, like the events).
@@ -155,8 +155,9 @@ macro_rules! set_aside_whole {
                     },
                     TraceKind::LifecycleEnded {
                         lifetime,
+                        generation,
                         outcome: HandlerOutcome::Finished,
-                    } => Aside::LifecycleFinished { lifetime },
+                    } => Aside::LifecycleFinished { lifetime, generation },
                     TraceKind::Updated {
                         source,
                         patches: None,
@@ -178,8 +179,9 @@ macro_rules! set_aside_whole {
                         lifetime,
                         request: by_request.then_some(request),
                     },
-                    Aside::LifecycleFinished { lifetime } => TraceKind::LifecycleEnded {
+                    Aside::LifecycleFinished { lifetime, generation } => TraceKind::LifecycleEnded {
                         lifetime,
+                        generation,
                         outcome: HandlerOutcome::Finished,
                     },
                     Aside::Updated { source } => TraceKind::Updated {
@@ -199,6 +201,7 @@ set_aside_whole! {
     Subscribed { subscription: u64, subscribers: usize },
     Unsubscribed { subscription: u64, subscribers: usize },
     LifecycleStarted { lifetime: u64 },
+    LifecycleRestarted { lifetime: u64, generation: u32, loaded: bool },
     RequestStarted { request: u64, reason: RequestReason },
     RequestJoined { request: u64 },
     RequestFulfilled { request: u64, data_changed: bool },
@@ -555,6 +558,11 @@ mod tests {
                 subscribers: 0,
             },
             TraceKind::LifecycleStarted { lifetime: 5 },
+            TraceKind::LifecycleRestarted {
+                lifetime: 5,
+                generation: 1,
+                loaded: true,
+            },
             TraceKind::RequestStarted {
                 request: 6,
                 reason: RequestReason::Resync,
@@ -660,8 +668,14 @@ mod tests {
                 .into_iter()
                 .map(|outcome| TraceKind::LifecycleEnded {
                     lifetime: 20,
+                    generation: 0,
                     outcome,
-                }),
+                })
+                .chain([TraceKind::LifecycleEnded {
+                    lifetime: 21,
+                    generation: 2,
+                    outcome: HandlerOutcome::Finished,
+                }]),
         );
         kinds
     }

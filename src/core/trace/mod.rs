@@ -534,10 +534,29 @@ pub enum TraceKind {
     LifecycleEnded {
         /// The lifetime.
         lifetime: u64,
+        /// Which handler of the lifetime (R30): 0 for the first (and then not serialised).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        generation: u32,
         /// How it ended.
         #[serde(flatten)]
         outcome: HandlerOutcome,
     },
+    /// The lifetime's lifecycle handler was restarted (R30): the handler before this generation
+    /// is told its entry is gone for it, and a new one starts on the same entry, which keeps
+    /// its data, subscribers and watermark.
+    LifecycleRestarted {
+        /// The lifetime.
+        lifetime: u64,
+        /// The new handler's generation (1 for the first restart).
+        generation: u32,
+        /// Whether the entry has data: then the new handler's data-loaded resolves with it at
+        /// once.
+        loaded: bool,
+    },
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 // ===== Display: one readable line per event =====
@@ -676,6 +695,14 @@ impl fmt::Display for TraceKind {
             TraceKind::LifecycleStarted { lifetime } => {
                 write!(f, "lifecycle_started lifetime={lifetime}")
             }
+            TraceKind::LifecycleRestarted {
+                lifetime,
+                generation,
+                loaded,
+            } => write!(
+                f,
+                "lifecycle_restarted lifetime={lifetime} generation={generation} loaded={loaded}"
+            ),
             TraceKind::RequestStarted { request, reason } => {
                 write!(f, "request_started request={request} reason={reason}")
             }
@@ -748,8 +775,20 @@ impl fmt::Display for TraceKind {
             TraceKind::DataPanicked { message } => {
                 write!(f, "data_panicked message={message:?}")
             }
-            TraceKind::LifecycleEnded { lifetime, outcome } => {
-                write!(f, "lifecycle_ended lifetime={lifetime} {outcome}")
+            TraceKind::LifecycleEnded {
+                lifetime,
+                generation: 0,
+                outcome,
+            } => write!(f, "lifecycle_ended lifetime={lifetime} {outcome}"),
+            TraceKind::LifecycleEnded {
+                lifetime,
+                generation,
+                outcome,
+            } => {
+                write!(
+                    f,
+                    "lifecycle_ended lifetime={lifetime} generation={generation} {outcome}"
+                )
             }
             TraceKind::StreamStale { lifetime, version } => {
                 write!(f, "stream_stale lifetime={lifetime} version={version}")

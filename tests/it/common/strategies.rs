@@ -107,6 +107,7 @@ pub fn ops_attaching(
             (lifetime_id.clone(), recipe(), any::<bool>())
                 .prop_map(|(lifetime, recipe, patches)| Op::UpdateCached {
                     lifetime,
+                    generation: None,
                     recipe,
                     patches,
                 })
@@ -132,6 +133,20 @@ pub fn ops_attaching(
         ),
         (2, key().prop_map(|key| Op::Remove { key }).boxed()),
         (1, Just(Op::Reset).boxed()),
+        // R30: a restart, and an update through the handle of a handler of some generation
+        // (the current one, an ended one, one not started yet).
+        (1, key().prop_map(|key| Op::Restart { key }).boxed()),
+        (
+            1,
+            (lifetime_id.clone(), 0u32..3, recipe())
+                .prop_map(|(lifetime, generation, recipe)| Op::UpdateCached {
+                    lifetime,
+                    generation: Some(generation),
+                    recipe,
+                    patches: false,
+                })
+                .boxed(),
+        ),
         // R21: stream ops on any lifetime id, live or not, attached or not.
         (
             1,
