@@ -620,6 +620,7 @@ impl CoreUnderTest {
                     stream_status: e.stream,
                     watermark: e.watermark,
                     handler: e.handler.generation,
+                    stale_messages: e.stale_messages,
                 })
             })
             .collect()

@@ -494,6 +494,8 @@ pub struct Observation {
     pub watermark: Option<Version>,
     /// The generation of the lifetime's current lifecycle handler (R30).
     pub handler: u32,
+    /// Messages dropped as stale or duplicates (R24).
+    pub stale_messages: u64,
 }
 
 /// What the driver of an attached stream sees of it (R21).

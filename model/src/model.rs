@@ -109,6 +109,8 @@ pub struct Live {
     pub rebase_overflowed: bool,
     /// The watermark when the request in flight started (R27).
     pub rebase_base: Option<u64>,
+    /// Messages dropped as stale or duplicates (R24).
+    pub stale: u64,
 }
 
 impl Live {
@@ -292,6 +294,7 @@ impl Model {
                 }),
                 stream_status: e.live.status(),
                 watermark: e.live.watermark.map(Version::new),
+                stale_messages: e.live.stale,
                 handler: e.handler,
             })
             .collect()

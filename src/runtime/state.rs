@@ -41,6 +41,9 @@ pub struct QueryState<T> {
     pub stream: StreamStatus,
     /// The version of the newest change the data reflects, on a versioned endpoint (R24).
     pub watermark: Option<Version>,
+    /// How many messages the entry's streams delivered that were dropped as stale or as
+    /// duplicates (R24): already in the snapshot, or seen before.
+    pub stale_messages: u64,
 }
 
 impl<T> Clone for QueryState<T> {
@@ -54,6 +57,7 @@ impl<T> Clone for QueryState<T> {
             fulfilled_at_ms: self.fulfilled_at_ms,
             stream: self.stream.clone(),
             watermark: self.watermark,
+            stale_messages: self.stale_messages,
         }
     }
 }
@@ -74,6 +78,7 @@ impl<T> QueryState<T> {
             fulfilled_at_ms: None,
             stream: StreamStatus::Idle,
             watermark: None,
+            stale_messages: 0,
         }
     }
 
@@ -147,5 +152,6 @@ pub(crate) fn read_state<T: Data>(
         fulfilled_at_ms: entry.fulfilled_at,
         stream: entry.stream,
         watermark: entry.watermark,
+        stale_messages: entry.stale_messages,
     }
 }

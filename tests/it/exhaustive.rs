@@ -423,10 +423,10 @@ fn r24_r28_r30_r33_every_live_sequence_up_to_depth_agrees_and_keeps_invariants()
     let expected = match depth {
         1 => Some((10, 10)),
         2 => Some((52, 46)),
-        3 => Some((193, 147)),
-        4 => Some((538, 376)),
-        5 => Some((1214, 819)),
-        6 => Some((2323, 1570)),
+        3 => Some((205, 156)),
+        4 => Some((628, 435)),
+        5 => Some((1578, 1039)),
+        6 => Some((3389, 2199)),
         _ => None,
     };
     if let Some(expected) = expected {

@@ -231,6 +231,8 @@ fn r24_watermark_set_by_snapshots_and_advanced_by_each_applied_message() {
 
     assert_eq!(count(&cache, "watermark_set"), 2);
     assert_eq!(count(&cache, "stream_stale"), 1);
+    let entry = cache.entry(&room).expect("live");
+    assert_eq!(entry.stale_messages, 1, "the stale message is counted");
     insta::assert_yaml_snapshot!(
         "r24_watermark_set_by_snapshots_and_advanced_by_each_applied_message",
         cache.trace()

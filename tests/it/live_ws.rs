@@ -120,6 +120,7 @@ async fn r25_a_message_in_both_the_snapshot_and_the_stream_is_shown_once() {
     );
     assert_eq!(state.watermark, Some(version));
     assert_eq!(state.stream, StreamStatus::Live);
+    assert_eq!(state.stale_messages, 1, "the socket's copy is counted");
     // A message after the history: applied once, the watermark follows it.
     let later = server.post(Channel::Redux, "dan", "after");
     wait_state("the later message", &redux, |s| {

@@ -127,6 +127,7 @@ impl Model {
         let watermark = live.watermark;
         // R24: at or below the watermark (or already held): stale or a duplicate.
         if watermark.is_some_and(|w| version <= w) || live.held.contains_key(&version) {
+            live.stale += 1;
             let version = Version::new(version);
             self.record(key, TraceKind::StreamStale { lifetime, version });
             return;
@@ -202,6 +203,7 @@ impl Model {
             };
             if first <= watermark {
                 live.held.remove(&first);
+                live.stale += 1;
                 let version = Version::new(first);
                 self.record(key, TraceKind::StreamStale { lifetime, version });
             } else if watermark.checked_add(1) == Some(first) {

@@ -38,6 +38,8 @@ pub(super) struct LiveState<D> {
     /// The watermark when the request in flight started: its snapshot must reach it, or the
     /// messages between would be lost to the rebase (R27).
     pub(super) rebase_base: Option<Version>,
+    /// How many messages were dropped as stale or duplicates (R24).
+    pub(super) stale: u64,
 }
 
 impl<D> Default for LiveState<D> {
@@ -51,6 +53,7 @@ impl<D> Default for LiveState<D> {
             rebase: Vec::new(),
             rebase_overflowed: false,
             rebase_base: None,
+            stale: 0,
         }
     }
 }
@@ -66,6 +69,7 @@ impl<D> Clone for LiveState<D> {
             rebase: self.rebase.clone(),
             rebase_overflowed: self.rebase_overflowed,
             rebase_base: self.rebase_base,
+            stale: self.stale,
         }
     }
 }
@@ -84,6 +88,7 @@ impl<D> fmt::Debug for LiveState<D> {
             )
             .field("rebase_overflowed", &self.rebase_overflowed)
             .field("rebase_base", &self.rebase_base)
+            .field("stale", &self.stale)
             .finish()
     }
 }

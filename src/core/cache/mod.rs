@@ -280,6 +280,10 @@ pub struct EntryView<'a, D, E> {
     pub stream: StreamStatus,
     /// The version of the newest change its data reflects, on a versioned endpoint (R24).
     pub watermark: Option<Version>,
+    /// How many messages its streams delivered that were dropped as stale or duplicates: at or
+    /// below the watermark, or held already (R24). Counted for the entry's lifetime, across
+    /// its handlers.
+    pub stale_messages: u64,
 }
 
 /// The sans-IO cache: entries keyed by [`CacheKey`], with data `D` and errors `E`.
@@ -556,6 +560,7 @@ where
                 .as_ref()
                 .map_or(StreamStatus::Idle, |live| live.status()),
             watermark: slot.live.as_ref().and_then(|live| live.watermark),
+            stale_messages: slot.live.as_ref().map_or(0, |live| live.stale),
         }
     }
 

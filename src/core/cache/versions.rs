@@ -396,6 +396,7 @@ where
         };
         let watermark = live.watermark;
         if watermark.is_some_and(|w| version <= w) || live.held.contains_key(&version) {
+            live.stale = live.stale.saturating_add(1);
             self.record(self.now, key, TraceKind::StreamStale { lifetime, version });
             return Ok(Delivery::Stale);
         }
@@ -503,6 +504,7 @@ where
             };
             if first <= watermark {
                 live.held.remove(&first);
+                live.stale = live.stale.saturating_add(1);
                 let version = first;
                 self.record(self.now, key, TraceKind::StreamStale { lifetime, version });
                 continue;
