@@ -20,6 +20,7 @@ fn main() -> Result<(), KeyError> {
                 keep: None,
                 has_lifecycle: true,
                 versions: None,
+                stream_failure_rejects: false,
             },
         )
         .expect("endpoint names are distinct");

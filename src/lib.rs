@@ -96,7 +96,7 @@
 //! use livecache::core::{Cache, CacheConfig, Effect, EndpointConfig, Phase, Refetch, Status};
 //!
 //! let mut cache: Cache<Vec<String>> = Cache::new(CacheConfig::default());
-//! let messages = cache.add_endpoint("getMessages", EndpointConfig { keep: None, has_lifecycle: true, versions: None })?;
+//! let messages = cache.add_endpoint("getMessages", EndpointConfig { has_lifecycle: true, ..Default::default() })?;
 //! let key = default_key("getMessages", "redux")?;
 //! assert_eq!(key.as_str(), r#"getMessages("redux")"#);  // RTK-compatible keys
 //!

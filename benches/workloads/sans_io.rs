@@ -257,6 +257,7 @@ pub fn run(cfg: &Cfg) -> Result<Map<String, Value>, String> {
                 keep: None,
                 has_lifecycle: true,
                 versions: cfg.versioned.then(Versioning::default),
+                stream_failure_rejects: false,
             },
         )
         .expect("endpoint names are distinct");

@@ -105,6 +105,7 @@ impl CoreUnderTest {
                                 },
                                 max_queued: v.max_queued,
                             }),
+                            stream_failure_rejects: spec.stream_failure_rejects,
                         },
                     )
                     .expect("endpoint names are distinct");

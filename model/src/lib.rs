@@ -65,6 +65,9 @@ pub struct EndpointSpec {
     /// then drops them and resyncs.)
     #[serde(default)]
     pub max_buffered: Option<usize>,
+    /// A failed stream makes the query status `Rejected` too, while it is `Failed` (R28).
+    #[serde(default)]
+    pub stream_failure_rejects: bool,
 }
 
 /// How a versioned endpoint of the model keeps its messages in order (R24–R27, R33).
@@ -97,6 +100,7 @@ impl Config {
             lifecycle,
             versions: None,
             max_buffered: None,
+            stream_failure_rejects: false,
         };
         Config {
             endpoints: vec![
@@ -124,6 +128,8 @@ impl Config {
                 max_queued: 2,
             }),
             max_buffered: None,
+            // `r`'s failed streams reject its queries (R28's option).
+            stream_failure_rejects: resume,
         };
         // `a`'s streams hold at most 2 messages before the first data, then fail.
         if let Some(a) = config.endpoints.first_mut() {

@@ -281,7 +281,7 @@ impl Model {
                 key: key.clone(),
                 lifetime: e.lifetime,
                 phase: e.phase,
-                status: e.status,
+                status: self.displayed_status(e),
                 data: e.data.clone(),
                 error: e.error.clone(),
                 in_flight: e.in_flight,

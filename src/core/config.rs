@@ -4,7 +4,7 @@
 //! use std::time::Duration;
 //! use livecache::core::{EndpointConfig, Keep, Refetch};
 //! // RTK's `keepUnusedDataFor: 5` and `refetchOnMountOrArgChange: 30`.
-//! let cfg = EndpointConfig { keep: Some(Keep::from(Duration::from_secs(5))), has_lifecycle: true, versions: None };
+//! let cfg = EndpointConfig { keep: Some(Keep::from(Duration::from_secs(5))), has_lifecycle: true, ..Default::default() };
 //! assert_eq!(cfg.keep_or(Keep::default()), Keep::For(5_000));
 //! assert_eq!(Refetch::from(Duration::from_secs(30)), Refetch::IfOlderThan(30_000));
 //! ```
@@ -169,7 +169,7 @@ impl From<Duration> for Refetch {
 ///
 /// ```
 /// use livecache::core::{EndpointConfig, Keep};
-/// let cfg = EndpointConfig { keep: Some(Keep::Never), has_lifecycle: true, versions: None };
+/// let cfg = EndpointConfig { keep: Some(Keep::Never), has_lifecycle: true, ..Default::default() };
 /// assert_eq!(cfg.keep_or(Keep::default()), Keep::Never);
 /// assert_eq!(EndpointConfig::default().keep_or(Keep::For(29_000)), Keep::For(29_000));
 /// ```
@@ -183,6 +183,12 @@ pub struct EndpointConfig {
     /// (R24–R27, R33); `None`: unversioned, as in v1.
     #[serde(default)]
     pub versions: Option<Versioning>,
+    /// A stream that fails makes the query status `Rejected` too (R28; RTK #2685, #4962):
+    /// while the entry's stream status is `Failed`, its status reads `Rejected` (the failure
+    /// is in the stream status), whatever its requests did. Off by default: the query status
+    /// is the requests' alone.
+    #[serde(default)]
+    pub stream_failure_rejects: bool,
 }
 
 /// How a versioned endpoint's entries keep their messages in order (SPEC R24–R27, R33).
@@ -240,7 +246,7 @@ impl EndpointConfig {
     ///
     /// ```
     /// use livecache::core::{EndpointConfig, Keep};
-    /// let cfg = EndpointConfig { keep: Some(Keep::For(35_000)), has_lifecycle: false, versions: None };
+    /// let cfg = EndpointConfig { keep: Some(Keep::For(35_000)), ..Default::default() };
     /// assert_eq!(cfg.keep_or(Keep::For(29_000)), Keep::For(35_000));
     /// ```
     pub fn keep_or(&self, api: Keep) -> Keep {

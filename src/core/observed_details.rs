@@ -64,7 +64,7 @@ fn data_loaded_is_resolved_only_for_endpoints_with_a_handler() {
         EndpointConfig {
             keep: None,
             has_lifecycle: true,
-            versions: None,
+            ..EndpointConfig::default()
         },
     );
     let without = cache.add_endpoint("without", EndpointConfig::default());

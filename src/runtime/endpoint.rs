@@ -93,6 +93,7 @@ pub struct EndpointBuilder<A, T, M = (), Q = NoQueryFn> {
     name: String,
     keep: Option<Keep>,
     versions: Option<Versioning>,
+    stream_failure_rejects: bool,
     serialize: Option<Serializer<A>>,
     lifecycle: Option<Handler<A, T, M>>,
     query: Q,
@@ -106,6 +107,7 @@ impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
             name,
             keep: None,
             versions: None,
+            stream_failure_rejects: false,
             serialize: None,
             lifecycle: None,
             query: NoQueryFn,
@@ -253,6 +255,7 @@ impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
             name: self.name,
             keep: self.keep,
             versions: self.versions,
+            stream_failure_rejects: self.stream_failure_rejects,
             serialize: self.serialize,
             lifecycle: None,
             query: WithQueryFn(query),
@@ -306,6 +309,42 @@ impl<A: Arg, T: Data, M, Q> EndpointBuilder<A, T, M, Q> {
     /// ```
     pub fn versioning(mut self, versioning: Versioning) -> Self {
         self.versions = Some(versioning);
+        self
+    }
+
+    /// A stream that fails makes the query fail too (R28; RTK #2685, #4962): while an entry's
+    /// stream status is `Failed`, its `status` reads `Rejected` and `is_error()` is true —
+    /// with `error` the stream's failure when no request failed — whatever its requests did.
+    /// Off by default: the query status is the requests' alone, and a failed stream shows only
+    /// in [`QueryState::stream`](crate::QueryState::stream).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// use livecache::core::{Status, StreamStatus};
+    /// let feed = api
+    ///     .query::<(), Vec<u32>>("feed")
+    ///     .stream_failure_rejects(true)
+    ///     .query_fn(|()| async { Ok(vec![]) })
+    ///     .on_cache_entry_added(|(), entry| async move {
+    ///         let failed = StreamStatus::Failed { error: "socket reset".into() };
+    ///         entry.report_stream_status(failed)?;
+    ///         entry.removed().await;
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = feed.subscribe(())?;
+    /// sub.loaded().await.ok();
+    /// tokio::task::yield_now().await;
+    /// let state = sub.state();
+    /// assert_eq!(state.status, Status::Rejected);
+    /// assert_eq!(state.error.as_ref().map(|e| e.to_string()).as_deref(), Some("socket reset"));
+    /// assert_eq!(state.data(), Some(&vec![]));      // the data stays
+    /// # Ok(()) }
+    /// ```
+    pub fn stream_failure_rejects(mut self, rejects: bool) -> Self {
+        self.stream_failure_rejects = rejects;
         self
     }
 
@@ -399,6 +438,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> EndpointBuilder<A, T, M, WithQue
             keep: self.keep,
             has_lifecycle: self.lifecycle.is_some(),
             versions: self.versions,
+            stream_failure_rejects: self.stream_failure_rejects,
         };
         let id = self
             .owner

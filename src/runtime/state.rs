@@ -147,7 +147,14 @@ pub(crate) fn read_state<T: Data>(
         status: entry.status,
         phase: Some(entry.phase),
         data: entry.data.and_then(ErasedData::get::<T>),
-        error: entry.error.cloned(),
+        // A query rejected by its stream's failure (R28, `stream_failure_rejects`) without a
+        // failed request reads the stream's error.
+        error: match (&entry.error, entry.status, &entry.stream) {
+            (None, Status::Rejected, StreamStatus::Failed { error }) => {
+                Some(QueryError::new(error.clone()))
+            }
+            (error, ..) => error.cloned(),
+        },
         is_fetching: entry.in_flight.is_some(),
         fulfilled_at_ms: entry.fulfilled_at,
         stream: entry.stream,

@@ -45,6 +45,7 @@ fn versioned(contiguous: bool, resync: Resync, max_queued: usize) -> EndpointCon
             resync,
             max_queued,
         }),
+        stream_failure_rejects: false,
     }
 }
 
@@ -54,6 +55,7 @@ fn unversioned() -> EndpointConfig {
         keep: None,
         has_lifecycle: true,
         versions: None,
+        stream_failure_rejects: false,
     }
 }
 
@@ -1654,4 +1656,43 @@ fn r30_only_an_entry_with_a_handler_restarts() {
         Some(HandlerId::from(LifetimeId(1)))
     );
     assert_eq!(count(&cache, "lifecycle_restarted"), 0);
+}
+
+#[test]
+fn r28_a_failed_stream_rejects_the_query_on_an_endpoint_that_chooses_it() {
+    use livecache::core::Status;
+    let plain = versioned(false, Resync::Refetch, 10);
+    let rejecting = EndpointConfig {
+        stream_failure_rejects: true,
+        ..plain
+    };
+    for (config, expected) in [(plain, Status::Fulfilled), (rejecting, Status::Rejected)] {
+        let (mut cache, room, _) = live_room(config, 2);
+        let failed = StreamStatus::Failed {
+            error: "connection reset".into(),
+        };
+        cache
+            .stream_status(200, ROOM, failed.clone())
+            .expect("the room is live");
+        let entry = cache.entry(&room).expect("live");
+        assert_eq!((entry.status, &entry.stream), (expected, &failed));
+        // The data and the request's own outcome stay; nothing failed but the stream.
+        assert_eq!(entry.data, Some(&up_to(2)));
+        assert_eq!(entry.error, None);
+        // A live stream again: the requests' status again.
+        cache
+            .stream_status(300, ROOM, StreamStatus::Live)
+            .expect("the room is live");
+        let entry = cache.entry(&room).expect("live");
+        assert_eq!(entry.status, Status::Fulfilled);
+        // `Ended` is not a failure: it rejects nothing.
+        let ended = StreamStatus::Ended {
+            reason: "bye".into(),
+        };
+        cache.stream_status(400, ROOM, ended).expect("live");
+        assert_eq!(
+            cache.entry(&room).map(|e| e.status),
+            Some(Status::Fulfilled)
+        );
+    }
 }

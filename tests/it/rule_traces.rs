@@ -42,6 +42,7 @@ fn with_lifecycle() -> EndpointConfig {
         keep: None,
         has_lifecycle: true,
         versions: None,
+        stream_failure_rejects: false,
     }
 }
 
@@ -51,6 +52,7 @@ fn plain(keep: Option<Keep>) -> EndpointConfig {
         keep,
         has_lifecycle: false,
         versions: None,
+        stream_failure_rejects: false,
     }
 }
 

@@ -47,6 +47,7 @@ fn config(record_patches: bool) -> Config {
         lifecycle: true,
         versions: None,
         max_buffered: None,
+        stream_failure_rejects: false,
     };
     Config {
         endpoints: vec![ep("a", Some(60_000)), ep("b", Some(0)), ep("c", None)],

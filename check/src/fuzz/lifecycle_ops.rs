@@ -62,6 +62,8 @@ impl KeepSel {
 struct ConfigSel {
     record_patches: bool,
     endpoints: [(KeepSel, bool, Option<VersionsSel>, Option<u8>); 3],
+    /// Which endpoints' failed streams reject their queries (R28's option): bit 0 `a`, …
+    failure_rejects: u8,
 }
 
 /// A versioned endpoint: contiguous or not, resyncing by resume or refetch, its queue bound.
@@ -72,8 +74,9 @@ impl ConfigSel {
         let endpoints = ["a", "b", "c"]
             .iter()
             .zip(self.endpoints)
+            .enumerate()
             .map(
-                |(name, (keep, lifecycle, versions, buffered))| EndpointSpec {
+                |(i, (name, (keep, lifecycle, versions, buffered)))| EndpointSpec {
                     name: (*name).to_owned(),
                     keep_ms: keep.millis(),
                     lifecycle,
@@ -83,6 +86,7 @@ impl ConfigSel {
                         max_queued: usize::from(queued % 4) + 1,
                     }),
                     max_buffered: buffered.map(|max| usize::from(max % 4) + 1),
+                    stream_failure_rejects: self.failure_rejects & (1 << i) != 0,
                 },
             )
             .collect();

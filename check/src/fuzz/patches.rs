@@ -148,7 +148,7 @@ where
             EndpointConfig {
                 keep: None,
                 has_lifecycle: true,
-                versions: None,
+                ..EndpointConfig::default()
             },
         )
         .expect("endpoint names are distinct");

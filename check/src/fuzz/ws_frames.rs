@@ -535,6 +535,7 @@ fn check(
             lifecycle: true,
             versions: None,
             max_buffered: None,
+            stream_failure_rejects: false,
         }],
         record_patches: false,
     };

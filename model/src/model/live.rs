@@ -8,6 +8,21 @@ use super::Model;
 use crate::{Recipe, Report, VersionSpec};
 
 impl Model {
+    /// The query status an observer sees (R28): `Rejected` while the stream is `Failed` on an
+    /// endpoint whose failed streams reject its queries; the requests' status otherwise.
+    pub(super) fn displayed_status(&self, entry: &super::Entry) -> livecache::core::Status {
+        let rejects = self
+            .config
+            .endpoints
+            .get(entry.key_ref.endpoint)
+            .is_some_and(|spec| spec.stream_failure_rejects);
+        if rejects && matches!(entry.live.status(), StreamStatus::Failed { .. }) {
+            livecache::core::Status::Rejected
+        } else {
+            entry.status
+        }
+    }
+
     /// The version rules of the entry's endpoint, if it declares versions.
     pub(super) fn versions(&self, key: &str) -> Option<VersionSpec> {
         let key_ref = self.entries.get(key)?.key_ref;

@@ -109,7 +109,7 @@ where
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Keep, Refetch, CacheKey};
     /// let mut cache: Cache<u32> = Cache::new(Default::default());
-    /// let ep = cache.add_endpoint("b", EndpointConfig { keep: Some(Keep::For(0)), has_lifecycle: false, versions: None })?;
+    /// let ep = cache.add_endpoint("b", EndpointConfig { keep: Some(Keep::For(0)), ..Default::default() })?;
     /// let key = CacheKey::verbatim("b(1)");
     /// let sub = cache.subscribe(0, ep, &key, Refetch::IfMissing)?;
     /// cache.unsubscribe(0, sub);

@@ -512,7 +512,7 @@ where
     /// ```
     pub fn entry(&self, key: &CacheKey) -> Option<EntryView<'_, D, E>> {
         let (key, slot) = self.entries.get_key_value(key)?;
-        Some(Self::view(key, slot))
+        Some(self.view(key, slot))
     }
 
     /// A view of `lifetime`'s entry while that lifetime lives: what a holder of a subscription
@@ -535,10 +535,22 @@ where
     pub fn lifetime_entry(&self, lifetime: LifetimeId) -> Option<EntryView<'_, D, E>> {
         let key = self.entries.key_of(lifetime.0)?;
         let (key, slot) = self.entries.get_key_value(key)?;
-        Some(Self::view(key, slot))
+        Some(self.view(key, slot))
     }
 
-    fn view<'a>(key: &'a CacheKey, slot: &'a Slot<D, E>) -> EntryView<'a, D, E> {
+    fn view<'a>(&self, key: &'a CacheKey, slot: &'a Slot<D, E>) -> EntryView<'a, D, E> {
+        let stream = slot
+            .live
+            .as_ref()
+            .map_or(StreamStatus::Idle, |live| live.status());
+        // R28: an endpoint may choose that a failed stream rejects the query too.
+        let failure_rejects = matches!(stream, StreamStatus::Failed { .. })
+            && self.endpoint_config(slot.endpoint).stream_failure_rejects;
+        let status = if failure_rejects {
+            Status::Rejected
+        } else {
+            slot.entry.status()
+        };
         EntryView {
             key,
             endpoint: slot.endpoint,
@@ -548,17 +560,14 @@ where
                 generation: slot.handler,
             },
             phase: slot.entry.phase(),
-            status: slot.entry.status(),
+            status,
             data: slot.entry.data(),
             error: slot.entry.error(),
             in_flight: slot.entry.in_flight().map(RequestId),
             fulfilled_at: slot.entry.fulfilled_at(),
             subscribers: slot.subscribers,
             removal_deadline: slot.deadline.map(|armed| armed.at),
-            stream: slot
-                .live
-                .as_ref()
-                .map_or(StreamStatus::Idle, |live| live.status()),
+            stream,
             watermark: slot.live.as_ref().and_then(|live| live.watermark),
             stale_messages: slot.live.as_ref().map_or(0, |live| live.stale),
         }

@@ -660,7 +660,7 @@ mod tests {
         fn an_update_at_a_remembered_place_is_an_update_of_its_lifetime(
             ops in proptest::collection::vec((0u8..8, 0usize..3, 0usize..8), 0..100)
         ) {
-            let keep_0 = EndpointConfig { keep: Some(Keep::For(0)), has_lifecycle: true, versions: None };
+            let keep_0 = EndpointConfig { keep: Some(Keep::For(0)), has_lifecycle: true, ..Default::default() };
             let mut by_lifetime: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
             let mut by_place: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
             by_lifetime.add_endpoint("a", keep_0).expect("endpoint names are distinct");
@@ -721,7 +721,7 @@ mod tests {
             keep in prop_oneof![Just(0u64), 1u64..4],
         ) {
             let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
-            let keep = EndpointConfig { keep: Some(Keep::For(keep)), has_lifecycle: true, versions: None };
+            let keep = EndpointConfig { keep: Some(Keep::For(keep)), has_lifecycle: true, ..Default::default() };
             let ep = cache.add_endpoint("a", keep).expect("endpoint names are distinct");
             let keys: Vec<CacheKey> = (0..3).map(|k| CacheKey::verbatim(format!("a({k})"))).collect();
             let mut subs: Vec<Vec<SubscriptionId>> = vec![Vec::new(); 3];
