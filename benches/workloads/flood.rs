@@ -102,7 +102,7 @@ async fn handler(
     let t0 = Instant::now();
     let end = if versioned {
         entry
-            .stream_versioned(messages, |m| Version::new(*m), |d, m| count(d, *m))
+            .stream_versioned(messages, |m| Version::new(*m), count)
             .await
     } else {
         entry.stream(messages, count).await

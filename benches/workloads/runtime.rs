@@ -227,7 +227,7 @@ async fn handler(
                 items,
                 |(version, _)| Version::new(*version),
                 move |draft, (_, p)| {
-                    apply_ref(draft, p);
+                    apply(draft, p);
                     counted.bump();
                 },
             )

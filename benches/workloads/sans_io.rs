@@ -3,8 +3,11 @@
 //! `StartRequest` with `fulfil`, counts `Notify` effects as notifications, and calls
 //! `handle_timeout` for removals. The clock is read every 64 updates (milliseconds since the
 //! start), as a driver batching its clock reads would. `--versioned=true`: the endpoint is
-//! versioned, the first data lands with `fulfil_versioned` at version 0, and each message goes
-//! through `stream_message` with its entry's next version (it must be applied).
+//! versioned, the first data lands with `fulfil_versioned` at version 0, and each message, with
+//! its entry's next version, goes where the runtime's versioned stream sends it: through
+//! `stream_message_in_order` at the handler's place, looked up per message (the next message in
+//! order, moved into the data), else through `stream_message` (a recipe that clones, since the core may keep it). Each
+//! must be applied.
 
 use std::time::Instant;
 
@@ -104,10 +107,30 @@ fn push(
         let applied = if versioned {
             versions[e] += 1;
             let version = Version::new(versions[e]);
-            let delivered = cache.stream_message(now, lifetimes[e], version, move |draft| {
-                apply_ref(draft, &payload);
+            // As the runtime's versioned stream delivers it: the next message in order moves
+            // into the data; any other goes by the general rules, with a recipe that clones.
+            // The place is looked up for each message, as `update_cached` looks the lifetime
+            // up for an unversioned one: the two pay the same lookup.
+            let mut unsent = Some(payload);
+            let fast = cache.lifetime_place(lifetimes[e]).is_some_and(|place| {
+                cache
+                    .stream_message_in_order(now, place, version, |draft| {
+                        if let Some(payload) = unsent.take() {
+                            apply(draft, payload);
+                        }
+                    })
+                    .is_ok()
             });
-            delivered == Ok(Delivery::Applied)
+            match unsent {
+                None if fast => true,
+                Some(payload) => {
+                    let delivered = cache.stream_message(now, lifetimes[e], version, move |d| {
+                        apply_ref(d, &payload);
+                    });
+                    delivered == Ok(Delivery::Applied)
+                }
+                None => false,
+            }
         } else if clone {
             cache
                 .update_cached(now, lifetimes[e], Patches::NotWanted, |draft| {

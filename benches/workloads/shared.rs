@@ -14,6 +14,7 @@ use crate::data::{
 use crate::{Cfg, mb, ns_per};
 
 /// One update as the feed delivers it.
+#[derive(Clone)]
 pub enum Payload {
     /// `draft.push(msg)` (W1, W2).
     Push(Message),

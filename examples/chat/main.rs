@@ -92,7 +92,7 @@ async fn run() -> Result<(), BoxError> {
                     .try_stream_versioned(
                         socket,
                         |message| Version::new(message.id),
-                        |messages, message| messages.push(message.clone()),
+                        |messages, message| messages.push(message),
                     )
                     .await;
                 println!("  {} stream ended: {}", label(channel), end.reason);

@@ -789,14 +789,15 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
     }
 }
 
-/// How a versioned message changes the data: by reference, since a rebase applies it again.
-pub(crate) type ApplyVersioned<T, Msg> = Arc<dyn Fn(&mut Draft<'_, T>, &Msg) + Send + Sync>;
+/// How a versioned message changes the data: given the message, by value. A message the core
+/// keeps (held past a gap, or logged for a rebase, R26, R27) is cloned for each application.
+pub(crate) type ApplyVersioned<T, Msg> = Arc<dyn Fn(&mut Draft<'_, T>, Msg) + Send + Sync>;
 
 impl<T: Data, M> EntryHandle<WithData, T, M> {
     /// Deliver versioned `messages` in order under one acquisition of the cache's lock (R24–R26,
     /// R34): the core applies each, drops it as stale, or holds it past a gap. Stops at the first
     /// refusal or panic of `apply`; returns how many were delivered.
-    pub(crate) fn deliver_versioned<Msg: Send + Sync + 'static>(
+    pub(crate) fn deliver_versioned<Msg: Clone + Send + Sync + 'static>(
         &self,
         messages: impl IntoIterator<Item = Msg>,
         version: &impl Fn(&Msg) -> Version,
@@ -814,13 +815,18 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
                 for message in messages {
                     let at = version(&message);
                     // The common case: the next message of an entry in order, applied at once (the
-                    // recipe borrows the message; nothing is kept) and its subscribers woken once
-                    // for the whole burst, through the handle's signal.
+                    // message moves into the data, nothing is kept or cloned) and its subscribers
+                    // woken once for the whole burst, through the handle's signal.
                     let mut fast_panic = None;
-                    let fast = cache.stream_message_in_order(now, place, at, |outer| {
-                        fast_panic = run_typed_recipe(outer, |draft| apply(draft, &message));
-                    });
-                    if let Ok(n) = fast {
+                    let mut unsent = Some(message);
+                    let fast = cache
+                        .stream_message_in_order(now, place, at, |outer| {
+                            if let Some(message) = unsent.take() {
+                                fast_panic = run_typed_recipe(outer, |draft| apply(draft, message));
+                            }
+                        })
+                        .ok();
+                    if let Some(n) = fast {
                         notify |= n == Notify::Caller;
                         if let Some(message) = fast_panic {
                             let error = UpdateError::RecipePanicked { message };
@@ -829,11 +835,16 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
                         delivered += 1;
                         continue;
                     }
-                    // Any other case goes by the version rules, with a recipe the core may keep.
+                    let Some(message) = unsent else {
+                        continue;
+                    };
+                    // Any other case goes by the version rules, with a recipe the core may keep
+                    // (and run again): each run applies a clone of the message.
                     let (apply, report) = (Arc::clone(apply), Arc::clone(&panicked));
                     let recipe = move |outer: &mut Draft<'_, ErasedData>| {
+                        let message = message.clone();
                         if let Some(message) =
-                            run_typed_recipe(outer, |draft| apply(draft, &message))
+                            run_typed_recipe(outer, |draft| apply(draft, message))
                             && let Ok(mut slot) = report.lock()
                         {
                             slot.get_or_insert(message);

@@ -221,8 +221,11 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
     /// it in version order; from then on a message at or below the entry's watermark is a
     /// duplicate, dropped (traced `stream_stale`); one past a gap, on a contiguous endpoint, is
     /// held while the entry resyncs (its stream status `Resyncing`); every other one is applied
-    /// with `apply` exactly once. `apply` takes the message by reference: a refetch's snapshot is
-    /// rebased by applying again what was applied while it ran (R27).
+    /// with `apply` exactly once. `apply` takes the message by value: in the common case (the
+    /// next message, nothing held, no request in flight) it moves into the data with no copy. A
+    /// message the core keeps — held past a gap, or logged while a request is in flight, since
+    /// a refetch's snapshot is rebased by applying again what was applied while it ran (R27) —
+    /// is cloned for each application, so `apply` must give the same change each time.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -236,7 +239,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
     ///         // 2 is in the snapshot already, 3 and 4 are new; 3 arrives twice
     ///         let messages = futures::stream::iter([4, 2, 3, 3]);
     ///         entry
-    ///             .stream_versioned(messages, |n| Version::new(*n), |list, n| list.push(*n))
+    ///             .stream_versioned(messages, |n| Version::new(*n), |list, n| list.push(n))
     ///             .await;
     ///         Ok(())
     ///     })
@@ -250,9 +253,9 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
     pub async fn stream_versioned<S, V, F>(self, stream: S, version: V, apply: F) -> StreamEnd
     where
         S: Stream + Send,
-        S::Item: Send + Sync + 'static,
+        S::Item: Clone + Send + Sync + 'static,
         V: Fn(&S::Item) -> Version + Send,
-        F: Fn(&mut Draft<'_, T>, &S::Item) + Send + Sync + 'static,
+        F: Fn(&mut Draft<'_, T>, S::Item) + Send + Sync + 'static,
     {
         self.try_stream_versioned(stream.map(Ok::<_, Infallible>), version, apply)
             .await
@@ -271,7 +274,7 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
     ///     .query_fn_versioned(|()| async { Ok((vec![], Version::new(0))) })
     ///     .on_cache_entry_added(|(), entry| async move {
     ///         let items = futures::stream::iter([Ok::<u64, std::convert::Infallible>(1)]);
-    ///         entry.try_stream_versioned(items, |n| Version::new(*n), |l, n| l.push(*n)).await;
+    ///         entry.try_stream_versioned(items, |n| Version::new(*n), |l, n| l.push(n)).await;
     ///         Ok(())
     ///     })
     ///     .build()?;
@@ -289,10 +292,10 @@ impl<T: Data, M: Send + Sync + 'static> EntryHandle<BeforeData, T, M> {
     ) -> StreamEnd
     where
         S: Stream<Item = Result<Msg, E>> + Send,
-        Msg: Send + Sync + 'static,
+        Msg: Clone + Send + Sync + 'static,
         E: StreamError + Send,
         V: Fn(&Msg) -> Version + Send,
-        F: Fn(&mut Draft<'_, T>, &Msg) + Send + Sync + 'static,
+        F: Fn(&mut Draft<'_, T>, Msg) + Send + Sync + 'static,
     {
         self.attach(stream, Versioned::new(version, apply)).await
     }
@@ -421,7 +424,7 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
     ///     .on_cache_entry_added(|(), entry| async move {
     ///         let Ok((entry, _)) = entry.data_loaded().await else { return Ok(()) };
     ///         let messages = futures::stream::iter([1, 2]);
-    ///         entry.stream_versioned(messages, |n| Version::new(*n), |l, n| l.push(*n)).await;
+    ///         entry.stream_versioned(messages, |n| Version::new(*n), |l, n| l.push(n)).await;
     ///         Ok(())
     ///     })
     ///     .build()?;
@@ -434,9 +437,9 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
     pub async fn stream_versioned<S, V, F>(&self, stream: S, version: V, apply: F) -> StreamEnd
     where
         S: Stream + Send,
-        S::Item: Send + Sync + 'static,
+        S::Item: Clone + Send + Sync + 'static,
         V: Fn(&S::Item) -> Version + Send,
-        F: Fn(&mut Draft<'_, T>, &S::Item) + Send + Sync + 'static,
+        F: Fn(&mut Draft<'_, T>, S::Item) + Send + Sync + 'static,
     {
         self.try_stream_versioned(stream.map(Ok::<_, Infallible>), version, apply)
             .await
@@ -456,7 +459,7 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
     ///     .on_cache_entry_added(|(), entry| async move {
     ///         let Ok((entry, _)) = entry.data_loaded().await else { return Ok(()) };
     ///         let items = futures::stream::iter([Ok::<u64, std::convert::Infallible>(1)]);
-    ///         entry.try_stream_versioned(items, |n| Version::new(*n), |l, n| l.push(*n)).await;
+    ///         entry.try_stream_versioned(items, |n| Version::new(*n), |l, n| l.push(n)).await;
     ///         Ok(())
     ///     })
     ///     .build()?;
@@ -474,10 +477,10 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
     ) -> StreamEnd
     where
         S: Stream<Item = Result<Msg, E>> + Send,
-        Msg: Send + Sync + 'static,
+        Msg: Clone + Send + Sync + 'static,
         E: StreamError + Send,
         V: Fn(&Msg) -> Version + Send,
-        F: Fn(&mut Draft<'_, T>, &Msg) + Send + Sync + 'static,
+        F: Fn(&mut Draft<'_, T>, Msg) + Send + Sync + 'static,
     {
         let recorder = Recorder::new(self, Attachment::live(self.place.handler()));
         let apply = Versioned::new(version, apply);
@@ -646,7 +649,7 @@ struct Versioned<T, Msg, V> {
 }
 
 impl<T, Msg, V> Versioned<T, Msg, V> {
-    fn new(version: V, apply: impl Fn(&mut Draft<'_, T>, &Msg) + Send + Sync + 'static) -> Self {
+    fn new(version: V, apply: impl Fn(&mut Draft<'_, T>, Msg) + Send + Sync + 'static) -> Self {
         Versioned {
             version,
             apply: Arc::new(apply),
@@ -654,7 +657,7 @@ impl<T, Msg, V> Versioned<T, Msg, V> {
     }
 }
 
-impl<T: Data, Msg: Send + Sync + 'static, V: Fn(&Msg) -> Version> Applier<T, Msg>
+impl<T: Data, Msg: Clone + Send + Sync + 'static, V: Fn(&Msg) -> Version> Applier<T, Msg>
     for Versioned<T, Msg, V>
 {
     fn overflow(&self) -> Overflow {

@@ -59,7 +59,7 @@ async fn r33_a_flood_before_the_first_data_is_bounded() {
         .on_cache_entry_added(move |(), entry| async move {
             let messages = futures::stream::iter(1..=total);
             entry
-                .stream_versioned(messages, |n| Version::new(*n), |list, n| list.push(*n))
+                .stream_versioned(messages, |n| Version::new(*n), |list, n| list.push(n))
                 .await;
             Ok(())
         })
@@ -238,7 +238,7 @@ async fn r30_restart_ends_the_handler_and_its_stream_and_starts_a_new_one_on_the
                 }
                 let ended = entry.clone();
                 let end = entry
-                    .stream_versioned(rx, |n| Version::new(*n), |list, n| list.push(*n))
+                    .stream_versioned(rx, |n| Version::new(*n), |list, n| list.push(n))
                     .await;
                 let why = ended.removed().await;
                 let mut seen = seen.lock().expect("not poisoned");

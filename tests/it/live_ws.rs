@@ -38,7 +38,7 @@ fn get_messages(api: &Api, server: &ChatServer) -> Endpoint<Channel, Vec<Message
                     .try_stream_versioned(
                         socket?,
                         |message| Version::new(message.id),
-                        |messages, message| messages.push(message.clone()),
+                        |messages, message| messages.push(message),
                     )
                     .await;
                 Ok(())

@@ -138,14 +138,35 @@ where
         delivered
     }
 
-    /// [`Cache::stream_message`] of the lifetime at `place` (a lifecycle handle's), in its common
-    /// case only: the message is the next one of a Streaming entry whose stream is in order (see
-    /// `stream_next`), and it is applied, without a lookup and without keeping the recipe (so
-    /// `recipe` need not be `'static`); the notification is handed to the caller as in
-    /// [`Cache::update_cached_deferring_notify`]. In any other case nothing is done and the
-    /// recipe comes back: the caller then delivers the message with [`Cache::stream_message`].
-    #[cfg(feature = "runtime")]
-    pub(crate) fn stream_message_in_order<F: FnOnce(&mut Draft<'_, D>)>(
+    /// [`Cache::stream_message`] of the handler at `place` (a lifecycle handle's), in its common
+    /// case only: the message is the next one of a Streaming entry whose stream is in order —
+    /// nothing held or missing, no request in flight whose snapshot would need a rebase — and
+    /// it is applied, without a lookup and without keeping the recipe (so `recipe` may be
+    /// `FnOnce`, move the message into the data, and borrow); the notification is handed to the
+    /// caller as in [`Cache::update_cached_deferring_notify`]. In any other case nothing is
+    /// done and the recipe comes back: the caller then delivers the message with
+    /// [`Cache::stream_message`] (whose recipe the core may keep and run again).
+    ///
+    /// ```
+    /// # use livecache::core::{LifetimeId, Version};
+    /// use livecache::core::{Cache, CacheKey, EndpointConfig, Versioning};
+    /// let mut cache: Cache<Vec<String>> = Cache::new(Default::default());
+    /// let versions = Some(Versioning::default());
+    /// let ep = cache.add_endpoint("chat", EndpointConfig { versions, ..Default::default() })?;
+    /// let key = CacheKey::verbatim("chat(1)");
+    /// cache.upsert_versioned(0, ep, &key, vec![], Version::new(0))?;
+    /// let place = cache.lifetime_place(LifetimeId(1)).expect("live");
+    /// let (first, second) = (String::from("m1"), String::from("m2"));
+    /// // The entry is not Streaming yet: the first message goes by the general rules.
+    /// let back = cache.stream_message_in_order(1, place, Version::new(1), |d| d.push(first));
+    /// assert!(back.is_err());
+    /// cache.stream_message(1, LifetimeId(1), Version::new(1), |d| d.push("m1".into()))?;
+    /// // Streaming and in order: applied, the message moved in.
+    /// assert!(cache.stream_message_in_order(2, place, Version::new(2), |d| d.push(second)).is_ok());
+    /// assert_eq!(cache.entry(&key).and_then(|e| e.watermark), Some(Version::new(2)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stream_message_in_order<F: FnOnce(&mut Draft<'_, D>)>(
         &mut self,
         now: u64,
         place: LifetimePlace,
