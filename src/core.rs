@@ -36,6 +36,7 @@
 mod attachment;
 mod cache;
 mod config;
+mod connection;
 mod data;
 mod entry;
 pub(crate) mod ids;
@@ -59,6 +60,9 @@ pub use cache::{
     UpsertError,
 };
 pub use config::{EndpointConfig, Keep, MAX_KEEP_MS, Refetch, Resync, Versioning};
+pub use connection::{
+    ConnEffect, ConnState, Connection, ConnectionConfig, ConnectionConfigError, Frame,
+};
 pub use data::CacheData;
 pub use entry::{
     Added, AwaitingData, Draft, Entry, HasData, Live, Loaded, Loading, Removed, Started, State,
