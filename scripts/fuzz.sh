@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh TARGET SECONDS [LIBFUZZER_FLAG...]   one target, for SECONDS
 #   scripts/fuzz.sh all SECONDS [LIBFUZZER_FLAG...]      every target, one after another
 #
-# TARGET: lifecycle_ops, ws_frames, patches or cache_keys (see docs/testing.md, "Fuzzing").
+# TARGET: lifecycle_ops, connection_events, ws_frames, patches or cache_keys (see docs/testing.md, "Fuzzing").
 # Extra flags go to libFuzzer, e.g. `-runs=10000000` (stops at whichever limit comes first).
 #
 # Installs cargo-fuzz if it is missing. Uses the nightly toolchain if rustup has one, else
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS=(lifecycle_ops ws_frames patches cache_keys)
+TARGETS=(lifecycle_ops connection_events ws_frames patches cache_keys)
 
 usage() {
     echo "usage: scripts/fuzz.sh TARGET|all SECONDS [LIBFUZZER_FLAG...]" >&2

@@ -11,9 +11,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod connection;
 mod invariants;
 mod model;
 
+pub use connection::{ConnEvent, ConnectionModel, REFUSED, RESET, TopicId};
 pub use invariants::check_invariants;
 pub use model::{Deadline, Entry, Live, Model, Snapshot, Stream, trace_text};
 

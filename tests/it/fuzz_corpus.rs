@@ -76,3 +76,11 @@ fn patches() {
 fn cache_keys() {
     replay("cache_keys", livecache_check::fuzz::cache_keys);
 }
+
+#[test]
+fn connection_events() {
+    replay(
+        "connection_events",
+        livecache_check::fuzz::connection_events,
+    );
+}

@@ -9,6 +9,8 @@
 mod common;
 
 mod auto_traits;
+mod connection_equivalence;
+mod connection_rules;
 mod exhaustive;
 mod fuzz_corpus;
 mod fuzz_findings;

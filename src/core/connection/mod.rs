@@ -205,7 +205,7 @@ impl<T: Ord + Clone> Connection<T> {
         let now = now.max(self.now);
         while let Some((at, timer)) = self.next_timer().filter(|(at, _)| *at <= now) {
             self.now = at;
-            self.fire(timer);
+            self.fire(timer, now);
         }
         self.now = now;
     }
@@ -474,7 +474,7 @@ impl<T: Ord + Clone> Connection<T> {
         let now = now.max(self.now);
         while let Some((at, timer)) = self.next_timer().filter(|(at, _)| *at < now) {
             self.now = at;
-            self.fire(timer);
+            self.fire(timer, now);
         }
         self.now = now;
     }
@@ -499,14 +499,20 @@ impl<T: Ord + Clone> Connection<T> {
         .min_by_key(|(at, _)| *at)
     }
 
-    fn fire(&mut self, timer: Timer) {
+    /// Fire `timer`, due now (`self.now`), while the driver's own time is `driver_now` (later,
+    /// if it woke late).
+    fn fire(&mut self, timer: Timer, driver_now: u64) {
         match (timer, self.state.clone()) {
             (Timer::Connect, ConnState::Connecting { epoch, .. }) => {
                 self.effects.push_back(ConnEffect::Close { epoch });
                 let error = format!("no connection after {} ms", self.config.connect_timeout_ms);
                 self.failed_attempt(error, false);
             }
-            (Timer::Backoff, ConnState::Backoff { attempt, .. }) => self.connect_as(attempt),
+            (Timer::Backoff, ConnState::Backoff { attempt, .. }) => {
+                // The attempt starts when the driver makes it: its timeout runs from then.
+                self.now = driver_now;
+                self.connect_as(attempt);
+            }
             (Timer::Linger, ConnState::Lingering { epoch, .. }) => {
                 self.effects.push_back(ConnEffect::Close { epoch });
                 self.go_idle();
@@ -523,10 +529,12 @@ impl<T: Ord + Clone> Connection<T> {
             (Timer::Ping, ConnState::Open { epoch } | ConnState::Lingering { epoch, .. }) => {
                 let frame = Frame::Ping;
                 self.effects.push_back(ConnEffect::Send { epoch, frame });
+                // The ping goes out when the driver sends it: one for a late wake-up, not one
+                // for every interval missed.
                 self.ping_at = self
                     .config
                     .heartbeat_ms
-                    .map(|ms| self.now.saturating_add(ms));
+                    .map(|ms| driver_now.saturating_add(ms));
             }
             (Timer::Stable, ConnState::Open { .. } | ConnState::Lingering { .. }) => {
                 self.stable_at = None;
