@@ -191,3 +191,123 @@ fn back_to_back_notifications_coalesce_per_key() {
         [Effect::Notify { key: one }, Effect::Notify { key: two }]
     );
 }
+
+/// A batch inside a batch is part of it: the consecutive updates of one entry across both are
+/// one `updated { count }` (R34), and after the outermost ends nothing folds any more.
+#[test]
+fn a_nested_batch_folds_with_its_outer_batch() {
+    use crate::core::cache::Patches;
+    use crate::core::trace::TraceKind;
+    let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+    let Ok(ep) = cache.add_endpoint("a", EndpointConfig::default()) else {
+        panic!("a new name is accepted");
+    };
+    let key = CacheKey::verbatim("a(1)");
+    assert_eq!(cache.upsert(0, ep, &key, vec![]), Ok(()));
+    let push = |cache: &mut Cache<Vec<u8>>, n: u8| {
+        let pushed = cache.update_cached(0, LifetimeId(1), Patches::NotWanted, |d| d.push(n));
+        assert!(pushed.is_ok());
+    };
+    push(&mut cache, 0); // Loaded → Streaming: outside any batch
+    let before = cache.trace().len();
+    cache.batch(|cache| {
+        push(cache, 1);
+        cache.batch(|cache| push(cache, 2));
+        push(cache, 3);
+    });
+    push(&mut cache, 4); // after the batch: an event of its own
+    let counts: Vec<u32> = cache.trace()[before..]
+        .iter()
+        .filter_map(|e| match e.kind {
+            TraceKind::Updated { count, .. } => Some(count),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(counts, [3, 1]);
+}
+
+#[test]
+fn a_cache_key_reads_as_its_text() {
+    let key = CacheKey::verbatim("a(1)");
+    let text: &str = key.as_ref();
+    assert_eq!(text, "a(1)");
+}
+
+#[test]
+fn stream_statuses_say_whether_live_hold_their_texts_and_display() {
+    use crate::core::stream_status::StreamStatus;
+    let reconnecting = StreamStatus::Reconnecting {
+        attempt: 2,
+        since_ms: 30,
+        last_error: "reset".into(),
+    };
+    let cases = [
+        (StreamStatus::Idle, false, None, "idle"),
+        (StreamStatus::Connecting, false, None, "connecting"),
+        (StreamStatus::Live, true, None, "live"),
+        (
+            reconnecting,
+            false,
+            Some("reset"),
+            "reconnecting (attempt 2, stale since 30 ms): reset",
+        ),
+        (
+            StreamStatus::Resyncing { since_ms: 5 },
+            false,
+            None,
+            "resyncing (stale since 5 ms)",
+        ),
+        (
+            StreamStatus::Ended {
+                reason: "bye".into(),
+            },
+            false,
+            Some("bye"),
+            "ended: bye",
+        ),
+        (
+            StreamStatus::Failed {
+                error: "boom".into(),
+            },
+            false,
+            Some("boom"),
+            "failed: boom",
+        ),
+    ];
+    for (status, live, text, shown) in cases {
+        assert_eq!(status.is_live(), live, "{status:?}");
+        assert_eq!(status.text(), text, "{status:?}");
+        assert_eq!(status.to_string(), shown);
+    }
+}
+
+#[test]
+fn versions_convert_parse_and_report_errors_exactly() {
+    use crate::core::version::Version;
+    assert_eq!(Version::pair(4, 5).parts(), (4, 5));
+    assert_eq!(Version::from(7u64), Version::new(7));
+    assert_eq!(Version::from(7u64).parts(), (0, 7));
+    let error = "12-x".parse::<Version>().err().map(|e| e.to_string());
+    assert_eq!(
+        error.as_deref(),
+        Some("not a version (n or major-minor): \"12-x\"")
+    );
+    // A long text is cut to 64 bytes, back to a character boundary: 31 two-byte characters.
+    let long = format!("x{}", "é".repeat(40));
+    let error = long.parse::<Version>().err().map(|e| e.to_string());
+    let kept = format!("x{}", "é".repeat(31));
+    assert_eq!(
+        error,
+        Some(format!("not a version (n or major-minor): {kept:?}"))
+    );
+    // JSON that is neither a number nor a text says what a version is.
+    let wrong = serde_json::from_str::<Version>("true")
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        wrong
+            .as_deref()
+            .is_some_and(|e| e.contains("a version: a number, or the text \"major-minor\"")),
+        "{wrong:?}"
+    );
+}

@@ -379,6 +379,7 @@ where
     /// applies under one lock: consecutive updates of one entry in it are traced as one
     /// `updated { count }` (those recording patches keep one event each, with its patch).
     /// Nothing else changes: each update is applied, decided and notified as outside a batch.
+    /// A batch inside a batch is part of it (its updates fold with the outer ones).
     ///
     /// ```
     /// # use livecache::core::{LifetimeId, Patches};
@@ -396,12 +397,17 @@ where
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn batch<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        // A batch inside a batch is part of it: only the outermost starts and ends the run.
         let outer = std::mem::replace(&mut self.batching, true);
-        let folds = std::mem::replace(&mut self.batch_folds, false);
+        if !outer {
+            self.batch_folds = false;
+        }
         // A panic in `f` (a core user's recipe) ends the batch too, then goes on.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)));
         self.batching = outer;
-        self.batch_folds = folds && outer;
+        if !outer {
+            self.batch_folds = false;
+        }
         result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     }
 
