@@ -243,6 +243,10 @@ impl CoreUnderTest {
                 let handler = self.handler(*lifetime);
                 OpResult::Done(self.cache.resync_done(now, handler).is_ok())
             }
+            Op::SourceResync { lifetime } => {
+                let handler = self.handler(*lifetime);
+                OpResult::Done(self.cache.source_resync(now, handler).is_ok())
+            }
             Op::RefetchLifetime { lifetime } => {
                 let handler = self.handler(*lifetime);
                 OpResult::Done(self.cache.refetch_lifetime(now, handler))

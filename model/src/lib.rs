@@ -376,6 +376,12 @@ pub enum Op {
         /// The lifetime of the handle.
         lifetime: u64,
     },
+    /// The source of `lifetime`'s stream may have missed messages (it reconnected, R32): the
+    /// entry resyncs — by its policy if versioned, else a refetch. Whether the lifetime is live.
+    SourceResync {
+        /// The lifetime.
+        lifetime: u64,
+    },
     /// `restart(arg)` on the key's endpoint (R30): its entry's lifecycle handler is replaced
     /// by a new one; the entry keeps its data, subscribers and watermark. Whether it did.
     Restart {
@@ -427,6 +433,7 @@ impl Op {
                 | Op::StreamFinish { .. }
                 | Op::StreamReport { .. }
                 | Op::ResyncDone { .. }
+                | Op::SourceResync { .. }
         )
     }
 }

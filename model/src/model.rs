@@ -429,6 +429,7 @@ impl Model {
                 OpResult::Done(self.stream_report(*lifetime, *report))
             }
             Op::ResyncDone { lifetime } => OpResult::Done(self.resync_done(*lifetime)),
+            Op::SourceResync { lifetime } => OpResult::Done(self.source_resync(*lifetime)),
             Op::RefetchLifetime { lifetime } => OpResult::Done(self.refetch_lifetime(*lifetime)),
             Op::Reject {
                 key,

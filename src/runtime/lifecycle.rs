@@ -526,6 +526,45 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
         if refetched { Ok(()) } else { Err(EntryRemoved) }
     }
 
+    /// The entry's source may have missed messages — it reconnected after a drop (R32), say —
+    /// so the entry resyncs: a versioned one by its policy, stale (`Resyncing`) until its
+    /// refetched snapshot lands; an unversioned one refetches. A handler that reconnects its
+    /// own socket calls this once the new socket is up. `Err(EntryRemoved)` once the entry is
+    /// gone for this handler.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let n = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    /// let counted = std::sync::Arc::clone(&n);
+    /// let feed = api
+    ///     .query::<(), u32>("feed")
+    ///     .query_fn(move |()| {
+    ///         let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    ///         async move { Ok(n) }
+    ///     })
+    ///     .on_cache_entry_added(|(), entry| async move {
+    ///         let Ok((entry, _)) = entry.data_loaded().await else { return Ok(()) };
+    ///         // … the socket dropped and came back: what was missed comes with a refetch
+    ///         entry.resync_source()?;
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// let sub = feed.subscribe(())?;
+    /// sub.loaded().await.ok();
+    /// for _ in 0..4 { tokio::task::yield_now().await; }
+    /// assert_eq!(sub.state().data(), Some(&1));
+    /// # Ok(()) }
+    /// ```
+    pub fn resync_source(&self) -> Result<(), EntryRemoved> {
+        let handler = self.place.handler();
+        self.shared.with_lifetime(&self.hint(), |state, now| {
+            let resynced = state.cache.source_resync(now, handler);
+            (resynced.map_err(|_| EntryRemoved), false)
+        })
+    }
+
     /// Report the health of the entry's live source (R28): `Connecting`, `Live`,
     /// `Reconnecting { .. }`, `Ended { .. }` or `Failed { .. }` (texts are cut like the trace's).
     /// Subscribers see it in [`QueryState::stream`]; a change wakes them and is traced. A

@@ -1696,3 +1696,64 @@ fn r28_a_failed_stream_rejects_the_query_on_an_endpoint_that_chooses_it() {
         );
     }
 }
+
+// ===== R32 (the entry's side): a source that reconnected resyncs its entry =====
+
+#[test]
+fn r32_a_reconnected_source_resyncs_its_entry_by_its_policy() {
+    // Refetch: stale until the refetched snapshot lands; messages meanwhile are rebased.
+    let (mut cache, room, _) = live_room(versioned(true, Resync::Refetch, 10), 3);
+    cache.source_resync(200, ROOM).expect("the room is live");
+    assert_eq!(
+        stream(&cache, &room),
+        StreamStatus::Resyncing { since_ms: 200 }
+    );
+    let effects = drain(&mut cache);
+    assert!(effects.contains(&start_request(&room, 2)));
+    assert_eq!(send(&mut cache, 210, 4), Ok(Delivery::Applied));
+    cache.fulfil_versioned(300, &room, RequestId(2), up_to(5), Version::new(5));
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+    assert_eq!(data(&cache, &room), Some(up_to(5)));
+    insta::assert_yaml_snapshot!(
+        "r32_a_reconnected_source_resyncs_its_entry_by_its_policy",
+        cache.trace()
+    );
+
+    // Resume: the source is asked to replay from the watermark's next version.
+    let (mut cache, room, _) = live_room(versioned(true, Resync::Resume, 10), 3);
+    assert_eq!(cache.resume_from(ROOM), Some(Version::new(4)));
+    cache.source_resync(200, ROOM).expect("the room is live");
+    assert_eq!(drain(&mut cache), [resume(&room, 4), notify(&room)]);
+    cache.resync_done(250, ROOM).expect("live");
+    assert_eq!(stream(&cache, &room), StreamStatus::Live);
+
+    // Unversioned: a refetch, its reason `resync`.
+    let mut cache = new_cache();
+    let chat = cache
+        .add_endpoint("chat", unversioned())
+        .expect("a new name");
+    let room = self::room();
+    cache
+        .upsert(0, chat, &room, msgs(&["hi"]))
+        .expect("its key");
+    let _ = drain(&mut cache);
+    cache.source_resync(10, ROOM).expect("live");
+    assert_eq!(
+        cache.entry(&room).and_then(|e| e.in_flight),
+        Some(RequestId(1))
+    );
+    let last = cache.trace().pop().map(|e| e.kind);
+    assert_eq!(
+        last,
+        Some(TraceKind::RequestStarted {
+            request: 1,
+            reason: RequestReason::Resync
+        })
+    );
+    // A restarted handler's source is not the entry's any more (R30).
+    let new = cache
+        .restart(20, &room)
+        .expect("the endpoint has a handler");
+    assert_eq!(cache.source_resync(30, ROOM), Err(UpdateRefused::NotLive));
+    assert_eq!(cache.source_resync(30, new), Ok(()));
+}

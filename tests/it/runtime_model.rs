@@ -82,6 +82,7 @@ impl ReferenceStateMachine for Reference {
         prop_oneof![
             20 => strategies::ops_attaching(state, false, false, false),
             1 => select(handled.clone()).prop_map(|lifetime| Op::RefetchLifetime { lifetime }),
+            1 => select(handled.clone()).prop_map(|lifetime| Op::SourceResync { lifetime }),
             1 => (select(handled), report)
                 .prop_map(|(lifetime, report)| Op::StreamReport { lifetime, report }),
         ]
@@ -94,6 +95,7 @@ impl ReferenceStateMachine for Reference {
         match op {
             Op::StreamAttach { lifetime }
             | Op::RefetchLifetime { lifetime }
+            | Op::SourceResync { lifetime }
             | Op::StreamReport { lifetime, .. } => !loading(state, *lifetime),
             _ => true,
         }
@@ -392,6 +394,13 @@ impl System {
                 let handles = lock(&self.handles);
                 let handle = handles.current(*lifetime);
                 Some(OpResult::Done(handle.is_some_and(|h| h.refetch().is_ok())))
+            }
+            Op::SourceResync { lifetime } => {
+                let handles = lock(&self.handles);
+                let handle = handles.current(*lifetime);
+                Some(OpResult::Done(
+                    handle.is_some_and(|h| h.resync_source().is_ok()),
+                ))
             }
             Op::StreamReport { lifetime, report } => {
                 let handles = lock(&self.handles);

@@ -157,6 +157,8 @@ enum OpSel {
     // last again.
     Restart(KeyRef),
     UpdateCachedBy(IdSel, u8, Recipe),
+    // The source reconnected (R32), added last again.
+    SourceResync(IdSel),
 }
 
 /// Keys stay within the three endpoints and three arguments, so ops collide often.
@@ -327,6 +329,9 @@ fn resolve(sel: OpSel, model: &Model) -> Op {
             ms: STEPS[usize::from(i) % STEPS.len()],
         },
         OpSel::Restart(k) => Op::Restart { key: key(k) },
+        OpSel::SourceResync(id) => Op::SourceResync {
+            lifetime: id.resolve(lifetimes),
+        },
         OpSel::UpdateCachedBy(id, generation, recipe) => Op::UpdateCached {
             lifetime: id.resolve(lifetimes),
             generation: Some(u32::from(generation % 4)),

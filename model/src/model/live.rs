@@ -89,6 +89,30 @@ impl Model {
         true
     }
 
+    /// `SourceResync` (R32): the source may have missed messages. A versioned entry awaits a
+    /// snapshot and resyncs by its policy; an unversioned one refetches (reason `resync`).
+    /// Whether the lifetime is live.
+    pub(super) fn source_resync(&mut self, lifetime: u64) -> bool {
+        let Some(key) = self.key_of_lifetime(lifetime) else {
+            return false;
+        };
+        let Some(spec) = self.versions(&key) else {
+            let in_flight = self.entries.get(&key).and_then(|e| e.in_flight);
+            match in_flight {
+                Some(request) => self.record(&key, TraceKind::RequestJoined { request }),
+                None => self.start_request(&key, livecache::core::RequestReason::Resync),
+            }
+            return true;
+        };
+        let before = self.stream_status_of(&key);
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.live.awaiting_snapshot = true;
+        }
+        self.resync(&key, lifetime, spec);
+        self.status_follows(&key, lifetime, before);
+        true
+    }
+
     /// R33: a versioned stream's buffer dropped messages before the first data; once the data
     /// landed and what it still held was delivered, the entry resyncs, stale until a snapshot.
     pub(super) fn stream_lost(&mut self, key: &str, lifetime: u64) {

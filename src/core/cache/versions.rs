@@ -335,6 +335,84 @@ where
         Ok(())
     }
 
+    /// The source of `handler`'s stream may have missed messages — it reconnected (R32), or it
+    /// knows it dropped some — so the entry resyncs: a versioned one by its policy, stale until
+    /// a snapshot lands or the source reports [`Cache::resync_done`] (`Refetch`: the request in
+    /// flight is joined or one starts; `Resume`: [`Effect::Resume`] from the watermark's next
+    /// version); an unversioned one refetches (R32: "unversioned entries refetch"), its
+    /// `request_started` saying `resync`. Returns `Err(NotLive)` for a handler that is not the
+    /// entry's current one.
+    ///
+    /// ```
+    /// # use livecache::core::{LifetimeId, RequestId, Version};
+    /// use livecache::core::{Cache, CacheKey, EndpointConfig, StreamStatus, Versioning};
+    /// let mut cache: Cache<Vec<u64>> = Cache::new(Default::default());
+    /// let versions = Some(Versioning::default());
+    /// let ep = cache.add_endpoint("chat", EndpointConfig { versions, ..Default::default() })?;
+    /// let key = CacheKey::verbatim("chat(1)");
+    /// cache.upsert_versioned(0, ep, &key, vec![1, 2], Version::new(2))?;
+    /// cache.source_resync(5, LifetimeId(1))?;          // the socket came back
+    /// let entry = cache.entry(&key).unwrap();
+    /// assert_eq!(entry.stream, StreamStatus::Resyncing { since_ms: 5 });
+    /// assert_eq!(entry.in_flight, Some(RequestId(1))); // the refetch that resyncs it
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn source_resync(
+        &mut self,
+        now: u64,
+        handler: impl Into<HandlerId>,
+    ) -> Result<(), UpdateRefused> {
+        self.advance(now);
+        let handler = handler.into();
+        let (key, lifetime) = (self.live_key(handler)?, handler.lifetime.0);
+        let endpoint = self.entries.get(&key).map(|slot| slot.endpoint);
+        let versions = endpoint.and_then(|endpoint| self.endpoint_config(endpoint).versions);
+        let Some(versioning) = versions else {
+            match self
+                .entries
+                .get(&key)
+                .and_then(|slot| slot.entry.in_flight())
+            {
+                Some(request) => self.record(self.now, &key, TraceKind::RequestJoined { request }),
+                None => self.start_request(&key, RequestReason::Resync),
+            }
+            self.notify(&key);
+            return Ok(());
+        };
+        let before = self.stream_status_of(&key);
+        if let Some(live) = self.live_mut(&key) {
+            live.awaiting_snapshot = true;
+        }
+        self.resync(&key, lifetime, versioning);
+        self.status_follows(&key, lifetime, before);
+        Ok(())
+    }
+
+    /// The version a source resuming `handler`'s stream replays from (R32): the watermark's
+    /// next on an endpoint that resyncs by [`Resume`](crate::core::Resync::Resume) (0 without
+    /// a watermark); `None` for any other endpoint, or a handler that is not current.
+    ///
+    /// ```
+    /// # use livecache::core::{LifetimeId, Version};
+    /// use livecache::core::{Cache, CacheKey, EndpointConfig, Resync, Versioning};
+    /// let mut cache: Cache<Vec<u64>> = Cache::new(Default::default());
+    /// let versions = Some(Versioning { resync: Resync::Resume, ..Versioning::default() });
+    /// let ep = cache.add_endpoint("chat", EndpointConfig { versions, ..Default::default() })?;
+    /// cache.upsert_versioned(0, ep, &CacheKey::verbatim("chat(1)"), vec![], Version::new(7))?;
+    /// assert_eq!(cache.resume_from(LifetimeId(1)), Some(Version::new(8)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn resume_from(&self, handler: impl Into<HandlerId>) -> Option<Version> {
+        let key = self.entries.key_of_handler(handler.into())?;
+        let slot = self.entries.get(key)?;
+        let versioning = self.endpoint_config(slot.endpoint).versions?;
+        if versioning.resync != Resync::Resume {
+            return None;
+        }
+        let watermark = slot.live.as_ref().and_then(|live| live.watermark);
+        watermark.map_or(Some(Version::new(0)), Version::next)
+    }
+
     /// The key of the live entry whose current handler is `handler` (R30).
     fn live_key(&self, handler: HandlerId) -> Result<CacheKey, UpdateRefused> {
         let key = self.entries.key_of_handler(handler).cloned();

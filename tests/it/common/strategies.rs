@@ -133,6 +133,14 @@ pub fn ops_attaching(
         ),
         (2, key().prop_map(|key| Op::Remove { key }).boxed()),
         (1, Just(Op::Reset).boxed()),
+        // R32: the source reconnected; an unversioned entry refetches.
+        (
+            1,
+            lifetime_id
+                .clone()
+                .prop_map(|lifetime| Op::SourceResync { lifetime })
+                .boxed(),
+        ),
         // R30: a restart, and an update through the handle of a handler of some generation
         // (the current one, an ended one, one not started yet).
         (1, key().prop_map(|key| Op::Restart { key }).boxed()),
@@ -350,7 +358,14 @@ pub fn live_ops(state: &Model) -> BoxedStrategy<Op> {
         (
             2,
             lifetime_id
+                .clone()
                 .prop_map(|lifetime| Op::RefetchLifetime { lifetime })
+                .boxed(),
+        ),
+        (
+            1,
+            lifetime_id
+                .prop_map(|lifetime| Op::SourceResync { lifetime })
                 .boxed(),
         ),
     ];
