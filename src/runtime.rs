@@ -24,7 +24,7 @@ mod ending;
 mod endpoint;
 mod erased;
 mod error;
-mod lifecycle;
+pub(crate) mod lifecycle;
 mod signal;
 mod state;
 mod stream;

@@ -57,8 +57,9 @@ use crate::runtime::StreamError;
 
 mod decoder;
 mod error;
+pub mod shared;
 mod stats;
-mod transport;
+pub(crate) mod transport;
 
 pub use decoder::Decoder;
 pub use error::WsError;

@@ -23,17 +23,17 @@ use std::task::ready;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A TCP stream whose writes fail once more than `max_unsent` bytes wait for a peer that does
-/// not read.
+/// A stream (TCP by default; any connection a [`Connector`](super::shared::Connector) opens)
+/// whose writes fail once more than `max_unsent` bytes wait for a peer that does not read.
 #[derive(Debug)]
-pub(crate) struct Transport {
-    tcp: TcpStream,
+pub(crate) struct Transport<S = TcpStream> {
+    tcp: S,
     max_unsent: usize,
     incoming: Frames,
 }
 
-impl Transport {
-    pub(crate) fn new(tcp: TcpStream, max_unsent: usize) -> Self {
+impl<S> Transport<S> {
+    pub(crate) fn new(tcp: S, max_unsent: usize) -> Self {
         Transport {
             tcp,
             max_unsent,
@@ -66,7 +66,7 @@ impl fmt::Display for Backlog {
 
 impl std::error::Error for Backlog {}
 
-impl AsyncRead for Transport {
+impl<S: AsyncRead + Unpin> AsyncRead for Transport<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -82,7 +82,7 @@ impl AsyncRead for Transport {
     }
 }
 
-impl AsyncWrite for Transport {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Transport<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -26,4 +26,5 @@ mod rule_traces;
 mod runtime_model;
 mod runtime_rules;
 mod runtime_stress;
+mod shared_ws;
 mod ws_e2e;

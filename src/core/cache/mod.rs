@@ -478,6 +478,20 @@ where
             .map(|(name, _)| name.as_str())
     }
 
+    /// The configuration of an endpoint (the default for an id the cache did not give out).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, EndpointConfig, Versioning};
+    /// let mut cache: Cache<u32> = Cache::new(Default::default());
+    /// let versions = Some(Versioning::default());
+    /// let ep = cache.add_endpoint("chat", EndpointConfig { versions, ..Default::default() })?;
+    /// assert_eq!(cache.endpoint(ep).versions, versions);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn endpoint(&self, endpoint: EndpointId) -> EndpointConfig {
+        self.endpoint_config(endpoint)
+    }
+
     /// The core's current time (milliseconds).
     ///
     /// ```

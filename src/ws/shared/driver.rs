@@ -1,0 +1,466 @@
+//! The shared connection's tokio task: carries out what the sans-IO
+//! [`Connection`](crate::core::Connection) decides — opening and closing sockets, sending
+//! frames, telling entries their status and asking them to resync — and tells it what happened.
+//! It decides nothing itself.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_tungstenite::WebSocketStream;
+use async_tungstenite::tokio::{TokioAdapter, client_async_with_config};
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::http::header::HeaderName;
+use async_tungstenite::tungstenite::{Error as WsProtocolError, Message};
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{AuthHook, Command, Connector, FatalWhen, Framing, Inbound, SharedError};
+use crate::core::{ConnEffect, Connection, ConnectionConfig, Frame};
+use crate::runtime::lifecycle::SourceLink;
+use crate::ws::transport::Transport;
+
+/// How long a closing socket may take to finish its close handshake.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What may wait unsent for a peer that does not read (as `ws::connect`'s default).
+const MAX_UNSENT: usize = 64 * 1024;
+
+/// Where to connect: the URL's host and port, and the URL itself for the request.
+pub(super) struct Target {
+    url: String,
+    host: String,
+    port: u16,
+}
+
+impl Target {
+    /// Read a `ws://` URL.
+    pub(super) fn parse(url: &str) -> Result<Target, String> {
+        let request = url
+            .into_client_request()
+            .map_err(|e| format!("not a WebSocket URL: {e}"))?;
+        let uri = request.uri();
+        match uri.scheme_str() {
+            Some("ws") => {}
+            Some("wss") => return Err("wss:// is not supported yet: no TLS backend".into()),
+            _ => return Err(format!("not a ws:// URL: {url}")),
+        }
+        let host = uri.host().ok_or_else(|| format!("no host in {url}"))?;
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(80);
+        Ok(Target {
+            url: url.to_owned(),
+            host,
+            port,
+        })
+    }
+}
+
+/// What the task is started with.
+pub(super) struct Parts<F, C> {
+    pub(super) target: Target,
+    pub(super) framing: F,
+    pub(super) connector: C,
+    pub(super) config: ConnectionConfig,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) auth: Option<AuthHook>,
+    pub(super) fatal: Option<FatalWhen>,
+}
+
+type Socket<S> = WebSocketStream<TokioAdapter<Transport<S>>>;
+
+/// An attempt's outcome: the socket, or the error and whether it is fatal.
+type Attempt<S> = BoxFuture<'static, Result<Socket<S>, (String, bool)>>;
+
+/// One entry on a topic.
+struct Subscriber<M> {
+    id: u64,
+    link: SourceLink,
+    tx: mpsc::Sender<M>,
+    overflowed: Arc<AtomicBool>,
+}
+
+struct Driver<F: Framing, C: Connector> {
+    parts: Parts<F, C>,
+    machine: Connection<String>,
+    start: Instant,
+    socket: Option<(u64, Socket<C::Stream>)>,
+    attempt: Option<(u64, Attempt<C::Stream>)>,
+    topics: HashMap<String, Vec<Subscriber<F::Message>>>,
+    /// Topics asked to resync on the current socket, until their entries are no longer
+    /// resyncing (then the machine is told, for its retry count's reset).
+    resyncing: HashSet<String>,
+}
+
+/// The task: until every handle is gone.
+pub(super) async fn run<F, C>(
+    parts: Parts<F, C>,
+    mut commands: mpsc::UnboundedReceiver<Command<F::Message>>,
+) where
+    F: Framing,
+    F::Message: Clone,
+    C: Connector,
+{
+    let Ok(machine) = Connection::new(parts.config) else {
+        return;
+    };
+    let mut driver = Driver {
+        parts,
+        machine,
+        start: Instant::now(),
+        socket: None,
+        attempt: None,
+        topics: HashMap::new(),
+        resyncing: HashSet::new(),
+    };
+    loop {
+        driver.carry_out().await;
+        driver.check_resyncs();
+        driver.carry_out().await;
+        let deadline = driver
+            .machine
+            .poll_timeout()
+            .map(|ms| driver.start + Duration::from_millis(ms));
+        let sleep = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let frame = async {
+            match driver.socket.as_mut() {
+                Some((epoch, socket)) => (*epoch, socket.next().await),
+                None => std::future::pending().await,
+            }
+        };
+        let attempt = async {
+            match driver.attempt.as_mut() {
+                Some((epoch, attempt)) => (*epoch, attempt.await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(command) => driver.command(command).await,
+                None => break,
+            },
+            (epoch, frame) = frame => driver.frame(epoch, frame),
+            (epoch, outcome) = attempt => driver.attempted(epoch, outcome),
+            () = sleep => {
+                let now = driver.now();
+                driver.machine.handle_timeout(now);
+            }
+        }
+    }
+    // Every handle is gone: close the socket.
+    if let Some((_, mut socket)) = driver.socket.take() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(None)).await;
+    }
+}
+
+impl<F, C> Driver<F, C>
+where
+    F: Framing,
+    F::Message: Clone,
+    C: Connector,
+{
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    async fn command(&mut self, command: Command<F::Message>) {
+        let now = self.now();
+        match command {
+            Command::Attach {
+                topic,
+                id,
+                link,
+                tx,
+                overflowed,
+            } => {
+                let subscriber = Subscriber {
+                    id,
+                    link,
+                    tx,
+                    overflowed,
+                };
+                let status = self.status_now();
+                let subscribers = self.topics.entry(topic.clone()).or_default();
+                let first = subscribers.is_empty();
+                subscribers.push(subscriber);
+                if first {
+                    self.machine.attach(now, topic);
+                } else if let Some(subscriber) = subscribers.last() {
+                    // Another entry on a topic already attached: it learns the status now.
+                    subscriber.link.report(status);
+                }
+            }
+            Command::Detach { topic, id } => {
+                let Some(subscribers) = self.topics.get_mut(&topic) else {
+                    return;
+                };
+                subscribers.retain(|s| s.id != id);
+                if subscribers.is_empty() {
+                    self.topics.remove(&topic);
+                    self.resyncing.remove(&topic);
+                    self.machine.detach(now, &topic);
+                }
+            }
+            Command::Send { topic, text, reply } => {
+                let open = self.topics.contains_key(&topic) && self.is_open();
+                let result = match (open, self.socket.as_mut()) {
+                    (true, Some((_, socket))) => socket
+                        .send(Message::text(text))
+                        .await
+                        .map_err(|_| SharedError::NotConnected),
+                    _ => Err(SharedError::NotConnected),
+                };
+                let _ = reply.send(result);
+            }
+            Command::ReconnectNow => {
+                self.machine.reconnect_now(now);
+            }
+        }
+    }
+
+    fn is_open(&self) -> bool {
+        matches!(
+            self.machine.state(),
+            crate::core::ConnState::Open { .. } | crate::core::ConnState::Lingering { .. }
+        )
+    }
+
+    /// The status a topic attached now would be told (the machine's, as it tells topics).
+    fn status_now(&self) -> crate::core::StreamStatus {
+        use crate::core::{ConnState, StreamStatus};
+        match self.machine.state() {
+            ConnState::Open { .. } | ConnState::Lingering { .. } => StreamStatus::Live,
+            ConnState::Failed { error } => StreamStatus::Failed {
+                error: error.clone(),
+            },
+            _ => StreamStatus::Connecting,
+        }
+    }
+
+    /// A frame (or the end) of the socket of `epoch`.
+    fn frame(&mut self, epoch: u64, frame: Option<Result<Message, WsProtocolError>>) {
+        let now = self.now();
+        let text = match frame {
+            None => {
+                self.socket = None;
+                self.machine
+                    .closed(now, epoch, "the connection ended".into(), false);
+                return;
+            }
+            Some(Err(error)) => {
+                self.socket = None;
+                let error = error.to_string();
+                let fatal = self.is_fatal(&error);
+                self.machine.closed(now, epoch, error, fatal);
+                return;
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let reason = frame.map_or_else(
+                    || "closed by the server".to_owned(),
+                    |f| format!("closed by the server: {} {}", u16::from(f.code), f.reason),
+                );
+                self.machine.closed(now, epoch, reason, false);
+                return;
+            }
+            Some(Ok(Message::Text(text))) => text.to_string(),
+            Some(Ok(Message::Binary(bytes))) => match String::from_utf8(bytes.to_vec()) {
+                Ok(text) => text,
+                Err(_) => {
+                    // Not a frame of the protocol; it still proves the socket alive.
+                    self.machine.received(now, epoch);
+                    return;
+                }
+            },
+            Some(Ok(_)) => {
+                // A ping or a pong: alive.
+                self.machine.received(now, epoch);
+                return;
+            }
+        };
+        if !self.machine.received(now, epoch) {
+            // An earlier socket's frame (R32): dropped.
+            return;
+        }
+        if let Inbound::Message { topic, message } = self.parts.framing.decode(&text) {
+            self.deliver(&topic, message);
+        }
+    }
+
+    /// Hand `message` to every entry on `topic`; one that is too far behind overflows (R33).
+    fn deliver(&mut self, topic: &str, message: F::Message) {
+        let Some(subscribers) = self.topics.get(topic) else {
+            return;
+        };
+        for subscriber in subscribers {
+            if subscriber.tx.try_send(message.clone()).is_err()
+                && !subscriber.overflowed.swap(true, Ordering::AcqRel)
+                && subscriber.link.is_versioned()
+            {
+                // A versioned entry recovers what was dropped by resyncing.
+                subscriber.link.resync();
+                subscriber.overflowed.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    fn attempted(&mut self, epoch: u64, outcome: Result<Socket<C::Stream>, (String, bool)>) {
+        self.attempt = None;
+        let now = self.now();
+        match outcome {
+            Ok(socket) => {
+                if self.machine.connected(now, epoch) {
+                    self.socket = Some((epoch, socket));
+                }
+            }
+            Err((error, fatal)) => {
+                self.machine.connect_failed(now, epoch, error, fatal);
+            }
+        }
+    }
+
+    fn is_fatal(&self, error: &str) -> bool {
+        self.parts.fatal.as_ref().is_some_and(|fatal| fatal(error))
+    }
+
+    /// Entries asked to resync that are not resyncing any more: the machine is told.
+    fn check_resyncs(&mut self) {
+        if self.resyncing.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let done: Vec<String> = self
+            .resyncing
+            .iter()
+            .filter(|topic| {
+                self.topics
+                    .get(*topic)
+                    .is_none_or(|subs| subs.iter().all(|s| !s.link.resyncing()))
+            })
+            .cloned()
+            .collect();
+        for topic in done {
+            self.resyncing.remove(&topic);
+            self.machine.resynced(now, &topic);
+        }
+    }
+
+    /// Carry out every effect the machine queued.
+    async fn carry_out(&mut self) {
+        let effects: Vec<ConnEffect<String>> =
+            std::iter::from_fn(|| self.machine.poll_effect()).collect();
+        for (i, effect) in effects.iter().enumerate() {
+            match effect {
+                ConnEffect::Connect { epoch } => {
+                    self.attempt = Some((*epoch, self.open()));
+                }
+                ConnEffect::Close { epoch } => {
+                    if self.attempt.as_ref().is_some_and(|(e, _)| e == epoch) {
+                        self.attempt = None;
+                    }
+                    if self.socket.as_ref().is_some_and(|(e, _)| e == epoch)
+                        && let Some((_, mut socket)) = self.socket.take()
+                    {
+                        let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(None)).await;
+                    }
+                }
+                ConnEffect::Send { epoch, frame } => {
+                    let text = match frame {
+                        Frame::Subscribe { topic } => {
+                            // A topic resubscribed after a reconnect resumes from its entry's
+                            // next version, if its endpoint resumes (the core says which).
+                            let resyncs = effects[i..].iter().any(
+                                |e| matches!(e, ConnEffect::Resync { topic: t } if t == topic),
+                            );
+                            let from = resyncs
+                                .then(|| self.topics.get(topic))
+                                .flatten()
+                                .and_then(|subs| subs.first())
+                                .and_then(|s| s.link.resume_from());
+                            Some(Message::text(self.parts.framing.subscribe(topic, from)))
+                        }
+                        Frame::Unsubscribe { topic } => {
+                            Some(Message::text(self.parts.framing.unsubscribe(topic)))
+                        }
+                        Frame::Ping => Some(Message::Ping(Vec::new().into())),
+                    };
+                    if let (Some(text), Some((e, socket))) = (text, self.socket.as_mut())
+                        && e == epoch
+                        && socket.send(text).await.is_err()
+                    {
+                        // The socket failed under the send: it reports its end when read.
+                    }
+                }
+                ConnEffect::Resync { topic } => {
+                    if let Some(subscribers) = self.topics.get(topic) {
+                        for subscriber in subscribers {
+                            subscriber.link.resync();
+                        }
+                        self.resyncing.insert(topic.clone());
+                    }
+                }
+                ConnEffect::Status { topic, status } => {
+                    if let Some(subscribers) = self.topics.get(topic) {
+                        for subscriber in subscribers {
+                            subscriber.link.report(status.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// An attempt to open a socket: the auth hook, the transport, the WebSocket handshake.
+    fn open(&self) -> Attempt<C::Stream> {
+        let connecting = self
+            .parts
+            .connector
+            .connect(&self.parts.target.host, self.parts.target.port);
+        let url = self.parts.target.url.clone();
+        let headers = self.parts.headers.clone();
+        let auth = self.parts.auth.clone();
+        async move {
+            let mut headers = headers;
+            if let Some(auth) = auth {
+                match auth().await {
+                    Ok(more) => headers.extend(more),
+                    Err(refused) => return Err((format!("auth refused: {refused}"), true)),
+                }
+            }
+            let mut request = url
+                .into_client_request()
+                .map_err(|e| (e.to_string(), true))?;
+            for (name, value) in headers {
+                let name = HeaderName::try_from(name.as_str())
+                    .map_err(|e| (format!("bad header name {name:?}: {e}"), true))?;
+                let value = HeaderValue::try_from(value.as_str())
+                    .map_err(|e| (format!("bad header value: {e}"), true))?;
+                request.headers_mut().insert(name, value);
+            }
+            let stream = connecting.await.map_err(|e| (e.to_string(), false))?;
+            let transport = Transport::new(stream, MAX_UNSENT);
+            match client_async_with_config(request, transport, None).await {
+                Ok((socket, _response)) => Ok(socket),
+                Err(WsProtocolError::Http(response)) => {
+                    let status = response.status().as_u16();
+                    let fatal = status == 401 || status == 403;
+                    Err((format!("the server answered {status}"), fatal))
+                }
+                Err(error) => Err((error.to_string(), false)),
+            }
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,407 @@
+//! The shared connection end to end (R31, R32): the tokio driver over a real loopback socket,
+//! against a small topic server speaking the JSON framing (`{"type":"subscribe","topic":T}` in,
+//! `{"topic":T,"message":M}` out), with a history per topic for the entries' snapshots. Real
+//! time with short settings; every wait is bounded.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ws::{Message as AxumMessage, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::routing::get;
+use futures::{SinkExt, StreamExt};
+use livecache::core::{ConnectionConfig, StreamStatus, Version};
+use livecache::ws::shared::{JsonFraming, SharedConnection};
+use livecache::{Api, Endpoint, Subscription};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, broadcast};
+
+use crate::common::waits::{STEP, serve_http, within};
+use futures::FutureExt;
+use livecache::BoxError;
+use livecache::http::HttpQuery;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Msg {
+    id: u64,
+    text: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct History {
+    messages: Vec<Msg>,
+    watermark: u64,
+}
+
+/// What the server does and saw.
+#[derive(Default)]
+struct Hub {
+    next_id: Mutex<u64>,
+    history: Mutex<BTreeMap<String, Vec<Msg>>>,
+    /// Every subscribe and unsubscribe frame received, in order.
+    frames: Mutex<Vec<String>>,
+    connections: AtomicUsize,
+    open: AtomicUsize,
+    changed: Notify,
+}
+
+#[derive(Clone)]
+enum Out {
+    Publish(String, Msg),
+    DropAll,
+}
+
+#[derive(Clone)]
+struct Server {
+    hub: Arc<Hub>,
+    out: broadcast::Sender<Out>,
+    addr: std::net::SocketAddr,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let hub = Arc::new(Hub::default());
+        let (out, _) = broadcast::channel(1024);
+        let state = (Arc::clone(&hub), out.clone());
+        let app = axum::Router::new()
+            .route("/ws", get(upgrade))
+            .route("/history/{topic}", get(history))
+            .with_state(state);
+        let (addr, _serving) = serve_http(app).await.expect("a loopback port");
+        Server { hub, out, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Post a message to `topic`: into its history, and to the subscribed sockets.
+    fn publish(&self, topic: &str, text: &str) -> Msg {
+        let msg = {
+            let mut next = self.hub.next_id.lock().expect("not poisoned");
+            *next += 1;
+            Msg {
+                id: *next,
+                text: text.into(),
+            }
+        };
+        self.hub
+            .history
+            .lock()
+            .expect("not poisoned")
+            .entry(topic.into())
+            .or_default()
+            .push(msg.clone());
+        let _ = self.out.send(Out::Publish(topic.into(), msg.clone()));
+        msg
+    }
+
+    fn frames(&self) -> Vec<String> {
+        self.hub.frames.lock().expect("not poisoned").clone()
+    }
+
+    /// Wait until the server has taken the subscriptions of `topics` (a message published
+    /// before would reach no socket: the snapshot/subscription race of any such protocol).
+    async fn wait_subscribed(&self, topics: &[&str]) {
+        self.wait_subscribed_times(topics, 1).await;
+    }
+
+    /// Wait until each of `topics` was subscribed `times` times (once per socket).
+    async fn wait_subscribed_times(&self, topics: &[&str], times: usize) {
+        within("the subscriptions", async {
+            loop {
+                let changed = self.hub.changed.notified();
+                let frames = self.frames();
+                let subscribed = |t: &&str| {
+                    let topic = format!("\"{t}\"");
+                    let n = frames
+                        .iter()
+                        .filter(|f| f.contains("\"subscribe\"") && f.contains(&topic))
+                        .count();
+                    n >= times
+                };
+                if topics.iter().all(subscribed) {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await;
+    }
+
+    async fn wait_open(&self, open: usize) {
+        within(&format!("{open} open sockets"), async {
+            loop {
+                let changed = self.hub.changed.notified();
+                if self.hub.open.load(Ordering::SeqCst) == open {
+                    return;
+                }
+                changed.await;
+            }
+        })
+        .await;
+    }
+}
+
+type HubState = (Arc<Hub>, broadcast::Sender<Out>);
+
+async fn history(
+    State((hub, _)): State<HubState>,
+    Path(topic): Path<String>,
+) -> axum::Json<History> {
+    let messages = hub
+        .history
+        .lock()
+        .expect("not poisoned")
+        .get(&topic)
+        .cloned()
+        .unwrap_or_default();
+    let watermark = *hub.next_id.lock().expect("not poisoned");
+    axum::Json(History {
+        messages,
+        watermark,
+    })
+}
+
+async fn upgrade(
+    ws: WebSocketUpgrade,
+    State((hub, out)): State<HubState>,
+) -> axum::response::Response {
+    ws.on_upgrade(move |socket| serve(socket, hub, out.subscribe()))
+}
+
+async fn serve(socket: WebSocket, hub: Arc<Hub>, mut out: broadcast::Receiver<Out>) {
+    hub.connections.fetch_add(1, Ordering::SeqCst);
+    hub.open.fetch_add(1, Ordering::SeqCst);
+    hub.changed.notify_waiters();
+    let (mut tx, mut rx) = socket.split();
+    let mut topics: BTreeSet<String> = BTreeSet::new();
+    loop {
+        tokio::select! {
+            incoming = rx.next() => match incoming {
+                Some(Ok(AxumMessage::Text(text))) => {
+                    let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    let topic = frame["topic"].as_str().unwrap_or_default().to_owned();
+                    match frame["type"].as_str() {
+                        Some("subscribe") => { topics.insert(topic.clone()); }
+                        Some("unsubscribe") => { topics.remove(&topic); }
+                        _ => {}
+                    }
+                    hub.frames.lock().expect("not poisoned").push(text.to_string());
+                    hub.changed.notify_waiters();
+                }
+                Some(Ok(AxumMessage::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            command = out.recv() => match command {
+                Ok(Out::Publish(topic, msg)) if topics.contains(&topic) => {
+                    let frame = serde_json::json!({ "topic": topic, "message": msg }).to_string();
+                    if tx.send(AxumMessage::Text(frame.into())).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Out::DropAll) => break,
+                Ok(_) => {}
+                Err(_) => break,
+            },
+        }
+    }
+    hub.open.fetch_sub(1, Ordering::SeqCst);
+    hub.changed.notify_waiters();
+}
+
+/// Short settings, so reconnects take milliseconds.
+fn quick() -> ConnectionConfig {
+    ConnectionConfig {
+        backoff_base_ms: 10,
+        backoff_cap_ms: 100,
+        max_attempts: None,
+        connect_timeout_ms: 2_000,
+        heartbeat_ms: Some(200),
+        idle_timeout_ms: 1_000,
+        stable_after_ms: 300,
+        linger_ms: 100,
+        seed: 7,
+    }
+}
+
+/// A versioned endpoint whose snapshot is the server's history of the topic, streaming the
+/// topic's messages over `connection`.
+fn messages(
+    api: &Api,
+    server: &Server,
+    connection: &SharedConnection<JsonFraming<Msg>>,
+) -> Endpoint<String, Vec<Msg>> {
+    let http =
+        HttpQuery::with_timeout(&format!("http://{}", server.addr), STEP).expect("a loopback URL");
+    let history = http.get_json(|topic: &String| format!("history/{topic}"));
+    let connection = connection.clone();
+    api.query::<String, Vec<Msg>>("messages")
+        .keep_unused_data_for(Duration::ZERO)
+        .query_fn_versioned(move |topic| {
+            history(topic).map(|read: Result<History, BoxError>| {
+                read.map(|h| (h.messages, Version::new(h.watermark)))
+            })
+        })
+        .on_cache_entry_added(move |topic, entry| {
+            let topic = connection.topic(&entry, topic);
+            async move {
+                entry
+                    .try_stream_versioned(topic, |m| Version::new(m.id), |list, m| list.push(m))
+                    .await;
+                Ok(())
+            }
+        })
+        .build()
+        .expect("a new endpoint")
+}
+
+async fn wait_state(
+    what: &str,
+    sub: &Subscription<Vec<Msg>>,
+    mut done: impl FnMut(&livecache::QueryState<Vec<Msg>>) -> bool,
+) {
+    within(what, async {
+        let mut changes = Box::pin(sub.changes());
+        loop {
+            if done(&sub.state()) {
+                return;
+            }
+            if changes.next().await.is_none() {
+                panic!("the entry went while waiting for {what}");
+            }
+        }
+    })
+    .await;
+}
+
+fn ids(sub: &Subscription<Vec<Msg>>) -> Vec<u64> {
+    sub.state()
+        .data()
+        .map_or(Vec::new(), |list| list.iter().map(|m| m.id).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r31_entries_share_one_socket_each_gets_its_topic_and_the_last_leaving_closes_it() {
+    let server = Server::start().await;
+    let api = Api::builder().build();
+    let connection = SharedConnection::builder(server.url(), JsonFraming::<Msg>::new())
+        .config(quick())
+        .spawn()
+        .expect("a runtime");
+    let endpoint = messages(&api, &server, &connection);
+    let redux = endpoint.subscribe("redux".into()).expect("a key");
+    let general = endpoint.subscribe("general".into()).expect("a key");
+    for sub in [&redux, &general] {
+        wait_state("live", sub, |s| s.stream == StreamStatus::Live).await;
+    }
+    server.wait_open(1).await;
+    assert_eq!(
+        server.hub.connections.load(Ordering::SeqCst),
+        1,
+        "one socket for both"
+    );
+    server.wait_subscribed(&["general", "redux"]).await;
+    let a = server.publish("redux", "hello redux");
+    let b = server.publish("general", "hello general");
+    wait_state("redux's message", &redux, |s| {
+        s.data().is_some_and(|d| d.contains(&a))
+    })
+    .await;
+    wait_state("general's message", &general, |s| {
+        s.data().is_some_and(|d| d.contains(&b))
+    })
+    .await;
+    assert_eq!(ids(&redux), [a.id], "only its own topic");
+    assert_eq!(ids(&general), [b.id]);
+
+    // An entry removed (keep 0): its topic is unsubscribed; the socket stays for the other.
+    drop(redux);
+    within("the unsubscribe", async {
+        while !server
+            .frames()
+            .iter()
+            .any(|f| f.contains("unsubscribe") && f.contains("redux"))
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(server.hub.open.load(Ordering::SeqCst), 1);
+    // The last one: the socket closes after its linger.
+    drop(general);
+    server.wait_open(0).await;
+    assert_eq!(
+        server.hub.connections.load(Ordering::SeqCst),
+        1,
+        "never reopened"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r32_a_dropped_socket_is_reconnected_every_entry_resyncs_and_nothing_is_lost_or_doubled() {
+    let server = Server::start().await;
+    let api = Api::builder().build();
+    let connection = SharedConnection::builder(server.url(), JsonFraming::<Msg>::new())
+        .config(quick())
+        .spawn()
+        .expect("a runtime");
+    let endpoint = messages(&api, &server, &connection);
+    let redux = endpoint.subscribe("redux".into()).expect("a key");
+    let general = endpoint.subscribe("general".into()).expect("a key");
+    for sub in [&redux, &general] {
+        wait_state("live", sub, |s| s.stream == StreamStatus::Live).await;
+    }
+    server.wait_subscribed(&["general", "redux"]).await;
+    let first = server.publish("redux", "before");
+    wait_state("the first message", &redux, |s| {
+        s.data().is_some_and(|d| d.contains(&first))
+    })
+    .await;
+
+    // The server drops every socket; messages posted meanwhile reach no socket.
+    let mut statuses = Box::pin(redux.changes());
+    let _ = server.out.send(Out::DropAll);
+    let missed = server.publish("redux", "while down");
+    let missed_general = server.publish("general", "while down too");
+    let mut saw_reconnecting = false;
+    within("reconnecting, then live again", async {
+        while let Some(state) = statuses.next().await {
+            if matches!(state.stream, StreamStatus::Reconnecting { .. }) {
+                saw_reconnecting = true;
+            }
+            if saw_reconnecting && state.stream == StreamStatus::Live {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(saw_reconnecting, "the entry said it was reconnecting");
+    // The resync's refetch brought what the socket missed, once.
+    wait_state("the missed message", &redux, |s| {
+        s.data().is_some_and(|d| d.contains(&missed))
+    })
+    .await;
+    wait_state("general's missed message", &general, |s| {
+        s.data().is_some_and(|d| d.contains(&missed_general))
+    })
+    .await;
+    server.wait_subscribed_times(&["general", "redux"], 2).await;
+    let after = server.publish("redux", "after");
+    wait_state("the message after", &redux, |s| {
+        s.data().is_some_and(|d| d.contains(&after))
+    })
+    .await;
+    assert_eq!(
+        ids(&redux),
+        [first.id, missed.id, after.id],
+        "in order, none twice"
+    );
+    assert!(
+        server.hub.connections.load(Ordering::SeqCst) >= 2,
+        "it reconnected"
+    );
+    server.wait_open(1).await;
+}
