@@ -1,19 +1,22 @@
-//! The streaming-updates guide, end to end, in one process, with versioned messages.
+//! The streaming-updates guide, end to end, in one process, with versioned messages over one
+//! shared WebSocket.
 //!
 //! A chat server (axum, 127.0.0.1, ephemeral port) serves each channel's history over HTTP and
-//! broadcasts new messages over a WebSocket. Message ids are versions: the history comes with
+//! its messages over a WebSocket of topics. Message ids are versions: the history comes with
 //! its watermark, the id of the newest message posted when it was read. The client `Api` has
 //! the guide's `getMessages` endpoint, versioned: the history comes from
-//! `GET /history/{channel}`, and the entry's lifecycle opens a WebSocket (its stream status
-//! `connecting`, then `live`), keeps the messages of its own channel that pass `is_message`, and
-//! appends each message it has not seen yet to the cached list.
+//! `GET /history/{channel}`, and the entry's lifecycle takes its channel's topic from one
+//! `SharedConnection` (the stream status `connecting`, then `live`), keeps the messages that
+//! pass `is_message`, and appends each message it has not seen yet to the cached list.
 //!
 //! Two channels are subscribed while the server holds their history back; a message posted
 //! then reaches the client twice — on the socket before the history, and inside the history —
 //! and is shown exactly once (the socket's copy is at the history's watermark: a duplicate,
-//! dropped). More messages appear live in the right entry; a malformed frame is skipped; the
-//! server closes #redux's socket and that entry's status leaves `live`; then the subscriptions
-//! are dropped and, after the (short) grace period, each entry is removed and its socket closed.
+//! dropped). More messages appear live in the right entry; malformed frames are skipped; the
+//! server restarts — both entries read `reconnecting`, then the socket is back, every topic is
+//! subscribed again and every entry resyncs, and the message posted while the server was down
+//! is shown once; then the subscriptions are dropped and, after the (short) grace period, each
+//! entry is removed and the socket closed.
 //!
 //! Run with `cargo run --example chat`. It exits by itself within seconds.
 
@@ -24,9 +27,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use livecache::core::{StreamStatus, TraceKind, Version};
+use livecache::core::{ConnectionConfig, StreamStatus, TraceKind, Version};
 use livecache::http::HttpQuery;
-use livecache::{Api, BoxError, Subscription, ws};
+use livecache::ws::shared::{JsonFraming, SharedConnection};
+use livecache::{Api, BoxError, Subscription};
 use server::{Channel, ChatServer, History, Message, Outgoing};
 
 /// How long unused entries are kept (RTK's 60 s, shortened for the example).
@@ -58,10 +62,27 @@ async fn run() -> Result<(), BoxError> {
     let server = ChatServer::start().await?;
     println!("chat server on http://{}", server.addr);
 
-    // ----- the client: RTK's streaming-updates guide in Rust -----
+    // ----- the client: RTK's streaming-updates guide in Rust, on one shared socket -----
     let http = HttpQuery::with_timeout(&server.http_url(), STEP)?;
     let history = http.get_json(|channel: &Channel| format!("history/{}", channel.as_str()));
-    let ws_url = server.ws_url();
+    let connection = SharedConnection::builder(
+        server.topics_url(),
+        // The server acknowledges subscriptions: after a reconnect, an entry resyncs once its
+        // subscription is taken, so no message falls between its snapshot and the socket.
+        JsonFraming::<Message>::new()
+            .validate(is_message)
+            .acknowledged(),
+    )
+    .config(ConnectionConfig {
+        backoff_base_ms: 50,
+        backoff_cap_ms: 500,
+        heartbeat_ms: Some(1_000),
+        idle_timeout_ms: 3_000,
+        stable_after_ms: 500,
+        linger_ms: 100,
+        ..ConnectionConfig::default()
+    })
+    .spawn()?;
     let api = Api::builder().keep_unused_data_for(GRACE).build();
     let get_messages = api
         .query::<Channel, Vec<Message>>("getMessages")
@@ -72,25 +93,17 @@ async fn run() -> Result<(), BoxError> {
             })
         })
         .on_cache_entry_added(move |channel, entry| {
-            let url = format!("{ws_url}?channel={}", channel.as_str());
+            // The entry's channel is a topic of the one shared socket: subscribed when the
+            // entry is created, before its history arrives (messages that come first are
+            // held, not lost), unsubscribed when it is removed.
+            let topic = connection.topic(&entry, channel.as_str());
             async move {
-                // Open the socket when the entry is created, before its history arrives:
-                // messages that come first are held, not lost. The entry's stream status is
-                // `connecting` meanwhile (`failed` if it cannot connect); if the entry is
-                // removed while connecting, give up at once.
-                let connect = ws::connect::<Message>(url)
-                    .validate(is_message)
-                    .filter(move |message| message.channel == channel);
-                let Some(socket) = entry.open_source(connect).await else {
-                    return Ok(());
-                };
-                let socket = socket?;
-                // Append each message of this channel not seen yet (its id above the
-                // entry's watermark) until the entry is removed; then the socket is dropped
-                // and closed with a close frame.
+                // Append each message not seen yet (its id above the entry's watermark) until
+                // the entry is removed. The connection reports the entry's stream status, and
+                // resyncs it after a reconnect.
                 let end = entry
                     .try_stream_versioned(
-                        socket,
+                        topic,
                         |message| Version::new(message.id),
                         |messages, message| messages.push(message),
                     )
@@ -109,10 +122,12 @@ async fn run() -> Result<(), BoxError> {
         printer(Channel::Redux, &redux),
         printer(Channel::General, &general),
     ];
-    if !server.wait_open(2, STEP).await {
-        return Err("the two sockets did not connect".into());
+    for channel in [Channel::Redux, Channel::General] {
+        if !server.wait_subscribed(channel, 1, STEP).await {
+            return Err(format!("{} was not subscribed", label(channel)).into());
+        }
     }
-    // Posted now, it goes out on the sockets at once (held: no history yet) and is in the
+    // Posted now, it goes out on the socket at once (held: no history yet) and is in the
     // history the server then sends: the client receives it twice.
     let both = server.post(Channel::Redux, "ada", "sent while the history loads");
     gate.add_permits(2);
@@ -128,10 +143,7 @@ async fn run() -> Result<(), BoxError> {
         }
     })
     .await?;
-    let shown = redux
-        .state()
-        .data()
-        .map_or(0, |list| list.iter().filter(|m| m.id == both.id).count());
+    let shown = count(&redux, both.id);
     println!(
         "message {} came in the history and on the socket; the socket's copy was a duplicate \
          (stream_stale): shown {shown} time(s)",
@@ -141,11 +153,12 @@ async fn run() -> Result<(), BoxError> {
         return Err(format!("message {} shown {shown} times, not once", both.id).into());
     }
 
-    // ----- messages arrive live; a malformed frame is skipped -----
+    // ----- messages arrive live; malformed frames are skipped -----
     server.post(Channel::Redux, "dan", "RTK Query streaming, in Rust!");
     server.post(Channel::General, "lenz", "hi all");
     server.send(Outgoing::Text(
-        "{\"id\": 99, \"channel\": \"redux\", \"text\": ".into(),
+        r#"{"topic":"redux","message":{"id":99,"channel":"redux","text":"no author field"}}"#
+            .into(),
     ));
     server.send(Outgoing::Text(
         "{\"id\":100,\"channel\":\"redux\",\"userName\":\"\",\"text\":\"no author\"}".into(),
@@ -158,22 +171,32 @@ async fn run() -> Result<(), BoxError> {
     wait_for_len(&redux, 4).await?;
     wait_for_len(&general, 2).await?;
 
-    // ----- the server closes #redux's socket: its entry says so -----
-    server.send(Outgoing::CloseChannel(Channel::Redux));
-    let mut changes = Box::pin(redux.changes());
+    // ----- the server restarts: both entries reconnect on one socket and resync -----
+    let mut statuses = Box::pin(redux.changes());
+    server.restart(Duration::from_millis(300));
+    let missed = server.post(Channel::Redux, "ada", "posted while the server restarts");
+    let mut reconnecting = false;
     tokio::time::timeout(STEP, async {
-        while let Some(state) = changes.next().await {
-            if !state.stream.is_live() {
+        while let Some(state) = statuses.next().await {
+            reconnecting |= matches!(state.stream, StreamStatus::Reconnecting { .. });
+            if reconnecting && state.stream.is_live() {
                 return;
             }
         }
     })
     .await?;
+    wait_for_len(&redux, 5).await?;
+    let once = count(&redux, missed.id);
     println!(
-        "#redux is {}; #general is {}",
+        "the server restarted; message {} was posted while it was down and is shown {once} \
+         time(s) (the resync brought it); #redux is {}, #general is {}",
+        missed.id,
         redux.state().stream,
         general.state().stream
     );
+    if !reconnecting || once != 1 {
+        return Err("the restart was not survived with every message once".into());
+    }
 
     // ----- the components unmount -----
     drop((redux, general));
@@ -200,6 +223,13 @@ async fn run() -> Result<(), BoxError> {
         println!("  {event}");
     }
     Ok(())
+}
+
+/// How many times message `id` is in the subscription's data.
+fn count(sub: &Subscription<Vec<Message>>, id: u64) -> usize {
+    sub.state()
+        .data()
+        .map_or(0, |list| list.iter().filter(|m| m.id == id).count())
 }
 
 /// Print each channel's messages as they arrive, and its stream status when it changes, until

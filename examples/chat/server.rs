@@ -3,6 +3,9 @@
 //! the newest message posted when the history was read: message ids are versions), `GET /ws` is
 //! a WebSocket that broadcasts every new message (of every channel) to every client; a client may
 //! name its channel (`/ws?channel=redux`) so the server can close that channel's sockets alone.
+//! `GET /topics` is one WebSocket for every channel, in the shared connection's JSON framing
+//! (`{"type":"subscribe","topic":"redux"}` in, `{"topic":"redux","message":{…}}` out);
+//! `restart` drops every socket and refuses new ones for a while, as a server restarting would.
 //! Tests drive it too: they send malformed frames, pings and closes through it and read what it
 //! observed (close frames, dropped connections).
 #![allow(dead_code)]
@@ -71,6 +74,8 @@ pub enum Outgoing {
     Drop,
     /// A close frame to the sockets that named this channel, then their connections end.
     CloseChannel(Channel),
+    /// Every connection drops without a close frame (the server restarts).
+    Restart,
 }
 
 /// A channel's history with its watermark: every message with a larger id was posted after it
@@ -106,6 +111,10 @@ struct Shared {
     /// History requests that took their snapshot and reached the gate (for tests).
     history_held: AtomicUsize,
     history_held_changed: Notify,
+    /// Until this instant, WebSocket upgrades are refused with 503 (a restart under way).
+    refusing_until: Mutex<Option<tokio::time::Instant>>,
+    /// Subscribe frames received on `/topics`, per channel.
+    subscribes: Mutex<HashMap<Channel, usize>>,
 }
 
 /// A running chat server.
@@ -130,6 +139,8 @@ impl ChatServer {
             connection_changed: Notify::new(),
             history_held: AtomicUsize::new(0),
             history_held_changed: Notify::new(),
+            refusing_until: Mutex::new(None),
+            subscribes: Mutex::new(HashMap::new()),
         });
         let server = ChatServer {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -141,6 +152,7 @@ impl ChatServer {
             .route("/messages/{channel}", get(history))
             .route("/history/{channel}", get(versioned_history))
             .route("/ws", get(upgrade))
+            .route("/topics", get(upgrade_topics))
             .with_state(Arc::clone(&server.shared));
         let listener = tokio::net::TcpListener::bind(server.addr).await?;
         let addr = listener.local_addr()?;
@@ -156,6 +168,48 @@ impl ChatServer {
 
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
+    }
+
+    /// The shared connection's URL (`/topics`).
+    pub fn topics_url(&self) -> String {
+        format!("ws://{}/topics", self.addr)
+    }
+
+    /// Restart: every socket drops, and new ones are refused for `down`.
+    pub fn restart(&self, down: std::time::Duration) {
+        if let Ok(mut until) = self.shared.refusing_until.lock() {
+            *until = Some(tokio::time::Instant::now() + down);
+        }
+        let _ = self.shared.outgoing.send(Outgoing::Restart);
+    }
+
+    /// How many subscribe frames `channel` has had on `/topics`.
+    pub fn subscribes(&self, channel: Channel) -> usize {
+        self.shared
+            .subscribes
+            .lock()
+            .map(|s| s.get(&channel).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Wait until `channel` has had `n` subscribe frames (at most `timeout`).
+    pub async fn wait_subscribed(
+        &self,
+        channel: Channel,
+        n: usize,
+        timeout: std::time::Duration,
+    ) -> bool {
+        tokio::time::timeout(timeout, async {
+            loop {
+                let notified = self.shared.connection_changed.notified();
+                if self.subscribes(channel) >= n {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .is_ok()
     }
 
     fn seed(&self, channel: Channel, user: &str, text: &str) {
@@ -316,6 +370,92 @@ async fn upgrade(
     ws.on_upgrade(move |socket| client(socket, shared, channel))
 }
 
+/// Whether upgrades are refused now (a restart under way).
+fn refusing(shared: &Shared) -> bool {
+    let until = shared.refusing_until.lock().ok().and_then(|u| *u);
+    until.is_some_and(|until| tokio::time::Instant::now() < until)
+}
+
+async fn upgrade_topics(State(shared): State<Arc<Shared>>, ws: WebSocketUpgrade) -> Response {
+    if refusing(&shared) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "restarting").into_response();
+    }
+    ws.on_upgrade(move |socket| topics_client(socket, shared))
+}
+
+/// One `/topics` client: subscribes and unsubscribes channels; each posted message of a
+/// subscribed channel goes out framed with its topic; a text that is not a message goes out as
+/// it is (tests' and the example's malformed frames).
+async fn topics_client(mut socket: WebSocket, shared: Arc<Shared>) {
+    let observed = Arc::clone(&shared.observed);
+    let mut outgoing = shared.outgoing.subscribe();
+    let mut topics: Vec<Channel> = Vec::new();
+    observed.connected.fetch_add(1, Ordering::SeqCst);
+    observed.open.fetch_add(1, Ordering::SeqCst);
+    shared.connection_changed.notify_waiters();
+    loop {
+        tokio::select! {
+            frame = outgoing.recv() => {
+                let sent = match frame {
+                    Ok(Outgoing::Text(text)) => match serde_json::from_str::<Message>(&text) {
+                        Ok(message) if topics.contains(&message.channel) => {
+                            let topic = message.channel.as_str();
+                            let framed = serde_json::json!({ "topic": topic, "message": message });
+                            socket.send(Frame::Text(framed.to_string().into())).await
+                        }
+                        Ok(_) => Ok(()),
+                        Err(_) => socket.send(Frame::Text(text.into())).await,
+                    },
+                    Ok(Outgoing::Restart | Outgoing::Drop) => break,
+                    Ok(_) => Ok(()),
+                    Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if sent.is_err() {
+                    observed.dropped_without_close.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Frame::Text(text))) => {
+                    let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    let channel = frame["topic"].as_str().and_then(Channel::parse);
+                    match (frame["type"].as_str(), channel) {
+                        (Some("subscribe"), Some(channel)) => {
+                            topics.push(channel);
+                            let topic = channel.as_str();
+                            let ack = serde_json::json!({ "type": "subscribed", "topic": topic });
+                            if socket.send(Frame::Text(ack.to_string().into())).await.is_err() {
+                                break;
+                            }
+                            if let Ok(mut subscribes) = shared.subscribes.lock() {
+                                *subscribes.entry(channel).or_default() += 1;
+                            }
+                            shared.connection_changed.notify_waiters();
+                        }
+                        (Some("unsubscribe"), Some(channel)) => topics.retain(|c| *c != channel),
+                        _ => {}
+                    }
+                }
+                Some(Ok(Frame::Close(_))) => {
+                    observed.close_frames.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                Some(Ok(Frame::Pong(_))) => {
+                    observed.pongs.fetch_add(1, Ordering::SeqCst);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => {
+                    observed.dropped_without_close.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+            },
+        }
+    }
+    observed.open.fetch_sub(1, Ordering::SeqCst);
+    shared.connection_changed.notify_waiters();
+}
+
 async fn client(mut socket: WebSocket, shared: Arc<Shared>, channel: Option<Channel>) {
     let observed = Arc::clone(&shared.observed);
     let mut outgoing = shared.outgoing.subscribe();
@@ -340,7 +480,7 @@ async fn client(mut socket: WebSocket, shared: Arc<Shared>, channel: Option<Chan
                         }
                         break;
                     }
-                    Ok(Outgoing::Drop) => break,
+                    Ok(Outgoing::Drop | Outgoing::Restart) => break,
                     Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
                     Err(broadcast::error::RecvError::Closed) => break,
                 };

@@ -94,6 +94,9 @@ pub enum SharedError {
     /// The connection's task has ended.
     #[error("the shared connection has ended")]
     Ended,
+    /// A frame for the topic could not be read ([`Inbound::Bad`]): skipped, the stream goes on.
+    #[error("{0}")]
+    Skipped(String),
 }
 
 impl StreamError for SharedError {
@@ -108,7 +111,7 @@ enum Command<M> {
         topic: String,
         id: u64,
         link: SourceLink,
-        tx: mpsc::Sender<M>,
+        tx: mpsc::Sender<Result<M, SharedError>>,
         overflowed: Arc<AtomicBool>,
     },
     Detach {
@@ -386,7 +389,7 @@ where
 pub struct Topic<M> {
     topic: String,
     id: u64,
-    rx: mpsc::Receiver<M>,
+    rx: mpsc::Receiver<Result<M, SharedError>>,
     overflowed: Arc<AtomicBool>,
     versioned: bool,
     capacity: usize,
@@ -439,7 +442,7 @@ impl<M> Stream for Topic<M> {
             })));
         }
         match this.rx.poll_recv(cx) {
-            Poll::Ready(Some(message)) => Poll::Ready(Some(Ok(message))),
+            Poll::Ready(Some(item)) => Poll::Ready(Some(item)),
             Poll::Ready(None) => {
                 this.ended = true;
                 Poll::Ready(Some(Err(SharedError::Ended)))

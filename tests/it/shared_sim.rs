@@ -87,7 +87,15 @@ async fn server(truth: Shared) -> turmoil::Result {
                             let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
                             let topic = frame["topic"].as_str().unwrap_or_default().to_owned();
                             match frame["type"].as_str() {
-                                Some("subscribe") => { topics.insert(topic); }
+                                Some("subscribe") => {
+                                    topics.insert(topic.clone());
+                                    // Acknowledged once taken: what is published from now on
+                                    // reaches this socket.
+                                    let ack = serde_json::json!({ "type": "subscribed", "topic": topic });
+                                    if tx.send(WsMessage::text(ack.to_string())).await.is_err() {
+                                        return;
+                                    }
+                                }
                                 Some("unsubscribe") => { topics.remove(&topic); }
                                 _ => {}
                             }
@@ -143,11 +151,13 @@ async fn client(truth: Shared, seed: u64) -> turmoil::Result {
         seed,
         ..ConnectionConfig::default()
     };
-    let connection =
-        SharedConnection::builder(format!("ws://server:{PORT}/ws"), JsonFraming::<Msg>::new())
-            .config(config)
-            .connector(Simulated)
-            .spawn()?;
+    let connection = SharedConnection::builder(
+        format!("ws://server:{PORT}/ws"),
+        JsonFraming::<Msg>::new().acknowledged(),
+    )
+    .config(config)
+    .connector(Simulated)
+    .spawn()?;
     let snapshot_truth = Arc::clone(&truth);
     let endpoint = api
         .query::<String, Vec<Msg>>("topic")

@@ -185,7 +185,13 @@ async fn serve(socket: WebSocket, hub: Arc<Hub>, mut out: broadcast::Receiver<Ou
                     let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
                     let topic = frame["topic"].as_str().unwrap_or_default().to_owned();
                     match frame["type"].as_str() {
-                        Some("subscribe") => { topics.insert(topic.clone()); }
+                        Some("subscribe") => {
+                            topics.insert(topic.clone());
+                            let ack = serde_json::json!({ "type": "subscribed", "topic": topic });
+                            if tx.send(AxumMessage::Text(ack.to_string().into())).await.is_err() {
+                                break;
+                            }
+                        }
                         Some("unsubscribe") => { topics.remove(&topic); }
                         _ => {}
                     }
@@ -287,10 +293,11 @@ fn ids(sub: &Subscription<Vec<Msg>>) -> Vec<u64> {
 async fn r31_entries_share_one_socket_each_gets_its_topic_and_the_last_leaving_closes_it() {
     let server = Server::start().await;
     let api = Api::builder().build();
-    let connection = SharedConnection::builder(server.url(), JsonFraming::<Msg>::new())
-        .config(quick())
-        .spawn()
-        .expect("a runtime");
+    let connection =
+        SharedConnection::builder(server.url(), JsonFraming::<Msg>::new().acknowledged())
+            .config(quick())
+            .spawn()
+            .expect("a runtime");
     let endpoint = messages(&api, &server, &connection);
     let redux = endpoint.subscribe("redux".into()).expect("a key");
     let general = endpoint.subscribe("general".into()).expect("a key");
@@ -344,10 +351,11 @@ async fn r31_entries_share_one_socket_each_gets_its_topic_and_the_last_leaving_c
 async fn r32_a_dropped_socket_is_reconnected_every_entry_resyncs_and_nothing_is_lost_or_doubled() {
     let server = Server::start().await;
     let api = Api::builder().build();
-    let connection = SharedConnection::builder(server.url(), JsonFraming::<Msg>::new())
-        .config(quick())
-        .spawn()
-        .expect("a runtime");
+    let connection =
+        SharedConnection::builder(server.url(), JsonFraming::<Msg>::new().acknowledged())
+            .config(quick())
+            .spawn()
+            .expect("a runtime");
     let endpoint = messages(&api, &server, &connection);
     let redux = endpoint.subscribe("redux".into()).expect("a key");
     let general = endpoint.subscribe("general".into()).expect("a key");

@@ -84,7 +84,7 @@ type Attempt<S> = BoxFuture<'static, Result<Socket<S>, (String, bool)>>;
 struct Subscriber<M> {
     id: u64,
     link: SourceLink,
-    tx: mpsc::Sender<M>,
+    tx: mpsc::Sender<Result<M, SharedError>>,
     overflowed: Arc<AtomicBool>,
 }
 
@@ -98,6 +98,8 @@ struct Driver<F: Framing, C: Connector> {
     /// Topics asked to resync on the current socket, until their entries are no longer
     /// resyncing (then the machine is told, for its retry count's reset).
     resyncing: HashSet<String>,
+    /// Topics to resync once the server acknowledges their subscription.
+    awaiting_ack: HashSet<String>,
 }
 
 /// The task: until every handle is gone.
@@ -120,6 +122,7 @@ pub(super) async fn run<F, C>(
         attempt: None,
         topics: HashMap::new(),
         resyncing: HashSet::new(),
+        awaiting_ack: HashSet::new(),
     };
     loop {
         driver.carry_out().await;
@@ -211,6 +214,7 @@ where
                 if subscribers.is_empty() {
                     self.topics.remove(&topic);
                     self.resyncing.remove(&topic);
+                    self.awaiting_ack.remove(&topic);
                     self.machine.detach(now, &topic);
                 }
             }
@@ -294,13 +298,27 @@ where
             // An earlier socket's frame (R32): dropped.
             return;
         }
-        if let Inbound::Message { topic, message } = self.parts.framing.decode(&text) {
-            self.deliver(&topic, message);
+        match self.parts.framing.decode(&text) {
+            Inbound::Message { topic, message } => self.deliver(&topic, Ok(message)),
+            Inbound::Bad {
+                topic: Some(topic),
+                reason,
+            } => self.deliver(&topic, Err(SharedError::Skipped(reason))),
+            Inbound::Subscribed { topic } => {
+                if self.awaiting_ack.remove(&topic)
+                    && let Some(subscribers) = self.topics.get(&topic)
+                {
+                    for subscriber in subscribers {
+                        subscriber.link.resync();
+                    }
+                }
+            }
+            Inbound::Bad { topic: None, .. } | Inbound::Control => {}
         }
     }
 
     /// Hand `message` to every entry on `topic`; one that is too far behind overflows (R33).
-    fn deliver(&mut self, topic: &str, message: F::Message) {
+    fn deliver(&mut self, topic: &str, message: Result<F::Message, SharedError>) {
         let Some(subscribers) = self.topics.get(topic) else {
             return;
         };
@@ -318,6 +336,8 @@ where
 
     fn attempted(&mut self, epoch: u64, outcome: Result<Socket<C::Stream>, (String, bool)>) {
         self.attempt = None;
+        // Acknowledgements of an earlier socket's subscriptions will not come.
+        self.awaiting_ack.clear();
         let now = self.now();
         match outcome {
             Ok(socket) => {
@@ -345,9 +365,11 @@ where
             .resyncing
             .iter()
             .filter(|topic| {
-                self.topics
-                    .get(*topic)
-                    .is_none_or(|subs| subs.iter().all(|s| !s.link.resyncing()))
+                !self.awaiting_ack.contains(*topic)
+                    && self
+                        .topics
+                        .get(*topic)
+                        .is_none_or(|subs| subs.iter().all(|s| !s.link.resyncing()))
             })
             .cloned()
             .collect();
@@ -405,8 +427,14 @@ where
                 }
                 ConnEffect::Resync { topic } => {
                     if let Some(subscribers) = self.topics.get(topic) {
-                        for subscriber in subscribers {
-                            subscriber.link.resync();
+                        if self.parts.framing.acknowledges_subscriptions() {
+                            // After the server's acknowledgement: no message can fall between
+                            // the snapshot and the subscription.
+                            self.awaiting_ack.insert(topic.clone());
+                        } else {
+                            for subscriber in subscribers {
+                                subscriber.link.resync();
+                            }
                         }
                         self.resyncing.insert(topic.clone());
                     }

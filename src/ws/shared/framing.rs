@@ -23,11 +23,23 @@ pub enum Inbound<M> {
         /// The message.
         message: M,
     },
-    /// A frame of the protocol itself (an acknowledgement, a pong): it proves the connection
+    /// The server took the subscription of `topic` (for a framing whose server acknowledges
+    /// them: [`Framing::acknowledges_subscriptions`]).
+    Subscribed {
+        /// The topic.
+        topic: String,
+    },
+    /// A frame of the protocol itself (a pong, an event of no topic): it proves the connection
     /// alive and is otherwise ignored.
     Control,
-    /// A frame that cannot be read: counted and skipped, with the reason.
-    Bad(String),
+    /// A frame that cannot be read, skipped with the reason: when it names its topic, that
+    /// topic's entry is told (its stream traces `stream_skipped`, R22), else it is dropped.
+    Bad {
+        /// The topic it named, if it could be read that far.
+        topic: Option<String>,
+        /// Why it was skipped.
+        reason: String,
+    },
 }
 
 /// The framing of a shared connection (R31): the names of the frames that subscribe and
@@ -67,11 +79,21 @@ pub trait Framing: Send + Sync + 'static {
 
     /// Read an incoming text frame.
     fn decode(&self, text: &str) -> Inbound<Self::Message>;
+
+    /// Whether the server acknowledges each subscription ([`Inbound::Subscribed`]). If it does,
+    /// an entry resubscribed after a reconnect resyncs once its subscription is acknowledged,
+    /// so no message falls between its snapshot and the server's taking the subscription; if
+    /// not (the default), it resyncs as soon as the subscription is sent.
+    fn acknowledges_subscriptions(&self) -> bool {
+        false
+    }
 }
 
 /// The default framing: JSON objects. Out, `{"type":"subscribe","topic":T}` (with `"from":V`
 /// when resuming) and `{"type":"unsubscribe","topic":T}`; in, `{"topic":T,"message":M}` routes
-/// `M` to topic `T`; any other JSON is a control frame; anything else is bad.
+/// `M` to topic `T`, `{"type":"subscribed","topic":T}` acknowledges a subscription (used when
+/// [`JsonFraming::acknowledged`] says the server sends it), any other JSON is a control frame,
+/// anything else is bad.
 ///
 /// ```
 /// use livecache::ws::shared::{Framing, Inbound, JsonFraming};
@@ -82,11 +104,16 @@ pub trait Framing: Send + Sync + 'static {
 ///     Inbound::Message { topic: "redux".into(), message: 7 }
 /// );
 /// assert_eq!(framing.decode(r#"{"type":"ack"}"#), Inbound::Control);
-/// assert!(matches!(framing.decode("not json"), Inbound::Bad(_)));
+/// assert!(matches!(framing.decode("not json"), Inbound::Bad { topic: None, .. }));
 /// ```
 pub struct JsonFraming<M> {
+    validate: Option<Validate<M>>,
+    acknowledged: bool,
     _message: PhantomData<fn() -> M>,
 }
+
+/// A message check ([`JsonFraming::validate`]).
+type Validate<M> = Box<dyn Fn(&M) -> bool + Send + Sync>;
 
 impl<M> JsonFraming<M> {
     /// The JSON framing for messages of type `M`.
@@ -96,8 +123,40 @@ impl<M> JsonFraming<M> {
     /// ```
     pub fn new() -> Self {
         JsonFraming {
+            validate: None,
+            acknowledged: false,
             _message: PhantomData,
         }
+    }
+
+    /// The server acknowledges each subscription with `{"type":"subscribed","topic":T}`: an
+    /// entry resubscribed after a reconnect resyncs once it is acknowledged (see
+    /// [`Framing::acknowledges_subscriptions`]).
+    ///
+    /// ```
+    /// use livecache::ws::shared::{Framing, Inbound, JsonFraming};
+    /// let framing = JsonFraming::<u64>::new().acknowledged();
+    /// assert!(framing.acknowledges_subscriptions());
+    /// let ack = framing.decode(r#"{"type":"subscribed","topic":"t"}"#);
+    /// assert_eq!(ack, Inbound::Subscribed { topic: "t".into() });
+    /// ```
+    pub fn acknowledged(mut self) -> Self {
+        self.acknowledged = true;
+        self
+    }
+
+    /// Skip a message that `valid` refuses (the streaming guide's `isMessage`): its topic's
+    /// entry is told, and it is not applied.
+    ///
+    /// ```
+    /// use livecache::ws::shared::{Framing, Inbound, JsonFraming};
+    /// let framing = JsonFraming::<u64>::new().validate(|n| *n > 0);
+    /// let zero = framing.decode(r#"{"topic":"t","message":0}"#);
+    /// assert!(matches!(zero, Inbound::Bad { topic: Some(t), .. } if t == "t"));
+    /// ```
+    pub fn validate(mut self, valid: impl Fn(&M) -> bool + Send + Sync + 'static) -> Self {
+        self.validate = Some(Box::new(valid));
+        self
     }
 }
 
@@ -125,19 +184,42 @@ impl<M: DeserializeOwned + Send + 'static> Framing for JsonFraming<M> {
     fn decode(&self, text: &str) -> Inbound<M> {
         let value: Value = match serde_json::from_str(text) {
             Ok(value) => value,
-            Err(error) => return Inbound::Bad(format!("not JSON: {error}")),
+            Err(error) => {
+                return Inbound::Bad {
+                    topic: None,
+                    reason: format!("not JSON: {error}"),
+                };
+            }
         };
         let Value::Object(mut object) = value else {
             return Inbound::Control;
         };
+        if object.get("type").and_then(Value::as_str) == Some("subscribed")
+            && let Some(Value::String(topic)) = object.remove("topic")
+        {
+            return Inbound::Subscribed { topic };
+        }
         let (Some(Value::String(topic)), Some(message)) =
             (object.remove("topic"), object.remove("message"))
         else {
             return Inbound::Control;
         };
-        match serde_json::from_value(message) {
-            Ok(message) => Inbound::Message { topic, message },
-            Err(error) => Inbound::Bad(format!("not a message of topic {topic}: {error}")),
+        match serde_json::from_value::<M>(message) {
+            Ok(message) if self.validate.as_ref().is_none_or(|valid| valid(&message)) => {
+                Inbound::Message { topic, message }
+            }
+            Ok(_) => Inbound::Bad {
+                topic: Some(topic),
+                reason: "the message failed validation".into(),
+            },
+            Err(error) => Inbound::Bad {
+                topic: Some(topic),
+                reason: format!("not a message: {error}"),
+            },
         }
+    }
+
+    fn acknowledges_subscriptions(&self) -> bool {
+        self.acknowledged
     }
 }
