@@ -83,6 +83,7 @@ async fn server(truth: Shared) -> turmoil::Result {
             let mut topics: BTreeSet<String> = BTreeSet::new();
             loop {
                 tokio::select! {
+                    biased;
                     incoming = rx.next() => match incoming {
                         Some(Ok(WsMessage::Text(text))) => {
                             let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
@@ -319,6 +320,7 @@ async fn busy_server(truth: Shared, topics: usize, until: Duration, seed: u64) -
             let mut subscribed: BTreeSet<String> = BTreeSet::new();
             loop {
                 tokio::select! {
+                    biased;
                     incoming = rx.next() => match incoming {
                         Some(Ok(WsMessage::Text(text))) => {
                             let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();

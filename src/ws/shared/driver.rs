@@ -3,7 +3,7 @@
 //! frames, telling entries their status and asking them to resync — and tells it what happened.
 //! It decides nothing itself.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -94,12 +94,14 @@ struct Driver<F: Framing, C: Connector> {
     start: Instant,
     socket: Option<(u64, Socket<C::Stream>)>,
     attempt: Option<(u64, Attempt<C::Stream>)>,
-    topics: HashMap<String, Vec<Subscriber<F::Message>>>,
+    /// In order: the driver does the same thing in the same order every run (a simulation
+    /// replays from its seed).
+    topics: BTreeMap<String, Vec<Subscriber<F::Message>>>,
     /// Topics asked to resync on the current socket, until their entries are no longer
     /// resyncing (then the machine is told, for its retry count's reset).
-    resyncing: HashSet<String>,
+    resyncing: BTreeSet<String>,
     /// Topics to resync once the server acknowledges their subscription.
-    awaiting_ack: HashSet<String>,
+    awaiting_ack: BTreeSet<String>,
 }
 
 /// The task: until every handle is gone.
@@ -120,9 +122,9 @@ pub(super) async fn run<F, C>(
         start: Instant::now(),
         socket: None,
         attempt: None,
-        topics: HashMap::new(),
-        resyncing: HashSet::new(),
-        awaiting_ack: HashSet::new(),
+        topics: BTreeMap::new(),
+        resyncing: BTreeSet::new(),
+        awaiting_ack: BTreeSet::new(),
     };
     loop {
         driver.carry_out().await;
@@ -150,7 +152,10 @@ pub(super) async fn run<F, C>(
                 None => std::future::pending().await,
             }
         };
+        // Biased, in this order: the same run takes the same branches (a simulation replays
+        // from its seed), and a flood of frames cannot hold back the handles' commands.
         tokio::select! {
+            biased;
             command = commands.recv() => match command {
                 Some(command) => driver.command(command).await,
                 None => break,
