@@ -49,6 +49,7 @@ use async_tungstenite::tokio::{TokioAdapter, client_async_with_config};
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::error::UrlError;
+use async_tungstenite::tungstenite::handshake::client::Request;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -357,6 +358,18 @@ async fn connect_socket(
     max_unsent: usize,
     config: WebSocketConfig,
 ) -> Result<Socket, async_tungstenite::tungstenite::Error> {
+    let (request, host, port) = ws_target(url)?;
+    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+    let transport = Transport::new(tcp, max_unsent);
+    let (socket, _response) = client_async_with_config(request, transport, Some(config)).await?;
+    Ok(socket)
+}
+
+/// A `ws://` URL's request, host and port (80 by default); `wss://` needs TLS, which is not
+/// enabled.
+pub(crate) fn ws_target(
+    url: &str,
+) -> Result<(Request, String, u16), async_tungstenite::tungstenite::Error> {
     use async_tungstenite::tungstenite::Error;
     let request = url.into_client_request()?;
     let uri = request.uri();
@@ -373,10 +386,7 @@ async fn connect_socket(
         .unwrap_or(host)
         .to_owned();
     let port = uri.port_u16().unwrap_or(80);
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-    let transport = Transport::new(tcp, max_unsent);
-    let (socket, _response) = client_async_with_config(request, transport, Some(config)).await?;
-    Ok(socket)
+    Ok((request, host, port))
 }
 
 impl<M: DeserializeOwned + Send + 'static> IntoFuture for Connect<M> {

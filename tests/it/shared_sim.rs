@@ -72,6 +72,15 @@ async fn server(truth: Shared) -> turmoil::Result {
             }
         }
     });
+    accept(listener, out).await
+}
+
+/// Accept WebSockets for ever: each takes subscriptions (acknowledged once taken: what is
+/// published from then on reaches it) and gets the messages of its topics.
+async fn accept(
+    listener: turmoil::net::TcpListener,
+    out: broadcast::Sender<(String, Msg)>,
+) -> turmoil::Result {
     loop {
         let (stream, _) = listener.accept().await?;
         let mut published = out.subscribe();
@@ -138,6 +147,43 @@ impl Connector for Simulated {
     }
 }
 
+/// The versioned endpoint of the clients: one entry per topic, its snapshot read straight from
+/// the server's store (with its watermark), its messages streamed over one shared connection
+/// (simulated, acknowledged subscriptions).
+fn topic_endpoint(
+    api: &Api,
+    truth: &Shared,
+    config: ConnectionConfig,
+    keep: Duration,
+) -> Result<livecache::Endpoint<String, Vec<Msg>>, livecache::Error> {
+    let connection = SharedConnection::builder(
+        format!("ws://server:{PORT}/ws"),
+        JsonFraming::<Msg>::new().acknowledged(),
+    )
+    .config(config)
+    .connector(Simulated)
+    .spawn()?;
+    let snapshot_truth = Arc::clone(truth);
+    api.query::<String, Vec<Msg>>("topic")
+        .keep_unused_data_for(keep)
+        .query_fn_versioned(move |topic: String| {
+            let truth = lock(&snapshot_truth);
+            let messages = truth.topics.get(&topic).cloned().unwrap_or_default();
+            let watermark = truth.next_id;
+            async move { Ok((messages, Version::new(watermark))) }
+        })
+        .on_cache_entry_added(move |topic, entry| {
+            let topic = connection.topic(&entry, topic);
+            async move {
+                entry
+                    .try_stream_versioned(topic, |m| Version::new(m.id), |list, m| list.push(m))
+                    .await;
+                Ok(())
+            }
+        })
+        .build()
+}
+
 /// The client host: entries for every topic on one shared connection; at the end, the data
 /// must be the truth.
 async fn client(truth: Shared, seed: u64) -> turmoil::Result {
@@ -153,34 +199,7 @@ async fn client(truth: Shared, seed: u64) -> turmoil::Result {
         seed,
         ..ConnectionConfig::default()
     };
-    let connection = SharedConnection::builder(
-        format!("ws://server:{PORT}/ws"),
-        JsonFraming::<Msg>::new().acknowledged(),
-    )
-    .config(config)
-    .connector(Simulated)
-    .spawn()?;
-    let snapshot_truth = Arc::clone(&truth);
-    let endpoint = api
-        .query::<String, Vec<Msg>>("topic")
-        .keep_unused_data_for(Duration::ZERO)
-        .query_fn_versioned(move |topic: String| {
-            // The snapshot, read straight from the server's store, with its watermark.
-            let truth = lock(&snapshot_truth);
-            let messages = truth.topics.get(&topic).cloned().unwrap_or_default();
-            let watermark = truth.next_id;
-            async move { Ok((messages, Version::new(watermark))) }
-        })
-        .on_cache_entry_added(move |topic, entry| {
-            let topic = connection.topic(&entry, topic);
-            async move {
-                entry
-                    .try_stream_versioned(topic, |m| Version::new(m.id), |list, m| list.push(m))
-                    .await;
-                Ok(())
-            }
-        })
-        .build()?;
+    let endpoint = topic_endpoint(&api, &truth, config, Duration::ZERO)?;
     let subs: Vec<_> = TOPICS
         .iter()
         .map(|t| endpoint.subscribe((*t).to_owned()))
@@ -309,49 +328,7 @@ async fn busy_server(truth: Shared, topics: usize, until: Duration, seed: u64) -
             let _ = publisher.send((topic, msg));
         }
     });
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let mut published = out.subscribe();
-        tokio::spawn(async move {
-            let Ok(socket) = async_tungstenite::tokio::accept_async(stream).await else {
-                return;
-            };
-            let (mut tx, mut rx) = socket.split();
-            let mut subscribed: BTreeSet<String> = BTreeSet::new();
-            loop {
-                tokio::select! {
-                    biased;
-                    incoming = rx.next() => match incoming {
-                        Some(Ok(WsMessage::Text(text))) => {
-                            let frame: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                            let topic = frame["topic"].as_str().unwrap_or_default().to_owned();
-                            if frame["type"].as_str() == Some("subscribe") {
-                                subscribed.insert(topic.clone());
-                                let ack = serde_json::json!({ "type": "subscribed", "topic": topic });
-                                if tx.send(WsMessage::text(ack.to_string())).await.is_err() {
-                                    return;
-                                }
-                            } else if frame["type"].as_str() == Some("unsubscribe") {
-                                subscribed.remove(&topic);
-                            }
-                        }
-                        Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
-                        Some(Ok(_)) => {}
-                    },
-                    sent = published.recv() => match sent {
-                        Ok((topic, msg)) if subscribed.contains(&topic) => {
-                            let frame = serde_json::json!({ "topic": topic, "message": msg });
-                            if tx.send(WsMessage::text(frame.to_string())).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                }
-            }
-        });
-    }
+    accept(listener, out).await
 }
 
 /// The second scenario's client: `topics` entries on one connection; at `check_at` every entry
@@ -374,32 +351,7 @@ async fn busy_client(
         seed,
         ..ConnectionConfig::default()
     };
-    let connection = SharedConnection::builder(
-        format!("ws://server:{PORT}/ws"),
-        JsonFraming::<Msg>::new().acknowledged(),
-    )
-    .config(config)
-    .connector(Simulated)
-    .spawn()?;
-    let snapshot_truth = Arc::clone(&truth);
-    let endpoint = api
-        .query::<String, Vec<Msg>>("topic")
-        .query_fn_versioned(move |topic: String| {
-            let truth = lock(&snapshot_truth);
-            let messages = truth.topics.get(&topic).cloned().unwrap_or_default();
-            let watermark = truth.next_id;
-            async move { Ok((messages, Version::new(watermark))) }
-        })
-        .on_cache_entry_added(move |topic, entry| {
-            let topic = connection.topic(&entry, topic);
-            async move {
-                entry
-                    .try_stream_versioned(topic, |m| Version::new(m.id), |list, m| list.push(m))
-                    .await;
-                Ok(())
-            }
-        })
-        .build()?;
+    let endpoint = topic_endpoint(&api, &truth, config, Duration::from_secs(60))?;
     let subs: Vec<_> = (0..topics)
         .map(|i| endpoint.subscribe(format!("t{i}")))
         .collect::<Result<_, _>>()?;

@@ -68,13 +68,18 @@ where
         let Some(key) = self.entries.key_of_handler(handler.into()).cloned() else {
             return false;
         };
-        if let Some(request) = self.entries.get(&key).and_then(|s| s.entry.in_flight()) {
-            self.record(self.now, &key, TraceKind::RequestJoined { request });
-        } else {
-            self.start_request(&key, RequestReason::Refetch);
-        }
-        self.notify(&key);
+        self.refetch_for(&key, RequestReason::Refetch);
         true
+    }
+
+    /// Refetch `key`'s entry: join the request in flight, or start one for `reason`.
+    pub(super) fn refetch_for(&mut self, key: &CacheKey, reason: RequestReason) {
+        if let Some(request) = self.entries.get(key).and_then(|s| s.entry.in_flight()) {
+            self.record(self.now, key, TraceKind::RequestJoined { request });
+        } else {
+            self.start_request(key, reason);
+        }
+        self.notify(key);
     }
 
     /// A request fulfilled. Ignored (and traced) unless it is the key's request in flight

@@ -327,12 +327,24 @@ where
             &key,
             TraceKind::QueueOverflowed { lifetime, queue },
         );
-        if let Some(live) = self.live_mut(&key) {
+        self.resync_for_missing(&key, lifetime, versioning, before);
+        Ok(())
+    }
+
+    /// Messages may be missing: the entry awaits a snapshot (or the source's `resync_done`)
+    /// and resyncs by its policy; its status follows from `before`.
+    fn resync_for_missing(
+        &mut self,
+        key: &CacheKey,
+        lifetime: u64,
+        versioning: Versioning,
+        before: StreamStatus,
+    ) {
+        if let Some(live) = self.live_mut(key) {
             live.awaiting_snapshot = true;
         }
-        self.resync(&key, lifetime, versioning);
-        self.status_follows(&key, lifetime, before);
-        Ok(())
+        self.resync(key, lifetime, versioning);
+        self.status_follows(key, lifetime, before);
     }
 
     /// The source of `handler`'s stream may have missed messages — it reconnected (R32), or it
@@ -368,23 +380,11 @@ where
         let endpoint = self.entries.get(&key).map(|slot| slot.endpoint);
         let versions = endpoint.and_then(|endpoint| self.endpoint_config(endpoint).versions);
         let Some(versioning) = versions else {
-            match self
-                .entries
-                .get(&key)
-                .and_then(|slot| slot.entry.in_flight())
-            {
-                Some(request) => self.record(self.now, &key, TraceKind::RequestJoined { request }),
-                None => self.start_request(&key, RequestReason::Resync),
-            }
-            self.notify(&key);
+            self.refetch_for(&key, RequestReason::Resync);
             return Ok(());
         };
         let before = self.stream_status_of(&key);
-        if let Some(live) = self.live_mut(&key) {
-            live.awaiting_snapshot = true;
-        }
-        self.resync(&key, lifetime, versioning);
-        self.status_follows(&key, lifetime, before);
+        self.resync_for_missing(&key, lifetime, versioning, before);
         Ok(())
     }
 

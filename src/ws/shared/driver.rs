@@ -40,22 +40,7 @@ pub(super) struct Target {
 impl Target {
     /// Read a `ws://` URL.
     pub(super) fn parse(url: &str) -> Result<Target, String> {
-        let request = url
-            .into_client_request()
-            .map_err(|e| format!("not a WebSocket URL: {e}"))?;
-        let uri = request.uri();
-        match uri.scheme_str() {
-            Some("ws") => {}
-            Some("wss") => return Err("wss:// is not supported yet: no TLS backend".into()),
-            _ => return Err(format!("not a ws:// URL: {url}")),
-        }
-        let host = uri.host().ok_or_else(|| format!("no host in {url}"))?;
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host)
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(80);
+        let (_, host, port) = crate::ws::ws_target(url).map_err(|e| format!("{url}: {e}"))?;
         Ok(Target {
             url: url.to_owned(),
             host,
