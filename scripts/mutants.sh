@@ -20,8 +20,8 @@ if ! command -v cargo-mutants >/dev/null 2>&1; then
 fi
 
 # The test binaries' filters: the core's unit tests and the integration modules that check it
-# (the v1 lifecycle and the live entries of section 4).
-filters=(core:: model_equivalence:: live_equivalence:: live_rules:: exhaustive:: rule_traces:: fuzz_corpus:: fuzz_findings:: hardening_core::)
+# (the v1 lifecycle, the live entries and the shared connection's machine of section 4).
+filters=(core:: model_equivalence:: live_equivalence:: live_rules:: connection_equivalence:: connection_rules:: exhaustive:: rule_traces:: fuzz_corpus:: fuzz_findings:: hardening_core::)
 
 files=(--file 'src/core.rs' --file 'src/core/**/*.rs')
 for arg in "$@"; do
