@@ -311,3 +311,68 @@ fn versions_convert_parse_and_report_errors_exactly() {
         "{wrong:?}"
     );
 }
+
+/// A connection configuration that cannot work is refused, each with its reason (R32).
+#[test]
+fn connection_configurations_that_cannot_work_are_refused() {
+    use crate::core::connection::{Connection, ConnectionConfig, ConnectionConfigError};
+    let ok = ConnectionConfig::default();
+    assert_eq!(ok.validate(), Ok(()));
+    let cases = [
+        (
+            ConnectionConfig {
+                backoff_base_ms: 0,
+                ..ok
+            },
+            ConnectionConfigError::ZeroBackoff,
+        ),
+        (
+            ConnectionConfig {
+                backoff_cap_ms: 10,
+                ..ok
+            },
+            ConnectionConfigError::CapBelowBase,
+        ),
+        (
+            ConnectionConfig {
+                connect_timeout_ms: 0,
+                ..ok
+            },
+            ConnectionConfigError::ZeroConnectTimeout,
+        ),
+        (
+            ConnectionConfig {
+                heartbeat_ms: Some(0),
+                ..ok
+            },
+            ConnectionConfigError::ZeroHeartbeat,
+        ),
+        (
+            ConnectionConfig {
+                idle_timeout_ms: 10_000,
+                ..ok
+            },
+            ConnectionConfigError::IdleTimeoutTooShort,
+        ),
+    ];
+    for (config, error) in cases {
+        assert_eq!(config.validate(), Err(error));
+        assert!(Connection::<u8>::new(config).is_err());
+    }
+    // The bounds themselves are allowed: a cap equal to the base, no heartbeat.
+    let flat = ConnectionConfig {
+        backoff_cap_ms: ok.backoff_base_ms,
+        heartbeat_ms: None,
+        idle_timeout_ms: 1,
+        ..ok
+    };
+    assert_eq!(flat.validate(), Ok(()));
+}
+
+#[test]
+fn a_frame_names_its_topic() {
+    use crate::core::connection::Frame;
+    assert_eq!(Frame::Subscribe { topic: 3 }.topic(), Some(&3));
+    assert_eq!(Frame::Unsubscribe { topic: 4 }.topic(), Some(&4));
+    assert_eq!(Frame::<u8>::Ping.topic(), None);
+}
