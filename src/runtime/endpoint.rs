@@ -12,12 +12,13 @@ use serde::Serialize;
 use crate::core::Draft;
 use crate::core::{CacheKey, KeyOverride, default_key, key_from_override};
 use crate::core::{EndpointConfig, EndpointId, Keep, Refetch, Resync, Version, Versioning};
-use crate::core::{Patch, PatchSet, UpsertError};
+use crate::core::{Patch, UpsertError};
 use crate::runtime::driver::{ErasedFetched, Fetch, LifecycleStart, Owner, StartLifecycle, State};
 use crate::runtime::erased::{Data, ErasedData, ErasedMeta};
 use crate::runtime::error::UpdateError;
 use crate::runtime::error::{BoxError, Error, QueryError};
 use crate::runtime::lifecycle::{BeforeData, EntryHandle, from_core, run_typed_recipe_atomic};
+use crate::runtime::patch_collection::PatchCollection;
 use crate::runtime::state::{QueryState, read_state};
 use crate::runtime::subscription::Subscription;
 
@@ -850,49 +851,6 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
             start
         });
         (fetch, start)
-    }
-}
-
-/// The change an outside update made, which can be undone (RTK's patch collection).
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), livecache::Error> {
-/// # let api = livecache::Api::builder().build();
-/// # let list = api.query::<(), Vec<u32>>("list").query_fn(|()| async { Ok(vec![]) }).build()?;
-/// list.upsert_query_data((), vec![1])?;
-/// let change = list.update_query_data(&(), |l| l.push(2))?;
-/// assert_eq!(change.patches.patches.0.len(), 1);
-/// # Ok(()) }
-/// ```
-pub struct PatchCollection<A, T, M = ()> {
-    endpoint: Endpoint<A, T, M>,
-    arg: A,
-    /// The patches and their inverse (empty if nothing changed).
-    pub patches: PatchSet,
-}
-
-impl<A: Arg, T: Data, M: Send + Sync + 'static> PatchCollection<A, T, M> {
-    /// Apply the inverse patches to the data as it is now (R18). Like RTK, there is no conflict
-    /// detection: a later change to the same paths is overwritten or makes the undo fail.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() -> Result<(), livecache::Error> {
-    /// # let api = livecache::Api::builder().build();
-    /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
-    /// double.upsert_query_data(1, 2)?;
-    /// let change = double.update_query_data(&1, |n| **n = 3)?;
-    /// change.undo()?;
-    /// assert_eq!(double.state(&1)?.data(), Some(&2));
-    /// # Ok(()) }
-    /// ```
-    pub fn undo(&self) -> Result<(), Error> {
-        if self.patches.inverse_patches.0.is_empty() {
-            return Ok(());
-        }
-        self.endpoint
-            .patch_query_data(&self.arg, &self.patches.inverse_patches)
     }
 }
 

@@ -17,7 +17,7 @@ use crate::core::Draft;
 use crate::core::PatchSet;
 use crate::core::{HandlerId, LifetimeId};
 use crate::core::{LifetimePlace, Notify, Patches};
-use crate::core::{RequestEvent, StreamStatus, UpdateRefused, Version};
+use crate::core::{RequestEvent, StreamStatus, UpdateRefused};
 use crate::runtime::driver::{Hint, LifecycleStart, LoadedMsg, Shared};
 use crate::runtime::ending::{Ended, Ending};
 use crate::runtime::erased::{Data, ErasedData};
@@ -119,7 +119,7 @@ pub struct EntryHandle<S: HandleState, T, M = ()> {
     /// `removed`. Updates do not touch it, so a task waiting for removal is not woken by them.
     pub(crate) ending: Arc<Ending>,
     /// Announces this lifetime's visible changes to its subscribers.
-    changed: signal::Notifier,
+    pub(crate) changed: signal::Notifier,
     /// The request events of the entry (R29), until [`EntryHandle::request_events`] takes them.
     events: Arc<Mutex<Option<mpsc::Receiver<RequestEvent>>>>,
     state: S,
@@ -788,7 +788,7 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
 }
 
 impl<S: HandleState, T, M> EntryHandle<S, T, M> {
-    fn hint(&self) -> Hint<'_> {
+    pub(crate) fn hint(&self) -> Hint<'_> {
         Hint {
             lifetime: self.place.lifetime(),
             changed: &self.changed,
@@ -823,80 +823,6 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
                     applied += 1;
                 }
                 ((applied, Ok(())), notify)
-            })
-        })
-    }
-}
-
-/// How a versioned message changes the data: given the message, by value. A message the core
-/// keeps (held past a gap, or logged for a rebase, R26, R27) is cloned for each application.
-pub(crate) type ApplyVersioned<T, Msg> = Arc<dyn Fn(&mut Draft<'_, T>, Msg) + Send + Sync>;
-
-impl<T: Data, M> EntryHandle<WithData, T, M> {
-    /// Deliver versioned `messages` in order under one acquisition of the cache's lock (R24–R26,
-    /// R34): the core applies each, drops it as stale, or holds it past a gap. Stops at the first
-    /// refusal or panic of `apply`; returns how many were delivered.
-    pub(crate) fn deliver_versioned<Msg: Clone + Send + Sync + 'static>(
-        &self,
-        messages: impl IntoIterator<Item = Msg>,
-        version: &impl Fn(&Msg) -> Version,
-        apply: &ApplyVersioned<T, Msg>,
-    ) -> (u64, Result<(), UpdateError>) {
-        let (place, handler) = (self.place, self.place.handler());
-        // Where the recipe of the message being delivered reports a panic; a message re-applied
-        // later (a rebase) reports to it too, and nobody reads it then: the panic stays contained.
-        let panicked: Arc<Mutex<Option<String>>> = Arc::default();
-        self.shared.with_lifetime(&self.hint(), |state, now| {
-            // One burst, one batch: consecutive updates are traced as one (R34).
-            state.cache.batch(|cache| {
-                let mut delivered = 0;
-                let mut notify = false;
-                for message in messages {
-                    let at = version(&message);
-                    // The common case: the next message of an entry in order, applied at once (the
-                    // message moves into the data, nothing is kept or cloned) and its subscribers
-                    // woken once for the whole burst, through the handle's signal.
-                    let mut fast_panic = None;
-                    let mut unsent = Some(message);
-                    let fast = cache
-                        .stream_message_in_order(now, place, at, |outer| {
-                            if let Some(message) = unsent.take() {
-                                fast_panic = run_typed_recipe(outer, |draft| apply(draft, message));
-                            }
-                        })
-                        .ok();
-                    if let Some(n) = fast {
-                        notify |= n == Notify::Caller;
-                        if let Some(message) = fast_panic {
-                            let error = UpdateError::RecipePanicked { message };
-                            return ((delivered, Err(error)), notify);
-                        }
-                        delivered += 1;
-                        continue;
-                    }
-                    let Some(message) = unsent else {
-                        continue;
-                    };
-                    // Any other case goes by the version rules, with a recipe the core may keep
-                    // (and run again): each run applies a clone of the message.
-                    let (apply, report) = (Arc::clone(apply), Arc::clone(&panicked));
-                    let recipe = move |outer: &mut Draft<'_, ErasedData>| {
-                        let message = message.clone();
-                        if let Some(message) =
-                            run_typed_recipe(outer, |draft| apply(draft, message))
-                            && let Ok(mut slot) = report.lock()
-                        {
-                            slot.get_or_insert(message);
-                        }
-                    };
-                    let result = cache.stream_message(now, handler, at, recipe);
-                    let panic = panicked.lock().ok().and_then(|mut slot| slot.take());
-                    if let Err(error) = recipe_outcome(result, panic) {
-                        return ((delivered, Err(error)), notify);
-                    }
-                    delivered += 1;
-                }
-                ((delivered, Ok(())), notify)
             })
         })
     }
@@ -940,7 +866,7 @@ pub(crate) fn run_typed_recipe_atomic<T: Data>(
 }
 
 /// An update's result, or the panic of its recipe.
-fn recipe_outcome<R>(
+pub(crate) fn recipe_outcome<R>(
     result: Result<R, UpdateRefused>,
     panicked: Option<String>,
 ) -> Result<R, UpdateError> {
@@ -966,77 +892,5 @@ impl<S: HandleState + std::fmt::Debug, T, M> std::fmt::Debug for EntryHandle<S, 
             .field("lifetime", &self.place.lifetime())
             .field("state", &self.state)
             .finish()
-    }
-}
-
-/// What a source driver (the shared connection's, R31, R32) needs of an entry's handler,
-/// whatever the handle's state: report the source's status, resync the entry, the version to
-/// resume from. Every decision is the core's; this only carries the calls. Cheap to clone.
-#[derive(Clone)]
-pub(crate) struct SourceLink {
-    shared: Arc<Shared>,
-    place: LifetimePlace,
-    changed: signal::Notifier,
-}
-
-impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
-    /// The link a source driver keeps to this handler.
-    #[cfg_attr(not(feature = "ws"), allow(dead_code))]
-    pub(crate) fn source_link(&self) -> SourceLink {
-        SourceLink {
-            shared: Arc::clone(&self.shared),
-            place: self.place,
-            changed: self.changed.clone(),
-        }
-    }
-}
-
-#[cfg_attr(not(feature = "ws"), allow(dead_code))]
-impl SourceLink {
-    fn hint(&self) -> Hint<'_> {
-        Hint {
-            lifetime: self.place.lifetime(),
-            changed: &self.changed,
-        }
-    }
-
-    /// Report the source's status (R28); false once the entry is gone for the handler.
-    pub(crate) fn report(&self, status: StreamStatus) -> bool {
-        let handler = self.place.handler();
-        self.shared.with_lifetime(&self.hint(), |state, now| {
-            (
-                state.cache.stream_status(now, handler, status).is_ok(),
-                false,
-            )
-        })
-    }
-
-    /// The source may have missed messages: the entry resyncs (R32).
-    pub(crate) fn resync(&self) -> bool {
-        let handler = self.place.handler();
-        self.shared.with_lifetime(&self.hint(), |state, now| {
-            (state.cache.source_resync(now, handler).is_ok(), false)
-        })
-    }
-
-    /// The version a resumed subscription replays from, on an endpoint that resumes.
-    pub(crate) fn resume_from(&self) -> Option<Version> {
-        let handler = self.place.handler();
-        self.shared.lock().cache.resume_from(handler)
-    }
-
-    /// Whether the entry's endpoint declares versions (a queue overflow then resyncs it; an
-    /// unversioned one fails, R33).
-    pub(crate) fn is_versioned(&self) -> bool {
-        let state = self.shared.lock();
-        let endpoint = state.cache.lifetime_entry(self.place.lifetime());
-        endpoint.is_some_and(|entry| state.cache.endpoint(entry.endpoint).versions.is_some())
-    }
-
-    /// Whether the entry is resyncing (its displayed stream status says so).
-    pub(crate) fn resyncing(&self) -> bool {
-        let state = self.shared.lock();
-        let entry = state.cache.lifetime_entry(self.place.lifetime());
-        entry.is_some_and(|entry| matches!(entry.stream, StreamStatus::Resyncing { .. }))
     }
 }

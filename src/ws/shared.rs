@@ -52,7 +52,7 @@ pub use connector::{Connector, TcpConnector};
 pub use framing::{Framing, Inbound, JsonFraming};
 
 use crate::core::ConnectionConfig;
-use crate::runtime::lifecycle::SourceLink;
+use crate::runtime::source_link::SourceLink;
 use crate::runtime::{EntryHandle, Error, HandleState, StreamError};
 
 /// How many messages of one topic may wait for its entry by default: past it, a versioned entry

@@ -257,9 +257,13 @@ fn run(seed: u64, faults: &[(Duration, Fault)]) {
     let server_truth = Arc::clone(&truth);
     sim.host("server", move || server(Arc::clone(&server_truth)));
     sim.client("client", client(Arc::clone(&truth), seed));
-    let mut pending: Vec<(Duration, Fault)> = faults.to_vec();
-    pending.sort_by_key(|(at, _)| *at);
-    let mut pending = pending.into_iter().peekable();
+    drive(&mut sim, faults.to_vec(), seed);
+}
+
+/// Step `sim` until its client is done, bringing each fault about at its time.
+fn drive(sim: &mut turmoil::Sim<'_>, mut faults: Vec<(Duration, Fault)>, seed: u64) {
+    faults.sort_by_key(|(at, _)| *at);
+    let mut pending = faults.into_iter().peekable();
     loop {
         while let Some((_, fault)) = pending.next_if(|(at, _)| sim.elapsed() >= *at) {
             match fault {
@@ -428,22 +432,6 @@ fn r32_sim_a_thousand_entries_through_an_hour_of_random_faults() {
             "client",
             busy_client(Arc::clone(&truth), ENTRIES, HOUR, seed),
         );
-        let mut pending = faults.into_iter().peekable();
-        loop {
-            while let Some((_, fault)) = pending.next_if(|(at, _)| sim.elapsed() >= *at) {
-                match fault {
-                    Fault::Bounce => sim.bounce("server"),
-                    Fault::Partition => sim.partition("server", "client"),
-                    Fault::Repair => sim.repair("server", "client"),
-                    Fault::Hold => sim.hold("server", "client"),
-                    Fault::Release => sim.release("server", "client"),
-                }
-            }
-            match sim.step() {
-                Ok(true) => break,
-                Ok(false) => {}
-                Err(error) => panic!("seed {seed}: {error}"),
-            }
-        }
+        drive(&mut sim, faults, seed);
     }
 }

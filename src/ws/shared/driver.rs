@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::{AuthHook, Command, Connector, FatalWhen, Framing, Inbound, SharedError};
 use crate::core::{ConnEffect, Connection, ConnectionConfig, Frame};
-use crate::runtime::lifecycle::SourceLink;
+use crate::runtime::source_link::SourceLink;
 use crate::ws::transport::Transport;
 
 /// How long a closing socket may take to finish its close handshake.

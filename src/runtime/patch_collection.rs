@@ -1,0 +1,49 @@
+//! What `update_query_data` hands back: the change, which can be undone (R18).
+
+use crate::core::PatchSet;
+use crate::runtime::endpoint::{Arg, Endpoint};
+use crate::runtime::erased::Data;
+use crate::runtime::error::Error;
+
+/// The change an outside update made, which can be undone (RTK's patch collection).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), livecache::Error> {
+/// # let api = livecache::Api::builder().build();
+/// # let list = api.query::<(), Vec<u32>>("list").query_fn(|()| async { Ok(vec![]) }).build()?;
+/// list.upsert_query_data((), vec![1])?;
+/// let change = list.update_query_data(&(), |l| l.push(2))?;
+/// assert_eq!(change.patches.patches.0.len(), 1);
+/// # Ok(()) }
+/// ```
+pub struct PatchCollection<A, T, M = ()> {
+    pub(crate) endpoint: Endpoint<A, T, M>,
+    pub(crate) arg: A,
+    /// The patches and their inverse (empty if nothing changed).
+    pub patches: PatchSet,
+}
+
+impl<A: Arg, T: Data, M: Send + Sync + 'static> PatchCollection<A, T, M> {
+    /// Apply the inverse patches to the data as it is now (R18). Like RTK, there is no conflict
+    /// detection: a later change to the same paths is overwritten or makes the undo fail.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// double.upsert_query_data(1, 2)?;
+    /// let change = double.update_query_data(&1, |n| **n = 3)?;
+    /// change.undo()?;
+    /// assert_eq!(double.state(&1)?.data(), Some(&2));
+    /// # Ok(()) }
+    /// ```
+    pub fn undo(&self) -> Result<(), Error> {
+        if self.patches.inverse_patches.0.is_empty() {
+            return Ok(());
+        }
+        self.endpoint
+            .patch_query_data(&self.arg, &self.patches.inverse_patches)
+    }
+}
