@@ -42,6 +42,7 @@ mod entry;
 pub(crate) mod ids;
 mod key;
 mod patch;
+pub(crate) mod patch_log;
 mod status;
 mod stream_status;
 mod trace;
@@ -64,6 +65,8 @@ pub use connection::{
     ConnEffect, ConnState, Connection, ConnectionConfig, ConnectionConfigError, Frame,
 };
 pub use data::CacheData;
+#[cfg(feature = "runtime")]
+pub(crate) use entry::Recorder;
 pub use entry::{
     Added, AwaitingData, Draft, Entry, HasData, Live, Loaded, Loading, Removed, Started, State,
     Streaming, Updated,

@@ -9,7 +9,7 @@
 //! |---|---|
 //! | [`lifecycle_ops`] | the core and the model agree (results, whole traces, every entry's status, phase, data, deadline) on arbitrary op sequences over arbitrary endpoint configurations, and `check_invariants` holds |
 //! | [`ws_frames`] | frames (text, binary, ping, pong, close, oversized) through `ws::Decoder` and `try_stream` into a loaded entry of a real `Api`: no panic; the data changes by exactly the valid messages, in order; every rejected frame is counted by kind and as skipped |
-//! | [`patches`] | `PatchSet::between(a, b)` turns `a` into `b` and back; arbitrary patches through `Cache::patch_query_data` never panic and change nothing on error |
+//! | [`patches`] | `PatchSet::between(a, b)` turns `a` into `b` and back; the patches a draft records for random changes to a document are the change and its inverse; arbitrary patches through `Cache::patch_query_data` never panic and change nothing on error |
 //! | [`connection_events`] | the shared connection's machine and its model agree (results, every effect in order, state, retry count, topics, next deadline) on arbitrary events under arbitrary short-timed configurations (R31, R32) |
 //! | [`cache_keys`] | `default_key` is deterministic, ignores object key order, and gives distinct keys to distinct arguments (modulo the identifications the key rules make on purpose) |
 

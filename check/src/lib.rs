@@ -8,6 +8,8 @@
 //! - [`connection`] drives the shared connection's machine with the model's connection
 //!   alphabet and compares the two after every event (the property test, the `connection_events`
 //!   fuzz body).
+//! - [`patch_recording`] checks the patches a draft records as a recipe changes the data
+//!   against the change itself (the property test, the `patches` fuzz body).
 //! - [`fuzz`] holds the bodies of the cargo-fuzz targets, each a `pub fn(&[u8])` that panics on
 //!   a violation, so libFuzzer and `cargo test` (the corpus replay) both run them.
 #![forbid(unsafe_code)]
@@ -16,3 +18,4 @@
 pub mod connection;
 pub mod fuzz;
 pub mod harness;
+pub mod patch_recording;

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::core::CacheData;
 use crate::core::Draft;
+use crate::core::Recorder;
 
 /// What an endpoint's data type must be: cloneable (copy-on-write updates), comparable (equal
 /// results notify no one), serialisable (patches), and shareable across tasks.
@@ -78,20 +79,24 @@ impl ErasedData {
 
     /// Run `f` on a copy-on-write draft of the data, if it is a `T`, and say whether `f` took
     /// mutable access. Unshared data is changed in place; data a reader still holds a snapshot of
-    /// is copied on the first mutable access.
+    /// is copied on the first mutable access. The draft records its patches into `recorder`, the
+    /// core's, when the update wants them.
     pub(crate) fn with_draft<T: Data, R>(
         &mut self,
+        recorder: Option<Recorder<'_>>,
         f: impl FnOnce(&mut Draft<'_, T>) -> R,
     ) -> Option<(R, bool)> {
         if let Some(value) = Arc::get_mut(&mut self.value) {
-            let mut draft = Draft::new(value.downcast_mut::<T>()?);
+            let mut draft = Draft::new_recording(value.downcast_mut::<T>()?, recorder);
             let result = f(&mut draft);
             return Some((result, draft.touched()));
         }
         let mut typed = Arc::clone(&self.value).downcast::<T>().ok()?;
-        let mut draft = Draft::shared(&mut typed);
-        let result = f(&mut draft);
-        let touched = draft.touched();
+        let (result, touched) = {
+            let mut draft = Draft::shared_recording(&mut typed, recorder);
+            let result = f(&mut draft);
+            (result, draft.touched())
+        };
         if touched {
             self.value = typed;
         }
@@ -143,7 +148,7 @@ mod tests {
     fn unshared_data_is_updated_in_place() {
         let mut data = ErasedData::new(vec![1u32]);
         let before = Arc::as_ptr(&data.value).cast::<()>();
-        let touched = data.with_draft(|d: &mut Draft<'_, Vec<u32>>| d.push(2));
+        let touched = data.with_draft(None, |d: &mut Draft<'_, Vec<u32>>| d.push(2));
         assert_eq!(touched, Some(((), true)));
         assert_eq!(Arc::as_ptr(&data.value).cast::<()>(), before, "no copy");
         assert_eq!(data.get::<Vec<u32>>().as_deref(), Some(&vec![1, 2]));
@@ -154,14 +159,14 @@ mod tests {
         let mut data = ErasedData::new(vec![1u32]);
         let snapshot = data.get::<Vec<u32>>().expect("a Vec<u32>");
         // Reading copies nothing and changes nothing.
-        let read = data.with_draft(|d: &mut Draft<'_, Vec<u32>>| d.len());
+        let read = data.with_draft(None, |d: &mut Draft<'_, Vec<u32>>| d.len());
         assert_eq!(read, Some((1, false)));
         assert!(Arc::ptr_eq(
             &data.get::<Vec<u32>>().expect("a Vec<u32>"),
             &snapshot
         ));
         // Writing copies: the snapshot keeps the old value.
-        let written = data.with_draft(|d: &mut Draft<'_, Vec<u32>>| d.push(2));
+        let written = data.with_draft(None, |d: &mut Draft<'_, Vec<u32>>| d.push(2));
         assert_eq!(written, Some(((), true)));
         assert_eq!(*snapshot, vec![1]);
         assert_eq!(data.get::<Vec<u32>>().as_deref(), Some(&vec![1, 2]));
@@ -172,12 +177,12 @@ mod tests {
         let mut data = ErasedData::new(vec![1u32]);
         assert!(data.get::<String>().is_none());
         assert!(
-            data.with_draft(|d: &mut Draft<'_, String>| d.push('x'))
+            data.with_draft(None, |d: &mut Draft<'_, String>| d.push('x'))
                 .is_none()
         );
         let _snapshot = data.get::<Vec<u32>>();
         assert!(
-            data.with_draft(|d: &mut Draft<'_, String>| d.push('x'))
+            data.with_draft(None, |d: &mut Draft<'_, String>| d.push('x'))
                 .is_none()
         );
         assert_eq!(data.get::<Vec<u32>>().as_deref(), Some(&vec![1]));

@@ -834,11 +834,10 @@ pub(crate) fn run_typed_recipe<T: Data>(
     outer: &mut Draft<'_, ErasedData>,
     recipe: impl FnOnce(&mut Draft<'_, T>),
 ) -> Option<String> {
-    let (outcome, touched) = outer
-        .as_mut_untracked()
-        .with_draft(|draft: &mut Draft<'_, T>| {
-            std::panic::catch_unwind(AssertUnwindSafe(|| recipe(draft)))
-        })?;
+    let (data, recorder) = outer.split_untracked();
+    let (outcome, touched) = data.with_draft(recorder, |draft: &mut Draft<'_, T>| {
+        std::panic::catch_unwind(AssertUnwindSafe(|| recipe(draft)))
+    })?;
     if touched {
         outer.mark_touched();
     }
@@ -847,16 +846,24 @@ pub(crate) fn run_typed_recipe<T: Data>(
 
 /// [`run_typed_recipe`], atomically: if the recipe panics, the data is what it was before it
 /// and the draft counts as untouched (no update, no notification, no patches). For the paths
-/// that compute patches (`update_query_data`, `update_cached_data_with_patches`), where the core
-/// already holds a copy of the data to diff against: the backup taken here is one more share of
-/// the same allocation, so the recipe's first write copies the data once either way. The
-/// streaming hot path (`update_cached_data`) does not use it: there the copy would cost
-/// O(size of the entry) per update, which R15 rules out (its panicking recipe keeps what it
-/// changed, see [`UpdateError::RecipePanicked`]).
+/// that compute patches (`update_query_data`, `update_cached_data_with_patches`): there the core
+/// records the change as it is made and, told the update is abandoned, undoes it, so no copy of
+/// the data is taken up front. A draft that does not record (not reached by those paths) is put
+/// back from a share of the data taken first. The streaming hot path (`update_cached_data`) does
+/// not use this: a copy there would cost O(size of the entry) per update, which R15 rules out
+/// (its panicking recipe keeps what it changed, see [`UpdateError::RecipePanicked`]).
 pub(crate) fn run_typed_recipe_atomic<T: Data>(
     outer: &mut Draft<'_, ErasedData>,
     recipe: impl FnOnce(&mut Draft<'_, T>),
 ) -> Option<String> {
+    if outer.is_recording() {
+        // The core records the patches and undoes the recorded change when asked.
+        let panicked = run_typed_recipe(outer, recipe);
+        if panicked.is_some() {
+            outer.abandon();
+        }
+        return panicked;
+    }
     let backup = (**outer).clone();
     let panicked = run_typed_recipe(outer, recipe);
     if panicked.is_some() {

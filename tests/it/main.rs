@@ -22,6 +22,7 @@ mod live_rules;
 mod live_runtime;
 mod live_ws;
 mod model_equivalence;
+mod patch_recording;
 mod rule_traces;
 mod runtime_model;
 mod runtime_rules;

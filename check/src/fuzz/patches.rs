@@ -1,4 +1,5 @@
-//! `patches`: `PatchSet::between` round trips, and arbitrary patches through
+//! `patches`: `PatchSet::between` round trips, the patches a draft records as a recipe changes
+//! a document (against the change itself), and arbitrary patches through
 //! `Cache::patch_query_data`.
 
 use arbitrary::{Result, Unstructured};
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::json;
+use crate::patch_recording::{Change, Doc, check_update};
 
 /// How many patches one input sends through each cache.
 const MAX_PATCHES: usize = 8;
@@ -281,5 +283,27 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
         name: json::string(u)?,
         flag: u.arbitrary()?,
     };
-    through_cache(u, typed)
+    through_cache(u, typed)?;
+    recorded(u)
+}
+
+/// Patches recorded by the draft's operations as a recipe runs, on a document of the shapes
+/// users update, checked against the change itself
+/// ([`crate::patch_recording::check_update`]).
+fn recorded(u: &mut Unstructured<'_>) -> Result<()> {
+    let doc: Doc = u.arbitrary()?;
+    let count = u.int_in_range(0..=8usize)?;
+    let mut changes = Vec::with_capacity(count);
+    for _ in 0..count {
+        // No recipe panics here: libFuzzer's panic hook aborts on any panic, caught or not (the
+        // property test covers them).
+        match u.arbitrary::<Change>()? {
+            Change::Panic => {}
+            change => changes.push(change),
+        }
+    }
+    if let Err(violation) = check_update(&doc, &changes) {
+        panic!("recorded patches: {violation}\ndoc: {doc:?}\nchanges: {changes:?}");
+    }
+    Ok(())
 }

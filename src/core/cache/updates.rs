@@ -8,6 +8,7 @@ use crate::core::entry::any::AnyEntry;
 use crate::core::entry::{Draft, Updated};
 use crate::core::key::CacheKey;
 use crate::core::patch::{Patch, PatchSet};
+use crate::core::patch_log::{Failure, PatchLog};
 use crate::core::trace::{Recording, TraceKind, UpdateSource};
 
 impl<D, E> Cache<D, E>
@@ -370,55 +371,55 @@ where
                 touched = draft.touched();
                 return;
             }
-            let backup: D = (**draft).clone();
-            // The data type's `Serialize` is user code: a panic of it is contained like a
-            // serialisation error, and the data is left as it was.
-            let before = match contain("Serialize", || backup.to_json()) {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => {
-                    patch_result = Err(UpdateRefused::Serialize(e.to_string()));
-                    return;
+            // The recipe's draft records the patches as it changes the data, at the cost of the
+            // change (a level it takes plain mutable access to is diffed as a whole).
+            let mut log = PatchLog::default();
+            let recorded_touch = {
+                let mut recording = draft.recording(&mut log);
+                if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    recipe(&mut recording)
+                })) {
+                    recording.abandon();
+                    recipe_panic = Some(panic);
                 }
-                Err(message) => {
-                    patch_result = Err(UpdateRefused::DataPanicked { message });
-                    return;
-                }
+                recording.touched()
             };
-            // The update is atomic: if the recipe panics, the data is what it was (R15, R18).
-            if let Err(panic) =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| recipe(draft)))
-            {
-                draft.restore(backup);
-                recipe_panic = Some(panic);
-                return;
-            }
-            touched = draft.touched();
-            if !touched {
-                return;
-            }
-            let failed = match contain("Serialize", || (**draft).to_json()) {
-                Ok(Ok(after)) => {
-                    patch_result = Ok(Some(PatchSet::between(&before, &after)));
-                    return;
+            let Some(failure) = log.failure().cloned() else {
+                touched = recorded_touch;
+                if touched {
+                    draft.mark_touched();
                 }
-                Ok(Err(e)) => UpdateRefused::Serialize(e.to_string()),
-                Err(message) => UpdateRefused::DataPanicked { message },
+                patch_result = Ok(Some(log.into_set()));
+                return;
             };
-            draft.restore(backup);
-            touched = false;
-            patch_result = Err(failed);
+            // The update is atomic (R15, R18): its recorded changes are undone.
+            if recorded_touch && !log.is_empty() {
+                if let Ok(old) = log.undo(&**draft) {
+                    draft.restore(old);
+                } else {
+                    // The data's JSON does not give it back: the change stays, and is reported
+                    // as an update (without patches) besides the failure.
+                    touched = true;
+                    draft.mark_touched();
+                }
+            }
+            patch_result = match failure {
+                Failure::Serialize(e) => Err(UpdateRefused::Serialize(e)),
+                Failure::DataPanicked(message) => Err(UpdateRefused::DataPanicked { message }),
+                // The recipe panicked: the panic goes on (caught here), or the layer that
+                // caught it reports it.
+                Failure::Abandoned => Ok(None),
+            };
         };
         self.update_in_place(key, wrapped);
-        if let Some(panic) = recipe_panic {
-            std::panic::resume_unwind(panic);
-        }
-        if let Err(UpdateRefused::DataPanicked { message }) = &patch_result {
+        if recipe_panic.is_none()
+            && let Err(UpdateRefused::DataPanicked { message }) = &patch_result
+        {
             self.data_panicked(key, message);
         }
-        let patches = patch_result?;
         if touched {
             let traced = if record_patches {
-                patches.clone()
+                patch_result.as_ref().ok().cloned().flatten()
             } else {
                 None
             };
@@ -441,7 +442,10 @@ where
             }
             self.notify(key);
         }
-        Ok(patches)
+        if let Some(panic) = recipe_panic {
+            std::panic::resume_unwind(panic);
+        }
+        patch_result
     }
 
     /// Run `recipe` on a Loaded or Streaming entry, moving Loaded to Streaming if it touched.

@@ -572,9 +572,12 @@ impl<D, E> Entry<Loaded<D>, E> {
     /// assert!(matches!(loaded.update(|d| { let _ = d.len(); }), Updated::Unchanged(_)));
     /// ```
     pub fn update(mut self, recipe: impl FnOnce(&mut Draft<'_, D>)) -> Updated<D, E> {
-        let mut draft = Draft::new(&mut self.state.data);
-        recipe(&mut draft);
-        if draft.touched() {
+        let touched = {
+            let mut draft = Draft::new(&mut self.state.data);
+            recipe(&mut draft);
+            draft.touched()
+        };
+        if touched {
             Updated::Changed(self.start_streaming())
         } else {
             Updated::Unchanged(self)
@@ -652,8 +655,11 @@ impl<E> Entry<Removed, E> {
 }
 pub(crate) mod any;
 mod draft;
+pub(crate) mod draft_ops;
 
 pub use draft::Draft;
+#[cfg(feature = "runtime")]
+pub(crate) use draft::Recorder;
 
 #[cfg(test)]
 mod tests {
