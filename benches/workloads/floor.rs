@@ -67,7 +67,7 @@ async fn push(cfg: &Cfg, prefix: &str, seed_offset: u32) -> Result<Map<String, V
             watcher(entry, Arc::clone(probe));
             let (entry, probe) = (Arc::clone(entry), Arc::clone(probe));
             let l: Listener = Arc::new(move |p: Payload| {
-                apply(&mut read(&entry), p);
+                apply(&mut *read(&entry), p);
                 entry.changed.send_modify(|v| *v += 1);
                 probe.bump();
                 true

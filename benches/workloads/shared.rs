@@ -2,7 +2,7 @@
 //! them, the workload data prepared before the clock starts, the verification after it stops, and
 //! the probes subscribers use to tell when they have seen the final state.
 
-use std::ops::{Deref, DerefMut};
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,20 +22,48 @@ pub enum Payload {
     Patch(PatchUpdate),
 }
 
+/// Where a payload lands: the plain list (the floor) or a draft of it (core and runtime), where
+/// the change is made the way the docs show, so that with patches wanted the draft records them
+/// at the cost of the change.
+pub trait Messages {
+    fn push_message(&mut self, message: Message);
+    fn set_text(&mut self, index: usize, text: String);
+}
+
+impl Messages for Vec<Message> {
+    fn push_message(&mut self, message: Message) {
+        self.push(message);
+    }
+    fn set_text(&mut self, index: usize, text: String) {
+        self[index].text = text;
+    }
+}
+
+impl Messages for livecache::core::Draft<'_, Vec<Message>> {
+    fn push_message(&mut self, message: Message) {
+        self.push(message);
+    }
+    fn set_text(&mut self, index: usize, text: String) {
+        if let Some(mut message) = self.item_mut(index) {
+            message.text = text;
+        }
+    }
+}
+
 /// The update recipe: what the peers' `updateCachedData` recipes do.
-pub fn apply<D: DerefMut<Target = Vec<Message>>>(draft: &mut D, payload: Payload) {
+pub fn apply<D: Messages + ?Sized>(draft: &mut D, payload: Payload) {
     match payload {
-        Payload::Push(m) => draft.push(m),
-        Payload::Patch(u) => draft[u.index].text = u.text,
+        Payload::Push(m) => draft.push_message(m),
+        Payload::Patch(u) => draft.set_text(u.index, u.text),
     }
 }
 
 /// The update recipe of a versioned message, which takes it by reference (a rebase may apply it
 /// again): the same change, with a clone of what it adds.
-pub fn apply_ref<D: DerefMut<Target = Vec<Message>>>(draft: &mut D, payload: &Payload) {
+pub fn apply_ref<D: Messages + ?Sized>(draft: &mut D, payload: &Payload) {
     match payload {
-        Payload::Push(m) => draft.push(m.clone()),
-        Payload::Patch(u) => draft[u.index].text.clone_from(&u.text),
+        Payload::Push(m) => draft.push_message(m.clone()),
+        Payload::Patch(u) => draft.set_text(u.index, u.text.clone()),
     }
 }
 
