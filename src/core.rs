@@ -57,8 +57,8 @@ pub use attachment::{
 pub use cache::{
     Cache, CacheConfig, DEFAULT_TRACE_BYTE_BUDGET, DEFAULT_TRACE_LIMIT, Delivery, Effect,
     EndpointId, EntryView, HandlerId, KeyInUse, LifetimeId, LifetimePlace, NameTaken, Notify,
-    PatchError, Patches, RequestEvent, RequestId, RestartRefused, SubscriptionId, UpdateRefused,
-    UpsertError,
+    PatchError, Patches, RequestEvent, RequestId, RestartRefused, SubscriptionId, Undo,
+    UpdateRefused, UpsertError,
 };
 pub use config::{EndpointConfig, Keep, MAX_KEEP_MS, Refetch, Resync, Versioning};
 pub use connection::{
@@ -75,6 +75,8 @@ pub use key::{
     BigInt, CacheKey, KeyError, KeyOverride, canonical_json, default_key, key_from_override,
 };
 pub use patch::{Patch, PatchSet};
+#[cfg(feature = "runtime")]
+pub(crate) use patch_log::Step;
 pub use status::{Phase, Status};
 pub use stream_status::StreamStatus;
 pub use trace::{

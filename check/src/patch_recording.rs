@@ -216,7 +216,7 @@ fn json(doc: &Doc) -> Value {
 ///
 /// - the entry holds what the changes make of a plain copy;
 /// - the patches turn `old`'s JSON into the new data's, and the inverse patches turn it back;
-/// - `patch_query_data` of the inverse patches restores `old` in the cache;
+/// - [`Cache::undo`] (the typed steps, as nothing changed since) restores `old` in the cache;
 /// - a single precise change records no more operations than the whole-value diff;
 /// - a recipe that panics changes nothing, and the panic reaches the caller.
 ///
@@ -234,7 +234,7 @@ pub fn check_update(old: &Doc, changes: &[Change]) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let panics = changes.contains(&Change::Panic);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        cache.update_query_data(1, &key, |d| {
+        cache.update_query_data_undoable(1, &key, |d| {
             for change in changes {
                 change.apply_draft(d);
             }
@@ -250,9 +250,10 @@ pub fn check_update(old: &Doc, changes: &[Change]) -> Result<(), String> {
         }
         return Ok(());
     }
-    let set: PatchSet = outcome
+    let undo = outcome
         .map_err(|_| "the recipe panicked".to_string())?
         .map_err(|e| format!("the update was refused: {e}"))?;
+    let set: PatchSet = undo.patches().clone();
     let mut expected = old.clone();
     for change in changes {
         change.apply_plain(&mut expected);
@@ -290,8 +291,9 @@ pub fn check_update(old: &Doc, changes: &[Change]) -> Result<(), String> {
             ));
         }
     }
+    // The typed undo (nothing changed since the update) puts the old data back.
     cache
-        .patch_query_data(2, &key, &set.inverse_patches)
+        .undo(2, &key, undo)
         .map_err(|e| format!("undo: {e}"))?;
     let undone = cache.entry(&key).and_then(|e| e.data);
     if undone != Some(old) {

@@ -14,9 +14,11 @@ use serde_json::Value;
 
 /// Data a cache entry can hold.
 ///
-/// Every `Clone + PartialEq + Serialize + DeserializeOwned` type is `CacheData`. The JSON form is
-/// used only for RFC 6902 patches (when asked for) and `patch_query_data`; equality decides
-/// whether new data from a request or an upsert changed anything (SPEC R8).
+/// Every `Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static` type is
+/// `CacheData`. The JSON form is used only for RFC 6902 patches (when asked for) and
+/// `patch_query_data`; equality decides whether new data from a request or an upsert changed
+/// anything (SPEC R8). `Send + Sync + 'static` let an update's typed undo (see
+/// [`Cache::undo`](crate::core::Cache::undo)) outlive the update and cross threads.
 ///
 /// `same_type_from_json` takes `&self` so that a type-erased wrapper (the runtime keeps entries of
 /// every endpoint in one cache) can deserialise into the concrete type it wraps.
@@ -30,14 +32,14 @@ use serde_json::Value;
 /// assert!(data.same_type_from_json(serde_json::json!("x")).is_err());
 /// # Ok::<(), serde_json::Error>(())
 /// ```
-pub trait CacheData: Clone + PartialEq {
+pub trait CacheData: Clone + PartialEq + Send + Sync + 'static {
     /// The data as JSON.
     fn to_json(&self) -> Result<Value, serde_json::Error>;
     /// A value of the same type as `self` from JSON.
     fn same_type_from_json(&self, value: Value) -> Result<Self, serde_json::Error>;
 }
 
-impl<T: Clone + PartialEq + Serialize + DeserializeOwned> CacheData for T {
+impl<T: Clone + PartialEq + Serialize + DeserializeOwned + Send + Sync + 'static> CacheData for T {
     fn to_json(&self) -> Result<Value, serde_json::Error> {
         serde_json::to_value(self)
     }

@@ -1,6 +1,9 @@
 //! The patches a recording draft writes as a recipe runs (R15, R18): each change's operation and
 //! its inverse, in the order made, and whether recording failed (the update is then undone).
 
+use std::any::Any;
+use std::sync::Arc;
+
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{Patch, PatchOperation};
 use serde_json::Value;
@@ -19,8 +22,34 @@ pub(crate) enum Failure {
     Abandoned,
 }
 
+/// One step from a value down to a part of it (an element, a map's value, a field), on the
+/// data's typed form: how a typed undo finds the level a change was made at.
+pub(crate) type Step = Arc<dyn Fn(&mut dyn Any) -> Option<&mut dyn Any> + Send + Sync>;
+
+/// Undoes one recorded change on the data's typed form, from the entry's root; `false` if the
+/// level it was made at is not there.
+pub(crate) type UndoStep = Box<dyn FnOnce(&mut dyn Any) -> bool + Send + Sync>;
+
+/// The part of `root` that `steps` lead to.
+pub(crate) fn reach<'x>(root: &'x mut dyn Any, steps: &[Step]) -> Option<&'x mut dyn Any> {
+    steps.iter().try_fold(root, |value, step| step(value))
+}
+
+/// An undo step that applies `undo` to the `T` the `steps` lead to.
+pub(crate) fn undo_at<T: 'static>(
+    steps: Vec<Step>,
+    undo: impl FnOnce(&mut T) -> bool + Send + Sync + 'static,
+) -> UndoStep {
+    Box::new(
+        move |root| match reach(root, &steps).and_then(|value| value.downcast_mut::<T>()) {
+            Some(value) => undo(value),
+            None => false,
+        },
+    )
+}
+
 /// Patches recorded by the drafts of one update.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct PatchLog {
     forward: Vec<PatchOperation>,
     /// The inverse operations, newest first once reversed: kept in the order recorded, each
@@ -28,9 +57,27 @@ pub(crate) struct PatchLog {
     /// changes newest first with each change's operations in their order.
     inverse: Vec<PatchOperation>,
     failure: Option<Failure>,
+    /// The same changes undone on the typed data, in the order made.
+    undo: Vec<UndoStep>,
+}
+
+impl std::fmt::Debug for PatchLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatchLog")
+            .field("forward", &self.forward)
+            .field("inverse", &self.inverse)
+            .field("failure", &self.failure)
+            .field("undo", &self.undo.len())
+            .finish()
+    }
 }
 
 impl PatchLog {
+    /// How to undo the change just recorded on the typed data.
+    pub(crate) fn record_undo(&mut self, undo: UndoStep) {
+        self.undo.push(undo);
+    }
+
     /// One change: its operation and the operation that undoes it.
     pub(crate) fn record(&mut self, forward: PatchOperation, inverse: PatchOperation) {
         self.forward.push(forward);
@@ -61,14 +108,15 @@ impl PatchLog {
         self.forward.is_empty()
     }
 
-    /// The patches and their inverse.
-    pub(crate) fn into_set(self) -> PatchSet {
+    /// The patches and their inverse, and the typed undo steps in the order made.
+    pub(crate) fn into_parts(self) -> (PatchSet, Vec<UndoStep>) {
         let mut inverse = self.inverse;
         inverse.reverse();
-        PatchSet {
+        let set = PatchSet {
             patches: Patch(self.forward),
             inverse_patches: Patch(inverse),
-        }
+        };
+        (set, self.undo)
     }
 
     /// `data` with every recorded change undone: the data as it was before the update. Through
@@ -119,7 +167,7 @@ mod tests {
             &json!({"a": 1, "b": [1]}),
             &json!({"a": 2, "b": [1, 2]}),
         );
-        let set = log.into_set();
+        let (set, _) = log.into_parts();
         let mut doc = json!({"items": [0, 0, {"a": 1, "b": [1]}]});
         json_patch::patch(&mut doc, &set.patches).expect("applies");
         assert_eq!(doc, json!({"items": [0, 0, {"a": 2, "b": [1, 2]}]}));

@@ -647,7 +647,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
             self.check_owner(state, &key)?;
             let mut panicked = None;
             // Atomic: a recipe that panics leaves the data as it was (R15, R18).
-            let result = state.cache.update_query_data(now, &key, |outer| {
+            let result = state.cache.update_query_data_undoable(now, &key, |outer| {
                 panicked = run_typed_recipe_atomic(outer, recipe);
             });
             Ok::<_, Error>((result, panicked))
@@ -655,12 +655,8 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
         if let Some(message) = panicked {
             return Err(Error::Update(UpdateError::RecipePanicked { message }));
         }
-        let patches = result.map_err(from_core)?;
-        Ok(PatchCollection {
-            endpoint: self.clone(),
-            arg: arg.clone(),
-            patches,
-        })
+        let undo = result.map_err(from_core)?;
+        Ok(PatchCollection::new(self.clone(), arg.clone(), undo))
     }
 
     /// Apply RFC 6902 patches to the data of the entry for `arg` (RTK's `patchQueryData`, R19).
@@ -684,6 +680,15 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
         self.owner.shared.with(|state, now| {
             self.check_owner(state, &key)?;
             Ok(state.cache.patch_query_data(now, &key, patches)?)
+        })
+    }
+
+    /// Undo a change through the core (see [`PatchCollection::undo`]).
+    pub(crate) fn undo(&self, arg: &A, undo: crate::core::Undo) -> Result<(), Error> {
+        let key = self.key(arg)?;
+        self.owner.shared.with(|state, now| {
+            self.check_owner(state, &key)?;
+            Ok(state.cache.undo(now, &key, undo)?)
         })
     }
 

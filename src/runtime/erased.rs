@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::core::CacheData;
 use crate::core::Draft;
-use crate::core::Recorder;
+use crate::core::{Recorder, Step};
 
 /// What an endpoint's data type must be: cloneable (copy-on-write updates), comparable (equal
 /// results notify no one), serialisable (patches), and shareable across tasks.
@@ -33,6 +33,7 @@ trait Ops: Send + Sync {
     fn eq(&self, a: &AnyData, b: &AnyData) -> bool;
     fn to_json(&self, data: &AnyData) -> Result<Value, serde_json::Error>;
     fn parse_json(&self, value: Value) -> Result<AnyData, serde_json::Error>;
+    fn clone_value(&self, data: &AnyData) -> Option<AnyData>;
 }
 
 /// The [`Ops`] of a `T` (no state: one constant per type).
@@ -55,6 +56,10 @@ impl<T: Data> Ops for TypedOps<T> {
         let data: T = serde_json::from_value(value)?;
         Ok(Arc::new(data))
     }
+    fn clone_value(&self, data: &AnyData) -> Option<AnyData> {
+        let data: &T = data.downcast_ref::<T>()?;
+        Some(Arc::new(data.clone()))
+    }
 }
 
 /// An entry's data with its type erased: the value itself sits in the shared allocation (an
@@ -70,6 +75,22 @@ impl ErasedData {
             value: Arc::new(data),
             ops: &TypedOps::<T>(PhantomData),
         }
+    }
+
+    /// The data, mutably, if it is a `T`: copied first if a reader holds a snapshot of it.
+    pub(crate) fn typed_mut<T: Data>(&mut self) -> Option<&mut T> {
+        if Arc::get_mut(&mut self.value).is_none() {
+            self.value = self.ops.clone_value(&self.value)?;
+        }
+        Arc::get_mut(&mut self.value)?.downcast_mut::<T>()
+    }
+
+    /// The step from erased data to the `T` inside, for a typed undo.
+    pub(crate) fn step_to<T: Data>() -> Step {
+        Arc::new(|value: &mut dyn Any| {
+            let erased = value.downcast_mut::<ErasedData>()?;
+            erased.typed_mut::<T>().map(|typed| typed as &mut dyn Any)
+        })
     }
 
     /// A shared snapshot of the data, if it is a `T`.

@@ -1,6 +1,8 @@
 //! What `update_query_data` hands back: the change, which can be undone (R18).
 
-use crate::core::PatchSet;
+use std::sync::Mutex;
+
+use crate::core::{PatchSet, Undo};
 use crate::runtime::endpoint::{Arg, Endpoint};
 use crate::runtime::erased::Data;
 use crate::runtime::error::Error;
@@ -18,15 +20,31 @@ use crate::runtime::error::Error;
 /// # Ok(()) }
 /// ```
 pub struct PatchCollection<A, T, M = ()> {
-    pub(crate) endpoint: Endpoint<A, T, M>,
-    pub(crate) arg: A,
+    endpoint: Endpoint<A, T, M>,
+    arg: A,
     /// The patches and their inverse (empty if nothing changed).
     pub patches: PatchSet,
+    /// The change undone on the typed data, until the first undo uses it.
+    undo: Mutex<Option<Undo>>,
+}
+
+impl<A, T, M> PatchCollection<A, T, M> {
+    pub(crate) fn new(endpoint: Endpoint<A, T, M>, arg: A, undo: Undo) -> Self {
+        PatchCollection {
+            endpoint,
+            arg,
+            patches: undo.patches().clone(),
+            undo: Mutex::new(Some(undo)),
+        }
+    }
 }
 
 impl<A: Arg, T: Data, M: Send + Sync + 'static> PatchCollection<A, T, M> {
-    /// Apply the inverse patches to the data as it is now (R18). Like RTK, there is no conflict
-    /// detection: a later change to the same paths is overwritten or makes the undo fail.
+    /// Undo the change (R18). While the entry is as the change left it, the change is undone on
+    /// the typed data in time proportional to it; otherwise (something changed it since, or
+    /// this is a second undo) the inverse patches are applied to the data as it is now. Like
+    /// RTK, there is no conflict detection: a later change to the same paths is overwritten or
+    /// makes the undo fail.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -43,7 +61,12 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> PatchCollection<A, T, M> {
         if self.patches.inverse_patches.0.is_empty() {
             return Ok(());
         }
-        self.endpoint
-            .patch_query_data(&self.arg, &self.patches.inverse_patches)
+        let typed = self.undo.lock().ok().and_then(|mut undo| undo.take());
+        match typed {
+            Some(undo) => self.endpoint.undo(&self.arg, undo),
+            None => self
+                .endpoint
+                .patch_query_data(&self.arg, &self.patches.inverse_patches),
+        }
     }
 }

@@ -227,3 +227,36 @@ async fn r18_runtime_optimistic_update_records_the_change_and_undo_restores() {
     let state = docs.state(&1).expect("a key");
     assert_eq!(state.data(), Some(&old));
 }
+
+#[test]
+fn r18_undo_is_typed_while_the_entry_is_unchanged_and_patches_after_a_later_change() {
+    let doc = Doc {
+        items: (0..10).map(item).collect(),
+        ..Doc::default()
+    };
+    let (mut cache, key) = cache_with(doc.clone(), Recording::Events);
+    // Unchanged since: the typed steps undo it.
+    let undo = cache
+        .update_query_data_undoable(1, &key, |d| {
+            livecache::field!(d, items).remove(3);
+            livecache::field!(d, title).set("x".into());
+        })
+        .expect("updated");
+    cache.undo(2, &key, undo).expect("undone");
+    assert_eq!(cache.entry(&key).and_then(|e| e.data), Some(&doc));
+    // Changed since (an append at the end): the inverse patches apply to the data as it is now,
+    // and keep the later change, as RTK's undo does.
+    let undo = cache
+        .update_query_data_undoable(3, &key, |d| livecache::field!(d, title).set("y".into()))
+        .expect("updated");
+    cache
+        .update_query_data(4, &key, |d| livecache::field!(d, items).push(item(10)))
+        .expect("updated");
+    cache.undo(5, &key, undo).expect("undone");
+    let held = cache
+        .entry(&key)
+        .and_then(|e| e.data)
+        .cloned()
+        .expect("data");
+    assert_eq!((held.title.as_str(), held.items.len()), ("", 11));
+}

@@ -40,6 +40,7 @@ mod restart;
 mod store;
 mod streams;
 mod subscriptions;
+mod undo;
 mod updates;
 mod versions;
 
@@ -62,6 +63,7 @@ pub use effect::{
 };
 pub use store::LifetimePlace;
 use store::{Entries, Slot};
+pub use undo::Undo;
 pub use versions::Delivery;
 
 /// Identifies an endpoint registered with [`Cache::add_endpoint`]. An id the cache did not give

@@ -8,7 +8,7 @@ use crate::core::entry::any::AnyEntry;
 use crate::core::entry::{Draft, Updated};
 use crate::core::key::CacheKey;
 use crate::core::patch::{Patch, PatchSet};
-use crate::core::patch_log::{Failure, PatchLog};
+use crate::core::patch_log::{Failure, PatchLog, UndoStep};
 use crate::core::trace::{Recording, TraceKind, UpdateSource};
 
 impl<D, E> Cache<D, E>
@@ -352,6 +352,18 @@ where
         want_patches: bool,
         recipe: impl FnOnce(&mut Draft<'_, D>),
     ) -> Result<Option<PatchSet>, UpdateRefused> {
+        self.apply_update_recorded(key, source, want_patches, recipe)
+            .map(|recorded| recorded.map(|(set, _)| set))
+    }
+
+    /// [`Cache::apply_update`], with the typed undo steps of the recorded change.
+    pub(super) fn apply_update_recorded(
+        &mut self,
+        key: &CacheKey,
+        source: UpdateSource,
+        want_patches: bool,
+        recipe: impl FnOnce(&mut Draft<'_, D>),
+    ) -> Result<Option<(PatchSet, Vec<UndoStep>)>, UpdateRefused> {
         let Some(slot) = self.entries.get(key) else {
             return Err(UpdateRefused::NotLive);
         };
@@ -360,7 +372,7 @@ where
         }
         let record_patches = self.config.recording == Recording::EventsWithPatches;
         let need_patches = want_patches || record_patches;
-        let mut patch_result: Result<Option<PatchSet>, UpdateRefused> = Ok(None);
+        let mut patch_result: Result<Option<(PatchSet, Vec<UndoStep>)>, UpdateRefused> = Ok(None);
         let mut touched = false;
         // A recipe's panic on a path that keeps a copy of the data (for patches): the data is
         // put back, and the panic goes on once the entry is back in its place.
@@ -389,7 +401,7 @@ where
                 if touched {
                     draft.mark_touched();
                 }
-                patch_result = Ok(Some(log.into_set()));
+                patch_result = Ok(Some(log.into_parts()));
                 return;
             };
             // The update is atomic (R15, R18): its recorded changes are undone.
@@ -419,7 +431,10 @@ where
         }
         if touched {
             let traced = if record_patches {
-                patch_result.as_ref().ok().cloned().flatten()
+                patch_result
+                    .as_ref()
+                    .ok()
+                    .and_then(|recorded| recorded.as_ref().map(|(set, _)| set.clone()))
             } else {
                 None
             };

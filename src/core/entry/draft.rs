@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::draft_ops::replaced;
 use crate::core::data::{CacheData, contain};
-use crate::core::patch_log::{Failure, PatchLog};
+use crate::core::patch_log::{Failure, PatchLog, Step, UndoStep, undo_at};
 
 /// A mutable view of an entry's data handed to an update recipe.
 ///
@@ -67,10 +67,21 @@ enum Target<'a, D> {
 }
 
 /// Where a recording draft writes its patches, and the JSON Pointer of the value it views.
-#[derive(Debug)]
 pub(crate) struct Recorder<'a> {
     log: &'a mut PatchLog,
     path: PointerBuf,
+    /// How the typed undo reaches the value from the entry's root.
+    steps: Vec<Step>,
+}
+
+impl Recorder<'_> {
+    /// The recorder of a part of the viewed value that `step` reaches (the runtime's typed
+    /// data inside its erased wrapper).
+    #[cfg_attr(not(feature = "runtime"), allow(dead_code))]
+    pub(crate) fn then(mut self, step: Step) -> Self {
+        self.steps.push(step);
+        self
+    }
 }
 
 /// A level's value before plain mutable access: its JSON to diff against (`None` if it could not
@@ -82,6 +93,17 @@ struct Whole<D> {
     /// `D`'s JSON form, kept here so that the draft's `Drop`, which cannot name the bound, can
     /// end the level.
     to_json: fn(&D) -> Result<Value, serde_json::Error>,
+    /// The typed undo of the level: the copy put back.
+    restore: fn(D, Vec<Step>) -> UndoStep,
+}
+
+impl std::fmt::Debug for Recorder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("path", &self.path)
+            .field("steps", &self.steps.len())
+            .finish()
+    }
 }
 
 impl<'a, D> Draft<'a, D> {
@@ -140,6 +162,7 @@ impl<'a, D> Draft<'a, D> {
         let recorder = Some(Recorder {
             log,
             path: PointerBuf::new(),
+            steps: Vec::new(),
         });
         let target = match &mut self.target {
             Target::Owned(d) => Target::Owned(&mut **d),
@@ -210,6 +233,7 @@ impl<'a, D> Draft<'a, D> {
             (Some(r), None) => Some(Recorder {
                 log: &mut *r.log,
                 path: r.path.clone(),
+                steps: r.steps.clone(),
             }),
             _ => None,
         };
@@ -232,21 +256,6 @@ impl<'a, D> Draft<'a, D> {
         match &mut self.target {
             Target::Owned(d) => **d = value,
             Target::Shared(a) => **a = Arc::new(value),
-        }
-    }
-
-    /// Record one precise change at `token` below this draft's path: `op` builds the operation
-    /// and its inverse from the full path.
-    pub(super) fn record(
-        &mut self,
-        token: Token<'_>,
-        op: impl FnOnce(PointerBuf) -> (PatchOperation, PatchOperation),
-    ) {
-        if let Some(recorder) = &mut self.recorder {
-            let mut path = recorder.path.clone();
-            path.push_back(token);
-            let (forward, inverse) = op(path);
-            recorder.log.record(forward, inverse);
         }
     }
 
@@ -278,6 +287,7 @@ impl<'a, D> Draft<'a, D> {
             before,
             backup,
             to_json,
+            restore,
         } = *whole;
         let failed = std::thread::panicking()
             || self
@@ -292,8 +302,12 @@ impl<'a, D> Draft<'a, D> {
         let after = contain("Serialize", || to_json(current));
         let failure = match (before, after) {
             (Some(before), Ok(Ok(after))) => {
-                if let Some(recorder) = &mut self.recorder {
+                if let Some(recorder) = &mut self.recorder
+                    && before != after
+                {
                     recorder.log.record_diff(&recorder.path, &before, &after);
+                    let steps = recorder.steps.clone();
+                    recorder.log.record_undo(restore(backup, steps));
                 }
                 return;
             }
@@ -352,11 +366,16 @@ impl<D: CacheData> Draft<'_, D> {
             let new = contain("Serialize", || value.to_json());
             match (old, new) {
                 (Ok(Ok(old)), Ok(Ok(new))) => {
+                    let old_value = std::mem::replace(self.data_mut(), value);
                     if let Some(recorder) = &mut self.recorder {
                         let (forward, inverse) = replaced(recorder.path.clone(), old, new);
                         recorder.log.record(forward, inverse);
+                        let undo = undo_at(recorder.steps.clone(), move |d: &mut D| {
+                            *d = old_value;
+                            true
+                        });
+                        recorder.log.record_undo(undo);
                     }
-                    *self.data_mut() = value;
                     return;
                 }
                 (Err(message), _) | (_, Err(message)) => self.fail(Failure::DataPanicked(message)),
@@ -366,16 +385,35 @@ impl<D: CacheData> Draft<'_, D> {
         **self = value;
     }
 
+    /// Record one precise change at `token` below this draft's path: `op` builds the operation
+    /// and its inverse from the full path, `undo` undoes the change on this level's typed value.
+    pub(super) fn record(
+        &mut self,
+        token: Token<'_>,
+        op: impl FnOnce(PointerBuf) -> (PatchOperation, PatchOperation),
+        undo: impl FnOnce(&mut D) -> bool + Send + Sync + 'static,
+    ) {
+        if let Some(recorder) = &mut self.recorder {
+            let mut path = recorder.path.clone();
+            path.push_back(token);
+            let (forward, inverse) = op(path);
+            recorder.log.record(forward, inverse);
+            recorder
+                .log
+                .record_undo(undo_at(recorder.steps.clone(), undo));
+        }
+    }
+
     /// A draft of a part of the data (an element, a value, a field) at `token` below this one,
-    /// recording under its path when this one records precisely; `None` if `select` finds no
-    /// such part. Without a token (a key with no JSON Pointer form) this level is diffed as a
-    /// whole instead. Taking it counts as mutable access to this level.
+    /// recording under its path when this one records precisely (`at`: the part's token and the
+    /// typed step to it); `None` if `select` finds no such part. Without `at` (a key with no
+    /// JSON Pointer form) this level is diffed as a whole instead. Taking it counts as mutable access to this level.
     pub(super) fn child<'b, C>(
         &'b mut self,
-        token: Option<Token<'_>>,
+        at: Option<(Token<'_>, Step)>,
         select: impl FnOnce(&'b mut D) -> Option<&'b mut C>,
     ) -> Option<Draft<'b, C>> {
-        if token.is_none() {
+        if at.is_none() {
             self.begin_whole();
         }
         let precise = self.precise();
@@ -383,13 +421,16 @@ impl<D: CacheData> Draft<'_, D> {
         let Draft {
             target, recorder, ..
         } = self;
-        let recorder = match (recorder, token) {
-            (Some(r), Some(token)) if precise => {
+        let recorder = match (recorder, at) {
+            (Some(r), Some((token, step))) if precise => {
                 let mut path = r.path.clone();
                 path.push_back(token);
+                let mut steps = r.steps.clone();
+                steps.push(step);
                 Some(Recorder {
                     log: &mut *r.log,
                     path,
+                    steps,
                 })
             }
             _ => None,
@@ -424,6 +465,12 @@ impl<D: CacheData> Draft<'_, D> {
             before,
             backup,
             to_json: D::to_json,
+            restore: |backup, steps| {
+                undo_at(steps, move |d: &mut D| {
+                    *d = backup;
+                    true
+                })
+            },
         }));
     }
 }

@@ -27,10 +27,12 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+use std::any::Any;
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash};
 use std::ops::DerefMut;
+use std::sync::Arc;
 
 use json_patch::jsonptr::{PointerBuf, Token};
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
@@ -39,7 +41,7 @@ use serde_json::Value;
 
 use super::Draft;
 use crate::core::data::{CacheData, contain};
-use crate::core::patch_log::Failure;
+use crate::core::patch_log::{Failure, Step};
 
 /// The two operations of an addition at `path` (its inverse removes it).
 pub(crate) fn added(path: PointerBuf, value: Value) -> (PatchOperation, PatchOperation) {
@@ -120,12 +122,16 @@ impl<'a, D: CacheData> Draft<'a, D> {
     /// drop(draft);
     /// assert_eq!((t.price, t.trades), (2, vec![7]));
     /// ```
-    pub fn field<F>(
+    pub fn field<F: 'static>(
         &mut self,
         name: &'static str,
-        lens: impl FnOnce(&mut D) -> &mut F,
+        lens: fn(&mut D) -> &mut F,
     ) -> Draft<'_, F> {
-        match self.child(Some(Token::new(name)), |data| Some(lens(data))) {
+        let step: Step = Arc::new(move |value: &mut dyn Any| {
+            let whole = value.downcast_mut::<D>()?;
+            Some(lens(whole) as &mut dyn Any)
+        });
+        match self.child(Some((Token::new(name), step)), |data| Some(lens(data))) {
             Some(part) => part,
             None => unreachable!("a lens always finds its field"),
         }
@@ -169,7 +175,11 @@ where
             match json_of(&value) {
                 Ok(json) => {
                     let index = self.len();
-                    self.record(Token::from(index), |path| added(path, json));
+                    self.record(
+                        Token::from(index),
+                        |path| added(path, json),
+                        |v: &mut Vec<T>| v.pop().is_some(),
+                    );
                     self.mark_touched();
                     self.data_mut().push(value);
                     return;
@@ -208,7 +218,17 @@ where
         if self.precise() && index <= self.len() {
             match json_of(&value) {
                 Ok(json) => {
-                    self.record(Token::from(index), |path| added(path, json));
+                    self.record(
+                        Token::from(index),
+                        |path| added(path, json),
+                        move |v: &mut Vec<T>| {
+                            let there = index < v.len();
+                            if there {
+                                v.remove(index);
+                            }
+                            there
+                        },
+                    );
                     self.mark_touched();
                     self.data_mut().insert(index, value);
                     return;
@@ -231,7 +251,18 @@ where
         if self.precise() && index < self.len() {
             match json_of(&self[index]) {
                 Ok(old) => {
-                    self.record(Token::from(index), |path| removed(path, old));
+                    let kept = self[index].clone();
+                    self.record(
+                        Token::from(index),
+                        |path| removed(path, old),
+                        move |v: &mut Vec<T>| {
+                            let there = index <= v.len();
+                            if there {
+                                v.insert(index, kept);
+                            }
+                            there
+                        },
+                    );
                     self.mark_touched();
                     return self.data_mut().remove(index);
                 }
@@ -295,7 +326,11 @@ where
         if index >= self.len() {
             return None;
         }
-        self.child(Some(Token::from(index)), move |v| v.get_mut(index))
+        let step: Step = Arc::new(move |value: &mut dyn Any| {
+            let list = value.downcast_mut::<Vec<T>>()?;
+            list.get_mut(index).map(|item| item as &mut dyn Any)
+        });
+        self.child(Some((Token::from(index), step)), move |v| v.get_mut(index))
     }
 }
 
@@ -304,7 +339,7 @@ macro_rules! map_ops {
     ($map:ty, [$($bound:tt)*], [$($extra:tt)*]) => {
         impl<'a, K, V, $($extra)*> Draft<'a, $map>
         where
-            K: Serialize + $($bound)*,
+            K: Serialize + Clone + Send + Sync + 'static + $($bound)*,
             V: CacheData,
             $map: CacheData,
         {
@@ -330,10 +365,21 @@ macro_rules! map_ops {
                     let old = self.get(&key).map(|old| json_of(old)).transpose();
                     match (token, new, old) {
                         (Some(token), Ok(new), Ok(old)) => {
-                            self.record(token, |path| match old {
-                                Some(old) => replaced(path, old, new),
-                                None => added(path, new),
-                            });
+                            let kept = self.get(&key).cloned();
+                            let undo_key = key.clone();
+                            self.record(
+                                token,
+                                |path| match old {
+                                    Some(old) => replaced(path, old, new),
+                                    None => added(path, new),
+                                },
+                                move |map: &mut $map| {
+                                    match kept {
+                                        Some(kept) => map.insert(undo_key, kept).is_some(),
+                                        None => map.remove(&undo_key).is_some(),
+                                    }
+                                },
+                            );
                             self.mark_touched();
                             return self.data_mut().insert(key, value);
                         }
@@ -359,11 +405,16 @@ macro_rules! map_ops {
                 Q: $($bound)* + ?Sized,
             {
                 self.mark_touched();
-                let (stored, old) = self.get_key_value(key)?;
+                let (stored, old_value) = self.get_key_value(key)?;
                 if self.precise() {
-                    match (key_token(stored), json_of(old)) {
+                    match (key_token(stored), json_of(old_value)) {
                         (Some(token), Ok(old)) => {
-                            self.record(token, |path| removed(path, old));
+                            let (undo_key, kept) = (stored.clone(), old_value.clone());
+                            self.record(
+                                token,
+                                |path| removed(path, old),
+                                move |map: &mut $map| map.insert(undo_key, kept).is_none(),
+                            );
                             self.mark_touched();
                             return self.data_mut().remove(key);
                         }
@@ -390,12 +441,19 @@ macro_rules! map_ops {
                 Q: $($bound)* + ?Sized,
             {
                 let (stored, _) = self.get_key_value(key)?;
-                let token = key_token(stored);
-                self.child(token, |map| map.get_mut(key))
+                let at = key_token(stored).map(|token| {
+                    let step_key = stored.clone();
+                    let step: Step = Arc::new(move |value: &mut dyn Any| {
+                        let map = value.downcast_mut::<$map>()?;
+                        map.get_mut::<K>(&step_key).map(|v| v as &mut dyn Any)
+                    });
+                    (token, step)
+                });
+                self.child(at, |map| map.get_mut(key))
             }
         }
     };
 }
 
 map_ops!(BTreeMap<K, V>, [Ord], []);
-map_ops!(HashMap<K, V, S>, [Hash + Eq], [S: BuildHasher]);
+map_ops!(HashMap<K, V, S>, [Hash + Eq], [S: BuildHasher + Send + Sync + 'static]);
