@@ -75,8 +75,6 @@ pub use key::{
     BigInt, CacheKey, KeyError, KeyOverride, canonical_json, default_key, key_from_override,
 };
 pub use patch::{Patch, PatchSet};
-#[cfg(feature = "runtime")]
-pub(crate) use patch_log::Step;
 pub use status::{Phase, Status};
 pub use stream_status::StreamStatus;
 pub use trace::{

@@ -23,21 +23,52 @@ pub(crate) enum Failure {
 }
 
 /// One step from a value down to a part of it (an element, a map's value, a field), on the
-/// data's typed form: how a typed undo finds the level a change was made at.
-pub(crate) type Step = Arc<dyn Fn(&mut dyn Any) -> Option<&mut dyn Any> + Send + Sync>;
+/// data's typed form.
+pub(crate) type StepFn = dyn Fn(&mut dyn Any) -> Option<&mut dyn Any> + Send + Sync;
+
+/// The last step of a way down from the entry's root, and the way to where it starts: how a
+/// typed undo finds the level a change was made at. One allocation per level, shared by every
+/// change recorded below it.
+pub(crate) struct Link<S: ?Sized = StepFn> {
+    parent: Steps,
+    step: S,
+}
+
+/// The way down from the entry's root (`None`: the root itself).
+pub(crate) type Steps = Option<Arc<Link>>;
+
+/// `f` as a step (the closure's signature is fixed here, for every lifetime of its argument).
+pub(crate) fn step<F>(f: F) -> F
+where
+    F: Fn(&mut dyn Any) -> Option<&mut dyn Any> + Send + Sync + 'static,
+{
+    f
+}
+
+/// `parent` and then `step`.
+pub(crate) fn then(
+    parent: Steps,
+    step: impl Fn(&mut dyn Any) -> Option<&mut dyn Any> + Send + Sync + 'static,
+) -> Steps {
+    let link: Arc<Link> = Arc::new(Link { parent, step });
+    Some(link)
+}
 
 /// Undoes one recorded change on the data's typed form, from the entry's root; `false` if the
 /// level it was made at is not there.
 pub(crate) type UndoStep = Box<dyn FnOnce(&mut dyn Any) -> bool + Send + Sync>;
 
 /// The part of `root` that `steps` lead to.
-pub(crate) fn reach<'x>(root: &'x mut dyn Any, steps: &[Step]) -> Option<&'x mut dyn Any> {
-    steps.iter().try_fold(root, |value, step| step(value))
+pub(crate) fn reach<'x>(root: &'x mut dyn Any, steps: &Steps) -> Option<&'x mut dyn Any> {
+    match steps {
+        None => Some(root),
+        Some(link) => (link.step)(reach(root, &link.parent)?),
+    }
 }
 
 /// An undo step that applies `undo` to the `T` the `steps` lead to.
 pub(crate) fn undo_at<T: 'static>(
-    steps: Vec<Step>,
+    steps: Steps,
     undo: impl FnOnce(&mut T) -> bool + Send + Sync + 'static,
 ) -> UndoStep {
     Box::new(

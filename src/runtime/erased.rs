@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::core::CacheData;
 use crate::core::Draft;
-use crate::core::{Recorder, Step};
+use crate::core::Recorder;
 
 /// What an endpoint's data type must be: cloneable (copy-on-write updates), comparable (equal
 /// results notify no one), serialisable (patches), and shareable across tasks.
@@ -86,11 +86,9 @@ impl ErasedData {
     }
 
     /// The step from erased data to the `T` inside, for a typed undo.
-    pub(crate) fn step_to<T: Data>() -> Step {
-        Arc::new(|value: &mut dyn Any| {
-            let erased = value.downcast_mut::<ErasedData>()?;
-            erased.typed_mut::<T>().map(|typed| typed as &mut dyn Any)
-        })
+    pub(crate) fn step_to<T: Data>(value: &mut dyn Any) -> Option<&mut dyn Any> {
+        let erased = value.downcast_mut::<ErasedData>()?;
+        erased.typed_mut::<T>().map(|typed| typed as &mut dyn Any)
     }
 
     /// A shared snapshot of the data, if it is a `T`.

@@ -835,7 +835,7 @@ pub(crate) fn run_typed_recipe<T: Data>(
     recipe: impl FnOnce(&mut Draft<'_, T>),
 ) -> Option<String> {
     let (data, recorder) = outer.split_untracked();
-    let recorder = recorder.map(|r| r.then(ErasedData::step_to::<T>()));
+    let recorder = recorder.map(|r| r.then(ErasedData::step_to::<T>));
     let (outcome, touched) = data.with_draft(recorder, |draft: &mut Draft<'_, T>| {
         std::panic::catch_unwind(AssertUnwindSafe(|| recipe(draft)))
     })?;

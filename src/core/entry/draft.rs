@@ -1,6 +1,7 @@
 //! The draft an update recipe gets: a mutable view of the data that knows whether it was touched
 //! and, when patches are wanted, records them at the cost of the change.
 
+use std::any::Any;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use serde_json::Value;
 
 use super::draft_ops::replaced;
 use crate::core::data::{CacheData, contain};
-use crate::core::patch_log::{Failure, PatchLog, Step, UndoStep, undo_at};
+use crate::core::patch_log::{Failure, PatchLog, Steps, UndoStep, undo_at};
 
 /// A mutable view of an entry's data handed to an update recipe.
 ///
@@ -71,15 +72,18 @@ pub(crate) struct Recorder<'a> {
     log: &'a mut PatchLog,
     path: PointerBuf,
     /// How the typed undo reaches the value from the entry's root.
-    steps: Vec<Step>,
+    steps: Steps,
 }
 
 impl Recorder<'_> {
     /// The recorder of a part of the viewed value that `step` reaches (the runtime's typed
     /// data inside its erased wrapper).
     #[cfg_attr(not(feature = "runtime"), allow(dead_code))]
-    pub(crate) fn then(mut self, step: Step) -> Self {
-        self.steps.push(step);
+    pub(crate) fn then(
+        mut self,
+        step: impl Fn(&mut dyn Any) -> Option<&mut dyn Any> + Send + Sync + 'static,
+    ) -> Self {
+        self.steps = crate::core::patch_log::then(self.steps.take(), step);
         self
     }
 }
@@ -94,14 +98,14 @@ struct Whole<D> {
     /// end the level.
     to_json: fn(&D) -> Result<Value, serde_json::Error>,
     /// The typed undo of the level: the copy put back.
-    restore: fn(D, Vec<Step>) -> UndoStep,
+    restore: fn(D, Steps) -> UndoStep,
 }
 
 impl std::fmt::Debug for Recorder<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Recorder")
             .field("path", &self.path)
-            .field("steps", &self.steps.len())
+            .field("depth", &self.path.len())
             .finish()
     }
 }
@@ -162,7 +166,7 @@ impl<'a, D> Draft<'a, D> {
         let recorder = Some(Recorder {
             log,
             path: PointerBuf::new(),
-            steps: Vec::new(),
+            steps: None,
         });
         let target = match &mut self.target {
             Target::Owned(d) => Target::Owned(&mut **d),
@@ -410,7 +414,10 @@ impl<D: CacheData> Draft<'_, D> {
     /// JSON Pointer form) this level is diffed as a whole instead. Taking it counts as mutable access to this level.
     pub(super) fn child<'b, C>(
         &'b mut self,
-        at: Option<(Token<'_>, Step)>,
+        at: Option<(
+            Token<'_>,
+            impl Fn(&mut dyn Any) -> Option<&mut dyn Any> + Send + Sync + 'static,
+        )>,
         select: impl FnOnce(&'b mut D) -> Option<&'b mut C>,
     ) -> Option<Draft<'b, C>> {
         if at.is_none() {
@@ -425,8 +432,7 @@ impl<D: CacheData> Draft<'_, D> {
             (Some(r), Some((token, step))) if precise => {
                 let mut path = r.path.clone();
                 path.push_back(token);
-                let mut steps = r.steps.clone();
-                steps.push(step);
+                let steps = crate::core::patch_log::then(r.steps.clone(), step);
                 Some(Recorder {
                     log: &mut *r.log,
                     path,

@@ -32,7 +32,6 @@ use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hash};
 use std::ops::DerefMut;
-use std::sync::Arc;
 
 use json_patch::jsonptr::{PointerBuf, Token};
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
@@ -41,7 +40,7 @@ use serde_json::Value;
 
 use super::Draft;
 use crate::core::data::{CacheData, contain};
-use crate::core::patch_log::{Failure, Step};
+use crate::core::patch_log::{Failure, step};
 
 /// The two operations of an addition at `path` (its inverse removes it).
 pub(crate) fn added(path: PointerBuf, value: Value) -> (PatchOperation, PatchOperation) {
@@ -127,7 +126,7 @@ impl<'a, D: CacheData> Draft<'a, D> {
         name: &'static str,
         lens: fn(&mut D) -> &mut F,
     ) -> Draft<'_, F> {
-        let step: Step = Arc::new(move |value: &mut dyn Any| {
+        let step = step(move |value| {
             let whole = value.downcast_mut::<D>()?;
             Some(lens(whole) as &mut dyn Any)
         });
@@ -326,7 +325,7 @@ where
         if index >= self.len() {
             return None;
         }
-        let step: Step = Arc::new(move |value: &mut dyn Any| {
+        let step = step(move |value| {
             let list = value.downcast_mut::<Vec<T>>()?;
             list.get_mut(index).map(|item| item as &mut dyn Any)
         });
@@ -443,7 +442,7 @@ macro_rules! map_ops {
                 let (stored, _) = self.get_key_value(key)?;
                 let at = key_token(stored).map(|token| {
                     let step_key = stored.clone();
-                    let step: Step = Arc::new(move |value: &mut dyn Any| {
+                    let step = step(move |value| {
                         let map = value.downcast_mut::<$map>()?;
                         map.get_mut::<K>(&step_key).map(|v| v as &mut dyn Any)
                     });
