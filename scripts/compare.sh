@@ -79,8 +79,8 @@ log "livecache: W5 end to end (cache, bare socket loop)"
 # W5 runs unpinned: the server has its own thread.
 (cd "$root" && cargo bench --quiet --bench workloads -- --runs="$RUNS" --workload=e2e \
   --path=runtime,floor,socket) >>"$out/livecache.jsonl" 2>>"$out/livecache.log"
-log "livecache: patches on (one run each: most are cut at the budget), recording off"
-bench --workload="$WORKLOADS" --path=runtime --patches=true --runs=1 >>"$out/livecache.jsonl"
+log "livecache: patches on (runtime and core), recording off"
+bench --workload="$WORKLOADS" --path=runtime,core --patches=true >>"$out/livecache.jsonl"
 bench --workload="$WORKLOADS" --path=runtime,core --recording=off >>"$out/livecache.jsonl"
 
 log "done; the table follows"
@@ -151,7 +151,7 @@ if (variants.length) {
   out.push('');
   out.push('livecache variants, nanoseconds per update (W4: per lifecycle):');
   out.push('');
-  out.push('| workload | runtime | runtime, recording off | runtime, with patches (1 run) | core | core, recording off | floor |');
+  out.push('| workload | runtime | runtime, recording off | runtime, with patches | core | core, recording off | floor |');
   out.push('|---|---:|---:|---:|---:|---:|---:|');
   const ns = (pred, r) => {
     const x = variants.find((v) => key(v) === key(r) && pred(v));
@@ -166,6 +166,21 @@ if (variants.length) {
       + `| ${ns((v) => isCore(v), r)} `
       + `| ${ns((v) => v.path === 'core' && v.recording === 'off' && !v.versioned && !v.clone, r)} `
       + `| ${ns((v) => v.path === 'floor', r)} |`);
+  }
+}
+// With patches: RTK computes them on every update (Immer), so this is the like-for-like column.
+const withPatches = base.filter((r) => r.workload !== 'churn');
+if (withPatches.length) {
+  out.push('');
+  out.push('With patches (RTK always records Immer patches), updates per second:');
+  out.push('');
+  out.push('| workload | RTK Query (prod) | livecache runtime, with patches | livecache / RTK | livecache core, with patches | core / RTK |');
+  out.push('|---|---:|---:|---:|---:|---:|');
+  for (const r of withPatches) {
+    const a = find(rtk, r);
+    const rt = find(lc, r, (v) => v.path === 'runtime' && v.patches && v.recording === 'events');
+    const co = find(lc, r, (v) => v.path === 'core' && v.patches && v.recording === 'events' && !v.versioned && !v.clone);
+    out.push(`| ${name(r)} | ${cell(a)} | ${cell(rt)} | ${ratio(rate(rt), rate(a))} | ${cell(co)} | ${ratio(rate(co), rate(a))} |`);
   }
 }
 // The issue's targets, checked on this run; each flatness ratio with the floor's own beside it.

@@ -164,7 +164,7 @@ pub mod ws;
 #[cfg(feature = "runtime")]
 pub use runtime::{
     Api, ApiBuilder, Arg, BeforeData, BoxError, Data, DataLoaded, Ended, Endpoint, EndpointBuilder,
-    EntryHandle, EntryRemoved, Error, HandleState, MAX_BUFFERED, NoQueryFn, PatchCollection,
-    QueryError, QueryState, RemovedBeforeLoaded, StreamError, Subscription, UpdateError, WithData,
-    WithQueryFn,
+    EntryHandle, EntryRemoved, Error, HandleState, MAX_BUFFERED, NoQueryFn, NotSettled,
+    PatchCollection, QueryError, QueryState, RemovedBeforeLoaded, StreamError, Subscription,
+    UpdateError, WithData, WithQueryFn,
 };

@@ -36,7 +36,9 @@ pub use api::{Api, ApiBuilder};
 pub use ending::Ended;
 pub use endpoint::{Arg, Endpoint, EndpointBuilder, NoQueryFn, WithQueryFn};
 pub use erased::Data;
-pub use error::{BoxError, EntryRemoved, Error, QueryError, RemovedBeforeLoaded, UpdateError};
+pub use error::{
+    BoxError, EntryRemoved, Error, NotSettled, QueryError, RemovedBeforeLoaded, UpdateError,
+};
 pub use lifecycle::{BeforeData, DataLoaded, EntryHandle, HandleState, WithData};
 pub use patch_collection::PatchCollection;
 pub use state::QueryState;

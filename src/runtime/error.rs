@@ -181,6 +181,24 @@ pub struct RemovedBeforeLoaded;
 #[error("the cache entry was removed")]
 pub struct EntryRemoved;
 
+/// Why [`Subscription::settled`](crate::Subscription::settled) gave no data (R35).
+///
+/// ```
+/// let failed = livecache::NotSettled::Rejected(livecache::QueryError::new("500 Internal Server Error"));
+/// assert_eq!(failed.to_string(), "the query failed: 500 Internal Server Error");
+/// assert!(matches!(livecache::NotSettled::from(livecache::EntryRemoved), livecache::NotSettled::Removed(_)));
+/// ```
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotSettled {
+    /// The query settled with this error (its cause is the error's `source()`).
+    #[error("the query failed: {0}")]
+    Rejected(QueryError),
+    /// The entry was removed before it settled.
+    #[error(transparent)]
+    Removed(#[from] EntryRemoved),
+}
+
 /// The message of a caught panic, when it was a string.
 pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {

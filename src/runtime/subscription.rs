@@ -7,10 +7,11 @@ use futures::Stream;
 
 use crate::core::CacheKey;
 use crate::core::LifetimeId;
+use crate::core::Status;
 use crate::core::SubscriptionId;
 use crate::runtime::driver::Owner;
 use crate::runtime::erased::Data;
-use crate::runtime::error::EntryRemoved;
+use crate::runtime::error::{EntryRemoved, NotSettled};
 use crate::runtime::signal;
 use crate::runtime::state::{QueryState, read_state};
 
@@ -168,6 +169,48 @@ impl<T: Data> Subscription<T> {
             }
             if changed.changed().await.is_err() {
                 return self.state().data.ok_or(EntryRemoved);
+            }
+        }
+    }
+
+    /// Wait for the entry to settle (R35): its data once it is fulfilled, or the error of the
+    /// request that failed — whichever comes first, and at once if the entry has settled already
+    /// and no request is in flight. Unlike [`Subscription::loaded`], a failing query never
+    /// leaves the caller waiting: the failure is the result. Removal ends the wait with
+    /// [`NotSettled::Removed`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// let price = api
+    ///     .query::<String, u32>("price")
+    ///     .query_fn(|sym: String| async move {
+    ///         if sym == "ACME" { Ok(42) } else { Err("500 Internal Server Error".into()) }
+    ///     })
+    ///     .build()?;
+    /// assert_eq!(*price.subscribe("ACME".into())?.settled().await.expect("data"), 42);
+    /// let failed = price.subscribe("NOPE".into())?.settled().await;
+    /// assert!(matches!(failed, Err(livecache::NotSettled::Rejected(e)) if e.to_string().contains("500")));
+    /// # Ok(()) }
+    /// ```
+    pub async fn settled(&self) -> Result<Arc<T>, NotSettled> {
+        let mut changed = self.changed.clone();
+        loop {
+            let state = self.state();
+            if state.phase.is_none() {
+                // The entry's lifetime ended.
+                return Err(NotSettled::Removed(EntryRemoved));
+            }
+            if !state.is_fetching {
+                match (state.status, state.data, state.error) {
+                    (Status::Fulfilled, Some(data), _) => return Ok(data),
+                    (Status::Rejected, _, Some(error)) => return Err(NotSettled::Rejected(error)),
+                    _ => {}
+                }
+            }
+            if changed.changed().await.is_err() {
+                return Err(NotSettled::Removed(EntryRemoved));
             }
         }
     }

@@ -27,6 +27,7 @@ mod rule_traces;
 mod runtime_model;
 mod runtime_rules;
 mod runtime_stress;
+mod settle;
 mod shared_sim;
 mod shared_ws;
 mod ws_e2e;
