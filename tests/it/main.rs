@@ -30,4 +30,5 @@ mod runtime_stress;
 mod settle;
 mod shared_sim;
 mod shared_ws;
+mod tracing_events;
 mod ws_e2e;

@@ -343,6 +343,8 @@ impl TraceLog {
     /// Inlined: where the kind is known, the kind set aside is built in place.
     #[inline(always)]
     pub(crate) fn record(&mut self, at_ms: u64, key: &CacheKey, kind: TraceKind) {
+        #[cfg(feature = "tracing")]
+        super::emit::emit(at_ms, key, &kind);
         match Aside::of(kind) {
             Ok(aside) => self.record_aside(at_ms, key, aside),
             Err(kept) => self.record_kept(at_ms, key, kept),
@@ -387,6 +389,8 @@ impl TraceLog {
         known: &mut TraceKeyRef,
         source: UpdateSource,
     ) {
+        #[cfg(feature = "tracing")]
+        super::emit::emit_update(at_ms, key, source);
         self.make_room();
         if known.generation != self.generation {
             *known = TraceKeyRef {
@@ -407,6 +411,21 @@ impl TraceLog {
     /// source and time without patches (R34: a batch's consecutive updates of one entry are one
     /// event, its `count` the number of them). Whether it did; if not, record the update.
     pub(crate) fn fold_update(&mut self, at_ms: u64, key: &CacheKey, source: UpdateSource) -> bool {
+        let folded = self.fold_update_into_newest(at_ms, key, source);
+        #[cfg(feature = "tracing")]
+        if folded {
+            // One more update of the batch's event: emitted as the update it is.
+            super::emit::emit_update(at_ms, key, source);
+        }
+        folded
+    }
+
+    fn fold_update_into_newest(
+        &mut self,
+        at_ms: u64,
+        key: &CacheKey,
+        source: UpdateSource,
+    ) -> bool {
         let generation = if self.current.events.is_empty() {
             &mut self.old
         } else {

@@ -28,6 +28,8 @@ use crate::core::patch::PatchSet;
 use crate::core::stream_status::StreamStatus;
 use crate::core::version::Version;
 
+#[cfg(feature = "tracing")]
+pub(crate) mod emit;
 mod log;
 
 pub(crate) use log::{TraceKeyRef, TraceLog};
