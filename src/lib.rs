@@ -168,3 +168,13 @@ pub use runtime::{
     PatchCollection, QueryError, QueryState, RemovedBeforeLoaded, StreamError, Subscription,
     UpdateError, WithData, WithQueryFn,
 };
+
+/// The core's types a user of the runtime meets — statuses, the draft, patches, trace events,
+/// stream reasons, versions, request events, the key and the keep and refetch policies — also
+/// reachable from the crate root.
+#[cfg(feature = "runtime")]
+pub use crate::core::{
+    CacheKey, Draft, HandlerOutcome, Keep, KeyOverride, Patch, PatchError, PatchSet, Phase,
+    Recording, Refetch, RequestEvent, RequestReason, Resync, Status, StreamEndReason, StreamStatus,
+    TraceEvent, TraceKind, UpdateSource, Version, Versioning,
+};

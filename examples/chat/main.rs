@@ -172,7 +172,7 @@ async fn run() -> Result<(), BoxError> {
     wait_for_len(&general, 2).await?;
 
     // ----- the server restarts: both entries reconnect on one socket and resync -----
-    let mut statuses = Box::pin(redux.changes());
+    let mut statuses = redux.changes();
     server.restart(Duration::from_millis(300));
     let missed = server.post(Channel::Redux, "ada", "posted while the server restarts");
     let mut reconnecting = false;
@@ -235,7 +235,7 @@ fn count(sub: &Subscription<Vec<Message>>, id: u64) -> usize {
 /// Print each channel's messages as they arrive, and its stream status when it changes, until
 /// its entry is gone.
 fn printer(channel: Channel, sub: &Subscription<Vec<Message>>) -> tokio::task::JoinHandle<()> {
-    let mut changes = Box::pin(sub.changes());
+    let mut changes = sub.changes();
     tokio::spawn(async move {
         let mut shown = 0;
         let mut status = StreamStatus::Idle;
@@ -261,7 +261,7 @@ fn printer(channel: Channel, sub: &Subscription<Vec<Message>>) -> tokio::task::J
 }
 
 async fn wait_for_len(sub: &Subscription<Vec<Message>>, len: usize) -> Result<(), BoxError> {
-    let mut changes = Box::pin(sub.changes());
+    let mut changes = sub.changes();
     tokio::time::timeout(STEP, async {
         while let Some(state) = changes.next().await {
             if state.data().map_or(0, Vec::len) >= len {

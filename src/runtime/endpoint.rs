@@ -631,7 +631,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// # let api = livecache::Api::builder().build();
     /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
     /// double.upsert_query_data(21, 42)?;
-    /// let change = double.update_query_data(&21, |n| **n += 1)?;
+    /// let change = double.update_query_data(&21, |n| *n += 1)?;
     /// assert_eq!(double.state(&21)?.data(), Some(&43));
     /// change.undo()?;
     /// assert_eq!(double.state(&21)?.data(), Some(&42));

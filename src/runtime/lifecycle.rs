@@ -469,7 +469,7 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     ///     .on_cache_entry_added(move |(), entry| {
     ///         let tx = tx.lock().ok().and_then(|mut t| t.take());
     ///         async move {
-    ///             let mut events = Box::pin(entry.request_events());
+    ///             let mut events = entry.request_events();
     ///             let first = events.next().await;
     ///             let _ = tx.map(|tx| tx.send(first));
     ///             Ok(())
@@ -481,13 +481,15 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
     /// assert!(matches!(first, Some(RequestEvent::Started { reason: RequestReason::Load, .. })));
     /// # Ok(()) }
     /// ```
-    pub fn request_events(&self) -> impl futures::Stream<Item = RequestEvent> + Send + 'static {
+    pub fn request_events(
+        &self,
+    ) -> impl futures::Stream<Item = RequestEvent> + Send + Unpin + 'static {
         let events = self.events.lock().ok().and_then(|mut slot| slot.take());
-        futures::stream::unfold(events, |events| async move {
+        Box::pin(futures::stream::unfold(events, |events| async move {
             let mut events = events?;
             let event = events.recv().await?;
             Some((event, Some(events)))
-        })
+        }))
     }
 
     /// Refetch the entry (R29): joins a request in flight, else starts one (reason

@@ -52,7 +52,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> PatchCollection<A, T, M> {
     /// # let api = livecache::Api::builder().build();
     /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
     /// double.upsert_query_data(1, 2)?;
-    /// let change = double.update_query_data(&1, |n| **n = 3)?;
+    /// let change = double.update_query_data(&1, |n| n.set(3))?;
     /// change.undo()?;
     /// assert_eq!(double.state(&1)?.data(), Some(&2));
     /// # Ok(()) }

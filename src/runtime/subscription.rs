@@ -112,7 +112,7 @@ impl<T: Data> Subscription<T> {
     /// # let api = livecache::Api::builder().build();
     /// # let ep = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
     /// let sub = ep.subscribe(21)?;
-    /// let mut changes = Box::pin(sub.changes());
+    /// let mut changes = sub.changes(); // Unpin: no pinning needed
     /// while let Some(state) = changes.next().await {
     ///     if let Some(n) = state.data() {
     ///         assert_eq!(*n, 42);
@@ -121,27 +121,30 @@ impl<T: Data> Subscription<T> {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn changes(&self) -> impl Stream<Item = QueryState<T>> + Send + 'static {
+    pub fn changes(&self) -> impl Stream<Item = QueryState<T>> + Send + Unpin + 'static {
         let shared = Arc::downgrade(&self.owner.shared);
         let key = self.key.clone();
         let lifetime = self.lifetime;
         let mut changed = self.changed.clone();
         changed.mark_changed();
-        futures::stream::unfold((changed, false), move |(mut changed, ended)| {
-            let shared = shared.clone();
-            let key = key.clone();
-            async move {
-                if ended {
-                    return None;
+        Box::pin(futures::stream::unfold(
+            (changed, false),
+            move |(mut changed, ended)| {
+                let shared = shared.clone();
+                let key = key.clone();
+                async move {
+                    if ended {
+                        return None;
+                    }
+                    let ended = changed.changed().await.is_err();
+                    let state = match shared.upgrade() {
+                        Some(shared) if !ended => read_state(&shared.lock(), &key, Some(lifetime)),
+                        _ => QueryState::uninitialized(),
+                    };
+                    Some((state, (changed, ended)))
                 }
-                let ended = changed.changed().await.is_err();
-                let state = match shared.upgrade() {
-                    Some(shared) if !ended => read_state(&shared.lock(), &key, Some(lifetime)),
-                    _ => QueryState::uninitialized(),
-                };
-                Some((state, (changed, ended)))
-            }
-        })
+            },
+        ))
     }
 
     /// Wait for the entry's data: the first data, or the data it already has. A rejected request

@@ -260,3 +260,27 @@ fn r18_undo_is_typed_while_the_entry_is_unchanged_and_patches_after_a_later_chan
         .expect("data");
     assert_eq!((held.title.as_str(), held.items.len()), ("", 11));
 }
+
+#[tokio::test(start_paused = true)]
+async fn r18_a_numeric_entry_updates_by_compound_assignment_recorded_as_one_replace() {
+    let api = livecache::Api::builder().build();
+    let counter = api
+        .query::<(), u64>("counter")
+        .query_fn(|()| async { Ok(0) })
+        .build()
+        .expect("a new endpoint");
+    counter.upsert_query_data((), 41).expect("upserted");
+    let change = counter
+        .update_query_data(&(), |n| *n += 1)
+        .expect("updated");
+    assert_eq!(
+        ops(&change.patches),
+        (
+            json!([{"op": "replace", "path": "", "value": 42}]),
+            json!([{"op": "replace", "path": "", "value": 41}])
+        )
+    );
+    assert_eq!(counter.state(&()).expect("a key").data(), Some(&42));
+    change.undo().expect("undone");
+    assert_eq!(counter.state(&()).expect("a key").data(), Some(&41));
+}

@@ -357,8 +357,9 @@ impl<D: CacheData> Draft<'_, D> {
     /// let mut draft = Draft::new(&mut n);
     /// draft.set(2);
     /// assert!(draft.touched());
+    /// draft += 3;                       // the compound assignments set too
     /// drop(draft);
-    /// assert_eq!(n, 2);
+    /// assert_eq!(n, 5);
     /// ```
     pub fn set(&mut self, value: D) {
         self.touched = true;

@@ -137,6 +137,32 @@ impl<'a, D: CacheData> Draft<'a, D> {
     }
 }
 
+/// `*draft += x` and the other compound assignments on a draft of a number (or any value with
+/// the operator), recorded as one `replace` like [`Draft::set`]: a numeric entry is updated
+/// without reaching through the draft with `**`.
+macro_rules! assign_ops {
+    ($($trait:ident $method:ident),*) => {$(
+        impl<D, R> std::ops::$trait<R> for Draft<'_, D>
+        where
+            D: CacheData + std::ops::$trait<R>,
+        {
+            fn $method(&mut self, rhs: R) {
+                let mut value = (**self).clone();
+                std::ops::$trait::$method(&mut value, rhs);
+                self.set(value);
+            }
+        }
+    )*};
+}
+
+assign_ops!(
+    AddAssign add_assign,
+    SubAssign sub_assign,
+    MulAssign mul_assign,
+    DivAssign div_assign,
+    RemAssign rem_assign
+);
+
 /// A draft of a struct field: `field!(draft, name)` is
 /// `draft.field("name", |value| &mut value.name)` (see [`Draft::field`]). Use
 /// [`Draft::field`] when serde renames the field.
