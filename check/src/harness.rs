@@ -185,6 +185,14 @@ impl CoreUnderTest {
             Op::Refetch { subscription } => {
                 OpResult::Done(self.cache.refetch(now, SubscriptionId(*subscription)))
             }
+            Op::SetPolling {
+                subscription,
+                interval,
+            } => OpResult::Done(self.cache.set_polling(
+                now,
+                SubscriptionId(*subscription),
+                Some(*interval),
+            )),
             Op::Prefetch { key, refetch } => {
                 let (ep, k) = self.key(*key);
                 self.cache
@@ -616,6 +624,7 @@ impl CoreUnderTest {
                         .map(|s| s.0)
                         .collect(),
                     removal_deadline: e.removal_deadline,
+                    poll_deadline: e.poll_deadline,
                     stream: self.streams.get(&e.lifetime.0).map(|(_, attachment)| {
                         StreamObservation {
                             held: attachment.held(),

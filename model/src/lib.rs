@@ -388,6 +388,14 @@ pub enum Op {
         /// The key.
         key: KeyRef,
     },
+    /// Poll the entry of `subscription` every `interval` ms (R37); 0 stops its polling. Whether
+    /// the subscription is live.
+    SetPolling {
+        /// The subscription id.
+        subscription: u64,
+        /// The interval in ms (0: none).
+        interval: u64,
+    },
 }
 
 /// A status a stream's source reports (R28); `Ended` and `Failed` come with
@@ -500,6 +508,8 @@ pub struct Observation {
     pub subscriptions: Vec<u64>,
     /// The armed removal deadline, if any.
     pub removal_deadline: Option<u64>,
+    /// The armed poll deadline, if any (R37).
+    pub poll_deadline: Option<u64>,
     /// The message stream attached to the lifetime, as its driver sees it (R21); `None` when
     /// none is attached (never was, or it ended).
     pub stream: Option<StreamObservation>,

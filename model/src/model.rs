@@ -19,6 +19,7 @@ use crate::{
 };
 
 mod live;
+mod polling;
 mod restart;
 
 /// A text as the trace records it (R23, `TRACE_TEXT_CAP`): whole if it has at most
@@ -87,6 +88,11 @@ pub struct Entry {
     pub live: Live,
     /// The generation of its current lifecycle handler: 0, one more per restart (R30).
     pub handler: u32,
+    /// The polling interval each of its polling subscriptions asked for (R37).
+    pub polls: BTreeMap<u64, u64>,
+    /// The armed poll deadline, if any: armed exactly while it has a polling subscription and
+    /// no request in flight (R37).
+    pub poll: Option<Deadline>,
 }
 
 /// The live state of an entry (R24–R28, R33), as plain data.
@@ -263,11 +269,12 @@ impl Model {
         &self.trace
     }
 
-    /// The earliest armed removal deadline, if any.
+    /// The earliest armed deadline (a removal or a poll), if any.
     pub fn next_deadline(&self) -> Option<u64> {
         self.entries
             .values()
-            .filter_map(|e| e.deadline)
+            .flat_map(|e| [e.deadline, e.poll])
+            .flatten()
             .map(|d| d.at_ms)
             .min()
     }
@@ -288,6 +295,7 @@ impl Model {
                 fulfilled_at: e.fulfilled_at,
                 subscriptions: e.subscriptions.iter().copied().collect(),
                 removal_deadline: e.deadline.map(|d| d.at_ms),
+                poll_deadline: e.poll.map(|d| d.at_ms),
                 stream: e.stream.as_ref().map(|s| StreamObservation {
                     held: s.held.as_ref().map_or(0, Vec::len),
                     reading: s.finished.is_none(),
@@ -446,6 +454,10 @@ impl Model {
                 patches,
             } => OpResult::Updated(self.update_cached(*lifetime, *generation, *recipe, *patches)),
             Op::Restart { key } => OpResult::Done(self.restart(*key)),
+            Op::SetPolling {
+                subscription,
+                interval,
+            } => OpResult::Done(self.set_polling(*subscription, *interval)),
             Op::UpdateQueryData { key, recipe } => {
                 OpResult::QueryDataUpdated(self.update_query_data(*key, *recipe))
             }
@@ -552,6 +564,14 @@ impl Model {
             }
             None => return false,
         };
+        // R37: it polls no more.
+        if self
+            .entries
+            .get_mut(&key)
+            .is_some_and(|entry| entry.polls.remove(&s).is_some())
+        {
+            self.poll_follows(&key);
+        }
         self.record(
             &key,
             TraceKind::Unsubscribed {
@@ -649,6 +669,7 @@ impl Model {
         self.status_follows(&key, lifetime, before);
         // R4: a request settling with zero subscribers re-arms from the settle time.
         self.rearm_if_unused(&key);
+        self.poll_follows(&key); // R37
     }
 
     /// A request failure (R9, R10).
@@ -680,6 +701,7 @@ impl Model {
         );
         self.status_follows(&key, lifetime, before);
         self.rearm_if_unused(&key); // R4
+        self.poll_follows(&key); // R37
     }
 
     /// `update_cached_data` through the lifecycle handle of `lifetime` (R15, R7a).
@@ -1235,11 +1257,11 @@ impl Model {
     /// `expired`, in `(deadline, sequence)` order, each stamped at its deadline; then the clock
     /// is `to` (never backwards).
     fn tick(&mut self, to: u64) {
-        while let Some((key, deadline)) = self.earliest_deadline() {
+        while let Some((key, deadline, poll)) = self.earliest_deadline() {
             if deadline.at_ms > to {
                 break;
             }
-            self.expire(&key, deadline);
+            self.fall_due(&key, deadline, poll);
         }
         self.now = self.now.max(to);
     }
@@ -1249,13 +1271,27 @@ impl Model {
     fn arrive(&mut self) {
         let arrival = self.now.saturating_add(self.late);
         self.late = 0;
-        while let Some((key, deadline)) = self.earliest_deadline() {
+        while let Some((key, deadline, poll)) = self.earliest_deadline() {
             if deadline.at_ms >= arrival {
                 break;
             }
-            self.expire(&key, deadline);
+            self.fall_due(&key, deadline, poll);
         }
         self.now = self.now.max(arrival);
+    }
+
+    /// A deadline fell due: a poll deadline starts the entry's poll request (R37), a removal
+    /// deadline removes it (R5); either way stamped at the deadline.
+    fn fall_due(&mut self, key: &str, deadline: Deadline, poll: bool) {
+        if !poll {
+            self.expire(key, deadline);
+            return;
+        }
+        self.now = self.now.max(deadline.at_ms);
+        if let Some(entry) = self.entries.get_mut(key) {
+            entry.poll = None;
+        }
+        self.start_request(key, RequestReason::Poll);
     }
 
     /// Remove one entry whose deadline fired, stamping its events at the deadline.
@@ -1267,17 +1303,19 @@ impl Model {
         self.remove(key, RemoveCause::Expired);
     }
 
-    /// The entry with the earliest `(deadline, sequence)`, if any.
-    fn earliest_deadline(&self) -> Option<(String, Deadline)> {
-        let mut best: Option<(String, Deadline)> = None;
+    /// The entry with the earliest `(deadline, sequence)`, removal or poll, if any (and
+    /// whether it is a poll).
+    fn earliest_deadline(&self) -> Option<(String, Deadline, bool)> {
+        let mut best: Option<(String, Deadline, bool)> = None;
         for (key, entry) in &self.entries {
-            if let Some(d) = entry.deadline {
+            for (d, poll) in [(entry.deadline, false), (entry.poll, true)] {
+                let Some(d) = d else { continue };
                 let better = match &best {
                     None => true,
-                    Some((_, b)) => d < *b,
+                    Some((_, b, _)) => d < *b,
                 };
                 if better {
-                    best = Some((key.clone(), d));
+                    best = Some((key.clone(), d, poll));
                 }
             }
         }
@@ -1337,6 +1375,8 @@ impl Model {
                 stream: None,
                 live: Live::default(),
                 handler: 0,
+                polls: BTreeMap::new(),
+                poll: None,
             },
         );
         self.record(key, TraceKind::EntryAdded { lifetime, cause });
@@ -1362,6 +1402,8 @@ impl Model {
         entry.status = Status::Pending;
         // R27: its snapshot must reach the watermark it starts from to be rebased.
         entry.live.rebase_base = entry.live.watermark;
+        // R37: no poll while a request is in flight (its settle arms the next).
+        entry.poll = None;
         self.record(key, TraceKind::RequestStarted { request, reason });
     }
 

@@ -239,6 +239,43 @@ impl<T: Data> Subscription<T> {
             .with(|state, now| state.cache.refetch(now, id));
         if done { Ok(()) } else { Err(EntryRemoved) }
     }
+
+    /// Poll the entry every `interval` while this subscription lives (R37, RTK's
+    /// `pollingInterval`); `None` (or zero) stops this subscription's polling. The entry polls
+    /// at the minimum interval of its polling subscriptions, one interval after each request
+    /// settles; each poll is an ordinary request (reason `poll`, which the lifecycle hears of).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::BoxError> {
+    /// # use std::sync::atomic::{AtomicU32, Ordering};
+    /// # use std::sync::Arc;
+    /// # let api = livecache::Api::builder().build();
+    /// let calls = Arc::new(AtomicU32::new(0));
+    /// let counted = Arc::clone(&calls);
+    /// let ticker = api
+    ///     .query::<(), u32>("ticker")
+    ///     .query_fn(move |()| {
+    ///         let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+    ///         async move { Ok(n) }
+    ///     })
+    ///     .build()?;
+    /// let sub = ticker.subscribe(())?;
+    /// sub.poll_every(Some(std::time::Duration::from_secs(5)))?;
+    /// sub.loaded().await?;
+    /// tokio::time::sleep(std::time::Duration::from_millis(10_500)).await;
+    /// assert_eq!(calls.load(Ordering::SeqCst), 3); // at 0, 5 s and 10 s
+    /// # Ok(()) }
+    /// ```
+    pub fn poll_every(&self, interval: Option<std::time::Duration>) -> Result<(), EntryRemoved> {
+        let id = self.id;
+        let ms = interval.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let done = self
+            .owner
+            .shared
+            .with(|state, now| state.cache.set_polling(now, id, ms));
+        if done { Ok(()) } else { Err(EntryRemoved) }
+    }
 }
 
 impl<T> Drop for Subscription<T> {

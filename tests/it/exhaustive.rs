@@ -7,13 +7,14 @@
 //! reached is asserted exactly: a tripwire that fails when the semantics change, so the change
 //! is noticed and the number updated on purpose.
 //!
-//! Three alphabets, three tests: the lifecycle's 17 ops (`Late` among them: an event after a
+//! Four alphabets, four tests: the lifecycle's 17 ops (`Late` among them: an event after a
 //! deadline nobody ticked for); 13 ops around one stream attachment (R21: attach, messages, a
 //! bad frame, a failure, against data landing, removal, expiry and a restart of the handler,
 //! R30); and 12 live ops on a versioned entry already loaded with a stream attached (R24–R28,
 //! R30, R33: versioned messages in and out of order, a refetch's snapshot and its rebase, a
 //! rejection, the source reconnecting, a resume done, a failure, removal, a restart), once for
-//! each resync policy.
+//! each resync policy; and 12 polling ops (R37: polling set, stopped and changed on two
+//! subscriptions, against settles, a refetch, the clock, a subscriber leaving, removal).
 //! N is 5 for both by default; set `LIVECACHE_EXHAUSTIVE_DEPTH` for more (docs/testing.md lists
 //! the cost).
 
@@ -232,6 +233,48 @@ fn live_alphabet(model: &Model, key: KeyRef) -> Vec<Op> {
 }
 
 /// [`live_alphabet`] on `v(1)`: gaps resync by refetch.
+/// The polling alphabet (R37), after subscription 1 to a(1): polling starts, stops and changes
+/// interval on two subscriptions, against requests settling (fulfil, reject), an explicit
+/// refetch, the clock (to the next deadline, a step, an event arriving late), another
+/// subscriber, the polling subscriber leaving and the entry's removal.
+fn poll_alphabet(model: &Model) -> Vec<Op> {
+    let current = current(model, A1);
+    vec![
+        Op::SetPolling {
+            subscription: 1,
+            interval: 1_000,
+        },
+        Op::SetPolling {
+            subscription: 1,
+            interval: 0,
+        },
+        Op::Subscribe {
+            key: A1,
+            refetch: Refetch::IfMissing,
+        },
+        Op::SetPolling {
+            subscription: 2,
+            interval: 500,
+        },
+        Op::Unsubscribe { subscription: 1 },
+        Op::Fulfil {
+            key: A1,
+            request: current,
+            data: vec![1],
+        },
+        Op::Reject {
+            key: A1,
+            request: current,
+            error: "down".into(),
+        },
+        Op::Refetch { subscription: 1 },
+        Op::AdvanceToDeadline,
+        Op::Advance { ms: 500 },
+        Op::Late { ms: 500 },
+        Op::Remove { key: A1 },
+    ]
+}
+
 fn live_refetch_alphabet(model: &Model) -> Vec<Op> {
     live_alphabet(model, V1)
 }
@@ -399,6 +442,29 @@ fn r21_r30_every_stream_sequence_up_to_depth_agrees_and_keeps_invariants() {
         4 => Some(281),
         5 => Some(833),
         6 => Some(2158),
+        _ => None,
+    };
+    if let Some(expected) = expected {
+        assert_eq!(distinct, expected, "distinct model states at depth {depth}");
+    }
+}
+
+#[test]
+fn r37_every_polling_sequence_up_to_depth_agrees_and_keeps_invariants() {
+    let depth = depth();
+    let prefix = [Op::Subscribe {
+        key: A1,
+        refetch: Refetch::IfMissing,
+    }];
+    let (_, distinct) = explore_from(Config::standard(true), &prefix, poll_alphabet, 12, depth);
+    // The tripwire, as above.
+    let expected: Option<usize> = match depth {
+        1 => Some(9),
+        2 => Some(46),
+        3 => Some(180),
+        4 => Some(583),
+        5 => Some(1675),
+        6 => Some(4326),
         _ => None,
     };
     if let Some(expected) = expected {

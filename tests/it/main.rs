@@ -23,6 +23,7 @@ mod live_runtime;
 mod live_ws;
 mod model_equivalence;
 mod patch_recording;
+mod polling;
 mod rule_traces;
 mod runtime_model;
 mod runtime_rules;

@@ -313,6 +313,15 @@ impl System {
                     .get(subscription)
                     .is_some_and(|s| s.refetch().is_ok()),
             )),
+            Op::SetPolling {
+                subscription,
+                interval,
+            } => Some(OpResult::Done(
+                self.subscriptions.get(subscription).is_some_and(|s| {
+                    s.poll_every(Some(std::time::Duration::from_millis(*interval)))
+                        .is_ok()
+                }),
+            )),
             Op::Prefetch { key, refetch } => {
                 endpoint(key).prefetch(key.arg, *refetch).expect("u8 keys");
                 None

@@ -159,6 +159,8 @@ enum OpSel {
     UpdateCachedBy(IdSel, u8, Recipe),
     // The source reconnected (R32), added last again.
     SourceResync(IdSel),
+    // Polling (R37), added last again: an interval of 0, 1, 250, 1,000 or 30,000 ms.
+    SetPolling(IdSel, u8),
 }
 
 /// Keys stay within the three endpoints and three arguments, so ops collide often.
@@ -331,6 +333,10 @@ fn resolve(sel: OpSel, model: &Model) -> Op {
         OpSel::Restart(k) => Op::Restart { key: key(k) },
         OpSel::SourceResync(id) => Op::SourceResync {
             lifetime: id.resolve(lifetimes),
+        },
+        OpSel::SetPolling(id, interval) => Op::SetPolling {
+            subscription: id.resolve(subscriptions),
+            interval: [0, 1, 250, 1_000, 30_000][usize::from(interval) % 5],
         },
         OpSel::UpdateCachedBy(id, generation, recipe) => Op::UpdateCached {
             lifetime: id.resolve(lifetimes),

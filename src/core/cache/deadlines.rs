@@ -9,12 +9,14 @@ use crate::core::data::CacheData;
 use crate::core::key::CacheKey;
 use crate::core::trace::{RemoveCause, TraceKind};
 
-/// What a deadline is for. Removal is the only timer today; retry and poll timers (planned,
-/// docs/spec.md R36, R37) are armed in the same table, so the core has one earliest deadline.
+/// What a deadline is for. Removal and poll timers (and retry timers, planned: docs/spec.md
+/// R36) are armed in the same table, so the core has one earliest deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) enum Timer {
     /// Remove the entry (R4, R5).
     Removal,
+    /// Poll the entry (R37).
+    Poll,
 }
 
 /// An armed deadline, as the entry it belongs to remembers it: its time and the arming's
@@ -92,7 +94,7 @@ where
     D: CacheData,
     E: fmt::Display,
 {
-    /// The earliest armed removal deadline: when to call [`Cache::handle_timeout`].
+    /// The earliest armed deadline (a removal or a poll): when to call [`Cache::handle_timeout`].
     ///
     /// ```
     /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
@@ -103,8 +105,9 @@ where
         self.deadlines.first()
     }
 
-    /// A timer tick: remove every entry whose deadline is `<= now`, in deadline order, each
-    /// stamped at its deadline (R4, R5).
+    /// A timer tick: every deadline `<= now` falls due, in deadline order, each stamped at its
+    /// deadline: an entry whose removal deadline it is is removed (R4, R5), one whose poll
+    /// deadline it is starts its poll request (R37).
     ///
     /// ```
     /// use livecache::core::{Cache, EndpointConfig, Keep, Refetch, CacheKey};
@@ -133,7 +136,11 @@ where
     }
 
     pub(super) fn expire(&mut self, now: u64, inclusive: bool) {
-        while let Some((armed, Timer::Removal, key)) = self.deadlines.pop_due(now, inclusive) {
+        while let Some((armed, timer, key)) = self.deadlines.pop_due(now, inclusive) {
+            if timer == Timer::Poll {
+                self.poll_due(&key, armed);
+                continue;
+            }
             // Only the entry this deadline was armed for (a core user's panicking recipe can
             // take an entry away without disarming its deadline; a new entry of the key keeps
             // its own).

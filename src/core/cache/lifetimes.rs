@@ -111,6 +111,7 @@ where
             entry,
             live: None,
             handler: 0,
+            polling: None,
         };
         self.entries.insert(key.clone(), slot);
     }
@@ -133,6 +134,9 @@ where
         };
         self.deadlines
             .disarm(Timer::Removal, key, &mut slot.deadline);
+        if let Some(polling) = slot.polling.as_mut() {
+            self.deadlines.disarm(Timer::Poll, key, &mut polling.armed);
+        }
         let lifetime = slot.entry.lifetime();
         if let Some(request) = slot.entry.in_flight() {
             self.record(at, key, TraceKind::RequestAborted { request });

@@ -35,6 +35,7 @@ mod deadlines;
 mod effect;
 mod lifetimes;
 mod live;
+mod polling;
 mod requests;
 mod restart;
 mod store;
@@ -278,6 +279,9 @@ pub struct EntryView<'a, D, E> {
     pub subscribers: usize,
     /// The armed removal deadline, if any.
     pub removal_deadline: Option<u64>,
+    /// When the entry next polls (R37): armed while a subscription polls it and no request is
+    /// in flight.
+    pub poll_deadline: Option<u64>,
     /// The health of its live source (R28).
     pub stream: StreamStatus,
     /// The version of the newest change its data reflects, on a versioned endpoint (R24).
@@ -589,6 +593,11 @@ where
             fulfilled_at: slot.entry.fulfilled_at(),
             subscribers: slot.subscribers,
             removal_deadline: slot.deadline.map(|armed| armed.at),
+            poll_deadline: slot
+                .polling
+                .as_ref()
+                .and_then(|p| p.armed)
+                .map(|armed| armed.at),
             stream,
             watermark: slot.live.as_ref().and_then(|live| live.watermark),
             stale_messages: slot.live.as_ref().map_or(0, |live| live.stale),

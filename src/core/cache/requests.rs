@@ -151,6 +151,7 @@ where
         // A panic of the data's `PartialEq` is contained and traced in `receive`; the driver
         // of a request has nobody to report it to.
         let _ = self.receive(key, Some(request), data, watermark);
+        self.poll_follows(key);
     }
 
     /// A request was rejected. Ignored (and traced) unless it is the key's request in flight
@@ -200,6 +201,7 @@ where
         self.tell_lifecycle(key, RequestEvent::Rejected { request });
         self.status_follows(key, lifetime, before);
         self.removal_follows_subscribers(key);
+        self.poll_follows(key);
         self.notify(key);
     }
 
@@ -337,6 +339,7 @@ where
         });
         let request = RequestId(request);
         self.tell_lifecycle(key, RequestEvent::Started { request, reason });
+        self.poll_follows(key);
     }
 
     /// Queue a request event for the entry's lifecycle handler, if its endpoint has one (R29).

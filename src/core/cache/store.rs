@@ -25,6 +25,8 @@ pub(super) struct Slot<D, E> {
     pub(super) live: Option<Box<super::live::LiveState<D>>>,
     /// The generation of its current lifecycle handler (R30): 0, then one more per restart.
     pub(super) handler: u32,
+    /// Its polling subscriptions and poll deadline (R37), while it has any.
+    pub(super) polling: Option<Box<super::polling::Polling>>,
 }
 
 /// What a subscriber can see of an entry: a change to any of these is worth a notification.

@@ -155,6 +155,7 @@ where
             return false;
         };
         self.subscriptions.remove(&subscription.0);
+        self.stop_polling(&key, subscription.0);
         let Some(slot) = self.entries.get_mut(&key) else {
             return false;
         };

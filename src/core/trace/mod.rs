@@ -620,6 +620,8 @@ pub enum RequestReason {
     Refetch,
     /// A resync: messages are missing (R26, R33).
     Resync,
+    /// A poll: the entry's polling interval passed (R37).
+    Poll,
 }
 
 impl fmt::Display for RequestReason {
@@ -629,6 +631,7 @@ impl fmt::Display for RequestReason {
             RequestReason::Mount => "mount",
             RequestReason::Refetch => "refetch",
             RequestReason::Resync => "resync",
+            RequestReason::Poll => "poll",
         })
     }
 }

@@ -88,6 +88,16 @@ pub fn ops_attaching(
                 .prop_map(|subscription| Op::Unsubscribe { subscription })
                 .boxed(),
         ),
+        // R37: a subscription polls (or stops: 0), on any id, live or not.
+        (
+            2,
+            (sub_id.clone(), select(vec![0u64, 1, 700, 30_000]))
+                .prop_map(|(subscription, interval)| Op::SetPolling {
+                    subscription,
+                    interval,
+                })
+                .boxed(),
+        ),
         (
             2,
             sub_id
