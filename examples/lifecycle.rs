@@ -17,10 +17,8 @@ fn main() -> Result<(), KeyError> {
         .add_endpoint(
             "getMessages",
             EndpointConfig {
-                keep: None,
                 has_lifecycle: true,
-                versions: None,
-                stream_failure_rejects: false,
+                ..EndpointConfig::default()
             },
         )
         .expect("endpoint names are distinct");

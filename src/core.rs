@@ -43,6 +43,7 @@ pub(crate) mod ids;
 mod key;
 mod patch;
 pub(crate) mod patch_log;
+mod retry;
 mod status;
 mod stream_status;
 mod trace;
@@ -75,6 +76,7 @@ pub use key::{
     BigInt, CacheKey, KeyError, KeyOverride, canonical_json, default_key, key_from_override,
 };
 pub use patch::{Patch, PatchSet};
+pub use retry::RetryPolicy;
 pub use status::{Phase, Status};
 pub use stream_status::StreamStatus;
 pub use trace::{

@@ -22,6 +22,7 @@ mod api;
 mod driver;
 mod ending;
 mod endpoint;
+mod endpoint_builder;
 mod erased;
 mod error;
 pub(crate) mod lifecycle;
@@ -34,7 +35,8 @@ mod subscription;
 
 pub use api::{Api, ApiBuilder};
 pub use ending::Ended;
-pub use endpoint::{Arg, Endpoint, EndpointBuilder, NoQueryFn, WithQueryFn};
+pub use endpoint::{Arg, Endpoint};
+pub use endpoint_builder::{EndpointBuilder, NoQueryFn, WithQueryFn};
 pub use erased::Data;
 pub use error::{
     BoxError, EntryRemoved, Error, NotSettled, QueryError, RemovedBeforeLoaded, UpdateError,

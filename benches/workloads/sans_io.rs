@@ -277,10 +277,9 @@ pub fn run(cfg: &Cfg) -> Result<Map<String, Value>, String> {
         .add_endpoint(
             "messages",
             EndpointConfig {
-                keep: None,
                 has_lifecycle: true,
                 versions: cfg.versioned.then(Versioning::default),
-                stream_failure_rejects: false,
+                ..EndpointConfig::default()
             },
         )
         .expect("endpoint names are distinct");

@@ -106,6 +106,7 @@ impl CoreUnderTest {
                                 max_queued: v.max_queued,
                             }),
                             stream_failure_rejects: spec.stream_failure_rejects,
+                            retry: spec.retry,
                         },
                     )
                     .expect("endpoint names are distinct");
@@ -625,6 +626,7 @@ impl CoreUnderTest {
                         .collect(),
                     removal_deadline: e.removal_deadline,
                     poll_deadline: e.poll_deadline,
+                    retry_deadline: e.retry_deadline,
                     stream: self.streams.get(&e.lifetime.0).map(|(_, attachment)| {
                         StreamObservation {
                             held: attachment.held(),
@@ -833,6 +835,8 @@ fn asked_once(config: &Config, event: &TraceEvent) -> Option<Asked> {
     let key = event.key.to_string();
     Some(match &event.kind {
         TraceKind::LifecycleStarted { lifetime } => Asked::StartLifecycle(key, *lifetime),
+        // R36: a retry runs the same request again.
+        TraceKind::RequestRetried { request, .. } => Asked::StartRequest(key, *request),
         TraceKind::RequestAborted { request } => Asked::AbortRequest(key, *request),
         TraceKind::DataLoaded { lifetime, request } => {
             let endpoint = key.split('(').next().unwrap_or_default();

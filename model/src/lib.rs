@@ -19,7 +19,7 @@ pub use connection::{ConnEvent, ConnectionModel, REFUSED, RESET, TopicId};
 pub use invariants::check_invariants;
 pub use model::{Deadline, Entry, Live, Model, Snapshot, Stream, trace_text};
 
-use livecache::core::{PatchSet, Phase, Refetch, Status, StreamStatus, Version};
+use livecache::core::{PatchSet, Phase, Refetch, RetryPolicy, Status, StreamStatus, Version};
 use serde::{Deserialize, Serialize};
 
 /// RFC 6902 patches for a `Vec<u8>`: some apply, some fail an operation, some break the schema.
@@ -70,6 +70,10 @@ pub struct EndpointSpec {
     /// A failed stream makes the query status `Rejected` too, while it is `Failed` (R28).
     #[serde(default)]
     pub stream_failure_rejects: bool,
+    /// Its retry policy (R36); the model's universe has no jitter (`jitter_percent` 0: the
+    /// core's jitter is a pure function, unit-tested there).
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
 }
 
 /// How a versioned endpoint of the model keeps its messages in order (R24–R27, R33).
@@ -103,12 +107,24 @@ impl Config {
             versions: None,
             max_buffered: None,
             stream_failure_rejects: false,
+            retry: None,
+        };
+        // `c` retries a failed request twice, after 100 then 150 ms (R36).
+        let retrying = EndpointSpec {
+            retry: Some(RetryPolicy {
+                max_retries: 2,
+                base_ms: 100,
+                max_ms: 150,
+                jitter_percent: 0,
+                seed: 0,
+            }),
+            ..ep("c", None, true)
         };
         Config {
             endpoints: vec![
                 ep("a", Some(60_000), true),
                 ep("b", Some(0), false),
-                ep("c", None, true),
+                retrying,
             ],
             record_patches,
         }
@@ -132,6 +148,7 @@ impl Config {
             max_buffered: None,
             // `r`'s failed streams reject its queries (R28's option).
             stream_failure_rejects: resume,
+            retry: None,
         };
         // `a`'s streams hold at most 2 messages before the first data, then fail.
         if let Some(a) = config.endpoints.first_mut() {
@@ -510,6 +527,8 @@ pub struct Observation {
     pub removal_deadline: Option<u64>,
     /// The armed poll deadline, if any (R37).
     pub poll_deadline: Option<u64>,
+    /// The armed retry deadline, if any (R36).
+    pub retry_deadline: Option<u64>,
     /// The message stream attached to the lifetime, as its driver sees it (R21); `None` when
     /// none is attached (never was, or it ended).
     pub stream: Option<StreamObservation>,

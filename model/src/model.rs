@@ -49,8 +49,19 @@ const ENDED_RESTARTED: &str = "handler restarted";
 /// …or the stream ended by itself (a failure's reason is `stream failed: <error>`).
 const ENDED_BY_ITSELF: &str = "stream ended";
 
-/// An armed removal deadline: when it fires, and the arming sequence number that orders
-/// deadlines falling on the same millisecond.
+/// What a deadline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    /// Remove the entry (R4, R5).
+    Removal,
+    /// Poll it (R37).
+    Poll,
+    /// Retry its request (R36).
+    Retry,
+}
+
+/// An armed deadline (removal, poll or retry): when it fires, and the arming sequence number
+/// that orders deadlines falling on the same millisecond.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Deadline {
     /// The time the entry is removed, in milliseconds.
@@ -93,6 +104,10 @@ pub struct Entry {
     /// The armed poll deadline, if any: armed exactly while it has a polling subscription and
     /// no request in flight (R37).
     pub poll: Option<Deadline>,
+    /// Retries of the request in flight so far (R36).
+    pub retries: u32,
+    /// The armed retry deadline, if any (R36).
+    pub retry: Option<Deadline>,
 }
 
 /// The live state of an entry (R24–R28, R33), as plain data.
@@ -273,7 +288,7 @@ impl Model {
     pub fn next_deadline(&self) -> Option<u64> {
         self.entries
             .values()
-            .flat_map(|e| [e.deadline, e.poll])
+            .flat_map(|e| [e.deadline, e.poll, e.retry])
             .flatten()
             .map(|d| d.at_ms)
             .min()
@@ -296,6 +311,7 @@ impl Model {
                 subscriptions: e.subscriptions.iter().copied().collect(),
                 removal_deadline: e.deadline.map(|d| d.at_ms),
                 poll_deadline: e.poll.map(|d| d.at_ms),
+                retry_deadline: e.retry.map(|d| d.at_ms),
                 stream: e.stream.as_ref().map(|s| StreamObservation {
                     held: s.held.as_ref().map_or(0, Vec::len),
                     reading: s.finished.is_none(),
@@ -312,6 +328,16 @@ impl Model {
     pub fn in_flight(&self) -> Vec<(KeyRef, u64)> {
         self.entries
             .values()
+            .filter_map(|e| e.in_flight.map(|r| (e.key_ref, r)))
+            .collect()
+    }
+
+    /// The requests in flight whose query function is running: not those waiting for a retry
+    /// (R36), which no result can come from until the retry runs.
+    pub fn running(&self) -> Vec<(KeyRef, u64)> {
+        self.entries
+            .values()
+            .filter(|e| e.retry.is_none())
             .filter_map(|e| e.in_flight.map(|r| (e.key_ref, r)))
             .collect()
     }
@@ -631,6 +657,9 @@ impl Model {
             return;
         }
         entry.in_flight = None;
+        // R36: the request settled: its retries end.
+        entry.retries = 0;
+        entry.retry = None;
         // R8: changed iff there was no data or the new data differs (PartialEq); R27: a stale
         // snapshot leaves the data as it is.
         let data_changed = !stale && entry.data.as_ref() != Some(data);
@@ -683,9 +712,41 @@ impl Model {
             self.record(&key, TraceKind::ResultIgnored { request }); // R10
             return;
         }
+        // R36: retries left: the request stays in flight, the status pending; it runs again
+        // `base × 2^(attempt-1)` ms from now (at most `max`).
+        let retry = self
+            .config
+            .endpoints
+            .get(key_ref.endpoint)
+            .and_then(|spec| spec.retry);
+        if let Some(policy) = retry.filter(|p| entry.retries < p.max_retries) {
+            entry.retries += 1;
+            let attempt = entry.retries;
+            let delay_ms = policy
+                .base_ms
+                .saturating_mul(1u64 << (attempt - 1).min(63))
+                .min(policy.max_ms);
+            self.armings += 1;
+            entry.retry = Some(Deadline {
+                at_ms: self.now.saturating_add(delay_ms),
+                seq: self.armings,
+            });
+            self.record(
+                &key,
+                TraceKind::RequestRetrying {
+                    request,
+                    attempt,
+                    delay_ms,
+                    error: trace_text(error),
+                },
+            );
+            return;
+        }
         // R9: status rejected, error stored, data and phase kept (data_loaded stays pending).
         let before = entry.live.status();
         entry.in_flight = None;
+        entry.retries = 0;
+        entry.retry = None;
         entry.status = Status::Rejected;
         entry.error = Some(error.to_string());
         // R27: the rebase log of the rejected request is dropped; the data is kept.
@@ -1257,11 +1318,11 @@ impl Model {
     /// `expired`, in `(deadline, sequence)` order, each stamped at its deadline; then the clock
     /// is `to` (never backwards).
     fn tick(&mut self, to: u64) {
-        while let Some((key, deadline, poll)) = self.earliest_deadline() {
+        while let Some((key, deadline, due)) = self.earliest_deadline() {
             if deadline.at_ms > to {
                 break;
             }
-            self.fall_due(&key, deadline, poll);
+            self.fall_due(&key, deadline, due);
         }
         self.now = self.now.max(to);
     }
@@ -1271,27 +1332,37 @@ impl Model {
     fn arrive(&mut self) {
         let arrival = self.now.saturating_add(self.late);
         self.late = 0;
-        while let Some((key, deadline, poll)) = self.earliest_deadline() {
+        while let Some((key, deadline, due)) = self.earliest_deadline() {
             if deadline.at_ms >= arrival {
                 break;
             }
-            self.fall_due(&key, deadline, poll);
+            self.fall_due(&key, deadline, due);
         }
         self.now = self.now.max(arrival);
     }
 
-    /// A deadline fell due: a poll deadline starts the entry's poll request (R37), a removal
-    /// deadline removes it (R5); either way stamped at the deadline.
-    fn fall_due(&mut self, key: &str, deadline: Deadline, poll: bool) {
-        if !poll {
+    /// A deadline fell due, stamped at the deadline: a removal deadline removes the entry (R5),
+    /// a poll deadline starts its poll request (R37), a retry deadline runs its request again
+    /// (R36).
+    fn fall_due(&mut self, key: &str, deadline: Deadline, due: Due) {
+        if due == Due::Removal {
             self.expire(key, deadline);
             return;
         }
         self.now = self.now.max(deadline.at_ms);
-        if let Some(entry) = self.entries.get_mut(key) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        if due == Due::Poll {
             entry.poll = None;
+            self.start_request(key, RequestReason::Poll);
+            return;
         }
-        self.start_request(key, RequestReason::Poll);
+        entry.retry = None;
+        let attempt = entry.retries;
+        if let Some(request) = entry.in_flight {
+            self.record(key, TraceKind::RequestRetried { request, attempt });
+        }
     }
 
     /// Remove one entry whose deadline fired, stamping its events at the deadline.
@@ -1303,19 +1374,23 @@ impl Model {
         self.remove(key, RemoveCause::Expired);
     }
 
-    /// The entry with the earliest `(deadline, sequence)`, removal or poll, if any (and
-    /// whether it is a poll).
-    fn earliest_deadline(&self) -> Option<(String, Deadline, bool)> {
-        let mut best: Option<(String, Deadline, bool)> = None;
+    /// The entry with the earliest `(deadline, sequence)` of any kind, if any, and its kind.
+    fn earliest_deadline(&self) -> Option<(String, Deadline, Due)> {
+        let mut best: Option<(String, Deadline, Due)> = None;
         for (key, entry) in &self.entries {
-            for (d, poll) in [(entry.deadline, false), (entry.poll, true)] {
+            let deadlines = [
+                (entry.deadline, Due::Removal),
+                (entry.poll, Due::Poll),
+                (entry.retry, Due::Retry),
+            ];
+            for (d, due) in deadlines {
                 let Some(d) = d else { continue };
                 let better = match &best {
                     None => true,
                     Some((_, b, _)) => d < *b,
                 };
                 if better {
-                    best = Some((key.clone(), d, poll));
+                    best = Some((key.clone(), d, due));
                 }
             }
         }
@@ -1377,6 +1452,8 @@ impl Model {
                 handler: 0,
                 polls: BTreeMap::new(),
                 poll: None,
+                retries: 0,
+                retry: None,
             },
         );
         self.record(key, TraceKind::EntryAdded { lifetime, cause });
@@ -1402,8 +1479,11 @@ impl Model {
         entry.status = Status::Pending;
         // R27: its snapshot must reach the watermark it starts from to be rebased.
         entry.live.rebase_base = entry.live.watermark;
-        // R37: no poll while a request is in flight (its settle arms the next).
+        // R37: no poll while a request is in flight (its settle arms the next); R36: a new
+        // request has no retries yet.
         entry.poll = None;
+        entry.retries = 0;
+        entry.retry = None;
         self.record(key, TraceKind::RequestStarted { request, reason });
     }
 

@@ -189,6 +189,10 @@ pub struct EndpointConfig {
     /// is the requests' alone.
     #[serde(default)]
     pub stream_failure_rejects: bool,
+    /// Retry a failed request (R36): while retrying its status stays `Pending` and the request
+    /// stays in flight; `None`: a failure rejects at once.
+    #[serde(default)]
+    pub retry: Option<crate::core::RetryPolicy>,
 }
 
 /// How a versioned endpoint's entries keep their messages in order (SPEC R24–R27, R33).

@@ -7,7 +7,8 @@ use tokio::runtime::Handle;
 use crate::core::{CacheConfig, Keep, Refetch};
 use crate::core::{Recording, TraceEvent};
 use crate::runtime::driver::{Owner, Shared};
-use crate::runtime::endpoint::{Arg, EndpointBuilder};
+use crate::runtime::endpoint::Arg;
+use crate::runtime::endpoint_builder::EndpointBuilder;
 use crate::runtime::erased::Data;
 use crate::runtime::error::Error;
 

@@ -33,8 +33,15 @@ pub(crate) struct ErasedFetched {
     pub(crate) watermark: Option<Version>,
 }
 
+/// A query function's failure, and whether the endpoint's retry predicate finds it worth
+/// retrying (R36).
+pub(crate) struct FetchError {
+    pub(crate) error: QueryError,
+    pub(crate) retryable: bool,
+}
+
 pub(crate) type Fetch =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<ErasedFetched, QueryError>> + Send + Sync>;
+    Arc<dyn Fn() -> BoxFuture<'static, Result<ErasedFetched, FetchError>> + Send + Sync>;
 
 /// What a lifecycle handler is started with.
 pub(crate) struct LifecycleStart {
@@ -330,10 +337,14 @@ impl Shared {
                         let query = async move { fetch().await };
                         let result = match AssertUnwindSafe(query).catch_unwind().await {
                             Ok(result) => result,
-                            Err(payload) => Err(QueryError::new(format!(
-                                "the query function panicked: {}",
-                                panic_message(&*payload)
-                            ))),
+                            // A panic is a bug, not a passing failure: not retried.
+                            Err(payload) => Err(FetchError {
+                                error: QueryError::new(format!(
+                                    "the query function panicked: {}",
+                                    panic_message(&*payload)
+                                )),
+                                retryable: false,
+                            }),
                         };
                         if let Some(shared) = weak.upgrade() {
                             shared.complete(&key, request, result);
@@ -449,7 +460,7 @@ impl Shared {
         self: &Arc<Self>,
         key: &CacheKey,
         request: RequestId,
-        result: Result<ErasedFetched, QueryError>,
+        result: Result<ErasedFetched, FetchError>,
     ) {
         match result {
             Ok(ErasedFetched {
@@ -469,9 +480,11 @@ impl Shared {
                     ((), false)
                 });
             }
-            Err(error) => self.with(|state, now| {
+            Err(FetchError { error, retryable }) => self.with(|state, now| {
                 state.requests.remove(&request);
-                state.cache.reject(now, key, request, error);
+                state
+                    .cache
+                    .reject_retryable(now, key, request, error, retryable);
             }),
         }
     }

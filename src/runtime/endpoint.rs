@@ -1,23 +1,23 @@
 //! Typed endpoints: a name, an argument type `A`, a data type `T`, a query function, an
 //! optional lifecycle handler and per-endpoint settings.
 
-use std::future::Future;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use serde::Serialize;
 
 use crate::core::Draft;
-use crate::core::{CacheKey, KeyOverride, default_key, key_from_override};
-use crate::core::{EndpointConfig, EndpointId, Keep, Refetch, Resync, Version, Versioning};
+use crate::core::{CacheKey, default_key, key_from_override};
+use crate::core::{EndpointId, Refetch, Version};
 use crate::core::{Patch, UpsertError};
-use crate::runtime::driver::{ErasedFetched, Fetch, LifecycleStart, Owner, StartLifecycle, State};
+use crate::runtime::driver::{
+    ErasedFetched, Fetch, FetchError, LifecycleStart, Owner, StartLifecycle, State,
+};
+use crate::runtime::endpoint_builder::{Handler, QueryFn, RetryIf, Serializer};
 use crate::runtime::erased::{Data, ErasedData, ErasedMeta};
 use crate::runtime::error::UpdateError;
-use crate::runtime::error::{BoxError, Error, QueryError};
-use crate::runtime::lifecycle::{BeforeData, EntryHandle, from_core, run_typed_recipe_atomic};
+use crate::runtime::error::{Error, QueryError};
+use crate::runtime::lifecycle::{EntryHandle, from_core, run_typed_recipe_atomic};
 use crate::runtime::patch_collection::PatchCollection;
 use crate::runtime::state::{QueryState, read_state};
 use crate::runtime::subscription::Subscription;
@@ -32,438 +32,13 @@ use crate::runtime::subscription::Subscription;
 pub trait Arg: Clone + Serialize + Send + Sync + 'static {}
 impl<A: Clone + Serialize + Send + Sync + 'static> Arg for A {}
 
-/// What a query function delivered: the data, its meta if the function gives one, and the
-/// snapshot's watermark on a versioned endpoint (R24).
-struct Fetched<T, M> {
-    data: T,
-    meta: Option<M>,
-    watermark: Option<Version>,
-}
-
-type QueryFn<A, T, M> =
-    Arc<dyn Fn(A) -> BoxFuture<'static, Result<Fetched<T, M>, BoxError>> + Send + Sync>;
-type Handler<A, T, M> = Arc<
-    dyn Fn(A, EntryHandle<BeforeData, T, M>) -> BoxFuture<'static, Result<(), BoxError>>
-        + Send
-        + Sync,
->;
-type Serializer<A> = Arc<dyn Fn(&A) -> KeyOverride + Send + Sync>;
-
-/// The builder's state before a query function is given (type state): `build` does not exist.
-///
-/// ```compile_fail
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let api = livecache::Api::builder().build();
-/// let endpoint = api.query::<u32, u32>("n").build(); // no query function: no `build`
-/// # }
-/// ```
-#[derive(Debug)]
-pub struct NoQueryFn;
-
-/// The builder's state once a query function is given (type state).
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), livecache::Error> {
-/// # let api = livecache::Api::builder().build();
-/// let builder = api.query::<u32, u32>("n").query_fn(|n: u32| async move { Ok(n) });
-/// let _endpoint = builder.build()?;
-/// # Ok(()) }
-/// ```
-pub struct WithQueryFn<A, T, M>(QueryFn<A, T, M>);
-
-/// Builds an [`Endpoint`]; made by [`Api::query`](crate::Api::query).
-///
-/// The query function comes first (it fixes the meta type), then the lifecycle handler.
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), livecache::Error> {
-/// # let api = livecache::Api::builder().build();
-/// let endpoint = api
-///     .query::<u32, u32>("square")
-///     .keep_unused_data_for(std::time::Duration::from_secs(5))
-///     .query_fn(|n: u32| async move { Ok(n * n) })
-///     .on_cache_entry_added(|_n, _entry| async { Ok(()) })
-///     .build()?;
-/// # Ok(()) }
-/// ```
-pub struct EndpointBuilder<A, T, M = (), Q = NoQueryFn> {
-    owner: Arc<Owner>,
-    name: String,
-    keep: Option<Keep>,
-    versions: Option<Versioning>,
-    stream_failure_rejects: bool,
-    serialize: Option<Serializer<A>>,
-    lifecycle: Option<Handler<A, T, M>>,
-    query: Q,
-    _types: PhantomData<fn(A) -> (T, M)>,
-}
-
-impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
-    pub(crate) fn new(owner: Arc<Owner>, name: String) -> Self {
-        EndpointBuilder {
-            owner,
-            name,
-            keep: None,
-            versions: None,
-            stream_failure_rejects: false,
-            serialize: None,
-            lifecycle: None,
-            query: NoQueryFn,
-            _types: PhantomData,
-        }
-    }
-
-    /// The query function: how the data is fetched (RTK's `queryFn`). Return `Ok(data)`, or
-    /// any error (`?` converts it).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() -> Result<(), livecache::Error> {
-    /// # let api = livecache::Api::builder().build();
-    /// let double = api
-    ///     .query::<u32, u32>("double")
-    ///     .query_fn(|n: u32| async move { Ok(n * 2) })
-    ///     .build()?;
-    /// assert_eq!(*double.subscribe(21)?.loaded().await.expect("live"), 42);
-    /// # Ok(()) }
-    /// ```
-    pub fn query_fn<F, Fut>(self, query: F) -> EndpointBuilder<A, T, (), WithQueryFn<A, T, ()>>
-    where
-        F: Fn(A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<T, BoxError>> + Send + 'static,
-    {
-        let query: QueryFn<A, T, ()> = Arc::new(move |arg| {
-            query(arg)
-                .map(|r| {
-                    r.map(|data| Fetched {
-                        data,
-                        meta: None,
-                        watermark: None,
-                    })
-                })
-                .boxed()
-        });
-        self.with_query(query)
-    }
-
-    /// A query function for a versioned endpoint (R24, R27): it returns the snapshot with its
-    /// watermark, the version of the newest change the snapshot reflects. Messages streamed
-    /// with [`EntryHandle::stream_versioned`] at or below it are dropped as duplicates, those
-    /// above it applied exactly once, and a refetch's snapshot is rebased: what was applied
-    /// while it ran, above its watermark, is applied again onto it. Declares the endpoint
-    /// versioned with [`Versioning::default`] unless [`EndpointBuilder::versioning`] says
-    /// otherwise.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() -> Result<(), livecache::Error> {
-    /// # let api = livecache::Api::builder().build();
-    /// use livecache::core::Version;
-    /// let feed = api
-    ///     .query::<(), Vec<u64>>("feed")
-    ///     .query_fn_versioned(|()| async { Ok((vec![1, 2], Version::new(2))) })
-    ///     .build()?;
-    /// let sub = feed.subscribe(())?;
-    /// sub.loaded().await.ok();
-    /// assert_eq!(sub.state().watermark, Some(Version::new(2)));
-    /// # Ok(()) }
-    /// ```
-    pub fn query_fn_versioned<F, Fut>(
-        mut self,
-        query: F,
-    ) -> EndpointBuilder<A, T, (), WithQueryFn<A, T, ()>>
-    where
-        F: Fn(A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(T, Version), BoxError>> + Send + 'static,
-    {
-        self.versions.get_or_insert_with(Versioning::default);
-        let query: QueryFn<A, T, ()> = Arc::new(move |arg| {
-            query(arg)
-                .map(|r| {
-                    r.map(|(data, watermark)| Fetched {
-                        data,
-                        meta: None,
-                        watermark: Some(watermark),
-                    })
-                })
-                .boxed()
-        });
-        self.with_query(query)
-    }
-
-    /// A query function that also returns meta (RTK's `meta`, e.g. the HTTP response's status
-    /// and headers), handed to the lifecycle with the first data.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() -> Result<(), livecache::Error> {
-    /// # let api = livecache::Api::builder().build();
-    /// #[derive(Debug, PartialEq)]
-    /// struct Meta { status: u16 }
-    /// let user = api
-    ///     .query::<u32, String>("getUser")
-    ///     .query_fn_with_meta(|id: u32| async move { Ok((format!("user {id}"), Meta { status: 200 })) })
-    ///     .on_cache_entry_added(|_id, entry| async move {
-    ///         if let Ok((_entry, first)) = entry.data_loaded().await {
-    ///             assert_eq!(first.meta.as_deref(), Some(&Meta { status: 200 }));
-    ///         }
-    ///         Ok(())
-    ///     })
-    ///     .build()?;
-    /// let sub = user.subscribe(1)?;
-    /// sub.loaded().await.ok();
-    /// # drop(sub);
-    /// # tokio::time::sleep(std::time::Duration::from_secs(61)).await;
-    /// # let ended: Vec<_> = api.trace().into_iter().filter_map(|e| match e.kind {
-    /// #     livecache::core::TraceKind::LifecycleEnded { outcome, .. } => Some(outcome),
-    /// #     _ => None,
-    /// # }).collect();
-    /// # assert_eq!(ended, [livecache::core::HandlerOutcome::Finished], "the handler's assertions held");
-    /// # Ok(()) }
-    /// ```
-    pub fn query_fn_with_meta<M, F, Fut>(
-        self,
-        query: F,
-    ) -> EndpointBuilder<A, T, M, WithQueryFn<A, T, M>>
-    where
-        M: Send + Sync + 'static,
-        F: Fn(A) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(T, M), BoxError>> + Send + 'static,
-    {
-        let query: QueryFn<A, T, M> = Arc::new(move |arg| {
-            query(arg)
-                .map(|r| {
-                    r.map(|(data, meta)| Fetched {
-                        data,
-                        meta: Some(meta),
-                        watermark: None,
-                    })
-                })
-                .boxed()
-        });
-        self.with_query(query)
-    }
-
-    fn with_query<M>(
-        self,
-        query: QueryFn<A, T, M>,
-    ) -> EndpointBuilder<A, T, M, WithQueryFn<A, T, M>> {
-        EndpointBuilder {
-            owner: self.owner,
-            name: self.name,
-            keep: self.keep,
-            versions: self.versions,
-            stream_failure_rejects: self.stream_failure_rejects,
-            serialize: self.serialize,
-            lifecycle: None,
-            query: WithQueryFn(query),
-            _types: PhantomData,
-        }
-    }
-}
-
-impl<A: Arg, T: Data, M, Q> EndpointBuilder<A, T, M, Q> {
-    /// How long this endpoint's unused entries are kept (RTK's `keepUnusedDataFor`), overriding
-    /// the api's. A `Duration` (clamped like RTK's timers) or [`Keep::Never`].
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() -> Result<(), livecache::Error> {
-    /// # let api = livecache::Api::builder().build();
-    /// use livecache::core::Keep;
-    /// let config = api
-    ///     .query::<(), String>("config")
-    ///     .keep_unused_data_for(Keep::Never)
-    ///     .query_fn(|()| async { Ok("dark mode".to_string()) })
-    ///     .build()?;
-    /// drop(config.subscribe(())?);
-    /// tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-    /// assert_eq!(api.len(), 1); // never removed automatically
-    /// # Ok(()) }
-    /// ```
-    pub fn keep_unused_data_for(mut self, keep: impl Into<Keep>) -> Self {
-        self.keep = Some(keep.into());
-        self
-    }
-
-    /// Declare the endpoint versioned, with these rules (R24–R27, R33): whether versions are
-    /// contiguous (a message further ahead than the next version is a gap, held while the
-    /// entry resyncs by refetching), and how many messages each queue holds. This runtime
-    /// resyncs by [`Resync::Refetch`]; [`Resync::Resume`] comes with the shared connection and is
-    /// refused by [`build`](EndpointBuilder::build) until then.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() -> Result<(), livecache::Error> {
-    /// # let api = livecache::Api::builder().build();
-    /// use livecache::core::{Version, Versioning};
-    /// let chat = api
-    ///     .query::<(), Vec<String>>("chat")
-    ///     .versioning(Versioning { contiguous: true, ..Versioning::default() })
-    ///     .query_fn_versioned(|()| async { Ok((vec![], Version::new(0))) })
-    ///     .build()?;
-    /// # drop(chat);
-    /// # Ok(()) }
-    /// ```
-    pub fn versioning(mut self, versioning: Versioning) -> Self {
-        self.versions = Some(versioning);
-        self
-    }
-
-    /// A stream that fails makes the query fail too (R28; RTK #2685, #4962): while an entry's
-    /// stream status is `Failed`, its `status` reads `Rejected` and `is_error()` is true —
-    /// with `error` the stream's failure when no request failed — whatever its requests did.
-    /// Off by default: the query status is the requests' alone, and a failed stream shows only
-    /// in [`QueryState::stream`](crate::QueryState::stream).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() -> Result<(), livecache::Error> {
-    /// # let api = livecache::Api::builder().build();
-    /// use livecache::core::{Status, StreamStatus};
-    /// let feed = api
-    ///     .query::<(), Vec<u32>>("feed")
-    ///     .stream_failure_rejects(true)
-    ///     .query_fn(|()| async { Ok(vec![]) })
-    ///     .on_cache_entry_added(|(), entry| async move {
-    ///         let failed = StreamStatus::Failed { error: "socket reset".into() };
-    ///         entry.report_stream_status(failed)?;
-    ///         entry.removed().await;
-    ///         Ok(())
-    ///     })
-    ///     .build()?;
-    /// let sub = feed.subscribe(())?;
-    /// sub.loaded().await.ok();
-    /// tokio::task::yield_now().await;
-    /// let state = sub.state();
-    /// assert_eq!(state.status, Status::Rejected);
-    /// assert_eq!(state.error.as_ref().map(|e| e.to_string()).as_deref(), Some("socket reset"));
-    /// assert_eq!(state.data(), Some(&vec![]));      // the data stays
-    /// # Ok(()) }
-    /// ```
-    pub fn stream_failure_rejects(mut self, rejects: bool) -> Self {
-        self.stream_failure_rejects = rejects;
-        self
-    }
-
-    /// Compute the cache key yourself (RTK's `serializeQueryArgs`): a
-    /// [`KeyOverride::Verbatim`] string is the key as it is; a [`KeyOverride::Value`] is keyed
-    /// the default way under the endpoint's name.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() -> Result<(), livecache::Error> {
-    /// # let api = livecache::Api::builder().build();
-    /// use livecache::core::KeyOverride;
-    /// let page = api
-    ///     .query::<(String, u32), Vec<String>>("page")
-    ///     .serialize_query_args(|(list, _page): &(String, u32)| KeyOverride::Verbatim(format!("list-{list}")))
-    ///     .query_fn(|(_list, page): (String, u32)| async move { Ok(vec![format!("page {page}")]) })
-    ///     .build()?;
-    /// assert_eq!(page.key(&("todo".into(), 3))?.as_str(), "list-todo");
-    /// # Ok(()) }
-    /// ```
-    pub fn serialize_query_args(
-        mut self,
-        serialize: impl Fn(&A) -> KeyOverride + Send + Sync + 'static,
-    ) -> Self {
-        self.serialize = Some(Arc::new(serialize));
-        self
-    }
-}
-
-impl<A: Arg, T: Data, M: Send + Sync + 'static> EndpointBuilder<A, T, M, WithQueryFn<A, T, M>> {
-    /// The lifecycle handler (RTK's `onCacheEntryAdded`): called once per entry lifetime with
-    /// the entry's original argument and a handle in state [`BeforeData`] (R12). Return `Ok(())`,
-    /// or an error; either way, and even if it panics, the cache carries on and the outcome is
-    /// traced (R16).
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() -> Result<(), livecache::Error> {
-    /// # let api = livecache::Api::builder().build();
-    /// let ticker = api
-    ///     .query::<String, Vec<f64>>("ticker")
-    ///     .query_fn(|_symbol: String| async move { Ok(vec![1.0]) })
-    ///     .on_cache_entry_added(|_symbol, entry| async move {
-    ///         let Ok((entry, _first)) = entry.data_loaded().await else { return Ok(()) };
-    ///         entry.update_cached_data(|prices| prices.push(1.5))?;
-    ///         entry.removed().await;
-    ///         Ok(())
-    ///     })
-    ///     .build()?;
-    /// let sub = ticker.subscribe("ACME".into())?;
-    /// sub.loaded().await.ok();
-    /// tokio::task::yield_now().await;
-    /// assert_eq!(sub.state().data().map(Vec::len), Some(2));
-    /// # Ok(()) }
-    /// ```
-    pub fn on_cache_entry_added<F, Fut>(mut self, handler: F) -> Self
-    where
-        F: Fn(A, EntryHandle<BeforeData, T, M>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
-    {
-        self.lifecycle = Some(Arc::new(move |arg, entry| handler(arg, entry).boxed()));
-        self
-    }
-
-    /// Register the endpoint. Fails if the api already has an endpoint of this name.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() -> Result<(), livecache::Error> {
-    /// # let api = livecache::Api::builder().build();
-    /// let first = api.query::<u32, u32>("n").query_fn(|n: u32| async move { Ok(n) }).build();
-    /// let second = api.query::<u32, u32>("n").query_fn(|n: u32| async move { Ok(n) }).build();
-    /// assert!(first.is_ok());
-    /// assert!(matches!(second, Err(livecache::Error::DuplicateEndpoint { .. })));
-    /// # Ok(()) }
-    /// ```
-    pub fn build(self) -> Result<Endpoint<A, T, M>, Error> {
-        let name = self.name;
-        if self
-            .versions
-            .is_some_and(|versions| versions.resync == Resync::Resume)
-        {
-            return Err(Error::Unsupported {
-                name,
-                what: "resyncing by resume needs a source that replays, which comes with the \
-                       shared connection; resync by refetch (Resync::Refetch)"
-                    .into(),
-            });
-        }
-        let config = EndpointConfig {
-            keep: self.keep,
-            has_lifecycle: self.lifecycle.is_some(),
-            versions: self.versions,
-            stream_failure_rejects: self.stream_failure_rejects,
-        };
-        let id = self
-            .owner
-            .shared
-            .with(|state, _| state.cache.add_endpoint(name.clone(), config))?;
-        Ok(Endpoint {
-            owner: self.owner,
-            inner: Arc::new(EndpointInner {
-                id,
-                name,
-                query: self.query.0,
-                lifecycle: self.lifecycle,
-                serialize: self.serialize,
-            }),
-        })
-    }
-}
-
-struct EndpointInner<A, T, M> {
-    id: EndpointId,
-    name: String,
-    query: QueryFn<A, T, M>,
-    lifecycle: Option<Handler<A, T, M>>,
-    serialize: Option<Serializer<A>>,
+pub(crate) struct EndpointInner<A, T, M> {
+    pub(crate) id: EndpointId,
+    pub(crate) name: String,
+    pub(crate) query: QueryFn<A, T, M>,
+    pub(crate) lifecycle: Option<Handler<A, T, M>>,
+    pub(crate) serialize: Option<Serializer<A>>,
+    pub(crate) retry_if: Option<RetryIf>,
 }
 
 /// A typed endpoint: subscribe to it, prefetch it, update its entries from outside.
@@ -481,8 +56,8 @@ struct EndpointInner<A, T, M> {
 /// # Ok(()) }
 /// ```
 pub struct Endpoint<A, T, M = ()> {
-    owner: Arc<Owner>,
-    inner: Arc<EndpointInner<A, T, M>>,
+    pub(crate) owner: Arc<Owner>,
+    pub(crate) inner: Arc<EndpointInner<A, T, M>>,
 }
 
 impl<A, T, M> Clone for Endpoint<A, T, M> {
@@ -835,17 +410,23 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     /// The typed pieces a new lifetime needs: how to fetch, how to start its handler.
     fn lifetime_parts(&self, arg: A) -> (Fetch, Option<StartLifecycle>) {
         let query = Arc::clone(&self.inner.query);
+        let retry_if = self.inner.retry_if.clone();
         let fetch_arg = arg.clone();
         let fetch: Fetch = Arc::new(move || {
+            let retry_if = retry_if.clone();
             query(fetch_arg.clone())
-                .map(|result| {
+                .map(move |result| {
                     result
                         .map(|fetched| ErasedFetched {
                             data: ErasedData::new(fetched.data),
                             meta: fetched.meta.map(|m| Arc::new(m) as ErasedMeta),
                             watermark: fetched.watermark,
                         })
-                        .map_err(QueryError::new)
+                        .map_err(|error| {
+                            let error = QueryError::new(error);
+                            let retryable = retry_if.as_ref().is_none_or(|retry| retry(&error));
+                            FetchError { error, retryable }
+                        })
                 })
                 .boxed()
         });

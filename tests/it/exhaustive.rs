@@ -7,14 +7,16 @@
 //! reached is asserted exactly: a tripwire that fails when the semantics change, so the change
 //! is noticed and the number updated on purpose.
 //!
-//! Four alphabets, four tests: the lifecycle's 17 ops (`Late` among them: an event after a
+//! Five alphabets, five tests: the lifecycle's 17 ops (`Late` among them: an event after a
 //! deadline nobody ticked for); 13 ops around one stream attachment (R21: attach, messages, a
 //! bad frame, a failure, against data landing, removal, expiry and a restart of the handler,
 //! R30); and 12 live ops on a versioned entry already loaded with a stream attached (R24–R28,
 //! R30, R33: versioned messages in and out of order, a refetch's snapshot and its rebase, a
 //! rejection, the source reconnecting, a resume done, a failure, removal, a restart), once for
-//! each resync policy; and 12 polling ops (R37: polling set, stopped and changed on two
-//! subscriptions, against settles, a refetch, the clock, a subscriber leaving, removal).
+//! each resync policy; 12 polling ops (R37: polling set, stopped and changed on two
+//! subscriptions, against settles, a refetch, the clock, a subscriber leaving, removal); and 12
+//! retry ops (R36: failures and successes against retries falling due, joins, polling, upserts,
+//! removal).
 //! N is 5 for both by default; set `LIVECACHE_EXHAUSTIVE_DEPTH` for more (docs/testing.md lists
 //! the cost).
 
@@ -275,6 +277,48 @@ fn poll_alphabet(model: &Model) -> Vec<Op> {
     ]
 }
 
+/// The retry alphabet (R36), after subscription 1 to c(1), whose endpoint retries twice (after
+/// 100 then 150 ms): failures and successes of the request in flight against its retries
+/// falling due, the clock, a refetch and a prefetch joining it, polling, data upserted, the
+/// subscriber leaving and the entry's removal.
+fn retry_alphabet(model: &Model) -> Vec<Op> {
+    let current = current(model, C1);
+    vec![
+        Op::Reject {
+            key: C1,
+            request: current,
+            error: "503".into(),
+        },
+        Op::Fulfil {
+            key: C1,
+            request: current,
+            data: vec![1],
+        },
+        Op::Refetch { subscription: 1 },
+        Op::Prefetch {
+            key: C1,
+            refetch: Refetch::Always,
+        },
+        Op::SetPolling {
+            subscription: 1,
+            interval: 100,
+        },
+        Op::Upsert {
+            key: C1,
+            data: vec![2],
+        },
+        Op::Unsubscribe { subscription: 1 },
+        Op::AdvanceToDeadline,
+        Op::Advance { ms: 50 },
+        Op::Late { ms: 50 },
+        Op::Remove { key: C1 },
+        Op::Subscribe {
+            key: C1,
+            refetch: Refetch::IfMissing,
+        },
+    ]
+}
+
 fn live_refetch_alphabet(model: &Model) -> Vec<Op> {
     live_alphabet(model, V1)
 }
@@ -465,6 +509,29 @@ fn r37_every_polling_sequence_up_to_depth_agrees_and_keeps_invariants() {
         4 => Some(583),
         5 => Some(1675),
         6 => Some(4326),
+        _ => None,
+    };
+    if let Some(expected) = expected {
+        assert_eq!(distinct, expected, "distinct model states at depth {depth}");
+    }
+}
+
+#[test]
+fn r36_every_retry_sequence_up_to_depth_agrees_and_keeps_invariants() {
+    let depth = depth();
+    let prefix = [Op::Subscribe {
+        key: C1,
+        refetch: Refetch::IfMissing,
+    }];
+    let (_, distinct) = explore_from(Config::standard(true), &prefix, retry_alphabet, 12, depth);
+    // The tripwire, as above.
+    let expected: Option<usize> = match depth {
+        1 => Some(10),
+        2 => Some(53),
+        3 => Some(219),
+        4 => Some(770),
+        5 => Some(2391),
+        6 => Some(6687),
         _ => None,
     };
     if let Some(expected) = expected {

@@ -46,6 +46,7 @@ fn versioned(contiguous: bool, resync: Resync, max_queued: usize) -> EndpointCon
             max_queued,
         }),
         stream_failure_rejects: false,
+        retry: None,
     }
 }
 
@@ -56,6 +57,7 @@ fn unversioned() -> EndpointConfig {
         has_lifecycle: true,
         versions: None,
         stream_failure_rejects: false,
+        retry: None,
     }
 }
 

@@ -24,6 +24,7 @@ mod live_ws;
 mod model_equivalence;
 mod patch_recording;
 mod polling;
+mod retries;
 mod rule_traces;
 mod runtime_model;
 mod runtime_rules;

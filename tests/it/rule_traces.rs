@@ -43,6 +43,7 @@ fn with_lifecycle() -> EndpointConfig {
         has_lifecycle: true,
         versions: None,
         stream_failure_rejects: false,
+        retry: None,
     }
 }
 
@@ -53,6 +54,7 @@ fn plain(keep: Option<Keep>) -> EndpointConfig {
         has_lifecycle: false,
         versions: None,
         stream_failure_rejects: false,
+        retry: None,
     }
 }
 

@@ -48,9 +48,18 @@ fn config(record_patches: bool) -> Config {
         versions: None,
         max_buffered: None,
         stream_failure_rejects: false,
+        retry: None,
+    };
+    // `c` retries as in the standard universe (R36).
+    let retrying = EndpointSpec {
+        retry: Config::standard(false)
+            .endpoints
+            .get(2)
+            .and_then(|spec| spec.retry),
+        ..ep("c", None)
     };
     Config {
-        endpoints: vec![ep("a", Some(60_000)), ep("b", Some(0)), ep("c", None)],
+        endpoints: vec![ep("a", Some(60_000)), ep("b", Some(0)), retrying],
         record_patches,
     }
 }
@@ -97,6 +106,10 @@ impl ReferenceStateMachine for Reference {
             | Op::RefetchLifetime { lifetime }
             | Op::SourceResync { lifetime }
             | Op::StreamReport { lifetime, .. } => !loading(state, *lifetime),
+            // A result comes from a running query function (not one waiting for a retry).
+            Op::Fulfil { key, request, .. } | Op::Reject { key, request, .. } => {
+                state.running().contains(&(*key, *request))
+            }
             _ => true,
         }
     }
@@ -212,8 +225,14 @@ impl System {
                 .map(|(index, spec)| {
                     let pending = Arc::clone(&pending);
                     let handles = Arc::clone(&handles);
-                    api.query::<u8, Data>(spec.name.clone())
-                        .keep_unused_data_for(spec.keep_ms.map_or(Keep::Never, Keep::millis))
+                    let builder = api
+                        .query::<u8, Data>(spec.name.clone())
+                        .keep_unused_data_for(spec.keep_ms.map_or(Keep::Never, Keep::millis));
+                    let builder = match spec.retry {
+                        Some(policy) => builder.retry(policy),
+                        None => builder,
+                    };
+                    builder
                         .query_fn(move |arg: u8| {
                             let (tx, rx) = oneshot::channel::<Reply>();
                             if let Ok(mut pending) = pending.lock() {

@@ -87,6 +87,17 @@ impl ConfigSel {
                     }),
                     max_buffered: buffered.map(|max| usize::from(max % 4) + 1),
                     stream_failure_rejects: self.failure_rejects & (1 << i) != 0,
+                    // R36: bits 4–6 of the same byte give `a`, `b`, `c` a retry policy (one
+                    // or two retries, 100 ms doubling to at most 150 ms; no jitter).
+                    retry: (self.failure_rejects & (1 << (i + 4)) != 0).then_some(
+                        livecache::core::RetryPolicy {
+                            max_retries: 1 + u32::from(self.failure_rejects >> 7),
+                            base_ms: 100,
+                            max_ms: 150,
+                            jitter_percent: 0,
+                            seed: 0,
+                        },
+                    ),
                 },
             )
             .collect();

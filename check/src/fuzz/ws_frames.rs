@@ -530,6 +530,7 @@ fn check(
     );
     let config = Config {
         endpoints: vec![EndpointSpec {
+            retry: None,
             name: ENDPOINT.to_owned(),
             keep_ms: Some(60_000),
             lifecycle: true,

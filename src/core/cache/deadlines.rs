@@ -9,14 +9,16 @@ use crate::core::data::CacheData;
 use crate::core::key::CacheKey;
 use crate::core::trace::{RemoveCause, TraceKind};
 
-/// What a deadline is for. Removal and poll timers (and retry timers, planned: docs/spec.md
-/// R36) are armed in the same table, so the core has one earliest deadline.
+/// What a deadline is for. Removal, poll and retry timers are armed in the same table, so the
+/// core has one earliest deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(super) enum Timer {
     /// Remove the entry (R4, R5).
     Removal,
     /// Poll the entry (R37).
     Poll,
+    /// Retry the entry's request (R36).
+    Retry,
 }
 
 /// An armed deadline, as the entry it belongs to remembers it: its time and the arming's
@@ -94,7 +96,8 @@ where
     D: CacheData,
     E: fmt::Display,
 {
-    /// The earliest armed deadline (a removal or a poll): when to call [`Cache::handle_timeout`].
+    /// The earliest armed deadline (a removal, a poll or a retry): when to call
+    /// [`Cache::handle_timeout`].
     ///
     /// ```
     /// let cache: livecache::core::Cache<u32> = livecache::core::Cache::new(Default::default());
@@ -137,9 +140,16 @@ where
 
     pub(super) fn expire(&mut self, now: u64, inclusive: bool) {
         while let Some((armed, timer, key)) = self.deadlines.pop_due(now, inclusive) {
-            if timer == Timer::Poll {
-                self.poll_due(&key, armed);
-                continue;
+            match timer {
+                Timer::Poll => {
+                    self.poll_due(&key, armed);
+                    continue;
+                }
+                Timer::Retry => {
+                    self.retry_due(&key, armed);
+                    continue;
+                }
+                Timer::Removal => {}
             }
             // Only the entry this deadline was armed for (a core user's panicking recipe can
             // take an entry away without disarming its deadline; a new entry of the key keeps

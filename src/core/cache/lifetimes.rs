@@ -112,6 +112,7 @@ where
             live: None,
             handler: 0,
             polling: None,
+            retrying: None,
         };
         self.entries.insert(key.clone(), slot);
     }
@@ -136,6 +137,10 @@ where
             .disarm(Timer::Removal, key, &mut slot.deadline);
         if let Some(polling) = slot.polling.as_mut() {
             self.deadlines.disarm(Timer::Poll, key, &mut polling.armed);
+        }
+        if let Some(retrying) = slot.retrying.as_mut() {
+            self.deadlines
+                .disarm(Timer::Retry, key, &mut retrying.armed);
         }
         let lifetime = slot.entry.lifetime();
         if let Some(request) = slot.entry.in_flight() {

@@ -38,6 +38,7 @@ mod live;
 mod polling;
 mod requests;
 mod restart;
+mod retrying;
 mod store;
 mod streams;
 mod subscriptions;
@@ -282,6 +283,8 @@ pub struct EntryView<'a, D, E> {
     /// When the entry next polls (R37): armed while a subscription polls it and no request is
     /// in flight.
     pub poll_deadline: Option<u64>,
+    /// When the entry's failed request is retried (R36), if it is waiting to be.
+    pub retry_deadline: Option<u64>,
     /// The health of its live source (R28).
     pub stream: StreamStatus,
     /// The version of the newest change its data reflects, on a versioned endpoint (R24).
@@ -597,6 +600,11 @@ where
                 .polling
                 .as_ref()
                 .and_then(|p| p.armed)
+                .map(|armed| armed.at),
+            retry_deadline: slot
+                .retrying
+                .as_ref()
+                .and_then(|r| r.armed)
                 .map(|armed| armed.at),
             stream,
             watermark: slot.live.as_ref().and_then(|live| live.watermark),

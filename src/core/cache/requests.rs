@@ -150,6 +150,7 @@ where
         }
         // A panic of the data's `PartialEq` is contained and traced in `receive`; the driver
         // of a request has nobody to report it to.
+        self.end_retrying(key);
         let _ = self.receive(key, Some(request), data, watermark);
         self.poll_follows(key);
     }
@@ -169,12 +170,12 @@ where
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn reject(&mut self, now: u64, key: &CacheKey, request: RequestId, error: E) {
-        let request = request.0;
-        self.advance(now);
-        if !self.is_current(key, request) {
-            self.record(self.now, key, TraceKind::ResultIgnored { request });
-            return;
-        }
+        self.reject_retryable(now, key, request, error, true);
+    }
+
+    /// The current request of `key` failed for good: status `Rejected` (R9).
+    pub(super) fn reject_current(&mut self, key: &CacheKey, request: u64, error: E) {
+        self.end_retrying(key);
         let recording = self.config.recording != Recording::Off;
         let text = if recording {
             // At most the cap is copied out of the error, however long its display (R23).
@@ -327,6 +328,7 @@ where
         if let Some(live) = slot.live.as_mut() {
             live.rebase_base = live.watermark;
         }
+        self.end_retrying(key);
         self.request_started(key, request, reason);
     }
 

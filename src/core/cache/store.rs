@@ -27,6 +27,8 @@ pub(super) struct Slot<D, E> {
     pub(super) handler: u32,
     /// Its polling subscriptions and poll deadline (R37), while it has any.
     pub(super) polling: Option<Box<super::polling::Polling>>,
+    /// Its request's retries so far and the armed retry (R36), while its request has failed.
+    pub(super) retrying: Option<Box<super::retrying::Retrying>>,
 }
 
 /// What a subscriber can see of an entry: a change to any of these is worth a notification.

@@ -14,6 +14,7 @@ use crate::core::trace::{HandlerOutcome, TraceKind, UpdateSource};
 pub(crate) fn is_failure(kind: &TraceKind) -> bool {
     match kind {
         TraceKind::RequestRejected { .. }
+        | TraceKind::RequestRetrying { .. }
         | TraceKind::DataPanicked { .. }
         | TraceKind::QueueOverflowed { .. }
         | TraceKind::StreamSkipped { .. } => true,

@@ -187,6 +187,7 @@ impl TraceKind {
     pub(crate) fn text_len(&self) -> usize {
         match self {
             TraceKind::RequestRejected { error: text, .. }
+            | TraceKind::RequestRetrying { error: text, .. }
             | TraceKind::StreamSkipped { reason: text, .. }
             | TraceKind::StreamEnded { reason: text, .. }
             | TraceKind::DataPanicked { message: text }
@@ -532,6 +533,25 @@ pub enum TraceKind {
         #[serde(flatten)]
         status: StreamStatus,
     },
+    /// A request failed and will be run again (R36): its status stays `Pending`, it stays in
+    /// flight, and it is retried `delay_ms` from now.
+    RequestRetrying {
+        /// The request.
+        request: u64,
+        /// The retry coming (1 for the first).
+        attempt: u32,
+        /// When, from now.
+        delay_ms: u64,
+        /// The failure, as displayed (cut like every text the trace keeps).
+        error: String,
+    },
+    /// A request's retry started: its query function runs again (R36).
+    RequestRetried {
+        /// The request.
+        request: u64,
+        /// Which retry (1 for the first).
+        attempt: u32,
+    },
     /// The lifecycle handler of a lifetime ended (R16).
     LifecycleEnded {
         /// The lifetime.
@@ -725,6 +745,18 @@ impl fmt::Display for TraceKind {
                 write!(f, "request_rejected request={request} error={error:?}")
             }
             TraceKind::ResultIgnored { request } => write!(f, "result_ignored request={request}"),
+            TraceKind::RequestRetrying {
+                request,
+                attempt,
+                delay_ms,
+                error,
+            } => write!(
+                f,
+                "request_retrying request={request} attempt={attempt} delay_ms={delay_ms} error={error:?}"
+            ),
+            TraceKind::RequestRetried { request, attempt } => {
+                write!(f, "request_retried request={request} attempt={attempt}")
+            }
             TraceKind::DataLoaded { lifetime, request } => match request {
                 Some(r) => write!(f, "data_loaded lifetime={lifetime} request={r}"),
                 None => write!(f, "data_loaded lifetime={lifetime} by=upsert"),

@@ -73,7 +73,13 @@ pub fn ops_attaching(
     let sub_id = 1..=subscriptions + 1;
     let request_id = 1..=requests + 1;
     let lifetime_id = 1..=lifetimes + 1;
-    let in_flight = state.in_flight();
+    // The runtime's results come from running query functions only (none while a request waits
+    // for its retry, R36); the core takes a result whenever it comes.
+    let in_flight = if stale_results {
+        state.in_flight()
+    } else {
+        state.running()
+    };
     let mut arms: Vec<(u32, BoxedStrategy<Op>)> = vec![
         (
             6,
