@@ -46,6 +46,7 @@ pub(crate) mod patch_log;
 mod retry;
 mod status;
 mod stream_status;
+mod tag;
 mod trace;
 mod version;
 
@@ -79,6 +80,7 @@ pub use patch::{Patch, PatchSet};
 pub use retry::RetryPolicy;
 pub use status::{Phase, Status};
 pub use stream_status::StreamStatus;
+pub use tag::Tag;
 pub use trace::{
     AddCause, HandlerOutcome, Queue, Recording, RemoveCause, RequestReason, TRACE_TEXT_CAP,
     TraceEvent, TraceKind, UpdateSource,

@@ -176,5 +176,5 @@ pub use runtime::{
 pub use crate::core::{
     CacheKey, Draft, HandlerOutcome, Keep, KeyOverride, Patch, PatchError, PatchSet, Phase,
     Recording, Refetch, RequestEvent, RequestReason, Resync, Status, StreamEndReason, StreamStatus,
-    TraceEvent, TraceKind, UpdateSource, Version, Versioning,
+    Tag, TraceEvent, TraceKind, UpdateSource, Version, Versioning,
 };

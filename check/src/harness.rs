@@ -186,6 +186,14 @@ impl CoreUnderTest {
             Op::Refetch { subscription } => {
                 OpResult::Done(self.cache.refetch(now, SubscriptionId(*subscription)))
             }
+            Op::ProvideTags { key, tags } => {
+                let (_, k) = self.key(*key);
+                OpResult::Done(self.cache.provide_tags(now, &k, tags.iter().cloned()))
+            }
+            Op::Invalidate { tags } => {
+                self.cache.invalidate(now, tags);
+                OpResult::Unit
+            }
             Op::SetPolling {
                 subscription,
                 interval,
@@ -627,6 +635,8 @@ impl CoreUnderTest {
                     removal_deadline: e.removal_deadline,
                     poll_deadline: e.poll_deadline,
                     retry_deadline: e.retry_deadline,
+                    tags: e.tags.to_vec(),
+                    invalidated: e.invalidated,
                     stream: self.streams.get(&e.lifetime.0).map(|(_, attachment)| {
                         StreamObservation {
                             held: attachment.held(),

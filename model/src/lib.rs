@@ -413,6 +413,18 @@ pub enum Op {
         /// The interval in ms (0: none).
         interval: u64,
     },
+    /// The entry of `key` provides `tags` from now on (R38). Whether it is live.
+    ProvideTags {
+        /// The key.
+        key: KeyRef,
+        /// The tags.
+        tags: Vec<livecache::core::Tag>,
+    },
+    /// Invalidate `tags` (R38).
+    Invalidate {
+        /// The tags.
+        tags: Vec<livecache::core::Tag>,
+    },
 }
 
 /// A status a stream's source reports (R28); `Ended` and `Failed` come with
@@ -529,6 +541,10 @@ pub struct Observation {
     pub poll_deadline: Option<u64>,
     /// The armed retry deadline, if any (R36).
     pub retry_deadline: Option<u64>,
+    /// The tags it provides, sorted (R38).
+    pub tags: Vec<livecache::core::Tag>,
+    /// Whether an invalidation marked it to refetch when next subscribed (R38).
+    pub invalidated: bool,
     /// The message stream attached to the lifetime, as its driver sees it (R21); `None` when
     /// none is attached (never was, or it ended).
     pub stream: Option<StreamObservation>,

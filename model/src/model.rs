@@ -21,6 +21,7 @@ use crate::{
 mod live;
 mod polling;
 mod restart;
+mod tags;
 
 /// A text as the trace records it (R23, `TRACE_TEXT_CAP`): whole if it has at most
 /// `TRACE_TEXT_CAP` bytes; else its longest prefix ending on a char boundary that leaves room for
@@ -108,6 +109,11 @@ pub struct Entry {
     pub retries: u32,
     /// The armed retry deadline, if any (R36).
     pub retry: Option<Deadline>,
+    /// The tags it provides, sorted (R38).
+    pub tags: Vec<livecache::core::Tag>,
+    /// An invalidation reached it while it had no subscribers: it refetches when next
+    /// subscribed or prefetched (R38).
+    pub invalidated: bool,
 }
 
 /// The live state of an entry (R24–R28, R33), as plain data.
@@ -312,6 +318,8 @@ impl Model {
                 removal_deadline: e.deadline.map(|d| d.at_ms),
                 poll_deadline: e.poll.map(|d| d.at_ms),
                 retry_deadline: e.retry.map(|d| d.at_ms),
+                tags: e.tags.clone(),
+                invalidated: e.invalidated,
                 stream: e.stream.as_ref().map(|s| StreamObservation {
                     held: s.held.as_ref().map_or(0, Vec::len),
                     reading: s.finished.is_none(),
@@ -484,6 +492,11 @@ impl Model {
                 subscription,
                 interval,
             } => OpResult::Done(self.set_polling(*subscription, *interval)),
+            Op::ProvideTags { key, tags } => OpResult::Done(self.provide_tags(*key, tags)),
+            Op::Invalidate { tags } => {
+                self.invalidate(tags);
+                OpResult::Unit
+            }
             Op::UpdateQueryData { key, recipe } => {
                 OpResult::QueryDataUpdated(self.update_query_data(*key, *recipe))
             }
@@ -1454,6 +1467,8 @@ impl Model {
                 poll: None,
                 retries: 0,
                 retry: None,
+                tags: Vec::new(),
+                invalidated: false,
             },
         );
         self.record(key, TraceKind::EntryAdded { lifetime, cause });
@@ -1484,6 +1499,8 @@ impl Model {
         entry.poll = None;
         entry.retries = 0;
         entry.retry = None;
+        // R38: a request fetches fresh data: an invalidation is answered.
+        entry.invalidated = false;
         self.record(key, TraceKind::RequestStarted { request, reason });
     }
 
@@ -1492,7 +1509,8 @@ impl Model {
         let Some(entry) = self.entries.get(key) else {
             return;
         };
-        let want = refetch_wanted(refetch, entry.fulfilled_at, self.now);
+        // R38: an entry an invalidation reached while unused refetches now.
+        let want = refetch_wanted(refetch, entry.fulfilled_at, self.now) || entry.invalidated;
         if let Some(request) = entry.in_flight {
             // R3: no second request while one is in flight; a wanted refetch joins it.
             if want {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::runtime::Handle;
 
 use crate::core::{CacheConfig, Keep, Refetch};
-use crate::core::{Recording, TraceEvent};
+use crate::core::{Recording, Tag, TraceEvent};
 use crate::runtime::driver::{Owner, Shared};
 use crate::runtime::endpoint::Arg;
 use crate::runtime::endpoint_builder::EndpointBuilder;
@@ -205,6 +205,37 @@ impl Api {
     /// ```
     pub fn reset(&self) {
         self.owner.shared.reset();
+    }
+
+    /// Invalidate tags (R38, RTK's `invalidatesTags`): every entry whose endpoint's
+    /// `provides_tags` gave a tag one of them reaches ([`Tag::reaches`]) is invalidated —
+    /// refetched now if it has subscribers (or its request in flight joined), refetched when
+    /// next subscribed otherwise (RTK removes those; livecache keeps their data for an instant
+    /// remount). Returns how many entries it reached.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::BoxError> {
+    /// use livecache::core::Tag;
+    /// let api = livecache::Api::builder().build();
+    /// let posts = api
+    ///     .query::<u32, String>("post")
+    ///     .provides_tags(|id, _| vec![Tag::id("Post", id)])
+    ///     .query_fn(|id: u32| async move { Ok(format!("post {id}")) })
+    ///     .build()?;
+    /// let sub = posts.subscribe(7)?;
+    /// sub.settled().await?;
+    /// assert_eq!(api.invalidate_tags([Tag::id("Post", 7)]), 1);
+    /// assert!(sub.state().is_fetching);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// [`Tag::reaches`]: crate::core::Tag::reaches
+    pub fn invalidate_tags(&self, tags: impl IntoIterator<Item = Tag>) -> usize {
+        let tags: Vec<Tag> = tags.into_iter().collect();
+        self.owner
+            .shared
+            .with(|state, now| state.cache.invalidate(now, &tags))
     }
 
     /// The shared state, for the runtime's unit tests.

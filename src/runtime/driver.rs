@@ -31,6 +31,8 @@ pub(crate) struct ErasedFetched {
     pub(crate) data: ErasedData,
     pub(crate) meta: Option<ErasedMeta>,
     pub(crate) watermark: Option<Version>,
+    /// The tags the endpoint's `provides_tags` gives for the argument and this data (R38).
+    pub(crate) tags: Option<Vec<crate::core::Tag>>,
 }
 
 /// A query function's failure, and whether the endpoint's retry predicate finds it worth
@@ -467,10 +469,17 @@ impl Shared {
                 data,
                 meta,
                 watermark,
+                tags,
             }) => {
                 let meta = meta.map(|m| (request, m));
                 self.with_meta(meta, None, |state, now| {
                     state.requests.remove(&request);
+                    // Only the request in flight's result provides tags (a stale one is ignored).
+                    if let Some(tags) = tags
+                        && state.cache.entry(key).and_then(|e| e.in_flight) == Some(request)
+                    {
+                        state.cache.provide_tags(now, key, tags);
+                    }
                     match watermark {
                         Some(watermark) => state
                             .cache

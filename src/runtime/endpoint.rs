@@ -13,7 +13,7 @@ use crate::core::{Patch, UpsertError};
 use crate::runtime::driver::{
     ErasedFetched, Fetch, FetchError, LifecycleStart, Owner, StartLifecycle, State,
 };
-use crate::runtime::endpoint_builder::{Handler, QueryFn, RetryIf, Serializer};
+use crate::runtime::endpoint_builder::{Handler, ProvidesTags, QueryFn, RetryIf, Serializer};
 use crate::runtime::erased::{Data, ErasedData, ErasedMeta};
 use crate::runtime::error::UpdateError;
 use crate::runtime::error::{Error, QueryError};
@@ -39,6 +39,7 @@ pub(crate) struct EndpointInner<A, T, M> {
     pub(crate) lifecycle: Option<Handler<A, T, M>>,
     pub(crate) serialize: Option<Serializer<A>>,
     pub(crate) retry_if: Option<RetryIf>,
+    pub(crate) provides_tags: Option<ProvidesTags<A, T>>,
 }
 
 /// A typed endpoint: subscribe to it, prefetch it, update its entries from outside.
@@ -312,6 +313,11 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     fn upsert_at(&self, arg: A, data: T, watermark: Option<Version>) -> Result<(), Error> {
         let key = self.key(&arg)?;
         let id = self.inner.id;
+        let tags = self
+            .inner
+            .provides_tags
+            .as_ref()
+            .map(|tags| tags(&arg, &data));
         self.owner.shared.with(|state, now| {
             let data = ErasedData::new(data);
             let upserted = match watermark {
@@ -324,8 +330,30 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
             // A new lifetime's runtime side is registered before the core's effects run (an
             // upsert whose data's `PartialEq` panicked took effect too).
             state.ensure_lifetime(&key, || self.lifetime_parts(arg));
+            if let Some(tags) = tags {
+                state.cache.provide_tags(now, &key, tags);
+            }
             Ok(upserted?)
         })
+    }
+
+    /// The keys of this endpoint's live entries, sorted (R38: what `invalidate_tags` may reach,
+    /// RTK's `selectCachedArgsForQuery` by key).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// # let api = livecache::Api::builder().build();
+    /// # let double = api.query::<u32, u32>("double").query_fn(|n: u32| async move { Ok(n * 2) }).build()?;
+    /// double.upsert_query_data(2, 4)?;
+    /// double.upsert_query_data(1, 2)?;
+    /// let keys: Vec<String> = double.cached_keys().iter().map(|k| k.to_string()).collect();
+    /// assert_eq!(keys, ["double(1)", "double(2)"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn cached_keys(&self) -> Vec<CacheKey> {
+        let id = self.inner.id;
+        self.owner.shared.with(|state, _| state.cache.keys_of(id))
     }
 
     /// Remove the entry for `arg` now (R7). Returns whether there was one.
@@ -411,13 +439,17 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     fn lifetime_parts(&self, arg: A) -> (Fetch, Option<StartLifecycle>) {
         let query = Arc::clone(&self.inner.query);
         let retry_if = self.inner.retry_if.clone();
+        let provides_tags = self.inner.provides_tags.clone();
         let fetch_arg = arg.clone();
         let fetch: Fetch = Arc::new(move || {
             let retry_if = retry_if.clone();
+            let provides_tags = provides_tags.clone();
+            let tags_arg = fetch_arg.clone();
             query(fetch_arg.clone())
                 .map(move |result| {
                     result
                         .map(|fetched| ErasedFetched {
+                            tags: provides_tags.map(|tags| tags(&tags_arg, &fetched.data)),
                             data: ErasedData::new(fetched.data),
                             meta: fetched.meta.map(|m| Arc::new(m) as ErasedMeta),
                             watermark: fetched.watermark,

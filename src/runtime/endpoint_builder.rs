@@ -8,7 +8,9 @@ use std::sync::Arc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::core::{EndpointConfig, Keep, KeyOverride, Resync, RetryPolicy, Version, Versioning};
+use crate::core::{
+    EndpointConfig, Keep, KeyOverride, Resync, RetryPolicy, Tag, Version, Versioning,
+};
 use crate::runtime::driver::Owner;
 use crate::runtime::endpoint::{Arg, Endpoint, EndpointInner};
 use crate::runtime::erased::Data;
@@ -80,11 +82,15 @@ pub struct EndpointBuilder<A, T, M = (), Q = NoQueryFn> {
     stream_failure_rejects: bool,
     retry: Option<RetryPolicy>,
     retry_if: Option<RetryIf>,
+    provides_tags: Option<ProvidesTags<A, T>>,
     serialize: Option<Serializer<A>>,
     lifecycle: Option<Handler<A, T, M>>,
     query: Q,
     _types: PhantomData<fn(A) -> (T, M)>,
 }
+
+/// The tags an entry provides, from its argument and data (R38).
+pub(crate) type ProvidesTags<A, T> = Arc<dyn Fn(&A, &T) -> Vec<Tag> + Send + Sync>;
 
 /// Which failures an endpoint retries (R36): all of them without one.
 pub(crate) type RetryIf = Arc<dyn Fn(&QueryError) -> bool + Send + Sync>;
@@ -99,6 +105,7 @@ impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
             stream_failure_rejects: false,
             retry: None,
             retry_if: None,
+            provides_tags: None,
             serialize: None,
             lifecycle: None,
             query: NoQueryFn,
@@ -249,6 +256,7 @@ impl<A: Arg, T: Data> EndpointBuilder<A, T, (), NoQueryFn> {
             stream_failure_rejects: self.stream_failure_rejects,
             retry: self.retry,
             retry_if: self.retry_if,
+            provides_tags: self.provides_tags,
             serialize: self.serialize,
             lifecycle: None,
             query: WithQueryFn(query),
@@ -373,6 +381,31 @@ impl<A: Arg, T: Data, M, Q> EndpointBuilder<A, T, M, Q> {
     /// [`RetryPolicy::delay_ms`]: crate::core::RetryPolicy::delay_ms
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = Some(policy);
+        self
+    }
+
+    /// The tags each entry provides, from its argument and data (R38, RTK's `providesTags`):
+    /// recomputed with every result and upsert. [`Api::invalidate_tags`] refetches the
+    /// subscribed entries providing a tag it reaches and marks the others to refetch when next
+    /// subscribed.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use livecache::core::Tag;
+    /// # let api = livecache::Api::builder().build();
+    /// let posts = api
+    ///     .query::<u32, String>("post")
+    ///     .provides_tags(|id, _post| vec![Tag::id("Post", id)]);
+    /// # }
+    /// ```
+    ///
+    /// [`Api::invalidate_tags`]: crate::Api::invalidate_tags
+    pub fn provides_tags(
+        mut self,
+        tags: impl Fn(&A, &T) -> Vec<Tag> + Send + Sync + 'static,
+    ) -> Self {
+        self.provides_tags = Some(Arc::new(tags));
         self
     }
 
@@ -502,6 +535,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> EndpointBuilder<A, T, M, WithQue
                 lifecycle: self.lifecycle,
                 serialize: self.serialize,
                 retry_if: self.retry_if,
+                provides_tags: self.provides_tags,
             }),
         })
     }

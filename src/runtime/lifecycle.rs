@@ -17,7 +17,7 @@ use crate::core::Draft;
 use crate::core::PatchSet;
 use crate::core::{HandlerId, LifetimeId};
 use crate::core::{LifetimePlace, Notify, Patches};
-use crate::core::{RequestEvent, StreamStatus, UpdateRefused};
+use crate::core::{RequestEvent, StreamStatus, Tag, UpdateRefused};
 use crate::runtime::driver::{Hint, LifecycleStart, LoadedMsg, Shared};
 use crate::runtime::ending::{Ended, Ending};
 use crate::runtime::erased::{Data, ErasedData};
@@ -526,6 +526,34 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
             .shared
             .with(|state, now| state.cache.refetch_lifetime(now, handler));
         if refetched { Ok(()) } else { Err(EntryRemoved) }
+    }
+
+    /// Invalidate tags from the lifecycle (R38; RTK #5056: a stream message that says other
+    /// entries are out of date), as [`Api::invalidate_tags`](crate::Api::invalidate_tags) does.
+    /// Returns how many entries it reached.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), livecache::Error> {
+    /// use livecache::core::Tag;
+    /// # let api = livecache::Api::builder().build();
+    /// let feed = api
+    ///     .query::<(), u32>("feed")
+    ///     .query_fn(|()| async { Ok(1) })
+    ///     .on_cache_entry_added(|(), entry| async move {
+    ///         let Ok((entry, _)) = entry.data_loaded().await else { return Ok(()) };
+    ///         // a message "user 3 changed" arrives:
+    ///         entry.invalidate_tags([Tag::id("User", 3)]);
+    ///         Ok(())
+    ///     })
+    ///     .build()?;
+    /// # let _sub = feed.subscribe(())?;
+    /// # Ok(()) }
+    /// ```
+    pub fn invalidate_tags(&self, tags: impl IntoIterator<Item = Tag>) -> usize {
+        let tags: Vec<Tag> = tags.into_iter().collect();
+        self.shared
+            .with(|state, now| state.cache.invalidate(now, &tags))
     }
 
     /// The entry's source may have missed messages — it reconnected after a drop (R32), say —

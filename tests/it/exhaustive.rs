@@ -7,7 +7,7 @@
 //! reached is asserted exactly: a tripwire that fails when the semantics change, so the change
 //! is noticed and the number updated on purpose.
 //!
-//! Five alphabets, five tests: the lifecycle's 17 ops (`Late` among them: an event after a
+//! Six alphabets, six tests: the lifecycle's 17 ops (`Late` among them: an event after a
 //! deadline nobody ticked for); 13 ops around one stream attachment (R21: attach, messages, a
 //! bad frame, a failure, against data landing, removal, expiry and a restart of the handler,
 //! R30); and 12 live ops on a versioned entry already loaded with a stream attached (R24–R28,
@@ -16,7 +16,8 @@
 //! each resync policy; 12 polling ops (R37: polling set, stopped and changed on two
 //! subscriptions, against settles, a refetch, the clock, a subscriber leaving, removal); and 12
 //! retry ops (R36: failures and successes against retries falling due, joins, polling, upserts,
-//! removal).
+//! removal); and 12 tag ops (R38: tags provided, invalidated by kind and by id, against
+//! subscribers coming and going, results, expiry, removal).
 //! N is 5 for both by default; set `LIVECACHE_EXHAUSTIVE_DEPTH` for more (docs/testing.md lists
 //! the cost).
 
@@ -26,7 +27,7 @@ use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use common::{CoreUnderTest, compare};
-use livecache::core::Refetch;
+use livecache::core::{Refetch, Tag};
 use livecache_model::{Config, KeyRef, Model, Op, Recipe, Report, Snapshot, check_invariants};
 
 /// An alphabet: the ops to try from a model state.
@@ -319,6 +320,52 @@ fn retry_alphabet(model: &Model) -> Vec<Op> {
     ]
 }
 
+/// The tags alphabet (R38), after subscription 1 to a(1): tags provided by a(1) and b(1),
+/// invalidations by kind, by id and of a kind nobody provides, against subscribers coming and
+/// going, a prefetch, results and upserts, expiry and removal.
+fn tags_alphabet(model: &Model) -> Vec<Op> {
+    let current = current(model, A1);
+    vec![
+        Op::ProvideTags {
+            key: A1,
+            tags: vec![Tag::id("P", 1)],
+        },
+        Op::ProvideTags {
+            key: B1,
+            tags: vec![Tag::kind("P")],
+        },
+        Op::Invalidate {
+            tags: vec![Tag::kind("P")],
+        },
+        Op::Invalidate {
+            tags: vec![Tag::id("P", 1)],
+        },
+        Op::Invalidate {
+            tags: vec![Tag::kind("Q")],
+        },
+        Op::Unsubscribe { subscription: 1 },
+        Op::Subscribe {
+            key: A1,
+            refetch: Refetch::IfMissing,
+        },
+        Op::Prefetch {
+            key: B1,
+            refetch: Refetch::IfMissing,
+        },
+        Op::Fulfil {
+            key: A1,
+            request: current,
+            data: vec![1],
+        },
+        Op::Upsert {
+            key: B1,
+            data: vec![2],
+        },
+        Op::AdvanceToDeadline,
+        Op::Remove { key: A1 },
+    ]
+}
+
 fn live_refetch_alphabet(model: &Model) -> Vec<Op> {
     live_alphabet(model, V1)
 }
@@ -532,6 +579,29 @@ fn r36_every_retry_sequence_up_to_depth_agrees_and_keeps_invariants() {
         4 => Some(770),
         5 => Some(2391),
         6 => Some(6687),
+        _ => None,
+    };
+    if let Some(expected) = expected {
+        assert_eq!(distinct, expected, "distinct model states at depth {depth}");
+    }
+}
+
+#[test]
+fn r38_every_tags_sequence_up_to_depth_agrees_and_keeps_invariants() {
+    let depth = depth();
+    let prefix = [Op::Subscribe {
+        key: A1,
+        refetch: Refetch::IfMissing,
+    }];
+    let (_, distinct) = explore_from(Config::standard(true), &prefix, tags_alphabet, 12, depth);
+    // The tripwire, as above.
+    let expected: Option<usize> = match depth {
+        1 => Some(8),
+        2 => Some(39),
+        3 => Some(154),
+        4 => Some(503),
+        5 => Some(1422),
+        6 => Some(3580),
         _ => None,
     };
     if let Some(expected) = expected {

@@ -32,5 +32,6 @@ mod runtime_stress;
 mod settle;
 mod shared_sim;
 mod shared_ws;
+mod tags;
 mod tracing_events;
 mod ws_e2e;

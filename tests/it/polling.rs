@@ -121,3 +121,34 @@ async fn r37_the_runtime_polls_while_subscribed_and_the_lifecycle_hears_each_pol
     );
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn r37_subscribers_see_each_poll_start_even_when_the_data_stays_equal() -> Result<(), BoxError>
+{
+    use futures::StreamExt;
+    let api = Api::builder().build();
+    let constant = api
+        .query::<(), u32>("constant")
+        .query_fn(|()| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(1)
+        })
+        .build()?;
+    let sub = constant.subscribe(())?;
+    sub.poll_every(Some(Duration::from_secs(1)))?;
+    sub.settled().await.map_err(|e| e.to_string())?;
+    let mut changes = sub.changes();
+    let _current = changes.next().await;
+    // The poll at 1.1 s starts a request: a change, though the data it brings is equal.
+    let fetching = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(state) = changes.next().await {
+            if state.is_fetching {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(fetching, Ok(true), "the poll's start was notified");
+    Ok(())
+}

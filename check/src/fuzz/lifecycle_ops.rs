@@ -172,6 +172,25 @@ enum OpSel {
     SourceResync(IdSel),
     // Polling (R37), added last again: an interval of 0, 1, 250, 1,000 or 30,000 ms.
     SetPolling(IdSel, u8),
+    // Tags (R38), added last again: a mask picks among P, P:1, P:2, Q.
+    ProvideTags(KeyRef, u8),
+    Invalidate(u8),
+}
+
+/// The tags a mask picks (R38).
+fn tags(mask: u8) -> Vec<livecache::core::Tag> {
+    use livecache::core::Tag;
+    [
+        Tag::kind("P"),
+        Tag::id("P", 1),
+        Tag::id("P", 2),
+        Tag::kind("Q"),
+    ]
+    .into_iter()
+    .enumerate()
+    .filter(|(i, _)| mask & (1 << i) != 0)
+    .map(|(_, tag)| tag)
+    .collect()
 }
 
 /// Keys stay within the three endpoints and three arguments, so ops collide often.
@@ -345,6 +364,11 @@ fn resolve(sel: OpSel, model: &Model) -> Op {
         OpSel::SourceResync(id) => Op::SourceResync {
             lifetime: id.resolve(lifetimes),
         },
+        OpSel::ProvideTags(k, mask) => Op::ProvideTags {
+            key: key(k),
+            tags: tags(mask),
+        },
+        OpSel::Invalidate(mask) => Op::Invalidate { tags: tags(mask) },
         OpSel::SetPolling(id, interval) => Op::SetPolling {
             subscription: id.resolve(subscriptions),
             interval: [0, 1, 250, 1_000, 30_000][usize::from(interval) % 5],

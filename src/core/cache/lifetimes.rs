@@ -113,6 +113,7 @@ where
             handler: 0,
             polling: None,
             retrying: None,
+            tags: None,
         };
         self.entries.insert(key.clone(), slot);
     }

@@ -42,6 +42,7 @@ mod retrying;
 mod store;
 mod streams;
 mod subscriptions;
+mod tags;
 mod undo;
 mod updates;
 mod versions;
@@ -285,6 +286,11 @@ pub struct EntryView<'a, D, E> {
     pub poll_deadline: Option<u64>,
     /// When the entry's failed request is retried (R36), if it is waiting to be.
     pub retry_deadline: Option<u64>,
+    /// The tags it provides (R38), sorted.
+    pub tags: &'a [crate::core::Tag],
+    /// Whether an invalidation reached it while it had no subscribers: it refetches when next
+    /// subscribed or prefetched (R38).
+    pub invalidated: bool,
     /// The health of its live source (R28).
     pub stream: StreamStatus,
     /// The version of the newest change its data reflects, on a versioned endpoint (R24).
@@ -606,6 +612,8 @@ where
                 .as_ref()
                 .and_then(|r| r.armed)
                 .map(|armed| armed.at),
+            tags: slot.tags.as_ref().map_or(&[], |t| t.provided.as_slice()),
+            invalidated: slot.tags.as_ref().is_some_and(|t| t.invalidated),
             stream,
             watermark: slot.live.as_ref().and_then(|live| live.watermark),
             stale_messages: slot.live.as_ref().map_or(0, |live| live.stale),

@@ -131,5 +131,6 @@ where
         }
         self.now = self.now.max(armed.at);
         self.start_request(key, RequestReason::Poll);
+        self.notify(key);
     }
 }

@@ -328,6 +328,9 @@ where
         if let Some(live) = slot.live.as_mut() {
             live.rebase_base = live.watermark;
         }
+        if let Some(tags) = slot.tags.as_mut() {
+            tags.invalidated = false;
+        }
         self.end_retrying(key);
         self.request_started(key, request, reason);
     }
@@ -363,7 +366,8 @@ where
         let Some(slot) = self.entries.get(key) else {
             return;
         };
-        let wants = refetch.wants(slot.entry.fulfilled_at(), self.now);
+        // R38: an entry an invalidation reached while unused refetches now.
+        let wants = refetch.wants(slot.entry.fulfilled_at(), self.now) || self.invalidated(key);
         if let Some(request) = slot.entry.in_flight() {
             if wants {
                 self.record(self.now, key, TraceKind::RequestJoined { request });

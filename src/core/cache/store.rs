@@ -29,6 +29,9 @@ pub(super) struct Slot<D, E> {
     pub(super) polling: Option<Box<super::polling::Polling>>,
     /// Its request's retries so far and the armed retry (R36), while its request has failed.
     pub(super) retrying: Option<Box<super::retrying::Retrying>>,
+    /// The tags it provides (R38), and whether an invalidation reached it while it had no
+    /// subscribers (it then refetches when next subscribed).
+    pub(super) tags: Option<Box<super::tags::Tags>>,
 }
 
 /// What a subscriber can see of an entry: a change to any of these is worth a notification.
@@ -194,6 +197,10 @@ impl<D: PartialEq, E> Entries<D, E> {
     pub(super) fn get_mut(&mut self, key: &CacheKey) -> Option<&mut Slot<D, E>> {
         let position = *self.by_key.get(key)?;
         self.slot_mut(position).map(|(_, slot)| slot)
+    }
+    /// Every live entry with its key, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&CacheKey, &Slot<D, E>)> {
+        self.slots.iter().flatten().map(|(key, slot)| (key, slot))
     }
     #[inline]
     pub(super) fn keys(&self) -> impl Iterator<Item = &CacheKey> {

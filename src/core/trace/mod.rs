@@ -552,6 +552,12 @@ pub enum TraceKind {
         /// Which retry (1 for the first).
         attempt: u32,
     },
+    /// An invalidation reached the entry (R38): with subscribers it refetches (or joins its
+    /// request in flight); without, it refetches when next subscribed.
+    Invalidated {
+        /// Whether it has subscribers.
+        subscribed: bool,
+    },
     /// The lifecycle handler of a lifetime ended (R16).
     LifecycleEnded {
         /// The lifetime.
@@ -642,6 +648,8 @@ pub enum RequestReason {
     Resync,
     /// A poll: the entry's polling interval passed (R37).
     Poll,
+    /// An invalidation of a tag the entry provides (R38).
+    Invalidation,
 }
 
 impl fmt::Display for RequestReason {
@@ -652,6 +660,7 @@ impl fmt::Display for RequestReason {
             RequestReason::Refetch => "refetch",
             RequestReason::Resync => "resync",
             RequestReason::Poll => "poll",
+            RequestReason::Invalidation => "invalidation",
         })
     }
 }
@@ -756,6 +765,9 @@ impl fmt::Display for TraceKind {
             ),
             TraceKind::RequestRetried { request, attempt } => {
                 write!(f, "request_retried request={request} attempt={attempt}")
+            }
+            TraceKind::Invalidated { subscribed } => {
+                write!(f, "invalidated subscribed={subscribed}")
             }
             TraceKind::DataLoaded { lifetime, request } => match request {
                 Some(r) => write!(f, "data_loaded lifetime={lifetime} request={r}"),

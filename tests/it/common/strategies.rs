@@ -10,6 +10,18 @@ pub fn key() -> impl Strategy<Value = KeyRef> {
     (0usize..3, 1u8..=2).prop_map(|(endpoint, arg)| KeyRef { endpoint, arg })
 }
 
+/// A tag of two kinds, with one of two ids or none (R38).
+pub fn tag() -> impl Strategy<Value = livecache::core::Tag> {
+    (
+        select(vec!["P", "Q"]),
+        select(vec![None, Some(1u8), Some(2)]),
+    )
+        .prop_map(|(kind, id)| match id {
+            Some(id) => livecache::core::Tag::id(kind, id),
+            None => livecache::core::Tag::kind(kind),
+        })
+}
+
 pub fn data() -> impl Strategy<Value = Data> {
     prop::collection::vec(0u8..4, 0..3)
 }
@@ -200,6 +212,20 @@ pub fn ops_attaching(
     // the runtime, whose timers fire as its clock moves.
     if late_events {
         arms.push((2, step_ms().prop_map(|ms| Op::Late { ms }).boxed()));
+        // R38: tags provided and invalidated (core only: the runtime's tags come from its
+        // endpoints' `provides_tags`).
+        arms.push((
+            2,
+            (key(), prop::collection::vec(tag(), 0..3))
+                .prop_map(|(key, tags)| Op::ProvideTags { key, tags })
+                .boxed(),
+        ));
+        arms.push((
+            2,
+            prop::collection::vec(tag(), 1..3)
+                .prop_map(|tags| Op::Invalidate { tags })
+                .boxed(),
+        ));
     }
     // Attach to any lifetime id (before its data only if allowed: else to ended or never
     // issued ones and to those with data), and often to a live one without a stream.
