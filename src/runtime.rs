@@ -26,6 +26,7 @@ mod endpoint_builder;
 mod erased;
 mod error;
 pub(crate) mod lifecycle;
+mod mutation;
 mod patch_collection;
 mod signal;
 pub(crate) mod source_link;
@@ -42,6 +43,7 @@ pub use error::{
     BoxError, EntryRemoved, Error, NotSettled, QueryError, RemovedBeforeLoaded, UpdateError,
 };
 pub use lifecycle::{BeforeData, DataLoaded, EntryHandle, HandleState, WithData};
+pub use mutation::{Fulfilled, Mutation, MutationBuilder};
 pub use patch_collection::PatchCollection;
 pub use state::QueryState;
 pub use stream::{MAX_BUFFERED, StreamError};

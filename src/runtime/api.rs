@@ -11,6 +11,7 @@ use crate::runtime::endpoint::Arg;
 use crate::runtime::endpoint_builder::EndpointBuilder;
 use crate::runtime::erased::Data;
 use crate::runtime::error::Error;
+use crate::runtime::mutation::MutationBuilder;
 
 /// One cache instance: its endpoints, entries, timers and trace. Cheap to clone, `Send + Sync`.
 ///
@@ -186,6 +187,28 @@ impl Api {
     /// ```
     pub fn query<A: Arg, T: Data>(&self, name: impl Into<String>) -> EndpointBuilder<A, T> {
         EndpointBuilder::new(Arc::clone(&self.owner), name.into())
+    }
+
+    /// Start defining a mutation named `name` (R39): a function with argument type `A` and
+    /// result `R`, not cached by key, with `on_query_started` for optimistic updates and the
+    /// tags its result invalidates.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), livecache::BoxError> {
+    /// let api = livecache::Api::builder().build();
+    /// let like = api
+    ///     .mutation::<u32, u32>("like")
+    ///     .mutation_fn(|post: u32| async move { Ok(post + 1) })
+    ///     .build()?;
+    /// assert_eq!(*like.mutate(41).await?, 42);
+    /// # Ok(()) }
+    /// ```
+    pub fn mutation<A: Arg, R: Send + Sync + 'static>(
+        &self,
+        name: impl Into<String>,
+    ) -> MutationBuilder<A, R> {
+        MutationBuilder::new(Arc::clone(&self.owner), name.into())
     }
 
     /// Remove every entry now (RTK's `resetApiState`, R7): lifecycles see their entries

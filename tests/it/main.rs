@@ -22,6 +22,7 @@ mod live_rules;
 mod live_runtime;
 mod live_ws;
 mod model_equivalence;
+mod mutations;
 mod patch_recording;
 mod polling;
 mod retries;
