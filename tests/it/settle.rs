@@ -84,15 +84,11 @@ async fn r35_removal_ends_the_wait() -> Result<(), BoxError> {
 /// the runtime waits for the socket.)
 #[tokio::test]
 async fn r35_an_http_500_settles_as_the_error() -> Result<(), livecache::BoxError> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let addr = listener.local_addr()?;
     let app = axum::Router::new().route(
         "/{*path}",
         axum::routing::get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down") }),
     );
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let (addr, server) = crate::common::waits::serve_http(app).await?;
     let http = HttpQuery::new(&format!("http://{addr}/"))?;
     let api = Api::builder().build();
     let get = api

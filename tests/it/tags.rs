@@ -12,13 +12,7 @@ use livecache::core::{
 };
 use livecache::{Api, BoxError};
 
-/// Await `f`, failing instead of hanging (the paused clock jumps to the limit only when nothing
-/// else can happen).
-async fn within<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(std::time::Duration::from_secs(3600), f)
-        .await
-        .expect("awaited a future that never finished")
-}
+use crate::common::waits::within;
 
 fn started(cache: &Cache<u32>, key: &str) -> Vec<RequestReason> {
     cache
@@ -123,18 +117,18 @@ async fn r38_the_runtime_provides_tags_from_data_and_invalidates_from_the_api_an
         .build()?;
     let one = posts.subscribe(1)?;
     let two = posts.subscribe(2)?;
-    within(one.settled()).await?;
-    within(two.settled()).await?;
+    within("post 1 settled", one.settled()).await?;
+    within("post 2 settled", two.settled()).await?;
     assert_eq!(fetches.load(Ordering::SeqCst), 2);
     assert_eq!(api.invalidate_tags([Tag::id("Post", 2)]), 1);
-    within(two.settled()).await?;
+    within("post 2 settled", two.settled()).await?;
     assert_eq!(fetches.load(Ordering::SeqCst), 3);
     // User 10 wrote post 1: its stream invalidates it.
     let _user = users.subscribe(10)?;
     for _ in 0..20 {
         tokio::task::yield_now().await;
     }
-    within(one.settled()).await?;
+    within("post 1 settled", one.settled()).await?;
     assert_eq!(fetches.load(Ordering::SeqCst), 4);
     let keys: Vec<String> = posts.cached_keys().iter().map(|k| k.to_string()).collect();
     assert_eq!(keys, ["post(1)", "post(2)"]);
