@@ -66,16 +66,35 @@ pub enum HttpError {
     /// The client could not be built.
     #[error("HTTP client: {0}")]
     Client(String),
-    /// The request failed before a response arrived (connection refused, reset, …).
-    #[error("HTTP request failed: {0}")]
-    Request(String),
+    /// The request failed before a response arrived: the connection was refused, could not be
+    /// made, or broke (R40). The transport's error is the [`source`](std::error::Error::source).
+    #[error("HTTP request failed ({failure}): {cause}")]
+    Request {
+        /// How it failed.
+        failure: RequestFailure,
+        /// The transport's error.
+        #[source]
+        cause: Cause,
+    },
+    /// TLS failed (a certificate, a handshake), or `https://` was asked of a build without the
+    /// `http-tls` feature.
+    #[error("HTTP TLS: {cause}")]
+    Tls {
+        /// The TLS error.
+        #[source]
+        cause: Cause,
+    },
     /// A redirect was refused: it led to another origin (scheme, host or port) than the base
     /// URL's, or it was one more than [`MAX_REDIRECTS`]. Its target was never requested.
     #[error("HTTP redirect refused: {0}")]
     Redirect(String),
     /// No response within the timeout.
     #[error("HTTP request timed out")]
-    Timeout,
+    Timeout {
+        /// The transport's error.
+        #[source]
+        cause: Cause,
+    },
     /// The response body is larger than the limit ([`HttpQuery::with_body_limit`], by default
     /// [`DEFAULT_BODY_LIMIT`]): its declared `Content-Length` is, or it went on past the limit.
     /// The body was not read further than the limit; the entry keeps the data it had.
@@ -93,9 +112,148 @@ pub enum HttpError {
         body: String,
     },
     /// The body is not JSON of the expected type.
-    #[error("HTTP response is not the expected JSON: {0}")]
-    Decode(String),
+    #[error("HTTP response is not the expected JSON: {cause}")]
+    Decode {
+        /// The decoder's error (a `serde_json::Error`).
+        #[source]
+        cause: Cause,
+    },
 }
+
+/// How a request failed before a response arrived (R40).
+///
+/// ```
+/// assert_eq!(livecache::http::RequestFailure::Refused.to_string(), "connection refused");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RequestFailure {
+    /// Nothing listens at the address.
+    Refused,
+    /// The connection could not be made otherwise (DNS, unreachable, …).
+    Connect,
+    /// It broke or failed after connecting.
+    Other,
+}
+
+impl fmt::Display for RequestFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RequestFailure::Refused => "connection refused",
+            RequestFailure::Connect => "could not connect",
+            RequestFailure::Other => "transport error",
+        })
+    }
+}
+
+/// What an [`HttpError`] is, to match on (R40): one value per variant, and the request failure's
+/// own kinds.
+///
+/// ```
+/// use livecache::http::{HttpError, HttpErrorKind};
+/// let e = HttpError::Status { status: 503, body: String::new() };
+/// assert_eq!(e.kind(), HttpErrorKind::Status(503));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HttpErrorKind {
+    /// [`HttpError::Url`].
+    Url,
+    /// [`HttpError::Client`].
+    Client,
+    /// [`HttpError::Request`], with how it failed.
+    Request(RequestFailure),
+    /// [`HttpError::Tls`].
+    Tls,
+    /// [`HttpError::Redirect`].
+    RedirectRefused,
+    /// [`HttpError::Timeout`].
+    TimedOut,
+    /// [`HttpError::BodyTooLarge`].
+    BodyTooLarge,
+    /// [`HttpError::Status`], with the status code.
+    Status(u16),
+    /// [`HttpError::Decode`].
+    Decode,
+}
+
+impl HttpError {
+    /// What this error is, to match on.
+    ///
+    /// ```
+    /// use livecache::http::{HttpError, HttpErrorKind};
+    /// assert_eq!(HttpError::Url("x".into()).kind(), HttpErrorKind::Url);
+    /// ```
+    pub fn kind(&self) -> HttpErrorKind {
+        match self {
+            HttpError::Url(_) => HttpErrorKind::Url,
+            HttpError::Client(_) => HttpErrorKind::Client,
+            HttpError::Request { failure, .. } => HttpErrorKind::Request(*failure),
+            HttpError::Tls { .. } => HttpErrorKind::Tls,
+            HttpError::Redirect(_) => HttpErrorKind::RedirectRefused,
+            HttpError::Timeout { .. } => HttpErrorKind::TimedOut,
+            HttpError::BodyTooLarge { .. } => HttpErrorKind::BodyTooLarge,
+            HttpError::Status { status, .. } => HttpErrorKind::Status(*status),
+            HttpError::Decode { .. } => HttpErrorKind::Decode,
+        }
+    }
+}
+
+/// The underlying error of an [`HttpError`], kept whole (R40): its display is the error's, its
+/// `source()` the error's own source, and [`Cause::get`] gives the error itself to downcast.
+/// Two causes are equal when they display alike.
+///
+/// ```
+/// use livecache::http::Cause;
+/// let cause = Cause::new(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"));
+/// assert!(cause.get().downcast_ref::<std::io::Error>().is_some());
+/// assert_eq!(cause.to_string(), "refused");
+/// ```
+#[derive(Clone)]
+pub struct Cause(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl Cause {
+    /// Keep `error`.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause(Arc::new(error))
+    }
+
+    /// A cause that is only a message.
+    pub fn message(message: impl Into<String>) -> Cause {
+        Cause(Arc::from(BoxError::from(message.into())))
+    }
+
+    /// The error itself.
+    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for Cause {}
 
 /// What a response said besides its body: RTK's `meta` (status and headers).
 ///
@@ -170,6 +328,11 @@ impl HttpQuery {
             format!("{base_url}/")
         };
         let base = Url::parse(&with_slash).map_err(|e| HttpError::Url(e.to_string()))?;
+        if base.scheme() == "https" && !cfg!(feature = "http-tls") {
+            return Err(HttpError::Tls {
+                cause: Cause::message("https:// needs TLS: enable livecache's `http-tls` feature"),
+            });
+        }
         let client = Client::builder()
             .timeout(timeout)
             .redirect(same_origin_redirects(&base))
@@ -349,7 +512,9 @@ async fn fetch_json<T: DeserializeOwned>(
             body: String::from_utf8_lossy(&body).into_owned(),
         });
     }
-    let data = serde_json::from_slice(&body).map_err(|e| HttpError::Decode(e.to_string()))?;
+    let data = serde_json::from_slice(&body).map_err(|e| HttpError::Decode {
+        cause: Cause::new(e),
+    })?;
     Ok((data, meta))
 }
 
@@ -383,7 +548,9 @@ async fn read_body(mut response: Response, limit: usize) -> Result<Vec<u8>, Http
 
 fn request_error(error: reqwest::Error) -> HttpError {
     if error.is_timeout() {
-        HttpError::Timeout
+        HttpError::Timeout {
+            cause: Cause::new(error),
+        }
     } else if error.is_redirect() {
         let mut source = std::error::Error::source(&error);
         while let Some(cause) = source {
@@ -393,9 +560,48 @@ fn request_error(error: reqwest::Error) -> HttpError {
             source = cause.source();
         }
         HttpError::Redirect(error.to_string())
+    } else if is_tls(&error) {
+        HttpError::Tls {
+            cause: Cause::new(error),
+        }
     } else {
-        HttpError::Request(error.to_string())
+        let failure = if refused(&error) {
+            RequestFailure::Refused
+        } else if error.is_connect() {
+            RequestFailure::Connect
+        } else {
+            RequestFailure::Other
+        };
+        HttpError::Request {
+            failure,
+            cause: Cause::new(error),
+        }
     }
+}
+
+/// The errors below `error`, nearest first.
+fn causes(error: &reqwest::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    std::iter::successors(std::error::Error::source(error), |e| e.source())
+}
+
+/// Whether the connection was refused (an I/O error of that kind below `error`).
+fn refused(error: &reqwest::Error) -> bool {
+    causes(error).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
+}
+
+/// Whether TLS failed: on an `https://` request, rustls reports certificate and handshake
+/// errors below reqwest's as I/O errors whose message names them (no type to downcast to without
+/// depending on rustls directly).
+fn is_tls(error: &reqwest::Error) -> bool {
+    let https = error.url().is_some_and(|url| url.scheme() == "https");
+    https
+        && causes(error).any(|e| {
+            let text = e.to_string().to_ascii_lowercase();
+            text.contains("certificate") || text.contains("tls") || text.contains("handshake")
+        })
 }
 
 impl fmt::Debug for HttpQuery {

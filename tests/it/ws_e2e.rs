@@ -1325,10 +1325,11 @@ async fn http_body_not_json_is_decode_error() -> TestResult {
         rejected_with(&missing).await,
     );
     assert!(
-        matches!(&plain, HttpError::Decode(e) if e.contains("expected")),
+        matches!(&plain, HttpError::Decode { cause } if cause.to_string().contains("expected")
+            && cause.get().downcast_ref::<serde_json::Error>().is_some()),
         "{plain:?}"
     );
-    assert!(matches!(object, HttpError::Decode(_)), "{object:?}");
+    assert!(matches!(object, HttpError::Decode { .. }), "{object:?}");
     assert!(
         matches!(missing, HttpError::Status { status: 404, .. }),
         "{missing:?}"
@@ -1368,7 +1369,7 @@ async fn http_path_leaving_the_base_origin_is_url_error() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_unreachable_base_url_is_request_error() -> TestResult {
+async fn r40_http_unreachable_base_url_is_a_refused_request_error_with_its_cause() -> TestResult {
     // A port that was just free: nothing listens there any more.
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let addr = listener.local_addr()?;
@@ -1376,6 +1377,28 @@ async fn http_unreachable_base_url_is_request_error() -> TestResult {
     let get = get_path(&format!("http://{addr}/"))?;
     let sub = get.subscribe("messages/redux".into())?;
     let error = rejected_with(&sub).await;
-    assert!(matches!(error, HttpError::Request(_)), "{error:?}");
+    assert_eq!(
+        error.kind(),
+        livecache::http::HttpErrorKind::Request(livecache::http::RequestFailure::Refused),
+        "{error:?}"
+    );
+    // The cause is kept: the transport's error, below it an I/O error saying refused.
+    let source = std::error::Error::source(&error).ok_or("a source")?;
+    let refused = std::iter::successors(Some(source), |e| e.source()).any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    });
+    assert!(refused, "{error:?}");
     Ok(())
+}
+
+#[test]
+#[cfg(not(feature = "http-tls"))]
+fn r40_https_without_tls_is_a_tls_error_that_says_so() {
+    let error = livecache::http::HttpQuery::new("https://127.0.0.1/").map(|_| ());
+    assert!(
+        matches!(&error, Err(e) if e.kind() == livecache::http::HttpErrorKind::Tls
+            && e.to_string().contains("http-tls")),
+        "{error:?}"
+    );
 }
