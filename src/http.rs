@@ -24,11 +24,16 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use reqwest::redirect::Policy;
-use reqwest::{Client, Response, Url};
+use reqwest::{Client, Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 
 use crate::runtime::BoxError;
+
+/// The reqwest this module is built on, for a caller's own client ([`HttpQuery::with_client`])
+/// and methods ([`HttpQuery::with_method`]) of the same version.
+pub use reqwest;
 
 /// The default request timeout (30 s).
 ///
@@ -301,6 +306,8 @@ struct Inner {
     client: Client,
     base: Url,
     body_limit: usize,
+    method: Method,
+    headers: HeaderMap,
 }
 
 impl HttpQuery {
@@ -338,13 +345,85 @@ impl HttpQuery {
             .redirect(same_origin_redirects(&base))
             .build()
             .map_err(|e| HttpError::Client(e.to_string()))?;
-        Ok(HttpQuery {
+        Ok(HttpQuery::from_parts(client, base))
+    }
+
+    fn from_parts(client: Client, base: Url) -> HttpQuery {
+        HttpQuery {
             inner: Arc::new(Inner {
                 client,
                 base,
                 body_limit: DEFAULT_BODY_LIMIT,
+                method: Method::GET,
+                headers: HeaderMap::new(),
             }),
-        })
+        }
+    }
+
+    /// A query for `base_url` through the caller's own `reqwest::Client` (R40): its timeouts,
+    /// proxies, TLS roots and redirect policy apply (this crate's same-origin redirect policy and
+    /// timeout do not; set them on the client). Paths still never leave the base URL's origin.
+    ///
+    /// ```
+    /// let client = reqwest::Client::builder().build()?;
+    /// let http = livecache::http::HttpQuery::with_client(client, "http://127.0.0.1:3000/api")?;
+    /// assert_eq!(http.base_url().as_str(), "http://127.0.0.1:3000/api/");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_client(client: Client, base_url: &str) -> Result<HttpQuery, HttpError> {
+        let with_slash = if base_url.ends_with('/') {
+            base_url.to_owned()
+        } else {
+            format!("{base_url}/")
+        };
+        let base = Url::parse(&with_slash).map_err(|e| HttpError::Url(e.to_string()))?;
+        Ok(HttpQuery::from_parts(client, base))
+    }
+
+    /// This query with requests of `method` (R40; GET by default): a query that reads through a
+    /// POST, say. Its body is empty.
+    ///
+    /// ```
+    /// let http = livecache::http::HttpQuery::new("http://127.0.0.1:3000/")?
+    ///     .with_method(reqwest::Method::POST);
+    /// # Ok::<(), livecache::http::HttpError>(())
+    /// ```
+    #[must_use]
+    pub fn with_method(mut self, method: Method) -> HttpQuery {
+        Arc::make_mut(&mut self.inner).method = method;
+        self
+    }
+
+    /// This query with a header on every request (R40); an invalid name or value is an
+    /// [`HttpError::Client`].
+    ///
+    /// ```
+    /// let http = livecache::http::HttpQuery::new("http://127.0.0.1:3000/")?
+    ///     .with_header("x-api-version", "2")?;
+    /// assert!(livecache::http::HttpQuery::new("http://127.0.0.1:3000/")?.with_header("bad name", "x").is_err());
+    /// # Ok::<(), livecache::http::HttpError>(())
+    /// ```
+    pub fn with_header(mut self, name: &str, value: &str) -> Result<HttpQuery, HttpError> {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| HttpError::Client(format!("header name {name:?}: {e}")))?;
+        let mut value = HeaderValue::from_str(value)
+            .map_err(|e| HttpError::Client(format!("header value for {name}: {e}")))?;
+        if name == AUTHORIZATION {
+            value.set_sensitive(true);
+        }
+        Arc::make_mut(&mut self.inner).headers.insert(name, value);
+        Ok(self)
+    }
+
+    /// This query with `Authorization: Bearer <token>` on every request (R40; the value is
+    /// marked sensitive, so it is not printed in debug output).
+    ///
+    /// ```
+    /// let http = livecache::http::HttpQuery::new("http://127.0.0.1:3000/")?.with_bearer_auth("s3cret")?;
+    /// # Ok::<(), livecache::http::HttpError>(())
+    /// ```
+    pub fn with_bearer_auth(self, token: &str) -> Result<HttpQuery, HttpError> {
+        self.with_header(AUTHORIZATION.as_str(), &format!("Bearer {token}"))
     }
 
     /// This query with response bodies limited to `bytes` (the default is
@@ -432,11 +511,14 @@ impl HttpQuery {
         let inner = Arc::clone(&self.inner);
         move |arg| {
             let url = relative_url(&inner.base, &path(&arg));
-            let client = inner.client.clone();
-            let limit = inner.body_limit;
+            let inner = Arc::clone(&inner);
             async move {
                 let url = url?;
-                Ok(fetch_json(&client, url, limit).await?)
+                let request = inner
+                    .client
+                    .request(inner.method.clone(), url)
+                    .headers(inner.headers.clone());
+                Ok(fetch_json(request, inner.body_limit).await?)
             }
             .boxed()
         }
@@ -486,11 +568,10 @@ fn same_origin_redirects(base: &Url) -> Policy {
 struct RedirectRefused(String);
 
 async fn fetch_json<T: DeserializeOwned>(
-    client: &Client,
-    url: Url,
+    request: RequestBuilder,
     limit: usize,
 ) -> Result<(T, HttpMeta), HttpError> {
-    let response = client.get(url).send().await.map_err(request_error)?;
+    let response = request.send().await.map_err(request_error)?;
     let status = response.status();
     let meta = HttpMeta {
         status: status.as_u16(),

@@ -356,3 +356,48 @@ async fn prefetch_whose_request_outlasts_the_keep_time_is_removed_before_loaded(
     assert_eq!(finished.load(Ordering::SeqCst), 0);
     Ok(())
 }
+
+// ===== R40: the request's method, headers, auth, and the caller's own client =====
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r40_http_query_sends_its_method_headers_and_auth_through_any_client() -> TestResult {
+    use axum::http::HeaderMap;
+    async fn echo(method: axum::http::Method, headers: HeaderMap) -> axum::Json<Value> {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        axum::Json(json!({
+            "method": method.as_str(),
+            "auth": header("authorization"),
+            "version": header("x-api-version"),
+        }))
+    }
+    let app = axum::Router::new().route("/echo", axum::routing::any(echo));
+    let (addr, serving) = serve_http(app).await?;
+    let base = format!("http://{addr}/");
+    let own = livecache::http::reqwest::Client::builder().build()?;
+    for http in [HttpQuery::new(&base)?, HttpQuery::with_client(own, &base)?] {
+        let http = http
+            .with_method(livecache::http::reqwest::Method::POST)
+            .with_header("x-api-version", "2")?
+            .with_bearer_auth("s3cret")?;
+        let api = Api::builder().build();
+        let echo = api
+            .query::<(), Value>("echo")
+            .query_fn(http.get_json(|(): &()| "echo".to_owned()))
+            .build()?;
+        let seen = within("the echo", echo.subscribe(())?.settled())
+            .await
+            .map_err(|e| e.to_string())?;
+        assert_eq!(
+            *seen,
+            json!({"method": "POST", "auth": "Bearer s3cret", "version": "2"})
+        );
+    }
+    assert!(HttpQuery::new(&base)?.with_header("bad name", "x").is_err());
+    serving.abort();
+    Ok(())
+}
