@@ -33,6 +33,7 @@ pub(crate) mod source_link;
 mod state;
 mod stream;
 mod subscription;
+mod typed_recipe;
 
 pub use api::{Api, ApiBuilder};
 pub use ending::Ended;

@@ -17,10 +17,11 @@ use crate::runtime::endpoint_builder::{Handler, ProvidesTags, QueryFn, RetryIf, 
 use crate::runtime::erased::{Data, ErasedData, ErasedMeta};
 use crate::runtime::error::UpdateError;
 use crate::runtime::error::{Error, QueryError};
-use crate::runtime::lifecycle::{EntryHandle, from_core, run_typed_recipe_atomic};
+use crate::runtime::lifecycle::EntryHandle;
 use crate::runtime::patch_collection::PatchCollection;
 use crate::runtime::state::{QueryState, read_state};
 use crate::runtime::subscription::Subscription;
+use crate::runtime::typed_recipe::{from_core, run_typed_recipe_atomic};
 
 /// What an endpoint's argument type must be: cloneable (kept as the entry's original argument)
 /// and serialisable (the cache key). Blanket-implemented.

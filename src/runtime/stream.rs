@@ -20,7 +20,7 @@ use crate::runtime::ending::{Ended, Ending};
 use crate::runtime::erased::{Data, ErasedData};
 use crate::runtime::error::UpdateError;
 use crate::runtime::lifecycle::{BeforeData, EntryHandle, HandleState, WithData};
-use crate::runtime::lifecycle::{recipe_outcome, run_typed_recipe};
+use crate::runtime::typed_recipe::{recipe_outcome, run_typed_recipe};
 
 /// An error a message stream can yield: either it only skipped an item (a bad frame) and goes
 /// on, or the stream has failed and the attachment ends.

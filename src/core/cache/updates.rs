@@ -251,12 +251,8 @@ where
         key: &CacheKey,
         recipe: impl FnOnce(&mut Draft<'_, D>),
     ) -> Result<PatchSet, UpdateRefused> {
-        self.advance(now);
-        match self.apply_update(key, UpdateSource::UpdateQueryData, true, recipe) {
-            Ok(set) => Ok(set.unwrap_or_default()),
-            Err(UpdateRefused::NotLive | UpdateRefused::NotLoaded) => Ok(PatchSet::default()),
-            Err(e) => Err(e),
-        }
+        self.update_query_data_undoable(now, key, recipe)
+            .map(super::Undo::into_patches)
     }
 
     /// `patch_query_data` (R19): apply RFC 6902 patches atomically. A patch that does not apply,
