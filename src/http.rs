@@ -1,5 +1,5 @@
-//! An HTTP query function on reqwest: RTK's `fetchBaseQuery`. Feature `http`, on by default
-//! (plain HTTP; feature `http-tls` adds HTTPS through rustls).
+//! An HTTP query function on reqwest: RTK's `fetchBaseQuery`. Feature `http`, on by default;
+//! `https://` with the `tls` feature, also on by default (`livecache::tls`).
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]
@@ -30,10 +30,40 @@ use reqwest::{Client, Method, RequestBuilder, Response, Url};
 use serde::de::DeserializeOwned;
 
 use crate::runtime::BoxError;
+/// The underlying error of an [`HttpError`] (R40); also [`livecache::Cause`](crate::Cause).
+pub use crate::runtime::Cause;
 
 /// The reqwest this module is built on, for a caller's own client ([`HttpQuery::with_client`])
-/// and methods ([`HttpQuery::with_method`]) of the same version.
+/// and methods ([`HttpQuery::with_method`]) of the same version. Build a client from
+/// [`client_builder`]: it comes with livecache's TLS configuration. (reqwest is built here
+/// without a TLS provider of its own — rustls' default provider takes minutes to compile — so a
+/// bare `reqwest::Client::builder().build()` panics when nothing else in the program enables one;
+/// that is reqwest's behaviour.)
 pub use reqwest;
+
+/// A `reqwest::ClientBuilder` with livecache's TLS configuration
+/// ([`default_client_config`](crate::tls::default_client_config), feature `tls`) — for a
+/// client of your own with [`HttpQuery::with_client`]. Its redirect policy and timeout are
+/// reqwest's defaults; set your own.
+///
+/// ```
+/// let client = livecache::http::client_builder()?
+///     .timeout(std::time::Duration::from_secs(5))
+///     .build()?;
+/// let http = livecache::http::HttpQuery::with_client(client, "https://example.com/api")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn client_builder() -> Result<reqwest::ClientBuilder, HttpError> {
+    let builder = Client::builder();
+    #[cfg(feature = "tls")]
+    let builder = {
+        let config = crate::tls::default_client_config().map_err(|e| HttpError::Tls {
+            cause: Cause::new(e),
+        })?;
+        builder.tls_backend_preconfigured(rustls::ClientConfig::clone(&config))
+    };
+    Ok(builder)
+}
 
 /// The default request timeout (30 s).
 ///
@@ -82,7 +112,7 @@ pub enum HttpError {
         cause: Cause,
     },
     /// TLS failed (a certificate, a handshake), or `https://` was asked of a build without the
-    /// `http-tls` feature.
+    /// `tls` feature.
     #[error("HTTP TLS: {cause}")]
     Tls {
         /// The TLS error.
@@ -204,62 +234,6 @@ impl HttpError {
     }
 }
 
-/// The underlying error of an [`HttpError`], kept whole (R40): its display is the error's, its
-/// `source()` the error's own source, and [`Cause::get`] gives the error itself to downcast.
-/// Two causes are equal when they display alike.
-///
-/// ```
-/// use livecache::http::Cause;
-/// let cause = Cause::new(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"));
-/// assert!(cause.get().downcast_ref::<std::io::Error>().is_some());
-/// assert_eq!(cause.to_string(), "refused");
-/// ```
-#[derive(Clone)]
-pub struct Cause(Arc<dyn std::error::Error + Send + Sync + 'static>);
-
-impl Cause {
-    /// Keep `error`.
-    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Cause {
-        Cause(Arc::new(error))
-    }
-
-    /// A cause that is only a message.
-    pub fn message(message: impl Into<String>) -> Cause {
-        Cause(Arc::from(BoxError::from(message.into())))
-    }
-
-    /// The error itself.
-    pub fn get(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
-        &*self.0
-    }
-}
-
-impl fmt::Display for Cause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl fmt::Debug for Cause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&self.0, f)
-    }
-}
-
-impl std::error::Error for Cause {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.0.source()
-    }
-}
-
-impl PartialEq for Cause {
-    fn eq(&self, other: &Cause) -> bool {
-        self.to_string() == other.to_string()
-    }
-}
-
-impl Eq for Cause {}
-
 /// What a response said besides its body: RTK's `meta` (status and headers).
 ///
 /// ```
@@ -329,18 +303,40 @@ impl HttpQuery {
     /// # Ok::<(), livecache::http::HttpError>(())
     /// ```
     pub fn with_timeout(base_url: &str, timeout: Duration) -> Result<HttpQuery, HttpError> {
-        let with_slash = if base_url.ends_with('/') {
-            base_url.to_owned()
-        } else {
-            format!("{base_url}/")
-        };
-        let base = Url::parse(&with_slash).map_err(|e| HttpError::Url(e.to_string()))?;
-        if base.scheme() == "https" && !cfg!(feature = "http-tls") {
+        HttpQuery::build(base_url, timeout, client_builder()?)
+    }
+
+    /// A query for `base_url` whose `https://` requests use `config` (R40; feature `tls`): a
+    /// private certificate authority, a client certificate. The default timeout and the
+    /// same-origin redirect policy apply as for [`HttpQuery::new`].
+    ///
+    /// ```
+    /// let config = livecache::tls::default_client_config()?;
+    /// let http = livecache::http::HttpQuery::with_tls("https://127.0.0.1:3443/", config)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn with_tls(
+        base_url: &str,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<HttpQuery, HttpError> {
+        let builder =
+            Client::builder().tls_backend_preconfigured(rustls::ClientConfig::clone(&config));
+        HttpQuery::build(base_url, DEFAULT_TIMEOUT, builder)
+    }
+
+    fn build(
+        base_url: &str,
+        timeout: Duration,
+        builder: reqwest::ClientBuilder,
+    ) -> Result<HttpQuery, HttpError> {
+        let base = base_of(base_url)?;
+        if base.scheme() == "https" && !cfg!(feature = "tls") {
             return Err(HttpError::Tls {
-                cause: Cause::message("https:// needs TLS: enable livecache's `http-tls` feature"),
+                cause: Cause::message("https:// needs TLS: enable livecache's `tls` feature"),
             });
         }
-        let client = Client::builder()
+        let client = builder
             .timeout(timeout)
             .redirect(same_origin_redirects(&base))
             .build()
@@ -365,19 +361,13 @@ impl HttpQuery {
     /// timeout do not; set them on the client). Paths still never leave the base URL's origin.
     ///
     /// ```
-    /// let client = reqwest::Client::builder().build()?;
+    /// let client = livecache::http::client_builder()?.build()?;
     /// let http = livecache::http::HttpQuery::with_client(client, "http://127.0.0.1:3000/api")?;
     /// assert_eq!(http.base_url().as_str(), "http://127.0.0.1:3000/api/");
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_client(client: Client, base_url: &str) -> Result<HttpQuery, HttpError> {
-        let with_slash = if base_url.ends_with('/') {
-            base_url.to_owned()
-        } else {
-            format!("{base_url}/")
-        };
-        let base = Url::parse(&with_slash).map_err(|e| HttpError::Url(e.to_string()))?;
-        Ok(HttpQuery::from_parts(client, base))
+        Ok(HttpQuery::from_parts(client, base_of(base_url)?))
     }
 
     /// This query with requests of `method` (R40; GET by default): a query that reads through a
@@ -627,6 +617,16 @@ async fn read_body(mut response: Response, limit: usize) -> Result<Vec<u8>, Http
     Ok(body)
 }
 
+/// The base URL, with a trailing `/` added if missing (so paths join under it).
+fn base_of(base_url: &str) -> Result<Url, HttpError> {
+    let with_slash = if base_url.ends_with('/') {
+        base_url.to_owned()
+    } else {
+        format!("{base_url}/")
+    };
+    Url::parse(&with_slash).map_err(|e| HttpError::Url(e.to_string()))
+}
+
 fn request_error(error: reqwest::Error) -> HttpError {
     if error.is_timeout() {
         HttpError::Timeout {
@@ -673,16 +673,17 @@ fn refused(error: &reqwest::Error) -> bool {
     })
 }
 
-/// Whether TLS failed: on an `https://` request, rustls reports certificate and handshake
-/// errors below reqwest's as I/O errors whose message names them (no type to downcast to without
-/// depending on rustls directly).
+/// Whether TLS failed: a rustls error below reqwest's (a certificate refused, a handshake
+/// failed).
+#[cfg(feature = "tls")]
 fn is_tls(error: &reqwest::Error) -> bool {
-    let https = error.url().is_some_and(|url| url.scheme() == "https");
-    https
-        && causes(error).any(|e| {
-            let text = e.to_string().to_ascii_lowercase();
-            text.contains("certificate") || text.contains("tls") || text.contains("handshake")
-        })
+    crate::tls::is_tls_error(error)
+}
+
+/// Whether TLS failed: without the `tls` feature there is no TLS to fail.
+#[cfg(not(feature = "tls"))]
+fn is_tls(_error: &reqwest::Error) -> bool {
+    false
 }
 
 impl fmt::Debug for HttpQuery {

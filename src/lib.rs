@@ -154,18 +154,33 @@
 #![deny(missing_docs)]
 
 pub mod core;
+
+/// The json-patch crate the patches ([`core::Patch`]) are made with, to apply them with the same
+/// version whatever version a program depends on itself (R40).
+///
+/// ```
+/// use livecache::core::PatchSet;
+/// let set = PatchSet::between(&serde_json::json!([1]), &serde_json::json!([1, 2]));
+/// let mut doc = serde_json::json!([1]);
+/// livecache::json_patch::patch(&mut doc, &set.patches)?;
+/// assert_eq!(doc, serde_json::json!([1, 2]));
+/// # Ok::<(), livecache::json_patch::PatchError>(())
+/// ```
+pub use json_patch;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "runtime")]
 mod runtime;
+#[cfg(feature = "tls")]
+pub mod tls;
 #[cfg(feature = "ws")]
 pub mod ws;
 
 #[cfg(feature = "runtime")]
 pub use runtime::{
-    Api, ApiBuilder, Arg, BeforeData, BoxError, Data, DataLoaded, Ended, Endpoint, EndpointBuilder,
-    EntryHandle, EntryRemoved, Error, Fulfilled, HandleState, MAX_BUFFERED, Mutation,
-    MutationBuilder, NoQueryFn, NotSettled, PatchCollection, QueryError, QueryState,
+    Api, ApiBuilder, Arg, BeforeData, BoxError, Cause, Data, DataLoaded, Ended, Endpoint,
+    EndpointBuilder, EntryHandle, EntryRemoved, Error, Fulfilled, HandleState, MAX_BUFFERED,
+    Mutation, MutationBuilder, NoQueryFn, NotSettled, PatchCollection, QueryError, QueryState,
     RemovedBeforeLoaded, StreamError, Subscription, UpdateError, WithData, WithQueryFn,
 };
 

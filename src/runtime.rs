@@ -19,6 +19,7 @@
 //! ```
 
 mod api;
+mod cause;
 mod driver;
 mod ending;
 mod endpoint;
@@ -36,6 +37,7 @@ mod subscription;
 mod typed_recipe;
 
 pub use api::{Api, ApiBuilder};
+pub use cause::Cause;
 pub use ending::Ended;
 pub use endpoint::{Arg, Endpoint};
 pub use endpoint_builder::{EndpointBuilder, NoQueryFn, WithQueryFn};

@@ -44,12 +44,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use async_tungstenite::WebSocketStream;
-use async_tungstenite::tokio::{TokioAdapter, client_async_with_config};
 use async_tungstenite::tungstenite::Message;
-use async_tungstenite::tungstenite::client::IntoClientRequest;
-use async_tungstenite::tungstenite::error::UrlError;
-use async_tungstenite::tungstenite::handshake::client::Request;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -58,18 +53,21 @@ use crate::runtime::StreamError;
 
 mod decoder;
 mod error;
+mod secure;
 pub mod shared;
 mod stats;
+pub(crate) mod target;
 pub(crate) mod transport;
 
 pub use decoder::Decoder;
-pub use error::WsError;
+pub use error::{ConnectFailure, WsError};
 use stats::bump;
 pub use stats::{WsCounts, WsStats};
+use target::{Target, TlsChoice};
 use transport::{Backlog, Transport};
 
 /// The socket under a [`WsStream`].
-type Socket = WebSocketStream<TokioAdapter<Transport>>;
+type Socket = target::Socket<tokio::net::TcpStream>;
 
 /// The default largest frame payload decoded, in bytes (1 MiB). Larger frames are skipped, up to
 /// the connection's hard limit ([`hard_message_limit`]); [`Connect::max_message_bytes`] sets
@@ -157,6 +155,7 @@ pub fn connect<M: DeserializeOwned>(url: impl Into<String>) -> Connect<M> {
         read_buffer_bytes: DEFAULT_READ_BUFFER_BYTES,
         write_buffer_bytes: DEFAULT_WRITE_BUFFER_BYTES,
         max_write_buffer_bytes: DEFAULT_MAX_WRITE_BUFFER_BYTES,
+        tls: TlsChoice::default(),
     }
 }
 
@@ -179,9 +178,24 @@ pub struct Connect<M> {
     read_buffer_bytes: usize,
     write_buffer_bytes: usize,
     max_write_buffer_bytes: usize,
+    tls: TlsChoice,
 }
 
 impl<M: DeserializeOwned + Send + 'static> Connect<M> {
+    /// The TLS configuration for a `wss://` URL (R40; feature `tls`): a private root, a client
+    /// certificate. Without it, [`default_client_config`](crate::tls::default_client_config).
+    ///
+    /// ```
+    /// let config = livecache::tls::default_client_config()?;
+    /// let c = livecache::ws::connect::<String>("wss://127.0.0.1:9/").tls(config);
+    /// # Ok::<(), livecache::tls::rustls::Error>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        self.tls.config = Some(config);
+        self
+    }
+
     /// Reject decoded messages for which `valid` is false: they are skipped and counted as
     /// invalid (the streaming guide's `isMessage`).
     ///
@@ -322,16 +336,16 @@ impl<M: DeserializeOwned + Send + 'static> Connect<M> {
     /// # async fn main() {
     /// // nothing listens on port 9 here
     /// let refused = livecache::ws::connect::<String>("ws://127.0.0.1:9/").open().await;
-    /// assert!(matches!(refused, Err(livecache::ws::WsError::Connect(_))));
+    /// use livecache::ws::{ConnectFailure, WsError};
+    /// assert!(matches!(refused, Err(WsError::Connect { failure: ConnectFailure::Refused, .. })));
     /// # }
     /// ```
     pub async fn open(self) -> Result<WsStream<M>, WsError> {
         let config = self.websocket_config();
-        let connecting = connect_socket(&self.url, self.max_write_buffer_bytes, config);
+        let connecting = connect_socket(&self.url, &self.tls, self.max_write_buffer_bytes, config);
         let socket = tokio::time::timeout(self.connect_timeout, connecting)
             .await
-            .map_err(|_elapsed| WsError::Timeout(self.connect_timeout))?
-            .map_err(|e| WsError::Connect(e.to_string()))?;
+            .map_err(|_elapsed| WsError::Timeout(self.connect_timeout))??;
         let decoder = Decoder {
             validate: self.validate,
             filter: self.filter,
@@ -351,42 +365,20 @@ impl<M: DeserializeOwned + Send + 'static> Connect<M> {
     }
 }
 
-/// The TCP connection (to a `ws://` URL's host and port, 80 by default) and the handshake, on a
+/// The connection (to the URL's host and port), TLS for `wss://`, and the handshake, on a
 /// [`Transport`] that bounds what waits to be written.
 async fn connect_socket(
     url: &str,
+    tls: &TlsChoice,
     max_unsent: usize,
     config: WebSocketConfig,
-) -> Result<Socket, async_tungstenite::tungstenite::Error> {
-    let (request, host, port) = ws_target(url)?;
-    let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-    let transport = Transport::new(tcp, max_unsent);
-    let (socket, _response) = client_async_with_config(request, transport, Some(config)).await?;
-    Ok(socket)
-}
-
-/// A `ws://` URL's request, host and port (80 by default); `wss://` needs TLS, which is not
-/// enabled.
-pub(crate) fn ws_target(
-    url: &str,
-) -> Result<(Request, String, u16), async_tungstenite::tungstenite::Error> {
-    use async_tungstenite::tungstenite::Error;
-    let request = url.into_client_request()?;
-    let uri = request.uri();
-    match uri.scheme_str() {
-        Some("ws") => {}
-        Some("wss") => return Err(Error::Url(UrlError::TlsFeatureNotEnabled)),
-        _ => return Err(Error::Url(UrlError::UnsupportedUrlScheme)),
-    }
-    let host = uri.host().ok_or(Error::Url(UrlError::NoHostName))?;
-    // An IPv6 literal keeps its brackets in a URI, not in a socket address.
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host)
-        .to_owned();
-    let port = uri.port_u16().unwrap_or(80);
-    Ok((request, host, port))
+) -> Result<Socket, WsError> {
+    let (request, target) = Target::parse(url)?;
+    let tcp = tokio::net::TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(Target::unreachable)?;
+    let stream = target.secure(tcp, tls).await?;
+    target::handshake(request, Transport::new(stream, max_unsent), Some(config)).await
 }
 
 impl<M: DeserializeOwned + Send + 'static> IntoFuture for Connect<M> {
@@ -548,7 +540,9 @@ fn failure(error: async_tungstenite::tungstenite::Error) -> WsError {
             size,
             limit: max_size,
         },
-        other => WsError::Failed(other.to_string()),
+        other => WsError::Failed {
+            cause: crate::Cause::new(other),
+        },
     }
 }
 

@@ -1,6 +1,7 @@
 //! What can go wrong with a WebSocket message stream, and which of it ends the stream.
 
 use super::*;
+use crate::Cause;
 
 /// Why a frame was skipped, or why the stream ended.
 ///
@@ -13,9 +14,15 @@ use super::*;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum WsError {
-    /// Connecting failed (fatal).
-    #[error("websocket connect failed: {0}")]
-    Connect(String),
+    /// Connecting failed (fatal): how, and the error below (R40).
+    #[error("websocket connect failed ({failure}): {cause}")]
+    Connect {
+        /// How it failed.
+        failure: ConnectFailure,
+        /// The error below: the I/O error, the TLS error, the handshake's.
+        #[source]
+        cause: Cause,
+    },
     /// Connecting (the TCP connection and the handshake) took longer than the connect timeout
     /// (fatal); the attempt is abandoned and its socket closed.
     #[error("websocket connect timed out after {0:?}")]
@@ -74,20 +81,63 @@ pub enum WsError {
         reason: String,
     },
     /// The connection failed (fatal): a protocol error, a reset.
-    #[error("websocket failed: {0}")]
-    Failed(String),
+    #[error("websocket failed: {cause}")]
+    Failed {
+        /// The error below.
+        #[source]
+        cause: Cause,
+    },
 }
 
 impl StreamError for WsError {
     fn is_fatal(&self) -> bool {
         matches!(
             self,
-            WsError::Connect(_)
+            WsError::Connect { .. }
                 | WsError::Timeout(_)
                 | WsError::Refused { .. }
                 | WsError::Backlog { .. }
                 | WsError::Closed { .. }
-                | WsError::Failed(_)
+                | WsError::Failed { .. }
         )
+    }
+}
+
+/// How connecting to a WebSocket failed (R40).
+///
+/// ```
+/// use livecache::ws::ConnectFailure;
+/// assert_eq!(ConnectFailure::Refused.to_string(), "connection refused");
+/// assert_eq!(ConnectFailure::Status(401).to_string(), "the server answered 401");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectFailure {
+    /// The URL is not a `ws://` or `wss://` URL with a host, or it is `wss://` in a build
+    /// without the `tls` feature.
+    Url,
+    /// Nothing listens at the address.
+    Refused,
+    /// The connection could not be made otherwise (DNS, unreachable, reset while connecting).
+    Connect,
+    /// TLS failed: the server's certificate was refused, or the TLS handshake failed.
+    Tls,
+    /// The server answered the upgrade request with this HTTP status instead of switching
+    /// protocols.
+    Status(u16),
+    /// The WebSocket handshake failed otherwise (not a WebSocket server, a bad answer).
+    Handshake,
+}
+
+impl fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectFailure::Url => f.write_str("bad URL"),
+            ConnectFailure::Refused => f.write_str("connection refused"),
+            ConnectFailure::Connect => f.write_str("could not connect"),
+            ConnectFailure::Tls => f.write_str("TLS failed"),
+            ConnectFailure::Status(status) => write!(f, "the server answered {status}"),
+            ConnectFailure::Handshake => f.write_str("handshake failed"),
+        }
     }
 }

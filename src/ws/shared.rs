@@ -54,6 +54,7 @@ pub use framing::{Framing, Inbound, JsonFraming};
 use crate::core::ConnectionConfig;
 use crate::runtime::source_link::SourceLink;
 use crate::runtime::{EntryHandle, Error, HandleState, StreamError};
+use crate::ws::target::TlsChoice;
 
 /// How many messages of one topic may wait for its entry by default: past it, a versioned entry
 /// drops them and resyncs, an unversioned one fails (R33).
@@ -154,6 +155,7 @@ pub struct SharedBuilder<F, C = TcpConnector> {
     auth: Option<AuthHook>,
     fatal: Option<FatalWhen>,
     capacity: usize,
+    tls: TlsChoice,
 }
 
 impl<F: Framing> SharedConnection<F>
@@ -177,6 +179,7 @@ where
             auth: None,
             fatal: None,
             capacity: DEFAULT_INBOUND_CAPACITY,
+            tls: TlsChoice::default(),
         }
     }
 
@@ -335,7 +338,25 @@ where
             auth: self.auth,
             fatal: self.fatal,
             capacity: self.capacity,
+            tls: self.tls,
         }
+    }
+
+    /// The TLS configuration for a `wss://` URL (R40; feature `tls`): a private root, a client
+    /// certificate. Without it, [`default_client_config`](crate::tls::default_client_config).
+    ///
+    /// ```
+    /// use livecache::ws::shared::{JsonFraming, SharedConnection};
+    /// let config = livecache::tls::default_client_config()?;
+    /// let builder = SharedConnection::builder("wss://127.0.0.1:1/", JsonFraming::<u64>::new())
+    ///     .tls(config);
+    /// # drop(builder);
+    /// # Ok::<(), livecache::tls::rustls::Error>(())
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls.config = Some(config);
+        self
     }
 
     /// Start the connection's task (on the current tokio runtime). Nothing connects until the
@@ -361,7 +382,7 @@ where
         self.config
             .validate()
             .map_err(|error| unsupported(error.to_string()))?;
-        let target = driver::Target::parse(&self.url).map_err(unsupported)?;
+        let target = driver::Target::parse(&self.url, self.tls).map_err(unsupported)?;
         let handle = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let (commands, rx) = mpsc::unbounded_channel();
         let parts = driver::Parts {

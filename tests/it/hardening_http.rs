@@ -378,7 +378,7 @@ async fn r40_http_query_sends_its_method_headers_and_auth_through_any_client() -
     let app = axum::Router::new().route("/echo", axum::routing::any(echo));
     let (addr, serving) = serve_http(app).await?;
     let base = format!("http://{addr}/");
-    let own = livecache::http::reqwest::Client::builder().build()?;
+    let own = livecache::http::client_builder()?.build()?;
     for http in [HttpQuery::new(&base)?, HttpQuery::with_client(own, &base)?] {
         let http = http
             .with_method(livecache::http::reqwest::Method::POST)

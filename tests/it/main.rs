@@ -34,5 +34,7 @@ mod settle;
 mod shared_sim;
 mod shared_ws;
 mod tags;
+#[cfg(all(feature = "tls", feature = "ws", feature = "http"))]
+mod tls;
 mod tracing_events;
 mod ws_e2e;

@@ -242,6 +242,15 @@ fn messages(
 ) -> Endpoint<String, Vec<Msg>> {
     let http =
         HttpQuery::with_timeout(&format!("http://{}", server.addr), STEP).expect("a loopback URL");
+    messages_from(api, &http, connection)
+}
+
+/// [`messages`], its snapshots read through `http`.
+fn messages_from(
+    api: &Api,
+    http: &HttpQuery,
+    connection: &SharedConnection<JsonFraming<Msg>>,
+) -> Endpoint<String, Vec<Msg>> {
     let history = http.get_json(|topic: &String| format!("history/{topic}"));
     let connection = connection.clone();
     api.query::<String, Vec<Msg>>("messages")
@@ -412,4 +421,49 @@ async fn r32_a_dropped_socket_is_reconnected_every_entry_resyncs_and_nothing_is_
         "it reconnected"
     );
     server.wait_open(1).await;
+}
+
+/// R40 with R32: a shared connection to a `wss://` URL, its snapshots from `https://`; a dropped
+/// socket is reconnected through TLS, and nothing is lost.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r40_a_shared_connection_over_wss_streams_and_reconnects_through_tls() {
+    let server = Server::start().await;
+    let front = crate::common::tls::TlsFront::start(server.addr).await;
+    let api = Api::builder().build();
+    let url = format!("wss://{}/ws", front.addr);
+    let connection = SharedConnection::builder(url, JsonFraming::<Msg>::new().acknowledged())
+        .config(quick())
+        .tls(front.trusted.clone())
+        .spawn()
+        .expect("a runtime");
+    let https = HttpQuery::with_tls(&format!("https://{}", front.addr), front.trusted.clone())
+        .expect("a loopback URL");
+    let endpoint = messages_from(&api, &https, &connection);
+    let redux = endpoint.subscribe("redux".into()).expect("a key");
+    wait_state("live", &redux, |s| s.stream == StreamStatus::Live).await;
+    server.wait_subscribed(&["redux"]).await;
+    let first = server.publish("redux", "over TLS");
+    wait_state("the first message", &redux, |s| {
+        s.data().is_some_and(|d| d.contains(&first))
+    })
+    .await;
+
+    let _ = server.out.send(Out::DropAll);
+    let missed = server.publish("redux", "while down");
+    server.wait_subscribed_times(&["redux"], 2).await;
+    wait_state("the missed message", &redux, |s| {
+        s.data().is_some_and(|d| d.contains(&missed))
+    })
+    .await;
+    let after = server.publish("redux", "after");
+    wait_state("the message after", &redux, |s| {
+        s.data().is_some_and(|d| d.contains(&after))
+    })
+    .await;
+    assert_eq!(
+        ids(&redux),
+        [first.id, missed.id, after.id],
+        "in order, none twice"
+    );
 }

@@ -1392,13 +1392,28 @@ async fn r40_http_unreachable_base_url_is_a_refused_request_error_with_its_cause
     Ok(())
 }
 
+/// Only in a build without the `tls` feature (CI runs it so: `--no-default-features`).
 #[test]
-#[cfg(not(feature = "http-tls"))]
-fn r40_https_without_tls_is_a_tls_error_that_says_so() {
+#[cfg(not(feature = "tls"))]
+fn r40_without_tls_https_is_a_tls_error_that_says_so() {
     let error = livecache::http::HttpQuery::new("https://127.0.0.1/").map(|_| ());
     assert!(
         matches!(&error, Err(e) if e.kind() == livecache::http::HttpErrorKind::Tls
-            && e.to_string().contains("http-tls")),
+            && e.to_string().contains("`tls` feature")),
+        "{error:?}"
+    );
+}
+
+/// Only in a build without the `tls` feature (CI runs it so: `--no-default-features`).
+#[tokio::test]
+#[cfg(not(feature = "tls"))]
+async fn r40_without_tls_wss_is_a_url_error_that_says_so() {
+    let error = livecache::ws::connect::<u64>("wss://127.0.0.1:1/")
+        .open()
+        .await;
+    assert!(
+        matches!(&error, Err(livecache::ws::WsError::Connect { failure: livecache::ws::ConnectFailure::Url, cause })
+            if cause.to_string().contains("`tls` feature")),
         "{error:?}"
     );
 }

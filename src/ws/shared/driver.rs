@@ -8,8 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_tungstenite::WebSocketStream;
-use async_tungstenite::tokio::{TokioAdapter, client_async_with_config};
 use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::http::header::HeaderName;
@@ -22,7 +20,9 @@ use tokio::time::Instant;
 use super::{AuthHook, Command, Connector, FatalWhen, Framing, Inbound, SharedError};
 use crate::core::{ConnEffect, Connection, ConnectionConfig, Frame};
 use crate::runtime::source_link::SourceLink;
+use crate::ws::target::{Socket, TlsChoice, handshake};
 use crate::ws::transport::Transport;
+use crate::ws::{ConnectFailure, WsError};
 
 /// How long a closing socket may take to finish its close handshake.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -33,18 +33,18 @@ const MAX_UNSENT: usize = 64 * 1024;
 /// Where to connect: the URL's host and port, and the URL itself for the request.
 pub(super) struct Target {
     url: String,
-    host: String,
-    port: u16,
+    at: crate::ws::target::Target,
+    tls: TlsChoice,
 }
 
 impl Target {
-    /// Read a `ws://` URL.
-    pub(super) fn parse(url: &str) -> Result<Target, String> {
-        let (_, host, port) = crate::ws::ws_target(url).map_err(|e| format!("{url}: {e}"))?;
+    /// Read a `ws://` or `wss://` URL.
+    pub(super) fn parse(url: &str, tls: TlsChoice) -> Result<Target, String> {
+        let (_, at) = crate::ws::target::Target::parse(url).map_err(|e| format!("{url}: {e}"))?;
         Ok(Target {
             url: url.to_owned(),
-            host,
-            port,
+            at,
+            tls,
         })
     }
 }
@@ -59,8 +59,6 @@ pub(super) struct Parts<F, C> {
     pub(super) auth: Option<AuthHook>,
     pub(super) fatal: Option<FatalWhen>,
 }
-
-type Socket<S> = WebSocketStream<TokioAdapter<Transport<S>>>;
 
 /// An attempt's outcome: the socket, or the error and whether it is fatal.
 type Attempt<S> = BoxFuture<'static, Result<Socket<S>, (String, bool)>>;
@@ -442,11 +440,14 @@ where
 
     /// An attempt to open a socket: the auth hook, the transport, the WebSocket handshake.
     fn open(&self) -> Attempt<C::Stream> {
+        let target = &self.parts.target;
         let connecting = self
             .parts
             .connector
-            .connect(&self.parts.target.host, self.parts.target.port);
-        let url = self.parts.target.url.clone();
+            .connect(&target.at.host, target.at.port);
+        let url = target.url.clone();
+        let at = target.at.clone();
+        let tls = target.tls.clone();
         let headers = self.parts.headers.clone();
         let auth = self.parts.auth.clone();
         async move {
@@ -468,15 +469,19 @@ where
                 request.headers_mut().insert(name, value);
             }
             let stream = connecting.await.map_err(|e| (e.to_string(), false))?;
+            let not_fatal = |e: WsError| (e.to_string(), false);
+            let stream = at.secure(stream, &tls).await.map_err(not_fatal)?;
             let transport = Transport::new(stream, MAX_UNSENT);
-            match client_async_with_config(request, transport, None).await {
-                Ok((socket, _response)) => Ok(socket),
-                Err(WsProtocolError::Http(response)) => {
-                    let status = response.status().as_u16();
+            match handshake(request, transport, None).await {
+                Ok(socket) => Ok(socket),
+                Err(WsError::Connect {
+                    failure: ConnectFailure::Status(status),
+                    ..
+                }) => {
                     let fatal = status == 401 || status == 403;
                     Err((format!("the server answered {status}"), fatal))
                 }
-                Err(error) => Err((error.to_string(), false)),
+                Err(error) => Err(not_fatal(error)),
             }
         }
         .boxed()

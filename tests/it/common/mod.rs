@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod strategies;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod waits;
 
 pub use livecache_check::harness::*;
