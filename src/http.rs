@@ -42,7 +42,7 @@ pub use crate::runtime::Cause;
 pub use reqwest;
 
 /// A `reqwest::ClientBuilder` with livecache's TLS configuration
-/// ([`default_client_config`](crate::tls::default_client_config), feature `tls`) — for a
+/// (`livecache::tls::default_client_config`, feature `tls`) — for a
 /// client of your own with [`HttpQuery::with_client`]. Its redirect policy and timeout are
 /// reqwest's defaults; set your own.
 ///

@@ -233,7 +233,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
             return Err(Error::Update(UpdateError::RecipePanicked { message }));
         }
         let undo = result.map_err(from_core)?;
-        Ok(PatchCollection::new(self.clone(), arg.clone(), undo))
+        Ok(PatchCollection::new(self.clone(), arg.clone(), key, undo))
     }
 
     /// Apply RFC 6902 patches to the data of the entry for `arg` (RTK's `patchQueryData`, R19).
@@ -260,12 +260,17 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
         })
     }
 
-    /// Undo a change through the core (see [`PatchCollection::undo`]).
-    pub(crate) fn undo(&self, arg: &A, undo: crate::core::Undo) -> Result<(), Error> {
-        let key = self.key(arg)?;
+    /// Undo a change of the entry at `key` through the core (see [`PatchCollection::undo`]):
+    /// `patches` are the change's, taken out of `undo`.
+    pub(crate) fn undo(
+        &self,
+        key: &CacheKey,
+        undo: crate::core::Undo,
+        patches: &crate::core::PatchSet,
+    ) -> Result<(), Error> {
         self.owner.shared.with(|state, now| {
-            self.check_owner(state, &key)?;
-            Ok(state.cache.undo(now, &key, undo)?)
+            self.check_owner(state, key)?;
+            Ok(state.cache.undo_with(now, key, undo, patches)?)
         })
     }
 

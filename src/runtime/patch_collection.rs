@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use crate::core::{PatchSet, Undo};
+use crate::core::{CacheKey, PatchSet, Undo};
 use crate::runtime::endpoint::{Arg, Endpoint};
 use crate::runtime::erased::Data;
 use crate::runtime::error::Error;
@@ -22,6 +22,8 @@ use crate::runtime::error::Error;
 pub struct PatchCollection<A, T, M = ()> {
     endpoint: Endpoint<A, T, M>,
     arg: A,
+    /// The entry's key (the argument's, computed once).
+    key: CacheKey,
     /// The patches and their inverse (empty if nothing changed).
     pub patches: PatchSet,
     /// The change undone on the typed data, until the first undo uses it.
@@ -29,11 +31,13 @@ pub struct PatchCollection<A, T, M = ()> {
 }
 
 impl<A, T, M> PatchCollection<A, T, M> {
-    pub(crate) fn new(endpoint: Endpoint<A, T, M>, arg: A, undo: Undo) -> Self {
+    pub(crate) fn new(endpoint: Endpoint<A, T, M>, arg: A, key: CacheKey, undo: Undo) -> Self {
+        let (patches, undo) = undo.split();
         PatchCollection {
             endpoint,
             arg,
-            patches: undo.patches().clone(),
+            key,
+            patches,
             undo: Mutex::new(Some(undo)),
         }
     }
@@ -63,7 +67,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> PatchCollection<A, T, M> {
         }
         let typed = self.undo.lock().ok().and_then(|mut undo| undo.take());
         match typed {
-            Some(undo) => self.endpoint.undo(&self.arg, undo),
+            Some(undo) => self.endpoint.undo(&self.key, undo, &self.patches),
             None => self
                 .endpoint
                 .patch_query_data(&self.arg, &self.patches.inverse_patches),

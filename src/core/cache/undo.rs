@@ -61,6 +61,26 @@ impl Undo {
     pub fn into_patches(self) -> PatchSet {
         self.patches
     }
+
+    /// The patches taken out, and the undo without them: for a caller that keeps the patches
+    /// itself and gives them back to [`Cache::undo_with`] (no copy of them is made).
+    ///
+    /// ```
+    /// use livecache::core::{Cache, CacheKey, EndpointConfig};
+    /// let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    /// let ep = cache.add_endpoint("list", EndpointConfig::default()).unwrap();
+    /// let key = CacheKey::verbatim("list(1)");
+    /// cache.upsert(0, ep, &key, vec![1]).unwrap();
+    /// let (patches, undo) = cache.update_query_data_undoable(1, &key, |l| l.push(2)).unwrap().split();
+    /// assert_eq!(patches.patches.0.len(), 1);
+    /// assert!(undo.patches().is_empty());
+    /// cache.undo_with(2, &key, undo, &patches).unwrap();
+    /// assert_eq!(cache.entry(&key).and_then(|e| e.data), Some(&vec![1]));
+    /// ```
+    pub fn split(mut self) -> (PatchSet, Undo) {
+        let patches = std::mem::take(&mut self.patches);
+        (patches, self)
+    }
 }
 
 impl fmt::Debug for Undo {
@@ -110,12 +130,21 @@ where
     /// ([`Cache::patch_query_data`]; like RTK, no conflict detection). Traced and notified as
     /// `patch_query_data`.
     pub fn undo(&mut self, now: u64, key: &CacheKey, undo: Undo) -> Result<(), PatchError> {
+        let (patches, undo) = undo.split();
+        self.undo_with(now, key, undo, &patches)
+    }
+
+    /// [`Cache::undo`] of an undo whose patches were taken out ([`Undo::split`]): `patches` are
+    /// those, given back.
+    pub fn undo_with(
+        &mut self,
+        now: u64,
+        key: &CacheKey,
+        undo: Undo,
+        patches: &PatchSet,
+    ) -> Result<(), PatchError> {
         self.advance(now);
-        let Undo {
-            patches,
-            steps,
-            after,
-        } = undo;
+        let Undo { steps, after, .. } = undo;
         if steps.is_empty() && patches.is_empty() {
             return Ok(());
         }
@@ -134,9 +163,9 @@ where
             }
             draft.mark_touched();
         });
-        let traced = (self.config.recording == Recording::EventsWithPatches).then_some(PatchSet {
-            patches: patches.inverse_patches,
-            inverse_patches: patches.patches,
+        let traced = (self.config.recording == Recording::EventsWithPatches).then(|| PatchSet {
+            patches: patches.inverse_patches.clone(),
+            inverse_patches: patches.patches.clone(),
         });
         self.record(
             self.now,
