@@ -29,6 +29,7 @@ mod error;
 pub(crate) mod lifecycle;
 mod mutation;
 mod patch_collection;
+mod resume;
 mod signal;
 pub(crate) mod source_link;
 mod state;

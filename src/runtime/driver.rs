@@ -97,7 +97,14 @@ struct LifetimeRt {
     /// Request events for the lifecycle handler (R29), and their receiver until it starts.
     events_tx: mpsc::Sender<RequestEvent>,
     events_rx: Option<mpsc::Receiver<RequestEvent>>,
+    /// The sources that replay, told of each resume the core asks for (R26, R32).
+    resume_hooks: Vec<ResumeHook>,
 }
+
+/// A source that replays, told the first version to replay when the core asks the lifetime's
+/// source to resume (R26, R32; `None`: past the last version). It returns `false` once the
+/// source is gone, and is then dropped.
+pub(crate) type ResumeHook = Box<dyn Fn(Option<Version>) -> bool + Send + Sync>;
 
 impl Drop for LifetimeRt {
     fn drop(&mut self) {
@@ -157,6 +164,18 @@ impl MsClock {
 }
 
 impl State {
+    /// Tell `hook` of each resume the core asks of `lifetime`'s source; `false` if the lifetime
+    /// is gone.
+    pub(crate) fn add_resume_hook(&mut self, lifetime: LifetimeId, hook: ResumeHook) -> bool {
+        match self.lifetimes.get_mut(&lifetime) {
+            Some(rt) => {
+                rt.resume_hooks.push(hook);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Register the runtime side of the lifetime `key` now has, if it is new. Returns a
     /// receiver of its changes (`None` if the key has no entry).
     pub(crate) fn ensure_lifetime(
@@ -178,6 +197,7 @@ impl State {
                 start,
                 events_tx,
                 events_rx: Some(events_rx),
+                resume_hooks: Vec::new(),
             }
         });
         Some((lifetime, rt.changed.subscribe()))
@@ -382,9 +402,14 @@ impl Shared {
                     // data-loaded yield "removed before loaded" if it never resolved.
                     state.lifetimes.remove(&lifetime);
                 }
-                // Endpoints built by this runtime declare no versions (`EndpointConfig::versions`
-                // is `None`), so the core asks none of their sources to resume.
-                Effect::Resume { .. } => {}
+                Effect::Resume { lifetime, from, .. } => {
+                    // The sources that replay are asked; one gone is dropped. With none, the
+                    // entry stays resyncing until a source reports (`resync_done`) or a
+                    // snapshot lands.
+                    if let Some(rt) = state.lifetimes.get_mut(&lifetime) {
+                        rt.resume_hooks.retain(|hook| hook(from));
+                    }
+                }
                 Effect::RequestEvent {
                     lifetime, event, ..
                 } => {

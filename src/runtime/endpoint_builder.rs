@@ -8,9 +8,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::core::{
-    EndpointConfig, Keep, KeyOverride, Resync, RetryPolicy, Tag, Version, Versioning,
-};
+use crate::core::{EndpointConfig, Keep, KeyOverride, RetryPolicy, Tag, Version, Versioning};
 use crate::runtime::driver::Owner;
 use crate::runtime::endpoint::{Arg, Endpoint, EndpointInner};
 use crate::runtime::erased::Data;
@@ -291,9 +289,10 @@ impl<A: Arg, T: Data, M, Q> EndpointBuilder<A, T, M, Q> {
 
     /// Declare the endpoint versioned, with these rules (R24–R27, R33): whether versions are
     /// contiguous (a message further ahead than the next version is a gap, held while the
-    /// entry resyncs by refetching), and how many messages each queue holds. This runtime
-    /// resyncs by [`Resync::Refetch`]; [`Resync::Resume`] comes with the shared connection and is
-    /// refused by [`build`](EndpointBuilder::build) until then.
+    /// entry resyncs), how it resyncs ([`Resync::Refetch`](crate::core::Resync::Refetch), or [`Resync::Resume`](crate::core::Resync::Resume) from a source
+    /// that replays: a shared connection, or one of your own through
+    /// [`EntryHandle::resume_requests`](crate::EntryHandle::resume_requests)), and how many
+    /// messages each queue holds.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
@@ -504,17 +503,6 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> EndpointBuilder<A, T, M, WithQue
     /// ```
     pub fn build(self) -> Result<Endpoint<A, T, M>, Error> {
         let name = self.name;
-        if self
-            .versions
-            .is_some_and(|versions| versions.resync == Resync::Resume)
-        {
-            return Err(Error::Unsupported {
-                name,
-                what: "resyncing by resume needs a source that replays, which comes with the \
-                       shared connection; resync by refetch (Resync::Refetch)"
-                    .into(),
-            });
-        }
         let config = EndpointConfig {
             keep: self.keep,
             has_lifecycle: self.lifecycle.is_some(),

@@ -59,6 +59,21 @@ impl SourceLink {
     }
 
     /// The version a resumed subscription replays from, on an endpoint that resumes.
+    /// Tell `hook` of each resume the core asks of the entry's source.
+    pub(crate) fn on_resume(&self, hook: crate::runtime::driver::ResumeHook) {
+        self.shared
+            .lock()
+            .add_resume_hook(self.place.lifetime(), hook);
+    }
+
+    /// The source replayed what a resume asked for.
+    pub(crate) fn resync_done(&self) -> bool {
+        let handler = self.place.handler();
+        self.shared.with_lifetime(&self.hint(), |state, now| {
+            (state.cache.resync_done(now, handler).is_ok(), false)
+        })
+    }
+
     pub(crate) fn resume_from(&self) -> Option<Version> {
         let handler = self.place.handler();
         self.shared.lock().cache.resume_from(handler)

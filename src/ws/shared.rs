@@ -125,6 +125,12 @@ enum Command<M> {
         reply: oneshot::Sender<Result<(), SharedError>>,
     },
     ReconnectNow,
+    /// The core asks the entry `id` on `topic` to resume from `from` (R26, R32).
+    Resume {
+        topic: String,
+        id: u64,
+        from: Option<crate::core::Version>,
+    },
 }
 
 /// A WebSocket shared by many entries (R31, R32). Cheap to clone; the connection's task ends
@@ -211,6 +217,18 @@ where
         let overflowed = Arc::new(AtomicBool::new(false));
         let link = entry.source_link();
         let versioned = link.is_versioned();
+        // The core's resumes of the entry reach the driver while the topic lives (R26, R32).
+        let alive = Arc::new(());
+        let (weak_alive, weak_commands) = (Arc::downgrade(&alive), self.commands.downgrade());
+        let resume_topic = topic.clone();
+        link.on_resume(Box::new(move |from| {
+            let (Some(_alive), Some(commands)) = (weak_alive.upgrade(), weak_commands.upgrade())
+            else {
+                return false;
+            };
+            let topic = resume_topic.clone();
+            commands.send(Command::Resume { topic, id, from }).is_ok()
+        }));
         let attached = self.commands.send(Command::Attach {
             topic: topic.clone(),
             id,
@@ -228,6 +246,7 @@ where
             ended: attached.is_err(),
             reported: false,
             commands: self.commands.clone(),
+            _alive: alive,
         }
     }
 
@@ -417,6 +436,8 @@ pub struct Topic<M> {
     ended: bool,
     reported: bool,
     commands: mpsc::UnboundedSender<Command<M>>,
+    /// While it lives, the entry's resumes reach the driver.
+    _alive: Arc<()>,
 }
 
 impl<M> Topic<M> {

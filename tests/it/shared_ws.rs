@@ -12,7 +12,7 @@ use axum::extract::ws::{Message as AxumMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::routing::get;
 use futures::{SinkExt, StreamExt};
-use livecache::core::{ConnectionConfig, StreamStatus, Version};
+use livecache::core::{ConnectionConfig, Resync, StreamStatus, Version, Versioning};
 use livecache::ws::shared::{JsonFraming, SharedConnection};
 use livecache::{Api, Endpoint, Subscription};
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,10 @@ struct Hub {
     frames: Mutex<Vec<String>>,
     connections: AtomicUsize,
     open: AtomicUsize,
+    /// Subscriptions that asked to resume from a version.
+    resumes: AtomicUsize,
+    /// Requests of a topic's history (the entries' snapshots).
+    snapshots: AtomicUsize,
     changed: Notify,
 }
 
@@ -151,6 +155,7 @@ async fn history(
     State((hub, _)): State<HubState>,
     Path(topic): Path<String>,
 ) -> axum::Json<History> {
+    hub.snapshots.fetch_add(1, Ordering::SeqCst);
     let messages = hub
         .history
         .lock()
@@ -187,6 +192,20 @@ async fn serve(socket: WebSocket, hub: Arc<Hub>, mut out: broadcast::Receiver<Ou
                     match frame["type"].as_str() {
                         Some("subscribe") => {
                             topics.insert(topic.clone());
+                            // Asked to resume: the topic's history from that version is
+                            // replayed, then the subscription acknowledged (R32).
+                            if let Some(from) = frame["from"].as_u64() {
+                                hub.resumes.fetch_add(1, Ordering::SeqCst);
+                                let replay: Vec<Msg> = hub.history.lock().expect("not poisoned")
+                                    .get(&topic).into_iter().flatten()
+                                    .filter(|m| m.id >= from).cloned().collect();
+                                for msg in replay {
+                                    let frame = serde_json::json!({ "topic": topic, "message": msg });
+                                    if tx.send(AxumMessage::Text(frame.to_string().into())).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
                             let ack = serde_json::json!({ "type": "subscribed", "topic": topic });
                             if tx.send(AxumMessage::Text(ack.to_string().into())).await.is_err() {
                                 break;
@@ -242,19 +261,24 @@ fn messages(
 ) -> Endpoint<String, Vec<Msg>> {
     let http =
         HttpQuery::with_timeout(&format!("http://{}", server.addr), STEP).expect("a loopback URL");
-    messages_from(api, &http, connection)
+    messages_from(api, &http, connection, Resync::Refetch)
 }
 
-/// [`messages`], its snapshots read through `http`.
+/// [`messages`], its snapshots read through `http`, resyncing by `resync`.
 fn messages_from(
     api: &Api,
     http: &HttpQuery,
     connection: &SharedConnection<JsonFraming<Msg>>,
+    resync: Resync,
 ) -> Endpoint<String, Vec<Msg>> {
     let history = http.get_json(|topic: &String| format!("history/{topic}"));
     let connection = connection.clone();
     api.query::<String, Vec<Msg>>("messages")
         .keep_unused_data_for(Duration::ZERO)
+        .versioning(Versioning {
+            resync,
+            ..Versioning::default()
+        })
         .query_fn_versioned(move |topic| {
             history(topic).map(|read: Result<History, BoxError>| {
                 read.map(|h| (h.messages, Version::new(h.watermark)))
@@ -439,7 +463,7 @@ async fn r40_a_shared_connection_over_wss_streams_and_reconnects_through_tls() {
         .expect("a runtime");
     let https = HttpQuery::with_tls(&format!("https://{}", front.addr), front.trusted.clone())
         .expect("a loopback URL");
-    let endpoint = messages_from(&api, &https, &connection);
+    let endpoint = messages_from(&api, &https, &connection, Resync::Refetch);
     let redux = endpoint.subscribe("redux".into()).expect("a key");
     wait_state("live", &redux, |s| s.stream == StreamStatus::Live).await;
     server.wait_subscribed(&["redux"]).await;
@@ -466,4 +490,73 @@ async fn r40_a_shared_connection_over_wss_streams_and_reconnects_through_tls() {
         [first.id, missed.id, after.id],
         "in order, none twice"
     );
+}
+
+/// R32 with R26: an endpoint that resyncs by resuming. After a dropped socket the topic is
+/// resubscribed from the entry's next version, the server replays what the entry missed, and
+/// the entry is `Live` again with every message once, in order — and no snapshot is fetched
+/// again. With a framing whose server acknowledges subscriptions (the replay comes first) and
+/// with one whose server does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r32_a_resuming_entry_is_replayed_what_it_missed_and_fetches_no_snapshot() {
+    for acknowledged in [true, false] {
+        let server = Server::start().await;
+        let api = Api::builder().build();
+        let framing = if acknowledged {
+            JsonFraming::<Msg>::new().acknowledged()
+        } else {
+            JsonFraming::<Msg>::new()
+        };
+        let connection = SharedConnection::builder(server.url(), framing)
+            .config(quick())
+            .spawn()
+            .expect("a runtime");
+        let http = HttpQuery::with_timeout(&format!("http://{}", server.addr), STEP)
+            .expect("a loopback URL");
+        let endpoint = messages_from(&api, &http, &connection, Resync::Resume);
+        let redux = endpoint.subscribe("redux".into()).expect("a key");
+        wait_state("live", &redux, |s| s.stream == StreamStatus::Live).await;
+        server.wait_subscribed(&["redux"]).await;
+        let first = server.publish("redux", "before");
+        wait_state("the first message", &redux, |s| {
+            s.data().is_some_and(|d| d.contains(&first))
+        })
+        .await;
+
+        let mut statuses = Box::pin(redux.changes());
+        let _ = server.out.send(Out::DropAll);
+        let missed = server.publish("redux", "while down");
+        let missed_too = server.publish("redux", "while down too");
+        within("reconnecting, then live again", async {
+            let mut reconnecting = false;
+            while let Some(state) = statuses.next().await {
+                reconnecting |= matches!(state.stream, StreamStatus::Reconnecting { .. });
+                if reconnecting && state.stream == StreamStatus::Live {
+                    break;
+                }
+            }
+        })
+        .await;
+        wait_state("the missed messages", &redux, |s| {
+            s.data().is_some_and(|d| d.contains(&missed_too))
+        })
+        .await;
+        let after = server.publish("redux", "after");
+        wait_state("the message after", &redux, |s| {
+            s.data().is_some_and(|d| d.contains(&after))
+        })
+        .await;
+        assert_eq!(
+            ids(&redux),
+            [first.id, missed.id, missed_too.id, after.id],
+            "in order, none twice (acknowledged: {acknowledged})"
+        );
+        assert_eq!(redux.state().stream, StreamStatus::Live);
+        assert_eq!(
+            server.hub.snapshots.load(Ordering::SeqCst),
+            1,
+            "resumed, not refetched (acknowledged: {acknowledged})"
+        );
+        assert!(server.hub.resumes.load(Ordering::SeqCst) >= 1);
+    }
 }

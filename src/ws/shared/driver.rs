@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{AuthHook, Command, Connector, FatalWhen, Framing, Inbound, SharedError};
-use crate::core::{ConnEffect, Connection, ConnectionConfig, Frame};
+use crate::core::{ConnEffect, Connection, ConnectionConfig, Frame, Version};
 use crate::runtime::source_link::SourceLink;
 use crate::ws::target::{Socket, TlsChoice, handshake};
 use crate::ws::transport::Transport;
@@ -85,6 +85,13 @@ struct Driver<F: Framing, C: Connector> {
     resyncing: BTreeSet<String>,
     /// Topics to resync once the server acknowledges their subscription.
     awaiting_ack: BTreeSet<String>,
+    /// On the current socket: the version each topic's resubscription after the reconnect asked
+    /// the server to replay from, until its entry's resume (which it answers) comes; and the
+    /// topics whose latest subscription the server acknowledged.
+    resumed: BTreeMap<String, Option<Version>>,
+    acked: BTreeSet<String>,
+    /// Entries (by id) whose resume waits for their topic's acknowledgement.
+    resume_waits: BTreeMap<String, Vec<u64>>,
 }
 
 /// The task: until every handle is gone.
@@ -108,6 +115,9 @@ pub(super) async fn run<F, C>(
         topics: BTreeMap::new(),
         resyncing: BTreeSet::new(),
         awaiting_ack: BTreeSet::new(),
+        resumed: BTreeMap::new(),
+        acked: BTreeSet::new(),
+        resume_waits: BTreeMap::new(),
     };
     loop {
         driver.carry_out().await;
@@ -203,6 +213,9 @@ where
                     self.topics.remove(&topic);
                     self.resyncing.remove(&topic);
                     self.awaiting_ack.remove(&topic);
+                    self.resumed.remove(&topic);
+                    self.acked.remove(&topic);
+                    self.resume_waits.remove(&topic);
                     self.machine.detach(now, &topic);
                 }
             }
@@ -220,6 +233,44 @@ where
             Command::ReconnectNow => {
                 self.machine.reconnect_now(now);
             }
+            Command::Resume { topic, id, from } => self.resume(topic, id, from).await,
+        }
+    }
+
+    /// The entry `id` on `topic` is to resume from `from` (R26, R32): the server is asked to
+    /// replay from there — unless the topic's resubscription after a reconnect just asked the
+    /// same (this is the entry's resync for it) — and the entry's resync ends once the replay is
+    /// done: when the server acknowledges the subscription (a framing that acknowledges: the
+    /// server replays first), else at once (a gap still waits for its messages). Closed: the
+    /// reconnect resubscribes from the entry's next version and resyncs it.
+    async fn resume(&mut self, topic: String, id: u64, from: Option<Version>) {
+        if !self.topics.contains_key(&topic) || !self.is_open() {
+            return;
+        }
+        let acknowledges = self.parts.framing.acknowledges_subscriptions();
+        let asked = from.is_none() || self.resumed.remove(&topic) == Some(from);
+        if !asked {
+            let frame = Message::text(self.parts.framing.subscribe(&topic, from));
+            if let Some((_, socket)) = self.socket.as_mut() {
+                // A failed send: the socket reports its end when read.
+                let _ = socket.send(frame).await;
+            }
+            self.acked.remove(&topic);
+        }
+        if !acknowledges || from.is_none() || self.acked.contains(&topic) {
+            self.resumed_by(&topic, &[id]);
+        } else {
+            self.resume_waits.entry(topic).or_default().push(id);
+        }
+    }
+
+    /// The replay the entries `ids` on `topic` waited for is done.
+    fn resumed_by(&self, topic: &str, ids: &[u64]) {
+        let Some(subscribers) = self.topics.get(topic) else {
+            return;
+        };
+        for subscriber in subscribers.iter().filter(|s| ids.contains(&s.id)) {
+            subscriber.link.resync_done();
         }
     }
 
@@ -293,6 +344,10 @@ where
                 reason,
             } => self.deliver(&topic, Err(SharedError::Skipped(reason))),
             Inbound::Subscribed { topic } => {
+                self.acked.insert(topic.clone());
+                if let Some(ids) = self.resume_waits.remove(&topic) {
+                    self.resumed_by(&topic, &ids);
+                }
                 if self.awaiting_ack.remove(&topic)
                     && let Some(subscribers) = self.topics.get(&topic)
                 {
@@ -326,6 +381,9 @@ where
         self.attempt = None;
         // Acknowledgements of an earlier socket's subscriptions will not come.
         self.awaiting_ack.clear();
+        self.resumed.clear();
+        self.acked.clear();
+        self.resume_waits.clear();
         let now = self.now();
         match outcome {
             Ok(socket) => {
@@ -399,6 +457,10 @@ where
                                 .flatten()
                                 .and_then(|subs| subs.first())
                                 .and_then(|s| s.link.resume_from());
+                            self.acked.remove(topic);
+                            if from.is_some() {
+                                self.resumed.insert(topic.clone(), from);
+                            }
                             Some(Message::text(self.parts.framing.subscribe(topic, from)))
                         }
                         Frame::Unsubscribe { topic } => {
