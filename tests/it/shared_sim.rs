@@ -2,7 +2,8 @@
 //! WebSocket topic server on turmoil's seeded, single-threaded network. The server publishes a
 //! message to each topic every 100 ms for the first 30 simulated seconds while the network
 //! misbehaves; then the entries must hold exactly the server's truth — every message once, in
-//! order — and be `Live`, and once they are dropped no socket may remain. The seed is printed
+//! order — and be `Live`; every wait between attempts must be within its backoff bound; and
+//! once the entries are dropped no attempt may follow and no socket remain. The seed is printed
 //! with a failure; `LIVECACHE_SIM_SEEDS=n` runs n more seeds.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +17,7 @@ use livecache::core::{ConnectionConfig, StreamStatus, Version};
 use livecache::ws::shared::{Connector, JsonFraming, SharedConnection};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 /// The topics of the first scenario.
 const TOPICS: [&str; 3] = ["alpha", "beta", "gamma"];
@@ -23,7 +25,7 @@ const PORT: u16 = 9000;
 /// The server publishes until this simulated time.
 const PUBLISH_UNTIL: Duration = Duration::from_secs(30);
 /// The client checks at this simulated time.
-const CHECK_AT: Duration = Duration::from_secs(45);
+const CHECK_AT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Msg {
@@ -131,8 +133,27 @@ async fn accept(
     }
 }
 
-/// Connects over the simulated network.
-struct Simulated;
+/// Connects over the simulated network, noting when each attempt starts.
+struct Simulated {
+    attempts: Log<Instant>,
+}
+
+/// What a scenario notes as it runs, in simulated time.
+type Log<T> = Arc<Mutex<Vec<T>>>;
+
+fn note<T>(log: &Log<T>, item: T) {
+    match log.lock() {
+        Ok(mut log) => log.push(item),
+        Err(poisoned) => poisoned.into_inner().push(item),
+    }
+}
+
+fn read<T: Clone>(log: &Log<T>) -> Vec<T> {
+    match log.lock() {
+        Ok(log) => log.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
 
 impl Connector for Simulated {
     type Stream = turmoil::net::TcpStream;
@@ -142,9 +163,52 @@ impl Connector for Simulated {
         host: &str,
         port: u16,
     ) -> futures::future::BoxFuture<'static, std::io::Result<Self::Stream>> {
+        note(&self.attempts, Instant::now());
         let host = host.to_owned();
         Box::pin(async move { turmoil::net::TcpStream::connect((host.as_str(), port)).await })
     }
+}
+
+/// Note each `Reconnecting { attempt }` an entry is told, with when it was told: the machine
+/// tells it as the connection (or an attempt) fails and starts waiting out retry `attempt`'s
+/// delay.
+fn watch_reconnects(sub: &livecache::Subscription<Vec<Msg>>) -> Log<(Instant, u32)> {
+    let log: Log<(Instant, u32)> = Arc::default();
+    let noted = Arc::clone(&log);
+    let mut changes = sub.changes();
+    tokio::spawn(async move {
+        while let Some(state) = changes.next().await {
+            if let StreamStatus::Reconnecting { attempt, .. } = state.stream {
+                note(&noted, (Instant::now(), attempt));
+            }
+        }
+    });
+    log
+}
+
+/// Every wait between attempts is within its backoff bound (R32): after an entry is told
+/// `Reconnecting { attempt: n }`, the next attempt starts within `backoff_bound(n - 1)` (the
+/// entry is told as the wait starts, or a tick later; one tick of slack).
+fn check_backoff(
+    config: &ConnectionConfig,
+    reconnects: &[(Instant, u32)],
+    attempts: &[Instant],
+    tick: Duration,
+    seed: u64,
+) -> Result<(), String> {
+    for &(told, attempt) in reconnects {
+        let Some(next) = attempts.iter().find(|&&at| at >= told) else {
+            return Err(format!("seed {seed}: no attempt after reconnect {attempt}"));
+        };
+        let waited = next.duration_since(told);
+        let bound = Duration::from_millis(config.backoff_bound(attempt.saturating_sub(1))) + tick;
+        if waited > bound {
+            return Err(format!(
+                "seed {seed}: attempt {attempt} waited {waited:?}, over its bound {bound:?}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The versioned endpoint of the clients: one entry per topic, its snapshot read straight from
@@ -155,13 +219,16 @@ fn topic_endpoint(
     truth: &Shared,
     config: ConnectionConfig,
     keep: Duration,
+    attempts: &Log<Instant>,
 ) -> Result<livecache::Endpoint<String, Vec<Msg>>, livecache::Error> {
     let connection = SharedConnection::builder(
         format!("ws://server:{PORT}/ws"),
         JsonFraming::<Msg>::new().acknowledged(),
     )
     .config(config)
-    .connector(Simulated)
+    .connector(Simulated {
+        attempts: Arc::clone(attempts),
+    })
     .spawn()?;
     let snapshot_truth = Arc::clone(truth);
     api.query::<String, Vec<Msg>>("topic")
@@ -199,11 +266,13 @@ async fn client(truth: Shared, seed: u64) -> turmoil::Result {
         seed,
         ..ConnectionConfig::default()
     };
-    let endpoint = topic_endpoint(&api, &truth, config, Duration::ZERO)?;
+    let attempts: Log<Instant> = Arc::default();
+    let endpoint = topic_endpoint(&api, &truth, config, Duration::ZERO, &attempts)?;
     let subs: Vec<_> = TOPICS
         .iter()
         .map(|t| endpoint.subscribe((*t).to_owned()))
         .collect::<Result<_, _>>()?;
+    let reconnects = watch_reconnects(&subs[0]);
     tokio::time::sleep(CHECK_AT).await;
     for (topic, sub) in TOPICS.iter().zip(&subs) {
         let state = sub.state();
@@ -222,16 +291,29 @@ async fn client(truth: Shared, seed: u64) -> turmoil::Result {
     }
     // turmoil counts an attempt abandoned before the server answered (during the partition) as
     // a socket for ever, so the check is on the difference: the one open socket closes.
+    let reconnects = read(&reconnects);
+    if reconnects.is_empty() {
+        return Err(format!("seed {seed}: the faults made no reconnect").into());
+    }
+    check_backoff(&config, &reconnects, &read(&attempts), TICK, seed)?;
     let before = turmoil::established_tcp_stream_count();
     drop(subs);
+    let left = Instant::now();
     // Every entry gone: the connection lingers, then closes, and nothing connects again.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let after = turmoil::established_tcp_stream_count();
     if after + 1 != before {
         return Err(format!("seed {seed}: {before} sockets before, {after} after").into());
     }
+    if let Some(late) = read(&attempts).iter().find(|&&at| at > left) {
+        let late = late.duration_since(left);
+        return Err(format!("seed {seed}: an attempt {late:?} after the last entry left").into());
+    }
     Ok(())
 }
+
+/// turmoil's default tick.
+const TICK: Duration = Duration::from_millis(1);
 
 /// A fault at a simulated time.
 #[derive(Clone, Copy, Debug)]
@@ -290,11 +372,12 @@ fn secs(s: u64) -> Duration {
 fn r32_sim_server_restart_partition_and_held_messages_lose_nothing() {
     let faults = [
         (secs(5), Fault::Bounce),
-        (secs(10), Fault::Hold),
-        (secs(11), Fault::Release),
-        (secs(14), Fault::Partition),
-        (secs(22), Fault::Repair),
-        (secs(25), Fault::Bounce),
+        (secs(8), Fault::Hold),
+        (secs(9), Fault::Release),
+        // Thirty seconds without a link: the heartbeat finds it, attempts back off to the cap.
+        (secs(12), Fault::Partition),
+        (secs(42), Fault::Repair),
+        (secs(45), Fault::Bounce),
     ];
     let extra: u64 = std::env::var("LIVECACHE_SIM_SEEDS")
         .ok()
@@ -355,11 +438,20 @@ async fn busy_client(
         seed,
         ..ConnectionConfig::default()
     };
-    let endpoint = topic_endpoint(&api, &truth, config, Duration::from_secs(60))?;
+    let attempts: Log<Instant> = Arc::default();
+    let endpoint = topic_endpoint(&api, &truth, config, Duration::from_secs(60), &attempts)?;
     let subs: Vec<_> = (0..topics)
         .map(|i| endpoint.subscribe(format!("t{i}")))
         .collect::<Result<_, _>>()?;
+    let reconnects = watch_reconnects(&subs[0]);
     tokio::time::sleep(check_at).await;
+    check_backoff(
+        &config,
+        &read(&reconnects),
+        &read(&attempts),
+        BUSY_TICK,
+        seed,
+    )?;
     let mut wrong = Vec::new();
     for (i, sub) in subs.iter().enumerate() {
         let state = sub.state();
@@ -384,6 +476,9 @@ async fn busy_client(
     }
     Ok(())
 }
+
+/// The second scenario's tick: coarser, for an hour of 1,000 entries.
+const BUSY_TICK: Duration = Duration::from_millis(20);
 
 /// R32: 1,000 entries on one connection through a simulated hour in which the network goes
 /// down and up at random (the server restarts, the link is partitioned for seconds to a
@@ -419,7 +514,7 @@ fn r32_sim_a_thousand_entries_through_an_hour_of_random_faults() {
         let truth: Shared = Arc::default();
         let mut sim = turmoil::Builder::new()
             .simulation_duration(HOUR + secs(600))
-            .tick_duration(Duration::from_millis(20))
+            .tick_duration(BUSY_TICK)
             .tcp_capacity(1 << 16)
             .rng_seed(seed)
             .build();
