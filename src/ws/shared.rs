@@ -160,6 +160,7 @@ pub struct SharedBuilder<F, C = TcpConnector> {
     headers: Vec<(String, String)>,
     auth: Option<AuthHook>,
     fatal: Option<FatalWhen>,
+    fatal_codes: Vec<u16>,
     capacity: usize,
     tls: TlsChoice,
 }
@@ -185,6 +186,7 @@ where
             auth: None,
             fatal: None,
             capacity: DEFAULT_INBOUND_CAPACITY,
+            fatal_codes: Vec::new(),
             tls: TlsChoice::default(),
         }
     }
@@ -312,7 +314,10 @@ where
     }
 
     /// Which connection errors are fatal (no retry: every entry `Failed`), besides an auth
-    /// refusal and a handshake answered 401 or 403.
+    /// refusal, a handshake answered 401 or 403, and the close codes of
+    /// [`fatal_close_codes`](SharedBuilder::fatal_close_codes). `fatal` is asked of every
+    /// failure's text: a failed attempt's, a broken socket's, a close frame's
+    /// (`closed by the server: CODE REASON`).
     ///
     /// ```
     /// use livecache::ws::shared::{JsonFraming, SharedConnection};
@@ -322,6 +327,22 @@ where
     /// ```
     pub fn fatal_when(mut self, fatal: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
         self.fatal = Some(Arc::new(fatal));
+        self
+    }
+
+    /// Close codes that end the connection for good (R32): a close frame with one of them
+    /// makes every entry `Failed` with its code and reason, and nothing reconnects — a server
+    /// saying "your token is revoked" (say 4001) is not retried. None by default: a close is
+    /// retried like any other loss.
+    ///
+    /// ```
+    /// use livecache::ws::shared::{JsonFraming, SharedConnection};
+    /// let builder = SharedConnection::builder("ws://127.0.0.1:1/", JsonFraming::<u64>::new())
+    ///     .fatal_close_codes([1008, 4001]);
+    /// # drop(builder);
+    /// ```
+    pub fn fatal_close_codes(mut self, codes: impl IntoIterator<Item = u16>) -> Self {
+        self.fatal_codes = codes.into_iter().collect();
         self
     }
 
@@ -356,6 +377,7 @@ where
             headers: self.headers,
             auth: self.auth,
             fatal: self.fatal,
+            fatal_codes: self.fatal_codes,
             capacity: self.capacity,
             tls: self.tls,
         }
@@ -412,6 +434,7 @@ where
             headers: self.headers,
             auth: self.auth,
             fatal: self.fatal,
+            fatal_codes: self.fatal_codes,
         };
         handle.spawn(driver::run(parts, rx));
         Ok(SharedConnection {

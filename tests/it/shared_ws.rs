@@ -55,6 +55,8 @@ struct Hub {
 enum Out {
     Publish(String, Msg),
     DropAll,
+    /// Every socket is closed with this close code.
+    CloseAll(u16),
 }
 
 #[derive(Clone)]
@@ -228,6 +230,11 @@ async fn serve(socket: WebSocket, hub: Arc<Hub>, mut out: broadcast::Receiver<Ou
                     }
                 }
                 Ok(Out::DropAll) => break,
+                Ok(Out::CloseAll(code)) => {
+                    let frame = axum::extract::ws::CloseFrame { code, reason: "token revoked".into() };
+                    let _ = tx.send(AxumMessage::Close(Some(frame))).await;
+                    break;
+                }
                 Ok(_) => {}
                 Err(_) => break,
             },
@@ -559,4 +566,44 @@ async fn r32_a_resuming_entry_is_replayed_what_it_missed_and_fetches_no_snapshot
         );
         assert!(server.hub.resumes.load(Ordering::SeqCst) >= 1);
     }
+}
+
+/// R32: a close code the user marks fatal ends the connection for good — every entry `Failed`
+/// with the code and reason, nothing reconnects — where any other close is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r32_a_close_code_marked_fatal_fails_every_entry_and_is_not_retried() {
+    let server = Server::start().await;
+    let api = Api::builder().build();
+    let connection =
+        SharedConnection::builder(server.url(), JsonFraming::<Msg>::new().acknowledged())
+            .config(quick())
+            .fatal_close_codes([4001])
+            .spawn()
+            .expect("a runtime");
+    let endpoint = messages(&api, &server, &connection);
+    let redux = endpoint.subscribe("redux".into()).expect("a key");
+    wait_state("live", &redux, |s| s.stream == StreamStatus::Live).await;
+    server.wait_subscribed(&["redux"]).await;
+
+    // Another close code is retried.
+    let _ = server.out.send(Out::CloseAll(4000));
+    server.wait_subscribed_times(&["redux"], 2).await;
+    wait_state("live again", &redux, |s| s.stream == StreamStatus::Live).await;
+    assert_eq!(server.hub.connections.load(Ordering::SeqCst), 2);
+
+    let _ = server.out.send(Out::CloseAll(4001));
+    wait_state(
+        "failed",
+        &redux,
+        |s| matches!(&s.stream, StreamStatus::Failed { error } if error.contains("4001")),
+    )
+    .await;
+    // Well past every backoff bound of `quick()`: no attempt was made.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        server.hub.connections.load(Ordering::SeqCst),
+        2,
+        "not reconnected"
+    );
+    assert!(matches!(redux.state().stream, StreamStatus::Failed { .. }));
 }

@@ -58,6 +58,7 @@ pub(super) struct Parts<F, C> {
     pub(super) headers: Vec<(String, String)>,
     pub(super) auth: Option<AuthHook>,
     pub(super) fatal: Option<FatalWhen>,
+    pub(super) fatal_codes: Vec<u16>,
 }
 
 /// An attempt's outcome: the socket, or the error and whether it is fatal.
@@ -311,11 +312,14 @@ where
                 return;
             }
             Some(Ok(Message::Close(frame))) => {
+                let code = frame.as_ref().map(|f| u16::from(f.code));
                 let reason = frame.map_or_else(
                     || "closed by the server".to_owned(),
                     |f| format!("closed by the server: {} {}", u16::from(f.code), f.reason),
                 );
-                self.machine.closed(now, epoch, reason, false);
+                let fatal = code.is_some_and(|code| self.parts.fatal_codes.contains(&code))
+                    || self.is_fatal(&reason);
+                self.machine.closed(now, epoch, reason, fatal);
                 return;
             }
             Some(Ok(Message::Text(text))) => text.to_string(),
@@ -392,6 +396,7 @@ where
                 }
             }
             Err((error, fatal)) => {
+                let fatal = fatal || self.is_fatal(&error);
                 self.machine.connect_failed(now, epoch, error, fatal);
             }
         }
