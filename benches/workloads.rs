@@ -20,7 +20,8 @@
 //! * `path`: `runtime` (the tokio `Api`, the default), `core` (the sans-IO `core::Cache` driven
 //!   directly) and `floor` (no cache: a `Vec` behind a mutex plus a tokio `watch` notification;
 //!   for W5 a bare async-tungstenite read loop that decodes and pushes). `socket` is W5's read
-//!   loop without decoding.
+//!   loop without decoding; `shared` is W5 through a `ws::shared::SharedConnection` (the topic's
+//!   frames in the JSON framing), `shared-floor` the bare loop over those frames.
 //! * `patches`: `false` (`update_cached_data`, which computes no patches) or `true`
 //!   (`update_cached_data_with_patches`).
 //! * `recording`: `events` (the library default), `off`, `events_with_patches`.
@@ -369,7 +370,10 @@ impl Cfg {
         let ok = match w {
             "append" | "fanout" | "patch" => cache_path || p == "floor",
             "churn" | "memory" => cache_path,
-            "e2e" => p == "runtime" || p == "floor" || p == "socket",
+            "e2e" => matches!(
+                p,
+                "runtime" | "shared" | "floor" | "shared-floor" | "socket"
+            ),
             "flood" => p == "runtime",
             _ => false,
         };

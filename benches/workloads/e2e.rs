@@ -4,9 +4,16 @@
 //! * `runtime`: livecache — an endpoint whose lifecycle handler opens the socket with
 //!   `livecache::ws::connect::<Message>` and attaches it with `EntryHandle::try_stream(socket,
 //!   |draft, m| draft.push(m))`; a subscriber waits until it has seen all U messages;
+//! * `shared`: the same through a `livecache::ws::shared::SharedConnection` (JSON framing): the
+//!   handler takes its topic with `SharedConnection::topic` and attaches it with `try_stream`;
+//!   the server waits for the topic's subscription, then sends each message in the framing's
+//!   envelope (`{"topic":T,"message":M}`, serialised before the clock starts);
 //! * `floor`: a bare async-tungstenite read loop that decodes each frame into a `Message`
 //!   (serde_json) and pushes it onto a `Vec` — the same work without the cache;
-//! * `socket`: the bare read loop without decoding (frames counted only).
+//! * `socket`: the bare read loop without decoding (frames counted only);
+//! * `shared-floor`: `floor` for `shared`'s frames: the bare loop subscribes, then decodes each
+//!   envelope (its topic and message, serde_json) and pushes the message — the same bytes and
+//!   the same decoding without the cache.
 //!
 //! The clock starts when the server starts sending (after the handshake) and stops when the
 //! U-th message is in the destination.
@@ -33,8 +40,9 @@ struct Server {
     thread: std::thread::JoinHandle<()>,
 }
 
-/// Serve `frames` to the first client that connects, then wait for it to close.
-fn serve(frames: Vec<String>) -> Result<Server, String> {
+/// Serve `frames` to the first client that connects (after its first frame, a subscription, if
+/// `after_subscribe`), then wait for it to close.
+fn serve(frames: Vec<String>, after_subscribe: bool) -> Result<Server, String> {
     let started: Arc<Mutex<Option<Instant>>> = Arc::default();
     let stamp = Arc::clone(&started);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -57,6 +65,13 @@ fn serve(frames: Vec<String>) -> Result<Server, String> {
             let Ok(mut ws) = accept_async(tcp).await else {
                 return;
             };
+            if after_subscribe {
+                while let Some(Ok(frame)) = ws.next().await {
+                    if frame.is_text() {
+                        break;
+                    }
+                }
+            }
             if let Ok(mut t) = stamp.lock() {
                 *t = Some(Instant::now());
             }
@@ -66,7 +81,9 @@ fn serve(frames: Vec<String>) -> Result<Server, String> {
                 }
             }
             let _ = ws.flush().await;
-            while let Some(Ok(_)) = ws.next().await {}
+            // Until the client closes (a client whose runtime stopped never does: not for ever).
+            let closed = async { while let Some(Ok(_)) = ws.next().await {} };
+            let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
         });
     });
     let addr = rx
@@ -98,7 +115,8 @@ async fn client(
     seed_offset: u32,
 ) -> Result<(Instant, Outcome), String> {
     match cfg.path.as_str() {
-        "runtime" => cache_client(cfg, url, n, prefix, seed_offset).await,
+        "runtime" | "shared" => cache_client(cfg, url, n, prefix, seed_offset).await,
+        "shared-floor" => enveloped_client(url, n, prefix, seed_offset).await,
         _ => bare_client(cfg.path == "floor", url, n, prefix, seed_offset).await,
     }
 }
@@ -161,6 +179,55 @@ async fn bare_client(
     ))
 }
 
+/// The bare loop over the shared connection's frames: subscribe, then decode each envelope.
+async fn enveloped_client(
+    url: &str,
+    n: usize,
+    prefix: &str,
+    seed_offset: u32,
+) -> Result<(Instant, Outcome), String> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[allow(dead_code)]
+        topic: String,
+        message: Message,
+    }
+    let (mut ws, _) = connect_async(url).await.map_err(|e| e.to_string())?;
+    let topic = data::channel_name(prefix, 0);
+    let subscribe = json!({ "type": "subscribe", "topic": topic }).to_string();
+    ws.send(Frame::text(subscribe))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut messages: Vec<Message> = Vec::new();
+    while messages.len() < n {
+        match ws.next().await {
+            Some(Ok(Frame::Text(text))) => {
+                let envelope: Envelope =
+                    serde_json::from_slice(text.as_bytes()).map_err(|e| e.to_string())?;
+                messages.push(envelope.message);
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.to_string()),
+            None => break,
+        }
+    }
+    let t1 = Instant::now();
+    let heap = heap_bytes();
+    let peak = peak_rss_mb();
+    drop(ws);
+    Ok((
+        t1,
+        Outcome {
+            seconds: 0.0,
+            done: messages.len(),
+            verified: check(&messages, n, prefix, seed_offset),
+            notifications: 0,
+            heap,
+            peak,
+        },
+    ))
+}
+
 async fn cache_client(
     cfg: &Cfg,
     url: &str,
@@ -176,19 +243,33 @@ async fn cache_client(
     probe.set_target(n as u64);
     let url = url.to_owned();
     let counted = Arc::clone(&probe);
+    let shared = if cfg.path == "shared" {
+        let framing = livecache::ws::shared::JsonFraming::<Message>::new();
+        let connection = livecache::ws::shared::SharedConnection::builder(url.clone(), framing)
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        Some(connection)
+    } else {
+        None
+    };
     let endpoint = api
         .query::<String, Vec<Message>>("messages")
         .query_fn(|_channel: String| async { Ok(Vec::new()) })
-        .on_cache_entry_added(move |_channel, entry| {
+        .on_cache_entry_added(move |channel, entry| {
             let (url, counted) = (url.clone(), Arc::clone(&counted));
+            let topic = shared.as_ref().map(|c| c.topic(&entry, channel));
             async move {
-                let socket = livecache::ws::connect::<Message>(url).await?;
-                entry
-                    .try_stream(socket, move |draft, m| {
-                        draft.push(m);
-                        counted.bump();
-                    })
-                    .await;
+                let push = move |draft: &mut livecache::Draft<'_, Vec<Message>>, m| {
+                    draft.push(m);
+                    counted.bump();
+                };
+                match topic {
+                    Some(topic) => entry.try_stream(topic, push).await,
+                    None => {
+                        let socket = livecache::ws::connect::<Message>(url).await?;
+                        entry.try_stream(socket, push).await
+                    }
+                };
                 Ok(())
             }
         })
@@ -259,11 +340,21 @@ fn measure(
     prefix: &str,
     seed_offset: u32,
 ) -> Result<Outcome, String> {
+    let shared = cfg.path == "shared" || cfg.path == "shared-floor";
+    let topic = data::channel_name(prefix, 0);
     let frames: Vec<String> = data::gen_append(n, prefix, seed_offset)
         .iter()
-        .map(|m| serde_json::to_string(m).unwrap_or_default())
+        .map(|m| {
+            let message = serde_json::to_value(m).unwrap_or_default();
+            let frame = if shared {
+                json!({ "topic": topic, "message": message })
+            } else {
+                message
+            };
+            frame.to_string()
+        })
         .collect();
-    let server = serve(frames)?;
+    let server = serve(frames, shared)?;
     let (t1, mut out) = rt.block_on(client(cfg, &server.url, n, prefix, seed_offset))?;
     let t0 = server
         .started
@@ -288,6 +379,10 @@ pub fn run(cfg: &Cfg) -> Result<Map<String, Value>, String> {
     let mut m = Map::new();
     let what = match cfg.path.as_str() {
         "runtime" => "livecache::ws::connect + EntryHandle::try_stream(push) into the cache",
+        "shared" => "livecache::ws::shared::SharedConnection topic + EntryHandle::try_stream(push)",
+        "shared-floor" => {
+            "bare async-tungstenite read loop: decode the envelope (serde_json) + Vec::push"
+        }
         "floor" => "bare async-tungstenite read loop: decode (serde_json) + Vec::push",
         _ => "bare async-tungstenite read loop: frames only",
     };

@@ -57,6 +57,8 @@ enum Out {
     DropAll,
     /// Every socket is closed with this close code.
     CloseAll(u16),
+    /// These messages of a topic, sent back to back (not kept in its history).
+    Burst(String, Vec<Msg>),
 }
 
 #[derive(Clone)]
@@ -230,6 +232,17 @@ async fn serve(socket: WebSocket, hub: Arc<Hub>, mut out: broadcast::Receiver<Ou
                     }
                 }
                 Ok(Out::DropAll) => break,
+                Ok(Out::Burst(topic, msgs)) if topics.contains(&topic) => {
+                    for msg in msgs {
+                        let frame = serde_json::json!({ "topic": topic, "message": msg }).to_string();
+                        if tx.feed(AxumMessage::Text(frame.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    if tx.flush().await.is_err() {
+                        break;
+                    }
+                }
                 Ok(Out::CloseAll(code)) => {
                     let frame = axum::extract::ws::CloseFrame { code, reason: "token revoked".into() };
                     let _ = tx.send(AxumMessage::Close(Some(frame))).await;
@@ -606,4 +619,48 @@ async fn r32_a_close_code_marked_fatal_fails_every_entry_and_is_not_retried() {
         "not reconnected"
     );
     assert!(matches!(redux.state().stream, StreamStatus::Failed { .. }));
+}
+
+/// R33 with R31: a burst on an unversioned topic, bigger than its queue, on a single-threaded
+/// runtime. The connection hands frames on a few at a time and lets the entry run between, so a
+/// flood that the entry keeps up with is not an overflow: every message arrives, in order, and
+/// the entry stays `Live`.
+#[tokio::test]
+async fn r33_a_burst_larger_than_the_queue_reaches_an_entry_that_keeps_up() {
+    const BURST: u64 = 3_000;
+    let server = Server::start().await;
+    let api = Api::builder().build();
+    let connection = SharedConnection::builder(server.url(), JsonFraming::<Msg>::new())
+        .config(quick())
+        .inbound_capacity(256)
+        .spawn()
+        .expect("a runtime");
+    let plain = api
+        .query::<String, Vec<Msg>>("plain")
+        .query_fn(|_topic: String| async { Ok(Vec::new()) })
+        .on_cache_entry_added(move |topic, entry| {
+            let topic = connection.topic(&entry, topic);
+            async move {
+                entry.try_stream(topic, |list, m| list.push(m)).await;
+                Ok(())
+            }
+        })
+        .build()
+        .expect("a new endpoint");
+    let flood = plain.subscribe("flood".into()).expect("a key");
+    wait_state("live", &flood, |s| s.stream == StreamStatus::Live).await;
+    server.wait_subscribed(&["flood"]).await;
+    let burst: Vec<Msg> = (1..=BURST)
+        .map(|id| Msg {
+            id,
+            text: String::new(),
+        })
+        .collect();
+    let _ = server.out.send(Out::Burst("flood".into(), burst));
+    wait_state("the whole burst", &flood, |s| {
+        s.data().is_some_and(|d| d.len() as u64 == BURST) || s.stream != StreamStatus::Live
+    })
+    .await;
+    assert_eq!(flood.state().stream, StreamStatus::Live, "not an overflow");
+    assert_eq!(ids(&flood), (1..=BURST).collect::<Vec<_>>());
 }

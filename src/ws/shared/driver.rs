@@ -27,6 +27,10 @@ use crate::ws::{ConnectFailure, WsError};
 /// How long a closing socket may take to finish its close handshake.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How many frames the driver hands on in a row before it lets the entries' tasks run (so a
+/// flood does not fill a topic's queue, `inbound_capacity`, while its entry waits its turn).
+const FRAME_BURST: u32 = 32;
+
 /// What may wait unsent for a peer that does not read (as `ws::connect`'s default).
 const MAX_UNSENT: usize = 64 * 1024;
 
@@ -70,6 +74,20 @@ struct Subscriber<M> {
     link: SourceLink,
     tx: mpsc::Sender<Result<M, SharedError>>,
     overflowed: Arc<AtomicBool>,
+}
+
+impl<M> Subscriber<M> {
+    /// Queue `message` for the entry; one too far behind overflows (R33).
+    fn take(&self, message: Result<M, SharedError>) {
+        if self.tx.try_send(message).is_err()
+            && !self.overflowed.swap(true, Ordering::AcqRel)
+            && self.link.is_versioned()
+        {
+            // A versioned entry recovers what was dropped by resyncing.
+            self.link.resync();
+            self.overflowed.store(false, Ordering::Release);
+        }
+    }
 }
 
 struct Driver<F: Framing, C: Connector> {
@@ -120,6 +138,8 @@ pub(super) async fn run<F, C>(
         acked: BTreeSet::new(),
         resume_waits: BTreeMap::new(),
     };
+    // Frames handled in a row since the driver last let other tasks run.
+    let mut burst = 0;
     loop {
         driver.carry_out().await;
         driver.check_resyncs();
@@ -154,7 +174,16 @@ pub(super) async fn run<F, C>(
                 Some(command) => driver.command(command).await,
                 None => break,
             },
-            (epoch, frame) = frame => driver.frame(epoch, frame),
+            (epoch, frame) = frame => {
+                driver.frame(epoch, frame);
+                burst += 1;
+                if burst == FRAME_BURST {
+                    // A socket that always has a frame ready would fill the topics' queues
+                    // before their entries ran: they get their turn first.
+                    burst = 0;
+                    tokio::task::yield_now().await;
+                }
+            }
             (epoch, outcome) = attempt => driver.attempted(epoch, outcome),
             () = sleep => {
                 let now = driver.now();
@@ -366,19 +395,14 @@ where
 
     /// Hand `message` to every entry on `topic`; one that is too far behind overflows (R33).
     fn deliver(&mut self, topic: &str, message: Result<F::Message, SharedError>) {
-        let Some(subscribers) = self.topics.get(topic) else {
+        let Some((last, others)) = self.topics.get(topic).and_then(|s| s.split_last()) else {
             return;
         };
-        for subscriber in subscribers {
-            if subscriber.tx.try_send(message.clone()).is_err()
-                && !subscriber.overflowed.swap(true, Ordering::AcqRel)
-                && subscriber.link.is_versioned()
-            {
-                // A versioned entry recovers what was dropped by resyncing.
-                subscriber.link.resync();
-                subscriber.overflowed.store(false, Ordering::Release);
-            }
+        // Each entry but the last gets a copy; the last, the message itself.
+        for subscriber in others {
+            subscriber.take(message.clone());
         }
+        last.take(message);
     }
 
     fn attempted(&mut self, epoch: u64, outcome: Result<Socket<C::Stream>, (String, bool)>) {

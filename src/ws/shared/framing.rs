@@ -182,6 +182,62 @@ impl<M: DeserializeOwned + Send + 'static> Framing for JsonFraming<M> {
     }
 
     fn decode(&self, text: &str) -> Inbound<M> {
+        // One pass for a well-formed frame; a frame that does not read as an envelope with a
+        // message of type `M` is read again as JSON, to say what is wrong and with which topic.
+        if let Ok(envelope) = serde_json::from_str::<Envelope<M>>(text) {
+            match envelope {
+                Envelope {
+                    kind: Some(kind),
+                    topic: Some(topic),
+                    ..
+                } if kind == "subscribed" => return Inbound::Subscribed { topic },
+                Envelope {
+                    topic: Some(topic),
+                    message: Some(message),
+                    ..
+                } => {
+                    return if self.validate.as_ref().is_none_or(|valid| valid(&message)) {
+                        Inbound::Message { topic, message }
+                    } else {
+                        Inbound::Bad {
+                            topic: Some(topic),
+                            reason: "the message failed validation".into(),
+                        }
+                    };
+                }
+                // A topic without a message, or with `null`: the slow path tells them apart.
+                Envelope { topic: None, .. } => return Inbound::Control,
+                Envelope { .. } => {}
+            }
+        }
+        self.decode_slowly(text)
+    }
+
+    fn acknowledges_subscriptions(&self) -> bool {
+        self.acknowledged
+    }
+}
+
+/// A frame of the JSON framing, read in one pass: its type, its topic, its message.
+#[derive(serde::Deserialize)]
+struct Envelope<M> {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default = "none")]
+    message: Option<M>,
+}
+
+/// No message (a frame without one).
+fn none<M>() -> Option<M> {
+    None
+}
+
+impl<M: DeserializeOwned> JsonFraming<M> {
+    /// [`Framing::decode`] of a frame that did not read as an envelope: as JSON, then its
+    /// message, to say what is wrong.
+    fn decode_slowly(&self, text: &str) -> Inbound<M> {
         let value: Value = match serde_json::from_str(text) {
             Ok(value) => value,
             Err(error) => {
@@ -218,8 +274,72 @@ impl<M: DeserializeOwned + Send + 'static> Framing for JsonFraming<M> {
             },
         }
     }
+}
 
-    fn acknowledges_subscriptions(&self) -> bool {
-        self.acknowledged
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A JSON value of the kinds a frame's fields may hold.
+    fn field() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z\\\\\"]{0,6}".prop_map(Value::from),
+            Just(json!("subscribed")),
+            Just(json!({"id": 1})),
+            Just(json!([1, 2])),
+            Just(json!(true)),
+        ]
+    }
+
+    /// A frame: an object with some of `type`, `topic`, `message` and another field, or another
+    /// JSON value, or text that is not JSON.
+    fn frame() -> impl Strategy<Value = String> {
+        let topic = prop_oneof![
+            3 => "[a-z]{0,3}".prop_map(|t| Some(Value::from(t))),
+            1 => proptest::option::of(field()),
+        ];
+        let object = (
+            proptest::option::of(field()),
+            topic,
+            proptest::option::weighted(0.8, field()),
+            proptest::option::of(field()),
+        )
+            .prop_map(|(kind, topic, message, other)| {
+                let mut object = serde_json::Map::new();
+                for (name, value) in [
+                    ("type", kind),
+                    ("topic", topic),
+                    ("message", message),
+                    ("x", other),
+                ] {
+                    if let Some(value) = value {
+                        object.insert(name.into(), value);
+                    }
+                }
+                Value::Object(object).to_string()
+            });
+        prop_oneof![
+            4 => object,
+            1 => field().prop_map(|v| v.to_string()),
+            1 => "[{}\\[\\]a-z:,\"0-9 ]{0,12}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_048))]
+        /// The one-pass decoding reads every frame as reading it as JSON first does.
+        #[test]
+        fn one_pass_decoding_agrees_with_reading_json_first(text in frame()) {
+            let numbers = JsonFraming::<u64>::new().validate(|n| n % 2 == 0);
+            prop_assert_eq!(numbers.decode(&text), numbers.decode_slowly(&text));
+            let values = JsonFraming::<Value>::new();
+            prop_assert_eq!(values.decode(&text), values.decode_slowly(&text));
+            let maybe = JsonFraming::<Option<u64>>::new();
+            prop_assert_eq!(maybe.decode(&text), maybe.decode_slowly(&text));
+        }
     }
 }
