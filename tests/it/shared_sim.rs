@@ -474,6 +474,19 @@ async fn busy_client(
         )
         .into());
     }
+    let before = turmoil::established_tcp_stream_count();
+    drop(subs);
+    let left = Instant::now();
+    // Every entry gone after its 60 s grace: the connection lingers, closes, and stays closed.
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    let after = turmoil::established_tcp_stream_count();
+    if after + 1 != before {
+        return Err(format!("seed {seed}: {before} sockets before, {after} after").into());
+    }
+    if let Some(late) = read(&attempts).iter().find(|&&at| at > left) {
+        let late = late.duration_since(left);
+        return Err(format!("seed {seed}: an attempt {late:?} after the last entry left").into());
+    }
     Ok(())
 }
 
@@ -483,7 +496,8 @@ const BUSY_TICK: Duration = Duration::from_millis(20);
 /// R32: 1,000 entries on one connection through a simulated hour in which the network goes
 /// down and up at random (the server restarts, the link is partitioned for seconds to a
 /// minute, messages are held then released), faults drawn from the seed; at the end every
-/// entry holds exactly its topic's truth and is `Live`.
+/// entry holds exactly its topic's truth and is `Live`, every wait between attempts was within
+/// its backoff bound, and once the entries are dropped the socket closes and nothing connects.
 #[test]
 fn r32_sim_a_thousand_entries_through_an_hour_of_random_faults() {
     const ENTRIES: usize = 1_000;
