@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
@@ -56,7 +56,19 @@ pub(crate) struct LifecycleStart {
     /// Announces the lifetime's visible changes (see [`Shared::with_lifetime`]).
     pub(crate) changed: signal::Notifier,
     /// The requests on the entry, as they start and settle (R29).
-    pub(crate) events: Option<mpsc::Receiver<RequestEvent>>,
+    pub(crate) events: Option<EventsRx>,
+}
+
+/// The request events of a lifetime (R29), from the cache to its handler. futures' bounded
+/// channel: it allocates as events come, where tokio's allocates a block of 32 slots up front,
+/// which every entry would pay for whether its handler reads events or not.
+pub(crate) type EventsRx = futures::channel::mpsc::Receiver<RequestEvent>;
+type EventsTx = futures::channel::mpsc::Sender<RequestEvent>;
+
+/// A lifetime's request-events channel, holding [`REQUEST_EVENTS`] (its one sender's slot
+/// included).
+fn events_channel() -> (EventsTx, EventsRx) {
+    futures::channel::mpsc::channel(REQUEST_EVENTS - 1)
 }
 
 /// How many request events a lifecycle handler may leave unread; later ones are dropped until
@@ -95,8 +107,8 @@ struct LifetimeRt {
     fetch: Fetch,
     start: Option<StartLifecycle>,
     /// Request events for the lifecycle handler (R29), and their receiver until it starts.
-    events_tx: mpsc::Sender<RequestEvent>,
-    events_rx: Option<mpsc::Receiver<RequestEvent>>,
+    events_tx: EventsTx,
+    events_rx: Option<EventsRx>,
     /// The sources that replay, told of each resume the core asks for (R26, R32).
     resume_hooks: Vec<ResumeHook>,
 }
@@ -187,7 +199,7 @@ impl State {
         let rt = self.lifetimes.entry(lifetime).or_insert_with(|| {
             let (fetch, start) = make();
             let (loaded_tx, loaded_rx) = oneshot::channel();
-            let (events_tx, events_rx) = mpsc::channel(REQUEST_EVENTS);
+            let (events_tx, events_rx) = events_channel();
             LifetimeRt {
                 changed: signal::Sender::new(),
                 ending: None,
@@ -338,7 +350,7 @@ impl Shared {
                     let (loaded_tx, loaded) = oneshot::channel();
                     rt.loaded_tx = Some(loaded_tx);
                     rt.loaded_rx = None;
-                    let (events_tx, events_rx) = mpsc::channel(REQUEST_EVENTS);
+                    let (events_tx, events_rx) = events_channel();
                     rt.events_tx = events_tx;
                     rt.events_rx = Some(events_rx);
                     let place = place.unwrap_or(LifetimePlace::gone_for(handler));
@@ -413,7 +425,7 @@ impl Shared {
                 Effect::RequestEvent {
                     lifetime, event, ..
                 } => {
-                    if let Some(rt) = state.lifetimes.get(&lifetime) {
+                    if let Some(rt) = state.lifetimes.get_mut(&lifetime) {
                         // Full: the handler is not reading; the event is dropped (REQUEST_EVENTS).
                         let _ = rt.events_tx.try_send(event);
                     }

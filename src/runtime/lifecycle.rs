@@ -9,7 +9,7 @@ use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::core::CacheKey;
 use crate::core::Draft;
@@ -121,7 +121,7 @@ pub struct EntryHandle<S: HandleState, T, M = ()> {
     /// Announces this lifetime's visible changes to its subscribers.
     pub(crate) changed: signal::Notifier,
     /// The request events of the entry (R29), until [`EntryHandle::request_events`] takes them.
-    events: Arc<Mutex<Option<mpsc::Receiver<RequestEvent>>>>,
+    events: Arc<Mutex<Option<crate::runtime::driver::EventsRx>>>,
     state: S,
     _data: PhantomData<fn() -> (T, M)>,
 }
@@ -487,7 +487,7 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
         let events = self.events.lock().ok().and_then(|mut slot| slot.take());
         Box::pin(futures::stream::unfold(events, |events| async move {
             let mut events = events?;
-            let event = events.recv().await?;
+            let event = futures::StreamExt::next(&mut events).await?;
             Some((event, Some(events)))
         }))
     }

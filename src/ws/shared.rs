@@ -106,13 +106,18 @@ impl StreamError for SharedError {
     }
 }
 
+/// Where the connection's task queues a topic's messages for one entry. futures' bounded
+/// channel: it allocates as messages come, where tokio's allocates a block of 32 slots up front
+/// for every entry on the connection.
+type TopicTx<M> = futures::channel::mpsc::Sender<Result<M, SharedError>>;
+
 /// What the driver is asked by the handles.
 enum Command<M> {
     Attach {
         topic: String,
         id: u64,
         link: SourceLink,
-        tx: mpsc::Sender<Result<M, SharedError>>,
+        tx: TopicTx<M>,
         overflowed: Arc<AtomicBool>,
     },
     Detach {
@@ -215,7 +220,8 @@ where
     ) -> Topic<F::Message> {
         let topic = topic.into();
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(self.capacity.max(1));
+        // futures' bounded channel holds its buffer and one slot per sender.
+        let (tx, rx) = futures::channel::mpsc::channel(self.capacity.max(1) - 1);
         let overflowed = Arc::new(AtomicBool::new(false));
         let link = entry.source_link();
         let versioned = link.is_versioned();
@@ -452,7 +458,7 @@ where
 pub struct Topic<M> {
     topic: String,
     id: u64,
-    rx: mpsc::Receiver<Result<M, SharedError>>,
+    rx: futures::channel::mpsc::Receiver<Result<M, SharedError>>,
     overflowed: Arc<AtomicBool>,
     versioned: bool,
     capacity: usize,
@@ -506,7 +512,7 @@ impl<M> Stream for Topic<M> {
                 capacity: this.capacity,
             })));
         }
-        match this.rx.poll_recv(cx) {
+        match Pin::new(&mut this.rx).poll_next(cx) {
             Poll::Ready(Some(item)) => Poll::Ready(Some(item)),
             Poll::Ready(None) => {
                 this.ended = true;

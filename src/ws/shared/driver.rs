@@ -72,13 +72,13 @@ type Attempt<S> = BoxFuture<'static, Result<Socket<S>, (String, bool)>>;
 struct Subscriber<M> {
     id: u64,
     link: SourceLink,
-    tx: mpsc::Sender<Result<M, SharedError>>,
+    tx: super::TopicTx<M>,
     overflowed: Arc<AtomicBool>,
 }
 
 impl<M> Subscriber<M> {
     /// Queue `message` for the entry; one too far behind overflows (R33).
-    fn take(&self, message: Result<M, SharedError>) {
+    fn take(&mut self, message: Result<M, SharedError>) {
         if self.tx.try_send(message).is_err()
             && !self.overflowed.swap(true, Ordering::AcqRel)
             && self.link.is_versioned()
@@ -395,7 +395,8 @@ where
 
     /// Hand `message` to every entry on `topic`; one that is too far behind overflows (R33).
     fn deliver(&mut self, topic: &str, message: Result<F::Message, SharedError>) {
-        let Some((last, others)) = self.topics.get(topic).and_then(|s| s.split_last()) else {
+        let Some((last, others)) = self.topics.get_mut(topic).and_then(|s| s.split_last_mut())
+        else {
             return;
         };
         // Each entry but the last gets a copy; the last, the message itself.
