@@ -6,7 +6,9 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use json_patch::PatchOperation;
-use json_patch::jsonptr::{PointerBuf, Token};
+use json_patch::jsonptr::PointerBuf;
+
+use super::draft_path::{DraftPath, PathToken};
 use serde_json::Value;
 
 use super::draft_ops::replaced;
@@ -67,10 +69,10 @@ enum Target<'a, D> {
     Shared(&'a mut Arc<D>),
 }
 
-/// Where a recording draft writes its patches, and the JSON Pointer of the value it views.
+/// Where a recording draft writes its patches, and the place of the value it views.
 pub(crate) struct Recorder<'a> {
     log: &'a mut PatchLog,
-    path: PointerBuf,
+    path: DraftPath<'a>,
     /// How the typed undo reaches the value from the entry's root.
     steps: Steps,
 }
@@ -103,9 +105,10 @@ struct Whole<D> {
 
 impl std::fmt::Debug for Recorder<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pointer = self.path.pointer();
         f.debug_struct("Recorder")
-            .field("path", &self.path)
-            .field("depth", &self.path.len())
+            .field("path", &pointer)
+            .field("depth", &pointer.len())
             .finish()
     }
 }
@@ -165,7 +168,7 @@ impl<'a, D> Draft<'a, D> {
     pub(crate) fn recording<'b>(&'b mut self, log: &'b mut PatchLog) -> Draft<'b, D> {
         let recorder = Some(Recorder {
             log,
-            path: PointerBuf::new(),
+            path: DraftPath::root(),
             steps: None,
         });
         let target = match &mut self.target {
@@ -236,7 +239,7 @@ impl<'a, D> Draft<'a, D> {
         let recorder = match (&mut self.recorder, &self.whole) {
             (Some(r), None) => Some(Recorder {
                 log: &mut *r.log,
-                path: r.path.clone(),
+                path: r.path.below(PathToken::Here),
                 steps: r.steps.clone(),
             }),
             _ => None,
@@ -309,7 +312,9 @@ impl<'a, D> Draft<'a, D> {
                 if let Some(recorder) = &mut self.recorder
                     && before != after
                 {
-                    recorder.log.record_diff(&recorder.path, &before, &after);
+                    recorder
+                        .log
+                        .record_diff(&recorder.path.pointer(), &before, &after);
                     let steps = recorder.steps.clone();
                     recorder.log.record_undo(restore(backup, steps));
                 }
@@ -373,7 +378,7 @@ impl<D: CacheData> Draft<'_, D> {
                 (Ok(Ok(old)), Ok(Ok(new))) => {
                     let old_value = std::mem::replace(self.data_mut(), value);
                     if let Some(recorder) = &mut self.recorder {
-                        let (forward, inverse) = replaced(recorder.path.clone(), old, new);
+                        let (forward, inverse) = replaced(recorder.path.pointer(), old, new);
                         recorder.log.record(forward, inverse);
                         let undo = undo_at(recorder.steps.clone(), move |d: &mut D| {
                             *d = old_value;
@@ -394,14 +399,12 @@ impl<D: CacheData> Draft<'_, D> {
     /// and its inverse from the full path, `undo` undoes the change on this level's typed value.
     pub(super) fn record(
         &mut self,
-        token: Token<'_>,
+        token: PathToken,
         op: impl FnOnce(PointerBuf) -> (PatchOperation, PatchOperation),
         undo: impl FnOnce(&mut D) -> bool + Send + Sync + 'static,
     ) {
         if let Some(recorder) = &mut self.recorder {
-            let mut path = recorder.path.clone();
-            path.push_back(token);
-            let (forward, inverse) = op(path);
+            let (forward, inverse) = op(recorder.path.pointer_with(&token));
             recorder.log.record(forward, inverse);
             recorder
                 .log
@@ -416,7 +419,7 @@ impl<D: CacheData> Draft<'_, D> {
     pub(super) fn child<'b, C>(
         &'b mut self,
         at: Option<(
-            Token<'_>,
+            PathToken,
             impl Fn(&mut dyn Any) -> Option<&mut dyn Any> + Send + Sync + 'static,
         )>,
         select: impl FnOnce(&'b mut D) -> Option<&'b mut C>,
@@ -431,12 +434,10 @@ impl<D: CacheData> Draft<'_, D> {
         } = self;
         let recorder = match (recorder, at) {
             (Some(r), Some((token, step))) if precise => {
-                let mut path = r.path.clone();
-                path.push_back(token);
                 let steps = crate::core::patch_log::then(r.steps.clone(), step);
                 Some(Recorder {
                     log: &mut *r.log,
-                    path,
+                    path: r.path.below(token),
                     steps,
                 })
             }

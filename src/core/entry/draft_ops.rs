@@ -34,6 +34,8 @@ use std::hash::{BuildHasher, Hash};
 use std::ops::DerefMut;
 
 use json_patch::jsonptr::{PointerBuf, Token};
+
+use super::draft_path::PathToken;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation, ReplaceOperation};
 use serde::Serialize;
 use serde_json::Value;
@@ -96,11 +98,11 @@ fn key_json<K: Serialize + ?Sized>(key: &K) -> Result<Value, Failure> {
 
 /// A map key as a JSON Pointer token: its JSON object key (a string, or a number or boolean
 /// written as text, as serde_json writes map keys). `None` for any other key.
-fn key_token<K: Serialize + ?Sized>(key: &K) -> Option<Token<'static>> {
+fn key_token<K: Serialize + ?Sized>(key: &K) -> Option<PathToken> {
     match key_json(key).ok()? {
-        Value::String(s) => Some(Token::new(s)),
-        Value::Number(n) => Some(Token::new(n.to_string())),
-        Value::Bool(b) => Some(Token::new(b.to_string())),
+        Value::String(s) => Some(PathToken::Key(Token::new(s))),
+        Value::Number(n) => Some(PathToken::Key(Token::new(n.to_string()))),
+        Value::Bool(b) => Some(PathToken::Key(Token::new(b.to_string()))),
         _ => None,
     }
 }
@@ -130,7 +132,7 @@ impl<'a, D: CacheData> Draft<'a, D> {
             let whole = value.downcast_mut::<D>()?;
             Some(lens(whole) as &mut dyn Any)
         });
-        match self.child(Some((Token::new(name), step)), |data| Some(lens(data))) {
+        match self.child(Some((PathToken::Name(name), step)), |data| Some(lens(data))) {
             Some(part) => part,
             None => unreachable!("a lens always finds its field"),
         }
@@ -201,7 +203,7 @@ where
                 Ok(json) => {
                     let index = self.len();
                     self.record(
-                        Token::from(index),
+                        PathToken::Index(index),
                         |path| added(path, json),
                         |v: &mut Vec<T>| v.pop().is_some(),
                     );
@@ -244,7 +246,7 @@ where
             match json_of(&value) {
                 Ok(json) => {
                     self.record(
-                        Token::from(index),
+                        PathToken::Index(index),
                         |path| added(path, json),
                         move |v: &mut Vec<T>| {
                             let there = index < v.len();
@@ -278,7 +280,7 @@ where
                 Ok(old) => {
                     let kept = self[index].clone();
                     self.record(
-                        Token::from(index),
+                        PathToken::Index(index),
                         |path| removed(path, old),
                         move |v: &mut Vec<T>| {
                             let there = index <= v.len();
@@ -355,7 +357,9 @@ where
             let list = value.downcast_mut::<Vec<T>>()?;
             list.get_mut(index).map(|item| item as &mut dyn Any)
         });
-        self.child(Some((Token::from(index), step)), move |v| v.get_mut(index))
+        self.child(Some((PathToken::Index(index), step)), move |v| {
+            v.get_mut(index)
+        })
     }
 }
 

@@ -656,6 +656,7 @@ impl<E> Entry<Removed, E> {
 pub(crate) mod any;
 mod draft;
 pub(crate) mod draft_ops;
+pub(crate) mod draft_path;
 
 pub use draft::Draft;
 #[cfg(feature = "runtime")]
