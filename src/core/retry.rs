@@ -103,4 +103,35 @@ mod tests {
         };
         assert!(huge.delay_ms(200, 1) > 0);
     }
+
+    /// The jitter takes off up to exactly `jitter_percent` % of the delay (rounded down), and
+    /// its draws cover that share — also for delays that are not a multiple of 100 ms.
+    #[test]
+    fn the_jitter_spans_exactly_its_share_of_any_delay() {
+        for (base_ms, jitter_percent) in [(150, 30), (199, 100), (1_234, 45), (99, 50)] {
+            let policy = RetryPolicy {
+                max_retries: 1,
+                base_ms,
+                max_ms: u64::MAX,
+                jitter_percent,
+                seed: 7,
+            };
+            let span = base_ms * u64::from(jitter_percent) / 100;
+            let delays: Vec<u64> = (0..4_000).map(|r| policy.delay_ms(1, r)).collect();
+            let (low, high) = (
+                delays.iter().min().copied().unwrap_or(0),
+                delays.iter().max().copied().unwrap_or(0),
+            );
+            assert!(low >= base_ms - span, "{base_ms} {jitter_percent}: {low}");
+            assert!(high <= base_ms, "{base_ms} {jitter_percent}: {high}");
+            assert!(
+                low <= base_ms - span * 9 / 10,
+                "{base_ms} {jitter_percent}: reaches {low}"
+            );
+            assert!(
+                high >= base_ms - span / 10,
+                "{base_ms} {jitter_percent}: reaches {high}"
+            );
+        }
+    }
 }
