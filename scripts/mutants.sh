@@ -20,8 +20,9 @@ if ! command -v cargo-mutants >/dev/null 2>&1; then
 fi
 
 # The test binaries' filters: the core's unit tests and the integration modules that check it
-# (the v1 lifecycle, the live entries and the shared connection's machine of section 4).
-filters=(core:: model_equivalence:: live_equivalence:: live_rules:: connection_equivalence:: connection_rules:: exhaustive:: rule_traces:: fuzz_corpus:: fuzz_findings:: hardening_core::)
+# (the v1 lifecycle, the live entries, the shared connection's machine of section 4, the rule
+# tests of retries, polling and tags, R36–R38, and the recorded patches' property test).
+filters=(core:: model_equivalence:: live_equivalence:: live_rules:: connection_equivalence:: connection_rules:: exhaustive:: rule_traces:: fuzz_corpus:: fuzz_findings:: hardening_core:: retries:: polling:: tags:: patch_recording::)
 
 files=(--file 'src/core.rs' --file 'src/core/**/*.rs')
 for arg in "$@"; do

@@ -122,16 +122,9 @@ mod tests {
                 delays.iter().min().copied().unwrap_or(0),
                 delays.iter().max().copied().unwrap_or(0),
             );
-            assert!(low >= base_ms - span, "{base_ms} {jitter_percent}: {low}");
-            assert!(high <= base_ms, "{base_ms} {jitter_percent}: {high}");
-            assert!(
-                low <= base_ms - span * 9 / 10,
-                "{base_ms} {jitter_percent}: reaches {low}"
-            );
-            assert!(
-                high >= base_ms - span / 10,
-                "{base_ms} {jitter_percent}: reaches {high}"
-            );
+            // 4,000 draws over at most 556 values: both ends are drawn (for this seed).
+            assert_eq!(low, base_ms - span, "{base_ms} {jitter_percent}");
+            assert_eq!(high, base_ms, "{base_ms} {jitter_percent}");
         }
     }
 }

@@ -8,6 +8,13 @@ use livecache::core::{RequestReason, Tag, TraceKind};
 use super::Model;
 use crate::KeyRef;
 
+/// Whether invalidating `named` reaches an entry providing `provided`, stated here rather than
+/// taken from the crate (`Tag::reaches`), so that the model checks it: the same kind, and either
+/// no id named or the same id.
+fn reaches(named: &Tag, provided: &Tag) -> bool {
+    named.kind == provided.kind && (named.id.is_none() || named.id == provided.id)
+}
+
 impl Model {
     /// `ProvideTags`: the entry of `key` provides `tags` from now on. Whether it is live.
     pub(super) fn provide_tags(&mut self, key_ref: KeyRef, tags: &[Tag]) -> bool {
@@ -27,7 +34,7 @@ impl Model {
         let reached: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, e)| e.tags.iter().any(|p| tags.iter().any(|t| t.reaches(p))))
+            .filter(|(_, e)| e.tags.iter().any(|p| tags.iter().any(|t| reaches(t, p))))
             .map(|(k, _)| k.clone())
             .collect();
         for key in reached {
