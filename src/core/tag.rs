@@ -56,3 +56,26 @@ impl fmt::Display for Tag {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_reads_as_its_kind_and_id() {
+        assert_eq!(Tag::id("Post", 7).to_string(), "Post:7");
+        assert_eq!(Tag::kind("Post").to_string(), "Post");
+    }
+
+    #[test]
+    fn a_kind_reaches_its_whole_kind_and_an_id_only_itself() {
+        let (post, other, user) = (Tag::id("Post", 7), Tag::id("Post", 8), Tag::id("User", 7));
+        assert!(Tag::kind("Post").reaches(&post));
+        assert!(Tag::kind("Post").reaches(&Tag::kind("Post")));
+        assert!(!Tag::kind("User").reaches(&post));
+        assert!(post.reaches(&post));
+        assert!(!post.reaches(&other));
+        assert!(!post.reaches(&user));
+        assert!(!post.reaches(&Tag::kind("Post")));
+    }
+}
