@@ -81,6 +81,21 @@ impl SourceLink {
 
     /// Whether the entry's endpoint declares versions (a queue overflow then resyncs it; an
     /// unversioned one fails, R33).
+    /// Whether the entry's endpoint resyncs by resuming (only then does the core ask its
+    /// source to replay).
+    pub(crate) fn resumes(&self) -> bool {
+        let state = self.shared.lock();
+        let endpoint = state.cache.lifetime_entry(self.place.lifetime());
+        endpoint.is_some_and(|entry| {
+            state
+                .cache
+                .endpoint(entry.endpoint)
+                .versions
+                .map(|v| v.resync)
+                == Some(crate::core::Resync::Resume)
+        })
+    }
+
     pub(crate) fn is_versioned(&self) -> bool {
         let state = self.shared.lock();
         let endpoint = state.cache.lifetime_entry(self.place.lifetime());

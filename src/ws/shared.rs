@@ -225,18 +225,22 @@ where
         let overflowed = Arc::new(AtomicBool::new(false));
         let link = entry.source_link();
         let versioned = link.is_versioned();
-        // The core's resumes of the entry reach the driver while the topic lives (R26, R32).
+        // The core's resumes of the entry reach the driver while the topic lives (R26, R32);
+        // only an endpoint that resyncs by resuming is ever asked.
         let alive = Arc::new(());
-        let (weak_alive, weak_commands) = (Arc::downgrade(&alive), self.commands.downgrade());
-        let resume_topic = topic.clone();
-        link.on_resume(Box::new(move |from| {
-            let (Some(_alive), Some(commands)) = (weak_alive.upgrade(), weak_commands.upgrade())
-            else {
-                return false;
-            };
-            let topic = resume_topic.clone();
-            commands.send(Command::Resume { topic, id, from }).is_ok()
-        }));
+        if link.resumes() {
+            let (weak_alive, weak_commands) = (Arc::downgrade(&alive), self.commands.downgrade());
+            let resume_topic = topic.clone();
+            link.on_resume(Box::new(move |from| {
+                let (Some(_alive), Some(commands)) =
+                    (weak_alive.upgrade(), weak_commands.upgrade())
+                else {
+                    return false;
+                };
+                let topic = resume_topic.clone();
+                commands.send(Command::Resume { topic, id, from }).is_ok()
+            }));
+        }
         let attached = self.commands.send(Command::Attach {
             topic: topic.clone(),
             id,
