@@ -289,23 +289,33 @@ async fn client(truth: Shared, seed: u64) -> turmoil::Result {
             return Err(format!("seed {seed}, topic {topic}: {:?}", state.stream).into());
         }
     }
-    // turmoil counts an attempt abandoned before the server answered (during the partition) as
-    // a socket for ever, so the check is on the difference: the one open socket closes.
     let reconnects = read(&reconnects);
     if reconnects.is_empty() {
         return Err(format!("seed {seed}: the faults made no reconnect").into());
     }
     check_backoff(&config, &reconnects, &read(&attempts), TICK, seed)?;
+    // Every entry gone: the connection lingers, then closes, and nothing connects again.
+    check_the_end(subs, Duration::from_secs(10), &attempts, seed).await
+}
+
+/// Drop the entries' subscriptions; `settle` later, the connection's one open socket must be
+/// closed and no attempt made since. turmoil counts an attempt abandoned before the server
+/// answered (during a partition) as a socket for ever, so the check is on the difference.
+async fn check_the_end<S>(
+    subs: Vec<S>,
+    settle: Duration,
+    attempts: &Log<Instant>,
+    seed: u64,
+) -> turmoil::Result {
     let before = turmoil::established_tcp_stream_count();
     drop(subs);
     let left = Instant::now();
-    // Every entry gone: the connection lingers, then closes, and nothing connects again.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    tokio::time::sleep(settle).await;
     let after = turmoil::established_tcp_stream_count();
     if after + 1 != before {
         return Err(format!("seed {seed}: {before} sockets before, {after} after").into());
     }
-    if let Some(late) = read(&attempts).iter().find(|&&at| at > left) {
+    if let Some(late) = read(attempts).iter().find(|&&at| at > left) {
         let late = late.duration_since(left);
         return Err(format!("seed {seed}: an attempt {late:?} after the last entry left").into());
     }
@@ -474,20 +484,8 @@ async fn busy_client(
         )
         .into());
     }
-    let before = turmoil::established_tcp_stream_count();
-    drop(subs);
-    let left = Instant::now();
     // Every entry gone after its 60 s grace: the connection lingers, closes, and stays closed.
-    tokio::time::sleep(Duration::from_secs(90)).await;
-    let after = turmoil::established_tcp_stream_count();
-    if after + 1 != before {
-        return Err(format!("seed {seed}: {before} sockets before, {after} after").into());
-    }
-    if let Some(late) = read(&attempts).iter().find(|&&at| at > left) {
-        let late = late.duration_since(left);
-        return Err(format!("seed {seed}: an attempt {late:?} after the last entry left").into());
-    }
-    Ok(())
+    check_the_end(subs, Duration::from_secs(90), &attempts, seed).await
 }
 
 /// The second scenario's tick: coarser, for an hour of 1,000 entries.

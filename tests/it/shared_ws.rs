@@ -336,6 +336,29 @@ async fn wait_state(
     .await;
 }
 
+/// Wait until `sub`'s data holds `msg`.
+async fn wait_message(what: &str, sub: &Subscription<Vec<Msg>>, msg: &Msg) {
+    wait_state(what, sub, |s| s.data().is_some_and(|d| d.contains(msg))).await;
+}
+
+/// Wait, on an entry's `changes`, until it has read `Reconnecting` and then `Live` again.
+/// Whether it read `Reconnecting` (`false`: the changes ended first).
+async fn wait_reconnected(
+    changes: &mut (impl futures::Stream<Item = livecache::QueryState<Vec<Msg>>> + Unpin),
+) -> bool {
+    within("reconnecting, then live again", async {
+        let mut reconnecting = false;
+        while let Some(state) = changes.next().await {
+            reconnecting |= matches!(state.stream, StreamStatus::Reconnecting { .. });
+            if reconnecting && state.stream == StreamStatus::Live {
+                break;
+            }
+        }
+        reconnecting
+    })
+    .await
+}
+
 fn ids(sub: &Subscription<Vec<Msg>>) -> Vec<u64> {
     sub.state()
         .data()
@@ -366,14 +389,8 @@ async fn r31_entries_share_one_socket_each_gets_its_topic_and_the_last_leaving_c
     server.wait_subscribed(&["general", "redux"]).await;
     let a = server.publish("redux", "hello redux");
     let b = server.publish("general", "hello general");
-    wait_state("redux's message", &redux, |s| {
-        s.data().is_some_and(|d| d.contains(&a))
-    })
-    .await;
-    wait_state("general's message", &general, |s| {
-        s.data().is_some_and(|d| d.contains(&b))
-    })
-    .await;
+    wait_message("redux's message", &redux, &a).await;
+    wait_message("general's message", &general, &b).await;
     assert_eq!(ids(&redux), [a.id], "only its own topic");
     assert_eq!(ids(&general), [b.id]);
 
@@ -417,44 +434,21 @@ async fn r32_a_dropped_socket_is_reconnected_every_entry_resyncs_and_nothing_is_
     }
     server.wait_subscribed(&["general", "redux"]).await;
     let first = server.publish("redux", "before");
-    wait_state("the first message", &redux, |s| {
-        s.data().is_some_and(|d| d.contains(&first))
-    })
-    .await;
+    wait_message("the first message", &redux, &first).await;
 
     // The server drops every socket; messages posted meanwhile reach no socket.
     let mut statuses = Box::pin(redux.changes());
     let _ = server.out.send(Out::DropAll);
     let missed = server.publish("redux", "while down");
     let missed_general = server.publish("general", "while down too");
-    let mut saw_reconnecting = false;
-    within("reconnecting, then live again", async {
-        while let Some(state) = statuses.next().await {
-            if matches!(state.stream, StreamStatus::Reconnecting { .. }) {
-                saw_reconnecting = true;
-            }
-            if saw_reconnecting && state.stream == StreamStatus::Live {
-                break;
-            }
-        }
-    })
-    .await;
+    let saw_reconnecting = wait_reconnected(&mut statuses).await;
     assert!(saw_reconnecting, "the entry said it was reconnecting");
     // The resync's refetch brought what the socket missed, once.
-    wait_state("the missed message", &redux, |s| {
-        s.data().is_some_and(|d| d.contains(&missed))
-    })
-    .await;
-    wait_state("general's missed message", &general, |s| {
-        s.data().is_some_and(|d| d.contains(&missed_general))
-    })
-    .await;
+    wait_message("the missed message", &redux, &missed).await;
+    wait_message("general's missed message", &general, &missed_general).await;
     server.wait_subscribed_times(&["general", "redux"], 2).await;
     let after = server.publish("redux", "after");
-    wait_state("the message after", &redux, |s| {
-        s.data().is_some_and(|d| d.contains(&after))
-    })
-    .await;
+    wait_message("the message after", &redux, &after).await;
     assert_eq!(
         ids(&redux),
         [first.id, missed.id, after.id],
@@ -488,23 +482,14 @@ async fn r40_a_shared_connection_over_wss_streams_and_reconnects_through_tls() {
     wait_state("live", &redux, |s| s.stream == StreamStatus::Live).await;
     server.wait_subscribed(&["redux"]).await;
     let first = server.publish("redux", "over TLS");
-    wait_state("the first message", &redux, |s| {
-        s.data().is_some_and(|d| d.contains(&first))
-    })
-    .await;
+    wait_message("the first message", &redux, &first).await;
 
     let _ = server.out.send(Out::DropAll);
     let missed = server.publish("redux", "while down");
     server.wait_subscribed_times(&["redux"], 2).await;
-    wait_state("the missed message", &redux, |s| {
-        s.data().is_some_and(|d| d.contains(&missed))
-    })
-    .await;
+    wait_message("the missed message", &redux, &missed).await;
     let after = server.publish("redux", "after");
-    wait_state("the message after", &redux, |s| {
-        s.data().is_some_and(|d| d.contains(&after))
-    })
-    .await;
+    wait_message("the message after", &redux, &after).await;
     assert_eq!(
         ids(&redux),
         [first.id, missed.id, after.id],
@@ -538,34 +523,17 @@ async fn r32_a_resuming_entry_is_replayed_what_it_missed_and_fetches_no_snapshot
         wait_state("live", &redux, |s| s.stream == StreamStatus::Live).await;
         server.wait_subscribed(&["redux"]).await;
         let first = server.publish("redux", "before");
-        wait_state("the first message", &redux, |s| {
-            s.data().is_some_and(|d| d.contains(&first))
-        })
-        .await;
+        wait_message("the first message", &redux, &first).await;
 
         let mut statuses = Box::pin(redux.changes());
         let _ = server.out.send(Out::DropAll);
         let missed = server.publish("redux", "while down");
         let missed_too = server.publish("redux", "while down too");
-        within("reconnecting, then live again", async {
-            let mut reconnecting = false;
-            while let Some(state) = statuses.next().await {
-                reconnecting |= matches!(state.stream, StreamStatus::Reconnecting { .. });
-                if reconnecting && state.stream == StreamStatus::Live {
-                    break;
-                }
-            }
-        })
-        .await;
-        wait_state("the missed messages", &redux, |s| {
-            s.data().is_some_and(|d| d.contains(&missed_too))
-        })
-        .await;
+        let saw_reconnecting = wait_reconnected(&mut statuses).await;
+        assert!(saw_reconnecting, "the entry said it was reconnecting");
+        wait_message("the missed messages", &redux, &missed_too).await;
         let after = server.publish("redux", "after");
-        wait_state("the message after", &redux, |s| {
-            s.data().is_some_and(|d| d.contains(&after))
-        })
-        .await;
+        wait_message("the message after", &redux, &after).await;
         assert_eq!(
             ids(&redux),
             [first.id, missed.id, missed_too.id, after.id],
