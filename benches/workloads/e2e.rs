@@ -116,8 +116,9 @@ async fn client(
 ) -> Result<(Instant, Outcome), String> {
     match cfg.path.as_str() {
         "runtime" | "shared" => cache_client(cfg, url, n, prefix, seed_offset).await,
-        "shared-floor" => enveloped_client(url, n, prefix, seed_offset).await,
-        _ => bare_client(cfg.path == "floor", url, n, prefix, seed_offset).await,
+        "shared-floor" => bare_client(Bare::Envelope, url, n, prefix, seed_offset).await,
+        "floor" => bare_client(Bare::Decode, url, n, prefix, seed_offset).await,
+        _ => bare_client(Bare::Count, url, n, prefix, seed_offset).await,
     }
 }
 
@@ -130,57 +131,20 @@ fn check(data: &[Message], n: usize, prefix: &str, seed_offset: u32) -> bool {
         })
 }
 
-async fn bare_client(
-    decode: bool,
-    url: &str,
-    n: usize,
-    prefix: &str,
-    seed_offset: u32,
-) -> Result<(Instant, Outcome), String> {
-    let (mut ws, _) = connect_async(url).await.map_err(|e| e.to_string())?;
-    let mut messages: Vec<Message> = Vec::new();
-    let mut frames = 0usize;
-    while frames < n {
-        match ws.next().await {
-            Some(Ok(Frame::Text(text))) => {
-                frames += 1;
-                if decode {
-                    let m: Message =
-                        serde_json::from_slice(text.as_bytes()).map_err(|e| e.to_string())?;
-                    messages.push(m);
-                } else {
-                    std::hint::black_box(text.len());
-                }
-            }
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e.to_string()),
-            None => break,
-        }
-    }
-    let t1 = Instant::now();
-    let heap = heap_bytes();
-    let peak = peak_rss_mb();
-    drop(ws);
-    let verified = if decode {
-        check(&messages, n, prefix, seed_offset)
-    } else {
-        frames == n
-    };
-    Ok((
-        t1,
-        Outcome {
-            seconds: 0.0,
-            done: frames,
-            verified,
-            notifications: 0,
-            heap,
-            peak,
-        },
-    ))
+/// What the bare read loop does with each frame.
+#[derive(Clone, Copy, PartialEq)]
+enum Bare {
+    /// Counts it (`socket`).
+    Count,
+    /// Decodes it as a message and pushes it (`floor`).
+    Decode,
+    /// Subscribes first, then decodes each frame as the JSON framing's envelope and pushes its
+    /// message (`shared-floor`).
+    Envelope,
 }
 
-/// The bare loop over the shared connection's frames: subscribe, then decode each envelope.
-async fn enveloped_client(
+async fn bare_client(
+    bare: Bare,
     url: &str,
     n: usize,
     prefix: &str,
@@ -193,18 +157,33 @@ async fn enveloped_client(
         message: Message,
     }
     let (mut ws, _) = connect_async(url).await.map_err(|e| e.to_string())?;
-    let topic = data::channel_name(prefix, 0);
-    let subscribe = json!({ "type": "subscribe", "topic": topic }).to_string();
-    ws.send(Frame::text(subscribe))
-        .await
-        .map_err(|e| e.to_string())?;
+    if bare == Bare::Envelope {
+        let topic = data::channel_name(prefix, 0);
+        let subscribe = json!({ "type": "subscribe", "topic": topic }).to_string();
+        ws.send(Frame::text(subscribe))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     let mut messages: Vec<Message> = Vec::new();
-    while messages.len() < n {
+    let mut frames = 0usize;
+    while frames < n {
         match ws.next().await {
             Some(Ok(Frame::Text(text))) => {
-                let envelope: Envelope =
-                    serde_json::from_slice(text.as_bytes()).map_err(|e| e.to_string())?;
-                messages.push(envelope.message);
+                frames += 1;
+                let bytes = text.as_bytes();
+                match bare {
+                    Bare::Count => {
+                        std::hint::black_box(text.len());
+                    }
+                    Bare::Decode => {
+                        messages.push(serde_json::from_slice(bytes).map_err(|e| e.to_string())?)
+                    }
+                    Bare::Envelope => {
+                        let envelope: Envelope =
+                            serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+                        messages.push(envelope.message);
+                    }
+                }
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e.to_string()),
@@ -215,12 +194,16 @@ async fn enveloped_client(
     let heap = heap_bytes();
     let peak = peak_rss_mb();
     drop(ws);
+    let verified = match bare {
+        Bare::Count => frames == n,
+        Bare::Decode | Bare::Envelope => check(&messages, n, prefix, seed_offset),
+    };
     Ok((
         t1,
         Outcome {
             seconds: 0.0,
-            done: messages.len(),
-            verified: check(&messages, n, prefix, seed_offset),
+            done: frames,
+            verified,
             notifications: 0,
             heap,
             peak,
