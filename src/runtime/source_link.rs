@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::core::{LifetimePlace, StreamStatus, Version};
+use crate::core::{LifetimePlace, Resync, StreamStatus, Version, Versioning};
 use crate::runtime::driver::{Hint, Shared};
 use crate::runtime::erased::Data;
 use crate::runtime::lifecycle::{EntryHandle, HandleState};
@@ -79,27 +79,23 @@ impl SourceLink {
         self.shared.lock().cache.resume_from(handler)
     }
 
-    /// Whether the entry's endpoint declares versions (a queue overflow then resyncs it; an
-    /// unversioned one fails, R33).
+    /// The entry's endpoint's version rules (`None`: unversioned, or the entry is gone).
+    fn versioning(&self) -> Option<Versioning> {
+        let state = self.shared.lock();
+        let entry = state.cache.lifetime_entry(self.place.lifetime())?;
+        state.cache.endpoint(entry.endpoint).versions
+    }
+
     /// Whether the entry's endpoint resyncs by resuming (only then does the core ask its
     /// source to replay).
     pub(crate) fn resumes(&self) -> bool {
-        let state = self.shared.lock();
-        let endpoint = state.cache.lifetime_entry(self.place.lifetime());
-        endpoint.is_some_and(|entry| {
-            state
-                .cache
-                .endpoint(entry.endpoint)
-                .versions
-                .map(|v| v.resync)
-                == Some(crate::core::Resync::Resume)
-        })
+        self.versioning().map(|v| v.resync) == Some(Resync::Resume)
     }
 
+    /// Whether the entry's endpoint declares versions (a queue overflow then resyncs it; an
+    /// unversioned one fails, R33).
     pub(crate) fn is_versioned(&self) -> bool {
-        let state = self.shared.lock();
-        let endpoint = state.cache.lifetime_entry(self.place.lifetime());
-        endpoint.is_some_and(|entry| state.cache.endpoint(entry.endpoint).versions.is_some())
+        self.versioning().is_some()
     }
 
     /// Whether the entry is resyncing (its displayed stream status says so).
