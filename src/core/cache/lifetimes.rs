@@ -7,7 +7,7 @@ use super::*;
 use crate::core::data::CacheData;
 use crate::core::entry::any::AnyEntry;
 use crate::core::key::CacheKey;
-use crate::core::trace::{AddCause, HandlerOutcome, RemoveCause, TraceKeyRef, TraceKind};
+use crate::core::trace::{AddCause, HandlerOutcome, RemoveCause, TraceKind};
 
 impl<D, E> Cache<D, E>
 where
@@ -101,21 +101,7 @@ where
 
     /// Put a new entry (no subscribers, no deadline) in the map.
     pub(super) fn insert(&mut self, key: &CacheKey, endpoint: EndpointId, entry: AnyEntry<D, E>) {
-        let slot = Slot {
-            endpoint,
-            subscribers: 0,
-            deadline: None,
-            version: 0,
-            notified: None,
-            trace_key: TraceKeyRef::default(),
-            entry,
-            live: None,
-            handler: 0,
-            polling: None,
-            retrying: None,
-            tags: None,
-        };
-        self.entries.insert(key.clone(), slot);
+        self.entries.insert(key.clone(), Slot::new(endpoint, entry));
     }
 
     pub(super) fn start_lifecycle(&mut self, key: &CacheKey, endpoint: EndpointId, lifetime: u64) {

@@ -98,18 +98,19 @@ impl<D> LiveState<D> {
     /// missing (no resync under way) and it is above the watermark — on a contiguous endpoint,
     /// right after it.
     pub(super) fn takes_next(&self, versioning: Versioning, version: Version) -> bool {
-        let quiet = self.held.is_empty()
+        self.is_quiet()
+            && self
+                .watermark
+                .is_none_or(|w| follows(versioning, w, version))
+    }
+
+    /// Whether nothing is held or missing and the rebase log is whole: the state in which the
+    /// slot may keep a copy of the watermark (`Slot::in_order`).
+    pub(super) fn is_quiet(&self) -> bool {
+        self.held.is_empty()
             && self.stale_since.is_none()
             && !self.awaiting_snapshot
-            && !self.rebase_overflowed;
-        quiet
-            && self.watermark.is_none_or(|w| {
-                if versioning.contiguous {
-                    w.next() == Some(version)
-                } else {
-                    version > w
-                }
-            })
+            && !self.rebase_overflowed
     }
 
     /// The stream status subscribers see (R28): `Resyncing` while a resync is under way and the
@@ -123,5 +124,15 @@ impl<D> LiveState<D> {
             ) => StreamStatus::Resyncing { since_ms },
             (_, source) => source.clone(),
         }
+    }
+}
+
+/// Whether a message at `version` comes right after the watermark `watermark`: on a contiguous
+/// endpoint its successor, otherwise anything above it.
+pub(super) fn follows(versioning: Versioning, watermark: Version, version: Version) -> bool {
+    if versioning.contiguous {
+        watermark.next() == Some(version)
+    } else {
+        version > watermark
     }
 }

@@ -574,10 +574,7 @@ where
     }
 
     fn view<'a>(&self, key: &'a CacheKey, slot: &'a Slot<D, E>) -> EntryView<'a, D, E> {
-        let stream = slot
-            .live
-            .as_ref()
-            .map_or(StreamStatus::Idle, |live| live.status());
+        let stream = slot.live().map_or(StreamStatus::Idle, |live| live.status());
         // R28: an endpoint may choose that a failed stream rejects the query too.
         let failure_rejects = matches!(stream, StreamStatus::Failed { .. })
             && self.endpoint_config(slot.endpoint).stream_failure_rejects;
@@ -615,8 +612,8 @@ where
             tags: slot.tags.as_ref().map_or(&[], |t| t.provided.as_slice()),
             invalidated: slot.tags.as_ref().is_some_and(|t| t.invalidated),
             stream,
-            watermark: slot.live.as_ref().and_then(|live| live.watermark),
-            stale_messages: slot.live.as_ref().map_or(0, |live| live.stale),
+            watermark: slot.live().and_then(|live| live.watermark),
+            stale_messages: slot.live().map_or(0, |live| live.stale),
         }
     }
 

@@ -325,7 +325,7 @@ where
             return;
         };
         slot.entry.begin_request(request);
-        if let Some(live) = slot.live.as_mut() {
+        if let Some(live) = slot.live_mut().as_mut() {
             live.rebase_base = live.watermark;
         }
         if let Some(tags) = slot.tags.as_mut() {

@@ -57,10 +57,7 @@ where
         slot.handler = generation;
         let lifetime = slot.entry.lifetime();
         let data = slot.entry.data().cloned();
-        let stale = slot
-            .live
-            .as_ref()
-            .is_some_and(|live| live.stale_since.is_some());
+        let stale = slot.live().is_some_and(|live| live.stale_since.is_some());
         let handler = HandlerId {
             lifetime: LifetimeId(lifetime),
             generation,
@@ -88,7 +85,7 @@ where
         if self
             .entries
             .get(key)
-            .is_some_and(|slot| slot.live.is_some())
+            .is_some_and(|slot| slot.live().is_some())
         {
             self.set_source(key, lifetime, StreamStatus::Idle);
         }
