@@ -1,7 +1,7 @@
 //! W8, optimistic updates: an update with patches and its undo, against the same update without
 //! patches (R15, R18), on one entry of N messages (10,000 by default) through the runtime.
 //!
-//! `cargo bench --bench optimistic [-- --entries=N --updates=U --runs=R]` prints JSON lines in
+//! `cargo bench --bench optimistic [-- --entries=N --updates=U --runs=R --core-only]` prints JSON lines in
 //! the peers' format, one per variant, each the median of R runs of U updates:
 //!
 //! - `plain`: `update_cached_data` of a lifecycle handle (no patches): one message's text set;
@@ -143,6 +143,11 @@ async fn main() {
     FIELD.store(!item, std::sync::atomic::Ordering::Relaxed);
     // `--no-json-undo` leaves out the slow variant (for profiling the others).
     let skip_json = std::env::args().any(|a| a == "--no-json-undo");
+    // `--core-only` measures the core's two variants alone (for profiling them).
+    if std::env::args().any(|a| a == "--core-only") {
+        core_variants(entries, updates, runs);
+        return;
+    }
     let data: Vec<Message> = (0..entries as u64)
         .map(|id| Message {
             id,
