@@ -161,12 +161,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     rt.block_on(run(entries))
 }
 
+/// The endpoint whose entries each stream one topic.
+type Topics = livecache::Endpoint<String, Vec<Msg>>;
+
 /// The client side: an `Api` whose versioned endpoint streams each entry's topic over one
 /// shared connection to `url`, its snapshot served by `snapshot`.
-fn client<S, F>(
-    url: String,
-    snapshot: S,
-) -> Result<(Api, livecache::Endpoint<String, Vec<Msg>>), Box<dyn std::error::Error>>
+fn client<S, F>(url: String, snapshot: S) -> Result<(Api, Topics), Box<dyn std::error::Error>>
 where
     S: Fn(String) -> F + Send + Sync + 'static,
     F: std::future::Future<Output = Result<(Vec<Msg>, Version), livecache::BoxError>>
@@ -200,7 +200,7 @@ where
 
 /// Subscribe `n` topics (`t0`…) and wait until every entry is `Live`.
 async fn subscribe_all(
-    endpoint: &livecache::Endpoint<String, Vec<Msg>>,
+    endpoint: &Topics,
     n: usize,
 ) -> Result<Vec<Subscription<Vec<Msg>>>, Box<dyn std::error::Error>> {
     let subs: Vec<_> = (0..n)
