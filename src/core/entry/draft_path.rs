@@ -19,8 +19,18 @@ pub(crate) enum PathToken {
 }
 
 impl PathToken {
-    /// Append this step to `pointer`.
+    /// Append this step to `pointer` as a token (the slow way: each token its own text).
     fn push_onto(&self, pointer: &mut PointerBuf) {
+        match self {
+            PathToken::Here => {}
+            PathToken::Index(index) => pointer.push_back(Token::from(*index)),
+            PathToken::Name(name) => pointer.push_back(Token::new(*name)),
+            PathToken::Key(token) => pointer.push_back(token.clone()),
+        }
+    }
+
+    /// Append this step, encoded, to the text of a JSON Pointer.
+    fn write_onto(&self, pointer: &mut String) {
         match self {
             PathToken::Here => {}
             PathToken::Index(index) => {
@@ -36,11 +46,18 @@ impl PathToken {
                         break;
                     }
                 }
-                let text = std::str::from_utf8(&digits[at..]).unwrap_or("0");
-                pointer.push_back(Token::new(text));
+                pointer.push('/');
+                pointer.push_str(std::str::from_utf8(&digits[at..]).unwrap_or("0"));
             }
-            PathToken::Name(name) => pointer.push_back(Token::new(*name)),
-            PathToken::Key(token) => pointer.push_back(token.clone()),
+            PathToken::Name(name) => {
+                pointer.push('/');
+                // Borrowed unless the name has a `/` or `~` to escape.
+                pointer.push_str(Token::new(*name).encoded());
+            }
+            PathToken::Key(token) => {
+                pointer.push('/');
+                pointer.push_str(token.encoded());
+            }
         }
     }
 }
@@ -73,23 +90,37 @@ impl<'a> DraftPath<'a> {
 
     /// This place's JSON Pointer.
     pub(crate) fn pointer(&self) -> PointerBuf {
-        let mut pointer = PointerBuf::new();
-        self.write(&mut pointer);
-        pointer
+        self.pointer_with(&PathToken::Here)
     }
 
-    /// The JSON Pointer of the place `token` below this one.
+    /// The JSON Pointer of the place `token` below this one: its text written once, in one
+    /// allocation for the usual depths.
     pub(crate) fn pointer_with(&self, token: &PathToken) -> PointerBuf {
-        let mut pointer = self.pointer();
-        token.push_onto(&mut pointer);
-        pointer
+        let mut text = String::with_capacity(32);
+        self.write(&mut text);
+        token.write_onto(&mut text);
+        // Every token was written encoded, so the text parses (the check costs one pass); if it
+        // did not, the pointer is built token by token instead.
+        PointerBuf::parse(text).unwrap_or_else(|_| {
+            let mut pointer = PointerBuf::new();
+            self.push_tokens(&mut pointer);
+            token.push_onto(&mut pointer);
+            pointer
+        })
     }
 
-    fn write(&self, pointer: &mut PointerBuf) {
+    fn push_tokens(&self, pointer: &mut PointerBuf) {
+        if let Some(parent) = self.parent {
+            parent.push_tokens(pointer);
+        }
+        self.token.push_onto(pointer);
+    }
+
+    fn write(&self, pointer: &mut String) {
         if let Some(parent) = self.parent {
             parent.write(pointer);
         }
-        self.token.push_onto(pointer);
+        self.token.write_onto(pointer);
     }
 }
 
@@ -111,5 +142,25 @@ mod tests {
             root.pointer_with(&PathToken::Index(usize::MAX)).as_str(),
             format!("/{}", usize::MAX)
         );
+    }
+
+    #[test]
+    fn the_text_written_at_once_is_the_pointer_built_token_by_token() {
+        let root = DraftPath::root();
+        let names = ["a", "a/b", "~", "", "x~1y", "日本"];
+        for name in names {
+            let field = root.below(PathToken::Name(name));
+            let key = field.below(PathToken::Key(Token::new(name.to_owned())));
+            for last in [
+                PathToken::Here,
+                PathToken::Index(0),
+                PathToken::Index(987_654),
+            ] {
+                let mut slowly = PointerBuf::new();
+                key.push_tokens(&mut slowly);
+                last.push_onto(&mut slowly);
+                assert_eq!(key.pointer_with(&last), slowly, "{name:?} then {last:?}");
+            }
+        }
     }
 }
