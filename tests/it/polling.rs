@@ -65,6 +65,58 @@ fn r37_an_entry_polls_at_the_minimum_interval_of_its_subscribers_after_each_sett
     assert_eq!(poll_starts(&cache), vec![(600, 2), (1_050, 3)]);
 }
 
+#[test]
+fn r37_a_poll_asked_for_again_at_the_same_instant_keeps_its_turn_among_deadlines_due_then() {
+    // Deadlines due at the same instant fall due in the order they were armed. Asking for the
+    // same poll again (a second subscriber with the same interval, in the same millisecond)
+    // finds it armed for that very instant and leaves it as it is: it keeps its turn before
+    // another entry's poll armed after it.
+    let mut cache: Cache<u32> = Cache::new(Default::default());
+    let ep = cache
+        .add_endpoint("price", EndpointConfig::default())
+        .expect("a new endpoint");
+    let (a, b) = (
+        CacheKey::verbatim("price(1)"),
+        CacheKey::verbatim("price(2)"),
+    );
+    for key in [&a, &b] {
+        cache.upsert(0, ep, key, 1).expect("upserted");
+    }
+    let subscribe = |cache: &mut Cache<u32>, key: &CacheKey| {
+        cache
+            .subscribe(0, ep, key, Refetch::IfMissing)
+            .expect("subscribed")
+    };
+    let (a1, b1, a2) = (
+        subscribe(&mut cache, &a),
+        subscribe(&mut cache, &b),
+        subscribe(&mut cache, &a),
+    );
+    assert!(cache.set_polling(0, a1, Some(100)));
+    assert!(cache.set_polling(0, b1, Some(100)));
+    assert!(cache.set_polling(0, a2, Some(100)));
+    cache.handle_timeout(100);
+    let polled: Vec<_> = cache
+        .trace()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind,
+                TraceKind::RequestStarted {
+                    reason: RequestReason::Poll,
+                    ..
+                }
+            )
+        })
+        .map(|e| (e.at_ms, e.key.to_string()))
+        .collect();
+    assert_eq!(
+        polled,
+        vec![(100, a.to_string()), (100, b.to_string())],
+        "polls due at the same instant start in the order armed"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn r37_the_runtime_polls_while_subscribed_and_the_lifecycle_hears_each_poll()
 -> Result<(), BoxError> {
