@@ -31,6 +31,30 @@ fn endpoint_names_and_emptiness_are_reported() {
     assert!(!cache.is_empty());
 }
 
+/// An endpoint's configuration reads back as given; an id the cache did not give out reads as
+/// the default.
+#[test]
+fn an_endpoint_reads_back_its_configuration() {
+    let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+    let config = EndpointConfig {
+        keep: Some(Keep::seconds(7.0)),
+        has_lifecycle: true,
+        versions: Some(crate::core::config::Versioning::default()),
+        stream_failure_rejects: true,
+        ..EndpointConfig::default()
+    };
+    let Ok(ep) = cache.add_endpoint("configured", config.clone()) else {
+        panic!("a new name is accepted");
+    };
+    let read = cache.endpoint(ep);
+    assert_eq!(read.keep, config.keep);
+    assert!(read.has_lifecycle && read.stream_failure_rejects);
+    assert_eq!(read.versions, config.versions);
+    let unknown = cache.endpoint(EndpointId(9));
+    assert_eq!(unknown.keep, EndpointConfig::default().keep);
+    assert!(!unknown.has_lifecycle && unknown.versions.is_none());
+}
+
 /// A patch on a Streaming entry is a visible change: subscribers are told (the data's version
 /// moves on; a bump that left it equal would notify no one).
 #[test]
