@@ -19,9 +19,11 @@ if ! command -v cargo-mutants >/dev/null 2>&1; then
   cargo install --locked cargo-mutants
 fi
 
-# The test binaries' filters: the core's unit tests and the integration modules that check it
-# (the v1 lifecycle, the live entries, the shared connection's machine of section 4, the rule
-# tests of retries, polling and tags, R36–R38, and the recorded patches' property test).
+# The tests: the core's unit tests (the library's `core::` tests) and the `checks` binary, which
+# holds every integration module that checks the core (the v1 lifecycle, the live entries, the
+# shared connection's machine of section 4, the rule tests of retries, polling and tags, R36–R38,
+# the recorded patches' property test). The filters name them; the runtime's `it` binary is not
+# built at all, which keeps a mutant's rebuild short.
 filters=(core:: model_equivalence:: live_equivalence:: live_rules:: connection_equivalence:: connection_rules:: exhaustive:: rule_traces:: fuzz_corpus:: fuzz_findings:: hardening_core:: retries:: polling:: tags:: patch_recording::)
 
 files=(--file 'src/core.rs' --file 'src/core/**/*.rs')
@@ -31,4 +33,4 @@ for arg in "$@"; do
   esac
 done
 
-exec cargo mutants --package livecache --profile mutants "${files[@]}" "$@" -- --lib --test it -- "${filters[@]}"
+exec cargo mutants --package livecache --profile mutants "${files[@]}" "$@" -- --lib --test checks -- "${filters[@]}"

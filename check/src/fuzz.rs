@@ -2,7 +2,7 @@
 //!
 //! Each body takes libFuzzer's raw bytes, decodes them with [`arbitrary`] into a structured
 //! input, runs it and **panics on a violation**, so the same function serves libFuzzer (a panic
-//! is a crash) and `cargo test` (the corpus replay in `tests/it/fuzz_corpus.rs`). Inputs that run
+//! is a crash) and `cargo test` (the corpus replay in `tests/checks/fuzz_corpus.rs`). Inputs that run
 //! out of bytes are simply shorter, never rejected.
 //!
 //! | body | proves |

@@ -2,7 +2,7 @@
 //! a document of the shapes users update (a `Vec` of structs, a `BTreeMap`, a `HashMap` with
 //! number keys, nested `Vec`s, string fields), changes made through the draft's operations and,
 //! for comparison, through the standard collections on a plain copy. Used by the property test
-//! (`tests/it/patch_recording.rs`) and the `patches` fuzz body.
+//! (`tests/checks/patch_recording.rs`) and the `patches` fuzz body.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -359,7 +359,7 @@ impl System {
             // arrive after a deadline it was not told of (the core-level tests check that case).
             Op::Late { .. } => panic!("the runtime test does not generate Late"),
             // Tags come from the endpoint's `provides_tags` here, not from an op; the runtime's
-            // tags are pinned by tests/it/tags.rs, the rule's decisions by the core tests.
+            // tags are pinned by tests/checks/tags.rs, the rule's decisions by the core tests.
             Op::ProvideTags { .. } | Op::Invalidate { .. } => {
                 panic!("the runtime test does not generate tag ops")
             }

@@ -9,7 +9,7 @@
 //! Lifecycle handlers are [`Probe`]s: they log what they saw and keep their loaded handles for
 //! the test to use.
 //!
-//! `tests/it/rule_traces.rs` pins the same rules on the sans-IO core; these tests pin what only the
+//! `tests/checks/rule_traces.rs` pins the same rules on the sans-IO core; these tests pin what only the
 //! runtime can get wrong: timers, tasks, futures resolved or dropped, RAII subscriptions.
 
 use std::collections::VecDeque;
