@@ -43,7 +43,7 @@ fn an_endpoint_reads_back_its_configuration() {
         stream_failure_rejects: true,
         ..EndpointConfig::default()
     };
-    let Ok(ep) = cache.add_endpoint("configured", config.clone()) else {
+    let Ok(ep) = cache.add_endpoint("configured", config) else {
         panic!("a new name is accepted");
     };
     let read = cache.endpoint(ep);
