@@ -400,3 +400,59 @@ fn a_frame_names_its_topic() {
     assert_eq!(Frame::Unsubscribe { topic: 4 }.topic(), Some(&4));
     assert_eq!(Frame::<u8>::Ping.topic(), None);
 }
+
+/// A failed stream's status text counts against the trace's byte budget like any other text.
+#[test]
+fn a_failed_stream_status_counts_its_text() {
+    use crate::core::stream_status::StreamStatus;
+    use crate::core::trace::TraceKind;
+    let error = "connection reset by peer".to_owned();
+    let failed = TraceKind::StreamStatusChanged {
+        lifetime: 1,
+        status: StreamStatus::Failed {
+            error: error.clone(),
+        },
+    };
+    assert_eq!(failed.text_len(), error.len());
+    let live = TraceKind::StreamStatusChanged {
+        lifetime: 1,
+        status: StreamStatus::Live,
+    };
+    assert_eq!(live.text_len(), 0);
+}
+
+/// An update event that stands for one update leaves its count out of the JSON, and reads back
+/// as one; a batch's count is written and read back.
+#[test]
+fn an_update_counts_one_unless_written() {
+    use crate::core::trace::{TraceKind, UpdateSource};
+    for count in [1, 3] {
+        let kind = TraceKind::Updated {
+            source: UpdateSource::Lifecycle,
+            patches: None,
+            count,
+        };
+        let json = serde_json::to_value(&kind).expect("serialisable");
+        assert_eq!(json.get("count").is_some(), count != 1, "{json}");
+        let back: TraceKind = serde_json::from_value(json).expect("readable");
+        assert_eq!(back, kind);
+    }
+}
+
+/// Each request reason reads as its word, as it is serialised.
+#[test]
+fn request_reasons_read_as_words() {
+    use crate::core::trace::RequestReason;
+    let reasons = [
+        (RequestReason::Load, "load"),
+        (RequestReason::Mount, "mount"),
+        (RequestReason::Refetch, "refetch"),
+        (RequestReason::Resync, "resync"),
+        (RequestReason::Poll, "poll"),
+        (RequestReason::Invalidation, "invalidation"),
+    ];
+    for (reason, word) in reasons {
+        assert_eq!(reason.to_string(), word);
+        assert_eq!(serde_json::to_value(reason).ok(), Some(word.into()));
+    }
+}

@@ -284,3 +284,57 @@ async fn r18_a_numeric_entry_updates_by_compound_assignment_recorded_as_one_repl
     change.undo().expect("undone");
     assert_eq!(counter.state(&()).expect("a key").data(), Some(&41));
 }
+
+/// Data whose whole JSON form does not exist (a map keyed by pairs: JSON keys are strings).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Board {
+    cells: Vec<u32>,
+    by_pair: std::collections::BTreeMap<(u8, u8), u8>,
+}
+
+/// R18: while the entry is as the update left it, the undo puts the change back on the typed
+/// data, step by step, without the data's JSON: it works even for data that has none, where
+/// applying the inverse patches (which needs the whole data as JSON) fails.
+#[test]
+fn r18_an_undo_on_the_entry_as_left_needs_no_json_of_the_data() {
+    let mut cache: Cache<Board> = Cache::new(Default::default());
+    let ep = cache
+        .add_endpoint("board", EndpointConfig::default())
+        .expect("a new endpoint");
+    let key = CacheKey::verbatim("board(1)");
+    let board = Board {
+        cells: vec![1, 2, 3],
+        by_pair: [((0, 1), 7)].into_iter().collect(),
+    };
+    assert!(serde_json::to_value(&board).is_err(), "no JSON form");
+    cache.upsert(0, ep, &key, board.clone()).expect("upserted");
+    let undo = cache
+        .update_query_data_undoable(1, &key, |b| {
+            let mut cells = livecache::field!(b, cells);
+            if let Some(mut cell) = cells.item_mut(1) {
+                cell.set(20);
+            }
+        })
+        .expect("updated");
+    assert_eq!(
+        serde_json::to_value(undo.patches()).expect("JSON"),
+        json!({
+            "patches": [{"op": "replace", "path": "/cells/1", "value": 20}],
+            "inverse_patches": [{"op": "replace", "path": "/cells/1", "value": 2}],
+        })
+    );
+    assert_eq!(
+        cache
+            .entry(&key)
+            .and_then(|e| e.data)
+            .map(|b| b.cells.clone()),
+        Some(vec![1, 20, 3])
+    );
+    cache.undo(2, &key, undo).expect("undone on the typed data");
+    assert_eq!(cache.entry(&key).and_then(|e| e.data), Some(&board));
+    // The same inverse applied as patches needs the data's JSON, which it has not.
+    let inverse: livecache::core::Patch =
+        serde_json::from_value(json!([{"op": "replace", "path": "/cells/1", "value": 2}]))
+            .expect("a patch");
+    assert!(cache.patch_query_data(3, &key, &inverse).is_err());
+}
