@@ -456,3 +456,26 @@ fn request_reasons_read_as_words() {
         assert_eq!(serde_json::to_value(reason).ok(), Some(word.into()));
     }
 }
+
+/// An update event reads as its source, with its count only for a batch; each live queue reads
+/// as its name.
+#[test]
+fn update_events_and_queues_read_as_words() {
+    use crate::core::trace::{Queue, TraceKind, UpdateSource};
+    let update = |count| TraceKind::Updated {
+        source: UpdateSource::Lifecycle,
+        patches: None,
+        count,
+    };
+    assert_eq!(update(1).to_string(), "updated source=lifecycle");
+    assert_eq!(update(3).to_string(), "updated source=lifecycle count=3");
+    let queues = [
+        (Queue::Held, "held"),
+        (Queue::Rebase, "rebase"),
+        (Queue::Buffered, "buffered"),
+    ];
+    for (queue, word) in queues {
+        assert_eq!(queue.to_string(), word);
+        assert_eq!(serde_json::to_value(queue).ok(), Some(word.into()));
+    }
+}
