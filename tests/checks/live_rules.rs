@@ -1525,6 +1525,7 @@ fn r30_restart_keeps_data_subscribers_and_watermark_and_refuses_the_old_handle()
     );
     assert!(!cache.refetch_lifetime(210, ROOM));
     assert!(cache.lifetime_place(ROOM).is_none());
+
     // Its stream ends with it; the entry's status is not its to say any more.
     let end = StreamEnd {
         reason: StreamEndReason::HandlerRestarted,
@@ -1552,6 +1553,46 @@ fn r30_restart_keeps_data_subscribers_and_watermark_and_refuses_the_old_handle()
     insta::assert_yaml_snapshot!(
         "r30_restart_keeps_data_subscribers_and_watermark_and_refuses_the_old_handle",
         cache.trace()
+    );
+}
+
+#[test]
+fn r30_an_old_handlers_place_updates_nothing_once_the_new_handler_streams() {
+    // The default recording: updates through a place take the streaming hot path.
+    let mut cache: Cache<Vec<String>> = Cache::new(Default::default());
+    let config = EndpointConfig {
+        has_lifecycle: true,
+        ..EndpointConfig::default()
+    };
+    let ep = cache.add_endpoint("room", config).expect("a new endpoint");
+    let room = CacheKey::verbatim("room(1)");
+    cache
+        .upsert(0, ep, &room, vec!["m0".into()])
+        .expect("upserted");
+    cache
+        .stream_attached(10, ROOM, 0)
+        .expect("the handler's handle");
+    let old_place = cache.lifetime_place(ROOM).expect("the handler's place");
+    let new = cache
+        .restart(20, &room)
+        .expect("the endpoint has a handler");
+    cache
+        .stream_attached(30, new, 0)
+        .expect("the new handler's handle");
+    let new_place = cache.lifetime_place(new).expect("the new handler's place");
+    assert_eq!(data(&cache, &room), Some(vec!["m0".to_owned()]));
+    // The old handler's place, kept from before the restart, finds nothing on any path.
+    let placed = cache.update_cached_deferring_notify(40, old_place, |d| d.clear());
+    assert_eq!(placed, Err(UpdateRefused::NotLive));
+    let placed = cache.update_cached_at(40, old_place, Patches::NotWanted, |d| d.clear());
+    assert_eq!(placed, Err(UpdateRefused::NotLive));
+    assert_eq!(data(&cache, &room), Some(vec!["m0".to_owned()]));
+    // The new handler's place updates the entry.
+    let placed = cache.update_cached_deferring_notify(50, new_place, |d| d.push("m1".into()));
+    assert!(placed.is_ok());
+    assert_eq!(
+        data(&cache, &room),
+        Some(vec!["m0".to_owned(), "m1".to_owned()])
     );
 }
 
