@@ -338,3 +338,70 @@ fn r18_an_undo_on_the_entry_as_left_needs_no_json_of_the_data() {
             .expect("a patch");
     assert!(cache.patch_query_data(3, &key, &inverse).is_err());
 }
+
+/// R18: once something else changed the entry, an undo applies the inverse patches to the data
+/// as it is now (RTK's behaviour), not the typed steps, which would undo the other change: here
+/// the optimistic push is removed by its index, where a typed undo (a pop) would take the newer
+/// message instead.
+#[test]
+fn r18_an_undo_after_another_change_applies_the_inverse_patches() {
+    let mut cache: Cache<Vec<u32>> = Cache::new(Default::default());
+    let ep = cache
+        .add_endpoint("list", EndpointConfig::default())
+        .expect("a new endpoint");
+    let key = CacheKey::verbatim("list(1)");
+    cache.upsert(0, ep, &key, vec![1, 2, 3]).expect("upserted");
+    let lifetime = cache.entry(&key).map(|e| e.lifetime).expect("live");
+    let undo = cache
+        .update_query_data_undoable(1, &key, |l| l.push(10))
+        .expect("updated");
+    cache
+        .update_cached(2, lifetime, livecache::core::Patches::NotWanted, |l| {
+            l.push(11)
+        })
+        .expect("updated");
+    cache.undo(3, &key, undo).expect("undone");
+    assert_eq!(
+        cache.entry(&key).and_then(|e| e.data),
+        Some(&vec![1, 2, 3, 11])
+    );
+}
+
+/// R18, R23: an undo is traced as a `patch_query_data` update, with its patches (the update's
+/// inverse) only when the cache records patches.
+#[test]
+fn r18_r23_an_undo_is_traced_with_its_patches_only_when_recording_them() {
+    for recording in [Recording::Events, Recording::EventsWithPatches] {
+        let mut cache: Cache<Vec<u32>> = Cache::new(livecache::core::CacheConfig {
+            recording,
+            ..Default::default()
+        });
+        let ep = cache
+            .add_endpoint("list", EndpointConfig::default())
+            .expect("a new endpoint");
+        let key = CacheKey::verbatim("list(1)");
+        cache.upsert(0, ep, &key, vec![1]).expect("upserted");
+        let undo = cache
+            .update_query_data_undoable(1, &key, |l| l.push(2))
+            .expect("updated");
+        cache.undo(2, &key, undo).expect("undone");
+        let last = cache.trace().last().map(|e| e.kind.clone());
+        let Some(livecache::core::TraceKind::Updated {
+            source, patches, ..
+        }) = last
+        else {
+            panic!("the undo is traced as an update: {last:?}");
+        };
+        assert_eq!(source, livecache::core::UpdateSource::PatchQueryData);
+        let expected = (recording == Recording::EventsWithPatches).then(|| {
+            json!({
+                "patches": [{"op": "remove", "path": "/1"}],
+                "inverse_patches": [{"op": "add", "path": "/1", "value": 2}],
+            })
+        });
+        assert_eq!(
+            patches.map(|p| serde_json::to_value(p).expect("JSON")),
+            expected
+        );
+    }
+}
