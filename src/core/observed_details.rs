@@ -479,3 +479,60 @@ fn update_events_and_queues_read_as_words() {
         assert_eq!(serde_json::to_value(queue).ok(), Some(word.into()));
     }
 }
+
+/// A stream whose apply function panicked leaves its entry `Failed`, saying why.
+#[test]
+fn a_stream_whose_apply_panicked_leaves_its_entry_failed() {
+    use crate::core::attachment::{StreamEnd, StreamEndReason};
+    use crate::core::stream_status::StreamStatus;
+    let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+    let config = EndpointConfig {
+        has_lifecycle: true,
+        ..EndpointConfig::default()
+    };
+    let Ok(ep) = cache.add_endpoint("room", config) else {
+        panic!("a new name is accepted");
+    };
+    let key = CacheKey::verbatim("room(1)");
+    assert_eq!(cache.upsert(0, ep, &key, vec![1]), Ok(()));
+    assert_eq!(cache.stream_attached(1, LifetimeId(1), 0), Ok(()));
+    let end = StreamEnd {
+        reason: StreamEndReason::ApplyPanicked("index out of bounds".into()),
+        applied: 3,
+        skipped: 0,
+    };
+    cache.stream_ended(2, &key, LifetimeId(1), &end);
+    let stream = cache.entry(&key).map(|e| e.stream);
+    let Some(StreamStatus::Failed { error }) = stream else {
+        panic!("the entry's stream failed: {stream:?}");
+    };
+    assert!(error.contains("index out of bounds"), "{error}");
+}
+
+/// An update whose notification is handed to the caller is not also queued as an effect.
+#[test]
+fn a_deferred_notification_is_not_also_queued() {
+    use crate::core::cache::Notify;
+    let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+    let config = EndpointConfig {
+        has_lifecycle: true,
+        ..EndpointConfig::default()
+    };
+    let Ok(ep) = cache.add_endpoint("room", config) else {
+        panic!("a new name is accepted");
+    };
+    let key = CacheKey::verbatim("room(1)");
+    assert_eq!(cache.upsert(0, ep, &key, vec![1]), Ok(()));
+    assert_eq!(cache.stream_attached(1, LifetimeId(1), 0), Ok(()));
+    let Some(place) = cache.lifetime_place(LifetimeId(1)) else {
+        panic!("the lifetime is live");
+    };
+    let _ = effects(&mut cache);
+    let deferred = cache.update_cached_deferring_notify(2, place, |d| d.push(2));
+    assert_eq!(deferred, Ok(Notify::Caller));
+    let queued = effects(&mut cache);
+    assert!(
+        !queued.iter().any(|e| matches!(e, Effect::Notify { .. })),
+        "{queued:?}"
+    );
+}
