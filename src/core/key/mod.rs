@@ -812,11 +812,12 @@ mod tests {
 
     #[test]
     fn array_index_keys_come_first_numerically() {
+        // `+5` parses as a number in Rust, but is no array index in JavaScript.
         let arg = json!({ "b": 1, "10": 2, "9": 3, "01": 4, "-1": 5, "4294967295": 6,
-                          "4294967294": 7, "": 8, "0": 9 });
+                          "4294967294": 7, "": 8, "0": 9, "+5": 10 });
         assert_eq!(
             canonical_json(&arg),
-            r#"{"0":9,"9":3,"10":2,"4294967294":7,"":8,"-1":5,"01":4,"4294967295":6,"b":1}"#
+            r#"{"0":9,"9":3,"10":2,"4294967294":7,"":8,"+5":10,"-1":5,"01":4,"4294967295":6,"b":1}"#
         );
         // Integer map keys become strings and are ordered like JavaScript's.
         let arg = BTreeMap::from([(10_u32, "a"), (9, "b"), (100, "c")]);
