@@ -1014,9 +1014,9 @@ mod tests {
     fn strings_escape_like_json_stringify() {
         assert_eq!(
             canonical_json(&json!(
-                "a\"b\\c/d\u{8}\u{c}\n\r\t\u{1}\u{1f}\u{7f}\u{2028}é😀"
+                "a\"b\\c/d\u{8}\u{c}\n\r\t\u{1}\u{1f} \u{7f}\u{2028}é😀"
             )),
-            "\"a\\\"b\\\\c/d\\b\\f\\n\\r\\t\\u0001\\u001f\u{7f}\u{2028}é😀\""
+            "\"a\\\"b\\\\c/d\\b\\f\\n\\r\\t\\u0001\\u001f \u{7f}\u{2028}é😀\""
         );
         assert_eq!(canonical_json(&json!({ "k\"\n": 1 })), r#"{"k\"\n":1}"#);
     }
