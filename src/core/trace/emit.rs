@@ -61,3 +61,69 @@ pub(crate) fn emit(at_ms: u64, key: &CacheKey, kind: &TraceKind) {
 pub(crate) fn emit_update(at_ms: u64, key: &CacheKey, source: UpdateSource) {
     tracing::trace!(target: "livecache", key = %key, at_ms, event = "updated", source = ?source, "updated");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::trace::Queue;
+
+    #[test]
+    fn failures_are_told_apart_from_the_rest_and_named_as_serialised() {
+        let text = || String::from("boom");
+        let ended = |reason: &str| TraceKind::StreamEnded {
+            lifetime: 1,
+            reason: reason.into(),
+            applied: 0,
+            skipped: 0,
+        };
+        let handler = |outcome| TraceKind::LifecycleEnded {
+            lifetime: 1,
+            generation: 0,
+            outcome,
+        };
+        let status = |status| TraceKind::StreamStatusChanged {
+            lifetime: 1,
+            status,
+        };
+        let failures = [
+            TraceKind::RequestRejected {
+                request: 1,
+                error: text(),
+            },
+            TraceKind::RequestRetrying {
+                request: 1,
+                attempt: 1,
+                delay_ms: 10,
+                error: text(),
+            },
+            TraceKind::DataPanicked { message: text() },
+            TraceKind::QueueOverflowed {
+                lifetime: 1,
+                queue: Queue::Held,
+            },
+            TraceKind::StreamSkipped {
+                lifetime: 1,
+                reason: text(),
+            },
+            handler(HandlerOutcome::Failed { error: text() }),
+            handler(HandlerOutcome::Panicked { message: text() }),
+            ended("stream failed: reset"),
+            ended("apply panicked: boom"),
+            status(StreamStatus::Failed { error: text() }),
+        ];
+        for kind in &failures {
+            assert!(is_failure(kind), "{kind:?} is a failure");
+        }
+        let others = [
+            handler(HandlerOutcome::Finished),
+            ended("entry removed"),
+            status(StreamStatus::Live),
+            TraceKind::Upserted { data_changed: true },
+        ];
+        for kind in &others {
+            assert!(!is_failure(kind), "{kind:?} is no failure");
+        }
+        assert_eq!(name(&failures[0]), "request_rejected");
+        assert_eq!(name(&others[0]), "lifecycle_ended");
+    }
+}
