@@ -480,11 +480,8 @@ fn update_events_and_queues_read_as_words() {
     }
 }
 
-/// A stream whose apply function panicked leaves its entry `Failed`, saying why.
-#[test]
-fn a_stream_whose_apply_panicked_leaves_its_entry_failed() {
-    use crate::core::attachment::{StreamEnd, StreamEndReason};
-    use crate::core::stream_status::StreamStatus;
+/// A cache with one entry of an endpoint with a handler (lifetime 1), its stream attached at 1 ms.
+fn streaming_room() -> (Cache<Vec<u8>>, CacheKey) {
     let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
     let config = EndpointConfig {
         has_lifecycle: true,
@@ -496,6 +493,15 @@ fn a_stream_whose_apply_panicked_leaves_its_entry_failed() {
     let key = CacheKey::verbatim("room(1)");
     assert_eq!(cache.upsert(0, ep, &key, vec![1]), Ok(()));
     assert_eq!(cache.stream_attached(1, LifetimeId(1), 0), Ok(()));
+    (cache, key)
+}
+
+/// A stream whose apply function panicked leaves its entry `Failed`, saying why.
+#[test]
+fn a_stream_whose_apply_panicked_leaves_its_entry_failed() {
+    use crate::core::attachment::{StreamEnd, StreamEndReason};
+    use crate::core::stream_status::StreamStatus;
+    let (mut cache, key) = streaming_room();
     let end = StreamEnd {
         reason: StreamEndReason::ApplyPanicked("index out of bounds".into()),
         applied: 3,
@@ -513,17 +519,7 @@ fn a_stream_whose_apply_panicked_leaves_its_entry_failed() {
 #[test]
 fn a_deferred_notification_is_not_also_queued() {
     use crate::core::cache::Notify;
-    let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
-    let config = EndpointConfig {
-        has_lifecycle: true,
-        ..EndpointConfig::default()
-    };
-    let Ok(ep) = cache.add_endpoint("room", config) else {
-        panic!("a new name is accepted");
-    };
-    let key = CacheKey::verbatim("room(1)");
-    assert_eq!(cache.upsert(0, ep, &key, vec![1]), Ok(()));
-    assert_eq!(cache.stream_attached(1, LifetimeId(1), 0), Ok(()));
+    let (mut cache, _) = streaming_room();
     let Some(place) = cache.lifetime_place(LifetimeId(1)) else {
         panic!("the lifetime is live");
     };
