@@ -97,30 +97,24 @@ impl<'a> DraftPath<'a> {
     /// allocation for the usual depths.
     pub(crate) fn pointer_with(&self, token: &PathToken) -> PointerBuf {
         let mut text = String::with_capacity(32);
-        self.write(&mut text);
+        self.each_token(&mut |step| step.write_onto(&mut text));
         token.write_onto(&mut text);
         // Every token was written encoded, so the text parses (the check costs one pass); if it
         // did not, the pointer is built token by token instead.
         PointerBuf::parse(text).unwrap_or_else(|_| {
             let mut pointer = PointerBuf::new();
-            self.push_tokens(&mut pointer);
+            self.each_token(&mut |step| step.push_onto(&mut pointer));
             token.push_onto(&mut pointer);
             pointer
         })
     }
 
-    fn push_tokens(&self, pointer: &mut PointerBuf) {
+    /// Each step from the root down to this place, in order.
+    fn each_token(&self, visit: &mut impl FnMut(&PathToken)) {
         if let Some(parent) = self.parent {
-            parent.push_tokens(pointer);
+            parent.each_token(visit);
         }
-        self.token.push_onto(pointer);
-    }
-
-    fn write(&self, pointer: &mut String) {
-        if let Some(parent) = self.parent {
-            parent.write(pointer);
-        }
-        self.token.write_onto(pointer);
+        visit(&self.token);
     }
 }
 
@@ -157,7 +151,7 @@ mod tests {
                 PathToken::Index(987_654),
             ] {
                 let mut slowly = PointerBuf::new();
-                key.push_tokens(&mut slowly);
+                key.each_token(&mut |step| step.push_onto(&mut slowly));
                 last.push_onto(&mut slowly);
                 assert_eq!(key.pointer_with(&last), slowly, "{name:?} then {last:?}");
             }
