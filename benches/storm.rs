@@ -5,10 +5,14 @@
 //! by default) each stream one topic over one `SharedConnection`. It prints JSON lines in the
 //! peers' format:
 //!
-//! - `memory`: RSS per streaming entry (entry, handler, topic, stream attachment), measured in a
-//!   child process that holds only the client (the server's own state per topic is not in it):
-//!   its `VmRSS` once one entry streams (the connection up) and once N more are live, the
-//!   difference divided by N.
+//! Both ways an entry can take its topic are measured (`"fed"` in each line): `"connection"`,
+//! the connection's own task feeding every entry (`stream_from(connection.source_versioned(…))`,
+//! no task per entry), and `"handler"`, a lifecycle handler per entry streaming its `Topic`.
+//!
+//! - `memory`: RSS per streaming entry (entry, topic, stream attachment, and the handler if
+//!   any), measured in a child process that holds only the client (the server's own state per
+//!   topic is not in it): its `VmRSS` once one entry streams (the connection up) and once N
+//!   more are live, the difference divided by N.
 //! - `storm` (W7): the server restarts — every socket drops, new ones are refused for 500 ms —
 //!   while one message per topic is published during the outage; the figure is the time from
 //!   the server accepting again to every entry `Live` with its message. Checked: no message
@@ -156,9 +160,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(url) =
         std::env::args().find_map(|a| a.strip_prefix("--memory-client=").map(String::from))
     {
-        return rt.block_on(memory_client(url, entries));
+        let fed = if std::env::args().any(|a| a == "--fed=handler") {
+            Fed::Handler
+        } else {
+            Fed::Connection
+        };
+        return rt.block_on(memory_client(url, entries, fed));
     }
     rt.block_on(run(entries))
+}
+
+/// How each entry takes its topic.
+#[derive(Clone, Copy, Debug)]
+enum Fed {
+    /// The connection's task applies every entry's messages (`SharedConnection::source_versioned`).
+    Connection,
+    /// A lifecycle handler per entry streams its `Topic`.
+    Handler,
+}
+
+impl Fed {
+    fn name(self) -> &'static str {
+        match self {
+            Fed::Connection => "connection",
+            Fed::Handler => "handler",
+        }
+    }
 }
 
 /// The endpoint whose entries each stream one topic.
@@ -166,7 +193,11 @@ type Topics = livecache::Endpoint<String, Vec<Msg>>;
 
 /// The client side: an `Api` whose versioned endpoint streams each entry's topic over one
 /// shared connection to `url`, its snapshot served by `snapshot`.
-fn client<S, F>(url: String, snapshot: S) -> Result<(Api, Topics), Box<dyn std::error::Error>>
+fn client<S, F>(
+    url: String,
+    snapshot: S,
+    fed: Fed,
+) -> Result<(Api, Topics), Box<dyn std::error::Error>>
 where
     S: Fn(String) -> F + Send + Sync + 'static,
     F: std::future::Future<Output = Result<(Vec<Msg>, Version), livecache::BoxError>>
@@ -182,10 +213,15 @@ where
         })
         .inbound_capacity(64)
         .spawn()?;
-    let endpoint = api
+    let builder = api
         .query::<String, Vec<Msg>>("topic")
-        .query_fn_versioned(snapshot)
-        .on_cache_entry_added(move |topic, entry| {
+        .query_fn_versioned(snapshot);
+    let endpoint = match fed {
+        Fed::Connection => builder.stream_from(
+            connection.source_versioned(|topic: &String| topic.clone(), |m| Version::new(m.id)),
+            |list, m| list.push(m),
+        ),
+        Fed::Handler => builder.on_cache_entry_added(move |topic, entry| {
             let topic = connection.topic(&entry, topic);
             async move {
                 entry
@@ -193,8 +229,9 @@ where
                     .await;
                 Ok(())
             }
-        })
-        .build()?;
+        }),
+    }
+    .build()?;
     Ok((api, endpoint))
 }
 
@@ -213,10 +250,16 @@ async fn subscribe_all(
 
 /// The memory per streaming entry, in a process holding only the client: RSS once one entry
 /// streams (the connection is up), then once `entries` more do.
-async fn memory_client(url: String, entries: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let (_api, endpoint) = client(url, |_topic: String| async move {
-        Ok((Vec::new(), Version::new(0)))
-    })?;
+async fn memory_client(
+    url: String,
+    entries: usize,
+    fed: Fed,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let (_api, endpoint) = client(
+        url,
+        |_topic: String| async move { Ok((Vec::new(), Version::new(0))) },
+        fed,
+    )?;
     let first = endpoint.subscribe("warm-up".to_owned())?;
     let live = |s: &Subscription<Vec<Msg>>| s.state().stream == StreamStatus::Live;
     tokio::time::timeout(
@@ -231,8 +274,8 @@ async fn memory_client(url: String, entries: usize) -> Result<(), Box<dyn std::e
     println!(
         "{}",
         json!({
-            "peer": "livecache", "workload": "memory", "entries": entries,
-            "what": "RSS per streaming entry on one shared connection (entry, handler, topic, stream), the client alone in its process",
+            "peer": "livecache", "workload": "memory", "entries": entries, "fed": fed.name(),
+            "what": "RSS per streaming entry on one shared connection (entry, topic, stream, and its handler if fed by one), the client alone in its process",
             "bytes_per_entry": per_entry.round(), "target_bytes": 2048, "met": per_entry <= 2048.0,
         })
     );
@@ -258,24 +301,44 @@ async fn run(entries: usize) -> Result<(), Box<dyn std::error::Error>> {
     let url = format!("ws://{addr}/ws");
 
     // ----- memory per streaming entry (a child process: the client alone) -----
-    let output = tokio::process::Command::new(std::env::current_exe()?)
-        .arg(format!("--memory-client={url}"))
-        .arg(format!("--entries={entries}"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .await?;
-    print!("{}", String::from_utf8_lossy(&output.stdout));
-    if !output.status.success() {
-        return Err(format!("the memory client failed: {}", output.status).into());
+    for fed in [Fed::Connection, Fed::Handler] {
+        let output = tokio::process::Command::new(std::env::current_exe()?)
+            .arg(format!("--memory-client={url}"))
+            .arg(format!("--entries={entries}"))
+            .arg(format!("--fed={}", fed.name()))
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .await?;
+        print!("{}", String::from_utf8_lossy(&output.stdout));
+        if !output.status.success() {
+            return Err(format!("the memory client failed: {}", output.status).into());
+        }
     }
+    for fed in [Fed::Connection, Fed::Handler] {
+        storm(&hub, &url, entries, fed).await?;
+    }
+    Ok(())
+}
 
+/// W7 with `entries` entries fed as `fed`, on a fresh server state.
+async fn storm(
+    hub: &Hub,
+    url: &str,
+    entries: usize,
+    fed: Fed,
+) -> Result<(), Box<dyn std::error::Error>> {
+    *lock(&hub.truth) = Truth::default();
     let truth = Arc::clone(&hub.truth);
-    let (_api, endpoint) = client(url, move |topic: String| {
-        let truth = lock(&truth);
-        let messages = truth.topics.get(&topic).cloned().unwrap_or_default();
-        let watermark = truth.next_id;
-        async move { Ok((messages, Version::new(watermark))) }
-    })?;
+    let (_api, endpoint) = client(
+        url.to_owned(),
+        move |topic: String| {
+            let truth = lock(&truth);
+            let messages = truth.topics.get(&topic).cloned().unwrap_or_default();
+            let watermark = truth.next_id;
+            async move { Ok((messages, Version::new(watermark))) }
+        },
+        fed,
+    )?;
     let subs = subscribe_all(&endpoint, entries).await?;
 
     // ----- W7: the server restarts; one message per topic is published while it is down -----
@@ -315,7 +378,7 @@ async fn run(entries: usize) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "{}",
         json!({
-            "peer": "livecache", "workload": "storm", "entries": entries,
+            "peer": "livecache", "workload": "storm", "entries": entries, "fed": fed.name(),
             "what": "W7: server restarted (refusing 500 ms); time from it accepting again to every entry live with the message published while down",
             "seconds": seconds, "lost": lost, "duplicated": doubled, "verified": lost == 0 && doubled == 0,
         })

@@ -179,9 +179,9 @@ pub mod ws;
 #[cfg(feature = "runtime")]
 pub use runtime::{
     Api, ApiBuilder, Arg, BeforeData, BoxError, Cause, Data, DataLoaded, Ended, Endpoint,
-    EndpointBuilder, EntryHandle, EntryRemoved, Error, Fulfilled, HandleState, MAX_BUFFERED,
-    Mutation, MutationBuilder, NoQueryFn, NotSettled, PatchCollection, QueryError, QueryState,
-    RemovedBeforeLoaded, StreamError, Subscription, UpdateError, WithData, WithQueryFn,
+    EndpointBuilder, EntryHandle, EntryRemoved, EntrySource, Error, Fulfilled, HandleState,
+    MAX_BUFFERED, Mutation, MutationBuilder, NoQueryFn, NotSettled, PatchCollection, QueryError,
+    QueryState, RemovedBeforeLoaded, StreamError, Subscription, UpdateError, WithData, WithQueryFn,
 };
 
 /// The core's types a user of the runtime meets — statuses, the draft, patches, trace events,

@@ -19,13 +19,16 @@
 //! ```
 
 mod api;
+pub(crate) mod applier;
 mod cause;
 mod driver;
 mod ending;
 mod endpoint;
 mod endpoint_builder;
+pub(crate) mod entry_source;
 mod erased;
 mod error;
+pub(crate) mod feed;
 pub(crate) mod lifecycle;
 mod mutation;
 mod patch_collection;
@@ -42,6 +45,7 @@ pub use cause::Cause;
 pub use ending::Ended;
 pub use endpoint::{Arg, Endpoint};
 pub use endpoint_builder::{EndpointBuilder, NoQueryFn, WithQueryFn};
+pub use entry_source::EntrySource;
 pub use erased::Data;
 pub use error::{
     BoxError, EntryRemoved, Error, NotSettled, QueryError, RemovedBeforeLoaded, UpdateError,

@@ -18,11 +18,12 @@ use crate::core::HandlerOutcome;
 use crate::core::LifetimePlace;
 use crate::core::ids::IdMap;
 use crate::core::{
-    Cache, CacheConfig, Effect, LifetimeId, Refetch, RequestEvent, RequestId, Version,
+    Cache, CacheConfig, Effect, LifetimeId, Refetch, RequestEvent, RequestId, Version, Versioning,
 };
 use crate::runtime::ending::{Ended, Ending};
 use crate::runtime::erased::{ErasedData, ErasedMeta};
 use crate::runtime::error::{BoxError, QueryError, panic_message};
+use crate::runtime::feed::{Attached, AttachedSource, SourceStart};
 use crate::runtime::signal;
 
 /// Runs an entry's query function once.
@@ -101,17 +102,33 @@ struct LifetimeRt {
     /// dropped at removal, which resolves `removed()` (R14), or when the handler is restarted
     /// (R30).
     ending: Option<Arc<Ending>>,
-    /// Resolves data-loaded; dropped unsent at removal before loading (R13).
+    /// Resolves data-loaded; dropped unsent at removal before loading (R13). Only for a
+    /// lifecycle handler.
     loaded_tx: Option<oneshot::Sender<LoadedMsg>>,
     loaded_rx: Option<oneshot::Receiver<LoadedMsg>>,
     fetch: Fetch,
-    start: Option<StartLifecycle>,
+    start: Option<Lifecycle>,
     /// Request events for the lifecycle handler (R29), and their receiver until it starts.
-    events_tx: EventsTx,
+    /// Only for a lifecycle handler.
+    events_tx: Option<EventsTx>,
     events_rx: Option<EventsRx>,
+    /// The source feeding the entry itself, while attached (an endpoint fed by a source).
+    source: Option<Box<dyn AttachedSource>>,
     /// The sources that replay, told of each resume the core asks for (R26, R32).
     resume_hooks: Vec<ResumeHook>,
 }
+
+/// What runs for each entry of an endpoint that has a lifecycle: a handler in a task of its
+/// own, or a source that feeds the entry from its own task.
+#[derive(Clone)]
+pub(crate) enum Lifecycle {
+    Handler(StartLifecycle),
+    Source(StartSource),
+}
+
+/// Attaches an entry lifetime to the source that feeds it (typed by the endpoint): once when
+/// the entry is added, again at each restart (R30). Called under the cache's lock.
+pub(crate) type StartSource = Arc<dyn Fn(SourceStart) -> Attached + Send + Sync>;
 
 /// A source that replays, told the first version to replay when the core asks the lifetime's
 /// source to resume (R26, R32; `None`: past the last version). It returns `false` once the
@@ -123,6 +140,9 @@ impl Drop for LifetimeRt {
         if let Some(ending) = &self.ending {
             ending.end(Ended::Removed);
         }
+        if let Some(source) = self.source.take() {
+            source.detach(false);
+        }
     }
 }
 
@@ -133,6 +153,15 @@ pub(crate) struct State {
     clock: MsClock,
     lifetimes: IdMap<LifetimeId, LifetimeRt>,
     requests: IdMap<RequestId, AbortHandle>,
+}
+
+/// The version rules of `lifetime`'s endpoint (`None`: unversioned, or the lifetime is gone).
+fn versioning_of(
+    cache: &Cache<ErasedData, QueryError>,
+    lifetime: LifetimeId,
+) -> Option<Versioning> {
+    let entry = cache.lifetime_entry(lifetime)?;
+    cache.endpoint(entry.endpoint).versions
 }
 
 /// Whole milliseconds from `start` to `now` on tokio's clock.
@@ -193,22 +222,34 @@ impl State {
     pub(crate) fn ensure_lifetime(
         &mut self,
         key: &CacheKey,
-        make: impl FnOnce() -> (Fetch, Option<StartLifecycle>),
+        make: impl FnOnce() -> (Fetch, Option<Lifecycle>),
     ) -> Option<(LifetimeId, signal::Receiver)> {
         let lifetime = self.cache.entry(key)?.lifetime;
         let rt = self.lifetimes.entry(lifetime).or_insert_with(|| {
             let (fetch, start) = make();
-            let (loaded_tx, loaded_rx) = oneshot::channel();
-            let (events_tx, events_rx) = events_channel();
+            // Only a handler waits for data-loaded and reads request events: an entry fed by a
+            // source, or without a lifecycle, pays for neither channel.
+            let (loaded, events) = match start {
+                Some(Lifecycle::Handler(_)) => {
+                    let (loaded_tx, loaded_rx) = oneshot::channel();
+                    let (events_tx, events_rx) = events_channel();
+                    (
+                        (Some(loaded_tx), Some(loaded_rx)),
+                        (Some(events_tx), Some(events_rx)),
+                    )
+                }
+                _ => ((None, None), (None, None)),
+            };
             LifetimeRt {
                 changed: signal::Sender::new(),
                 ending: None,
-                loaded_tx: Some(loaded_tx),
-                loaded_rx: Some(loaded_rx),
+                loaded_tx: loaded.0,
+                loaded_rx: loaded.1,
                 fetch,
                 start,
-                events_tx,
-                events_rx: Some(events_rx),
+                events_tx: events.0,
+                events_rx: events.1,
+                source: None,
                 resume_hooks: Vec::new(),
             }
         });
@@ -326,35 +367,59 @@ impl Shared {
             match effect {
                 Effect::StartLifecycle { key, lifetime } => {
                     let place = state.cache.lifetime_place(lifetime);
+                    let versioning = versioning_of(&state.cache, lifetime);
                     let Some(rt) = state.lifetimes.get_mut(&lifetime) else {
                         continue;
                     };
-                    // Once per lifetime: the first data's receiver is taken by the first start.
-                    let Some(loaded) = rt.loaded_rx.take() else {
-                        continue;
-                    };
                     let place = place.unwrap_or(LifetimePlace::gone(lifetime));
-                    self.start_handler(rt, key, place, loaded);
+                    match rt.start.clone() {
+                        Some(Lifecycle::Handler(start)) => {
+                            // Once per lifetime: the first data's receiver is taken by the first
+                            // start.
+                            let Some(loaded) = rt.loaded_rx.take() else {
+                                continue;
+                            };
+                            self.start_handler(rt, start, key, place, loaded);
+                        }
+                        Some(Lifecycle::Source(start)) if rt.source.is_none() => {
+                            self.start_source(rt, &start, key, place, versioning);
+                        }
+                        _ => {}
+                    }
                 }
                 Effect::RestartLifecycle { key, handler } => {
                     let place = state.cache.lifetime_place(handler);
+                    let versioning = versioning_of(&state.cache, handler.lifetime);
                     let Some(rt) = state.lifetimes.get_mut(&handler.lifetime) else {
                         continue;
                     };
-                    // The old handler's entry is gone for it: `removed()` resolves with
-                    // `Restarted`, its data-loaded (if still waited for) fails, its request
-                    // events end.
-                    if let Some(old) = rt.ending.take() {
-                        old.end(Ended::Restarted);
-                    }
-                    let (loaded_tx, loaded) = oneshot::channel();
-                    rt.loaded_tx = Some(loaded_tx);
-                    rt.loaded_rx = None;
-                    let (events_tx, events_rx) = events_channel();
-                    rt.events_tx = events_tx;
-                    rt.events_rx = Some(events_rx);
                     let place = place.unwrap_or(LifetimePlace::gone_for(handler));
-                    self.start_handler(rt, key, place, loaded);
+                    match rt.start.clone() {
+                        Some(Lifecycle::Handler(start)) => {
+                            // The old handler's entry is gone for it: `removed()` resolves with
+                            // `Restarted`, its data-loaded (if still waited for) fails, its
+                            // request events end.
+                            if let Some(old) = rt.ending.take() {
+                                old.end(Ended::Restarted);
+                            }
+                            let (loaded_tx, loaded) = oneshot::channel();
+                            rt.loaded_tx = Some(loaded_tx);
+                            rt.loaded_rx = None;
+                            let (events_tx, events_rx) = events_channel();
+                            rt.events_tx = Some(events_tx);
+                            rt.events_rx = Some(events_rx);
+                            self.start_handler(rt, start, key, place, loaded);
+                        }
+                        Some(Lifecycle::Source(start)) => {
+                            // The old attachment ends (`HandlerRestarted`); a new one starts for
+                            // the new handler, and is told of the data when the core resolves it.
+                            if let Some(old) = rt.source.take() {
+                                old.detach(true);
+                            }
+                            self.start_source(rt, &start, key, place, versioning);
+                        }
+                        None => {}
+                    }
                 }
                 Effect::StartRequest { key, request } => {
                     let Some(lifetime) = state.cache.entry(&key).map(|e| e.lifetime) else {
@@ -400,13 +465,15 @@ impl Shared {
                         (Some((r, _)), Some(req)) if *r == req => meta.take().map(|(_, m)| m),
                         _ => None,
                     };
-                    if let Some(tx) = state
-                        .lifetimes
-                        .get_mut(&lifetime)
-                        .and_then(|rt| rt.loaded_tx.take())
-                    {
+                    let Some(rt) = state.lifetimes.get_mut(&lifetime) else {
+                        continue;
+                    };
+                    if let Some(tx) = rt.loaded_tx.take() {
                         // The handler may have returned already; then nobody is waiting.
                         let _ = tx.send(LoadedMsg { data, meta });
+                    }
+                    if let Some(source) = &rt.source {
+                        source.data_loaded();
                     }
                 }
                 Effect::EntryRemoved { lifetime, .. } => {
@@ -425,9 +492,13 @@ impl Shared {
                 Effect::RequestEvent {
                     lifetime, event, ..
                 } => {
-                    if let Some(rt) = state.lifetimes.get_mut(&lifetime) {
+                    if let Some(tx) = state
+                        .lifetimes
+                        .get_mut(&lifetime)
+                        .and_then(|rt| rt.events_tx.as_mut())
+                    {
                         // Full: the handler is not reading; the event is dropped (REQUEST_EVENTS).
-                        let _ = rt.events_tx.try_send(event);
+                        let _ = tx.try_send(event);
                     }
                 }
                 Effect::Notify { key } => {
@@ -458,13 +529,11 @@ impl Shared {
     fn start_handler(
         self: &Arc<Self>,
         rt: &mut LifetimeRt,
+        start: StartLifecycle,
         key: CacheKey,
         place: LifetimePlace,
         loaded: oneshot::Receiver<LoadedMsg>,
     ) {
-        let Some(start) = rt.start.clone() else {
-            return;
-        };
         let ending = Arc::clone(rt.ending.get_or_insert_with(|| Arc::new(Ending::new())));
         let start_with = LifecycleStart {
             shared: Arc::clone(self),
@@ -492,6 +561,27 @@ impl Shared {
             };
             shared.with(|state, now| state.cache.lifecycle_ended(now, &key, handler, outcome));
         });
+    }
+
+    /// Attach the lifetime's entry at `place` to the source that feeds it (R21, R30): no task;
+    /// the source's own task delivers the entry's messages.
+    fn start_source(
+        self: &Arc<Self>,
+        rt: &mut LifetimeRt,
+        start: &StartSource,
+        key: CacheKey,
+        place: LifetimePlace,
+        versioning: Option<Versioning>,
+    ) {
+        let attached = start(SourceStart {
+            shared: Arc::clone(self),
+            key,
+            place,
+            changed: rt.changed.notifier(),
+            versioning,
+        });
+        rt.source = Some(attached.source);
+        rt.resume_hooks.extend(attached.resume);
     }
 
     /// A request's query function finished.

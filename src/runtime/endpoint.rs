@@ -11,12 +11,15 @@ use crate::core::{CacheKey, default_key, key_from_override};
 use crate::core::{EndpointId, Refetch, Version};
 use crate::core::{Patch, UpsertError};
 use crate::runtime::driver::{
-    ErasedFetched, Fetch, FetchError, LifecycleStart, Owner, StartLifecycle, State,
+    ErasedFetched, Fetch, FetchError, Lifecycle, LifecycleStart, Owner, State,
 };
-use crate::runtime::endpoint_builder::{Handler, ProvidesTags, QueryFn, RetryIf, Serializer};
+use crate::runtime::endpoint_builder::{
+    EntryLifecycle, ProvidesTags, QueryFn, RetryIf, Serializer,
+};
 use crate::runtime::erased::{Data, ErasedData, ErasedMeta};
 use crate::runtime::error::UpdateError;
 use crate::runtime::error::{Error, QueryError};
+use crate::runtime::feed::SourceStart;
 use crate::runtime::lifecycle::EntryHandle;
 use crate::runtime::patch_collection::PatchCollection;
 use crate::runtime::state::{QueryState, read_state};
@@ -37,7 +40,7 @@ pub(crate) struct EndpointInner<A, T, M> {
     pub(crate) id: EndpointId,
     pub(crate) name: String,
     pub(crate) query: QueryFn<A, T, M>,
-    pub(crate) lifecycle: Option<Handler<A, T, M>>,
+    pub(crate) lifecycle: Option<EntryLifecycle<A, T, M>>,
     pub(crate) serialize: Option<Serializer<A>>,
     pub(crate) retry_if: Option<RetryIf>,
     pub(crate) provides_tags: Option<ProvidesTags<A, T>>,
@@ -442,7 +445,7 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
     }
 
     /// The typed pieces a new lifetime needs: how to fetch, how to start its handler.
-    fn lifetime_parts(&self, arg: A) -> (Fetch, Option<StartLifecycle>) {
+    fn lifetime_parts(&self, arg: A) -> (Fetch, Option<Lifecycle>) {
         let query = Arc::clone(&self.inner.query);
         let retry_if = self.inner.retry_if.clone();
         let provides_tags = self.inner.provides_tags.clone();
@@ -468,12 +471,20 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
                 })
                 .boxed()
         });
-        let start = self.inner.lifecycle.clone().map(|handler| {
-            let start: StartLifecycle = Arc::new(move |start: LifecycleStart| {
-                handler(arg.clone(), EntryHandle::added(start))
+        let start = self
+            .inner
+            .lifecycle
+            .clone()
+            .map(|lifecycle| match lifecycle {
+                EntryLifecycle::Handler(handler) => {
+                    Lifecycle::Handler(Arc::new(move |start: LifecycleStart| {
+                        handler(arg.clone(), EntryHandle::added(start))
+                    }))
+                }
+                EntryLifecycle::Source(attach) => {
+                    Lifecycle::Source(Arc::new(move |start: SourceStart| attach(&arg, start)))
+                }
             });
-            start
-        });
         (fetch, start)
     }
 }

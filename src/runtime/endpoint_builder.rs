@@ -8,11 +8,16 @@ use std::sync::Arc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use crate::core::{EndpointConfig, Keep, KeyOverride, RetryPolicy, Tag, Version, Versioning};
+use crate::core::{
+    Draft, EndpointConfig, Keep, KeyOverride, RetryPolicy, Tag, Version, Versioning,
+};
+use crate::runtime::applier::{ApplyVersioned, Plain, Versioned};
 use crate::runtime::driver::Owner;
 use crate::runtime::endpoint::{Arg, Endpoint, EndpointInner};
+use crate::runtime::entry_source::EntrySource;
 use crate::runtime::erased::Data;
 use crate::runtime::error::{BoxError, Error, QueryError};
+use crate::runtime::feed::{Attached, EntryInlet, SourceStart};
 use crate::runtime::lifecycle::{BeforeData, EntryHandle};
 
 /// What a query function delivered: the data, its meta if the function gives one, and the
@@ -31,6 +36,25 @@ pub(crate) type Handler<A, T, M> = Arc<
         + Sync,
 >;
 pub(crate) type Serializer<A> = Arc<dyn Fn(&A) -> KeyOverride + Send + Sync>;
+
+/// What runs for each of an endpoint's entries: a lifecycle handler, or a source feeding it.
+pub(crate) enum EntryLifecycle<A, T, M> {
+    Handler(Handler<A, T, M>),
+    Source(StartFeed<A>),
+}
+
+/// Attaches one entry (its argument, what the runtime gives it) to the source that feeds it,
+/// with the endpoint's typed change: called under the cache's lock.
+pub(crate) type StartFeed<A> = Arc<dyn Fn(&A, SourceStart) -> Attached + Send + Sync>;
+
+impl<A, T, M> Clone for EntryLifecycle<A, T, M> {
+    fn clone(&self) -> Self {
+        match self {
+            EntryLifecycle::Handler(handler) => EntryLifecycle::Handler(Arc::clone(handler)),
+            EntryLifecycle::Source(source) => EntryLifecycle::Source(Arc::clone(source)),
+        }
+    }
+}
 
 /// The builder's state before a query function is given (type state): `build` does not exist.
 ///
@@ -82,7 +106,7 @@ pub struct EndpointBuilder<A, T, M = (), Q = NoQueryFn> {
     retry_if: Option<RetryIf>,
     provides_tags: Option<ProvidesTags<A, T>>,
     serialize: Option<Serializer<A>>,
-    lifecycle: Option<Handler<A, T, M>>,
+    lifecycle: Option<EntryLifecycle<A, T, M>>,
     query: Q,
     _types: PhantomData<fn(A) -> (T, M)>,
 }
@@ -485,7 +509,67 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> EndpointBuilder<A, T, M, WithQue
         F: Fn(A, EntryHandle<BeforeData, T, M>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), BoxError>> + Send + 'static,
     {
-        self.lifecycle = Some(Arc::new(move |arg, entry| handler(arg, entry).boxed()));
+        self.lifecycle = Some(EntryLifecycle::Handler(Arc::new(move |arg, entry| {
+            handler(arg, entry).boxed()
+        })));
+        self
+    }
+
+    /// Feed every entry from `source`, in place of a lifecycle handler: the source's own task
+    /// applies each of the entry's messages with `apply` — held until its first data, then in
+    /// arrival order (R21), or by the version rules if the source is versioned (R24–R26: stale
+    /// ones dropped, a gap resynced, every other one applied exactly once) — reports its stream
+    /// status (R28) and resyncs it (R32); removal or a restart (R30) ends the attachment. No
+    /// task or future is kept per entry (see [`EntrySource`]). An endpoint has one or the
+    /// other: this replaces a handler given before, and
+    /// [`EndpointBuilder::on_cache_entry_added`] replaces a source.
+    ///
+    /// `apply` may run more than once for a message the core keeps — held past a gap, or logged
+    /// while a request is in flight, for the rebase of R27 — each time on a clone of it, so it
+    /// must make the same change each time.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "ws")]
+    /// # async fn run() -> Result<(), livecache::Error> {
+    /// use livecache::ws::shared::{JsonFraming, SharedConnection};
+    /// let api = livecache::Api::builder().build();
+    /// let connection = SharedConnection::builder("ws://127.0.0.1:8080/ws", JsonFraming::<String>::new())
+    ///     .spawn()?;
+    /// let rooms = api
+    ///     .query::<String, Vec<String>>("room")
+    ///     .query_fn(|_room: String| async { Ok(Vec::new()) })
+    ///     .stream_from(connection.source(|room: &String| room.clone()), |lines, line| lines.push(line))
+    ///     .build()?;
+    /// let sub = rooms.subscribe("general".into())?;
+    /// # drop(sub); Ok(()) }
+    /// ```
+    pub fn stream_from<Msg>(
+        mut self,
+        source: EntrySource<A, Msg>,
+        apply: impl Fn(&mut Draft<'_, T>, Msg) + Send + Sync + 'static,
+    ) -> Self
+    where
+        Msg: Clone + Send + Sync + 'static,
+    {
+        let apply: ApplyVersioned<T, Msg> = Arc::new(apply);
+        let EntrySource { attach, version } = source;
+        self.lifecycle = Some(EntryLifecycle::Source(Arc::new(
+            move |arg: &A, start: SourceStart| {
+                let inlet: Box<dyn EntryInlet<Msg>> = match &version {
+                    Some(version) => {
+                        let version = Arc::clone(version);
+                        let read = move |message: &Msg| version(message);
+                        Box::new(start.feed(Versioned::shared(read, Arc::clone(&apply))))
+                    }
+                    None => {
+                        let apply = Arc::clone(&apply);
+                        let plain = move |draft: &mut Draft<'_, T>, message| apply(draft, message);
+                        Box::new(start.feed(Plain(plain)))
+                    }
+                };
+                attach(arg, start, inlet)
+            },
+        )));
         self
     }
 

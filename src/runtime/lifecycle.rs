@@ -17,6 +17,7 @@ use crate::core::PatchSet;
 use crate::core::{HandlerId, LifetimeId};
 use crate::core::{LifetimePlace, Notify, Patches};
 use crate::core::{RequestEvent, StreamStatus, Tag};
+use crate::runtime::applier::Destination;
 use crate::runtime::driver::{Hint, LifecycleStart, LoadedMsg, Shared};
 use crate::runtime::ending::{Ended, Ending};
 use crate::runtime::erased::Data;
@@ -824,37 +825,14 @@ impl<S: HandleState, T, M> EntryHandle<S, T, M> {
             changed: &self.changed,
         }
     }
-}
 
-impl<T: Data, M> EntryHandle<WithData, T, M> {
-    /// Apply `messages` in order, each as one update (one `updated` event each), under one
-    /// acquisition of the cache's lock; subscribers are woken once. Stops at the first failure,
-    /// dropping the rest. Returns how many were applied.
-    pub(crate) fn update_each<Msg>(
-        &self,
-        messages: impl IntoIterator<Item = Msg>,
-        apply: &mut impl FnMut(&mut Draft<'_, T>, Msg),
-    ) -> (u64, Result<(), UpdateError>) {
-        let place = self.place;
-        self.shared.with_lifetime(&self.hint(), |state, now| {
-            // One burst, one batch: its updates are traced as one (R34).
-            state.cache.batch(|cache| {
-                let mut applied = 0;
-                let mut notify = false;
-                for message in messages {
-                    let mut panicked = None;
-                    let result = cache.update_cached_deferring_notify(now, place, |outer| {
-                        panicked = run_typed_recipe(outer, |draft| apply(draft, message));
-                    });
-                    notify |= matches!(result, Ok(Notify::Caller));
-                    if let Err(error) = recipe_outcome(result, panicked) {
-                        return ((applied, Err(error)), notify);
-                    }
-                    applied += 1;
-                }
-                ((applied, Ok(())), notify)
-            })
-        })
+    /// The entry, for delivering messages to it.
+    pub(crate) fn destination(&self) -> Destination<'_> {
+        Destination {
+            shared: &self.shared,
+            place: self.place,
+            changed: &self.changed,
+        }
     }
 }
 

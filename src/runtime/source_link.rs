@@ -32,6 +32,18 @@ impl<S: HandleState, T: Data, M> EntryHandle<S, T, M> {
 
 #[cfg_attr(not(feature = "ws"), allow(dead_code))]
 impl SourceLink {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        place: LifetimePlace,
+        changed: signal::Notifier,
+    ) -> Self {
+        SourceLink {
+            shared,
+            place,
+            changed,
+        }
+    }
+
     fn hint(&self) -> Hint<'_> {
         Hint {
             lifetime: self.place.lifetime(),

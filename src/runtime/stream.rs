@@ -6,21 +6,21 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::Poll;
 
 use futures::{Stream, StreamExt};
 
 use crate::core::CacheKey;
 use crate::core::Draft;
-use crate::core::{Attachment, Finish, FirstData, Notify, Overflow, Version};
+use crate::core::{Attachment, Finish, Version};
 use crate::core::{StreamEnd, StreamEndReason};
+use crate::runtime::applier::{Applier, Plain, Versioned};
 use crate::runtime::driver::Shared;
 use crate::runtime::ending::{Ended, Ending};
-use crate::runtime::erased::{Data, ErasedData};
+use crate::runtime::erased::Data;
 use crate::runtime::error::UpdateError;
 use crate::runtime::lifecycle::{BeforeData, EntryHandle, HandleState, WithData};
-use crate::runtime::typed_recipe::{recipe_outcome, run_typed_recipe};
 
 /// An error a message stream can yield: either it only skipped an item (a bad frame) and goes
 /// on, or the stream has failed and the attachment ends.
@@ -589,7 +589,7 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
         if burst.is_empty() {
             return Ok(());
         }
-        let (applied, result) = apply.deliver(self, burst);
+        let (applied, result) = apply.deliver(&self.destination(), burst.drain(..));
         recorder.attachment.applied(applied);
         match result {
             Ok(()) => Ok(()),
@@ -601,153 +601,5 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
             // code panicking) fails the stream, loudly: the entry lives on and says so (R28).
             Err(other) => Err(StreamEndReason::StreamFailed(other.to_string())),
         }
-    }
-}
-
-/// How an attachment's messages reach the cache: as plain updates in arrival order (R21), or by
-/// the version rules (R24–R26).
-trait Applier<T, Msg> {
-    /// What a message past the buffer's bound does before the first data (R33).
-    fn overflow(&self) -> Overflow;
-
-    /// The first data landed: what the attachment held, in the order to deliver it.
-    fn first_data(&self, attachment: &mut Attachment<Msg>) -> FirstData<Msg>;
-
-    /// Deliver `burst` (emptying it) under one lock acquisition: how many were delivered, and
-    /// the first refusal or panic.
-    fn deliver<M>(
-        &mut self,
-        handle: &EntryHandle<WithData, T, M>,
-        burst: &mut Vec<Msg>,
-    ) -> (u64, Result<(), UpdateError>);
-}
-
-/// Messages applied as updates through the handle, in arrival order.
-struct Plain<F>(F);
-
-impl<T: Data, Msg, F: FnMut(&mut Draft<'_, T>, Msg)> Applier<T, Msg> for Plain<F> {
-    fn overflow(&self) -> Overflow {
-        Overflow::Fail
-    }
-
-    fn first_data(&self, attachment: &mut Attachment<Msg>) -> FirstData<Msg> {
-        attachment.data_loaded()
-    }
-
-    fn deliver<M>(
-        &mut self,
-        handle: &EntryHandle<WithData, T, M>,
-        burst: &mut Vec<Msg>,
-    ) -> (u64, Result<(), UpdateError>) {
-        handle.update_each(burst.drain(..), &mut self.0)
-    }
-}
-
-/// Versioned messages, delivered to the core's version rules.
-struct Versioned<T, Msg, V> {
-    version: V,
-    apply: ApplyVersioned<T, Msg>,
-}
-
-impl<T, Msg, V> Versioned<T, Msg, V> {
-    fn new(version: V, apply: impl Fn(&mut Draft<'_, T>, Msg) + Send + Sync + 'static) -> Self {
-        Versioned {
-            version,
-            apply: Arc::new(apply),
-        }
-    }
-}
-
-impl<T: Data, Msg: Clone + Send + Sync + 'static, V: Fn(&Msg) -> Version> Applier<T, Msg>
-    for Versioned<T, Msg, V>
-{
-    fn overflow(&self) -> Overflow {
-        Overflow::Resync
-    }
-
-    fn first_data(&self, attachment: &mut Attachment<Msg>) -> FirstData<Msg> {
-        attachment.data_loaded_in_order(|message| Some((self.version)(message)))
-    }
-
-    fn deliver<M>(
-        &mut self,
-        handle: &EntryHandle<WithData, T, M>,
-        burst: &mut Vec<Msg>,
-    ) -> (u64, Result<(), UpdateError>) {
-        handle.deliver_versioned(burst.drain(..), &self.version, &self.apply)
-    }
-}
-
-/// How a versioned message changes the data: given the message, by value. A message the core
-/// keeps (held past a gap, or logged for a rebase, R26, R27) is cloned for each application.
-type ApplyVersioned<T, Msg> = Arc<dyn Fn(&mut Draft<'_, T>, Msg) + Send + Sync>;
-
-impl<T: Data, M> EntryHandle<WithData, T, M> {
-    /// Deliver versioned `messages` in order under one acquisition of the cache's lock (R24–R26,
-    /// R34): the core applies each, drops it as stale, or holds it past a gap. Stops at the first
-    /// refusal or panic of `apply`; returns how many were delivered.
-    fn deliver_versioned<Msg: Clone + Send + Sync + 'static>(
-        &self,
-        messages: impl IntoIterator<Item = Msg>,
-        version: &impl Fn(&Msg) -> Version,
-        apply: &ApplyVersioned<T, Msg>,
-    ) -> (u64, Result<(), UpdateError>) {
-        let (place, handler) = (self.place, self.place.handler());
-        // Where the recipe of the message being delivered reports a panic; a message re-applied
-        // later (a rebase) reports to it too, and nobody reads it then: the panic stays contained.
-        let panicked: Arc<Mutex<Option<String>>> = Arc::default();
-        self.shared.with_lifetime(&self.hint(), |state, now| {
-            // One burst, one batch: consecutive updates are traced as one (R34).
-            state.cache.batch(|cache| {
-                let mut delivered = 0;
-                let mut notify = false;
-                for message in messages {
-                    let at = version(&message);
-                    // The common case: the next message of an entry in order, applied at once (the
-                    // message moves into the data, nothing is kept or cloned) and its subscribers
-                    // woken once for the whole burst, through the handle's signal.
-                    let mut fast_panic = None;
-                    let mut unsent = Some(message);
-                    let fast = cache
-                        .stream_message_in_order(now, place, at, |outer| {
-                            if let Some(message) = unsent.take() {
-                                fast_panic = run_typed_recipe(outer, |draft| apply(draft, message));
-                            }
-                        })
-                        .ok();
-                    if let Some(n) = fast {
-                        notify |= n == Notify::Caller;
-                        if let Some(message) = fast_panic {
-                            let error = UpdateError::RecipePanicked { message };
-                            return ((delivered, Err(error)), notify);
-                        }
-                        delivered += 1;
-                        continue;
-                    }
-                    let Some(message) = unsent else {
-                        continue;
-                    };
-                    // Any other case goes by the version rules, with a recipe the core may keep
-                    // (and run again): each run applies a clone of the message.
-                    let (apply, report) = (Arc::clone(apply), Arc::clone(&panicked));
-                    let recipe = move |outer: &mut Draft<'_, ErasedData>| {
-                        let message = message.clone();
-                        if let Some(message) =
-                            run_typed_recipe(outer, |draft| apply(draft, message))
-                            && let Ok(mut slot) = report.lock()
-                        {
-                            slot.get_or_insert(message);
-                        }
-                    };
-                    let result = cache.stream_message(now, handler, at, recipe);
-                    let panic = panicked.lock().ok().and_then(|mut slot| slot.take());
-                    if let Err(error) = recipe_outcome(result, panic) {
-                        return ((delivered, Err(error)), notify);
-                    }
-                    delivered += 1;
-                }
-                ((delivered, Ok(())), notify)
-            })
-        })
     }
 }

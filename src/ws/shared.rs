@@ -38,6 +38,7 @@
 mod connector;
 mod driver;
 mod framing;
+mod source;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub use connector::{Connector, TcpConnector};
 pub use framing::{Framing, Inbound, JsonFraming};
 
 use crate::core::ConnectionConfig;
+use crate::runtime::feed::EntryInlet;
 use crate::runtime::source_link::SourceLink;
 use crate::runtime::{EntryHandle, Error, HandleState, StreamError};
 use crate::ws::target::TlsChoice;
@@ -111,16 +113,34 @@ impl StreamError for SharedError {
 /// for every entry on the connection.
 type TopicTx<M> = futures::channel::mpsc::Sender<Result<M, SharedError>>;
 
+/// How the driver hands an entry its topic's messages.
+enum Inlet<M> {
+    /// Queued for the entry's lifecycle handler, which streams its [`Topic`]; `overflowed` is
+    /// set when the queue was full (R33).
+    Queue {
+        tx: TopicTx<M>,
+        overflowed: Arc<AtomicBool>,
+    },
+    /// Applied into the entry by the driver's own task ([`SharedConnection::source`]).
+    Feed(Box<dyn EntryInlet<M>>),
+}
+
 /// What the driver is asked by the handles.
 enum Command<M> {
     Attach {
         topic: String,
         id: u64,
         link: SourceLink,
-        tx: TopicTx<M>,
-        overflowed: Arc<AtomicBool>,
+        inlet: Inlet<M>,
     },
+    /// The entry `id` on `topic` is gone (`restarted`: its lifecycle restarted, R30).
     Detach {
+        topic: String,
+        id: u64,
+        restarted: bool,
+    },
+    /// The first data of the entry `id` on `topic` landed (an entry the driver feeds).
+    Loaded {
         topic: String,
         id: u64,
     },
@@ -229,24 +249,21 @@ where
         // only an endpoint that resyncs by resuming is ever asked.
         let alive = Arc::new(());
         if link.resumes() {
-            let (weak_alive, weak_commands) = (Arc::downgrade(&alive), self.commands.downgrade());
-            let resume_topic = topic.clone();
-            link.on_resume(Box::new(move |from| {
-                let (Some(_alive), Some(commands)) =
-                    (weak_alive.upgrade(), weak_commands.upgrade())
-                else {
-                    return false;
-                };
-                let topic = resume_topic.clone();
-                commands.send(Command::Resume { topic, id, from }).is_ok()
-            }));
+            link.on_resume(source::resume_hook(
+                &alive,
+                &self.commands,
+                topic.clone(),
+                id,
+            ));
         }
         let attached = self.commands.send(Command::Attach {
             topic: topic.clone(),
             id,
             link,
-            tx,
-            overflowed: Arc::clone(&overflowed),
+            inlet: Inlet::Queue {
+                tx,
+                overflowed: Arc::clone(&overflowed),
+            },
         });
         Topic {
             topic,
@@ -532,6 +549,7 @@ impl<M> Drop for Topic<M> {
         let _ = self.commands.send(Command::Detach {
             topic: std::mem::take(&mut self.topic),
             id: self.id,
+            restarted: false,
         });
     }
 }

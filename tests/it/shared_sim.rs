@@ -220,6 +220,7 @@ fn topic_endpoint(
     config: ConnectionConfig,
     keep: Duration,
     attempts: &Log<Instant>,
+    fed: Fed,
 ) -> Result<livecache::Endpoint<String, Vec<Msg>>, livecache::Error> {
     let connection = SharedConnection::builder(
         format!("ws://server:{PORT}/ws"),
@@ -231,15 +232,17 @@ fn topic_endpoint(
     })
     .spawn()?;
     let snapshot_truth = Arc::clone(truth);
-    api.query::<String, Vec<Msg>>("topic")
+    let builder = api
+        .query::<String, Vec<Msg>>("topic")
         .keep_unused_data_for(keep)
         .query_fn_versioned(move |topic: String| {
             let truth = lock(&snapshot_truth);
             let messages = truth.topics.get(&topic).cloned().unwrap_or_default();
             let watermark = truth.next_id;
             async move { Ok((messages, Version::new(watermark))) }
-        })
-        .on_cache_entry_added(move |topic, entry| {
+        });
+    match fed {
+        Fed::ByHandler => builder.on_cache_entry_added(move |topic, entry| {
             let topic = connection.topic(&entry, topic);
             async move {
                 entry
@@ -247,13 +250,26 @@ fn topic_endpoint(
                     .await;
                 Ok(())
             }
-        })
-        .build()
+        }),
+        Fed::ByConnection => builder.stream_from(
+            connection.source_versioned(|topic: &String| topic.clone(), |m| Version::new(m.id)),
+            |list, m| list.push(m),
+        ),
+    }
+    .build()
+}
+
+/// How an entry gets its topic's messages: a lifecycle handler streams its `Topic`, or the
+/// connection's own task feeds it (`SharedConnection::source_versioned`).
+#[derive(Clone, Copy, Debug)]
+enum Fed {
+    ByHandler,
+    ByConnection,
 }
 
 /// The client host: entries for every topic on one shared connection; at the end, the data
 /// must be the truth.
-async fn client(truth: Shared, seed: u64) -> turmoil::Result {
+async fn client(truth: Shared, seed: u64, fed: Fed) -> turmoil::Result {
     let api = Api::builder().build();
     let config = ConnectionConfig {
         backoff_base_ms: 100,
@@ -267,7 +283,7 @@ async fn client(truth: Shared, seed: u64) -> turmoil::Result {
         ..ConnectionConfig::default()
     };
     let attempts: Log<Instant> = Arc::default();
-    let endpoint = topic_endpoint(&api, &truth, config, Duration::ZERO, &attempts)?;
+    let endpoint = topic_endpoint(&api, &truth, config, Duration::ZERO, &attempts, fed)?;
     let subs: Vec<_> = TOPICS
         .iter()
         .map(|t| endpoint.subscribe((*t).to_owned()))
@@ -283,7 +299,9 @@ async fn client(truth: Shared, seed: u64) -> turmoil::Result {
                 got.iter().map(|m| m.id).collect(),
                 expected.iter().map(|m| m.id).collect(),
             );
-            return Err(format!("seed {seed}, topic {topic}: data {g:?}, truth {e:?}").into());
+            return Err(
+                format!("seed {seed}, {fed:?}, topic {topic}: data {g:?}, truth {e:?}").into(),
+            );
         }
         if state.stream != StreamStatus::Live {
             return Err(format!("seed {seed}, topic {topic}: {:?}", state.stream).into());
@@ -340,7 +358,7 @@ enum Fault {
     Release,
 }
 
-fn run(seed: u64, faults: &[(Duration, Fault)]) {
+fn run(seed: u64, faults: &[(Duration, Fault)], fed: Fed) {
     let truth: Shared = Arc::default();
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_secs(120))
@@ -348,7 +366,7 @@ fn run(seed: u64, faults: &[(Duration, Fault)]) {
         .build();
     let server_truth = Arc::clone(&truth);
     sim.host("server", move || server(Arc::clone(&server_truth)));
-    sim.client("client", client(Arc::clone(&truth), seed));
+    sim.client("client", client(Arc::clone(&truth), seed, fed));
     drive(&mut sim, faults.to_vec(), seed);
 }
 
@@ -394,7 +412,9 @@ fn r32_sim_server_restart_partition_and_held_messages_lose_nothing() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     for seed in 0..=extra {
-        run(seed, &faults);
+        for fed in [Fed::ByHandler, Fed::ByConnection] {
+            run(seed, &faults, fed);
+        }
     }
 }
 
@@ -435,6 +455,7 @@ async fn busy_client(
     topics: usize,
     check_at: Duration,
     seed: u64,
+    fed: Fed,
 ) -> turmoil::Result {
     let api = Api::builder().build();
     let config = ConnectionConfig {
@@ -449,7 +470,14 @@ async fn busy_client(
         ..ConnectionConfig::default()
     };
     let attempts: Log<Instant> = Arc::default();
-    let endpoint = topic_endpoint(&api, &truth, config, Duration::from_secs(60), &attempts)?;
+    let endpoint = topic_endpoint(
+        &api,
+        &truth,
+        config,
+        Duration::from_secs(60),
+        &attempts,
+        fed,
+    )?;
     let subs: Vec<_> = (0..topics)
         .map(|i| endpoint.subscribe(format!("t{i}")))
         .collect::<Result<_, _>>()?;
@@ -478,7 +506,7 @@ async fn busy_client(
     }
     if !wrong.is_empty() {
         return Err(format!(
-            "seed {seed}: {} entries wrong: {:?}",
+            "seed {seed}, {fed:?}: {} entries wrong: {:?}",
             wrong.len(),
             &wrong[..wrong.len().min(5)]
         )
@@ -523,22 +551,24 @@ fn r32_sim_a_thousand_entries_through_an_hour_of_random_faults() {
             faults.extend(fault);
             at += secs(rng.u64(120..400));
         }
-        let truth: Shared = Arc::default();
-        let mut sim = turmoil::Builder::new()
-            .simulation_duration(HOUR + secs(600))
-            .tick_duration(BUSY_TICK)
-            .tcp_capacity(1 << 16)
-            .rng_seed(seed)
-            .build();
-        let server_truth = Arc::clone(&truth);
-        let until = HOUR - secs(120);
-        sim.host("server", move || {
-            busy_server(Arc::clone(&server_truth), ENTRIES, until, seed)
-        });
-        sim.client(
-            "client",
-            busy_client(Arc::clone(&truth), ENTRIES, HOUR, seed),
-        );
-        drive(&mut sim, faults, seed);
+        for fed in [Fed::ByHandler, Fed::ByConnection] {
+            let truth: Shared = Arc::default();
+            let mut sim = turmoil::Builder::new()
+                .simulation_duration(HOUR + secs(600))
+                .tick_duration(BUSY_TICK)
+                .tcp_capacity(1 << 16)
+                .rng_seed(seed)
+                .build();
+            let server_truth = Arc::clone(&truth);
+            let until = HOUR - secs(120);
+            sim.host("server", move || {
+                busy_server(Arc::clone(&server_truth), ENTRIES, until, seed)
+            });
+            sim.client(
+                "client",
+                busy_client(Arc::clone(&truth), ENTRIES, HOUR, seed, fed),
+            );
+            drive(&mut sim, faults.clone(), seed);
+        }
     }
 }

@@ -278,22 +278,36 @@ fn messages(
     api: &Api,
     server: &Server,
     connection: &SharedConnection<JsonFraming<Msg>>,
+    fed: Fed,
 ) -> Endpoint<String, Vec<Msg>> {
     let http =
         HttpQuery::with_timeout(&format!("http://{}", server.addr), STEP).expect("a loopback URL");
-    messages_from(api, &http, connection, Resync::Refetch)
+    messages_from(api, &http, connection, Resync::Refetch, fed)
 }
 
-/// [`messages`], its snapshots read through `http`, resyncing by `resync`.
+/// How an entry gets its topic's messages: a lifecycle handler streams its `Topic`, or the
+/// connection's own task feeds it (`SharedConnection::source_versioned`). Every test of the
+/// shared connection's behaviour runs both.
+#[derive(Clone, Copy, Debug)]
+enum Fed {
+    ByHandler,
+    ByConnection,
+}
+
+const BOTH: [Fed; 2] = [Fed::ByHandler, Fed::ByConnection];
+
+/// [`messages`], its snapshots read through `http`, resyncing by `resync`, fed as `fed` says.
 fn messages_from(
     api: &Api,
     http: &HttpQuery,
     connection: &SharedConnection<JsonFraming<Msg>>,
     resync: Resync,
+    fed: Fed,
 ) -> Endpoint<String, Vec<Msg>> {
     let history = http.get_json(|topic: &String| format!("history/{topic}"));
     let connection = connection.clone();
-    api.query::<String, Vec<Msg>>("messages")
+    let builder = api
+        .query::<String, Vec<Msg>>("messages")
         .keep_unused_data_for(Duration::ZERO)
         .versioning(Versioning {
             resync,
@@ -303,8 +317,9 @@ fn messages_from(
             history(topic).map(|read: Result<History, BoxError>| {
                 read.map(|h| (h.messages, Version::new(h.watermark)))
             })
-        })
-        .on_cache_entry_added(move |topic, entry| {
+        });
+    let builder = match fed {
+        Fed::ByHandler => builder.on_cache_entry_added(move |topic, entry| {
             let topic = connection.topic(&entry, topic);
             async move {
                 entry
@@ -312,9 +327,13 @@ fn messages_from(
                     .await;
                 Ok(())
             }
-        })
-        .build()
-        .expect("a new endpoint")
+        }),
+        Fed::ByConnection => builder.stream_from(
+            connection.source_versioned(|topic: &String| topic.clone(), |m| Version::new(m.id)),
+            |list, m| list.push(m),
+        ),
+    };
+    builder.build().expect("a new endpoint")
 }
 
 async fn wait_state(
@@ -367,6 +386,15 @@ fn ids(sub: &Subscription<Vec<Msg>>) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r31_entries_share_one_socket_each_gets_its_topic_and_the_last_leaving_closes_it() {
+    for fed in BOTH {
+        r31_entries_share_one_socket_each_gets_its_topic_and_the_last_leaving_closes_it_fed(fed)
+            .await;
+    }
+}
+
+async fn r31_entries_share_one_socket_each_gets_its_topic_and_the_last_leaving_closes_it_fed(
+    fed: Fed,
+) {
     let server = Server::start().await;
     let api = Api::builder().build();
     let connection =
@@ -374,7 +402,7 @@ async fn r31_entries_share_one_socket_each_gets_its_topic_and_the_last_leaving_c
             .config(quick())
             .spawn()
             .expect("a runtime");
-    let endpoint = messages(&api, &server, &connection);
+    let endpoint = messages(&api, &server, &connection, fed);
     let redux = endpoint.subscribe("redux".into()).expect("a key");
     let general = endpoint.subscribe("general".into()).expect("a key");
     for sub in [&redux, &general] {
@@ -419,6 +447,17 @@ async fn r31_entries_share_one_socket_each_gets_its_topic_and_the_last_leaving_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r32_a_dropped_socket_is_reconnected_every_entry_resyncs_and_nothing_is_lost_or_doubled() {
+    for fed in BOTH {
+        r32_a_dropped_socket_is_reconnected_every_entry_resyncs_and_nothing_is_lost_or_doubled_fed(
+            fed,
+        )
+        .await;
+    }
+}
+
+async fn r32_a_dropped_socket_is_reconnected_every_entry_resyncs_and_nothing_is_lost_or_doubled_fed(
+    fed: Fed,
+) {
     let server = Server::start().await;
     let api = Api::builder().build();
     let connection =
@@ -426,7 +465,7 @@ async fn r32_a_dropped_socket_is_reconnected_every_entry_resyncs_and_nothing_is_
             .config(quick())
             .spawn()
             .expect("a runtime");
-    let endpoint = messages(&api, &server, &connection);
+    let endpoint = messages(&api, &server, &connection, fed);
     let redux = endpoint.subscribe("redux".into()).expect("a key");
     let general = endpoint.subscribe("general".into()).expect("a key");
     for sub in [&redux, &general] {
@@ -477,7 +516,13 @@ async fn r40_a_shared_connection_over_wss_streams_and_reconnects_through_tls() {
         .expect("a runtime");
     let https = HttpQuery::with_tls(&format!("https://{}", front.addr), front.trusted.clone())
         .expect("a loopback URL");
-    let endpoint = messages_from(&api, &https, &connection, Resync::Refetch);
+    let endpoint = messages_from(
+        &api,
+        &https,
+        &connection,
+        Resync::Refetch,
+        Fed::ByConnection,
+    );
     let redux = endpoint.subscribe("redux".into()).expect("a key");
     wait_state("live", &redux, |s| s.stream == StreamStatus::Live).await;
     server.wait_subscribed(&["redux"]).await;
@@ -504,7 +549,7 @@ async fn r40_a_shared_connection_over_wss_streams_and_reconnects_through_tls() {
 /// with one whose server does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r32_a_resuming_entry_is_replayed_what_it_missed_and_fetches_no_snapshot() {
-    for acknowledged in [true, false] {
+    for (acknowledged, fed) in [true, false].into_iter().flat_map(|a| BOTH.map(|f| (a, f))) {
         let server = Server::start().await;
         let api = Api::builder().build();
         let framing = if acknowledged {
@@ -518,7 +563,7 @@ async fn r32_a_resuming_entry_is_replayed_what_it_missed_and_fetches_no_snapshot
             .expect("a runtime");
         let http = HttpQuery::with_timeout(&format!("http://{}", server.addr), STEP)
             .expect("a loopback URL");
-        let endpoint = messages_from(&api, &http, &connection, Resync::Resume);
+        let endpoint = messages_from(&api, &http, &connection, Resync::Resume, fed);
         let redux = endpoint.subscribe("redux".into()).expect("a key");
         wait_state("live", &redux, |s| s.stream == StreamStatus::Live).await;
         server.wait_subscribed(&["redux"]).await;
@@ -537,13 +582,13 @@ async fn r32_a_resuming_entry_is_replayed_what_it_missed_and_fetches_no_snapshot
         assert_eq!(
             ids(&redux),
             [first.id, missed.id, missed_too.id, after.id],
-            "in order, none twice (acknowledged: {acknowledged})"
+            "in order, none twice (acknowledged: {acknowledged}, {fed:?})"
         );
         assert_eq!(redux.state().stream, StreamStatus::Live);
         assert_eq!(
             server.hub.snapshots.load(Ordering::SeqCst),
             1,
-            "resumed, not refetched (acknowledged: {acknowledged})"
+            "resumed, not refetched (acknowledged: {acknowledged}, {fed:?})"
         );
         assert!(server.hub.resumes.load(Ordering::SeqCst) >= 1);
     }
@@ -553,6 +598,12 @@ async fn r32_a_resuming_entry_is_replayed_what_it_missed_and_fetches_no_snapshot
 /// with the code and reason, nothing reconnects — where any other close is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn r32_a_close_code_marked_fatal_fails_every_entry_and_is_not_retried() {
+    for fed in BOTH {
+        r32_a_close_code_marked_fatal_fails_every_entry_and_is_not_retried_fed(fed).await;
+    }
+}
+
+async fn r32_a_close_code_marked_fatal_fails_every_entry_and_is_not_retried_fed(fed: Fed) {
     let server = Server::start().await;
     let api = Api::builder().build();
     let connection =
@@ -561,7 +612,7 @@ async fn r32_a_close_code_marked_fatal_fails_every_entry_and_is_not_retried() {
             .fatal_close_codes([4001])
             .spawn()
             .expect("a runtime");
-    let endpoint = messages(&api, &server, &connection);
+    let endpoint = messages(&api, &server, &connection, fed);
     let redux = endpoint.subscribe("redux".into()).expect("a key");
     wait_state("live", &redux, |s| s.stream == StreamStatus::Live).await;
     server.wait_subscribed(&["redux"]).await;

@@ -4,8 +4,7 @@
 //! It decides nothing itself.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::client::IntoClientRequest;
@@ -17,7 +16,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{AuthHook, Command, Connector, FatalWhen, Framing, Inbound, SharedError};
+use super::{AuthHook, Command, Connector, FatalWhen, Framing, Inbound, Inlet, SharedError};
 use crate::core::{ConnEffect, Connection, ConnectionConfig, Frame, Version};
 use crate::runtime::source_link::SourceLink;
 use crate::ws::target::{Socket, TlsChoice, handshake};
@@ -72,20 +71,31 @@ type Attempt<S> = BoxFuture<'static, Result<Socket<S>, (String, bool)>>;
 struct Subscriber<M> {
     id: u64,
     link: SourceLink,
-    tx: super::TopicTx<M>,
-    overflowed: Arc<AtomicBool>,
+    inlet: Inlet<M>,
 }
 
 impl<M> Subscriber<M> {
-    /// Queue `message` for the entry; one too far behind overflows (R33).
-    fn take(&mut self, message: Result<M, SharedError>) {
-        if self.tx.try_send(message).is_err()
-            && !self.overflowed.swap(true, Ordering::AcqRel)
-            && self.link.is_versioned()
-        {
-            // A versioned entry recovers what was dropped by resyncing.
-            self.link.resync();
-            self.overflowed.store(false, Ordering::Release);
+    /// Hand `message` to the entry: queued for its handler (one too far behind overflows, R33),
+    /// or applied by its feed. `false` once a fed entry's attachment has ended.
+    fn take(&mut self, message: Result<M, SharedError>) -> bool {
+        match &mut self.inlet {
+            Inlet::Queue { tx, overflowed } => {
+                if tx.try_send(message).is_err()
+                    && !overflowed.swap(true, Ordering::AcqRel)
+                    && self.link.is_versioned()
+                {
+                    // A versioned entry recovers what was dropped by resyncing.
+                    self.link.resync();
+                    overflowed.store(false, Ordering::Release);
+                }
+                true
+            }
+            Inlet::Feed(feed) => match message {
+                Ok(message) => feed.message(message),
+                Err(SharedError::Skipped(reason)) => feed.skipped(reason),
+                // The driver hands a feed nothing else.
+                Err(_) => true,
+            },
         }
     }
 }
@@ -214,15 +224,9 @@ where
                 topic,
                 id,
                 link,
-                tx,
-                overflowed,
+                inlet,
             } => {
-                let subscriber = Subscriber {
-                    id,
-                    link,
-                    tx,
-                    overflowed,
-                };
+                let subscriber = Subscriber { id, link, inlet };
                 let status = self.status_now();
                 let subscribers = self.topics.entry(topic.clone()).or_default();
                 let first = subscribers.is_empty();
@@ -234,19 +238,30 @@ where
                     subscriber.link.report(status);
                 }
             }
-            Command::Detach { topic, id } => {
-                let Some(subscribers) = self.topics.get_mut(&topic) else {
-                    return;
-                };
-                subscribers.retain(|s| s.id != id);
-                if subscribers.is_empty() {
-                    self.topics.remove(&topic);
-                    self.resyncing.remove(&topic);
-                    self.awaiting_ack.remove(&topic);
-                    self.resumed.remove(&topic);
-                    self.acked.remove(&topic);
-                    self.resume_waits.remove(&topic);
-                    self.machine.detach(now, &topic);
+            Command::Detach {
+                topic,
+                id,
+                restarted,
+            } => {
+                if let Some(Subscriber {
+                    inlet: Inlet::Feed(mut feed),
+                    ..
+                }) = self.detach(&topic, id)
+                {
+                    feed.detached(restarted);
+                }
+            }
+            Command::Loaded { topic, id } => {
+                let ended = self
+                    .topics
+                    .get_mut(&topic)
+                    .and_then(|subs| subs.iter_mut().find(|s| s.id == id))
+                    .is_some_and(|subscriber| match &mut subscriber.inlet {
+                        Inlet::Feed(feed) => !feed.data_loaded(),
+                        Inlet::Queue { .. } => false,
+                    });
+                if ended {
+                    self.detach(&topic, id);
                 }
             }
             Command::Send { topic, text, reply } => {
@@ -393,17 +408,45 @@ where
         }
     }
 
-    /// Hand `message` to every entry on `topic`; one that is too far behind overflows (R33).
+    /// Hand `message` to every entry on `topic`; one that is too far behind overflows (R33); a
+    /// fed entry whose attachment ended is detached.
     fn deliver(&mut self, topic: &str, message: Result<F::Message, SharedError>) {
         let Some((last, others)) = self.topics.get_mut(topic).and_then(|s| s.split_last_mut())
         else {
             return;
         };
+        let mut ended = Vec::new();
         // Each entry but the last gets a copy; the last, the message itself.
         for subscriber in others {
-            subscriber.take(message.clone());
+            if !subscriber.take(message.clone()) {
+                ended.push(subscriber.id);
+            }
         }
-        last.take(message);
+        if !last.take(message) {
+            ended.push(last.id);
+        }
+        for id in ended {
+            self.detach(topic, id);
+        }
+    }
+
+    /// Take the entry `id` off `topic`; the topic is detached from the machine with its last
+    /// entry (unsubscribed; the socket closes after its linger when it was the last topic).
+    fn detach(&mut self, topic: &str, id: u64) -> Option<Subscriber<F::Message>> {
+        let now = self.now();
+        let subscribers = self.topics.get_mut(topic)?;
+        let at = subscribers.iter().position(|s| s.id == id)?;
+        let subscriber = subscribers.remove(at);
+        if subscribers.is_empty() {
+            self.topics.remove(topic);
+            self.resyncing.remove(topic);
+            self.awaiting_ack.remove(topic);
+            self.resumed.remove(topic);
+            self.acked.remove(topic);
+            self.resume_waits.remove(topic);
+            self.machine.detach(now, &topic.to_owned());
+        }
+        Some(subscriber)
     }
 
     fn attempted(&mut self, epoch: u64, outcome: Result<Socket<C::Stream>, (String, bool)>) {
