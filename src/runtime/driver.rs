@@ -43,8 +43,34 @@ pub(crate) struct FetchError {
     pub(crate) retryable: bool,
 }
 
-pub(crate) type Fetch =
-    Arc<dyn Fn() -> BoxFuture<'static, Result<ErasedFetched, FetchError>> + Send + Sync>;
+/// What the runtime keeps of one entry lifetime's endpoint and argument (typed by the endpoint,
+/// one allocation shared by everything the lifetime starts): how to fetch its data, and what
+/// runs for it — a lifecycle handler, a source that feeds it, or nothing.
+pub(crate) trait LifetimeParts: Send + Sync {
+    /// Run the query function once.
+    fn fetch(&self) -> BoxFuture<'static, Result<ErasedFetched, FetchError>>;
+    /// What runs for the entry.
+    fn lifecycle(&self) -> LifecycleKind;
+    /// Start the lifecycle handler (an endpoint with one; `None` otherwise).
+    fn start_handler(
+        &self,
+        start: LifecycleStart,
+    ) -> Option<BoxFuture<'static, Result<(), BoxError>>>;
+    /// Attach the entry to the source that feeds it (an endpoint fed by one; `None`
+    /// otherwise). Called under the cache's lock.
+    fn start_source(&self, start: SourceStart) -> Option<Attached>;
+}
+
+/// What runs for each entry of an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LifecycleKind {
+    /// Nothing.
+    None,
+    /// A lifecycle handler, in a task of its own.
+    Handler,
+    /// A source feeding the entry from its own task.
+    Source,
+}
 
 /// What a lifecycle handler is started with.
 pub(crate) struct LifecycleStart {
@@ -83,52 +109,61 @@ pub(crate) struct Hint<'a> {
     pub(crate) changed: &'a signal::Notifier,
 }
 
-/// Starts an entry's lifecycle handler (typed by the endpoint that created the entry): once when
-/// the entry is added, again at each restart (R30).
-pub(crate) type StartLifecycle =
-    Arc<dyn Fn(LifecycleStart) -> BoxFuture<'static, Result<(), BoxError>> + Send + Sync>;
-
 /// The first data of a lifetime, for its lifecycle handler.
 pub(crate) struct LoadedMsg {
     pub(crate) data: ErasedData,
     pub(crate) meta: Option<ErasedMeta>,
 }
 
-/// The runtime side of one entry lifetime.
+/// The runtime side of one entry lifetime. Kept small: the map of lifetimes holds one per
+/// entry.
 struct LifetimeRt {
     /// Bumped on every visible change; dropped at removal, which ends change streams.
     changed: signal::Sender,
-    /// The current lifecycle handler's end signal, made when it starts; ended when this is
-    /// dropped at removal, which resolves `removed()` (R14), or when the handler is restarted
-    /// (R30).
-    ending: Option<Arc<Ending>>,
-    /// Resolves data-loaded; dropped unsent at removal before loading (R13). Only for a
-    /// lifecycle handler.
-    loaded_tx: Option<oneshot::Sender<LoadedMsg>>,
-    loaded_rx: Option<oneshot::Receiver<LoadedMsg>>,
-    fetch: Fetch,
-    start: Option<Lifecycle>,
-    /// Request events for the lifecycle handler (R29), and their receiver until it starts.
-    /// Only for a lifecycle handler.
-    events_tx: Option<EventsTx>,
-    events_rx: Option<EventsRx>,
+    /// The lifetime's endpoint and argument.
+    parts: Arc<dyn LifetimeParts>,
+    /// The lifecycle handler's side, for an endpoint with one.
+    handler: Option<Box<HandlerRt>>,
     /// The source feeding the entry itself, while attached (an endpoint fed by a source).
     source: Option<Box<dyn AttachedSource>>,
     /// The sources that replay, told of each resume the core asks for (R26, R32).
     resume_hooks: Vec<ResumeHook>,
 }
 
-/// What runs for each entry of an endpoint that has a lifecycle: a handler in a task of its
-/// own, or a source that feeds the entry from its own task.
-#[derive(Clone)]
-pub(crate) enum Lifecycle {
-    Handler(StartLifecycle),
-    Source(StartSource),
+/// The runtime side of a lifetime's lifecycle handler.
+struct HandlerRt {
+    /// The current handler's end signal, made when it starts; ended when this is dropped at
+    /// removal, which resolves `removed()` (R14), or when the handler is restarted (R30).
+    ending: Option<Arc<Ending>>,
+    /// Resolves data-loaded; dropped unsent at removal before loading (R13).
+    loaded_tx: Option<oneshot::Sender<LoadedMsg>>,
+    loaded_rx: Option<oneshot::Receiver<LoadedMsg>>,
+    /// Request events for the handler (R29), and their receiver until it starts.
+    events_tx: EventsTx,
+    events_rx: Option<EventsRx>,
 }
 
-/// Attaches an entry lifetime to the source that feeds it (typed by the endpoint): once when
-/// the entry is added, again at each restart (R30). Called under the cache's lock.
-pub(crate) type StartSource = Arc<dyn Fn(SourceStart) -> Attached + Send + Sync>;
+impl HandlerRt {
+    fn new() -> Self {
+        let (loaded_tx, loaded_rx) = oneshot::channel();
+        let (events_tx, events_rx) = events_channel();
+        HandlerRt {
+            ending: None,
+            loaded_tx: Some(loaded_tx),
+            loaded_rx: Some(loaded_rx),
+            events_tx,
+            events_rx: Some(events_rx),
+        }
+    }
+}
+
+impl Drop for HandlerRt {
+    fn drop(&mut self) {
+        if let Some(ending) = &self.ending {
+            ending.end(Ended::Removed);
+        }
+    }
+}
 
 /// A source that replays, told the first version to replay when the core asks the lifetime's
 /// source to resume (R26, R32; `None`: past the last version). It returns `false` once the
@@ -137,9 +172,6 @@ pub(crate) type ResumeHook = Box<dyn Fn(Option<Version>) -> bool + Send + Sync>;
 
 impl Drop for LifetimeRt {
     fn drop(&mut self) {
-        if let Some(ending) = &self.ending {
-            ending.end(Ended::Removed);
-        }
         if let Some(source) = self.source.take() {
             source.detach(false);
         }
@@ -222,33 +254,19 @@ impl State {
     pub(crate) fn ensure_lifetime(
         &mut self,
         key: &CacheKey,
-        make: impl FnOnce() -> (Fetch, Option<Lifecycle>),
+        make: impl FnOnce() -> Arc<dyn LifetimeParts>,
     ) -> Option<(LifetimeId, signal::Receiver)> {
         let lifetime = self.cache.entry(key)?.lifetime;
         let rt = self.lifetimes.entry(lifetime).or_insert_with(|| {
-            let (fetch, start) = make();
+            let parts = make();
             // Only a handler waits for data-loaded and reads request events: an entry fed by a
             // source, or without a lifecycle, pays for neither channel.
-            let (loaded, events) = match start {
-                Some(Lifecycle::Handler(_)) => {
-                    let (loaded_tx, loaded_rx) = oneshot::channel();
-                    let (events_tx, events_rx) = events_channel();
-                    (
-                        (Some(loaded_tx), Some(loaded_rx)),
-                        (Some(events_tx), Some(events_rx)),
-                    )
-                }
-                _ => ((None, None), (None, None)),
-            };
+            let handler =
+                (parts.lifecycle() == LifecycleKind::Handler).then(|| Box::new(HandlerRt::new()));
             LifetimeRt {
                 changed: signal::Sender::new(),
-                ending: None,
-                loaded_tx: loaded.0,
-                loaded_rx: loaded.1,
-                fetch,
-                start,
-                events_tx: events.0,
-                events_rx: events.1,
+                parts,
+                handler,
                 source: None,
                 resume_hooks: Vec::new(),
             }
@@ -372,17 +390,18 @@ impl Shared {
                         continue;
                     };
                     let place = place.unwrap_or(LifetimePlace::gone(lifetime));
-                    match rt.start.clone() {
-                        Some(Lifecycle::Handler(start)) => {
+                    match rt.parts.lifecycle() {
+                        LifecycleKind::Handler => {
                             // Once per lifetime: the first data's receiver is taken by the first
                             // start.
-                            let Some(loaded) = rt.loaded_rx.take() else {
+                            let Some(loaded) = rt.handler.as_mut().and_then(|h| h.loaded_rx.take())
+                            else {
                                 continue;
                             };
-                            self.start_handler(rt, start, key, place, loaded);
+                            self.start_handler(rt, key, place, loaded);
                         }
-                        Some(Lifecycle::Source(start)) if rt.source.is_none() => {
-                            self.start_source(rt, &start, key, place, versioning);
+                        LifecycleKind::Source if rt.source.is_none() => {
+                            self.start_source(rt, key, place, versioning);
                         }
                         _ => {}
                     }
@@ -394,31 +413,30 @@ impl Shared {
                         continue;
                     };
                     let place = place.unwrap_or(LifetimePlace::gone_for(handler));
-                    match rt.start.clone() {
-                        Some(Lifecycle::Handler(start)) => {
+                    match rt.parts.lifecycle() {
+                        LifecycleKind::Handler => {
                             // The old handler's entry is gone for it: `removed()` resolves with
                             // `Restarted`, its data-loaded (if still waited for) fails, its
                             // request events end.
-                            if let Some(old) = rt.ending.take() {
+                            let old = rt.handler.replace(Box::new(HandlerRt::new()));
+                            if let Some(old) = old.and_then(|mut old| old.ending.take()) {
                                 old.end(Ended::Restarted);
                             }
-                            let (loaded_tx, loaded) = oneshot::channel();
-                            rt.loaded_tx = Some(loaded_tx);
-                            rt.loaded_rx = None;
-                            let (events_tx, events_rx) = events_channel();
-                            rt.events_tx = Some(events_tx);
-                            rt.events_rx = Some(events_rx);
-                            self.start_handler(rt, start, key, place, loaded);
+                            let Some(loaded) = rt.handler.as_mut().and_then(|h| h.loaded_rx.take())
+                            else {
+                                continue;
+                            };
+                            self.start_handler(rt, key, place, loaded);
                         }
-                        Some(Lifecycle::Source(start)) => {
+                        LifecycleKind::Source => {
                             // The old attachment ends (`HandlerRestarted`); a new one starts for
                             // the new handler, and is told of the data when the core resolves it.
                             if let Some(old) = rt.source.take() {
                                 old.detach(true);
                             }
-                            self.start_source(rt, &start, key, place, versioning);
+                            self.start_source(rt, key, place, versioning);
                         }
-                        None => {}
+                        LifecycleKind::None => {}
                     }
                 }
                 Effect::StartRequest { key, request } => {
@@ -428,12 +446,12 @@ impl Shared {
                     let Some(rt) = state.lifetimes.get(&lifetime) else {
                         continue;
                     };
-                    let fetch = Arc::clone(&rt.fetch);
+                    let parts = Arc::clone(&rt.parts);
                     let weak = Arc::downgrade(self);
                     let task = self.handle.spawn(async move {
                         // The query function runs in this task, never under the cache's lock;
                         // if it panics, the request is rejected with the panic's message.
-                        let query = async move { fetch().await };
+                        let query = async move { parts.fetch().await };
                         let result = match AssertUnwindSafe(query).catch_unwind().await {
                             Ok(result) => result,
                             // A panic is a bug, not a passing failure: not retried.
@@ -468,7 +486,7 @@ impl Shared {
                     let Some(rt) = state.lifetimes.get_mut(&lifetime) else {
                         continue;
                     };
-                    if let Some(tx) = rt.loaded_tx.take() {
+                    if let Some(tx) = rt.handler.as_mut().and_then(|h| h.loaded_tx.take()) {
                         // The handler may have returned already; then nobody is waiting.
                         let _ = tx.send(LoadedMsg { data, meta });
                     }
@@ -492,13 +510,13 @@ impl Shared {
                 Effect::RequestEvent {
                     lifetime, event, ..
                 } => {
-                    if let Some(tx) = state
+                    if let Some(handler) = state
                         .lifetimes
                         .get_mut(&lifetime)
-                        .and_then(|rt| rt.events_tx.as_mut())
+                        .and_then(|rt| rt.handler.as_mut())
                     {
                         // Full: the handler is not reading; the event is dropped (REQUEST_EVENTS).
-                        let _ = tx.try_send(event);
+                        let _ = handler.events_tx.try_send(event);
                     }
                 }
                 Effect::Notify { key } => {
@@ -529,12 +547,18 @@ impl Shared {
     fn start_handler(
         self: &Arc<Self>,
         rt: &mut LifetimeRt,
-        start: StartLifecycle,
         key: CacheKey,
         place: LifetimePlace,
         loaded: oneshot::Receiver<LoadedMsg>,
     ) {
-        let ending = Arc::clone(rt.ending.get_or_insert_with(|| Arc::new(Ending::new())));
+        let Some(handler_rt) = rt.handler.as_mut() else {
+            return;
+        };
+        let ending = Arc::clone(
+            handler_rt
+                .ending
+                .get_or_insert_with(|| Arc::new(Ending::new())),
+        );
         let start_with = LifecycleStart {
             shared: Arc::clone(self),
             key: key.clone(),
@@ -542,14 +566,20 @@ impl Shared {
             loaded,
             ending,
             changed: rt.changed.notifier(),
-            events: rt.events_rx.take(),
+            events: handler_rt.events_rx.take(),
         };
+        let parts = Arc::clone(&rt.parts);
         let shared = Arc::clone(self);
         let handler = place.handler();
         self.handle.spawn(async move {
             // The user's handler is called here, in its own task: never under the cache's lock,
             // and a panic in its synchronous part is contained like one in its future (R16).
-            let run = async move { start(start_with).await };
+            let run = async move {
+                match parts.start_handler(start_with) {
+                    Some(run) => run.await,
+                    None => Ok(()),
+                }
+            };
             let outcome = match AssertUnwindSafe(run).catch_unwind().await {
                 Ok(Ok(())) => HandlerOutcome::Finished,
                 Ok(Err(error)) => HandlerOutcome::Failed {
@@ -568,18 +598,19 @@ impl Shared {
     fn start_source(
         self: &Arc<Self>,
         rt: &mut LifetimeRt,
-        start: &StartSource,
         key: CacheKey,
         place: LifetimePlace,
         versioning: Option<Versioning>,
     ) {
-        let attached = start(SourceStart {
+        let Some(attached) = rt.parts.start_source(SourceStart {
             shared: Arc::clone(self),
             key,
             place,
             changed: rt.changed.notifier(),
             versioning,
-        });
+        }) else {
+            return;
+        };
         rt.source = Some(attached.source);
         rt.resume_hooks.extend(attached.resume);
     }

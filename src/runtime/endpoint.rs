@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use serde::Serialize;
 
 use crate::core::Draft;
@@ -11,15 +12,15 @@ use crate::core::{CacheKey, default_key, key_from_override};
 use crate::core::{EndpointId, Refetch, Version};
 use crate::core::{Patch, UpsertError};
 use crate::runtime::driver::{
-    ErasedFetched, Fetch, FetchError, Lifecycle, LifecycleStart, Owner, State,
+    ErasedFetched, FetchError, LifecycleKind, LifecycleStart, LifetimeParts, Owner, State,
 };
 use crate::runtime::endpoint_builder::{
     EntryLifecycle, ProvidesTags, QueryFn, RetryIf, Serializer,
 };
 use crate::runtime::erased::{Data, ErasedData, ErasedMeta};
 use crate::runtime::error::UpdateError;
-use crate::runtime::error::{Error, QueryError};
-use crate::runtime::feed::SourceStart;
+use crate::runtime::error::{BoxError, Error, QueryError};
+use crate::runtime::feed::{Attached, SourceStart};
 use crate::runtime::lifecycle::EntryHandle;
 use crate::runtime::patch_collection::PatchCollection;
 use crate::runtime::state::{QueryState, read_state};
@@ -444,48 +445,72 @@ impl<A: Arg, T: Data, M: Send + Sync + 'static> Endpoint<A, T, M> {
         Ok(state.cache.claim(self.inner.id, key)?)
     }
 
-    /// The typed pieces a new lifetime needs: how to fetch, how to start its handler.
-    fn lifetime_parts(&self, arg: A) -> (Fetch, Option<Lifecycle>) {
-        let query = Arc::clone(&self.inner.query);
+    /// What the runtime keeps of a new lifetime for `arg`: this endpoint and the argument.
+    fn lifetime_parts(&self, arg: A) -> Arc<dyn LifetimeParts> {
+        Arc::new(EntryParts {
+            inner: Arc::clone(&self.inner),
+            arg,
+        })
+    }
+}
+
+/// One lifetime's endpoint and argument, typed: how to fetch its data and what runs for it
+/// ([`LifetimeParts`]). One allocation per lifetime, shared by its requests and its handler.
+struct EntryParts<A, T, M> {
+    inner: Arc<EndpointInner<A, T, M>>,
+    arg: A,
+}
+
+impl<A: Arg, T: Data, M: Send + Sync + 'static> LifetimeParts for EntryParts<A, T, M> {
+    fn fetch(&self) -> BoxFuture<'static, Result<ErasedFetched, FetchError>> {
         let retry_if = self.inner.retry_if.clone();
         let provides_tags = self.inner.provides_tags.clone();
-        let fetch_arg = arg.clone();
-        let fetch: Fetch = Arc::new(move || {
-            let retry_if = retry_if.clone();
-            let provides_tags = provides_tags.clone();
-            let tags_arg = fetch_arg.clone();
-            query(fetch_arg.clone())
-                .map(move |result| {
-                    result
-                        .map(|fetched| ErasedFetched {
-                            tags: provides_tags.map(|tags| tags(&tags_arg, &fetched.data)),
-                            data: ErasedData::new(fetched.data),
-                            meta: fetched.meta.map(|m| Arc::new(m) as ErasedMeta),
-                            watermark: fetched.watermark,
-                        })
-                        .map_err(|error| {
-                            let error = QueryError::new(error);
-                            let retryable = retry_if.as_ref().is_none_or(|retry| retry(&error));
-                            FetchError { error, retryable }
-                        })
-                })
-                .boxed()
-        });
-        let start = self
-            .inner
-            .lifecycle
-            .clone()
-            .map(|lifecycle| match lifecycle {
-                EntryLifecycle::Handler(handler) => {
-                    Lifecycle::Handler(Arc::new(move |start: LifecycleStart| {
-                        handler(arg.clone(), EntryHandle::added(start))
-                    }))
-                }
-                EntryLifecycle::Source(attach) => {
-                    Lifecycle::Source(Arc::new(move |start: SourceStart| attach(&arg, start)))
-                }
-            });
-        (fetch, start)
+        let tags_arg = provides_tags.as_ref().map(|_| self.arg.clone());
+        (self.inner.query)(self.arg.clone())
+            .map(move |result| {
+                result
+                    .map(|fetched| ErasedFetched {
+                        tags: provides_tags
+                            .zip(tags_arg)
+                            .map(|(tags, arg)| tags(&arg, &fetched.data)),
+                        data: ErasedData::new(fetched.data),
+                        meta: fetched.meta.map(|m| Arc::new(m) as ErasedMeta),
+                        watermark: fetched.watermark,
+                    })
+                    .map_err(|error| {
+                        let error = QueryError::new(error);
+                        let retryable = retry_if.as_ref().is_none_or(|retry| retry(&error));
+                        FetchError { error, retryable }
+                    })
+            })
+            .boxed()
+    }
+
+    fn lifecycle(&self) -> LifecycleKind {
+        match self.inner.lifecycle {
+            None => LifecycleKind::None,
+            Some(EntryLifecycle::Handler(_)) => LifecycleKind::Handler,
+            Some(EntryLifecycle::Source(_)) => LifecycleKind::Source,
+        }
+    }
+
+    fn start_handler(
+        &self,
+        start: LifecycleStart,
+    ) -> Option<BoxFuture<'static, Result<(), BoxError>>> {
+        match &self.inner.lifecycle {
+            Some(EntryLifecycle::Handler(handler)) => {
+                Some(handler(self.arg.clone(), EntryHandle::added(start)))
+            }
+            _ => None,
+        }
+    }
+
+    fn start_source(&self, start: SourceStart) -> Option<Attached> {
+        match &self.inner.lifecycle {
+            Some(EntryLifecycle::Source(attach)) => Some(attach(&self.arg, start)),
+            _ => None,
+        }
     }
 }
 

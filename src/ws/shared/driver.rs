@@ -230,6 +230,8 @@ where
                 let status = self.status_now();
                 let subscribers = self.topics.entry(topic.clone()).or_default();
                 let first = subscribers.is_empty();
+                // Most topics have one entry: no room is kept for more until they come.
+                subscribers.reserve_exact(1);
                 subscribers.push(subscriber);
                 if first {
                     self.machine.attach(now, topic);
@@ -284,7 +286,7 @@ where
 
     /// The entry `id` on `topic` is to resume from `from` (R26, R32): the server is asked to
     /// replay from there — unless the topic's resubscription after a reconnect just asked the
-    /// same (this is the entry's resync for it) — and the entry's resync ends once the replay is
+    /// same or from earlier (this is the entry's resync for it) — and the entry's resync ends once the replay is
     /// done: when the server acknowledges the subscription (a framing that acknowledges: the
     /// server replays first), else at once (a gap still waits for its messages). Closed: the
     /// reconnect resubscribes from the entry's next version and resyncs it.
@@ -293,7 +295,13 @@ where
             return;
         }
         let acknowledges = self.parts.framing.acknowledges_subscriptions();
-        let asked = from.is_none() || self.resumed.remove(&topic) == Some(from);
+        // The resubscription after the reconnect asked the server to replay from a version: a
+        // replay from there covers a resume from any later one (an entry fed by the driver may
+        // have applied part of the replay before its resume comes; what it has is stale).
+        let asked = from.is_none()
+            || (self.resumed.remove(&topic).flatten())
+                .zip(from)
+                .is_some_and(|(asked, from)| asked <= from);
         if !asked {
             let frame = Message::text(self.parts.framing.subscribe(&topic, from));
             if let Some((_, socket)) = self.socket.as_mut() {
