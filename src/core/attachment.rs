@@ -176,15 +176,23 @@ impl<M> Received<M> {
 
 #[derive(Clone, Debug)]
 enum Stage<M> {
-    /// Attached before the lifetime's first data: messages are held.
-    BeforeData {
-        held: VecDeque<M>,
-        finished: Option<StreamEndReason>,
-        /// Held messages were dropped ([`Overflow::Resync`]).
-        lost: bool,
-    },
+    /// Attached before the lifetime's first data: messages are held. Boxed: an attachment
+    /// spends most of its life live, and one is kept per streaming entry.
+    BeforeData(Box<Holding<M>>),
     /// The lifetime has data: messages are applied as they come.
     Live,
+}
+
+/// What an attachment keeps before the first data.
+#[derive(Clone, Debug)]
+struct Holding<M> {
+    held: VecDeque<M>,
+    finished: Option<StreamEndReason>,
+    /// Held messages were dropped ([`Overflow::Resync`]).
+    lost: bool,
+    /// The most messages held, and what a message past it does (R33).
+    max_held: usize,
+    overflow: Overflow,
 }
 
 /// One stream attached to one entry lifetime (R21), as a sans-IO machine: it decides whether a
@@ -213,9 +221,6 @@ pub struct Attachment<M> {
     stage: Stage<M>,
     applied: u64,
     skipped: u64,
-    /// The most messages held before the first data, and what a message past it does (R33).
-    max_held: usize,
-    overflow: Overflow,
 }
 
 /// What an attachment does with a message that arrives before the first data when it already
@@ -269,15 +274,15 @@ impl<M> Attachment<M> {
     ) -> Self {
         Attachment {
             handler: handler.into(),
-            stage: Stage::BeforeData {
+            stage: Stage::BeforeData(Box::new(Holding {
                 held: VecDeque::new(),
                 finished: None,
                 lost: false,
-            },
+                max_held,
+                overflow,
+            })),
             applied: 0,
             skipped: 0,
-            max_held,
-            overflow,
         }
     }
 
@@ -294,8 +299,6 @@ impl<M> Attachment<M> {
             stage: Stage::Live,
             applied: 0,
             skipped: 0,
-            max_held: usize::MAX,
-            overflow: Overflow::Fail,
         }
     }
 
@@ -330,7 +333,7 @@ impl<M> Attachment<M> {
     /// ```
     pub fn held(&self) -> usize {
         match &self.stage {
-            Stage::BeforeData { held, .. } => held.len(),
+            Stage::BeforeData(holding) => holding.held.len(),
             Stage::Live => 0,
         }
     }
@@ -347,7 +350,7 @@ impl<M> Attachment<M> {
     /// ```
     pub fn wants_items(&self) -> bool {
         match &self.stage {
-            Stage::BeforeData { finished, .. } => finished.is_none(),
+            Stage::BeforeData(holding) => holding.finished.is_none(),
             Stage::Live => true,
         }
     }
@@ -362,20 +365,23 @@ impl<M> Attachment<M> {
     /// ```
     pub fn message(&mut self, message: M) -> Received<M> {
         match &mut self.stage {
-            Stage::BeforeData {
-                held,
-                finished,
-                lost,
-            } => {
+            Stage::BeforeData(holding) => {
+                let Holding {
+                    held,
+                    finished,
+                    lost,
+                    max_held,
+                    overflow,
+                } = &mut **holding;
                 if finished.is_some() {
                     return Received::Dropped;
                 }
-                if held.len() >= self.max_held {
-                    match self.overflow {
+                if held.len() >= *max_held {
+                    match overflow {
                         Overflow::Fail => {
                             let error = format!(
                                 "more than {} messages arrived before the first data",
-                                self.max_held
+                                max_held
                             );
                             *finished = Some(StreamEndReason::StreamFailed(error));
                             return Received::Dropped;
@@ -432,8 +438,8 @@ impl<M> Attachment<M> {
     #[must_use = "Some(reason): the attachment ends now"]
     pub fn finish(&mut self, finish: Finish) -> Option<StreamEndReason> {
         match &mut self.stage {
-            Stage::BeforeData { finished, .. } => {
-                finished.get_or_insert(finish.into());
+            Stage::BeforeData(holding) => {
+                holding.finished.get_or_insert(finish.into());
                 None
             }
             Stage::Live => Some(finish.into()),
@@ -454,14 +460,10 @@ impl<M> Attachment<M> {
     /// ```
     pub fn data_loaded(&mut self) -> FirstData<M> {
         match std::mem::replace(&mut self.stage, Stage::Live) {
-            Stage::BeforeData {
-                held,
-                finished,
-                lost,
-            } => FirstData {
-                held: held.into(),
-                then_end: finished,
-                lost,
+            Stage::BeforeData(holding) => FirstData {
+                held: holding.held.into(),
+                then_end: holding.finished,
+                lost: holding.lost,
             },
             Stage::Live => FirstData {
                 held: Vec::new(),
@@ -505,7 +507,7 @@ impl<M> Attachment<M> {
     /// ```
     pub fn removed(&mut self) -> StreamEndReason {
         match std::mem::replace(&mut self.stage, Stage::Live) {
-            Stage::BeforeData { .. } => StreamEndReason::RemovedBeforeLoaded,
+            Stage::BeforeData(_) => StreamEndReason::RemovedBeforeLoaded,
             Stage::Live => StreamEndReason::EntryRemoved,
         }
     }
