@@ -21,7 +21,8 @@
 //!   directly) and `floor` (no cache: a `Vec` behind a mutex plus a tokio `watch` notification;
 //!   for W5 a bare async-tungstenite read loop that decodes and pushes). `socket` is W5's read
 //!   loop without decoding; `shared` is W5 through a `ws::shared::SharedConnection` (the topic's
-//!   frames in the JSON framing), `shared-floor` the bare loop over those frames.
+//!   frames in the JSON framing), `shared-fed` the same fed by the connection's task with no
+//!   handler (`stream_from`), `shared-floor` the bare loop over those frames.
 //! * `patches`: `false` (`update_cached_data`, which computes no patches) or `true`
 //!   (`update_cached_data_with_patches`).
 //! * `recording`: `events` (the library default), `off`, `events_with_patches`.
@@ -372,7 +373,7 @@ impl Cfg {
             "churn" | "memory" => cache_path,
             "e2e" => matches!(
                 p,
-                "runtime" | "shared" | "floor" | "shared-floor" | "socket"
+                "runtime" | "shared" | "shared-fed" | "floor" | "shared-floor" | "socket"
             ),
             "flood" => p == "runtime",
             _ => false,

@@ -11,6 +11,8 @@
 //! * `floor`: a bare async-tungstenite read loop that decodes each frame into a `Message`
 //!   (serde_json) and pushes it onto a `Vec` — the same work without the cache;
 //! * `socket`: the bare read loop without decoding (frames counted only);
+//! * `shared-fed`: `shared` with no handler: the endpoint is fed by the connection's own task
+//!   (`EndpointBuilder::stream_from(connection.source(…), push)`);
 //! * `shared-floor`: `floor` for `shared`'s frames: the bare loop subscribes, then decodes each
 //!   envelope (its topic and message, serde_json) and pushes the message — the same bytes and
 //!   the same decoding without the cache.
@@ -115,7 +117,7 @@ async fn client(
     seed_offset: u32,
 ) -> Result<(Instant, Outcome), String> {
     match cfg.path.as_str() {
-        "runtime" | "shared" => cache_client(cfg, url, n, prefix, seed_offset).await,
+        "runtime" | "shared" | "shared-fed" => cache_client(cfg, url, n, prefix, seed_offset).await,
         "shared-floor" => bare_client(Bare::Envelope, url, n, prefix, seed_offset).await,
         "floor" => bare_client(Bare::Decode, url, n, prefix, seed_offset).await,
         _ => bare_client(Bare::Count, url, n, prefix, seed_offset).await,
@@ -226,7 +228,7 @@ async fn cache_client(
     probe.set_target(n as u64);
     let url = url.to_owned();
     let counted = Arc::clone(&probe);
-    let shared = if cfg.path == "shared" {
+    let shared = if cfg.path == "shared" || cfg.path == "shared-fed" {
         let framing = livecache::ws::shared::JsonFraming::<Message>::new();
         let connection = livecache::ws::shared::SharedConnection::builder(url.clone(), framing)
             .spawn()
@@ -235,10 +237,18 @@ async fn cache_client(
     } else {
         None
     };
-    let endpoint = api
+    let builder = api
         .query::<String, Vec<Message>>("messages")
-        .query_fn(|_channel: String| async { Ok(Vec::new()) })
-        .on_cache_entry_added(move |channel, entry| {
+        .query_fn(|_channel: String| async { Ok(Vec::new()) });
+    let builder = match (shared, cfg.path.as_str()) {
+        (Some(connection), "shared-fed") => builder.stream_from(
+            connection.source(|channel: &String| channel.clone()),
+            move |draft, m| {
+                draft.push(m);
+                counted.bump();
+            },
+        ),
+        (shared, _) => builder.on_cache_entry_added(move |channel, entry| {
             let (url, counted) = (url.clone(), Arc::clone(&counted));
             let topic = shared.as_ref().map(|c| c.topic(&entry, channel));
             async move {
@@ -255,9 +265,9 @@ async fn cache_client(
                 };
                 Ok(())
             }
-        })
-        .build()
-        .map_err(|e| e.to_string())?;
+        }),
+    };
+    let endpoint = builder.build().map_err(|e| e.to_string())?;
     let sub = Arc::new(
         endpoint
             .subscribe(data::channel_name(prefix, 0))
@@ -323,7 +333,7 @@ fn measure(
     prefix: &str,
     seed_offset: u32,
 ) -> Result<Outcome, String> {
-    let shared = cfg.path == "shared" || cfg.path == "shared-floor";
+    let shared = cfg.path.starts_with("shared");
     let topic = data::channel_name(prefix, 0);
     let frames: Vec<String> = data::gen_append(n, prefix, seed_offset)
         .iter()
@@ -363,6 +373,9 @@ pub fn run(cfg: &Cfg) -> Result<Map<String, Value>, String> {
     let what = match cfg.path.as_str() {
         "runtime" => "livecache::ws::connect + EntryHandle::try_stream(push) into the cache",
         "shared" => "livecache::ws::shared::SharedConnection topic + EntryHandle::try_stream(push)",
+        "shared-fed" => {
+            "livecache::ws::shared::SharedConnection::source + EndpointBuilder::stream_from(push), no handler"
+        }
         "shared-floor" => {
             "bare async-tungstenite read loop: decode the envelope (serde_json) + Vec::push"
         }
