@@ -429,12 +429,16 @@ impl Shared {
                             self.start_handler(rt, key, place, loaded);
                         }
                         LifecycleKind::Source => {
-                            // The old attachment ends (`HandlerRestarted`); a new one starts for
-                            // the new handler, and is told of the data when the core resolves it.
-                            if let Some(old) = rt.source.take() {
+                            // A new attachment starts for the new handler (told of the data
+                            // when the core resolves it), then the old one ends
+                            // (`HandlerRestarted`): in this order the source never sees the
+                            // entry's topic without an entry, so it is not unsubscribed and
+                            // subscribed again, losing what came between.
+                            let old = rt.source.take();
+                            self.start_source(rt, key, place, versioning);
+                            if let Some(old) = old {
                                 old.detach(true);
                             }
-                            self.start_source(rt, key, place, versioning);
                         }
                         LifecycleKind::None => {}
                     }

@@ -59,6 +59,8 @@ enum Out {
     CloseAll(u16),
     /// These messages of a topic, sent back to back (not kept in its history).
     Burst(String, Vec<Msg>),
+    /// A frame for a topic whose message does not read (not kept in its history).
+    Unreadable(String),
 }
 
 #[derive(Clone)]
@@ -240,6 +242,12 @@ async fn serve(socket: WebSocket, hub: Arc<Hub>, mut out: broadcast::Receiver<Ou
                         }
                     }
                     if tx.flush().await.is_err() {
+                        break;
+                    }
+                }
+                Ok(Out::Unreadable(topic)) if topics.contains(&topic) => {
+                    let frame = serde_json::json!({ "topic": topic, "message": "not a message" }).to_string();
+                    if tx.send(AxumMessage::Text(frame.into())).await.is_err() {
                         break;
                     }
                 }
@@ -692,4 +700,133 @@ async fn r33_a_burst_larger_than_the_queue_reaches_an_entry_that_keeps_up() {
     .await;
     assert_eq!(flood.state().stream, StreamStatus::Live, "not an overflow");
     assert_eq!(ids(&flood), (1..=BURST).collect::<Vec<_>>());
+}
+
+/// R31 with R21, R30, R33: an unversioned endpoint fed by the connection's task
+/// (`SharedConnection::source`, no handler). Messages that arrive before the entry's first data
+/// are held and applied right after it, in order; a frame that does not read is skipped and
+/// counted, the data untouched; a burst larger than a handler's queue reaches the entry whole
+/// (nothing waits in a queue); a restart attaches the entry again (the old attachment ends
+/// `handler restarted`) and messages keep coming, each once; removal unsubscribes the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r31_an_entry_fed_by_the_connection_holds_skips_takes_bursts_and_is_attached_again_after_a_restart()
+ {
+    const BURST: u64 = 3_000;
+    let server = Server::start().await;
+    let api = Api::builder().build();
+    let connection =
+        SharedConnection::builder(server.url(), JsonFraming::<Msg>::new().acknowledged())
+            .config(quick())
+            .inbound_capacity(64)
+            .spawn()
+            .expect("a runtime");
+    // The first request waits until the test lets it answer.
+    let release = Arc::new(Notify::new());
+    let gate = Arc::clone(&release);
+    let first = Msg {
+        id: 0,
+        text: "snapshot".into(),
+    };
+    let snapshot = first.clone();
+    let plain = api
+        .query::<String, Vec<Msg>>("plain")
+        .keep_unused_data_for(Duration::ZERO)
+        .query_fn(move |_topic: String| {
+            let (gate, snapshot) = (Arc::clone(&gate), snapshot.clone());
+            async move {
+                gate.notified().await;
+                Ok(vec![snapshot])
+            }
+        })
+        .stream_from(
+            connection.source(|topic: &String| topic.clone()),
+            |list, m| list.push(m),
+        )
+        .build()
+        .expect("a new endpoint");
+    let sub = plain.subscribe("plain".into()).expect("a key");
+    server.wait_subscribed(&["plain"]).await;
+    let early = [
+        server.publish("plain", "early 1"),
+        server.publish("plain", "early 2"),
+    ];
+    // Let them reach the client (loopback: well within this), held until the data.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        sub.state().data().is_none(),
+        "nothing applied before the data"
+    );
+    release.notify_one();
+    wait_message("the held messages", &sub, &early[1]).await;
+    assert_eq!(
+        ids(&sub),
+        [first.id, early[0].id, early[1].id],
+        "held, then in order"
+    );
+
+    // A frame that does not read: skipped and counted; the stream goes on.
+    let _ = server.out.send(Out::Unreadable("plain".into()));
+    let after_bad = server.publish("plain", "after the bad frame");
+    wait_message("the message after the bad frame", &sub, &after_bad).await;
+    let skipped = api
+        .trace()
+        .iter()
+        .filter(|e| matches!(e.kind, livecache::core::TraceKind::StreamSkipped { .. }))
+        .count();
+    assert_eq!(skipped, 1, "the bad frame is counted");
+
+    // A burst far larger than a handler's queue (64): nothing waits in a queue, nothing lost.
+    let burst: Vec<Msg> = (1_000..1_000 + BURST)
+        .map(|id| Msg {
+            id,
+            text: String::new(),
+        })
+        .collect();
+    let last = burst.last().cloned().expect("a burst");
+    let _ = server.out.send(Out::Burst("plain".into(), burst));
+    wait_message("the whole burst", &sub, &last).await;
+    assert_eq!(sub.state().data().map(Vec::len), Some(4 + BURST as usize));
+    assert_eq!(sub.state().stream, StreamStatus::Live, "not an overflow");
+
+    // A restart: the old attachment ends, a new one takes the topic; no message twice.
+    assert!(
+        plain.restart(&"plain".into()).expect("the owner"),
+        "restarted"
+    );
+    let restarted = within("the old attachment's end", async {
+        loop {
+            let ended = api.trace().into_iter().any(|e| {
+                matches!(&e.kind, livecache::core::TraceKind::StreamEnded { reason, .. } if reason == "handler restarted")
+            });
+            if ended {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(restarted);
+    let after_restart = server.publish("plain", "after the restart");
+    wait_message("the message after the restart", &sub, &after_restart).await;
+    let data = sub.state().data().cloned().unwrap_or_default();
+    assert_eq!(
+        data.iter().filter(|m| m.id == after_restart.id).count(),
+        1,
+        "once"
+    );
+    assert_eq!(data.len(), 5 + BURST as usize);
+
+    // Removal (keep 0): the topic is unsubscribed and the socket closes after its linger.
+    drop(sub);
+    within("the unsubscribe", async {
+        while !server
+            .frames()
+            .iter()
+            .any(|f| f.contains("unsubscribe") && f.contains("plain"))
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    server.wait_open(0).await;
 }
