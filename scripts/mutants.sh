@@ -22,9 +22,9 @@ fi
 # The tests: the core's unit tests (the library's `core::` tests) and the `checks` binary, which
 # holds every integration module that checks the core (the v1 lifecycle, the live entries, the
 # shared connection's machine of section 4, the rule tests of retries, polling and tags, R36–R38,
-# the recorded patches' property test). The filters name them; the runtime's `it` binary is not
+# the recorded patches' property test, the `tracing` events of R41). The filters name them; the runtime's `it` binary is not
 # built at all, which keeps a mutant's rebuild short.
-filters=(core:: model_equivalence:: live_equivalence:: live_rules:: connection_equivalence:: connection_rules:: exhaustive:: rule_traces:: fuzz_corpus:: fuzz_findings:: hardening_core:: retries:: polling:: tags:: patch_recording::)
+filters=(core:: model_equivalence:: live_equivalence:: live_rules:: connection_equivalence:: connection_rules:: exhaustive:: rule_traces:: fuzz_corpus:: fuzz_findings:: hardening_core:: retries:: polling:: tags:: patch_recording:: tracing_events::)
 
 files=(--file 'src/core.rs' --file 'src/core/**/*.rs')
 for arg in "$@"; do

@@ -27,3 +27,4 @@ mod polling;
 mod retries;
 mod rule_traces;
 mod tags;
+mod tracing_events;

@@ -24,5 +24,4 @@ mod shared_sim;
 mod shared_ws;
 #[cfg(all(feature = "tls", feature = "ws", feature = "http"))]
 mod tls;
-mod tracing_events;
 mod ws_e2e;

@@ -885,6 +885,35 @@ mod tests {
         }
     }
 
+    /// A byte budget below the smallest is raised to it: two texts of the largest size, one
+    /// per generation, are held together.
+    #[test]
+    fn the_smallest_byte_budget_holds_a_largest_text_in_each_generation() {
+        let key = CacheKey::verbatim("a(1)");
+        for asked in [0, 1, TRACE_TEXT_CAP] {
+            let mut log = TraceLog::new(1_000, asked);
+            for n in 0..2 {
+                let reason = "x".repeat(TRACE_TEXT_CAP);
+                log.record(
+                    n,
+                    &key,
+                    TraceKind::StreamSkipped {
+                        lifetime: 1,
+                        reason,
+                    },
+                );
+            }
+            assert_eq!(log.len(), 2, "budget asked: {asked}");
+            assert_eq!(
+                log.text_bytes(),
+                2 * TRACE_TEXT_CAP,
+                "budget asked: {asked}"
+            );
+            log.set_byte_budget(asked);
+            assert_eq!(log.len(), 2, "lowered to {asked}");
+        }
+    }
+
     /// Item 1 of the hardening issue: the texts held stay within the byte budget whatever the
     /// event limit, the newest events are the ones kept, and the count is exact.
     #[test]
