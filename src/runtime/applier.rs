@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use crate::core::StreamEndReason;
 use crate::core::{Attachment, Draft, FirstData, LifetimePlace, Notify, Overflow, Version};
 use crate::runtime::driver::{Hint, Shared};
 use crate::runtime::erased::{Data, ErasedData};
@@ -124,6 +125,67 @@ impl Destination<'_> {
             })
         })
     }
+}
+
+/// Why delivering ends an attachment.
+pub(crate) enum Refusal {
+    /// The entry is gone for the attachment (removed, or its lifecycle restarted: the
+    /// attachment's owner knows which).
+    Gone,
+    /// It ends with this reason.
+    Ends(StreamEndReason),
+}
+
+impl From<UpdateError> for Refusal {
+    fn from(error: UpdateError) -> Self {
+        match error {
+            UpdateError::RecipePanicked { message } => {
+                Refusal::Ends(StreamEndReason::ApplyPanicked(message))
+            }
+            UpdateError::EntryRemoved => Refusal::Gone,
+            // Any other refusal (a versioned stream on an unversioned endpoint, the data's own
+            // code panicking) fails the stream, loudly: the entry lives on and says so (R28).
+            other => Refusal::Ends(StreamEndReason::StreamFailed(other.to_string())),
+        }
+    }
+}
+
+/// Deliver `burst` to `to` with `apply`, counting what was delivered on `attachment`.
+pub(crate) fn deliver_counted<T, Msg>(
+    to: &Destination<'_>,
+    apply: &mut impl Applier<T, Msg>,
+    attachment: &mut Attachment<Msg>,
+    burst: impl IntoIterator<Item = Msg>,
+) -> Result<(), Refusal> {
+    let (applied, result) = apply.deliver(to, burst);
+    attachment.applied(applied);
+    result.map_err(Refusal::from)
+}
+
+/// The entry's first data landed (R21, R25, R33): the attachment reports itself attached with
+/// what it held, delivers that, then reports a loss if its bounded buffer dropped some (the
+/// entry resyncs). `Ok(Some(reason))`: it ends now (the stream finished while held).
+pub(crate) fn land_first_data<T, Msg>(
+    to: &Destination<'_>,
+    apply: &mut impl Applier<T, Msg>,
+    attachment: &mut Attachment<Msg>,
+) -> Result<Option<StreamEndReason>, Refusal> {
+    let first = apply.first_data(attachment);
+    let handler = to.place.handler();
+    let count = first.held.len();
+    to.shared
+        .with(|state, now| state.cache.stream_attached(now, handler, count))
+        .map_err(|_| Refusal::Gone)?;
+    if !first.held.is_empty() {
+        deliver_counted(to, apply, attachment, first.held)?;
+    }
+    if first.lost {
+        // Only a versioned stream drops what it held.
+        to.shared
+            .with(|state, now| state.cache.stream_lost(now, handler))
+            .map_err(|_| Refusal::Gone)?;
+    }
+    Ok(first.then_end)
 }
 
 /// How an attachment's messages reach the cache: as plain updates in arrival order (R21), or by

@@ -13,11 +13,10 @@ use std::sync::Arc;
 
 use crate::core::{Attachment, CacheKey, HandlerOutcome, LifetimePlace, Received};
 use crate::core::{StreamEndReason, Versioning};
-use crate::runtime::applier::{Applier, Destination};
+use crate::runtime::applier::{Applier, Destination, Refusal, deliver_counted, land_first_data};
 pub(crate) use crate::runtime::driver::ResumeHook;
 use crate::runtime::driver::Shared;
 use crate::runtime::erased::Data;
-use crate::runtime::error::UpdateError;
 use crate::runtime::signal;
 use crate::runtime::source_link::SourceLink;
 use crate::runtime::stream::MAX_BUFFERED;
@@ -106,23 +105,13 @@ pub(crate) struct Feed<T, Msg, A> {
 }
 
 impl<T: Data, Msg, A: Applier<T, Msg>> Feed<T, Msg, A> {
-    /// Deliver `messages`; `false` if the attachment ended on a refusal or a panic.
-    fn deliver(&mut self, messages: impl IntoIterator<Item = Msg>) -> bool {
-        let to = Destination {
-            shared: &self.shared,
-            place: self.place,
-            changed: &self.changed,
-        };
-        let (applied, result) = self.apply.deliver(&to, messages);
-        if let Some(attachment) = self.attachment.as_mut() {
-            attachment.applied(applied);
-        }
-        let reason = match result {
-            Ok(()) => return true,
-            Err(UpdateError::RecipePanicked { message }) => StreamEndReason::ApplyPanicked(message),
-            Err(UpdateError::EntryRemoved) => self.gone(),
-            // Any other refusal fails the stream, loudly: the entry lives on and says so (R28).
-            Err(other) => StreamEndReason::StreamFailed(other.to_string()),
+    /// Carry out a step of the attachment: `Err` ends it (`Ok(Some(reason))` too); `false`
+    /// then.
+    fn step(&mut self, outcome: Result<Option<StreamEndReason>, Refusal>) -> bool {
+        let reason = match outcome {
+            Ok(None) => return true,
+            Ok(Some(reason)) | Err(Refusal::Ends(reason)) => reason,
+            Err(Refusal::Gone) => self.gone(),
         };
         self.end(reason);
         false
@@ -166,10 +155,16 @@ impl<T: Data, Msg: Send, A: Applier<T, Msg> + Send> EntryInlet<Msg> for Feed<T, 
         let Some(attachment) = self.attachment.as_mut() else {
             return false;
         };
-        match attachment.message(message) {
-            Received::Apply(message) => self.deliver([message]),
-            Received::Held | Received::Dropped => true,
-        }
+        let Received::Apply(message) = attachment.message(message) else {
+            return true;
+        };
+        let to = Destination {
+            shared: &self.shared,
+            place: self.place,
+            changed: &self.changed,
+        };
+        let outcome = deliver_counted(&to, &mut self.apply, attachment, [message]);
+        self.step(outcome.map(|()| None))
     }
 
     fn skipped(&mut self, reason: String) -> bool {
@@ -191,35 +186,13 @@ impl<T: Data, Msg: Send, A: Applier<T, Msg> + Send> EntryInlet<Msg> for Feed<T, 
             return true;
         }
         self.attached = true;
-        let first = self.apply.first_data(attachment);
-        let (handler, count) = (self.place.handler(), first.held.len());
-        let attached = self
-            .shared
-            .with(|state, now| state.cache.stream_attached(now, handler, count));
-        if attached.is_err() {
-            let reason = self.gone();
-            self.end(reason);
-            return false;
-        }
-        if !first.held.is_empty() && !self.deliver(first.held) {
-            return false;
-        }
-        if first.lost {
-            // What the bounded buffer dropped is recovered by a resync (R33).
-            let lost = self
-                .shared
-                .with(|state, now| state.cache.stream_lost(now, handler));
-            if lost.is_err() {
-                let reason = self.gone();
-                self.end(reason);
-                return false;
-            }
-        }
-        if let Some(reason) = first.then_end {
-            self.end(reason);
-            return false;
-        }
-        true
+        let to = Destination {
+            shared: &self.shared,
+            place: self.place,
+            changed: &self.changed,
+        };
+        let outcome = land_first_data(&to, &mut self.apply, attachment);
+        self.step(outcome)
     }
 
     fn detached(&mut self, restarted: bool) {

@@ -15,11 +15,12 @@ use crate::core::CacheKey;
 use crate::core::Draft;
 use crate::core::{Attachment, Finish, Version};
 use crate::core::{StreamEnd, StreamEndReason};
-use crate::runtime::applier::{Applier, Plain, Versioned};
+use crate::runtime::applier::{
+    Applier, Plain, Refusal, Versioned, deliver_counted, land_first_data,
+};
 use crate::runtime::driver::Shared;
 use crate::runtime::ending::{Ended, Ending};
 use crate::runtime::erased::Data;
-use crate::runtime::error::UpdateError;
 use crate::runtime::lifecycle::{BeforeData, EntryHandle, HandleState, WithData};
 
 /// An error a message stream can yield: either it only skipped an item (a bad frame) and goes
@@ -499,34 +500,16 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
         E: StreamError,
         A: Applier<T, Msg>,
     {
-        let handler = self.place.handler();
-        let first = apply.first_data(&mut recorder.attachment);
-        let count = first.held.len();
-        let attached = self
-            .shared
-            .with(|state, now| state.cache.stream_attached(now, handler, count));
-        if attached.is_err() {
-            let reason = recorder.gone();
-            return recorder.end(reason);
-        }
-        let mut burst: Vec<Msg> = first.held;
-        if let Err(reason) = self.apply_burst(&mut burst, &mut apply, &mut recorder) {
-            return recorder.end(reason);
-        }
-        if first.lost {
-            // What the buffer dropped is recovered by a resync (R33); only versioned streams
-            // drop.
-            let lost = self
-                .shared
-                .with(|state, now| state.cache.stream_lost(now, handler));
-            if lost.is_err() {
+        let landed = land_first_data(&self.destination(), &mut apply, &mut recorder.attachment);
+        match landed {
+            Ok(None) => {}
+            Ok(Some(reason)) | Err(Refusal::Ends(reason)) => return recorder.end(reason),
+            Err(Refusal::Gone) => {
                 let reason = recorder.gone();
                 return recorder.end(reason);
             }
         }
-        if let Some(reason) = first.then_end {
-            return recorder.end(reason);
-        }
+        let mut burst: Vec<Msg> = Vec::new();
         let mut removed = pin!(self.removed());
         loop {
             let first = tokio::select! {
@@ -589,17 +572,11 @@ impl<T: Data, M> EntryHandle<WithData, T, M> {
         if burst.is_empty() {
             return Ok(());
         }
-        let (applied, result) = apply.deliver(&self.destination(), burst.drain(..));
-        recorder.attachment.applied(applied);
-        match result {
+        let to = self.destination();
+        match deliver_counted(&to, apply, &mut recorder.attachment, burst.drain(..)) {
             Ok(()) => Ok(()),
-            Err(UpdateError::RecipePanicked { message }) => {
-                Err(StreamEndReason::ApplyPanicked(message))
-            }
-            Err(UpdateError::EntryRemoved) => Err(recorder.gone()),
-            // Any other refusal (a versioned stream on an unversioned endpoint, the data's own
-            // code panicking) fails the stream, loudly: the entry lives on and says so (R28).
-            Err(other) => Err(StreamEndReason::StreamFailed(other.to_string())),
+            Err(Refusal::Ends(reason)) => Err(reason),
+            Err(Refusal::Gone) => Err(recorder.gone()),
         }
     }
 }

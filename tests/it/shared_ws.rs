@@ -112,6 +112,20 @@ impl Server {
         self.hub.frames.lock().expect("not poisoned").clone()
     }
 
+    /// Wait until the server has read an unsubscription of `topic`.
+    async fn wait_unsubscribed(&self, topic: &str) {
+        within("the unsubscribe", async {
+            while !self
+                .frames()
+                .iter()
+                .any(|f| f.contains("unsubscribe") && f.contains(topic))
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+    }
+
     /// Wait until the server has taken the subscriptions of `topics` (a message published
     /// before would reach no socket: the snapshot/subscription race of any such protocol).
     async fn wait_subscribed(&self, topics: &[&str]) {
@@ -432,16 +446,7 @@ async fn r31_entries_share_one_socket_each_gets_its_topic_and_the_last_leaving_c
 
     // An entry removed (keep 0): its topic is unsubscribed; the socket stays for the other.
     drop(redux);
-    within("the unsubscribe", async {
-        while !server
-            .frames()
-            .iter()
-            .any(|f| f.contains("unsubscribe") && f.contains("redux"))
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    server.wait_unsubscribed("redux").await;
     assert_eq!(server.hub.open.load(Ordering::SeqCst), 1);
     // The last one: the socket closes after its linger.
     drop(general);
@@ -818,15 +823,6 @@ async fn r31_an_entry_fed_by_the_connection_holds_skips_takes_bursts_and_is_atta
 
     // Removal (keep 0): the topic is unsubscribed and the socket closes after its linger.
     drop(sub);
-    within("the unsubscribe", async {
-        while !server
-            .frames()
-            .iter()
-            .any(|f| f.contains("unsubscribe") && f.contains("plain"))
-        {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+    server.wait_unsubscribed("plain").await;
     server.wait_open(0).await;
 }
