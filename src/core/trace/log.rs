@@ -885,6 +885,60 @@ mod tests {
         }
     }
 
+    /// Lowering the byte budget drops the old generation exactly when the texts held pass the
+    /// new budget, and the current one too exactly when its texts alone pass half of it; a
+    /// budget the texts meet exactly, or one that is higher, drops nothing.
+    #[test]
+    fn lowering_the_byte_budget_drops_exactly_what_passes_it() {
+        let key = CacheKey::verbatim("a(1)");
+        let cap = TRACE_TEXT_CAP;
+        let skipped = |n: usize| TraceKind::StreamSkipped {
+            lifetime: 1,
+            reason: "x".repeat(n),
+        };
+        // Old: two texts of `cap`; current: one of `cap / 2` (a budget of 8 caps, limit 2).
+        let filled = || {
+            let mut log = TraceLog::new(2, 8 * cap);
+            for (at, n) in [(0, cap), (1, cap), (2, cap / 2)] {
+                log.record(at, &key, skipped(n));
+            }
+            assert_eq!((log.old_text, log.current_text), (2 * cap, cap / 2));
+            log
+        };
+        // Met exactly: nothing dropped.
+        let mut log = filled();
+        log.set_byte_budget(2 * cap + cap / 2);
+        assert_eq!(log.len(), 3, "a budget the texts meet exactly");
+        // Higher: nothing dropped.
+        let mut log = filled();
+        log.set_byte_budget(4 * cap);
+        assert_eq!(log.len(), 3, "a higher budget");
+        // Passed: the old generation goes, the current stays (its texts are not past half).
+        let mut log = filled();
+        log.set_byte_budget(2 * cap);
+        assert_eq!(
+            (log.len(), log.text_bytes()),
+            (1, cap / 2),
+            "the old generation dropped"
+        );
+        assert_eq!(log.events().last().map(|e| e.at_ms), Some(2));
+        // The current generation's texts exactly at half: kept.
+        let mut log = TraceLog::new(2, 8 * cap);
+        log.record(0, &key, skipped(cap));
+        log.set_byte_budget(2 * cap);
+        assert_eq!(log.len(), 1, "texts at half the budget");
+        // Past half: the current generation goes too.
+        let mut log = TraceLog::new(2, 8 * cap);
+        log.record(0, &key, skipped(cap));
+        log.record(1, &key, skipped(1));
+        log.set_byte_budget(2 * cap);
+        assert_eq!(
+            (log.len(), log.text_bytes()),
+            (0, 0),
+            "texts past half the budget"
+        );
+    }
+
     /// A byte budget below the smallest is raised to it: two texts of the largest size, one
     /// per generation, are held together.
     #[test]
