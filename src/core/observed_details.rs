@@ -532,3 +532,32 @@ fn a_deferred_notification_is_not_also_queued() {
         "{queued:?}"
     );
 }
+
+/// A draft records patches exactly when the update wants them (the runtime's typed recipe asks,
+/// to record through the typed layer), and its recorder reads as where it is.
+#[test]
+fn a_draft_records_only_when_patches_are_wanted() {
+    use crate::core::cache::Patches;
+    let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+    let Ok(ep) = cache.add_endpoint("a", EndpointConfig::default()) else {
+        panic!("a new name is accepted");
+    };
+    let key = CacheKey::verbatim("a(1)");
+    assert_eq!(cache.upsert(0, ep, &key, vec![]), Ok(()));
+    for (patches, wanted) in [(Patches::NotWanted, false), (Patches::Wanted, true)] {
+        let mut seen = None;
+        let updated = cache.update_cached(0, LifetimeId(1), patches, |d| {
+            seen = Some(d.is_recording());
+            d.push(1);
+        });
+        assert!(updated.is_ok());
+        assert_eq!(seen, Some(wanted), "patches wanted: {wanted}");
+    }
+    let mut described = String::new();
+    let updated = cache.update_cached(0, LifetimeId(1), Patches::Wanted, |d| {
+        described = format!("{d:?}");
+        d.push(2);
+    });
+    assert!(updated.is_ok());
+    assert!(described.contains("Recorder"), "{described}");
+}

@@ -885,6 +885,39 @@ mod tests {
         }
     }
 
+    /// A kept text that brings the current generation's texts exactly to half the budget
+    /// stays in it; one byte more makes it old early. Events of one key in a run share one
+    /// entry of the generation's key table.
+    #[test]
+    fn a_generation_turns_old_only_past_half_the_budget_and_keys_in_a_run_are_shared() {
+        let key = CacheKey::verbatim("a(1)");
+        let cap = TRACE_TEXT_CAP;
+        let skipped = |n: usize| TraceKind::StreamSkipped {
+            lifetime: 1,
+            reason: "x".repeat(n),
+        };
+        let mut log = TraceLog::new(1_000, 2 * cap);
+        log.record(0, &key, skipped(cap - 1));
+        log.record(1, &key, skipped(1));
+        assert_eq!(
+            (log.old.events.len(), log.current.events.len()),
+            (0, 2),
+            "at half"
+        );
+        log.record(2, &key, skipped(1));
+        assert_eq!(
+            (log.old.events.len(), log.current.events.len()),
+            (2, 1),
+            "past half"
+        );
+        log.record(3, &key, skipped(0));
+        log.record(4, &key, skipped(0));
+        assert_eq!(log.current.keys.len(), 1, "one key for the run");
+        let other = CacheKey::verbatim("a(2)");
+        log.record(5, &other, skipped(0));
+        assert_eq!(log.current.keys.len(), 2);
+    }
+
     /// Lowering the byte budget drops the old generation exactly when the texts held pass the
     /// new budget, and the current one too exactly when its texts alone pass half of it; a
     /// budget the texts meet exactly, or one that is higher, drops nothing.
