@@ -2,13 +2,14 @@
 //! order, or by the version rules; and the entry they are delivered to, whoever delivers them (a
 //! lifecycle handler's stream, or a source's own task feeding the entry directly).
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
 use crate::core::StreamEndReason;
 use crate::core::{Attachment, Draft, FirstData, LifetimePlace, Notify, Overflow, Version};
 use crate::runtime::driver::{Hint, Shared};
 use crate::runtime::erased::{Data, ErasedData};
-use crate::runtime::error::UpdateError;
+use crate::runtime::error::{UpdateError, panic_message};
 use crate::runtime::signal;
 use crate::runtime::typed_recipe::{recipe_outcome, run_typed_recipe};
 
@@ -77,7 +78,17 @@ impl Destination<'_> {
                 let mut delivered = 0;
                 let mut notify = false;
                 for message in messages {
-                    let at = version(&message);
+                    // The user's `version` runs here, under the lock but outside the core: a
+                    // panic is caught before it can unwind through either, and ends the
+                    // delivery like a panicking recipe.
+                    let at = match catch_unwind(AssertUnwindSafe(|| version(&message))) {
+                        Ok(at) => at,
+                        Err(payload) => {
+                            let message = version_panicked(&*payload);
+                            let error = UpdateError::RecipePanicked { message };
+                            return ((delivered, Err(error)), notify);
+                        }
+                    };
                     // The common case: the next message of an entry in order, applied at once (the
                     // message moves into the data, nothing is kept or cloned) and its subscribers
                     // woken once for the whole burst, through the lifetime's signal.
@@ -170,7 +181,12 @@ pub(crate) fn land_first_data<T, Msg>(
     apply: &mut impl Applier<T, Msg>,
     attachment: &mut Attachment<Msg>,
 ) -> Result<Option<StreamEndReason>, Refusal> {
-    let first = apply.first_data(attachment);
+    // A versioned applier orders what was held by the user's `version`: a panic there ends the
+    // attachment (what it held is dropped), never the task delivering it.
+    let first =
+        catch_unwind(AssertUnwindSafe(|| apply.first_data(attachment))).map_err(|payload| {
+            Refusal::Ends(StreamEndReason::ApplyPanicked(version_panicked(&*payload)))
+        })?;
     let handler = to.place.handler();
     let count = first.held.len();
     to.shared
@@ -186,6 +202,11 @@ pub(crate) fn land_first_data<T, Msg>(
             .map_err(|_| Refusal::Gone)?;
     }
     Ok(first.then_end)
+}
+
+/// What a panic of the user's `version` function is reported as.
+fn version_panicked(payload: &(dyn std::any::Any + Send)) -> String {
+    format!("the version function panicked: {}", panic_message(payload))
 }
 
 /// How an attachment's messages reach the cache: as plain updates in arrival order (R21), or by

@@ -17,6 +17,7 @@ use crate::runtime::applier::{Applier, Destination, Refusal, deliver_counted, la
 pub(crate) use crate::runtime::driver::ResumeHook;
 use crate::runtime::driver::Shared;
 use crate::runtime::erased::Data;
+pub(crate) use crate::runtime::error::panic_message;
 use crate::runtime::signal;
 use crate::runtime::source_link::SourceLink;
 use crate::runtime::stream::MAX_BUFFERED;
@@ -31,6 +32,8 @@ pub(crate) trait EntryInlet<Msg>: Send {
     fn skipped(&mut self, reason: String) -> bool;
     /// The entry's first data landed: what was held is delivered.
     fn data_loaded(&mut self) -> bool;
+    /// The source cannot feed the entry: the attachment ends, failed, with `error`.
+    fn failed(&mut self, error: String);
     /// The entry was removed, or (`restarted`) its lifecycle restarted (R30): the attachment
     /// ends.
     fn detached(&mut self, restarted: bool);
@@ -193,6 +196,10 @@ impl<T: Data, Msg: Send, A: Applier<T, Msg> + Send> EntryInlet<Msg> for Feed<T, 
         };
         let outcome = land_first_data(&to, &mut self.apply, attachment);
         self.step(outcome)
+    }
+
+    fn failed(&mut self, error: String) {
+        self.end(StreamEndReason::StreamFailed(error));
     }
 
     fn detached(&mut self, restarted: bool) {

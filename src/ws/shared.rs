@@ -133,15 +133,23 @@ enum Command<M> {
         link: SourceLink,
         inlet: Inlet<M>,
     },
-    /// The entry `id` on `topic` is gone (`restarted`: its lifecycle restarted, R30).
+    /// An entry the driver feeds ([`SharedConnection::source`]): its topic is `topic_of()`,
+    /// computed in the driver's task (never under the cache's lock).
+    AttachFed {
+        topic_of: Box<dyn FnOnce() -> String + Send>,
+        id: u64,
+        link: SourceLink,
+        feed: Box<dyn EntryInlet<M>>,
+    },
+    /// The entry `id` is gone (`restarted`: its lifecycle restarted, R30); on `topic`, or, for
+    /// an entry the driver feeds, on the topic it was attached to.
     Detach {
-        topic: String,
+        topic: Option<String>,
         id: u64,
         restarted: bool,
     },
-    /// The first data of the entry `id` on `topic` landed (an entry the driver feeds).
+    /// The first data of the entry `id`, one the driver feeds, landed.
     Loaded {
-        topic: String,
         id: u64,
     },
     Send {
@@ -150,9 +158,10 @@ enum Command<M> {
         reply: oneshot::Sender<Result<(), SharedError>>,
     },
     ReconnectNow,
-    /// The core asks the entry `id` on `topic` to resume from `from` (R26, R32).
+    /// The core asks the entry `id` to resume from `from` (R26, R32); on `topic`, or, for an
+    /// entry the driver feeds, on the topic it was attached to.
     Resume {
-        topic: String,
+        topic: Option<String>,
         id: u64,
         from: Option<crate::core::Version>,
     },
@@ -252,7 +261,7 @@ where
             link.on_resume(source::resume_hook(
                 &alive,
                 &self.commands,
-                topic.clone(),
+                Some(topic.clone()),
                 id,
             ));
         }
@@ -547,7 +556,7 @@ impl<M> Stream for Topic<M> {
 impl<M> Drop for Topic<M> {
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Detach {
-            topic: std::mem::take(&mut self.topic),
+            topic: Some(std::mem::take(&mut self.topic)),
             id: self.id,
             restarted: false,
         });

@@ -826,3 +826,54 @@ async fn r31_an_entry_fed_by_the_connection_holds_skips_takes_bursts_and_is_atta
     server.wait_unsubscribed("plain").await;
     server.wait_open(0).await;
 }
+
+/// R31 with R16, R28: user code a fed endpoint gives the connection — the topic of an argument,
+/// the version of a message — runs in the connection's task; a panic there fails that entry's
+/// stream, loudly, and nothing else: the connection goes on feeding every other entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn r31_a_panic_in_a_fed_endpoints_code_fails_only_its_entry() {
+    let server = Server::start().await;
+    let api = Api::builder().build();
+    let connection =
+        SharedConnection::builder(server.url(), JsonFraming::<Msg>::new().acknowledged())
+            .config(quick())
+            .spawn()
+            .expect("a runtime");
+    let topics = api
+        .query::<String, Vec<Msg>>("topics")
+        .query_fn_versioned(|_topic: String| async { Ok((Vec::new(), Version::new(0))) })
+        .stream_from(
+            connection.source_versioned(
+                |topic: &String| {
+                    assert_ne!(topic, "unnamed", "no topic for this one");
+                    topic.clone()
+                },
+                |m: &Msg| {
+                    assert_ne!(m.text, "boom", "no version for this one");
+                    Version::new(m.id)
+                },
+            ),
+            |list, m| list.push(m),
+        )
+        .build()
+        .expect("a new endpoint");
+    let fine = topics.subscribe("fine".into()).expect("a key");
+    let doomed = topics.subscribe("doomed".into()).expect("a key");
+    let unnamed = topics.subscribe("unnamed".into()).expect("a key");
+    wait_state("the unnamed entry failed", &unnamed, |s| {
+        matches!(&s.stream, StreamStatus::Failed { error } if error.contains("topic function panicked"))
+    })
+    .await;
+    for sub in [&fine, &doomed] {
+        wait_state("live", sub, |s| s.stream == StreamStatus::Live).await;
+    }
+    server.wait_subscribed(&["doomed", "fine"]).await;
+    let _ = server.publish("doomed", "boom");
+    wait_state("the doomed entry failed", &doomed, |s| {
+        matches!(&s.stream, StreamStatus::Failed { error } if error.contains("version function panicked"))
+    })
+    .await;
+    let after = server.publish("fine", "still here");
+    wait_message("the other entry's message", &fine, &after).await;
+    assert_eq!(fine.state().stream, StreamStatus::Live);
+}

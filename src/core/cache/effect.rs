@@ -45,7 +45,7 @@ pub enum Effect<D> {
         request: RequestId,
     },
     /// Resolve the lifetime's data-loaded with this data (R8, R13, R20). Only for endpoints with
-    /// a lifecycle handler.
+    /// a lifecycle (a handler, or a source feeding the entry).
     ResolveDataLoaded {
         /// The lifetime.
         lifetime: LifetimeId,
@@ -70,7 +70,8 @@ pub enum Effect<D> {
         key: CacheKey,
     },
     /// Tell the lifetime's lifecycle handler about a request on its entry (R29): started (with
-    /// why), fulfilled, rejected. Only for endpoints with a lifecycle handler.
+    /// why), fulfilled, rejected. Only for endpoints with a lifecycle (a handler, or a source
+    /// feeding the entry, which does not read them).
     RequestEvent {
         /// The key.
         key: CacheKey,

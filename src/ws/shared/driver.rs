@@ -4,6 +4,7 @@
 //! It decides nothing itself.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use tokio::time::Instant;
 
 use super::{AuthHook, Command, Connector, FatalWhen, Framing, Inbound, Inlet, SharedError};
 use crate::core::{ConnEffect, Connection, ConnectionConfig, Frame, Version};
+use crate::runtime::feed::panic_message;
 use crate::runtime::source_link::SourceLink;
 use crate::ws::target::{Socket, TlsChoice, handshake};
 use crate::ws::transport::Transport;
@@ -121,6 +123,8 @@ struct Driver<F: Framing, C: Connector> {
     acked: BTreeSet<String>,
     /// Entries (by id) whose resume waits for their topic's acknowledgement.
     resume_waits: BTreeMap<String, Vec<u64>>,
+    /// The topic of each entry the driver feeds, by id.
+    fed: BTreeMap<u64, String>,
 }
 
 /// The task: until every handle is gone.
@@ -147,6 +151,7 @@ pub(super) async fn run<F, C>(
         resumed: BTreeMap::new(),
         acked: BTreeSet::new(),
         resume_waits: BTreeMap::new(),
+        fed: BTreeMap::new(),
     };
     // Frames handled in a row since the driver last let other tasks run.
     let mut burst = 0;
@@ -225,26 +230,32 @@ where
                 id,
                 link,
                 inlet,
-            } => {
-                let subscriber = Subscriber { id, link, inlet };
-                let status = self.status_now();
-                let subscribers = self.topics.entry(topic.clone()).or_default();
-                let first = subscribers.is_empty();
-                // Most topics have one entry: no room is kept for more until they come.
-                subscribers.reserve_exact(1);
-                subscribers.push(subscriber);
-                if first {
-                    self.machine.attach(now, topic);
-                } else if let Some(subscriber) = subscribers.last() {
-                    // Another entry on a topic already attached: it learns the status now.
-                    subscriber.link.report(status);
+            } => self.attach(now, topic, Subscriber { id, link, inlet }),
+            Command::AttachFed {
+                topic_of,
+                id,
+                link,
+                mut feed,
+            } => match catch_unwind(AssertUnwindSafe(topic_of)) {
+                Ok(topic) => {
+                    self.fed.insert(id, topic.clone());
+                    let inlet = Inlet::Feed(feed);
+                    self.attach(now, topic, Subscriber { id, link, inlet });
                 }
-            }
+                Err(payload) => {
+                    let error =
+                        format!("the topic function panicked: {}", panic_message(&*payload));
+                    feed.failed(error);
+                }
+            },
             Command::Detach {
                 topic,
                 id,
                 restarted,
             } => {
+                let Some(topic) = topic.or_else(|| self.fed.get(&id).cloned()) else {
+                    return;
+                };
                 if let Some(Subscriber {
                     inlet: Inlet::Feed(mut feed),
                     ..
@@ -253,7 +264,10 @@ where
                     feed.detached(restarted);
                 }
             }
-            Command::Loaded { topic, id } => {
+            Command::Loaded { id } => {
+                let Some(topic) = self.fed.get(&id).cloned() else {
+                    return;
+                };
                 let ended = self
                     .topics
                     .get_mut(&topic)
@@ -280,7 +294,11 @@ where
             Command::ReconnectNow => {
                 self.machine.reconnect_now(now);
             }
-            Command::Resume { topic, id, from } => self.resume(topic, id, from).await,
+            Command::Resume { topic, id, from } => {
+                if let Some(topic) = topic.or_else(|| self.fed.get(&id).cloned()) {
+                    self.resume(topic, id, from).await;
+                }
+            }
         }
     }
 
@@ -438,10 +456,29 @@ where
         }
     }
 
+    /// Put `subscriber` on `topic`; the first entry on a topic attaches it to the machine.
+    fn attach(&mut self, now: u64, topic: String, subscriber: Subscriber<F::Message>) {
+        let status = self.status_now();
+        let subscribers = self.topics.entry(topic.clone()).or_default();
+        let first = subscribers.is_empty();
+        if first {
+            // Most topics have one entry: no room is kept for more until they come.
+            subscribers.reserve_exact(1);
+        }
+        subscribers.push(subscriber);
+        if first {
+            self.machine.attach(now, topic);
+        } else if let Some(subscriber) = subscribers.last() {
+            // Another entry on a topic already attached: it learns the status now.
+            subscriber.link.report(status);
+        }
+    }
+
     /// Take the entry `id` off `topic`; the topic is detached from the machine with its last
     /// entry (unsubscribed; the socket closes after its linger when it was the last topic).
     fn detach(&mut self, topic: &str, id: u64) -> Option<Subscriber<F::Message>> {
         let now = self.now();
+        self.fed.remove(&id);
         let subscribers = self.topics.get_mut(topic)?;
         let at = subscribers.iter().position(|s| s.id == id)?;
         let subscriber = subscribers.remove(at);

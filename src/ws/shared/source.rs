@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 
-use super::{Command, Inlet, SharedConnection};
+use super::{Command, SharedConnection};
 use crate::core::{Resync, Version};
 use crate::runtime::EntrySource;
 use crate::runtime::entry_source::VersionOf;
@@ -24,9 +24,12 @@ where
     /// [`EntryHandle::try_stream`](crate::EntryHandle::try_stream) over
     /// [`SharedConnection::topic`] would, without a handler's task, future and queue per entry.
     /// The entry reads the connection's status (R28) and resyncs after a reconnect (R32); a
-    /// frame that cannot be read is skipped and counted; removal unsubscribes the topic. A
-    /// message has nowhere to wait, so none overflows (R33): the connection's task applies it
-    /// as it reads it.
+    /// frame that cannot be read is skipped and counted; removal unsubscribes the topic. Once
+    /// the entry has data a message waits in no queue of its own (the connection's task applies
+    /// it as it reads it), so the topic's queue bound does not apply; before the data, at most
+    /// [`MAX_BUFFERED`](crate::MAX_BUFFERED) are held, as for a handler's stream (R33). The
+    /// user's `topic_of` (and `version`) run in the connection's task, never under the cache's
+    /// lock; a panic in one fails that entry's stream, loudly, and nothing else.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), livecache::Error> {
@@ -43,7 +46,7 @@ where
     /// ```
     ///
     /// [`EndpointBuilder::stream_from`]: crate::EndpointBuilder::stream_from
-    pub fn source<A: 'static>(
+    pub fn source<A: Clone + Send + Sync + 'static>(
         &self,
         topic_of: impl Fn(&A) -> String + Send + Sync + 'static,
     ) -> EntrySource<A, F::Message> {
@@ -76,7 +79,7 @@ where
     ///     .build()?;
     /// # drop(chat); Ok(()) }
     /// ```
-    pub fn source_versioned<A: 'static>(
+    pub fn source_versioned<A: Clone + Send + Sync + 'static>(
         &self,
         topic_of: impl Fn(&A) -> String + Send + Sync + 'static,
         version: impl Fn(&F::Message) -> Version + Send + Sync + 'static,
@@ -85,15 +88,15 @@ where
     }
 
     /// The source whose entry for `arg` takes the topic `topic_of(&arg)`.
-    fn feed_source<A: 'static>(
+    fn feed_source<A: Clone + Send + Sync + 'static>(
         &self,
         topic_of: impl Fn(&A) -> String + Send + Sync + 'static,
         version: Option<VersionOf<F::Message>>,
     ) -> EntrySource<A, F::Message> {
         let commands = self.commands.clone();
         let ids = Arc::clone(&self.ids);
-        let attach = move |arg: &A, start: SourceStart, inlet: Box<dyn EntryInlet<F::Message>>| {
-            let topic = topic_of(arg);
+        let topic_of = Arc::new(topic_of);
+        let attach = move |arg: &A, start: SourceStart, feed: Box<dyn EntryInlet<F::Message>>| {
             let id = ids.fetch_add(1, Ordering::Relaxed);
             // The core's resumes of the entry reach the driver while the entry is attached
             // (R26, R32); only an endpoint that resyncs by resuming is ever asked.
@@ -101,16 +104,17 @@ where
             let alive = resumes.then(|| Arc::new(()));
             let resume = alive
                 .as_ref()
-                .map(|alive| resume_hook(alive, &commands, topic.clone(), id));
-            let _ = commands.send(Command::Attach {
-                topic: topic.clone(),
+                .map(|alive| resume_hook(alive, &commands, None, id));
+            // This runs under the cache's lock: the user's `topic_of` runs in the driver's task.
+            let (topic_of, arg) = (Arc::clone(&topic_of), arg.clone());
+            let _ = commands.send(Command::AttachFed {
+                topic_of: Box::new(move || topic_of(&arg)),
                 id,
                 link: start.link(),
-                inlet: Inlet::Feed(inlet),
+                feed,
             });
             Attached {
                 source: Box::new(FedTopic {
-                    topic,
                     id,
                     commands: commands.clone(),
                     _alive: alive,
@@ -127,7 +131,7 @@ where
 pub(super) fn resume_hook<M: Send + 'static>(
     alive: &Arc<()>,
     commands: &mpsc::UnboundedSender<Command<M>>,
-    topic: String,
+    topic: Option<String>,
     id: u64,
 ) -> ResumeHook {
     let (alive, commands) = (Arc::downgrade(alive), commands.downgrade());
@@ -143,7 +147,6 @@ pub(super) fn resume_hook<M: Send + 'static>(
 /// The runtime's side of an entry fed by the connection: it passes the first data's landing and
 /// the entry's end to the driver.
 struct FedTopic<M> {
-    topic: String,
     id: u64,
     commands: mpsc::UnboundedSender<Command<M>>,
     /// While it lives, the entry's resumes reach the driver.
@@ -152,21 +155,13 @@ struct FedTopic<M> {
 
 impl<M: Send + 'static> AttachedSource for FedTopic<M> {
     fn data_loaded(&self) {
-        let _ = self.commands.send(Command::Loaded {
-            topic: self.topic.clone(),
-            id: self.id,
-        });
+        let _ = self.commands.send(Command::Loaded { id: self.id });
     }
 
     fn detach(self: Box<Self>, restarted: bool) {
-        let FedTopic {
-            topic,
-            id,
-            commands,
-            ..
-        } = *self;
+        let FedTopic { id, commands, .. } = *self;
         let _ = commands.send(Command::Detach {
-            topic,
+            topic: None,
             id,
             restarted,
         });
