@@ -561,3 +561,44 @@ fn a_draft_records_only_when_patches_are_wanted() {
     assert!(updated.is_ok());
     assert!(described.contains("Recorder"), "{described}");
 }
+
+/// Consecutive updates in a batch fold into one event only while they come from the same
+/// source: a change from outside between a handler's updates is an event of its own (R34).
+#[test]
+fn a_batch_folds_updates_of_one_source_only() {
+    use crate::core::cache::Patches;
+    use crate::core::trace::{TraceKind, UpdateSource};
+    let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+    let Ok(ep) = cache.add_endpoint("a", EndpointConfig::default()) else {
+        panic!("a new name is accepted");
+    };
+    let key = CacheKey::verbatim("a(1)");
+    assert_eq!(cache.upsert(0, ep, &key, vec![]), Ok(()));
+    let before = cache.trace().len();
+    cache.batch(|cache| {
+        let handler = |cache: &mut Cache<Vec<u8>>, n: u8| {
+            let pushed = cache.update_cached(0, LifetimeId(1), Patches::NotWanted, |d| d.push(n));
+            assert!(pushed.is_ok());
+        };
+        let outside = |cache: &mut Cache<Vec<u8>>, n: u8| {
+            assert!(cache.update_query_data(0, &key, |d| d.push(n)).is_ok());
+        };
+        handler(cache, 1);
+        outside(cache, 2);
+        handler(cache, 3);
+        handler(cache, 4);
+        outside(cache, 5);
+    });
+    let updates: Vec<(UpdateSource, u32)> = cache.trace()[before..]
+        .iter()
+        .filter_map(|e| match e.kind {
+            TraceKind::Updated { source, count, .. } => Some((source, count)),
+            _ => None,
+        })
+        .collect();
+    let (handler, outside) = (UpdateSource::Lifecycle, UpdateSource::UpdateQueryData);
+    assert_eq!(
+        updates,
+        [(handler, 1), (outside, 1), (handler, 2), (outside, 1)]
+    );
+}
