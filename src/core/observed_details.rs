@@ -602,3 +602,55 @@ fn a_batch_folds_updates_of_one_source_only() {
         [(handler, 1), (outside, 1), (handler, 2), (outside, 1)]
     );
 }
+
+/// A change to a map is recorded at its key, whether the key is a string, a number or a
+/// boolean (written as text, as serde_json writes map keys): only the changed value is written
+/// as JSON, never the whole map (whose other values here cannot be), which a key that cannot be
+/// a path token falls back to diffing.
+#[test]
+fn a_map_change_is_recorded_at_its_key_whatever_the_key_type() {
+    use std::collections::BTreeMap;
+    /// A value with no JSON form when it is 255.
+    #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+    struct Cell(u8);
+    impl serde::Serialize for Cell {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self.0 {
+                255 => Err(serde::ser::Error::custom("no JSON form")),
+                n => s.serialize_u8(n),
+            }
+        }
+    }
+    fn recorded<K>(key: K, other: K, token: &str)
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned + Ord + Clone + Send + Sync + 'static,
+    {
+        let mut cache: Cache<BTreeMap<K, Cell>> = Cache::new(CacheConfig::default());
+        let Ok(ep) = cache.add_endpoint("a", EndpointConfig::default()) else {
+            panic!("a new name is accepted");
+        };
+        let at = CacheKey::verbatim("a(1)");
+        let before = BTreeMap::from([(key.clone(), Cell(1)), (other, Cell(255))]);
+        assert_eq!(cache.upsert(0, ep, &at, before), Ok(()));
+        let set = cache.update_query_data(0, &at, |map| {
+            map.insert(key.clone(), Cell(2));
+        });
+        let expected =
+            serde_json::json!([{ "op": "replace", "path": format!("/{token}"), "value": 2 }]);
+        let patches = set
+            .ok()
+            .and_then(|set| serde_json::to_value(&set.patches).ok());
+        assert_eq!(patches, Some(expected), "key {token}");
+        let set = cache.update_query_data(0, &at, |map| {
+            map.remove(&key);
+        });
+        let expected = serde_json::json!([{ "op": "remove", "path": format!("/{token}") }]);
+        let patches = set
+            .ok()
+            .and_then(|set| serde_json::to_value(&set.patches).ok());
+        assert_eq!(patches, Some(expected), "key {token}");
+    }
+    recorded(String::from("k"), String::from("z"), "k");
+    recorded(7_u32, 9, "7");
+    recorded(true, false, "true");
+}
