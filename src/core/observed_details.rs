@@ -654,3 +654,55 @@ fn a_map_change_is_recorded_at_its_key_whatever_the_key_type() {
     recorded(7_u32, 9, "7");
     recorded(true, false, "true");
 }
+
+/// Inserting into and removing from a list is recorded at its index, writing only the value
+/// inserted or removed as JSON (the list's other values here have none); an update that wants
+/// no patches writes nothing as JSON at all.
+#[test]
+fn a_list_change_is_recorded_at_its_index_and_a_plain_one_writes_no_json() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static WRITTEN: AtomicUsize = AtomicUsize::new(0);
+    /// A value with no JSON form when it is 255, counting every time it is written.
+    #[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+    struct Cell(u8);
+    impl serde::Serialize for Cell {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            WRITTEN.fetch_add(1, Ordering::SeqCst);
+            match self.0 {
+                255 => Err(serde::ser::Error::custom("no JSON form")),
+                n => s.serialize_u8(n),
+            }
+        }
+    }
+    let mut cache: Cache<Vec<Cell>> = Cache::new(CacheConfig::default());
+    let Ok(ep) = cache.add_endpoint("a", EndpointConfig::default()) else {
+        panic!("a new name is accepted");
+    };
+    let at = CacheKey::verbatim("a(1)");
+    assert_eq!(cache.upsert(0, ep, &at, vec![Cell(255), Cell(1)]), Ok(()));
+    let patches =
+        |set: Result<PatchSet, _>| set.ok().and_then(|s| serde_json::to_value(&s.patches).ok());
+    let set = cache.update_query_data(0, &at, |list| list.insert(2, Cell(2)));
+    let expected = serde_json::json!([{ "op": "add", "path": "/2", "value": 2 }]);
+    assert_eq!(patches(set), Some(expected), "an insert at the end");
+    let set = cache.update_query_data(0, &at, |list| {
+        list.remove(1);
+    });
+    let expected = serde_json::json!([{ "op": "remove", "path": "/1" }]);
+    assert_eq!(patches(set), Some(expected), "a removal");
+    WRITTEN.store(0, Ordering::SeqCst);
+    let plain = cache.update_cached(
+        0,
+        LifetimeId(1),
+        crate::core::cache::Patches::NotWanted,
+        |list| {
+            list.remove(1);
+        },
+    );
+    assert!(plain.is_ok());
+    assert_eq!(
+        WRITTEN.load(Ordering::SeqCst),
+        0,
+        "a plain update writes no JSON"
+    );
+}
