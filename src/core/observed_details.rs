@@ -696,6 +696,7 @@ fn a_list_change_is_recorded_at_its_index_and_a_plain_one_writes_no_json() {
         LifetimeId(1),
         crate::core::cache::Patches::NotWanted,
         |list| {
+            list.insert(1, Cell(3));
             list.remove(1);
         },
     );
@@ -705,4 +706,36 @@ fn a_list_change_is_recorded_at_its_index_and_a_plain_one_writes_no_json() {
         0,
         "a plain update writes no JSON"
     );
+}
+
+/// Updates fold into one event only for one key at one time: in a batch, updates of two
+/// entries at the same millisecond stay events of their own (R34).
+#[test]
+fn a_batch_folds_updates_of_one_key_only() {
+    use crate::core::cache::Patches;
+    use crate::core::trace::TraceKind;
+    let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+    let Ok(ep) = cache.add_endpoint("a", EndpointConfig::default()) else {
+        panic!("a new name is accepted");
+    };
+    let (a, b) = (CacheKey::verbatim("a(1)"), CacheKey::verbatim("a(2)"));
+    assert_eq!(cache.upsert(0, ep, &a, vec![]), Ok(()));
+    assert_eq!(cache.upsert(0, ep, &b, vec![]), Ok(()));
+    let before = cache.trace().len();
+    cache.batch(|cache| {
+        for lifetime in [1, 2, 2, 1] {
+            let pushed =
+                cache.update_cached(0, LifetimeId(lifetime), Patches::NotWanted, |d| d.push(0));
+            assert!(pushed.is_ok());
+        }
+    });
+    let updates: Vec<(String, u32)> = cache.trace()[before..]
+        .iter()
+        .filter_map(|e| match e.kind {
+            TraceKind::Updated { count, .. } => Some((e.key.to_string(), count)),
+            _ => None,
+        })
+        .collect();
+    let expected = [("a(1)", 1), ("a(2)", 2), ("a(1)", 1)].map(|(k, n)| (k.to_owned(), n));
+    assert_eq!(updates, expected);
 }
