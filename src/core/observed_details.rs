@@ -739,3 +739,24 @@ fn a_batch_folds_updates_of_one_key_only() {
     let expected = [("a(1)", 1), ("a(2)", 2), ("a(1)", 1)].map(|(k, n)| (k.to_owned(), n));
     assert_eq!(updates, expected);
 }
+
+/// Extending a list through the draft appends every item, recorded as one `add` each at the
+/// end.
+#[test]
+fn extending_a_list_appends_each_item() {
+    let mut cache: Cache<Vec<u8>> = Cache::new(CacheConfig::default());
+    let Ok(ep) = cache.add_endpoint("a", EndpointConfig::default()) else {
+        panic!("a new name is accepted");
+    };
+    let at = CacheKey::verbatim("a(1)");
+    assert_eq!(cache.upsert(0, ep, &at, vec![1]), Ok(()));
+    let set = cache.update_query_data(0, &at, |list| list.extend([2, 3]));
+    let expected = serde_json::json!([
+        { "op": "add", "path": "/1", "value": 2 },
+        { "op": "add", "path": "/2", "value": 3 },
+    ]);
+    let patches = set.ok().and_then(|s| serde_json::to_value(&s.patches).ok());
+    assert_eq!(patches, Some(expected));
+    let data = cache.entry(&at).and_then(|e| e.data.cloned());
+    assert_eq!(data, Some(vec![1, 2, 3]));
+}
