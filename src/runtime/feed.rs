@@ -17,6 +17,7 @@ use crate::runtime::applier::{Applier, Destination, Refusal, deliver_counted, la
 pub(crate) use crate::runtime::driver::ResumeHook;
 use crate::runtime::driver::Shared;
 use crate::runtime::erased::Data;
+#[cfg(feature = "ws")]
 pub(crate) use crate::runtime::error::panic_message;
 use crate::runtime::signal;
 use crate::runtime::source_link::SourceLink;
@@ -57,6 +58,7 @@ pub(crate) struct SourceStart {
     pub(crate) place: LifetimePlace,
     pub(crate) changed: signal::Notifier,
     /// The entry's endpoint's version rules (`None`: unversioned).
+    #[cfg_attr(not(feature = "ws"), allow(dead_code))]
     pub(crate) versioning: Option<Versioning>,
 }
 
