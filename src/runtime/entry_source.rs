@@ -30,7 +30,7 @@ pub(crate) type VersionOf<Msg> = Arc<dyn Fn(&Msg) -> Version + Send + Sync>;
 /// # async fn run() -> Result<(), livecache::Error> {
 /// use livecache::core::Version;
 /// use livecache::ws::shared::{JsonFraming, SharedConnection};
-/// #[derive(Clone, serde::Deserialize)]
+/// #[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 /// struct Quote { id: u64, price: f64 }
 /// let api = livecache::Api::builder().build();
 /// let connection = SharedConnection::builder("ws://127.0.0.1:8080/ws", JsonFraming::<Quote>::new())

@@ -64,7 +64,7 @@ where
     /// # async fn run() -> Result<(), livecache::Error> {
     /// use livecache::core::Version;
     /// use livecache::ws::shared::{JsonFraming, SharedConnection};
-    /// #[derive(Clone, serde::Deserialize)]
+    /// #[derive(Clone, PartialEq, serde::Serialize, serde::Deserialize)]
     /// struct Message { id: u64, text: String }
     /// let api = livecache::Api::builder().build();
     /// let connection = SharedConnection::builder("ws://127.0.0.1:8080/ws", JsonFraming::<Message>::new())
