@@ -385,7 +385,6 @@ impl Shared {
             match effect {
                 Effect::StartLifecycle { key, lifetime } => {
                     let place = state.cache.lifetime_place(lifetime);
-                    let versioning = versioning_of(&state.cache, lifetime);
                     let Some(rt) = state.lifetimes.get_mut(&lifetime) else {
                         continue;
                     };
@@ -401,6 +400,7 @@ impl Shared {
                             self.start_handler(rt, key, place, loaded);
                         }
                         LifecycleKind::Source if rt.source.is_none() => {
+                            let versioning = versioning_of(&state.cache, lifetime);
                             self.start_source(rt, key, place, versioning);
                         }
                         _ => {}
@@ -408,7 +408,6 @@ impl Shared {
                 }
                 Effect::RestartLifecycle { key, handler } => {
                     let place = state.cache.lifetime_place(handler);
-                    let versioning = versioning_of(&state.cache, handler.lifetime);
                     let Some(rt) = state.lifetimes.get_mut(&handler.lifetime) else {
                         continue;
                     };
@@ -435,6 +434,7 @@ impl Shared {
                             // entry's topic without an entry, so it is not unsubscribed and
                             // subscribed again, losing what came between.
                             let old = rt.source.take();
+                            let versioning = versioning_of(&state.cache, handler.lifetime);
                             self.start_source(rt, key, place, versioning);
                             if let Some(old) = old {
                                 old.detach(true);
